@@ -1,0 +1,110 @@
+"""The Iceberg catalog: one pyiceberg SqlCatalog, SQLite locally and PostgreSQL in production.
+
+Everything that creates, loads or commits Iceberg tables goes through this module, and so does
+the provenance each commit records (snapshot summary properties ``mesh.*``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import dagster as dg
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.table import Table
+
+from mesh_assets.contracts import DataProduct
+from mesh_assets.settings import MeshSettings, ensure_local_dirs, load_settings
+
+INPUTS_PROPERTY = "mesh.inputs"
+
+
+class SchemaMismatchError(ValueError):
+    """The live Iceberg table does not have the schema its contract declares."""
+
+
+@functools.lru_cache(maxsize=8)
+def _catalog(settings: MeshSettings) -> SqlCatalog:
+    ensure_local_dirs(settings)
+    return SqlCatalog(settings.catalog_name, **settings.catalog_properties())
+
+
+def open_catalog(settings: MeshSettings | None = None) -> SqlCatalog:
+    return _catalog(settings or load_settings())
+
+
+def ensure_table(catalog: SqlCatalog, product: DataProduct) -> Table:
+    """The product's table, created from its contract the first time."""
+    try:
+        catalog.create_namespace(product.domain)
+    except NamespaceAlreadyExistsError:
+        pass
+    try:
+        table = catalog.load_table(product.identifier)
+    except NoSuchTableError:
+        return catalog.create_table(
+            product.identifier, schema=product.iceberg_schema(),
+            properties={"mesh.contract.version": product.version,
+                        "commit.retry.num-retries": "10"},
+        )
+    _check_schema(table, product)
+    return table
+
+
+def _check_schema(table: Table, product: DataProduct) -> None:
+    live = {f.name: (f.field_type, f.required) for f in table.schema().fields}
+    wanted = {c.name: (c.type, c.required) for c in product.columns}
+    if live == wanted:
+        return
+    diffs = [f"{name}: table has {live.get(name)}, contract says {wanted.get(name)}"
+             for name in sorted(set(live) | set(wanted)) if live.get(name) != wanted.get(name)]
+    raise SchemaMismatchError(
+        f"contract {product.path}, product {product.identifier}: the Iceberg table's schema "
+        f"differs from the contract ({'; '.join(diffs)}). Automatic schema evolution is not "
+        f"available yet: drop the table (`mesh drop {product.identifier}`) to recreate it."
+    )
+
+
+def snapshot_metadata(table: Table, *, inputs: dict[str, int] | None = None) -> dict[str, Any]:
+    """Materialization metadata of the table's current snapshot (numbers stay numeric)."""
+    snap = table.current_snapshot()
+    identifier = ".".join(table.name())
+    md: dict[str, Any] = {
+        "dagster/table_name": identifier,
+        "iceberg/identifier": identifier,
+        "iceberg/metadata_location": table.metadata_location,
+        "dagster/column_schema": column_schema(table),
+    }
+    if snap is not None:
+        summary = snap.summary.additional_properties if snap.summary else {}
+        md["iceberg/snapshot_id"] = dg.MetadataValue.int(snap.snapshot_id)
+        md["dagster/row_count"] = dg.MetadataValue.int(int(summary.get("total-records", 0)))
+        md["iceberg/data_files"] = dg.MetadataValue.int(int(summary.get("total-data-files", 0)))
+        if inputs is None and INPUTS_PROPERTY in summary:
+            inputs = json.loads(summary[INPUTS_PROPERTY])
+    md["iceberg/input_snapshots"] = dg.MetadataValue.json(inputs or {})
+    return md
+
+
+def column_schema(table: Table) -> dg.TableSchema:
+    return dg.TableSchema(columns=[
+        dg.TableColumn(name=f.name, type=str(f.field_type), description=f.doc,
+                       constraints=dg.TableColumnConstraints(nullable=not f.required))
+        for f in table.schema().fields
+    ])
+
+
+class IcebergCatalog(dg.ConfigurableResource):
+    """Dagster resource for the mesh's Iceberg catalog, configured from the environment
+    (see :mod:`mesh_assets.settings`)."""
+
+    def catalog(self) -> SqlCatalog:
+        return open_catalog()
+
+    def load_table(self, identifier: str) -> Table:
+        return self.catalog().load_table(identifier)
+
+    def ensure_table(self, product: DataProduct) -> Table:
+        return ensure_table(self.catalog(), product)

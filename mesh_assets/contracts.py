@@ -1,0 +1,298 @@
+"""Data contracts: one Open Data Contract Standard (ODCS v3) YAML file per data product.
+
+A contract is the single source of truth of its product. From it the platform derives the
+Iceberg schema (:mod:`mesh_assets.catalog`), the Dagster asset spec (:mod:`mesh_assets.domain`)
+and the quality checks (:mod:`mesh_assets.quality`).
+
+Platform-specific settings live under the contract's ``customProperties``:
+
+``source``      ingestion products: ``{format: csv, file: <name in the landing folder>,
+                demoData: <package>:<resource path>}``
+``transform``   ``dbt`` for products computed by a dbt model of the same name
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from open_data_contract_standard.model import OpenDataContractStandard
+from pydantic import ValidationError
+from pyiceberg import types as it
+from pyiceberg.schema import Schema
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ContractError(ValueError):
+    """A contract cannot be used. The message names the file, product and column at fault."""
+
+    def __init__(self, path: Path | str, problem: str, *, product: str | None = None,
+                 column: str | None = None, hint: str | None = None):
+        where = [f"contract {path}"]
+        if product:
+            where.append(f"product {product}")
+        if column:
+            where.append(f"column {column}")
+        message = f"{', '.join(where)}: {problem}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+        self.path, self.product, self.column = str(path), product, column
+
+
+# --- types -------------------------------------------------------------------------------------
+
+_SIMPLE_TYPES: dict[str, it.IcebergType] = {
+    "string": it.StringType(), "varchar": it.StringType(), "text": it.StringType(),
+    "char": it.StringType(),
+    "boolean": it.BooleanType(), "bool": it.BooleanType(),
+    "tinyint": it.IntegerType(), "smallint": it.IntegerType(), "int": it.IntegerType(),
+    "integer": it.IntegerType(), "int32": it.IntegerType(),
+    "bigint": it.LongType(), "long": it.LongType(), "int64": it.LongType(),
+    "float": it.FloatType(), "real": it.FloatType(), "float32": it.FloatType(),
+    "double": it.DoubleType(), "float64": it.DoubleType(),
+    "date": it.DateType(), "time": it.TimeType(),
+    "timestamp": it.TimestampType(), "timestamptz": it.TimestamptzType(),
+    "binary": it.BinaryType(), "uuid": it.UUIDType(),
+}
+_LOGICAL_DEFAULTS: dict[str, str] = {
+    "string": "string", "integer": "bigint", "number": "double", "boolean": "boolean",
+    "date": "date", "timestamp": "timestamp", "time": "time",
+}
+_DECIMAL = re.compile(r"^decimal\((\d+)\s*,\s*(\d+)\)$")
+_SIZED = re.compile(r"^(varchar|char)\(\d+\)$")
+
+
+def parse_type(physical: str | None, logical: str | None) -> it.PrimitiveType:
+    """The Iceberg type of a contract column; raises ``KeyError`` naming the unknown type."""
+    name = (physical or _LOGICAL_DEFAULTS.get(logical or "", logical or "")).strip().lower()
+    name = {"timestamp with time zone": "timestamptz",
+            "timestamp without time zone": "timestamp"}.get(name, name)
+    if name in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[name]
+    if _SIZED.match(name):
+        return it.StringType()
+    if m := _DECIMAL.match(name):
+        return it.DecimalType(int(m.group(1)), int(m.group(2)))
+    raise KeyError(name)
+
+
+KNOWN_TYPES = sorted(set(_SIMPLE_TYPES) | {"decimal(p,s)", "varchar(n)"})
+
+
+# --- model -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: it.PrimitiveType
+    required: bool = False
+    description: str | None = None
+    classification: str | None = None
+    primary_key_position: int | None = None
+    unique: bool = False
+
+    @property
+    def type_name(self) -> str:
+        return str(self.type)
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    """One expectation in Great Expectations' vocabulary (``type`` + ``kwargs``)."""
+
+    name: str
+    expectation: str
+    kwargs: dict[str, Any]
+    severity: str = "error"  # "error" blocks downstream assets, "warn" only reports
+    description: str | None = None
+
+    @property
+    def column(self) -> str | None:
+        return self.kwargs.get("column")
+
+
+@dataclass(frozen=True)
+class DataProduct:
+    domain: str
+    name: str
+    version: str
+    path: Path
+    description: str
+    owner: str
+    columns: tuple[Column, ...]
+    rules: tuple[QualityRule, ...]
+    source: dict[str, Any] | None = None
+    transform: str | None = None
+    tags: tuple[str, ...] = ()
+    status: str = "active"
+    custom: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def identifier(self) -> str:
+        """Iceberg identifier and CLI name: ``domain.product``."""
+        return f"{self.domain}.{self.name}"
+
+    @property
+    def asset_key_path(self) -> list[str]:
+        return [self.domain, self.name]
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        keyed = [c for c in self.columns if c.primary_key_position is not None]
+        return tuple(c.name for c in sorted(keyed, key=lambda c: c.primary_key_position or 0))
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    def iceberg_schema(self) -> Schema:
+        fields = [
+            it.NestedField(field_id=i, name=c.name, field_type=c.type, required=c.required,
+                           doc=c.description)
+            for i, c in enumerate(self.columns, start=1)
+        ]
+        key_ids = [i for i, c in enumerate(self.columns, start=1)
+                   if c.primary_key_position is not None and c.required]
+        return Schema(*fields, identifier_field_ids=key_ids)
+
+    def arrow_schema(self):
+        from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+        return schema_to_pyarrow(self.iceberg_schema(), include_field_ids=False)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+@functools.cache
+def _odcs_validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(OpenDataContractStandard.json_schema())
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def _custom_properties(items: list[dict] | None) -> dict[str, Any]:
+    return {item["property"]: item.get("value") for item in items or []}
+
+
+def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct:
+    """Read, validate and derive one contract. Every failure is a :class:`ContractError`."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ContractError(path, f"is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ContractError(path, "must be a YAML mapping in the ODCS v3 format")
+    product = raw.get("dataProduct") or path.stem
+
+    for table in raw.get("schema") or []:
+        for prop in (table.get("properties") or []) if isinstance(table, dict) else []:
+            if isinstance(prop, dict) and not prop.get("logicalType"):
+                raise ContractError(path, "missing 'logicalType'", product=product,
+                                    column=prop.get("name"), hint="ODCS logical types: string, "
+                                    "integer, number, boolean, date, timestamp, time; the exact "
+                                    "type goes in physicalType")
+    first = jsonschema.exceptions.best_match(_odcs_validator().iter_errors(raw))
+    if first is not None:
+        location = "/".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise ContractError(path, f"not a valid ODCS v3 contract at {location}: {first.message}",
+                            product=product, hint="see https://bitol-io.github.io/open-data-contract-standard/")
+    try:
+        OpenDataContractStandard(**raw)
+    except ValidationError as exc:
+        raise ContractError(path, f"not a valid ODCS v3 contract: {exc}", product=product) from None
+
+    for key in ("domain", "dataProduct", "schema"):
+        if not raw.get(key):
+            raise ContractError(path, f"missing required field '{key}'", product=product,
+                                hint="the platform needs domain, dataProduct and schema")
+    if domain is not None and raw["domain"] != domain:
+        raise ContractError(path, f"domain is '{raw['domain']}' but the file lives in domain "
+                                  f"'{domain}'", product=product)
+    if product != path.stem:
+        raise ContractError(path, f"dataProduct '{product}' must match the file name "
+                                  f"'{path.stem}.yaml'", product=product)
+    for what, name in (("domain", raw["domain"]), ("dataProduct", product)):
+        if not _NAME.match(name):
+            raise ContractError(path, f"{what} '{name}' must be lower_snake_case "
+                                      "(letters, digits, underscores)", product=product)
+    if len(raw["schema"]) != 1:
+        raise ContractError(path, "schema must hold exactly one object (the product's table)",
+                            product=product)
+    table = raw["schema"][0]
+    props = table.get("properties") or []
+    if not props:
+        raise ContractError(path, "schema has no properties (columns)", product=product)
+
+    columns: list[Column] = []
+    for prop in props:
+        name = prop.get("name")
+        if not name:
+            raise ContractError(path, "a schema property has no name", product=product)
+        if not _NAME.match(name):
+            raise ContractError(path, "column names must be lower_snake_case", product=product,
+                                column=name)
+        if name in {c.name for c in columns}:
+            raise ContractError(path, "column is declared twice", product=product, column=name)
+        try:
+            col_type = parse_type(prop.get("physicalType"), prop.get("logicalType"))
+        except KeyError as exc:
+            raise ContractError(path, f"unknown type '{exc.args[0]}'", product=product,
+                                column=name, hint=f"use one of {', '.join(KNOWN_TYPES)}") from None
+        columns.append(Column(
+            name=name, type=col_type, required=bool(prop.get("required")),
+            description=prop.get("description"), classification=prop.get("classification"),
+            primary_key_position=(prop.get("primaryKeyPosition") or 1) if prop.get("primaryKey") else None,
+            unique=bool(prop.get("unique")),
+        ))
+
+    custom = _custom_properties(raw.get("customProperties"))
+    team = raw.get("team")
+    owner = None
+    if isinstance(team, dict):
+        owner = team.get("name")
+    elif isinstance(team, list) and team:
+        owner = next((m.get("username") for m in team if m.get("role") == "owner"), None)
+    if not owner:
+        raise ContractError(path, "missing owner: set team.name", product=product)
+
+    source = custom.get("source")
+    transform = custom.get("transform")
+    if bool(source) == bool(transform):
+        raise ContractError(path, "set exactly one of customProperties 'source' (ingested "
+                                  "product) or 'transform: dbt' (dbt model)", product=product)
+    if transform is not None and transform != "dbt":
+        raise ContractError(path, f"transform '{transform}' is not supported", product=product,
+                            hint="use 'dbt'")
+    if source is not None and (not isinstance(source, dict) or not source.get("file")):
+        raise ContractError(path, "customProperties source needs at least 'file' (the raw "
+                                  "file name in the landing folder)", product=product)
+
+    description = raw.get("description") or {}
+    info = DataProduct(
+        domain=raw["domain"], name=product, version=str(raw["version"]), path=path,
+        description=(table.get("description") or description.get("purpose") or "").strip(),
+        owner=owner, columns=tuple(columns), rules=(), source=source, transform=transform,
+        tags=tuple(raw.get("tags") or ()), status=raw.get("status") or "active", custom=custom,
+    )
+    from mesh_assets.quality import rules_from_contract
+
+    rules = rules_from_contract(info, table)
+    return DataProduct(**{**info.__dict__, "rules": tuple(rules)})
+
+
+def load_domain_contracts(domain_dir: Path | str) -> list[DataProduct]:
+    """Every contract in ``<domain>/products/*.yaml``, sorted by product name."""
+    domain_dir = Path(domain_dir)
+    files = sorted((domain_dir / "products").glob("*.yaml"))
+    return [load_contract(f, domain=domain_dir.name) for f in files]

@@ -1,0 +1,208 @@
+"""dbt integration: one dbt project, each domain's code location owning ``models/<domain>/``.
+
+* Keys: a model is ``[domain, model]`` (domain = its folder under ``models/``); a source
+  ``source('<domain>', '<product>')`` is the asset ``[domain, product]``, so Dagster draws the
+  edge to the producing domain's asset, across code locations.
+* Contracts drive dbt: :func:`write_contract_yaml` generates, per domain, the dbt source of the
+  domain's products (``models/<domain>/_mesh_products.yml``, git-ignored, rebuilt by
+  :func:`prepare`).
+* The manifest is prepared once (``mesh dbt prepare``, run by ``make install``) and read at
+  code-location load; it is rebuilt only when a model or contract is newer than it.
+* Targets: ``local`` (dbt-duckdb; models stored as Iceberg tables by
+  :mod:`mesh_assets.dbt_iceberg_plugin`) and ``trino`` (dbt-trino on the Iceberg catalog).
+"""
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import yaml
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from mesh_assets.catalog import INPUTS_PROPERTY, IcebergCatalog, snapshot_metadata
+from mesh_assets.contracts import DataProduct, load_domain_contracts
+from mesh_assets.settings import DBT_PROJECT_DIR, DOMAINS_DIR, MeshSettings, load_settings
+from mesh_assets.specs import owners, product_metadata, product_tags
+
+PROJECT_NAME = "datamesh"
+PLUGIN_ALIAS = "mesh_iceberg"
+GENERATED_YAML = "_mesh_products.yml"
+
+
+def dbt_executable() -> str:
+    return str(Path(sys.executable).parent / "dbt")
+
+
+def manifest_path(target: str) -> Path:
+    return DBT_PROJECT_DIR / "target" / target / "manifest.json"
+
+
+def dbt_env(settings: MeshSettings) -> dict[str, str]:
+    """Environment the dbt process needs (the profile reads these)."""
+    return {"MESH_HOME": str(settings.home), "MESH_DBT_TARGET": settings.dbt_target,
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+
+
+# --- contracts -> dbt YAML ---------------------------------------------------------------------
+
+def contract_yaml(domain: str, products: Sequence[DataProduct]) -> dict[str, Any]:
+    """The dbt source of a domain's products: other models read a product only through it.
+
+    Model properties stay in the hand-written YAML next to the models (dbt allows one entry per
+    model); the contract reaches the model's asset through :class:`MeshDbtTranslator`.
+    """
+    source = {
+        "name": domain,
+        "schema": domain,
+        "description": f"Data products published by the {domain} domain (Iceberg tables).",
+        "meta": {"plugin": PLUGIN_ALIAS},
+        "tables": [{"name": p.name, "description": p.description,
+                    "columns": [{"name": c.name, "description": c.description or ""}
+                                for c in p.columns]}
+                   for p in products],
+    }
+    return {"version": 2, "sources": [source]}
+
+
+def write_contract_yaml(domains_dir: Path = DOMAINS_DIR) -> list[Path]:
+    written = []
+    for domain_dir in sorted(p for p in domains_dir.iterdir() if (p / "products").is_dir()):
+        models_dir = DBT_PROJECT_DIR / "models" / domain_dir.name
+        models_dir.mkdir(parents=True, exist_ok=True)
+        products = load_domain_contracts(domain_dir)
+        path = models_dir / GENERATED_YAML
+        text = ("# Generated from domains/%s/products/*.yaml by `mesh dbt prepare`. Do not edit.\n"
+                % domain_dir.name) + yaml.safe_dump(contract_yaml(domain_dir.name, products),
+                                                    sort_keys=False)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        written.append(path)
+    return written
+
+
+# --- manifest ----------------------------------------------------------------------------------
+
+def _newest_input_mtime() -> float:
+    paths = [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
+    for pattern in ("models/**/*", "macros/**/*", "tests/**/*"):
+        paths += DBT_PROJECT_DIR.glob(pattern)
+    paths += DOMAINS_DIR.glob("*/products/*.yaml")
+    return max((p.stat().st_mtime for p in paths if p.is_file()), default=0.0)
+
+
+def prepare(settings: MeshSettings | None = None, *, force: bool = False) -> Path:
+    """Generate the contract YAML and parse the project; returns the manifest path.
+
+    A file lock keeps concurrent code locations from parsing the same project twice.
+    """
+    settings = settings or load_settings()
+    target = settings.dbt_target
+    manifest = manifest_path(target)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    with open(manifest.parent / ".prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        write_contract_yaml()
+        if not force and manifest.exists() and manifest.stat().st_mtime >= _newest_input_mtime():
+            return manifest
+        cmd = [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR),
+               "--profiles-dir", str(DBT_PROJECT_DIR), "--target", target,
+               "--target-path", str(manifest.parent), "--quiet"]
+        result = subprocess.run(cmd, env={**os.environ, **dbt_env(settings)},
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"`dbt parse` failed for target {target}:\n"
+                               f"{result.stdout[-4000:]}{result.stderr[-4000:]}")
+    return manifest
+
+
+# --- Dagster -----------------------------------------------------------------------------------
+
+class MeshDbtTranslator(DagsterDbtTranslator):
+    """Keys ``[domain, name]``, group = domain, and the contract's spec for dbt products."""
+
+    def __init__(self, products: Mapping[str, DataProduct]):
+        super().__init__()
+        self._products = products
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+        return dg.AssetKey([_domain_of(dbt_resource_props), dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "source":
+            return dbt_resource_props["source_name"]
+        return _domain_of(dbt_resource_props)
+
+    def get_asset_spec(self, manifest, unique_id, project) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        product = self._products.get(".".join(spec.key.path))
+        if product is None or not unique_id.startswith("model."):
+            return spec
+        return spec.replace_attributes(
+            description=product.description or spec.description,
+            owners=owners(product),
+            tags={**spec.tags, **product_tags(product)},
+            kinds={"dbt", "iceberg", manifest.get("metadata", {}).get("adapter_type", "dbt")},
+        ).merge_attributes(metadata=product_metadata(product))
+
+
+def _domain_of(props: Mapping[str, Any]) -> str:
+    fqn = props.get("fqn") or []
+    return fqn[1] if len(fqn) > 2 else props.get("schema", "default")
+
+
+def domain_models(manifest: Mapping[str, Any], domain: str) -> list[str]:
+    return [uid for uid, node in manifest.get("nodes", {}).items()
+            if node["resource_type"] == "model" and _domain_of(node) == domain]
+
+
+def dbt_resource(settings: MeshSettings) -> DbtCliResource:
+    return DbtCliResource(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR),
+                          target=settings.dbt_target, dbt_executable=dbt_executable())
+
+
+def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
+                      settings: MeshSettings) -> list[dg.AssetsDefinition]:
+    """The dbt models of ``domain`` as one multi-asset (empty when the domain has none)."""
+    manifest_file = prepare(settings)
+    manifest = json.loads(manifest_file.read_text())
+    if not domain_models(manifest, domain):
+        return []
+    translator = MeshDbtTranslator({p.identifier: p for p in products})
+
+    @dbt_assets(manifest=manifest, select=f"fqn:{PROJECT_NAME}.{domain}", name=f"{domain}_dbt_models",
+                dagster_dbt_translator=translator)
+    def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+                catalog: IcebergCatalog):
+        os.environ.update(dbt_env(settings))
+        target_path = settings.dbt_dir / "runs" / context.run_id
+        args = ["build", "--vars", json.dumps({"mesh_domain": domain})]
+        for event in dbt.cli(args, context=context, target_path=target_path).stream():
+            if isinstance(event, dg.Output):
+                key = context.asset_key_for_output(event.output_name)
+                parents = {".".join(d.asset_key.path)
+                           for d in context.assets_def.specs_by_key[key].deps}
+                yield event.with_metadata({**event.metadata,
+                                           **iceberg_output_metadata(catalog, key, parents)})
+            else:
+                yield event
+
+    return [_models]
+
+
+def iceberg_output_metadata(catalog: IcebergCatalog, key: dg.AssetKey,
+                            parents: set[str]) -> dict[str, Any]:
+    table = catalog.load_table(".".join(key.path))
+    snapshot = table.current_snapshot()
+    recorded = {}
+    if snapshot is not None and snapshot.summary:
+        recorded = json.loads(snapshot.summary.additional_properties.get(INPUTS_PROPERTY, "{}"))
+    inputs = {ident: snap for ident, snap in recorded.items() if ident in parents}
+    return snapshot_metadata(table, inputs=inputs)

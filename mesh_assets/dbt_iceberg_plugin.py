@@ -1,0 +1,111 @@
+"""dbt-duckdb plugin: dbt sources read from, and dbt models stored to, the mesh's Iceberg catalog.
+
+Configured in ``dbt_project/profiles.yml`` (target ``local``) under the alias ``mesh_iceberg``.
+
+* ``load``: a source ``<domain>.<product>`` is the current snapshot of that Iceberg table; the
+  snapshot id read is remembered for provenance.
+* ``store``: the ``external`` materialization has written the model to a Parquet file; the file
+  is conformed to the model's contract (types and nullability; a model without contract keeps
+  the types DuckDB inferred, all nullable) and committed to ``<domain>.<model>`` as one
+  overwrite whose snapshot summary records the input snapshots (``mesh.inputs``).
+
+This runs inside the dbt process, which inherits the mesh settings from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dbt.adapters.duckdb.plugins import BasePlugin
+from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
+from pyiceberg.exceptions import NoSuchTableError
+
+from mesh_assets.catalog import INPUTS_PROPERTY, ensure_table, open_catalog
+from mesh_assets.contracts import DataProduct, load_contract
+from mesh_assets.settings import DOMAINS_DIR
+
+
+class DbtContractError(ValueError):
+    """A dbt model's output does not fit its data contract."""
+
+
+def model_contract(domain: str, model: str) -> DataProduct | None:
+    path = DOMAINS_DIR / domain / "products" / f"{model}.yaml"
+    return load_contract(path, domain=domain) if path.exists() else None
+
+
+def conform_to_contract(data: pa.Table, product: DataProduct) -> pa.Table:
+    """``data`` with the contract's column order, types and nullability, or a clear error."""
+    target = product.arrow_schema()
+    where = f"dbt model {product.identifier} (contract {product.path})"
+    missing = [n for n in target.names if n not in data.column_names]
+    extra = [n for n in data.column_names if n not in target.names]
+    if missing or extra:
+        col = (missing or extra)[0]
+        what = "does not produce" if missing else "produces undeclared"
+        raise DbtContractError(f"{where}, column {col}: the model {what} this column; make the "
+                               "model's SELECT and the contract's schema agree")
+    for field in target:
+        if not field.nullable and data.column(field.name).null_count:
+            raise DbtContractError(f"{where}, column {field.name}: "
+                                   f"{data.column(field.name).null_count} null value(s) in a "
+                                   "required column")
+    try:
+        return data.select(target.names).cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DbtContractError(f"{where}: the model's column types do not fit the contract: "
+                               f"{exc}") from None
+
+
+class Plugin(BasePlugin):
+    def initialize(self, plugin_config: dict[str, Any]):
+        self._catalog = open_catalog()
+        self._snapshots: dict[str, int] = {}
+
+    def default_materialization(self):
+        return "view"
+
+    def load(self, source_config: SourceConfig):
+        identifier = f"{source_config.schema}.{source_config.identifier}"
+        try:
+            table = self._catalog.load_table(identifier)
+        except NoSuchTableError:
+            raise RuntimeError(f"dbt source {identifier}: the data product has no Iceberg table "
+                               f"yet; materialize [{source_config.schema}, "
+                               f"{source_config.identifier}] first") from None
+        snapshot = table.current_snapshot()
+        if snapshot is None:
+            return table.schema().as_arrow().empty_table()
+        self._snapshots[identifier] = snapshot.snapshot_id
+        return table.scan(snapshot_id=snapshot.snapshot_id).to_arrow()
+
+    def store(self, target_config: TargetConfig):
+        relation = target_config.relation
+        domain, model = relation.schema, relation.identifier
+        identifier = f"{domain}.{model}"
+        data = pq.read_table(target_config.location.path)
+        product = model_contract(domain, model)
+        if product is not None:
+            data = conform_to_contract(data, product)
+            table = ensure_table(self._catalog, product)
+        else:
+            try:
+                table = self._catalog.load_table(identifier)
+            except NoSuchTableError:
+                self._catalog.create_namespace_if_not_exists(domain)
+                table = self._catalog.create_table(identifier, schema=data.schema)
+        properties = {
+            INPUTS_PROPERTY: json.dumps(self._snapshots, sort_keys=True),
+            "mesh.producer": "dbt",
+        }
+        if product is not None:
+            properties["mesh.contract.version"] = product.version
+        with table.transaction() as tx:
+            if table.current_snapshot() is None:
+                tx.append(data, snapshot_properties=properties)
+            else:
+                tx.overwrite(data, snapshot_properties=properties)
+        self._snapshots[identifier] = table.refresh().current_snapshot().snapshot_id

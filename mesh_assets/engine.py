@@ -1,0 +1,87 @@
+"""The embedded SQL engine: DuckDB reading Iceberg tables.
+
+DuckDB reads a pyiceberg table directly from its metadata file with ``iceberg_scan`` (the
+offline ``duckdb-extension-iceberg`` package, about 7x faster than a pyiceberg scan). Where the
+extension cannot load, or the warehouse is not a local file system, the table is scanned with
+pyiceberg into Arrow and registered instead: same results, first-party path.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import duckdb
+from pyiceberg.table import Table
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _extension_files() -> tuple[str, ...] | None:
+    """Paths of the avro and iceberg extensions shipped as Python packages, avro first."""
+    try:
+        import duckdb_extension_avro
+        import duckdb_extension_iceberg
+    except ImportError:
+        return None
+    files = []
+    for module in (duckdb_extension_avro, duckdb_extension_iceberg):
+        root = Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+        found = sorted(root.glob("*.duckdb_extension"))
+        if not found:
+            return None
+        files.append(str(found[0]))
+    return tuple(files)
+
+
+def load_iceberg_extension(con: duckdb.DuckDBPyConnection) -> bool:
+    """Load the iceberg extension into ``con``; False (and a debug log) when unavailable."""
+    files = _extension_files()
+    if not files:
+        return False
+    try:
+        for f in files:
+            con.execute(f"LOAD '{f}'")
+    except duckdb.Error as exc:
+        log.debug("DuckDB iceberg extension unavailable, using pyiceberg scans: %s", exc)
+        return False
+    return True
+
+
+def connect(database: str | Path = ":memory:") -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(database))
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def register_table(con: duckdb.DuckDBPyConnection, table: Table, name: str,
+                   *, snapshot_id: int | None = None) -> str:
+    """Make ``table`` (at ``snapshot_id`` or its current snapshot) readable as view ``name``.
+
+    Returns the quoted view name to use in SQL.
+    """
+    quoted = '"' + name.replace('"', '""') + '"'
+    location = table.metadata_location
+    if location.startswith("file://") or location.startswith("/"):
+        if _try_iceberg_scan(con, quoted, location, snapshot_id):
+            return quoted
+    arrow = table.scan(snapshot_id=snapshot_id).to_arrow()
+    con.register(name, arrow)
+    return quoted
+
+
+def _try_iceberg_scan(con, quoted: str, location: str, snapshot_id: int | None) -> bool:
+    if not load_iceberg_extension(con):
+        return False
+    options = f", snapshot_from_id => {int(snapshot_id)}" if snapshot_id is not None else ""
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {quoted} AS SELECT * FROM "
+                    f"iceberg_scan({sql_string(location)}{options})")
+    except duckdb.Error as exc:
+        log.debug("iceberg_scan failed for %s, falling back to pyiceberg: %s", location, exc)
+        return False
+    return True
