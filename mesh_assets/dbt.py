@@ -182,7 +182,7 @@ def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
     def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                 catalog: IcebergCatalog):
         os.environ.update(dbt_env(settings))
-        target_path = settings.dbt_dir / "runs" / context.run_id
+        target_path = settings.dbt_dir / "runs" / context.run.run_id
         args = ["build", "--vars", json.dumps({"mesh_domain": domain})]
         for event in dbt.cli(args, context=context, target_path=target_path).stream():
             if isinstance(event, dg.Output):

