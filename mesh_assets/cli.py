@@ -21,7 +21,13 @@ from pathlib import Path
 
 import yaml
 
-from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR, ensure_local_dirs, load_settings
+from mesh_assets.settings import (
+    DOMAINS_DIR,
+    PROJECT_DIR,
+    ensure_dagster_home,
+    ensure_local_dirs,
+    load_settings,
+)
 
 
 def _say(message: str) -> None:
@@ -103,7 +109,7 @@ def materialize(domains: list[str]) -> list[dict]:
 
     settings = load_settings()
     ensure_local_dirs(settings)
-    os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
+    os.environ.setdefault("DAGSTER_HOME", str(ensure_dagster_home(settings)))
     reports = []
     with dg.DagsterInstance.get() as instance:
         for domain in domains:

@@ -14,6 +14,7 @@ variable                      meaning                                      embed
 ``MESH_S3_ENDPOINT``          S3-compatible endpoint URL                   (unset)
 ``MESH_ENGINE``               ``duckdb`` or ``trino`` (= dbt target)       ``duckdb``
 ``MESH_LANDING``              landing zone root                            ``$MESH_HOME/landing``
+``MESH_DAGSTER_STORAGE``      ``sqlite`` or ``postgres`` (Dagster instance)  ``sqlite``
 ============================  ===========================================  =========================
 
 Credentials are never settings: the catalog URI may reference ``MESH_CATALOG_PASSWORD`` (read
@@ -119,3 +120,32 @@ def ensure_local_dirs(settings: MeshSettings) -> None:
         path.mkdir(parents=True, exist_ok=True)
     if settings.warehouse.startswith("file://"):
         Path(settings.warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+
+
+# Dagster instance storage in PostgreSQL (dagster-postgres). The file names environment
+# variables only, so it holds no credential; Dagster resolves them when the instance starts.
+DAGSTER_POSTGRES_YAML = """\
+# Written by mesh (MESH_DAGSTER_STORAGE=postgres). Values come from the environment.
+storage:
+  postgres:
+    postgres_db:
+      hostname: {env: DAGSTER_PG_HOST}
+      port: {env: DAGSTER_PG_PORT}
+      db_name: {env: DAGSTER_PG_DB}
+      username: {env: DAGSTER_PG_USER}
+      password: {env: DAGSTER_PG_PASSWORD}
+"""
+
+
+def ensure_dagster_home(settings: MeshSettings) -> Path:
+    """Create DAGSTER_HOME; with ``MESH_DAGSTER_STORAGE=postgres`` give it a dagster.yaml that
+    keeps runs, events and schedules in PostgreSQL. An existing dagster.yaml is left alone."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    storage = os.environ.get("MESH_DAGSTER_STORAGE", "sqlite")
+    if storage not in ("sqlite", "postgres"):
+        raise ValueError(f"MESH_DAGSTER_STORAGE={storage!r}: expected 'sqlite' or 'postgres'")
+    config = home / "dagster.yaml"
+    if storage == "postgres" and not config.exists():
+        config.write_text(DAGSTER_POSTGRES_YAML)
+    return home
