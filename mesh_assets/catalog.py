@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
-from pyiceberg.table import Table
 
 from mesh_assets.contracts import DataProduct
 from mesh_assets.settings import MeshSettings, ensure_local_dirs, load_settings
+
+if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a catalog opens
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.table import Table
 
 INPUTS_PROPERTY = "mesh.inputs"
 
@@ -27,6 +29,8 @@ class SchemaMismatchError(ValueError):
 
 @functools.lru_cache(maxsize=8)
 def _catalog(settings: MeshSettings) -> SqlCatalog:
+    from pyiceberg.catalog.sql import SqlCatalog
+
     ensure_local_dirs(settings)
     return SqlCatalog(settings.catalog_name, **settings.catalog_properties())
 

@@ -12,8 +12,12 @@ import functools
 import logging
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import duckdb
-from pyiceberg.table import Table
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
 
 log = logging.getLogger(__name__)
 

@@ -12,17 +12,20 @@ import itertools
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from pyiceberg.table import Table
 
 from mesh_assets.catalog import INPUTS_PROPERTY, IcebergCatalog, ensure_table, snapshot_metadata
 from mesh_assets.contracts import DataProduct
 from mesh_assets.settings import MeshSettings, load_settings
 from mesh_assets.specs import asset_spec
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
 
 NULL_VALUES = ["", "NA", "NULL", "null"]
 BATCH_BYTES = 16 << 20
@@ -130,7 +133,7 @@ def _chunks(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa
         yield pa.Table.from_batches(pending, schema=schema)
 
 
-def write_full_refresh(table: Table, batches: Iterable[pa.RecordBatch], schema: pa.Schema,
+def write_full_refresh(table: "Table", batches: Iterable[pa.RecordBatch], schema: pa.Schema,
                        properties: dict[str, str]) -> None:
     """Replace the table's rows with ``batches`` in one atomic Iceberg commit."""
     # A first write has nothing to delete: appending avoids an empty delete snapshot.
@@ -148,7 +151,7 @@ def write_full_refresh(table: Table, batches: Iterable[pa.RecordBatch], schema: 
 
 
 def ingest(product: DataProduct, catalog, *, settings: MeshSettings | None = None,
-           run_id: str | None = None) -> Table:
+           run_id: str | None = None) -> "Table":
     """Ingest the product's landing file into its Iceberg table; returns the refreshed table."""
     path = landing_path(product, settings)
     batches = read_batches(path, product)
