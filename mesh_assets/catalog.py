@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import functools
 import json
+import random
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
 
 from mesh_assets.contracts import DataProduct
 from mesh_assets.settings import MeshSettings, ensure_local_dirs, load_settings
@@ -21,6 +24,48 @@ if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a ca
     from pyiceberg.table import Table
 
 INPUTS_PROPERTY = "mesh.inputs"
+TABLE_PROPERTIES = {
+    # pyiceberg's own retry of a conflicting commit, before commit_with_retry's
+    "commit.retry.num-retries": "10",
+    # bounds the Arrow bytes buffered per data file when streaming (default 512 MiB)
+    "write.target-file-size-bytes": str(128 << 20),
+    "write.parquet.compression-codec": "zstd",
+}
+
+
+COMMIT_DEADLINE_S = 300.0
+
+
+class CommitConflictError(RuntimeError):
+    """Concurrent writers kept winning for longer than the deadline; nothing was written."""
+
+
+def commit_with_retry(catalog: SqlCatalog, identifier: str, write: Callable[[Table], None], *,
+                      deadline_s: float = COMMIT_DEADLINE_S, base_s: float = 0.05,
+                      cap_s: float = 2.0) -> Table:
+    """Run ``write(table)`` (which commits once) until it commits, against the latest metadata.
+
+    pyiceberg retries a conflicting commit a few times itself; under heavy contention (16
+    writers) some commits still fail. Each failure here reloads the table and re-runs the whole
+    write, after a full-jitter exponential backoff, so no write is lost and none is applied
+    twice (a failed commit changed nothing). ``write`` must therefore be replayable: it re-reads
+    its input. After ``deadline_s`` the caller gets :class:`CommitConflictError`.
+    """
+    start, attempt = time.monotonic(), 0
+    while True:
+        table = catalog.load_table(identifier)
+        try:
+            write(table)
+            return table.refresh()
+        except CommitFailedException as exc:
+            attempt += 1
+            waited = time.monotonic() - start
+            if waited > deadline_s:
+                raise CommitConflictError(
+                    f"table {identifier}: commit failed {attempt} times over {waited:.0f} s "
+                    "because other writers kept committing first; this write changed nothing. "
+                    "Retry later or reduce the number of concurrent writers.") from exc
+            time.sleep(random.uniform(0, min(cap_s, base_s * 2 ** attempt)))
 
 
 class SchemaMismatchError(ValueError):
@@ -50,8 +95,8 @@ def ensure_table(catalog: SqlCatalog, product: DataProduct) -> Table:
     except NoSuchTableError:
         return catalog.create_table(
             product.identifier, schema=product.iceberg_schema(),
-            properties={"mesh.contract.version": product.version,
-                        "commit.retry.num-retries": "10"},
+            partition_spec=product.partition_spec(), properties=TABLE_PROPERTIES | {
+                "mesh.contract.version": product.version},
         )
     _check_schema(table, product)
     return table

@@ -9,6 +9,10 @@ Platform-specific settings live under the contract's ``customProperties``:
 ``source``      ingestion products: ``{format: csv, file: <name in the landing folder>,
                 demoData: <package>:<resource path>}``
 ``transform``   ``dbt`` for products computed by a dbt model of the same name
+``dagsterPartitions``  Dagster partitions mapped to Iceberg rows (:mod:`mesh_assets.partitions`)
+``quarantine``  ``true``: rows that break the contract go to ``<product>__quarantine`` with the
+                reason, instead of failing the whole write
+``retention``   how long old snapshots are kept (``7d``, ``12h``; default 7 days)
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ from open_data_contract_standard.model import OpenDataContractStandard
 from pydantic import ValidationError
 from pyiceberg import types as it
 from pyiceberg.schema import Schema
+
+from mesh_assets.partitions import (
+    DagsterPartitioning,
+    PartitionField,
+    iceberg_partition_spec,
+    parse_dagster_partitions,
+    parse_partition_fields,
+)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -134,6 +146,9 @@ class DataProduct:
     tags: tuple[str, ...] = ()
     status: str = "active"
     custom: dict[str, Any] = field(default_factory=dict)
+    partitioning: tuple[PartitionField, ...] = ()
+    dagster_partitions: DagsterPartitioning | None = None
+    quarantine: bool = False
 
     @property
     def identifier(self) -> str:
@@ -164,6 +179,14 @@ class DataProduct:
         key_ids = [i for i, c in enumerate(self.columns, start=1)
                    if c.primary_key_position is not None and c.required]
         return Schema(*fields, identifier_field_ids=key_ids)
+
+    def partition_spec(self):
+        return iceberg_partition_spec(self.partitioning, self.iceberg_schema())
+
+    @property
+    def major_version(self) -> int:
+        head = self.version.split(".", 1)[0]
+        return int(head) if head.isdigit() else 0
 
     def arrow_schema(self):
         from pyiceberg.io.pyarrow import schema_to_pyarrow
@@ -278,12 +301,18 @@ def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct
         raise ContractError(path, "customProperties source needs at least 'file' (the raw "
                                   "file name in the landing folder)", product=product)
 
+    by_name = {c.name: c for c in columns}
+    partitioning = parse_partition_fields(path, product, table, by_name)
+    dagster_partitions = parse_dagster_partitions(path, product, custom.get("dagsterPartitions"),
+                                                  by_name)
     description = raw.get("description") or {}
     info = DataProduct(
         domain=raw["domain"], name=product, version=str(raw["version"]), path=path,
         description=(table.get("description") or description.get("purpose") or "").strip(),
         owner=owner, columns=tuple(columns), rules=(), source=source, transform=transform,
         tags=tuple(raw.get("tags") or ()), status=raw.get("status") or "active", custom=custom,
+        partitioning=partitioning, dagster_partitions=dagster_partitions,
+        quarantine=bool(custom.get("quarantine")),
     )
     from mesh_assets.quality import rules_from_contract
 

@@ -1,16 +1,26 @@
 """Ingestion: raw landing files -> contract-conformed Arrow record batches -> one Iceberg commit.
 
 The raw file of product ``domain.product`` is ``$MESH_HOME/landing/<domain>/<source.file>``.
-It is read as a stream of record batches typed by the contract, checked against the contract
-before anything is written, and committed as a full refresh in a single Iceberg transaction:
-a failure at any point leaves the table at its previous snapshot.
+It is streamed as record batches typed by the contract (never loaded whole), checked against
+the contract, and committed in a single Iceberg transaction that replaces exactly the rows the
+materialization owns: the whole table, or the Dagster partition (range) being materialized.
+A failure at any point, a crash included, leaves the table at its previous snapshot; a rerun
+replaces the same rows again, so there are never duplicates.
+
+Rows that break the contract (a value that does not parse as the column's type, a missing
+required value) fail the write with the column, the reason and an example row, or, when the
+contract sets ``quarantine: true``, go to ``<domain>.<product>__quarantine`` with the reason
+while the good rows are written. Nothing is dropped silently.
 """
 
 import csv
 import hashlib
 import itertools
 import re
+import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,9 +28,19 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from pyiceberg import types as it
 
-from mesh_assets.catalog import INPUTS_PROPERTY, IcebergCatalog, ensure_table, snapshot_metadata
+from mesh_assets.catalog import (
+    INPUTS_PROPERTY,
+    TABLE_PROPERTIES,
+    IcebergCatalog,
+    commit_with_retry,
+    ensure_table,
+    snapshot_metadata,
+)
 from mesh_assets.contracts import DataProduct
+from mesh_assets.partitions import PartitionSelection, dagster_partitions_def, selection_for
+from mesh_assets.quality import quote_ident
 from mesh_assets.settings import MeshSettings, load_settings
 from mesh_assets.specs import asset_spec
 
@@ -30,11 +50,20 @@ if TYPE_CHECKING:
 NULL_VALUES = ["", "NA", "NULL", "null"]
 BATCH_BYTES = 16 << 20
 COMMIT_ROWS = 1_000_000
+QUARANTINE_SUFFIX = "__quarantine"
 _CSV_COLUMN = re.compile(r"CSV column #(\d+)")
 
 
 class IngestionError(ValueError):
     """A raw file does not fit its contract. Names the file, product and column."""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    table: "Table"
+    rows_written: int
+    rows_quarantined: int
+    selection: PartitionSelection | None
 
 
 def landing_path(product: DataProduct, settings: MeshSettings | None = None) -> Path:
@@ -55,7 +84,25 @@ def _fail(path: Path, product: DataProduct, problem: str, column: str | None = N
     return IngestionError(f"raw file {path}, product {product.identifier}{col}: {problem}")
 
 
-def _check_columns(path: Path, product: DataProduct, found: list[str]) -> None:
+# --- reading -----------------------------------------------------------------------------------
+
+def _format(path: Path, product: DataProduct) -> str:
+    return (product.source.get("format") or path.suffix.lstrip(".")).lower()
+
+
+def _check_columns(path: Path, product: DataProduct) -> list[str]:
+    """The file's column names, after checking they are exactly the contract's."""
+    if not path.exists():
+        raise _fail(path, product, "the raw file is missing from the landing folder; copy it "
+                    "there (for the demo data: `mesh land`)")
+    fmt = _format(path, product)
+    if fmt == "csv":
+        with path.open(newline="") as f:
+            found = next(csv.reader(f), [])
+    elif fmt == "parquet":
+        found = pq.ParquetFile(path).schema_arrow.names
+    else:
+        raise _fail(path, product, f"unsupported format '{fmt}' (use csv or parquet)")
     wanted = [c.name for c in product.columns]
     missing = [c for c in wanted if c not in found]
     extra = [c for c in found if c not in wanted]
@@ -67,61 +114,120 @@ def _check_columns(path: Path, product: DataProduct, found: list[str]) -> None:
         raise _fail(path, product, f"the file has column '{extra[0]}' that contract "
                     f"{product.path} does not declare; add it to the contract or drop it from "
                     "the file", column=extra[0])
+    return found
+
+
+def _raw_batches(path: Path, product: DataProduct, types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+    if _format(path, product) == "parquet":
+        yield from pq.ParquetFile(path).iter_batches(columns=list(types))
+        return
+    options = pacsv.ConvertOptions(column_types=types, null_values=NULL_VALUES,
+                                   strings_can_be_null=True, include_columns=list(types))
+    yield from pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=BATCH_BYTES),
+                              convert_options=options)
 
 
 def read_batches(path: Path, product: DataProduct) -> Iterator[pa.RecordBatch]:
-    """Record batches of ``path`` typed and ordered as the contract says."""
-    if not path.exists():
-        raise _fail(path, product, "the raw file is missing from the landing folder; copy it "
-                    "there (for the demo data: `mesh land`)")
-    fmt = (product.source.get("format") or path.suffix.lstrip(".")).lower()
+    """Record batches of ``path`` typed and ordered as the contract says.
+
+    The first row that does not fit stops the stream with an :class:`IngestionError` naming
+    the column, the reason and the offending row.
+    """
+    _check_columns(path, product)
     target = product.arrow_schema()
-    if fmt == "csv":
-        with path.open(newline="") as f:
-            header = next(csv.reader(f), [])
-        _check_columns(path, product, header)
-        batches = _csv_batches(path, product, header, target)
-    elif fmt == "parquet":
-        pf = pq.ParquetFile(path)
-        _check_columns(path, product, pf.schema_arrow.names)
-        batches = pf.iter_batches(columns=target.names)
-    else:
-        raise _fail(path, product, f"unsupported format '{fmt}' (use csv or parquet)")
-    for batch in batches:
-        yield _conform(path, product, batch, target)
-
-
-def _csv_batches(path: Path, product: DataProduct, header: list[str],
-                 target: pa.Schema) -> Iterator[pa.RecordBatch]:
-    options = pacsv.ConvertOptions(
-        column_types={f.name: f.type for f in target}, null_values=NULL_VALUES,
-        strings_can_be_null=True, include_columns=target.names,
-    )
     try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=BATCH_BYTES),
-                                convert_options=options)
-        yield from reader
-    except pa.ArrowInvalid as exc:
-        m = _CSV_COLUMN.search(str(exc))
-        column = header[int(m.group(1))] if m and int(m.group(1)) < len(header) else None
-        expected = str(product.column(column).type) if column else "the contract's type"
-        raise _fail(path, product, f"a value does not parse as {expected}: {exc}",
-                    column=column) from None
+        for batch in _raw_batches(path, product, {f.name: f.type for f in target}):
+            if any(not f.nullable and batch.column(f.name).null_count for f in target):
+                raise _first_bad_row(path, product)
+            yield batch.select(target.names).cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise _first_bad_row(path, product) from None
 
 
-def _conform(path: Path, product: DataProduct, batch: pa.RecordBatch,
-             target: pa.Schema) -> pa.RecordBatch:
-    for field in target:
-        if not field.nullable and batch.column(field.name).null_count:
-            raise _fail(path, product, f"{batch.column(field.name).null_count} empty value(s) "
-                        "in a required column", column=field.name)
+def _first_bad_row(path: Path, product: DataProduct) -> IngestionError:
+    """Re-read the file as text to report the first offending row (error path only)."""
+    for _, bad in split_batches(path, product):
+        if bad is not None and bad.num_rows:
+            row = bad.slice(0, 1).to_pylist()[0]
+            reason, line = row.pop("_reason"), row.pop("_line")
+            for key in ("_source_file", "_partition"):
+                row.pop(key, None)
+            column = reason.split(":", 1)[0].removeprefix("column ")
+            return _fail(path, product, f"line {line}: {reason.split(': ', 1)[1]} (row: {row}); "
+                         "fix the file, or set 'quarantine: true' in the contract to set such "
+                         "rows aside", column=column)
+    return _fail(path, product, "the file does not fit the contract")
+
+
+# --- quarantine --------------------------------------------------------------------------------
+
+def _duckdb_type(t: it.IcebergType) -> str:
+    if isinstance(t, it.DecimalType):
+        return f"DECIMAL({t.precision}, {t.scale})"
+    return {
+        it.StringType: "VARCHAR", it.BooleanType: "BOOLEAN", it.IntegerType: "INTEGER",
+        it.LongType: "BIGINT", it.FloatType: "FLOAT", it.DoubleType: "DOUBLE",
+        it.DateType: "DATE", it.TimeType: "TIME", it.TimestampType: "TIMESTAMP",
+        it.TimestamptzType: "TIMESTAMPTZ", it.BinaryType: "BLOB", it.UUIDType: "UUID",
+    }[type(t)]
+
+
+def quarantine_schema(product: DataProduct) -> pa.Schema:
+    return pa.schema([pa.field(c.name, pa.large_string()) for c in product.columns] + [
+        pa.field("_reason", pa.large_string()), pa.field("_line", pa.int64()),
+        pa.field("_source_file", pa.large_string()), pa.field("_partition", pa.large_string()),
+    ])
+
+
+def split_batches(path: Path, product: DataProduct) -> Iterator[tuple[pa.RecordBatch, pa.Table | None]]:
+    """(good rows typed by the contract, bad rows as text with ``_reason`` and ``_line``).
+
+    The file is read as text and each value is cast with DuckDB's ``TRY_CAST``: a value that
+    is present but does not cast, or a missing required value, makes its row bad.
+    """
+    from mesh_assets import engine
+
+    _check_columns(path, product)
+    target = product.arrow_schema()
+    con = engine.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    casts, reasons = [], []
+    for c in product.columns:
+        q, t = quote_ident(c.name), _duckdb_type(c.type)
+        casts.append(f"TRY_CAST({q} AS {t}) AS {q}")
+        reasons.append(f"CASE WHEN {q} IS NOT NULL AND TRY_CAST({q} AS {t}) IS NULL THEN "
+                       f"'column {c.name}: value ''' || {q} || ''' is not a valid {c.type}' END")
+        if c.required:
+            reasons.append(f"CASE WHEN {q} IS NULL THEN 'column {c.name}: required value "
+                           "is missing' END")
+    line = 2  # line 1 is the header
+    texts = {c.name: pa.large_string() for c in product.columns}
     try:
-        return batch.select(target.names).cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise _fail(path, product, f"values do not fit the contract's types: {exc}") from None
+        for raw in _raw_batches(path, product, texts):
+            lines = pa.array(range(line, line + raw.num_rows), pa.int64())
+            line += raw.num_rows
+            con.register("raw", pa.Table.from_batches([raw]).append_column("_line", lines))
+            con.execute(f"CREATE OR REPLACE TEMP TABLE judged AS SELECT *, "
+                        f"concat_ws('; ', {', '.join(reasons)}) AS _reason FROM raw")
+            good = con.execute(f"SELECT {', '.join(casts)} FROM judged WHERE _reason = '' "
+                               "ORDER BY _line").arrow().read_all()
+            bad = con.execute("SELECT * EXCLUDE (_reason, _line), _reason, _line FROM judged "
+                              "WHERE _reason <> '' ORDER BY _line").arrow().read_all()
+            yield _as_batch(good, target), (bad if bad.num_rows else None)
+    finally:
+        con.close()
 
+
+def _as_batch(data: pa.Table, schema: pa.Schema) -> pa.RecordBatch:
+    data = data.rename_columns(schema.names).cast(schema).combine_chunks()
+    batches = data.to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=schema)
+
+
+# --- writing -----------------------------------------------------------------------------------
 
 def _chunks(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.Table]:
+    """Bounded slices of the stream: memory stays flat whatever the input size."""
     pending, rows = [], 0
     for batch in batches:
         pending.append(batch)
@@ -133,30 +239,43 @@ def _chunks(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa
         yield pa.Table.from_batches(pending, schema=schema)
 
 
-def write_full_refresh(table: "Table", batches: Iterable[pa.RecordBatch], schema: pa.Schema,
-                       properties: dict[str, str]) -> None:
-    """Replace the table's rows with ``batches`` in one atomic Iceberg commit."""
-    # A first write has nothing to delete: appending avoids an empty delete snapshot.
-    replace = table.current_snapshot() is not None
+def replace_rows(table: "Table", batches: Iterable[pa.RecordBatch], schema: pa.Schema,
+                 properties: dict[str, str], row_filter=None) -> int:
+    """Replace the rows matching ``row_filter`` (all rows when None) with ``batches``, in one
+    atomic commit. Returns the number of rows written."""
+    from pyiceberg.expressions import AlwaysTrue
+
+    row_filter = row_filter if row_filter is not None else AlwaysTrue()
+    written = 0
     with table.transaction() as tx:
-        first = True
+        # The delete half of an overwrite; skipped on a first write, which has nothing to delete
+        # and would otherwise leave an empty snapshot behind.
+        if table.current_snapshot() is not None:
+            with warnings.catch_warnings():  # a partition written for the first time is empty
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                tx.delete(row_filter, snapshot_properties=properties)
         for chunk in _chunks(batches, schema):
-            if first and replace:
-                tx.overwrite(chunk, snapshot_properties=properties)
-            else:
-                tx.append(chunk, snapshot_properties=properties)
-            first = False
-        if first and replace:  # an empty file empties the table
-            tx.overwrite(schema.empty_table(), snapshot_properties=properties)
+            tx.append(chunk, snapshot_properties=properties)
+            written += chunk.num_rows
+    return written
 
 
-def ingest(product: DataProduct, catalog, *, settings: MeshSettings | None = None,
-           run_id: str | None = None) -> "Table":
-    """Ingest the product's landing file into its Iceberg table; returns the refreshed table."""
+def _in_selection(batches: Iterable[pa.RecordBatch], selection: PartitionSelection | None):
+    for batch in batches:
+        yield batch if selection is None else batch.filter(selection.arrow_mask(batch))
+
+
+def ingest(product: DataProduct, catalog, *, selection: PartitionSelection | None = None,
+           settings: MeshSettings | None = None, run_id: str | None = None) -> IngestResult:
+    """Ingest the product's landing file: all rows, or the rows of ``selection``."""
     path = landing_path(product, settings)
-    batches = read_batches(path, product)
-    first = next(batches, None)  # header and first batch are checked before the table exists
+    _check_columns(path, product)  # before the table exists: a bad file creates nothing
+    if not product.quarantine:
+        next(read_batches(path, product), None)  # a bad first batch fails before any table exists
     table = ensure_table(catalog, product)
+    schema = product.arrow_schema()
+    col_type = product.column(selection.column).type if selection else None
+    row_filter = selection.iceberg_filter(col_type) if selection else None
     properties = {
         "mesh.source.file": path.name,
         "mesh.source.sha256": file_sha256(path),
@@ -165,25 +284,108 @@ def ingest(product: DataProduct, catalog, *, settings: MeshSettings | None = Non
     }
     if run_id:
         properties["mesh.dagster.run_id"] = run_id
-    head = [first] if first is not None else []
-    write_full_refresh(table, itertools.chain(head, batches), product.arrow_schema(), properties)
-    return table.refresh()
+    if selection:
+        properties["mesh.partition"] = selection.describe()
+    counts = {"written": 0, "quarantined": 0}
 
+    def write(live: "Table") -> None:
+        if product.quarantine:
+            good, bad = _split_and_park(path, product, catalog, selection, properties)
+            counts["quarantined"] = bad
+        else:
+            good = read_batches(path, product)
+        counts["written"] = replace_rows(live, _in_selection(good, selection), schema,
+                                         properties, row_filter)
+
+    table = commit_with_retry(catalog, ".".join(table.name()), write)
+    return IngestResult(table, counts["written"], counts["quarantined"], selection)
+
+
+def _split_and_park(path: Path, product: DataProduct, catalog, selection, properties):
+    """Split the file; commit its bad rows to the quarantine table first; return the good rows.
+
+    Two tables cannot share one Iceberg commit: the quarantine rows of a partition are
+    replaced (not appended) on every run, so a rerun after a failure converges."""
+    good_batches, bad_tables = [], []
+    for good, bad in split_batches(path, product):
+        good_batches.append(good)
+        if bad is not None:
+            bad_tables.append(bad)
+    key = selection.describe() if selection else "*"
+    schema = quarantine_schema(product)
+    found = schema.remove(schema.get_field_index("_partition")).remove(
+        schema.get_field_index("_source_file"))
+    bad = (pa.concat_tables([t.cast(found) for t in bad_tables]) if bad_tables
+           else found.empty_table())
+    bad = bad.append_column("_source_file", pa.array([path.name] * bad.num_rows, pa.large_string()))
+    bad = bad.append_column("_partition", pa.array([key] * bad.num_rows, pa.large_string()))
+    bad = bad.select(schema.names).cast(schema)
+    if selection is not None and bad.num_rows:
+        bad = _bad_rows_in_selection(bad, product, selection)
+    identifier = product.identifier + QUARANTINE_SUFFIX
+    from pyiceberg.expressions import EqualTo
+
+    if bad.num_rows or catalog.table_exists(identifier):
+        catalog.create_namespace_if_not_exists(product.domain)
+        if not catalog.table_exists(identifier):
+            catalog.create_table(identifier, schema=schema, properties=TABLE_PROPERTIES)
+        row_filter = None if selection is None else EqualTo("_partition", key)
+        commit_with_retry(catalog, identifier, lambda t: replace_rows(
+            t, bad.to_batches(), schema, properties, row_filter))
+    return good_batches, bad.num_rows
+
+
+def _bad_rows_in_selection(bad: pa.Table, product: DataProduct, selection: PartitionSelection) -> pa.Table:
+    """Bad rows of the selected partition(s): those whose partition value parses into it, and
+    those whose partition value does not parse at all (they belong to no partition)."""
+    column = bad.column(selection.column)
+    target = product.arrow_schema().field(selection.column).type
+    keep = []
+    for value in column.to_pylist():
+        try:
+            parsed = pa.array([value], pa.large_string()).cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            keep.append(True)
+            continue
+        batch = pa.RecordBatch.from_arrays([parsed], names=[selection.column])
+        keep.append(value is None or bool(selection.arrow_mask(batch)[0].as_py()))
+    return bad.filter(pa.array(keep))
+
+
+# --- Dagster -----------------------------------------------------------------------------------
 
 def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
-    """The Dagster asset that ingests ``product`` from its landing file."""
-    fmt = (product.source.get("format") or "csv").lower()
+    """The Dagster asset that ingests ``product`` from its landing file.
 
-    @dg.multi_asset(specs=[asset_spec(product, kinds={"iceberg", "python", fmt})],
-                    name=f"ingest_{product.name}")
+    A partitioned product replaces exactly the rows of the partition (or, in a backfill, of the
+    whole key range in one run and one commit)."""
+    fmt = (product.source.get("format") or "csv").lower()
+    partitions_def = dagster_partitions_def(product.dagster_partitions)
+    spec = asset_spec(product, kinds={"iceberg", "python", fmt})
+    if partitions_def is not None:
+        spec = spec.replace_attributes(partitions_def=partitions_def)
+
+    @dg.multi_asset(specs=[spec], name=f"ingest_{product.name}",
+                    backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None)
     def _ingest(context: dg.AssetExecutionContext, catalog: IcebergCatalog):
-        table = ingest(product, catalog.catalog(), run_id=context.run.run_id)
+        selection = (selection_for(product.dagster_partitions, context)
+                     if partitions_def is not None else None)
+        result = ingest(product, catalog.catalog(), selection=selection,
+                        run_id=context.run.run_id)
+        table = result.table
         summary = table.current_snapshot().summary.additional_properties
         metadata = snapshot_metadata(table, inputs={})
         metadata["mesh/source_file"] = dg.MetadataValue.path(str(landing_path(product)))
         metadata["mesh/source_sha256"] = summary["mesh.source.sha256"]
-        context.log.info(f"{product.identifier}: snapshot {table.current_snapshot().snapshot_id},"
-                         f" {summary.get('total-records')} rows")
+        metadata["mesh/rows_written"] = dg.MetadataValue.int(result.rows_written)
+        if product.quarantine:
+            metadata["mesh/rows_quarantined"] = dg.MetadataValue.int(result.rows_quarantined)
+        if selection is not None:
+            metadata["mesh/partition_rows"] = selection.describe()
+        context.log.info(f"{product.identifier}: snapshot {table.current_snapshot().snapshot_id}, "
+                         f"{result.rows_written} rows written"
+                         + (f" for {selection.describe()}" if selection else "")
+                         + (f", {result.rows_quarantined} quarantined" if product.quarantine else ""))
         return dg.MaterializeResult(asset_key=product.asset_key_path, metadata=metadata)
 
     return _ingest
