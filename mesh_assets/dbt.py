@@ -124,6 +124,16 @@ def prepare(settings: MeshSettings | None = None, *, force: bool = False) -> Pat
 
 # --- Dagster -----------------------------------------------------------------------------------
 
+class DbtRunError(RuntimeError):
+    """A dbt model (or a test's SQL) errored: names the node and dbt's message."""
+
+
+def run_errors(run_results: Mapping[str, Any]) -> list[str]:
+    """Nodes that errored in a dbt run (a test that ran and *failed* is not an error)."""
+    return [f"{r['unique_id']}: {(r.get('message') or '').strip()}"
+            for r in run_results.get("results", []) if r.get("status") in ("error", "runtime error")]
+
+
 class MeshDbtTranslator(DagsterDbtTranslator):
     """Keys ``[domain, name]``, group = domain, and the contract's spec for dbt products."""
 
@@ -186,7 +196,10 @@ def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
         os.environ[RUN_ID_ENV] = context.run.run_id  # recorded in each Iceberg snapshot
         target_path = settings.dbt_dir / "runs" / context.run.run_id
         args = ["build", "--vars", json.dumps({"mesh_domain": domain})]
-        for event in dbt.cli(args, context=context, target_path=target_path).stream():
+        # A failing dbt *test* is a failed asset check (blocking downstream when its severity
+        # is error), not a failed step; a model or test that errors fails the step below.
+        invocation = dbt.cli(args, context=context, target_path=target_path, raise_on_error=False)
+        for event in invocation.stream():
             if isinstance(event, dg.Output):
                 key = context.asset_key_for_output(event.output_name)
                 parents = {".".join(d.asset_key.path)
@@ -195,6 +208,9 @@ def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
                                            **iceberg_output_metadata(catalog, key, parents)})
             else:
                 yield event
+        errors = run_errors(invocation.get_artifact("run_results.json"))
+        if errors:
+            raise DbtRunError(f"dbt build of domain {domain} failed:\n" + "\n".join(errors))
 
     return [_models]
 

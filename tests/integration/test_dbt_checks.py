@@ -1,0 +1,33 @@
+"""dbt through Dagster on the local target: a failing dbt test is a failed (blocking) asset check."""
+
+import dagster as dg
+from conftest import NYCFLIGHTS, land
+from mesh_assets.catalog import open_catalog
+from mesh_assets.domain import build_domain
+from mesh_assets.settings import DOMAINS_DIR
+
+ACCEPTED = "accepted_values_timezones_utc_offset_hours__False___10___9___8___7___6___5___4__8"
+
+
+def _materialize():
+    defs = build_domain(DOMAINS_DIR / "reference")
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def test_failing_dbt_test_is_a_failed_asset_check(mesh_home):
+    land(mesh_home, "reference", "airlines.csv")
+    airports = (NYCFLIGHTS / "airports.csv").read_text()
+    land(mesh_home, "reference", "airports.csv",
+         airports + "XXX,Test Field,10.0,10.0,100,3,N,Africa/Test\n")
+    result = _materialize()
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations[ACCEPTED].passed is False
+    assert evaluations[ACCEPTED].asset_key == dg.AssetKey(["reference", "timezones"])
+    # dbt tests are blocking checks: the failure fails the dbt step (stopping downstream
+    # assets) after the model was built and stored
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "DagsterAssetCheckFailedError" in str(failure.event_specific_data.error.cls_name)
+    rows = open_catalog().load_table("reference.timezones").scan().to_arrow().to_pylist()
+    assert {"tzone": "Africa/Test", "utc_offset_hours": 3} in [
+        {k: r[k] for k in ("tzone", "utc_offset_hours")} for r in rows]

@@ -1,0 +1,61 @@
+"""dbt integration: contracts become dbt sources, the translator keys every node by domain."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from mesh_assets.contracts import load_domain_contracts
+from mesh_assets.dbt import MeshDbtTranslator, contract_yaml, domain_models, prepare
+from mesh_assets.settings import DOMAINS_DIR
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return json.loads(prepare().read_text())
+
+
+@pytest.fixture(scope="module")
+def translator():
+    products = [p for d in ("reference", "weather") for p in load_domain_contracts(DOMAINS_DIR / d)]
+    return MeshDbtTranslator({p.identifier: p for p in products})
+
+
+def _spec(translator, manifest, name):
+    uid = next(u for u, n in manifest["nodes"].items() if n["resource_type"] == "model" and n["name"] == name)
+    return translator.get_asset_spec(manifest, uid, None)
+
+
+def test_sources_are_generated_from_contracts():
+    products = load_domain_contracts(DOMAINS_DIR / "weather")
+    doc = contract_yaml("weather", products)
+    [source] = doc["sources"]
+    assert source["name"] == source["schema"] == "weather"
+    assert source["meta"] == {"plugin": "mesh_iceberg"}
+    tables = {t["name"]: t for t in source["tables"]}
+    assert set(tables) == {"observations", "station_daily"}
+    assert tables["observations"]["columns"][0] == {
+        "name": "origin", "description": "Weather station, the FAA code of the airport."}
+
+
+def test_models_are_keyed_and_grouped_by_domain(translator, manifest):
+    spec = _spec(translator, manifest, "station_daily")
+    assert spec.key == dg.AssetKey(["weather", "station_daily"])
+    assert spec.group_name == "weather"
+    assert spec.owners == ["team:weather-team"]
+    assert spec.description.startswith("Daily aggregates of weather.observations")
+    assert {"dbt", "iceberg"} <= set(spec.kinds)
+    columns = [c.name for c in spec.metadata["dagster/column_schema"].columns]
+    assert columns[:2] == ["origin", "obs_date"]
+
+
+def test_cross_domain_source_maps_to_the_producing_domains_asset(translator, manifest):
+    spec = _spec(translator, manifest, "station_daily")
+    assert {d.asset_key for d in spec.deps} == {
+        dg.AssetKey(["weather", "observations"]), dg.AssetKey(["reference", "airports"])}
+
+
+def test_each_domain_owns_only_its_models(manifest):
+    names = lambda d: {manifest["nodes"][u]["name"] for u in domain_models(manifest, d)}
+    assert names("reference") == {"timezones"}
+    assert names("weather") == {"station_daily"}
