@@ -149,3 +149,21 @@ def test_rematerializing_replaces_rather_than_duplicates(mesh):
     assert table.current_snapshot().snapshot_id != before
     assert len(table.scan().to_arrow()) == 1458
     assert len(catalog.load_table("reference.airlines").scan().to_arrow()) == 16
+
+
+def test_dbt_artifacts_are_kept_for_the_catalog(mesh):
+    import json
+
+    from mesh_assets.dbt import artifacts_dir
+    from mesh_assets.settings import load_settings
+
+    out = artifacts_dir(load_settings(), "weather")
+    assert {p.name for p in out.iterdir()} >= {"manifest.json", "run_results.json", "catalog.json"}
+    docs = json.loads((out / "catalog.json").read_text())
+    node = docs["nodes"]["model.datamesh.station_daily"]
+    assert node["metadata"]["type"] == "ICEBERG TABLE"
+    assert node["columns"]["obs_date"]["type"] == "date"
+    assert node["stats"]["row_count"]["value"] == len(open_catalog().load_table("weather.station_daily").scan().to_arrow())
+    assert "source.datamesh.reference.airports" in docs["sources"]
+    results = json.loads((out / "run_results.json").read_text())
+    assert {r["status"] for r in results["results"]} <= {"success", "pass"}
