@@ -145,6 +145,93 @@ def bench_ingest(rows: int, repeats: int) -> list[dict]:
     ]
 
 
+def _pairs(rounds: int, a, b) -> tuple[list[float], list[float]]:
+    """Alternate a and b ``rounds`` times after one warm-up pair: noise hits both alike."""
+    xs, ys = [], []
+    for i in range(rounds + 1):
+        x, y = a(), b()
+        if i:
+            xs.append(x)
+            ys.append(y)
+    return xs, ys
+
+
+def _result(name: str, unit: str, xs: list[float], base_name: str, ys: list[float], **extra) -> dict:
+    return {"name": name, "unit": unit, **stats(xs),
+            "baseline": {"name": base_name, "unit": unit, **stats(ys)},
+            "ratio_to_baseline": statistics.median(x / y for x, y in zip(xs, ys)), **extra}
+
+
+def bench_definitions_load(repeats: int) -> list[dict]:
+    """Loading one domain's code location in a fresh interpreter vs importing dagster alone."""
+    def timed(code: str):
+        def run():
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+            return time.perf_counter() - start
+        return run
+
+    out = []
+    for domain in ("reference", "weather"):
+        xs, ys = _pairs(max(repeats, 5), timed(f"from domains.{domain}.definitions import defs"),
+                        timed("import dagster"))
+        out.append(_result(f"definitions_load_{domain}", "s", xs, "python -c 'import dagster'", ys,
+                           goal="< 2 s"))
+    return out
+
+
+def bench_dbt_overhead(repeats: int) -> list[dict]:
+    """The dbt part of the demo through Dagster vs a plain `dbt build` of the same models."""
+    home = Path(tempfile.mkdtemp(prefix="mesh-bench-dbt-"))
+    env = {**os.environ, "MESH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "mesh"), "demo"], env=env, check=True, capture_output=True)
+    out = []
+    try:
+        for domain in ("reference", "weather"):
+            dagster_run = textwrap.dedent(f"""
+                import dagster as dg
+                from mesh_assets.domain import build_domain
+                from mesh_assets.settings import DOMAINS_DIR
+                defs = build_domain(DOMAINS_DIR / "{domain}")
+                keys = [k for k in defs.resolve_asset_graph().materializable_asset_keys
+                        if "dbt" in defs.resolve_asset_graph().get(k).kinds]
+                job = defs.resolve_implicit_global_asset_job_def()
+                with dg.DagsterInstance.get() as instance:
+                    assert job.execute_in_process(instance=instance, asset_selection=keys).success
+            """)
+
+            def through_dagster():
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-c", dagster_run], env=env, check=True,
+                               capture_output=True, cwd=ROOT)
+                return time.perf_counter() - start
+
+            def plain_dbt():
+                start = time.perf_counter()
+                subprocess.run([str(bin_dir / "dbt"), "build", "--project-dir", "dbt_project",
+                                "--profiles-dir", "dbt_project", "--select",
+                                f"fqn:datamesh.{domain}", "--vars",
+                                json.dumps({"mesh_domain": domain}),
+                                "--target-path", str(home / "plain-dbt")],
+                               env=env, check=True, capture_output=True, cwd=ROOT)
+                return time.perf_counter() - start
+
+            xs, ys = _pairs(repeats, through_dagster, plain_dbt)
+            out.append(_result(f"dbt_build_{domain}_through_dagster", "s", xs,
+                               "plain dbt build (same models, same target)", ys, goal="ratio <= 1.5"))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return out
+
+
+BENCHMARKS = {
+    "ingest": lambda a: bench_ingest(a.rows, a.repeats),
+    "definitions": lambda a: bench_definitions_load(a.repeats),
+    "dbt": lambda a: bench_dbt_overhead(a.repeats),
+}
+
+
 def machine() -> dict:
     mem = 0
     try:
@@ -185,9 +272,14 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_ROWS", 20_000_000)))
     parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 3)))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS),
+                        help="run only these benchmarks (repeatable)")
     args = parser.parse_args()
-    print(f"ingestion: {args.rows:,} rows, {args.repeats} repeats after a warm-up", flush=True)
-    write_results(bench_ingest(args.rows, args.repeats), args.out)
+    results = []
+    for name in args.only or list(BENCHMARKS):
+        print(f"== {name} (rows {args.rows:,}, {args.repeats} repeats after a warm-up) ==", flush=True)
+        results += BENCHMARKS[name](args)
+    write_results(results, args.out)
     return 0
 
 
