@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import CommitFailedException
 
 from mesh_assets.contracts import DataProduct
 from mesh_assets.settings import MeshSettings, ensure_local_dirs, load_settings
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a ca
     from pyiceberg.table import Table
 
 INPUTS_PROPERTY = "mesh.inputs"
+SCHEMA_CHANGES_PROPERTY = "mesh.schema_changes"
 TABLE_PROPERTIES = {
     # pyiceberg's own retry of a conflicting commit, before commit_with_retry's
     "commit.retry.num-retries": "10",
@@ -68,10 +69,6 @@ def commit_with_retry(catalog: SqlCatalog, identifier: str, write: Callable[[Tab
             time.sleep(random.uniform(0, min(cap_s, base_s * 2 ** attempt)))
 
 
-class SchemaMismatchError(ValueError):
-    """The live Iceberg table does not have the schema its contract declares."""
-
-
 @functools.lru_cache(maxsize=8)
 def _catalog(settings: MeshSettings) -> SqlCatalog:
     from pyiceberg.catalog.sql import SqlCatalog
@@ -85,35 +82,17 @@ def open_catalog(settings: MeshSettings | None = None) -> SqlCatalog:
 
 
 def ensure_table(catalog: SqlCatalog, product: DataProduct) -> Table:
-    """The product's table, created from its contract the first time."""
-    try:
-        catalog.create_namespace(product.domain)
-    except NamespaceAlreadyExistsError:
-        pass
-    try:
-        table = catalog.load_table(product.identifier)
-    except NoSuchTableError:
-        return catalog.create_table(
-            product.identifier, schema=product.iceberg_schema(),
-            partition_spec=product.partition_spec(), properties=TABLE_PROPERTIES | {
-                "mesh.contract.version": product.version},
-        )
-    _check_schema(table, product)
-    return table
+    """The product's table, created from its contract or evolved to it (additive changes only;
+    see :mod:`mesh_assets.schema_evolution`)."""
+    return evolve_table(catalog, product)[0]
 
 
-def _check_schema(table: Table, product: DataProduct) -> None:
-    live = {f.name: (f.field_type, f.required) for f in table.schema().fields}
-    wanted = {c.name: (c.type, c.required) for c in product.columns}
-    if live == wanted:
-        return
-    diffs = [f"{name}: table has {live.get(name)}, contract says {wanted.get(name)}"
-             for name in sorted(set(live) | set(wanted)) if live.get(name) != wanted.get(name)]
-    raise SchemaMismatchError(
-        f"contract {product.path}, product {product.identifier}: the Iceberg table's schema "
-        f"differs from the contract ({'; '.join(diffs)}). Automatic schema evolution is not "
-        f"available yet: drop the table (`mesh drop {product.identifier}`) to recreate it."
-    )
+def evolve_table(catalog: SqlCatalog, product: DataProduct) -> tuple[Table, list[str]]:
+    """``(table, applied changes)``; raises BreakingSchemaChange and changes nothing when the
+    contract would break the live table."""
+    from mesh_assets.schema_evolution import evolve
+
+    return evolve(catalog, product, properties=TABLE_PROPERTIES)
 
 
 def snapshot_metadata(table: Table, *, inputs: dict[str, int] | None = None) -> dict[str, Any]:
@@ -133,6 +112,8 @@ def snapshot_metadata(table: Table, *, inputs: dict[str, int] | None = None) -> 
         md["iceberg/data_files"] = dg.MetadataValue.int(int(summary.get("total-data-files", 0)))
         if inputs is None and INPUTS_PROPERTY in summary:
             inputs = json.loads(summary[INPUTS_PROPERTY])
+        if SCHEMA_CHANGES_PROPERTY in summary:
+            md["mesh/schema_changes"] = dg.MetadataValue.json(json.loads(summary[SCHEMA_CHANGES_PROPERTY]))
     md["iceberg/input_snapshots"] = dg.MetadataValue.json(inputs or {})
     return md
 

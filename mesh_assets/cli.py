@@ -10,6 +10,8 @@
     mesh query "SQL" [--as-of X]   SQL over all products (DuckDB), time travel by id/tag/time
     mesh rollback DOMAIN.PRODUCT SNAPSHOT
     mesh lineage DOMAIN.PRODUCT [--snapshot S]   input snapshots, recursively up the mesh
+    mesh contract diff DOMAIN.PRODUCT   what the contract would change in the live table
+    mesh maintain [DOMAIN.PRODUCT ...] [--dry-run]   expire snapshots, remove orphan files
     mesh drop DOMAIN.PRODUCT       drop a product's Iceberg table
 """
 
@@ -226,8 +228,8 @@ def cmd_products(args) -> int:
     with dg.DagsterInstance.get() as instance:
         for product in _all_products():
             rows, snapshot = "-", "not materialized"
-            if catalog.table_exists(product.identifier):
-                snap = catalog.load_table(product.identifier).current_snapshot()
+            if catalog.table_exists(product.table_identifier):
+                snap = catalog.load_table(product.table_identifier).current_snapshot()
                 if snap is not None:
                     rows = snap.summary.additional_properties.get("total-records", "?")
                     snapshot = str(snap.snapshot_id)
@@ -350,6 +352,53 @@ def cmd_query(args) -> int:
     return 0
 
 
+def cmd_contract_diff(args) -> int:
+    """What the contract would change in its live table, and whether that is allowed."""
+    from mesh_assets.catalog import open_catalog
+    from mesh_assets.schema_evolution import contract_diff
+
+    product = next((p for p in _all_products() if p.identifier == args.product), None)
+    if product is None:
+        raise SystemExit(f"mesh: no contract for {args.product} (see `mesh products`)")
+    d = contract_diff(open_catalog(), product)
+    if d is None:
+        _say(f"{product.table_identifier}: no table yet; the first materialization creates it "
+             f"from contract {product.path}")
+        return 0
+    if d.is_empty:
+        _say(f"{product.table_identifier}: no change (contract {product.version} matches the table)")
+        return 0
+    for line in d.describe():
+        _say(line)
+    if d.breaking:
+        _say(f"refused at the next write: breaking change(s); bump the contract to "
+             f"{product.major_version + 1}.0.0 to publish {product.identifier}_v"
+             f"{max(product.major_version + 1, 2)} beside the current table")
+        return 1
+    _say("applied automatically at the next write")
+    return 0
+
+
+def cmd_maintain(args) -> int:
+    """Expire snapshots past each contract's retention and remove orphan files."""
+    from mesh_assets.catalog import open_catalog
+    from mesh_assets.table_maintenance import maintain
+
+    catalog = open_catalog()
+    products = [p for p in _all_products() if not args.products or p.identifier in args.products]
+    for product in products:
+        report = maintain(product, catalog, dry_run=args.dry_run)
+        if report is None:
+            _say(f"{product.identifier:28} no table yet")
+            continue
+        md = report.as_metadata()
+        _say(f"{report.table:28} expired {md['expired_snapshots']} snapshot(s), "
+             f"{md['expired_tags']} tag(s); {'would remove' if args.dry_run else 'removed'} "
+             f"{md['orphan_files_removed']} orphan file(s), {md['orphan_bytes_removed']:,} bytes; "
+             f"{md['files_kept_too_young']} kept as too young")
+    return 0
+
+
 def cmd_drop(args) -> int:
     from mesh_assets.catalog import open_catalog
 
@@ -396,6 +445,15 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--format", choices=["table", "csv"], default="table")
     q.add_argument("--max-rows", type=int, default=40)
     q.set_defaults(fn=cmd_query)
+    maint = sub.add_parser("maintain", help="expire old snapshots, remove orphan files")
+    maint.add_argument("products", nargs="*", metavar="DOMAIN.PRODUCT")
+    maint.add_argument("--dry-run", action="store_true")
+    maint.set_defaults(fn=cmd_maintain)
+    contract = sub.add_parser("contract", help="contract tasks")
+    contract_sub = contract.add_subparsers(dest="contract_command", required=True)
+    cdiff = contract_sub.add_parser("diff", help="what the contract would change in its table")
+    cdiff.add_argument("product", metavar="DOMAIN.PRODUCT")
+    cdiff.set_defaults(fn=cmd_contract_diff)
     drop = sub.add_parser("drop", help="drop a product's Iceberg table")
     drop.add_argument("product", metavar="DOMAIN.PRODUCT")
     drop.set_defaults(fn=cmd_drop)

@@ -168,6 +168,13 @@ class DataProduct:
         return f"{self.domain}.{self.name}"
 
     @property
+    def table_identifier(self) -> str:
+        """The Iceberg table of this major version: ``domain.product`` for majors 0 and 1,
+        ``domain.product_vN`` from major 2 on (see :mod:`mesh_assets.schema_evolution`)."""
+        major = self.major_version
+        return self.identifier if major <= 1 else f"{self.identifier}_v{major}"
+
+    @property
     def asset_key_path(self) -> list[str]:
         return [self.domain, self.name]
 

@@ -24,6 +24,7 @@ from typing import Any
 import dagster as dg
 import yaml
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_dbt.asset_utils import DAGSTER_DBT_UNIQUE_ID_METADATA_KEY as UNIQUE_ID_KEY
 
 from mesh_assets.catalog import INPUTS_PROPERTY, IcebergCatalog, snapshot_metadata
 from mesh_assets.contracts import DataProduct, load_domain_contracts
@@ -63,12 +64,23 @@ def contract_yaml(domain: str, products: Sequence[DataProduct]) -> dict[str, Any
         "schema": domain,
         "description": f"Data products published by the {domain} domain (Iceberg tables).",
         "meta": {"plugin": PLUGIN_ALIAS},
-        "tables": [{"name": p.name, "description": p.description,
-                    "columns": [{"name": c.name, "description": c.description or ""}
-                                for c in p.columns]}
-                   for p in products],
+        "tables": [table for p in products for table in _source_tables(p)],
     }
     return {"version": 2, "sources": [source]}
+
+
+def _source_tables(p: DataProduct) -> list[dict[str, Any]]:
+    """``p.name`` reads the major-1 table; a newer major N is also ``p.name_vN``. Consumers
+    move from one to the other when they are ready (see :mod:`mesh_assets.schema_evolution`)."""
+    entry = {"name": p.name, "description": p.description,
+             "columns": [{"name": c.name, "description": c.description or ""} for c in p.columns]}
+    if p.table_identifier == p.identifier:
+        return [entry]
+    versioned = p.table_identifier.split(".", 1)[1]
+    meta = {"dagster": {"asset_key": p.asset_key_path}}
+    return [{**entry, "meta": meta},
+            {**entry, "name": versioned, "meta": meta,
+             "description": f"{p.description} (contract major version {p.major_version})"}]
 
 
 def write_contract_yaml(domains_dir: Path = DOMAINS_DIR) -> list[Path]:
@@ -142,6 +154,9 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         self._products = products
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        declared = (dbt_resource_props.get("meta") or {}).get("dagster", {}).get("asset_key")
+        if declared:  # set by the generated sources of a product's newer major version
+            return dg.AssetKey(declared)
         if dbt_resource_props["resource_type"] == "source":
             return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
         return dg.AssetKey([_domain_of(dbt_resource_props), dbt_resource_props["name"]])
@@ -186,7 +201,8 @@ def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
     manifest = json.loads(manifest_file.read_text())
     if not domain_models(manifest, domain):
         return []
-    translator = MeshDbtTranslator({p.identifier: p for p in products})
+    by_id = {p.identifier: p for p in products}
+    translator = MeshDbtTranslator(by_id)
 
     @dbt_assets(manifest=manifest, select=f"fqn:{PROJECT_NAME}.{domain}", name=f"{domain}_dbt_models",
                 dagster_dbt_translator=translator)
@@ -202,10 +218,10 @@ def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
         for event in invocation.stream():
             if isinstance(event, dg.Output):
                 key = context.asset_key_for_output(event.output_name)
-                parents = {".".join(d.asset_key.path)
-                           for d in context.assets_def.specs_by_key[key].deps}
-                yield event.with_metadata({**event.metadata,
-                                           **iceberg_output_metadata(catalog, key, parents)})
+                unique_id = context.assets_def.specs_by_key[key].metadata[UNIQUE_ID_KEY]
+                yield event.with_metadata({**event.metadata, **iceberg_output_metadata(
+                    catalog, table_of(manifest["nodes"][unique_id], by_id),
+                    parent_tables(manifest, unique_id, by_id))})
             else:
                 yield event
         write_artifacts(settings, domain, target_path, catalog)
@@ -263,9 +279,28 @@ def write_artifacts(settings: MeshSettings, domain: str, target_path: Path,
     return out
 
 
-def iceberg_output_metadata(catalog: IcebergCatalog, key: dg.AssetKey,
+def table_of(node: Mapping[str, Any], products: Mapping[str, DataProduct]) -> str:
+    """The Iceberg table a model or source node reads or writes."""
+    name = node.get("identifier") or node.get("alias") or node["name"]
+    identifier = f"{node['schema']}.{name}"
+    product = products.get(identifier) if node["resource_type"] == "model" else None
+    return product.table_identifier if product else identifier
+
+
+def parent_tables(manifest: Mapping[str, Any], unique_id: str,
+                  products: Mapping[str, DataProduct]) -> set[str]:
+    node = manifest["nodes"][unique_id]
+    out = set()
+    for parent in node.get("depends_on", {}).get("nodes", []):
+        parent_node = manifest["sources"].get(parent) or manifest["nodes"].get(parent)
+        if parent_node and parent_node["resource_type"] in ("source", "model"):
+            out.add(table_of(parent_node, products))
+    return out
+
+
+def iceberg_output_metadata(catalog: IcebergCatalog, identifier: str,
                             parents: set[str]) -> dict[str, Any]:
-    table = catalog.load_table(".".join(key.path))
+    table = catalog.load_table(identifier)
     snapshot = table.current_snapshot()
     recorded = {}
     if snapshot is not None and snapshot.summary:

@@ -24,7 +24,7 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
 from pyiceberg.exceptions import NoSuchTableError
 
-from mesh_assets.catalog import INPUTS_PROPERTY, ensure_table, open_catalog
+from mesh_assets.catalog import INPUTS_PROPERTY, SCHEMA_CHANGES_PROPERTY, evolve_table, open_catalog
 from mesh_assets.contracts import DataProduct, load_contract
 from mesh_assets.settings import DOMAINS_DIR
 
@@ -91,9 +91,11 @@ class Plugin(BasePlugin):
         identifier = f"{domain}.{model}"
         data = pq.read_table(target_config.location.path)
         product = model_contract(domain, model)
+        applied: list[str] = []
         if product is not None:
             data = conform_to_contract(data, product)
-            table = ensure_table(self._catalog, product)
+            table, applied = evolve_table(self._catalog, product)
+            identifier = product.table_identifier
         else:
             try:
                 table = self._catalog.load_table(identifier)
@@ -108,6 +110,8 @@ class Plugin(BasePlugin):
             properties["mesh.dagster.run_id"] = os.environ[RUN_ID_ENV]
         if product is not None:
             properties["mesh.contract.version"] = product.version
+        if applied:
+            properties[SCHEMA_CHANGES_PROPERTY] = json.dumps(applied)
         with table.transaction() as tx:
             if table.current_snapshot() is None:
                 tx.append(data, snapshot_properties=properties)

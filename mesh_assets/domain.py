@@ -19,6 +19,7 @@ from mesh_assets.dbt import dbt_domain_assets, dbt_resource
 from mesh_assets.ingestion import ingestion_asset
 from mesh_assets.quality import contract_checks
 from mesh_assets.settings import load_settings
+from mesh_assets.table_maintenance import maintenance_job
 
 DOMAIN_TYPES = ("source-aligned", "consumer-aligned", "aggregate")
 
@@ -63,8 +64,11 @@ def build_domain(path: Path | str) -> dg.Definitions:
     assets: list = [ingestion_asset(p) for p in domain.products if p.source]
     assets += dbt_domain_assets(domain.name, domain.products, settings)
     checks = [c for p in domain.products if (c := contract_checks(p)) is not None]
+    maintenance, nightly = maintenance_job(domain.name, domain.products)
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
+        jobs=[maintenance],
+        schedules=[nightly],
         resources={"catalog": IcebergCatalog(), "dbt": dbt_resource(settings)},
     )

@@ -35,7 +35,7 @@ from mesh_assets.catalog import (
     TABLE_PROPERTIES,
     IcebergCatalog,
     commit_with_retry,
-    ensure_table,
+    evolve_table,
     snapshot_metadata,
 )
 from mesh_assets.contracts import DataProduct
@@ -64,6 +64,7 @@ class IngestResult:
     rows_written: int
     rows_quarantined: int
     selection: PartitionSelection | None
+    schema_changes: list[str]
 
 
 def landing_path(product: DataProduct, settings: MeshSettings | None = None) -> Path:
@@ -272,7 +273,7 @@ def ingest(product: DataProduct, catalog, *, selection: PartitionSelection | Non
     _check_columns(path, product)  # before the table exists: a bad file creates nothing
     if not product.quarantine:
         next(read_batches(path, product), None)  # a bad first batch fails before any table exists
-    table = ensure_table(catalog, product)
+    table, schema_changes = evolve_table(catalog, product)
     schema = product.arrow_schema()
     col_type = product.column(selection.column).type if selection else None
     row_filter = selection.iceberg_filter(col_type) if selection else None
@@ -298,7 +299,7 @@ def ingest(product: DataProduct, catalog, *, selection: PartitionSelection | Non
                                          properties, row_filter)
 
     table = commit_with_retry(catalog, ".".join(table.name()), write)
-    return IngestResult(table, counts["written"], counts["quarantined"], selection)
+    return IngestResult(table, counts["written"], counts["quarantined"], selection, schema_changes)
 
 
 def _split_and_park(path: Path, product: DataProduct, catalog, selection, properties):
@@ -322,7 +323,7 @@ def _split_and_park(path: Path, product: DataProduct, catalog, selection, proper
     bad = bad.select(schema.names).cast(schema)
     if selection is not None and bad.num_rows:
         bad = _bad_rows_in_selection(bad, product, selection)
-    identifier = product.identifier + QUARANTINE_SUFFIX
+    identifier = product.table_identifier + QUARANTINE_SUFFIX
     from pyiceberg.expressions import EqualTo
 
     if bad.num_rows or catalog.table_exists(identifier):
@@ -382,6 +383,8 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
             metadata["mesh/rows_quarantined"] = dg.MetadataValue.int(result.rows_quarantined)
         if selection is not None:
             metadata["mesh/partition_rows"] = selection.describe()
+        if result.schema_changes:
+            metadata["mesh/schema_changes"] = dg.MetadataValue.json(result.schema_changes)
         context.log.info(f"{product.identifier}: snapshot {table.current_snapshot().snapshot_id}, "
                          f"{result.rows_written} rows written"
                          + (f" for {selection.describe()}" if selection else "")

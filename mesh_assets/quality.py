@@ -369,7 +369,7 @@ def contract_checks(product: "DataProduct"):
     def _checks(context: dg.AssetCheckExecutionContext, catalog: IcebergCatalog):
         selected = {k.name for k in context.selected_asset_check_keys}
         rules = [r for r in product.rules if r.name in selected]
-        table = catalog.load_table(product.identifier)
+        table = catalog.load_table(product.table_identifier)
         snapshot = table.current_snapshot()
         con = engine.connect()
         try:

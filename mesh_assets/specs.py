@@ -40,7 +40,7 @@ def product_tags(product: DataProduct) -> dict[str, str]:
 def product_metadata(product: DataProduct) -> dict:
     return {
         "dagster/column_schema": contract_column_schema(product),
-        "dagster/table_name": product.identifier,
+        "dagster/table_name": product.table_identifier,
         "mesh/contract": dg.MetadataValue.path(str(product.path)),
         "mesh/primary_key": ", ".join(product.primary_key),
     }
