@@ -162,7 +162,7 @@ def evolve(catalog, product: "DataProduct", *, properties: dict[str, str] | None
     d = diff(table.schema(), product)
     if d.breaking:
         raise breaking_error(product, identifier, d)
-    applied = _apply(table, product, d)
+    applied = _apply(table, product, d) + _evolve_partitioning(table, product)
     if table.properties.get("mesh.contract.version") != product.version:
         with table.transaction() as tx:
             tx.set_properties({"mesh.contract.version": product.version})
@@ -188,6 +188,29 @@ def _apply(table: "Table", product: "DataProduct", d: SchemaDiff) -> list[str]:
                 update.update_column(c.column, doc=col.description)
     table.refresh()
     return [c.describe() for c in changes]
+
+
+def partition_fields(spec, schema) -> list[tuple[str, str]]:
+    """(source column, transform) of each partition field, in order."""
+    return [(schema.find_column_name(f.source_id), str(f.transform)) for f in spec.fields]
+
+
+def _evolve_partitioning(table: "Table", product: "DataProduct") -> list[str]:
+    """Iceberg partition evolution when the contract's partitioning changed: metadata only.
+    Existing files keep their layout; new writes use the new spec (reads see both)."""
+    wanted = product.partition_spec()
+    live = partition_fields(table.spec(), table.schema())
+    target = partition_fields(wanted, table.schema())
+    if live == target:
+        return []
+    with table.update_spec() as update:
+        for field in table.spec().fields:
+            update.remove_field(field.name)
+        for field in wanted.fields:
+            update.add_field(table.schema().find_column_name(field.source_id), field.transform,
+                             field.name)
+    table.refresh()
+    return [f"~ partitioning: {live or 'unpartitioned'} -> {target or 'unpartitioned'}: additive"]
 
 
 def contract_diff(catalog, product: "DataProduct") -> SchemaDiff | None:

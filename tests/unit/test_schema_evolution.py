@@ -110,3 +110,18 @@ def test_major_version_gets_its_own_table_and_the_old_one_stays(airports):
 def test_contract_diff_command(airports, capsys, monkeypatch):
     assert cli.main(["contract", "diff", "reference.airports"]) == 0
     assert "no change" in capsys.readouterr().out
+
+
+def test_partitioning_change_evolves_the_spec_and_keeps_old_files(airports):
+    from mesh_assets.partitions import PartitionField
+
+    catalog = open_catalog()
+    by_tz = dataclasses.replace(airports, partitioning=(PartitionField("tzone", "identity"),))
+    table, applied = evolve_table(catalog, by_tz)
+    assert applied == ["~ partitioning: unpartitioned -> [('tzone', 'identity')]: additive"]
+    assert [f.name for f in table.spec().fields] == ["tzone"]
+    table.append(pa.table({
+        "faa": ["LGA"], "name": ["La Guardia"], "lat": [40.7], "lon": [-73.8], "alt": [22],
+        "tz": [-5], "dst": ["A"], "tzone": ["America/New_York"]}, schema=airports.arrow_schema()))
+    assert sorted(r["faa"] for r in table.scan().to_arrow().to_pylist()) == ["JFK", "LGA"]
+    assert evolve_table(catalog, by_tz)[1] == []  # converged
