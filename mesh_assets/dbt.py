@@ -28,7 +28,7 @@ from dagster_dbt.asset_utils import DAGSTER_DBT_UNIQUE_ID_METADATA_KEY as UNIQUE
 
 from mesh_assets.catalog import INPUTS_PROPERTY, IcebergCatalog, snapshot_metadata
 from mesh_assets.contracts import DataProduct, load_domain_contracts
-from mesh_assets.dbt_iceberg_plugin import RUN_ID_ENV
+from mesh_assets.dbt_iceberg_plugin import PARTITION_END_ENV, PARTITION_START_ENV, RUN_ID_ENV
 from mesh_assets.settings import DBT_PROJECT_DIR, DOMAINS_DIR, MeshSettings, load_settings
 from mesh_assets.specs import owners, product_metadata, product_tags
 
@@ -196,22 +196,62 @@ def dbt_resource(settings: MeshSettings) -> DbtCliResource:
 
 def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
                       settings: MeshSettings) -> list[dg.AssetsDefinition]:
-    """The dbt models of ``domain`` as one multi-asset (empty when the domain has none)."""
+    """The dbt models of ``domain``: one multi-asset per partitioning (a model is partitioned
+    when its product's contract declares ``dagsterPartitions``). Empty without models."""
     manifest_file = prepare(settings)
     manifest = json.loads(manifest_file.read_text())
-    if not domain_models(manifest, domain):
+    models = [manifest["nodes"][uid]["name"] for uid in domain_models(manifest, domain)]
+    if not models:
         return []
     by_id = {p.identifier: p for p in products}
     translator = MeshDbtTranslator(by_id)
+    groups: dict[Any, list[str]] = {}
+    for name in models:
+        product = by_id.get(f"{domain}.{name}")
+        groups.setdefault(product.dagster_partitions if product else None, []).append(name)
+    assets = []
+    for partitioning, names in groups.items():
+        partitioned = partitioning is not None
+        select = (" ".join(f"fqn:{PROJECT_NAME}.{domain}.{n}" for n in names) if partitioned
+                  else f"fqn:{PROJECT_NAME}.{domain}")
+        exclude = " ".join(f"fqn:{PROJECT_NAME}.{domain}.{n}" for g, ns in groups.items()
+                           if g is not None for n in ns) if not partitioned else ""
+        suffix = f"_{partitioning.kind}_{partitioning.column}" if partitioned else ""
+        assets.append(_dbt_multi_asset(domain, manifest, translator, by_id, settings, select,
+                                       exclude, f"{domain}_dbt_models{suffix}", partitioning))
+    return assets
 
-    @dbt_assets(manifest=manifest, select=f"fqn:{PROJECT_NAME}.{domain}", name=f"{domain}_dbt_models",
-                dagster_dbt_translator=translator)
+
+def partition_vars(selection) -> dict[str, str]:
+    """dbt vars (and plugin env) of a partitioned run: the ISO bounds of its time window."""
+    if selection is None or selection.values:
+        return {}
+    return {"mesh_partition_start": selection.start.isoformat(),
+            "mesh_partition_end": selection.end.isoformat()}
+
+
+def _dbt_multi_asset(domain, manifest, translator, by_id, settings, select, exclude, name,
+                     partitioning):
+    from mesh_assets.partitions import dagster_partitions_def, selection_for
+
+    partitions_def = dagster_partitions_def(partitioning)
+
+    @dbt_assets(manifest=manifest, select=select, exclude=exclude or None, name=name,
+                dagster_dbt_translator=translator, partitions_def=partitions_def,
+                backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None)
     def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                 catalog: IcebergCatalog):
+        selection = selection_for(partitioning, context) if partitions_def else None
+        bounds = partition_vars(selection)
         os.environ.update(dbt_env(settings))
         os.environ[RUN_ID_ENV] = context.run.run_id  # recorded in each Iceberg snapshot
-        target_path = settings.dbt_dir / "runs" / context.run.run_id
-        args = ["build", "--vars", json.dumps({"mesh_domain": domain})]
+        for var in (PARTITION_START_ENV, PARTITION_END_ENV):
+            os.environ.pop(var, None)
+        if bounds:  # the plugin replaces exactly these rows of the Iceberg table
+            os.environ[PARTITION_START_ENV] = bounds["mesh_partition_start"]
+            os.environ[PARTITION_END_ENV] = bounds["mesh_partition_end"]
+        target_path = settings.dbt_dir / "runs" / context.run.run_id / name
+        args = ["build", "--vars", json.dumps({"mesh_domain": domain, **bounds})]
         # A failing dbt *test* is a failed asset check (blocking downstream when its severity
         # is error), not a failed step; a model or test that errors fails the step below.
         invocation = dbt.cli(args, context=context, target_path=target_path, raise_on_error=False)
@@ -219,9 +259,11 @@ def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
             if isinstance(event, dg.Output):
                 key = context.asset_key_for_output(event.output_name)
                 unique_id = context.assets_def.specs_by_key[key].metadata[UNIQUE_ID_KEY]
-                yield event.with_metadata({**event.metadata, **iceberg_output_metadata(
-                    catalog, table_of(manifest["nodes"][unique_id], by_id),
-                    parent_tables(manifest, unique_id, by_id))})
+                metadata = iceberg_output_metadata(catalog, table_of(manifest["nodes"][unique_id], by_id),
+                                                   parent_tables(manifest, unique_id, by_id))
+                if selection is not None:
+                    metadata["mesh/partition_rows"] = selection.describe()
+                yield event.with_metadata({**event.metadata, **metadata})
             else:
                 yield event
         write_artifacts(settings, domain, target_path, catalog)
@@ -229,7 +271,7 @@ def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
         if errors:
             raise DbtRunError(f"dbt build of domain {domain} failed:\n" + "\n".join(errors))
 
-    return [_models]
+    return _models
 
 
 def artifacts_dir(settings: MeshSettings, domain: str) -> Path:

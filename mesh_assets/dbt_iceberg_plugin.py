@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -26,9 +27,14 @@ from pyiceberg.exceptions import NoSuchTableError
 
 from mesh_assets.catalog import INPUTS_PROPERTY, SCHEMA_CHANGES_PROPERTY, evolve_table, open_catalog
 from mesh_assets.contracts import DataProduct, load_contract
+from mesh_assets.ingestion import replace_rows
+from mesh_assets.partitions import PartitionSelection
 from mesh_assets.settings import DOMAINS_DIR
 
 RUN_ID_ENV = "MESH_DAGSTER_RUN_ID"  # set by the dbt asset for the dbt process
+# Set by a partitioned dbt asset: the model's output replaces only the rows of this window.
+PARTITION_START_ENV = "MESH_PARTITION_START"
+PARTITION_END_ENV = "MESH_PARTITION_END"
 
 
 class DbtContractError(ValueError):
@@ -63,6 +69,14 @@ def conform_to_contract(data: pa.Table, product: DataProduct) -> pa.Table:
                                f"{exc}") from None
 
 
+def _partition_window(product: DataProduct | None) -> PartitionSelection | None:
+    start, end = os.environ.get(PARTITION_START_ENV), os.environ.get(PARTITION_END_ENV)
+    if product is None or product.dagster_partitions is None or not (start and end):
+        return None
+    return PartitionSelection(product.dagster_partitions.column,
+                              start=datetime.fromisoformat(start), end=datetime.fromisoformat(end))
+
+
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]):
         self._catalog = open_catalog()
@@ -70,6 +84,9 @@ class Plugin(BasePlugin):
 
     def default_materialization(self):
         return "view"
+
+    def configure_connection(self, conn):
+        conn.execute("SET TimeZone = 'UTC'")  # casts of timestamptz to date are UTC days
 
     def load(self, source_config: SourceConfig):
         identifier = f"{source_config.schema}.{source_config.identifier}"
@@ -112,9 +129,16 @@ class Plugin(BasePlugin):
             properties["mesh.contract.version"] = product.version
         if applied:
             properties[SCHEMA_CHANGES_PROPERTY] = json.dumps(applied)
-        with table.transaction() as tx:
-            if table.current_snapshot() is None:
-                tx.append(data, snapshot_properties=properties)
-            else:
-                tx.overwrite(data, snapshot_properties=properties)
+        row_filter = None
+        window = _partition_window(product)
+        if window is not None:
+            properties["mesh.partition"] = window.describe()
+            row_filter = window.iceberg_filter(product.column(window.column).type)
+            outside = len(data) - len(data.filter(window.arrow_mask(data)))
+            if outside:
+                raise DbtContractError(
+                    f"dbt model {product.identifier}: {outside} row(s) fall outside the partition "
+                    f"being built ({window.describe()}); filter the model's input with "
+                    "{{ mesh_partition_filter(...) }}")
+        replace_rows(table, data.to_batches(), data.schema, properties, row_filter)
         self._snapshots[identifier] = table.refresh().current_snapshot().snapshot_id

@@ -1,5 +1,13 @@
 -- Daily weather per airport station, labelled with the station's name from the reference
 -- domain (a published product of another domain, read through its dbt source).
+-- Partitioned like its contract says (monthly on obs_date): a run builds only the months
+-- Dagster asks for, and only those rows of the Iceberg table are replaced.
+{{ config(
+    materialized=('external' if target.type == 'duckdb' else 'incremental'),
+    incremental_strategy='delete+insert',
+    unique_key=['origin', 'obs_date'],
+) }}
+
 with observations as (
     select
         origin,
@@ -8,6 +16,7 @@ with observations as (
         wind_speed,
         precip
     from {{ source('weather', 'observations') }}
+    where {{ mesh_partition_filter('time_hour') }}
 )
 
 select
