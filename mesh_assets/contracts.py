@@ -161,6 +161,7 @@ class DataProduct:
     dagster_partitions: DagsterPartitioning | None = None
     quarantine: bool = False
     retention: timedelta = timedelta(days=7)
+    dbt_tests: tuple = ()  # (column or None, {test: arguments}) from engine: dbt rules
 
     @property
     def identifier(self) -> str:
@@ -339,10 +340,11 @@ def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct
         partitioning=partitioning, dagster_partitions=dagster_partitions,
         quarantine=bool(custom.get("quarantine")), retention=retention,
     )
-    from mesh_assets.quality import rules_from_contract
+    from mesh_assets.quality import dbt_tests_from_contract, rules_from_contract
 
     rules = rules_from_contract(info, table)
-    return DataProduct(**{**info.__dict__, "rules": tuple(rules)})
+    dbt_tests = dbt_tests_from_contract(info, table)
+    return DataProduct(**{**info.__dict__, "rules": tuple(rules), "dbt_tests": tuple(dbt_tests)})
 
 
 def load_domain_contracts(domain_dir: Path | str) -> list[DataProduct]:

@@ -54,11 +54,10 @@ def dbt_env(settings: MeshSettings) -> dict[str, str]:
 # --- contracts -> dbt YAML ---------------------------------------------------------------------
 
 def contract_yaml(domain: str, products: Sequence[DataProduct]) -> dict[str, Any]:
-    """The dbt source of a domain's products: other models read a product only through it.
-
-    Model properties stay in the hand-written YAML next to the models (dbt allows one entry per
-    model); the contract reaches the model's asset through :class:`MeshDbtTranslator`.
-    """
+    """The dbt source of a domain's products (other models read a product only through it) and
+    the properties of its dbt-built products: descriptions, column types (the model contract,
+    enforced on Trino; on DuckDB the plugin enforces the platform contract) and the contract's
+    ``engine: dbt`` rules as ``data_tests``."""
     source = {
         "name": domain,
         "schema": domain,
@@ -66,7 +65,39 @@ def contract_yaml(domain: str, products: Sequence[DataProduct]) -> dict[str, Any
         "meta": {"plugin": PLUGIN_ALIAS},
         "tables": [table for p in products for table in _source_tables(p)],
     }
-    return {"version": 2, "sources": [source]}
+    models = [_model_properties(p) for p in products if p.transform == "dbt"]
+    return {"version": 2, "sources": [source], **({"models": models} if models else {})}
+
+
+def _model_properties(p: DataProduct) -> dict[str, Any]:
+    tests: dict[str | None, list] = {}
+    for column, test in p.dbt_tests:
+        (name, args), = test.items()
+        tests.setdefault(column, []).append({name: {"arguments": args}} if args else name)
+    model: dict[str, Any] = {
+        "name": p.name, "description": p.description,
+        "columns": [{"name": c.name, "description": c.description or "",
+                     "data_type": trino_type(c.type),
+                     **({"constraints": [{"type": "not_null"}]} if c.required else {}),
+                     **({"data_tests": tests[c.name]} if c.name in tests else {})}
+                    for c in p.columns],
+    }
+    if None in tests:
+        model["data_tests"] = tests[None]
+    return model
+
+
+def trino_type(t) -> str:
+    """The SQL type name of an Iceberg type in Trino (the engine where dbt contracts apply)."""
+    from pyiceberg import types as it
+
+    if isinstance(t, it.DecimalType):
+        return f"decimal({t.precision},{t.scale})"
+    return {it.StringType: "varchar", it.BooleanType: "boolean", it.IntegerType: "integer",
+            it.LongType: "bigint", it.FloatType: "real", it.DoubleType: "double",
+            it.DateType: "date", it.TimeType: "time(6)", it.TimestampType: "timestamp(6)",
+            it.TimestamptzType: "timestamp(6) with time zone", it.BinaryType: "varbinary",
+            it.UUIDType: "uuid"}[type(t)]
 
 
 def _source_tables(p: DataProduct) -> list[dict[str, Any]]:

@@ -98,10 +98,12 @@ def _from_odcs(product: "DataProduct", q: dict, column: str | None) -> QualityRu
         return None
     if kind == "custom":
         engine = (q.get("engine") or "").lower().replace("_", "-")
+        if engine == "dbt":  # run by dbt itself: see dbt_tests_from_contract
+            return None
         if engine not in ("great-expectations", "greatexpectations"):
             raise ContractError(product.path, f"custom quality engine '{q.get('engine')}' is not "
                                 "supported", product=product.name, column=column,
-                                hint="use engine: great-expectations")
+                                hint="use engine: great-expectations, or dbt for dbt tests")
         impl = q.get("implementation")
         if isinstance(impl, str):
             impl = yaml.safe_load(impl)
@@ -177,6 +179,31 @@ def rules_from_contract(product: "DataProduct", table: dict) -> list[QualityRule
                                 hint="give one of them a distinct 'name'")
         seen.add(rule.name)
     return rules
+
+
+def dbt_tests_from_contract(product: "DataProduct", table: dict) -> list[tuple[str | None, dict]]:
+    """``(column or None, {test_name: arguments})`` of the contract's ``engine: dbt`` rules.
+
+    They become ``data_tests`` of the product's dbt model (and run with ``dbt build`` as asset
+    checks), written once, in the contract."""
+    found = []
+    entries = [(None, q) for q in table.get("quality") or []]
+    entries += [(p["name"], q) for p in table.get("properties") or [] for q in p.get("quality") or []]
+    for column, q in entries:
+        if q.get("type") != "custom" or (q.get("engine") or "").lower() != "dbt":
+            continue
+        impl = q.get("implementation")
+        if isinstance(impl, str):
+            impl = yaml.safe_load(impl)
+        if not isinstance(impl, dict) or len(impl) != 1:
+            raise ContractError(product.path, "a dbt rule needs implementation {<test name>: "
+                                "{<arguments>}}, e.g. {relationships: {to: \"source('d', 'p')\", "
+                                "field: id}}", product=product.name, column=column)
+        if product.transform != "dbt":
+            raise ContractError(product.path, "engine: dbt rules need a dbt-built product "
+                                "(transform: dbt)", product=product.name, column=column)
+        found.append((column, impl))
+    return found
 
 
 # --- evaluation --------------------------------------------------------------------------------

@@ -147,3 +147,10 @@ def test_file_name_must_match_product(tmp_path, airlines_doc):
 def test_contract_in_the_wrong_domain_folder(tmp_path, airlines_doc):
     with pytest.raises(ContractError, match="lives in domain 'fleet'"):
         load_contract(_write(tmp_path, airlines_doc), domain="fleet")
+
+
+def test_dbt_rule_on_an_ingested_product_is_refused(tmp_path, airlines_doc):
+    airlines_doc["schema"][0]["properties"][0]["quality"].append({
+        "type": "custom", "engine": "dbt", "implementation": {"not_null": {}}})
+    with pytest.raises(ContractError, match="engine: dbt rules need a dbt-built product"):
+        load_contract(_write(tmp_path, airlines_doc))

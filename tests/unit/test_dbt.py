@@ -59,3 +59,15 @@ def test_each_domain_owns_only_its_models(manifest):
     names = lambda d: {manifest["nodes"][u]["name"] for u in domain_models(manifest, d)}
     assert names("reference") == {"timezones"}
     assert names("weather") == {"station_daily"}
+
+
+def test_model_properties_and_dbt_tests_come_from_the_contract():
+    products = load_domain_contracts(DOMAINS_DIR / "reference")
+    [model] = contract_yaml("reference", products)["models"]
+    assert model["name"] == "timezones"
+    columns = {c["name"]: c for c in model["columns"]}
+    assert columns["airport_count"]["data_type"] == "bigint"
+    assert columns["tzone"]["constraints"] == [{"type": "not_null"}]
+    assert columns["tzone"]["data_tests"] == [{"relationships": {"arguments": {
+        "to": "source('reference', 'airports')", "field": "tzone"}}}]
+    assert "accepted_values" in columns["utc_offset_hours"]["data_tests"][0]
