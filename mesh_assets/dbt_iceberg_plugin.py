@@ -77,6 +77,24 @@ def _partition_window(product: DataProduct | None) -> PartitionSelection | None:
                               start=datetime.fromisoformat(start), end=datetime.fromisoformat(end))
 
 
+def write_model_output(table, data: pa.Table, properties: dict[str, str], *, row_filter=None,
+                       strategy: str | None = None, unique_key=None) -> None:
+    """Commit a model's output: ``merge`` upserts on ``unique_key`` (rows of other keys stay);
+    every other strategy replaces the rows of ``row_filter`` (the partition being built), or
+    the whole table when there is none."""
+    if strategy == "merge":
+        keys = [unique_key] if isinstance(unique_key, str) else list(unique_key or [])
+        if not keys:
+            raise DbtContractError(f"dbt model {'.'.join(table.name())}: incremental_strategy "
+                                   "merge needs a unique_key")
+        if table.current_snapshot() is None:
+            table.append(data, snapshot_properties=properties)
+        else:
+            table.upsert(data, join_cols=keys, snapshot_properties=properties)
+        return
+    replace_rows(table, data.to_batches(), data.schema, properties, row_filter)
+
+
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]):
         self._catalog = open_catalog()
@@ -140,5 +158,7 @@ class Plugin(BasePlugin):
                     f"dbt model {product.identifier}: {outside} row(s) fall outside the partition "
                     f"being built ({window.describe()}); filter the model's input with "
                     "{{ mesh_partition_filter(...) }}")
-        replace_rows(table, data.to_batches(), data.schema, properties, row_filter)
+        write_model_output(table, data, properties, row_filter=row_filter,
+                           strategy=target_config.config.get("incremental_strategy"),
+                           unique_key=target_config.config.get("unique_key"))
         self._snapshots[identifier] = table.refresh().current_snapshot().snapshot_id

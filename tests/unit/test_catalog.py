@@ -59,3 +59,21 @@ def test_model_output_violating_the_contract_is_refused(timezones, overrides, me
     with pytest.raises(DbtContractError, match=message) as err:
         conform_to_contract(_model_output(**overrides), timezones)
     assert "reference.timezones" in str(err.value) and "timezones.yaml" in str(err.value)
+
+
+def test_merge_strategy_upserts_on_the_unique_key(mesh_home, timezones):
+    from mesh_assets.dbt_iceberg_plugin import write_model_output
+
+    table = ensure_table(open_catalog(), timezones)
+    schema = timezones.arrow_schema()
+    first = conform_to_contract(pa.table({
+        "tzone": ["A", "B"], "airport_count": [1, 2], "utc_offset_hours": [-5, -6],
+        "observes_dst": [True, True], "mean_altitude_ft": [1.0, 2.0], "max_altitude_ft": [1, 2]}), timezones)
+    write_model_output(table, first, {}, strategy="merge", unique_key="tzone")
+    second = conform_to_contract(pa.table({
+        "tzone": ["B", "C"], "airport_count": [20, 3], "utc_offset_hours": [-6, -7],
+        "observes_dst": [True, False], "mean_altitude_ft": [2.0, 3.0], "max_altitude_ft": [2, 3]}), timezones)
+    write_model_output(table.refresh(), second, {}, strategy="merge", unique_key=["tzone"])
+    rows = {r["tzone"]: r["airport_count"] for r in table.refresh().scan().to_arrow().to_pylist()}
+    assert rows == {"A": 1, "B": 20, "C": 3}
+    assert schema.names == list(second.column_names)
