@@ -170,7 +170,7 @@ def print_summary(reports: list[dict]) -> bool:
     catalog = open_catalog()
     ok = True
     _say("\n== summary ==")
-    _say(f"{'product':28} {'rows':>8}  {'snapshot id':>20}  checks")
+    _say(f"{'product':36} {'rows':>8}  {'snapshot id':>20}  checks")
     for report in reports:
         ok &= report["success"]
         for key in report["materialized"]:
@@ -182,7 +182,7 @@ def print_summary(reports: list[dict]) -> bool:
             failed = [c[1] for c in mine if not c[2]]
             ok &= not any(not c[2] and c[3].value == "ERROR" for c in mine)
             status = f"{passed}/{len(mine)} passed" + (f"; FAILED: {', '.join(failed)}" if failed else "")
-            _say(f"{identifier:28} {rows:>8}  {snap.snapshot_id if snap else '-':>20}  {status}")
+            _say(f"{identifier:36} {rows:>8}  {snap.snapshot_id if snap else '-':>20}  {status}")
         _say(f"   domain {report['domain']}: run {report['run_id']} "
              f"{'succeeded' if report['success'] else 'FAILED'} in {report['seconds']:.1f} s")
     return ok

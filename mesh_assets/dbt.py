@@ -28,7 +28,12 @@ from dagster_dbt.asset_utils import DAGSTER_DBT_UNIQUE_ID_METADATA_KEY as UNIQUE
 
 from mesh_assets.catalog import INPUTS_PROPERTY, IcebergCatalog, snapshot_metadata
 from mesh_assets.contracts import DataProduct, load_domain_contracts
-from mesh_assets.dbt_iceberg_plugin import PARTITION_END_ENV, PARTITION_START_ENV, RUN_ID_ENV
+from mesh_assets.dbt_iceberg_plugin import (
+    PARENTS_FILE_ENV,
+    PARTITION_END_ENV,
+    PARTITION_START_ENV,
+    RUN_ID_ENV,
+)
 from mesh_assets.settings import DBT_PROJECT_DIR, DOMAINS_DIR, MeshSettings, load_settings
 from mesh_assets.specs import owners, product_metadata, product_tags
 
@@ -282,6 +287,12 @@ def _dbt_multi_asset(domain, manifest, translator, by_id, settings, select, excl
             os.environ[PARTITION_START_ENV] = bounds["mesh_partition_start"]
             os.environ[PARTITION_END_ENV] = bounds["mesh_partition_end"]
         target_path = settings.dbt_dir / "runs" / context.run.run_id / name
+        target_path.mkdir(parents=True, exist_ok=True)
+        parents_file = target_path / "mesh_parents.json"
+        parents_file.write_text(json.dumps({
+            table_of(manifest["nodes"][uid], by_id): sorted(parent_tables(manifest, uid, by_id))
+            for uid in domain_models(manifest, domain)}))
+        os.environ[PARENTS_FILE_ENV] = str(parents_file)
         args = ["build", "--vars", json.dumps({"mesh_domain": domain, **bounds})]
         # A failing dbt *test* is a failed asset check (blocking downstream when its severity
         # is error), not a failed step; a model or test that errors fails the step below.

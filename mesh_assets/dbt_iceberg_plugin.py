@@ -33,6 +33,9 @@ from mesh_assets.settings import DOMAINS_DIR
 
 RUN_ID_ENV = "MESH_DAGSTER_RUN_ID"  # set by the dbt asset for the dbt process
 # Set by a partitioned dbt asset: the model's output replaces only the rows of this window.
+# Set by the dbt asset: JSON file {model table: [tables it reads]}, so each snapshot records
+# exactly its own inputs (from the manifest), not everything this dbt process read.
+PARENTS_FILE_ENV = "MESH_DBT_PARENTS_FILE"
 PARTITION_START_ENV = "MESH_PARTITION_START"
 PARTITION_END_ENV = "MESH_PARTITION_END"
 
@@ -99,6 +102,9 @@ class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]):
         self._catalog = open_catalog()
         self._snapshots: dict[str, int] = {}
+        parents_file = os.environ.get(PARENTS_FILE_ENV)
+        self._parents = (json.loads(open(parents_file).read())
+                         if parents_file and os.path.exists(parents_file) else None)
 
     def default_materialization(self):
         return "view"
@@ -137,8 +143,11 @@ class Plugin(BasePlugin):
             except NoSuchTableError:
                 self._catalog.create_namespace_if_not_exists(domain)
                 table = self._catalog.create_table(identifier, schema=data.schema)
+        inputs = self._snapshots
+        if self._parents is not None and identifier in self._parents:
+            inputs = {t: s for t, s in inputs.items() if t in self._parents[identifier]}
         properties = {
-            INPUTS_PROPERTY: json.dumps(self._snapshots, sort_keys=True),
+            INPUTS_PROPERTY: json.dumps(inputs, sort_keys=True),
             "mesh.producer": "dbt",
         }
         if os.environ.get(RUN_ID_ENV):

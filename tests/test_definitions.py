@@ -30,7 +30,9 @@ def test_code_location_loads(mesh_home, domain, module):
     graph = defs.resolve_asset_graph()
     local = {k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
     products = load_domain_contracts(DOMAINS_DIR / domain)
-    assert {tuple(k.path) for k in local} == {(domain, p.name) for p in products}
+    # every product is an asset; dbt models without a contract (staging) are assets too
+    assert {(domain, p.name) for p in products} <= {tuple(k.path) for k in local}
+    assert all(k.path[0] == domain for k in local)
     for key in local:
         assert graph.get(key).group_name == domain
     checks = {(tuple(k.asset_key.path), k.name) for k in graph.asset_check_keys}

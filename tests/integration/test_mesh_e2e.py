@@ -40,6 +40,7 @@ def test_run_succeeds_with_every_check_passing(mesh):
     assert all(r["success"] for r in reports)
     assert {tuple(k.path) for r in reports for k in r["materialized"]} == {
         ("reference", "airlines"), ("reference", "airports"), ("reference", "timezones"),
+        ("reference", "stg_reference__airports"),
         ("weather", "observations"), ("weather", "station_daily")}
     failed = [c for r in reports for c in r["checks"] if not c[2]]
     assert failed == []
@@ -103,6 +104,9 @@ def test_materializations_record_iceberg_provenance(mesh):
         tz_table = catalog.load_table("reference.timezones")
         assert md["iceberg/snapshot_id"].value == tz_table.current_snapshot().snapshot_id
         assert md["dagster/row_count"].value == len(tz_table.scan().to_arrow())
+        staging = catalog.load_table("reference.stg_reference__airports").current_snapshot().snapshot_id
+        assert md["iceberg/input_snapshots"].value == {"reference.stg_reference__airports": staging}
+        md = latest("reference", "stg_reference__airports")
         assert md["iceberg/input_snapshots"].value == {"reference.airports": airports_snapshot}
 
 

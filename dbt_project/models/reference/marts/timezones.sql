@@ -6,6 +6,5 @@ select
     bool_or(dst = 'A') as observes_dst,
     avg(alt) as mean_altitude_ft,
     max(alt) as max_altitude_ft
-from {{ source('reference', 'airports') }}
-where tzone is not null
+from {{ ref('stg_reference__airports') }}
 group by tzone
