@@ -37,6 +37,67 @@ TABLE_PROPERTIES = {
 COMMIT_DEADLINE_S = 300.0
 
 
+AUDIT_PREFIX = "audit-"
+
+
+class PublishConflictError(RuntimeError):
+    """Main moved after the audit branch was opened: publishing would drop those commits."""
+
+
+def audit_branch_name(run_id: str) -> str:
+    """The write-audit-publish branch of a Dagster run."""
+    return f"{AUDIT_PREFIX}{run_id[:8]}"
+
+
+def open_audit_branch(table: Table, branch: str) -> Table:
+    """A fresh branch ``branch`` at main's current snapshot (write-audit-publish).
+
+    New data is committed to the branch, checked there, and only then published to main, so
+    consumers of main never see unchecked rows. A table without any snapshot first gets an
+    empty one on main (Iceberg branches need a snapshot to start from). A branch left by an
+    earlier attempt of the same run is reset."""
+    if table.current_snapshot() is None:
+        table.append(table.schema().as_arrow().empty_table())
+        table = table.refresh()
+    manage = table.manage_snapshots()
+    if branch in table.metadata.refs:
+        manage = manage.remove_branch(branch)
+    manage.create_branch(snapshot_id=table.current_snapshot().snapshot_id, branch_name=branch).commit()
+    return table.refresh()
+
+
+def branch_head(table: Table, branch: str | None) -> int | None:
+    """Snapshot id at the head of ``branch`` (main's current snapshot for None)."""
+    if branch is None or branch == "main":
+        current = table.current_snapshot()
+        return current.snapshot_id if current else None
+    ref = table.metadata.refs.get(branch)
+    return ref.snapshot_id if ref else None
+
+
+def publish(table: Table, branch: str) -> int:
+    """Fast-forward main to the head of ``branch`` and drop the branch; returns the snapshot id.
+
+    Refused when main is no longer an ancestor of the branch head (another writer published
+    meanwhile): publishing would silently discard that writer's commit."""
+    head = branch_head(table, branch)
+    if head is None:
+        raise PublishConflictError(f"table {'.'.join(table.name())}: no audit branch {branch}")
+    main = table.current_snapshot().snapshot_id if table.current_snapshot() else None
+    ancestor, seen = head, set()
+    while ancestor is not None and ancestor != main and ancestor not in seen:
+        seen.add(ancestor)
+        snap = table.snapshot_by_id(ancestor)
+        ancestor = snap.parent_snapshot_id if snap else None
+    if ancestor != main:
+        raise PublishConflictError(
+            f"table {'.'.join(table.name())}: main moved to {main} after audit branch {branch} "
+            f"was opened; the audited snapshot {head} stays on the branch, unpublished. "
+            "Re-run the materialization to write and check on top of the new main.")
+    table.manage_snapshots().set_current_snapshot(snapshot_id=head).remove_branch(branch).commit()
+    return head
+
+
 class CommitConflictError(RuntimeError):
     """Concurrent writers kept winning for longer than the deadline; nothing was written."""
 
@@ -95,9 +156,10 @@ def evolve_table(catalog: SqlCatalog, product: DataProduct) -> tuple[Table, list
     return evolve(catalog, product, properties=TABLE_PROPERTIES)
 
 
-def snapshot_metadata(table: Table, *, inputs: dict[str, int] | None = None) -> dict[str, Any]:
-    """Materialization metadata of the table's current snapshot (numbers stay numeric)."""
-    snap = table.current_snapshot()
+def snapshot_metadata(table: Table, *, inputs: dict[str, int] | None = None,
+                      snapshot_id: int | None = None) -> dict[str, Any]:
+    """Materialization metadata of a snapshot (default: main's current one)."""
+    snap = table.snapshot_by_id(snapshot_id) if snapshot_id is not None else table.current_snapshot()
     identifier = ".".join(table.name())
     md: dict[str, Any] = {
         "dagster/table_name": identifier,

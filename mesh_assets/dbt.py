@@ -26,7 +26,13 @@ import yaml
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from dagster_dbt.asset_utils import DAGSTER_DBT_UNIQUE_ID_METADATA_KEY as UNIQUE_ID_KEY
 
-from mesh_assets.catalog import INPUTS_PROPERTY, IcebergCatalog, snapshot_metadata
+from mesh_assets.catalog import (
+    INPUTS_PROPERTY,
+    IcebergCatalog,
+    audit_branch_name,
+    branch_head,
+    snapshot_metadata,
+)
 from mesh_assets.contracts import DataProduct, load_domain_contracts
 from mesh_assets.dbt_iceberg_plugin import (
     PARENTS_FILE_ENV,
@@ -302,7 +308,8 @@ def _dbt_multi_asset(domain, manifest, translator, by_id, settings, select, excl
                 key = context.asset_key_for_output(event.output_name)
                 unique_id = context.assets_def.specs_by_key[key].metadata[UNIQUE_ID_KEY]
                 metadata = iceberg_output_metadata(catalog, table_of(manifest["nodes"][unique_id], by_id),
-                                                   parent_tables(manifest, unique_id, by_id))
+                                                   parent_tables(manifest, unique_id, by_id),
+                                                   audit_branch_name(context.run.run_id))
                 if selection is not None:
                     metadata["mesh/partition_rows"] = selection.describe()
                 yield event.with_metadata({**event.metadata, **metadata})
@@ -382,12 +389,19 @@ def parent_tables(manifest: Mapping[str, Any], unique_id: str,
     return out
 
 
-def iceberg_output_metadata(catalog: IcebergCatalog, identifier: str,
-                            parents: set[str]) -> dict[str, Any]:
+def iceberg_output_metadata(catalog: IcebergCatalog, identifier: str, parents: set[str],
+                            branch: str) -> dict[str, Any]:
+    """Metadata of the snapshot the model wrote: the audit branch head when it is waiting for
+    its checks, else main."""
     table = catalog.load_table(identifier)
-    snapshot = table.current_snapshot()
+    audited = branch in table.metadata.refs
+    snapshot = table.snapshot_by_id(branch_head(table, branch if audited else None))
     recorded = {}
     if snapshot is not None and snapshot.summary:
         recorded = json.loads(snapshot.summary.additional_properties.get(INPUTS_PROPERTY, "{}"))
     inputs = {ident: snap for ident, snap in recorded.items() if ident in parents}
-    return snapshot_metadata(table, inputs=inputs)
+    metadata = snapshot_metadata(table, inputs=inputs,
+                                 snapshot_id=snapshot.snapshot_id if snapshot else None)
+    if audited:
+        metadata["wap/branch"] = branch
+    return metadata

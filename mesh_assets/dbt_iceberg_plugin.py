@@ -25,7 +25,15 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
 from pyiceberg.exceptions import NoSuchTableError
 
-from mesh_assets.catalog import INPUTS_PROPERTY, SCHEMA_CHANGES_PROPERTY, evolve_table, open_catalog
+from mesh_assets.catalog import (
+    INPUTS_PROPERTY,
+    SCHEMA_CHANGES_PROPERTY,
+    audit_branch_name,
+    branch_head,
+    evolve_table,
+    open_audit_branch,
+    open_catalog,
+)
 from mesh_assets.contracts import DataProduct, load_contract
 from mesh_assets.ingestion import replace_rows
 from mesh_assets.partitions import PartitionSelection
@@ -81,7 +89,8 @@ def _partition_window(product: DataProduct | None) -> PartitionSelection | None:
 
 
 def write_model_output(table, data: pa.Table, properties: dict[str, str], *, row_filter=None,
-                       strategy: str | None = None, unique_key=None) -> None:
+                       strategy: str | None = None, unique_key=None,
+                       branch: str | None = None) -> None:
     """Commit a model's output: ``merge`` upserts on ``unique_key`` (rows of other keys stay);
     every other strategy replaces the rows of ``row_filter`` (the partition being built), or
     the whole table when there is none."""
@@ -91,11 +100,12 @@ def write_model_output(table, data: pa.Table, properties: dict[str, str], *, row
             raise DbtContractError(f"dbt model {'.'.join(table.name())}: incremental_strategy "
                                    "merge needs a unique_key")
         if table.current_snapshot() is None:
-            table.append(data, snapshot_properties=properties)
+            table.append(data, snapshot_properties=properties, branch=branch or "main")
         else:
-            table.upsert(data, join_cols=keys, snapshot_properties=properties)
+            table.upsert(data, join_cols=keys, snapshot_properties=properties,
+                         branch=branch or "main")
         return
-    replace_rows(table, data.to_batches(), data.schema, properties, row_filter)
+    replace_rows(table, data.to_batches(), data.schema, properties, row_filter, branch)
 
 
 class Plugin(BasePlugin):
@@ -167,7 +177,14 @@ class Plugin(BasePlugin):
                     f"dbt model {product.identifier}: {outside} row(s) fall outside the partition "
                     f"being built ({window.describe()}); filter the model's input with "
                     "{{ mesh_partition_filter(...) }}")
-        write_model_output(table, data, properties, row_filter=row_filter,
+        # Write-audit-publish: under Dagster the output waits on the run's audit branch until
+        # the product's blocking checks pass (mesh_assets.quality publishes it).
+        run_id = os.environ.get(RUN_ID_ENV)
+        branch = audit_branch_name(run_id) if run_id and product is not None and any(
+            r.severity == "error" for r in product.rules) else None
+        if branch is not None:
+            table = open_audit_branch(table, branch)
+        write_model_output(table, data, properties, row_filter=row_filter, branch=branch,
                            strategy=target_config.config.get("incremental_strategy"),
                            unique_key=target_config.config.get("unique_key"))
-        self._snapshots[identifier] = table.refresh().current_snapshot().snapshot_id
+        self._snapshots[identifier] = branch_head(table.refresh(), branch)

@@ -34,7 +34,11 @@ from mesh_assets.catalog import (
     INPUTS_PROPERTY,
     TABLE_PROPERTIES,
     IcebergCatalog,
+    audit_branch_name,
+    branch_head,
     commit_with_retry,
+    open_audit_branch,
+    publish,
     evolve_table,
     snapshot_metadata,
 )
@@ -46,6 +50,8 @@ from mesh_assets.specs import asset_spec
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
+
+MAIN = "main"
 
 NULL_VALUES = ["", "NA", "NULL", "null"]
 BATCH_BYTES = 16 << 20
@@ -65,6 +71,8 @@ class IngestResult:
     rows_quarantined: int
     selection: PartitionSelection | None
     schema_changes: list[str]
+    snapshot_id: int | None = None  # the snapshot written (on ``branch`` until published)
+    branch: str | None = None
 
 
 def landing_path(product: DataProduct, settings: MeshSettings | None = None) -> Path:
@@ -241,9 +249,9 @@ def _chunks(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa
 
 
 def replace_rows(table: "Table", batches: Iterable[pa.RecordBatch], schema: pa.Schema,
-                 properties: dict[str, str], row_filter=None) -> int:
+                 properties: dict[str, str], row_filter=None, branch: str | None = None) -> int:
     """Replace the rows matching ``row_filter`` (all rows when None) with ``batches``, in one
-    atomic commit. Returns the number of rows written."""
+    atomic commit on ``branch`` (main when None). Returns the number of rows written."""
     from pyiceberg.expressions import AlwaysTrue
 
     row_filter = row_filter if row_filter is not None else AlwaysTrue()
@@ -254,9 +262,9 @@ def replace_rows(table: "Table", batches: Iterable[pa.RecordBatch], schema: pa.S
         if table.current_snapshot() is not None:
             with warnings.catch_warnings():  # a partition written for the first time is empty
                 warnings.filterwarnings("ignore", "Delete operation did not match any records")
-                tx.delete(row_filter, snapshot_properties=properties)
+                tx.delete(row_filter, snapshot_properties=properties, branch=branch or MAIN)
         for chunk in _chunks(batches, schema):
-            tx.append(chunk, snapshot_properties=properties)
+            tx.append(chunk, snapshot_properties=properties, branch=branch or MAIN)
             written += chunk.num_rows
     return written
 
@@ -267,13 +275,17 @@ def _in_selection(batches: Iterable[pa.RecordBatch], selection: PartitionSelecti
 
 
 def ingest(product: DataProduct, catalog, *, selection: PartitionSelection | None = None,
-           settings: MeshSettings | None = None, run_id: str | None = None) -> IngestResult:
-    """Ingest the product's landing file: all rows, or the rows of ``selection``."""
+           settings: MeshSettings | None = None, run_id: str | None = None,
+           branch: str | None = None) -> IngestResult:
+    """Ingest the product's landing file: all rows, or the rows of ``selection``; committed to
+    ``branch`` (write-audit-publish) or, when None, straight to main."""
     path = landing_path(product, settings)
     _check_columns(path, product)  # before the table exists: a bad file creates nothing
     if not product.quarantine:
         next(read_batches(path, product), None)  # a bad first batch fails before any table exists
     table, schema_changes = evolve_table(catalog, product)
+    if branch is not None:
+        table = open_audit_branch(table, branch)
     schema = product.arrow_schema()
     col_type = product.column(selection.column).type if selection else None
     row_filter = selection.iceberg_filter(col_type) if selection else None
@@ -296,10 +308,11 @@ def ingest(product: DataProduct, catalog, *, selection: PartitionSelection | Non
         else:
             good = read_batches(path, product)
         counts["written"] = replace_rows(live, _in_selection(good, selection), schema,
-                                         properties, row_filter)
+                                         properties, row_filter, branch)
 
     table = commit_with_retry(catalog, ".".join(table.name()), write)
-    return IngestResult(table, counts["written"], counts["quarantined"], selection, schema_changes)
+    return IngestResult(table, counts["written"], counts["quarantined"], selection,
+                        schema_changes, branch_head(table, branch), branch)
 
 
 def _split_and_park(path: Path, product: DataProduct, catalog, selection, properties):
@@ -371,11 +384,18 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
     def _ingest(context: dg.AssetExecutionContext, catalog: IcebergCatalog):
         selection = (selection_for(product.dagster_partitions, context)
                      if partitions_def is not None else None)
+        branch = audit_branch_name(context.run.run_id)
         result = ingest(product, catalog.catalog(), selection=selection,
-                        run_id=context.run.run_id)
+                        run_id=context.run.run_id, branch=branch)
         table = result.table
-        summary = table.current_snapshot().summary.additional_properties
-        metadata = snapshot_metadata(table, inputs={})
+        published = not any(r.severity == "error" for r in product.rules)
+        if published:  # nothing to audit: no blocking rule
+            publish(table, branch)
+            table = table.refresh()
+        summary = table.snapshot_by_id(result.snapshot_id).summary.additional_properties
+        metadata = snapshot_metadata(table, inputs={}, snapshot_id=result.snapshot_id)
+        metadata["wap/branch"] = branch
+        metadata["wap/published"] = published
         metadata["mesh/source_file"] = dg.MetadataValue.path(str(landing_path(product)))
         metadata["mesh/source_sha256"] = summary["mesh.source.sha256"]
         metadata["mesh/rows_written"] = dg.MetadataValue.int(result.rows_written)
@@ -385,7 +405,7 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
             metadata["mesh/partition_rows"] = selection.describe()
         if result.schema_changes:
             metadata["mesh/schema_changes"] = dg.MetadataValue.json(result.schema_changes)
-        context.log.info(f"{product.identifier}: snapshot {table.current_snapshot().snapshot_id}, "
+        context.log.info(f"{product.identifier}: snapshot {result.snapshot_id} on {branch}, "
                          f"{result.rows_written} rows written"
                          + (f" for {selection.describe()}" if selection else "")
                          + (f", {result.rows_quarantined} quarantined" if product.quarantine else ""))

@@ -384,7 +384,7 @@ def contract_checks(product: "DataProduct"):
     import dagster as dg
 
     from mesh_assets import engine
-    from mesh_assets.catalog import IcebergCatalog
+    from mesh_assets.catalog import IcebergCatalog, audit_branch_name, branch_head, publish
     from mesh_assets.versions import tag_checked
 
     if not product.rules:
@@ -397,23 +397,39 @@ def contract_checks(product: "DataProduct"):
         selected = {k.name for k in context.selected_asset_check_keys}
         rules = [r for r in product.rules if r.name in selected]
         table = catalog.load_table(product.table_identifier)
-        snapshot = table.current_snapshot()
+        # Write-audit-publish: this run's new data waits on its audit branch; checks read
+        # exactly that snapshot. Without a branch (checks re-run later) they read main.
+        branch = audit_branch_name(context.run.run_id)
+        if branch not in table.metadata.refs:
+            branch = None
+        snapshot_id = branch_head(table, branch)
         con = engine.connect()
         try:
-            relation = engine.register_table(con, table, "product")
+            relation = engine.register_table(con, table, "product", snapshot_id=snapshot_id)
             results = evaluate(con, relation, rules)
         finally:
             con.close()
         all_blocking_passed = all(r.passed for r in results if r.rule.severity == "error")
-        if snapshot is not None and all_blocking_passed and len(rules) == len(product.rules):
-            tag = tag_checked(table, snapshot.snapshot_id, context.run.run_id,
+        published = False
+        if snapshot_id is not None and all_blocking_passed and len(rules) == len(product.rules):
+            tag = tag_checked(table, snapshot_id, context.run.run_id,
                               max_age_ms=tag_max_age_ms(product))
-            context.log.info(f"{product.identifier}: snapshot {snapshot.snapshot_id} passed every "
-                             f"blocking check; tagged {tag}")
+            if branch is not None:
+                publish(table.refresh(), branch)
+                published = True
+            context.log.info(f"{product.identifier}: snapshot {snapshot_id} passed every "
+                             f"blocking check; tagged {tag}"
+                             + ("; published to main" if published else ""))
+        elif branch is not None:
+            context.log.warning(f"{product.identifier}: snapshot {snapshot_id} stays on branch "
+                                f"{branch}, unpublished: main is unchanged")
         for result in results:
             metadata = result.metadata()
-            if snapshot is not None:
-                metadata["iceberg/snapshot_id"] = dg.MetadataValue.int(snapshot.snapshot_id)
+            if snapshot_id is not None:
+                metadata["iceberg/snapshot_id"] = dg.MetadataValue.int(snapshot_id)
+            if branch is not None:
+                metadata["wap/branch"] = branch
+                metadata["wap/published"] = published
             yield dg.AssetCheckResult(
                 asset_key=key, check_name=result.rule.name, passed=result.passed,
                 severity=(dg.AssetCheckSeverity.ERROR if result.rule.severity == "error"

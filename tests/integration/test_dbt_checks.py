@@ -2,8 +2,9 @@
 
 import dagster as dg
 from conftest import NYCFLIGHTS, land
-from mesh_assets.catalog import open_catalog
+from mesh_assets.catalog import audit_branch_name, open_catalog
 from mesh_assets.domain import build_domain
+from mesh_assets.read_api import read
 from mesh_assets.settings import DOMAINS_DIR
 
 ACCEPTED = "accepted_values_timezones_utc_offset_hours__False___10___9___8___7___6___5___4__8"
@@ -25,9 +26,12 @@ def test_failing_dbt_test_is_a_failed_asset_check(mesh_home):
     assert evaluations[ACCEPTED].passed is False
     assert evaluations[ACCEPTED].asset_key == dg.AssetKey(["reference", "timezones"])
     # dbt tests are blocking checks: the failure fails the dbt step (stopping downstream
-    # assets) after the model was built and stored
+    # assets); the model's output was stored on the run's audit branch and never published
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "DagsterAssetCheckFailedError" in str(failure.event_specific_data.error.cls_name)
-    rows = open_catalog().load_table("reference.timezones").scan().to_arrow().to_pylist()
+    table = open_catalog().load_table("reference.timezones")
+    assert table.scan().to_arrow().num_rows == 0  # main: what consumers read
+    branch = audit_branch_name(result.run_id)
+    rows = read("reference.timezones", as_of=branch).to_pylist()
     assert {"tzone": "Africa/Test", "utc_offset_hours": 3} in [
         {k: r[k] for k in ("tzone", "utc_offset_hours")} for r in rows]
