@@ -393,7 +393,7 @@ def cmd_maintain(args) -> int:
             continue
         md = report.as_metadata()
         _say(f"{report.table:28} expired {md['expired_snapshots']} snapshot(s), "
-             f"{md['expired_tags']} tag(s); {'would remove' if args.dry_run else 'removed'} "
+             f"{md['expired_refs']} tag(s)/audit branch(es); {'would remove' if args.dry_run else 'removed'} "
              f"{md['orphan_files_removed']} orphan file(s), {md['orphan_bytes_removed']:,} bytes; "
              f"{md['files_kept_too_young']} kept as too young")
     return 0

@@ -9,7 +9,8 @@ Safety rules, in order of importance:
    a concurrent writer may have written it and not yet committed.
 3. Snapshots older than the contract's ``retention`` expire, except the current one, the last
    ``retain_last`` ones, and any snapshot a tag or branch points to. Tags with a maximum age
-   (the ``checked-*`` tags) are removed first once older than that age.
+   (the ``checked-*`` tags) and audit branches of rejected runs (``audit-*``) are removed first
+   once older than their age / the retention.
 
 pyiceberg 0.12 expires snapshots but leaves their files on disk and has no orphan-file
 removal (shared/docs/stack-notes.md); :func:`remove_orphan_files` is that missing half.
@@ -55,6 +56,24 @@ def expire_tags(table: "Table", *, now: datetime | None = None) -> list[str]:
             manage = manage.remove_tag(name)
         manage.commit()
     return expired
+
+
+def expire_audit_branches(table: "Table", *, older_than: datetime) -> list[str]:
+    """Remove write-audit-publish branches of runs whose data was rejected (or never checked)
+    once their head is older than ``older_than``; until then they stay for inspection."""
+    from mesh_assets.catalog import AUDIT_PREFIX
+
+    limit_ms = int(older_than.timestamp() * 1000)
+    stale = [name for name, ref in table.metadata.refs.items()
+             if ref.snapshot_ref_type == "branch" and name.startswith(AUDIT_PREFIX)
+             and (snap := table.snapshot_by_id(ref.snapshot_id)) is not None
+             and snap.timestamp_ms < limit_ms]
+    if stale:
+        manage = table.manage_snapshots()
+        for name in stale:
+            manage = manage.remove_branch(name)
+        manage.commit()
+    return stale
 
 
 def expire_snapshots(table: "Table", *, older_than: datetime, retain_last: int = 1) -> list[int]:
@@ -126,14 +145,14 @@ def remove_orphan_files(table: "Table", *, older_than: timedelta = SAFETY_WINDOW
 @dataclass
 class MaintenanceReport:
     table: str
-    expired_tags: list[str]
+    expired_refs: list[str]
     expired_snapshots: list[int]
     orphans: OrphanReport
 
     def as_metadata(self) -> dict[str, Any]:
         return {
             "table": self.table,
-            "expired_tags": len(self.expired_tags),
+            "expired_refs": len(self.expired_refs),
             "expired_snapshots": len(self.expired_snapshots),
             "orphan_files_removed": len(self.orphans.removed),
             "orphan_bytes_removed": self.orphans.removed_bytes,
@@ -155,6 +174,7 @@ def maintain(product: "DataProduct", catalog, *, now: datetime | None = None,
     tags, expired = [], []
     if not dry_run:
         tags = expire_tags(table, now=now)
+        tags += expire_audit_branches(table.refresh(), older_than=now - product.retention)
         expired = expire_snapshots(table.refresh(), older_than=now - product.retention)
     orphans = remove_orphan_files(table.refresh(), older_than=safety_window, now=now,
                                   dry_run=dry_run)

@@ -107,3 +107,16 @@ def test_maintain_uses_the_contract_retention(airlines):
     assert md["orphan_files_removed"] > 0 and md["orphan_bytes_removed"] > 0
     assert len(open_catalog().load_table("reference.airlines").scan().to_arrow()) == 2
     assert maintain(product, open_catalog(), now=LATER).as_metadata()["expired_snapshots"] == 0
+
+
+def test_stale_audit_branches_are_removed_after_retention(airlines):
+    from mesh_assets.catalog import open_audit_branch
+
+    product, table = airlines
+    table = open_audit_branch(table, "audit-deadbeef")
+    table.append(pa.table({"carrier": ["ZZ"], "name": ["rejected"]}, schema=product.arrow_schema()),
+                 branch="audit-deadbeef")
+    assert maintain(product, open_catalog()).expired_refs == []  # young: kept for inspection
+    report = maintain(product, open_catalog(), now=LATER)
+    assert "audit-deadbeef" in report.expired_refs
+    assert "audit-deadbeef" not in open_catalog().load_table("reference.airlines").metadata.refs
