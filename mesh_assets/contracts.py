@@ -13,6 +13,8 @@ Platform-specific settings live under the contract's ``customProperties``:
 ``quarantine``  ``true``: rows that break the contract go to ``<product>__quarantine`` with the
                 reason, instead of failing the whole write
 ``retention``   how long old snapshots are kept (``7d``, ``12h``; default 7 days)
+``visibility``  output port: ``public`` (default; other domains may depend on it) or
+                ``internal`` (only its own domain may)
 """
 
 from __future__ import annotations
@@ -162,6 +164,7 @@ class DataProduct:
     quarantine: bool = False
     retention: timedelta = timedelta(days=7)
     dbt_tests: tuple = ()  # (column or None, {test: arguments}) from engine: dbt rules
+    visibility: str = "public"  # output port: public (other domains may read it) or internal
 
     @property
     def identifier(self) -> str:
@@ -321,6 +324,10 @@ def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct
         raise ContractError(path, "customProperties source needs at least 'file' (the raw "
                                   "file name in the landing folder)", product=product)
 
+    visibility = custom.get("visibility", "public")
+    if visibility not in ("public", "internal"):
+        raise ContractError(path, f"visibility '{visibility}' is not allowed", product=product,
+                            hint="use public (other domains may read it) or internal")
     try:
         retention = parse_duration(custom.get("retention", "7d"))
     except ValueError:
@@ -338,7 +345,7 @@ def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct
         owner=owner, columns=tuple(columns), rules=(), source=source, transform=transform,
         tags=tuple(raw.get("tags") or ()), status=raw.get("status") or "active", custom=custom,
         partitioning=partitioning, dagster_partitions=dagster_partitions,
-        quarantine=bool(custom.get("quarantine")), retention=retention,
+        quarantine=bool(custom.get("quarantine")), retention=retention, visibility=visibility,
     )
     from mesh_assets.quality import dbt_tests_from_contract, rules_from_contract
 

@@ -242,10 +242,13 @@ def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
     when its product's contract declares ``dagsterPartitions``). Empty without models."""
     manifest_file = prepare(settings)
     manifest = json.loads(manifest_file.read_text())
-    models = [manifest["nodes"][uid]["name"] for uid in domain_models(manifest, domain)]
+    fqns = {manifest["nodes"][uid]["name"]: ".".join(manifest["nodes"][uid]["fqn"])
+            for uid in domain_models(manifest, domain)}
+    models = list(fqns)
     if not models:
         return []
     by_id = {p.identifier: p for p in products}
+    check_ports(manifest, domain)
     translator = MeshDbtTranslator(by_id)
     groups: dict[Any, list[str]] = {}
     for name in models:
@@ -254,14 +257,43 @@ def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
     assets = []
     for partitioning, names in groups.items():
         partitioned = partitioning is not None
-        select = (" ".join(f"fqn:{PROJECT_NAME}.{domain}.{n}" for n in names) if partitioned
+        select = (" ".join(f"fqn:{fqns[n]}" for n in names) if partitioned
                   else f"fqn:{PROJECT_NAME}.{domain}")
-        exclude = " ".join(f"fqn:{PROJECT_NAME}.{domain}.{n}" for g, ns in groups.items()
+        exclude = " ".join(f"fqn:{fqns[n]}" for g, ns in groups.items()
                            if g is not None for n in ns) if not partitioned else ""
         suffix = f"_{partitioning.kind}_{partitioning.column}" if partitioned else ""
         assets.append(_dbt_multi_asset(domain, manifest, translator, by_id, settings, select,
                                        exclude, f"{domain}_dbt_models{suffix}", partitioning))
     return assets
+
+
+class PortViolation(ValueError):
+    """A domain reads another domain's internal product."""
+
+
+def check_ports(manifest: Mapping[str, Any], domain: str | None = None,
+                domains_dir: Path = DOMAINS_DIR) -> None:
+    """Every cross-domain source a model reads must be a public product of its domain."""
+    from mesh_assets.contracts import load_contract
+
+    problems = []
+    for uid, node in manifest.get("nodes", {}).items():
+        if node["resource_type"] != "model" or (domain and _domain_of(node) != domain):
+            continue
+        for parent in node.get("depends_on", {}).get("nodes", []):
+            source = manifest.get("sources", {}).get(parent)
+            if source is None or source["source_name"] == _domain_of(node):
+                continue
+            path = domains_dir / source["source_name"] / "products" / f"{source['name']}.yaml"
+            if path.exists() and load_contract(path).visibility != "public":
+                problems.append(f"model {_domain_of(node)}.{node['name']} "
+                                f"({node['original_file_path']}) reads {source['source_name']}."
+                                f"{source['name']}, an internal product of domain "
+                                f"{source['source_name']} (contract {path})")
+    if problems:
+        raise PortViolation("domains may only depend on other domains' public products: "
+                            + "; ".join(problems) + ". Ask the owning team to publish it "
+                            "(visibility: public) or read one of its public products.")
 
 
 def partition_vars(selection) -> dict[str, str]:
@@ -315,7 +347,7 @@ def _dbt_multi_asset(domain, manifest, translator, by_id, settings, select, excl
                 yield event.with_metadata({**event.metadata, **metadata})
             else:
                 yield event
-        write_artifacts(settings, domain, target_path, catalog)
+        write_artifacts(settings, domain, target_path, catalog, audit_branch_name(context.run.run_id))
         errors = run_errors(invocation.get_artifact("run_results.json"))
         if errors:
             raise DbtRunError(f"dbt build of domain {domain} failed:\n" + "\n".join(errors))
@@ -329,7 +361,7 @@ def artifacts_dir(settings: MeshSettings, domain: str) -> Path:
 
 
 def write_artifacts(settings: MeshSettings, domain: str, target_path: Path,
-                    catalog: IcebergCatalog) -> Path:
+                    catalog: IcebergCatalog, branch: str | None = None) -> Path:
     """Keep manifest.json and run_results.json of the run, and a catalog.json describing the
     Iceberg tables the models and sources really are (dbt's own ``docs generate`` would
     describe the DuckDB relations instead). Files are replaced atomically."""
@@ -348,7 +380,9 @@ def write_artifacts(settings: MeshSettings, domain: str, target_path: Path,
         if not iceberg.table_exists(identifier):
             continue
         table = iceberg.load_table(identifier)
-        snap = table.current_snapshot()
+        # the snapshot this run wrote (still on its audit branch until its checks publish it)
+        head = branch_head(table, branch if branch in table.metadata.refs else None)
+        snap = table.snapshot_by_id(head) if head is not None else None
         rows = int(snap.summary.additional_properties.get("total-records", 0)) if snap else 0
         docs[section][uid] = {
             "metadata": {"type": "ICEBERG TABLE", "schema": node["schema"],

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pyiceberg import types as it
@@ -43,7 +44,12 @@ from mesh_assets.catalog import (
     snapshot_metadata,
 )
 from mesh_assets.contracts import DataProduct
-from mesh_assets.partitions import PartitionSelection, dagster_partitions_def, selection_for
+from mesh_assets.partitions import (
+    PartitionSelection,
+    dagster_partitions_def,
+    selection_for,
+    whole_range,
+)
 from mesh_assets.quality import quote_ident
 from mesh_assets.settings import MeshSettings, load_settings
 from mesh_assets.specs import asset_spec
@@ -269,8 +275,15 @@ def replace_rows(table: "Table", batches: Iterable[pa.RecordBatch], schema: pa.S
     return written
 
 
-def _in_selection(batches: Iterable[pa.RecordBatch], selection: PartitionSelection | None):
+def _in_selection(batches: Iterable[pa.RecordBatch], selection: PartitionSelection | None,
+                  every_partition: PartitionSelection | None, fail) -> Iterator[pa.RecordBatch]:
+    """Rows of ``selection``. A row that no partition of the product can hold (outside
+    ``every_partition``) would never be written by any run: that stops the write."""
     for batch in batches:
+        if every_partition is not None:
+            homeless = batch.num_rows - pc.sum(every_partition.arrow_mask(batch)).as_py()
+            if homeless:
+                raise fail(homeless)
         yield batch if selection is None else batch.filter(selection.arrow_mask(batch))
 
 
@@ -307,8 +320,15 @@ def ingest(product: DataProduct, catalog, *, selection: PartitionSelection | Non
             counts["quarantined"] = bad
         else:
             good = read_batches(path, product)
-        counts["written"] = replace_rows(live, _in_selection(good, selection), schema,
-                                         properties, row_filter, branch)
+        def homeless(n: int) -> IngestionError:
+            p = product.dagster_partitions
+            return _fail(path, product, f"{n} row(s) fall outside every partition of the "
+                         f"product ({every.describe()}): no run would ever write them. Extend "
+                         f"dagsterPartitions in contract {product.path}", column=p.column)
+
+        every = whole_range(product.dagster_partitions) if selection is not None else None
+        counts["written"] = replace_rows(live, _in_selection(good, selection, every, homeless),
+                                         schema, properties, row_filter, branch)
 
     table = commit_with_retry(catalog, ".".join(table.name()), write)
     return IngestResult(table, counts["written"], counts["quarantined"], selection,

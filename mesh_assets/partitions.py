@@ -190,6 +190,12 @@ def selection_for_keys(p: DagsterPartitioning, first: str, last: str) -> Partiti
     return PartitionSelection(p.column, start=start, end=end)
 
 
+def whole_range(p: DagsterPartitioning) -> PartitionSelection:
+    """The rows any partition of ``p`` can hold."""
+    keys = dagster_partitions_def(p).get_partition_keys()
+    return selection_for_keys(p, keys[0], keys[-1])
+
+
 def _next_month(d: datetime) -> datetime:
     return d.replace(year=d.year + d.month // 12, month=d.month % 12 + 1, day=1)
 

@@ -38,10 +38,11 @@ def _raw(name: str) -> list[dict]:
 def test_run_succeeds_with_every_check_passing(mesh):
     _, reports = mesh
     assert all(r["success"] for r in reports)
-    assert {tuple(k.path) for r in reports for k in r["materialized"]} == {
-        ("reference", "airlines"), ("reference", "airports"), ("reference", "timezones"),
-        ("reference", "stg_reference__airports"),
-        ("weather", "observations"), ("weather", "station_daily")}
+    products = {tuple(p.asset_key_path) for p in cli._all_products()}
+    assert len(products) == 11 and {p[0] for p in products} == {
+        "reference", "fleet", "weather", "operations", "analytics"}
+    assert {tuple(k.path) for r in reports for k in r["materialized"]} == products | {
+        ("reference", "stg_reference__airports")}
     failed = [c for r in reports for c in r["checks"] if not c[2]]
     assert failed == []
     names = {(tuple(c[0].path), c[1]) for r in reports for c in r["checks"]}
@@ -171,3 +172,24 @@ def test_dbt_artifacts_are_kept_for_the_catalog(mesh):
     assert "source.datamesh.reference.airports" in docs["sources"]
     results = json.loads((out / "run_results.json").read_text())
     assert {r["status"] for r in results["results"]} <= {"success", "pass"}
+
+
+def test_consumer_domain_answers_from_three_other_domains(mesh):
+    catalog = open_catalog()
+    flights = _raw_flights()
+    by_weather = {r["condition"]: r for r in catalog.load_table("analytics.delays_by_weather").scan().to_arrow().to_pylist()}
+    assert sum(r["flights"] for r in by_weather.values()) == len(flights) == 336776
+    by_carrier = catalog.load_table("analytics.delays_by_carrier_month").scan().to_arrow().to_pylist()
+    ua_july = next(r for r in by_carrier if r["carrier"] == "UA" and r["month"] == 7)
+    assert ua_july["carrier_name"] == "United Air Lines Inc."
+    assert ua_july["flights"] == sum(1 for f in flights if f["carrier"] == "UA" and f["month"] == "7")
+    lineage_node = lineage(catalog, "analytics.delays_by_aircraft_age")
+    assert {n.identifier for n in lineage_node.inputs} == {"operations.flights", "fleet.planes"}
+
+
+def _raw_flights() -> list[dict]:
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(NYCFLIGHTS / "flights.csv.zip") as z:
+        return list(csv.DictReader(io.TextIOWrapper(z.open("flights.csv"), newline="")))

@@ -102,3 +102,16 @@ def test_quarantine_keeps_good_rows_and_sets_bad_ones_aside(mesh_home, observati
     assert reasons[5] == "column origin: required value is missing"
     assert {r["_source_file"] for r in parked} == {"weather.csv"}
     assert parked[0]["temp"] in ("warm", "39.9")  # raw text kept for inspection
+
+
+def test_rows_outside_every_partition_stop_the_write(mesh_home, observations):
+    from mesh_assets.ingestion import IngestionError, ingest
+    from mesh_assets.partitions import selection_for_keys
+
+    header, *rows = (NYCFLIGHTS / "weather.csv").read_text().splitlines()
+    late = rows[0].replace("2013-01-01T06:00:00Z", "2014-03-01T06:00:00Z").replace(",2013,1,1,", ",2014,3,1,")
+    land(mesh_home, "weather", "weather.csv", "\n".join([header] + rows[:50] + [late]) + "\n")
+    selection = selection_for_keys(observations.dagster_partitions, "2013-01-01", "2013-01-01")
+    with pytest.raises(IngestionError, match=r"column time_hour: 1 row\(s\) fall outside every partition"):
+        ingest(observations, open_catalog(), selection=selection)
+    assert open_catalog().load_table("weather.observations").scan().to_arrow().num_rows == 0

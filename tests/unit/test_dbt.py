@@ -71,3 +71,24 @@ def test_model_properties_and_dbt_tests_come_from_the_contract():
     assert columns["tzone"]["data_tests"] == [{"relationships": {"arguments": {
         "to": "source('reference', 'airports')", "field": "tzone"}}}]
     assert "accepted_values" in columns["utc_offset_hours"]["data_tests"][0]
+
+
+def test_reading_another_domains_internal_product_is_refused(tmp_path, reference_dir, manifest):
+    import shutil
+
+    import yaml
+
+    from mesh_assets.dbt import PortViolation, check_ports
+
+    check_ports(manifest)  # the real mesh only reads public products
+    domains = tmp_path / "domains"
+    shutil.copytree(reference_dir, domains / "reference")
+    path = domains / "reference" / "products" / "airports.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["customProperties"].append({"property": "visibility", "value": "internal"})
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(PortViolation) as err:
+        check_ports(manifest, "weather", domains_dir=domains)
+    assert "model weather.station_daily" in str(err.value)
+    assert "reads reference.airports, an internal product" in str(err.value)
+    check_ports(manifest, "reference", domains_dir=domains)  # its own domain may read it
