@@ -11,6 +11,8 @@
     mesh rollback DOMAIN.PRODUCT SNAPSHOT
     mesh lineage DOMAIN.PRODUCT [--snapshot S]   input snapshots, recursively up the mesh
     mesh contract diff DOMAIN.PRODUCT   what the contract would change in the live table
+    mesh lint                      federated governance rules (CI runs it in `make test`)
+    mesh new domain NAME | mesh new product DOMAIN NAME [--dbt]   scaffolding
     mesh maintain [DOMAIN.PRODUCT ...] [--dry-run]   expire snapshots, remove orphan files
     mesh drop DOMAIN.PRODUCT       drop a product's Iceberg table
 """
@@ -439,6 +441,69 @@ def cmd_maintain(args) -> int:
     return 0
 
 
+def lint() -> list[str]:
+    """Federated governance rules every domain must follow; one line per violation."""
+    import json
+
+    from mesh_assets.contracts import ContractError
+    from mesh_assets.dbt import PortViolation, check_ports, prepare
+    from mesh_assets.domain import load_domain
+
+    problems: list[str] = []
+    folders = sorted(p.name for p in DOMAINS_DIR.iterdir() if (p / "domain.yaml").exists())
+    listed = workspace_domains()
+    for name in sorted(set(folders) - set(listed)):
+        problems.append(f"domains/{name}: not listed in workspace.yaml (add a python_module "
+                        f"entry with location_name {name})")
+    for name in sorted(set(listed) - set(folders)):
+        problems.append(f"workspace.yaml: location {name} has no domains/{name}/domain.yaml")
+    for name in folders:
+        try:
+            domain = load_domain(DOMAINS_DIR / name)
+        except ContractError as exc:
+            problems.append(str(exc))
+            continue
+        if not domain.description:
+            problems.append(f"domains/{name}/domain.yaml: missing a description")
+        for product in domain.products:
+            if not product.description:
+                problems.append(f"contract {product.path}: the schema object needs a description")
+            undocumented = [c.name for c in product.columns if not c.description]
+            if undocumented:
+                problems.append(f"contract {product.path}: columns without description: "
+                                f"{', '.join(undocumented)}")
+    try:
+        check_ports(json.loads(prepare().read_text()))
+    except PortViolation as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def cmd_lint(args) -> int:
+    problems = lint()
+    for line in problems:
+        _say(f"- {line}")
+    _say(f"mesh lint: {len(problems)} problem(s)" if problems else "mesh lint: all rules pass")
+    return 1 if problems else 0
+
+
+def cmd_new(args) -> int:
+    from mesh_assets.scaffold import ScaffoldError, new_domain, new_product
+
+    try:
+        if args.new_command == "domain":
+            written = new_domain(PROJECT_DIR, args.name, owner=args.owner, domain_type=args.type)
+        else:
+            written = new_product(PROJECT_DIR, args.domain, args.name, dbt=args.dbt)
+    except ScaffoldError as exc:
+        raise SystemExit(f"mesh: {exc}") from None
+    for path in written:
+        _say(f"wrote {path.relative_to(PROJECT_DIR)}")
+    _say("next: edit the contract(s), then `mesh lint` and `mesh materialize "
+         f"{args.name if args.new_command == 'domain' else args.domain}`")
+    return 0
+
+
 def cmd_drop(args) -> int:
     from mesh_assets.catalog import open_catalog
 
@@ -485,6 +550,20 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--format", choices=["table", "csv"], default="table")
     q.add_argument("--max-rows", type=int, default=40)
     q.set_defaults(fn=cmd_query)
+    sub.add_parser("lint", help="check the federated governance rules").set_defaults(fn=cmd_lint)
+    new = sub.add_parser("new", help="scaffold a domain or a data product")
+    new_sub = new.add_subparsers(dest="new_command", required=True)
+    nd = new_sub.add_parser("domain", help="a complete code location, registered in workspace.yaml")
+    nd.add_argument("name")
+    nd.add_argument("--owner", help="owner team (default: <name>-team)")
+    nd.add_argument("--type", default="source-aligned",
+                    choices=["source-aligned", "consumer-aligned", "aggregate"])
+    nd.set_defaults(fn=cmd_new)
+    npr = new_sub.add_parser("product", help="a contract (and with --dbt its model)")
+    npr.add_argument("domain")
+    npr.add_argument("name")
+    npr.add_argument("--dbt", action="store_true", help="built by a dbt model, not ingested")
+    npr.set_defaults(fn=cmd_new)
     maint = sub.add_parser("maintain", help="expire old snapshots, remove orphan files")
     maint.add_argument("products", nargs="*", metavar="DOMAIN.PRODUCT")
     maint.add_argument("--dry-run", action="store_true")

@@ -154,3 +154,11 @@ def test_dbt_rule_on_an_ingested_product_is_refused(tmp_path, airlines_doc):
         "type": "custom", "engine": "dbt", "implementation": {"not_null": {}}})
     with pytest.raises(ContractError, match="engine: dbt rules need a dbt-built product"):
         load_contract(_write(tmp_path, airlines_doc))
+
+
+def test_mesh_lint_passes_on_the_repository(capsys):
+    from mesh_assets import cli
+
+    assert cli.lint() == []
+    assert cli.main(["lint"]) == 0
+    assert "all rules pass" in capsys.readouterr().out
