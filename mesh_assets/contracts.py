@@ -165,6 +165,7 @@ class DataProduct:
     retention: timedelta = timedelta(days=7)
     dbt_tests: tuple = ()  # (column or None, {test: arguments}) from engine: dbt rules
     visibility: str = "public"  # output port: public (other domains may read it) or internal
+    freshness: timedelta | None = None  # from slaProperties freshness / latency
 
     @property
     def identifier(self) -> str:
@@ -334,6 +335,7 @@ def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct
         raise ContractError(path, f"retention '{custom.get('retention')}' is not a duration",
                             product=product, hint="use minutes, hours, days or weeks: 30m, "
                             "12h, 7d, 2w") from None
+    freshness = _freshness(path, product, raw.get("slaProperties") or [])
     by_name = {c.name: c for c in columns}
     partitioning = parse_partition_fields(path, product, table, by_name)
     dagster_partitions = parse_dagster_partitions(path, product, custom.get("dagsterPartitions"),
@@ -346,12 +348,34 @@ def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct
         tags=tuple(raw.get("tags") or ()), status=raw.get("status") or "active", custom=custom,
         partitioning=partitioning, dagster_partitions=dagster_partitions,
         quarantine=bool(custom.get("quarantine")), retention=retention, visibility=visibility,
+        freshness=freshness,
     )
     from mesh_assets.quality import dbt_tests_from_contract, rules_from_contract
 
     rules = rules_from_contract(info, table)
     dbt_tests = dbt_tests_from_contract(info, table)
     return DataProduct(**{**info.__dict__, "rules": tuple(rules), "dbt_tests": tuple(dbt_tests)})
+
+
+_SLA_UNITS = {"m": "m", "min": "m", "minute": "m", "minutes": "m", "h": "h", "hour": "h",
+              "hours": "h", "d": "d", "day": "d", "days": "d", "w": "w", "week": "w", "weeks": "w"}
+
+
+def _freshness(path: Path, product: str, sla: list[dict]) -> timedelta | None:
+    """The freshness SLA: ``{property: freshness (or latency), value: 24, unit: h}``."""
+    for item in sla:
+        if item.get("property") not in ("freshness", "latency"):
+            continue
+        unit = _SLA_UNITS.get(str(item.get("unit", "")).lower())
+        try:
+            if unit is None:
+                raise ValueError
+            return parse_duration(f"{int(item['value'])}{unit}")
+        except (KeyError, TypeError, ValueError):
+            raise ContractError(path, f"SLA {item.get('property')} needs an integer value and a "
+                                "unit", product=product,
+                                hint="e.g. {property: freshness, value: 24, unit: h}") from None
+    return None
 
 
 def load_domain_contracts(domain_dir: Path | str) -> list[DataProduct]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from mesh_assets.automation import apply_policies, landing_sensor
 from mesh_assets.catalog import IcebergCatalog
 from mesh_assets.contracts import ContractError, DataProduct, load_domain_contracts
 from mesh_assets.dbt import dbt_domain_assets, dbt_resource
@@ -63,12 +64,15 @@ def build_domain(path: Path | str) -> dg.Definitions:
     settings = load_settings()
     assets: list = [ingestion_asset(p) for p in domain.products if p.source]
     assets += dbt_domain_assets(domain.name, domain.products, settings)
+    assets = apply_policies(assets, domain.products)
     checks = [c for p in domain.products if (c := contract_checks(p)) is not None]
     maintenance, nightly = maintenance_job(domain.name, domain.products)
+    sensor = landing_sensor(domain.name, domain.products)
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
         jobs=[maintenance],
         schedules=[nightly],
+        sensors=[sensor] if sensor else [],
         resources={"catalog": IcebergCatalog(), "dbt": dbt_resource(settings)},
     )

@@ -1,0 +1,44 @@
+"""Landing sensors request ingestion of new or changed files; policies come from contracts."""
+
+import os
+from datetime import timedelta
+
+import dagster as dg
+
+from conftest import land
+from mesh_assets.domain import build_domain
+from mesh_assets.settings import DOMAINS_DIR
+
+
+def _evaluate(sensor, cursor):
+    defs = build_domain(DOMAINS_DIR / "weather")
+    context = dg.build_sensor_context(cursor=cursor, instance=dg.DagsterInstance.ephemeral(),
+                                      definitions=defs)
+    requests = list(sensor.evaluate_tick(context).run_requests)
+    return requests, context.cursor
+
+
+def test_landing_sensor_requests_new_and_changed_files_once(mesh_home):
+    sensor = build_domain(DOMAINS_DIR / "weather").get_sensor_def("weather_landing")
+    requests, cursor = _evaluate(sensor, None)
+    assert requests == []  # nothing landed yet
+    path = land(mesh_home, "weather", "weather.csv")
+    [request], cursor = _evaluate(sensor, cursor)
+    assert request.asset_selection == [dg.AssetKey(["weather", "observations"])]
+    assert request.tags["dagster/asset_partition_range_start"] == "2013-01-01"
+    assert request.tags["dagster/asset_partition_range_end"] == "2013-12-01"
+    assert {k.name for k in request.asset_check_keys} >= {"not_null_origin", "in_set_origin"}
+    assert _evaluate(sensor, cursor)[0] == []  # unchanged: no new request
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    [again], _ = _evaluate(sensor, cursor)
+    assert again.run_key != request.run_key
+
+
+def test_freshness_and_automation_come_from_the_contracts(mesh_home):
+    graph = build_domain(DOMAINS_DIR / "weather").resolve_asset_graph()
+    observations = graph.get(dg.AssetKey(["weather", "observations"]))
+    assert observations.freshness_policy.fail_window.to_timedelta() == timedelta(hours=24)
+    assert observations.automation_condition is None  # ingestion is driven by the sensor
+    daily = graph.get(dg.AssetKey(["weather", "station_daily"]))
+    assert daily.automation_condition is not None  # updates when its upstream products do
