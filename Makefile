@@ -19,6 +19,7 @@ demo: install
 	$(BIN)/mesh demo
 
 test: install
+	$(BIN)/mesh lint
 	$(BIN)/pytest -q tests
 
 test-unit: install

@@ -441,50 +441,15 @@ def cmd_maintain(args) -> int:
     return 0
 
 
-def lint() -> list[str]:
-    """Federated governance rules every domain must follow; one line per violation."""
-    import json
-
-    from mesh_assets.contracts import ContractError
-    from mesh_assets.dbt import PortViolation, check_ports, prepare
-    from mesh_assets.domain import load_domain
-
-    problems: list[str] = []
-    folders = sorted(p.name for p in DOMAINS_DIR.iterdir() if (p / "domain.yaml").exists())
-    listed = workspace_domains()
-    for name in sorted(set(folders) - set(listed)):
-        problems.append(f"domains/{name}: not listed in workspace.yaml (add a python_module "
-                        f"entry with location_name {name})")
-    for name in sorted(set(listed) - set(folders)):
-        problems.append(f"workspace.yaml: location {name} has no domains/{name}/domain.yaml")
-    for name in folders:
-        try:
-            domain = load_domain(DOMAINS_DIR / name)
-        except ContractError as exc:
-            problems.append(str(exc))
-            continue
-        if not domain.description:
-            problems.append(f"domains/{name}/domain.yaml: missing a description")
-        for product in domain.products:
-            if not product.description:
-                problems.append(f"contract {product.path}: the schema object needs a description")
-            undocumented = [c.name for c in product.columns if not c.description]
-            if undocumented:
-                problems.append(f"contract {product.path}: columns without description: "
-                                f"{', '.join(undocumented)}")
-    try:
-        check_ports(json.loads(prepare().read_text()))
-    except PortViolation as exc:
-        problems.append(str(exc))
-    return problems
-
-
 def cmd_lint(args) -> int:
-    problems = lint()
-    for line in problems:
-        _say(f"- {line}")
-    _say(f"mesh lint: {len(problems)} problem(s)" if problems else "mesh lint: all rules pass")
-    return 1 if problems else 0
+    """The federated governance rules (mesh_assets.governance), one line per violation."""
+    from mesh_assets.governance import lint_repository
+
+    violations = lint_repository()
+    for violation in violations:
+        _say(violation.format(PROJECT_DIR))
+    _say(f"mesh lint: {len(violations)} violation(s)" if violations else "mesh lint: all rules pass")
+    return 1 if violations else 0
 
 
 def cmd_new(args) -> int:

@@ -59,10 +59,12 @@ schema:
         required: true
         primaryKey: true
         primaryKeyPosition: 1
+        classification: internal
         description: Identifier of the record.
       - name: value
         logicalType: number
         physicalType: double
+        classification: internal
         description: A measured value.
         quality:
           - type: custom

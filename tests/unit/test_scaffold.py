@@ -35,6 +35,11 @@ def test_new_domain_is_a_complete_code_location(tmp_path, mesh_home):
     assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
     assert len(open_catalog().load_table("billing.example").scan().to_arrow()) == 3
 
+    from mesh_assets.governance import lint_project
+
+    shutil.copytree(PROJECT_DIR / "domains" / "reference", tmp_path / "domains" / "reference")
+    # the generated domain follows every rule (the copied workspace lists domains not copied here)
+    assert [v.format(tmp_path) for v in lint_project(tmp_path) if v.rule != "MESH010"] == []
     new_product(tmp_path, "billing", "invoices", dbt=True)
     assert (tmp_path / "dbt_project" / "models" / "billing" / "invoices.sql").exists()
     with pytest.raises(ScaffoldError, match="already exists"):

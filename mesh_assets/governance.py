@@ -1,0 +1,180 @@
+"""Federated governance: the global rules every domain follows, checked by ``mesh lint``.
+
+Each rule has an id, says what it wants and how to fix a violation; ``mesh lint`` prints one line
+per violation (``file:line: RULE-ID message (fix: ...)``) and exits non-zero. ``make test``
+runs it. The rules:
+
+=======  ==================================================================================
+MESH001  the contract loads: valid ODCS v3, known types and expectations
+MESH002  every product has an owner team and a description
+MESH003  every column has a description
+MESH004  every column has a classification (public, internal, confidential, pii, ...)
+MESH005  every public product has at least one blocking (severity error) quality rule
+MESH006  every product declares a primary key
+MESH007  names are lower_snake_case: domains, products, columns, dbt models
+MESH008  no domain depends on another domain's internal product
+MESH009  no secret in configuration files (credentials come from env vars and secrets)
+MESH010  workspace.yaml lists exactly the domain folders
+=======  ==================================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from mesh_assets.contracts import ContractError, DataProduct, load_contract
+
+SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+SECRET_PATTERNS = [
+    re.compile(r"AKIA[0-9A-Z]{16}"),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    re.compile(r"eyJhbGciOi[A-Za-z0-9_-]{20,}"),
+    # a literal value for a password/secret/token key (env_var(...) and {env: ...} are fine)
+    re.compile(r"""(?i)\b(password|passwd|secret|secret_access_key|token|api_key)\b\s*[:=]\s*["']?(?!\s*["']?\s*(\{\{|\{env|\$\{|env_var|$))[^\s"'#]{4,}"""),
+]
+CONFIG_GLOBS = ("domains/**/*.yaml", "dbt_project/*.yml", "dbt_project/**/*.yml",
+                "workspace.yaml", "helm/**/*.yaml", "pyproject.toml")
+
+
+@dataclass(frozen=True)
+class Violation:
+    file: Path
+    line: int
+    rule: str
+    message: str
+    fix: str
+
+    def format(self, root: Path) -> str:
+        try:
+            shown = self.file.relative_to(root)
+        except ValueError:
+            shown = self.file
+        return f"{shown}:{self.line}: {self.rule} {self.message} (fix: {self.fix})"
+
+
+def _line(path: Path, pattern: str) -> int:
+    """First line of ``path`` matching ``pattern`` (1 when absent)."""
+    rx = re.compile(pattern)
+    for number, text in enumerate(path.read_text().splitlines(), start=1):
+        if rx.search(text):
+            return number
+    return 1
+
+
+def _column_line(product: DataProduct, column: str) -> int:
+    return _line(product.path, rf"^\s*-\s*name:\s*{re.escape(column)}\s*$")
+
+
+def rule_owner_description(product: DataProduct) -> Iterator[Violation]:
+    if not product.description:
+        yield Violation(product.path, _line(product.path, r"^schema:"), "MESH002",
+                        f"product {product.identifier} has no description",
+                        "describe the table in schema[0].description")
+
+
+def rule_column_descriptions(product: DataProduct) -> Iterator[Violation]:
+    for c in product.columns:
+        if not c.description:
+            yield Violation(product.path, _column_line(product, c.name), "MESH003",
+                            f"column {c.name} has no description", "add description:")
+
+
+def rule_classification(product: DataProduct) -> Iterator[Violation]:
+    for c in product.columns:
+        if not c.classification:
+            yield Violation(product.path, _column_line(product, c.name), "MESH004",
+                            f"column {c.name} has no classification",
+                            "add classification: public | internal | confidential | pii")
+
+
+def rule_blocking_rule(product: DataProduct) -> Iterator[Violation]:
+    if product.visibility == "public" and not any(r.severity == "error" for r in product.rules):
+        yield Violation(product.path, _line(product.path, r"^\s*quality:|^schema:"), "MESH005",
+                        f"public product {product.identifier} has no blocking quality rule",
+                        "add a rule with severity error (the default), or a required column")
+
+
+def rule_primary_key(product: DataProduct) -> Iterator[Violation]:
+    if not product.primary_key:
+        yield Violation(product.path, _line(product.path, r"^\s*properties:"), "MESH006",
+                        f"product {product.identifier} declares no primary key",
+                        "set primaryKey: true (and primaryKeyPosition) on the key column(s)")
+
+
+PRODUCT_RULES: list[Callable[[DataProduct], Iterator[Violation]]] = [
+    rule_owner_description, rule_column_descriptions, rule_classification,
+    rule_blocking_rule, rule_primary_key,
+]
+
+
+def _workspace_domains(root: Path) -> list[str]:
+    workspace = yaml.safe_load((root / "workspace.yaml").read_text()) or {}
+    return [e["python_module"]["location_name"] for e in workspace.get("load_from") or []]
+
+
+def lint_project(root: Path, manifest: dict | None = None) -> list[Violation]:
+    """Every violation of the rules in the project at ``root``."""
+    from mesh_assets.dbt import PortViolation, check_ports
+
+    found: list[Violation] = []
+    domains_dir = root / "domains"
+    folders = sorted(p.name for p in domains_dir.iterdir() if (p / "domain.yaml").exists())
+    listed = _workspace_domains(root)
+    workspace = root / "workspace.yaml"
+    for name in sorted(set(folders) - set(listed)):
+        found.append(Violation(workspace, 1, "MESH010", f"domain {name} is not a code location",
+                               f"add a python_module entry with location_name {name}"))
+    for name in sorted(set(listed) - set(folders)):
+        found.append(Violation(workspace, _line(workspace, rf"location_name:\s*{name}\b"),
+                               "MESH010", f"location {name} has no domains/{name}/domain.yaml",
+                               "remove the entry or create the domain (mesh new domain)"))
+    for name in folders:
+        if not SNAKE.match(name):
+            found.append(Violation(domains_dir / name / "domain.yaml", 1, "MESH007",
+                                   f"domain name {name} is not lower_snake_case", "rename it"))
+        meta = yaml.safe_load((domains_dir / name / "domain.yaml").read_text()) or {}
+        if not meta.get("owner") or not (meta.get("description") or "").strip():
+            found.append(Violation(domains_dir / name / "domain.yaml", 1, "MESH002",
+                                   f"domain {name} needs an owner and a description",
+                                   "set owner: and description: in domain.yaml"))
+        for path in sorted((domains_dir / name / "products").glob("*.yaml")):
+            try:
+                product = load_contract(path, domain=name)
+            except ContractError as exc:
+                column = f"name:\\s*{re.escape(exc.column)}\\s*$" if exc.column else r"^\S"
+                found.append(Violation(path, _line(path, column), "MESH001", str(exc),
+                                       "make the contract valid (see the message)"))
+                continue
+            for rule in PRODUCT_RULES:
+                found += rule(product)
+    for model in sorted((root / "dbt_project" / "models").glob("**/*.sql")):
+        if not SNAKE.match(model.stem):
+            found.append(Violation(model, 1, "MESH007", f"dbt model {model.stem} is not "
+                                   "lower_snake_case", "rename the file"))
+    if manifest is not None:
+        try:
+            check_ports(manifest, domains_dir=domains_dir)
+        except PortViolation as exc:
+            found.append(Violation(root / "dbt_project", 1, "MESH008", str(exc),
+                                   "read a public product, or ask its owner to publish it"))
+    for pattern in CONFIG_GLOBS:
+        for path in sorted(root.glob(pattern)):
+            for number, text in enumerate(path.read_text().splitlines(), start=1):
+                if any(rx.search(text) for rx in SECRET_PATTERNS):
+                    found.append(Violation(path, number, "MESH009", "looks like a credential "
+                                           "written in a configuration file",
+                                           "read it from an env var or a mounted secret file"))
+    return sorted(set(found), key=lambda v: (str(v.file), v.line, v.rule))
+
+
+def lint_repository() -> list[Violation]:
+    from mesh_assets.dbt import prepare
+    from mesh_assets.settings import PROJECT_DIR
+
+    return lint_project(PROJECT_DIR, json.loads(prepare().read_text()))
