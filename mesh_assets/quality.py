@@ -238,6 +238,7 @@ class RuleResult:
             md["unexpected_percent"] = round(self.unexpected_percent or 0.0, 4)
         if self.sample:
             md["unexpected_sample"] = [str(_plain(v)) for v in self.sample]
+        md["status"] = "errored" if self.error else ("passed" if self.passed else "failed")
         if self.error:
             md["error"] = self.error
         return md
@@ -290,9 +291,29 @@ def _bad_rows_predicate(rule: QualityRule, params: list) -> str | None:
 
 def evaluate(con: "duckdb.DuckDBPyConnection", relation: str,
              rules: tuple[QualityRule, ...] | list[QualityRule]) -> list[RuleResult]:
-    """Evaluate ``rules`` on ``relation`` (a quoted name or table function) in one aggregate."""
+    """Evaluate ``rules`` on ``relation`` (a quoted name or table function) in one aggregate.
+
+    A rule whose SQL errors (say, a regex DuckDB rejects, or a range on a text column) is
+    reported as *errored*, not passed and not silently failed: when the single pass fails, the
+    rules are evaluated one by one to tell the errored ones from the others."""
+    import duckdb
+
     if not rules:
         return []
+    try:
+        return _evaluate(con, relation, rules)
+    except duckdb.Error:
+        pass
+    results = []
+    for rule in rules:
+        try:
+            results += _evaluate(con, relation, [rule])
+        except duckdb.Error as exc:
+            results.append(RuleResult(rule, passed=False, error=f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+def _evaluate(con, relation: str, rules) -> list[RuleResult]:
     selects, params = ["count(*)"], []
     layout: list[tuple[QualityRule, str]] = []
     for rule in rules:

@@ -122,3 +122,12 @@ def test_violating_table_fails_its_checks_with_readable_metadata(mesh_home, refe
     assert unique.metadata["unexpected_sample"].value == ["C1"]
     assert regex.metadata["expectation"].value == "expect_column_values_to_match_regex"
     assert evaluations["row_count_between"].passed and evaluations["not_null_name"].passed
+
+
+def test_an_erroring_rule_is_reported_as_errored_not_failed(con):
+    rules = [rule("expect_column_values_to_match_regex", "bad_regex", column="code", regex="(unclosed"),
+             rule("expect_column_values_to_not_be_null", "ok", column="alt")]
+    bad, ok = evaluate(con, "t", rules)
+    assert bad.passed is False and bad.metadata()["status"] == "errored"
+    assert "regex" in bad.metadata()["error"].lower() or "Error" in bad.metadata()["error"]
+    assert ok.passed and ok.metadata()["status"] == "passed"
