@@ -203,13 +203,15 @@ def print_summary(reports: list[dict]) -> bool:
     from mesh_assets.catalog import open_catalog
 
     catalog = open_catalog()
+    tables = {tuple(p.asset_key_path): p for p in _all_products()}  # major-version table names
     ok = True
     _say("\n== summary ==")
     _say(f"{'product':36} {'rows':>8}  {'snapshot id':>20}  checks")
     for report in reports:
         ok &= report["success"]
         for key in report["materialized"]:
-            identifier = ".".join(key.path)
+            product = tables.get(tuple(key.path))
+            identifier = product.table_identifier if product else ".".join(key.path)
             snap = catalog.load_table(identifier).current_snapshot()
             rows = snap.summary.additional_properties.get("total-records", "?") if snap else 0
             mine = [c for c in report["checks"] if c[0] == key]
