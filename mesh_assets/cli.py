@@ -482,6 +482,11 @@ def cmd_drop(args) -> int:
     return 0
 
 
+# Verbs owned by the module of their concern: each module defines ``add_cli(subparsers)``.
+EXTENSION_MODULES: tuple[str, ...] = (
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mesh", description="datamesh platform commands")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -543,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     drop = sub.add_parser("drop", help="drop a product's Iceberg table")
     drop.add_argument("product", metavar="DOMAIN.PRODUCT")
     drop.set_defaults(fn=cmd_drop)
+    for module in EXTENSION_MODULES:
+        importlib.import_module(module).add_cli(sub)
     args = parser.parse_args(argv)
     return args.fn(args)
 
