@@ -23,8 +23,6 @@ from typing import Any
 
 import dagster as dg
 import yaml
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
-from dagster_dbt.asset_utils import DAGSTER_DBT_UNIQUE_ID_METADATA_KEY as UNIQUE_ID_KEY
 
 from mesh_assets.catalog import (
     INPUTS_PROPERTY,
@@ -34,13 +32,16 @@ from mesh_assets.catalog import (
     snapshot_metadata,
 )
 from mesh_assets.contracts import DataProduct, load_domain_contracts
-from mesh_assets.dbt_iceberg_plugin import (
+from mesh_assets.settings import (
+    DBT_PROJECT_DIR,
+    DOMAINS_DIR,
     PARENTS_FILE_ENV,
     PARTITION_END_ENV,
     PARTITION_START_ENV,
     RUN_ID_ENV,
+    MeshSettings,
+    load_settings,
 )
-from mesh_assets.settings import DBT_PROJECT_DIR, DOMAINS_DIR, MeshSettings, load_settings
 from mesh_assets.specs import owners, product_metadata, product_tags
 
 PROJECT_NAME = "datamesh"
@@ -80,11 +81,20 @@ def contract_yaml(domain: str, products: Sequence[DataProduct]) -> dict[str, Any
     return {"version": 2, "sources": [source], **({"models": models} if models else {})}
 
 
-def _model_properties(p: DataProduct) -> dict[str, Any]:
+def _dbt_tests_by_column(p: DataProduct) -> dict[str | None, list]:
+    """The contract's ``engine: dbt`` rules as dbt ``data_tests``, by column (None: table)."""
     tests: dict[str | None, list] = {}
     for column, test in p.dbt_tests:
         (name, args), = test.items()
-        tests.setdefault(column, []).append({name: {"arguments": args}} if args else name)
+        args = dict(args or {})
+        config = args.pop("config", None)
+        entry = {**({"arguments": args} if args else {}), **({"config": config} if config else {})}
+        tests.setdefault(column, []).append({name: entry} if entry else name)
+    return tests
+
+
+def _model_properties(p: DataProduct) -> dict[str, Any]:
+    tests = _dbt_tests_by_column(p)
     model: dict[str, Any] = {
         "name": p.name, "description": p.description,
         "columns": [{"name": c.name, "description": c.description or "",
@@ -114,8 +124,13 @@ def trino_type(t) -> str:
 def _source_tables(p: DataProduct) -> list[dict[str, Any]]:
     """``p.name`` reads the major-1 table; a newer major N is also ``p.name_vN``. Consumers
     move from one to the other when they are ready (see :mod:`mesh_assets.schema_evolution`)."""
+    # an ingested product's dbt rules are source tests (a dbt-built one's are model tests)
+    tests = _dbt_tests_by_column(p) if p.transform != "dbt" else {}
     entry = {"name": p.name, "description": p.description,
-             "columns": [{"name": c.name, "description": c.description or ""} for c in p.columns]}
+             "columns": [{"name": c.name, "description": c.description or "",
+                          **({"data_tests": tests[c.name]} if c.name in tests else {})}
+                         for c in p.columns],
+             **({"data_tests": tests[None]} if None in tests else {})}
     if p.table_identifier == p.identifier:
         return [entry]
     versioned = p.table_identifier.split(".", 1)[1]
@@ -177,6 +192,15 @@ def prepare(settings: MeshSettings | None = None, *, force: bool = False) -> Pat
 
 
 # --- Dagster -----------------------------------------------------------------------------------
+#
+# The specs are built here from the prepared manifest, and dbt runs as a subprocess whose JSON
+# log is read node by node. dagster-dbt does the same, but importing it pulls dbt-core into the
+# code-location process (1.2 s of a 2.6 s load) and it initialises a dbt adapter in the run
+# process; the mesh needs neither (bench/run.py measures both).
+
+CHECK_PREFIX = "dbt"
+UNIQUE_ID_KEY = "dbt/unique_id"
+
 
 class DbtRunError(RuntimeError):
     """A dbt model (or a test's SQL) errored: names the node and dbt's message."""
@@ -188,37 +212,67 @@ def run_errors(run_results: Mapping[str, Any]) -> list[str]:
             for r in run_results.get("results", []) if r.get("status") in ("error", "runtime error")]
 
 
-class MeshDbtTranslator(DagsterDbtTranslator):
-    """Keys ``[domain, name]``, group = domain, and the contract's spec for dbt products."""
+class MeshDbtTranslator:
+    """dbt node -> Dagster: keys ``[domain, name]``, group = domain, and the contract's spec for
+    dbt-built products. The one place that decides how dbt appears in Dagster."""
 
     def __init__(self, products: Mapping[str, DataProduct]):
-        super().__init__()
         self._products = products
 
-    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
-        declared = (dbt_resource_props.get("meta") or {}).get("dagster", {}).get("asset_key")
+    def get_asset_key(self, props: Mapping[str, Any]) -> dg.AssetKey:
+        declared = (props.get("meta") or {}).get("dagster", {}).get("asset_key")
         if declared:  # set by the generated sources of a product's newer major version
             return dg.AssetKey(declared)
-        if dbt_resource_props["resource_type"] == "source":
-            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
-        return dg.AssetKey([_domain_of(dbt_resource_props), dbt_resource_props["name"]])
+        if props["resource_type"] == "source":
+            return dg.AssetKey([props["source_name"], props["name"]])
+        return dg.AssetKey([_domain_of(props), props["name"]])
 
-    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        if dbt_resource_props["resource_type"] == "source":
-            return dbt_resource_props["source_name"]
-        return _domain_of(dbt_resource_props)
+    def get_group_name(self, props: Mapping[str, Any]) -> str:
+        return props["source_name"] if props["resource_type"] == "source" else _domain_of(props)
 
-    def get_asset_spec(self, manifest, unique_id, project) -> dg.AssetSpec:
-        spec = super().get_asset_spec(manifest, unique_id, project)
-        product = self._products.get(".".join(spec.key.path))
-        if product is None or not unique_id.startswith("model."):
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str,
+                       project: Any = None) -> dg.AssetSpec:
+        node = manifest["nodes"][unique_id]
+        key = self.get_asset_key(node)
+        deps = []
+        for parent in node.get("depends_on", {}).get("nodes", []):
+            props = manifest.get("sources", {}).get(parent) or manifest["nodes"].get(parent)
+            if props and props["resource_type"] in ("source", "model", "seed", "snapshot"):
+                deps.append(self.get_asset_key(props))
+        adapter = manifest.get("metadata", {}).get("adapter_type", "dbt")
+        spec = dg.AssetSpec(
+            key=key, deps=sorted(set(deps), key=lambda k: k.path),
+            description=node.get("description") or f"dbt model {node['name']}",
+            group_name=self.get_group_name(node), kinds={"dbt", adapter},
+            metadata={UNIQUE_ID_KEY: unique_id,
+                      "dbt/path": node.get("original_file_path", "")},
+            skippable=True)
+        product = self._products.get(".".join(key.path))
+        if product is None:
             return spec
         return spec.replace_attributes(
             description=product.description or spec.description,
             owners=owners(product),
-            tags={**spec.tags, **product_tags(product)},
-            kinds={"dbt", "iceberg", manifest.get("metadata", {}).get("adapter_type", "dbt")},
+            tags=product_tags(product),
+            kinds={"dbt", "iceberg", adapter},
         ).merge_attributes(metadata=product_metadata(product))
+
+    def get_check_spec(self, manifest: Mapping[str, Any], test_id: str) -> dg.AssetCheckSpec | None:
+        """The asset check of a dbt test on a model or a source (None for other tests)."""
+        test = manifest["nodes"][test_id]
+        attached = test.get("attached_node")
+        parents = test.get("depends_on", {}).get("nodes", [])
+        if attached is None and len(parents) == 1:
+            attached = parents[0]
+        target = manifest["nodes"].get(attached) or manifest.get("sources", {}).get(attached)
+        if target is None or target["resource_type"] not in ("model", "source"):
+            return None
+        severity = str((test.get("config") or {}).get("severity", "ERROR")).upper()
+        kind = (test.get("test_metadata") or {}).get("name", "singular")
+        return dg.AssetCheckSpec(
+            name=test["name"], asset=self.get_asset_key(target), blocking=severity == "ERROR",
+            description=test.get("description") or f"dbt {kind} test ({severity.lower()})",
+            metadata={UNIQUE_ID_KEY: test_id})
 
 
 def _domain_of(props: Mapping[str, Any]) -> str:
@@ -231,40 +285,212 @@ def domain_models(manifest: Mapping[str, Any], domain: str) -> list[str]:
             if node["resource_type"] == "model" and _domain_of(node) == domain]
 
 
-def dbt_resource(settings: MeshSettings) -> DbtCliResource:
-    return DbtCliResource(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR),
-                          target=settings.dbt_target, dbt_executable=dbt_executable())
+def tests_of(manifest: Mapping[str, Any], targets: set[str]) -> list[str]:
+    """dbt tests attached to one of ``targets`` (model or source unique ids)."""
+    out = []
+    for uid, node in manifest.get("nodes", {}).items():
+        if node["resource_type"] != "test":
+            continue
+        parents = node.get("depends_on", {}).get("nodes", [])
+        attached = node.get("attached_node") or (parents[0] if len(parents) == 1 else None)
+        if attached in targets:
+            out.append(uid)
+    return out
+
+
+class DbtCli(dg.ConfigurableResource):
+    """How the mesh runs dbt: the project, its profiles and the target of the current mode."""
+
+    project_dir: str
+    profiles_dir: str
+    target: str
+
+    def command(self, args: Sequence[str], target_path: Path) -> list[str]:
+        return [dbt_executable(), *args, "--project-dir", self.project_dir,
+                "--profiles-dir", self.profiles_dir, "--target", self.target,
+                "--target-path", str(target_path)]
+
+
+def dbt_resource(settings: MeshSettings) -> DbtCli:
+    return DbtCli(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR),
+                  target=settings.dbt_target)
+
+
+NODE_RESULT_EVENTS = ("LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult")
+
+
+def stream_dbt(cmd: Sequence[str], env: Mapping[str, str], log) -> Any:
+    """Run dbt with a JSON log and yield each node's result as it finishes:
+    ``{"unique_id", "status", "failures", "execution_time"}`` (statuses as in run_results)."""
+    proc = subprocess.Popen(cmd, env={**env, "DBT_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            tail = (tail + [line.rstrip()])[-40:]
+            continue
+        info, data = event.get("info", {}), event.get("data", {})
+        message = info.get("msg") or ""
+        tail = (tail + [message])[-40:]
+        if message and info.get("name") not in ("Formatting", "SQLCompiledPath"):
+            log.info(message)
+        if info.get("name") in NODE_RESULT_EVENTS:
+            node = data["node_info"]  # node_status: the run_results status of the node
+            yield {"unique_id": node["unique_id"], "status": node.get("node_status"),
+                   "failures": data.get("num_failures") or 0,
+                   "execution_time": data.get("execution_time") or 0}
+    code = proc.wait()
+    if code not in (0, 1):  # 1: some node failed or errored (reported per node)
+        raise DbtRunError(f"dbt exited with {code}:\n" + "\n".join(tail))
 
 
 def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
-                      settings: MeshSettings) -> list[dg.AssetsDefinition]:
+                      settings: MeshSettings) -> list:
     """The dbt models of ``domain``: one multi-asset per partitioning (a model is partitioned
-    when its product's contract declares ``dagsterPartitions``). Empty without models."""
+    when its product's contract declares ``dagsterPartitions``), and the domain's dbt source
+    tests as checks on its products. Empty without models or source tests."""
     manifest_file = prepare(settings)
     manifest = json.loads(manifest_file.read_text())
-    fqns = {manifest["nodes"][uid]["name"]: ".".join(manifest["nodes"][uid]["fqn"])
-            for uid in domain_models(manifest, domain)}
-    models = list(fqns)
-    if not models:
-        return []
+    models = domain_models(manifest, domain)
     by_id = {p.identifier: p for p in products}
-    check_ports(manifest, domain)
     translator = MeshDbtTranslator(by_id)
-    groups: dict[Any, list[str]] = {}
-    for name in models:
-        product = by_id.get(f"{domain}.{name}")
-        groups.setdefault(product.dagster_partitions if product else None, []).append(name)
-    assets = []
-    for partitioning, names in groups.items():
-        partitioned = partitioning is not None
-        select = (" ".join(f"fqn:{fqns[n]}" for n in names) if partitioned
-                  else f"fqn:{PROJECT_NAME}.{domain}")
-        exclude = " ".join(f"fqn:{fqns[n]}" for g, ns in groups.items()
-                           if g is not None for n in ns) if not partitioned else ""
-        suffix = f"_{partitioning.kind}_{partitioning.column}" if partitioned else ""
-        assets.append(_dbt_multi_asset(domain, manifest, translator, by_id, settings, select,
-                                       exclude, f"{domain}_dbt_models{suffix}", partitioning))
-    return assets
+    out: list = []
+    if models:
+        check_ports(manifest, domain)
+        groups: dict[Any, list[str]] = {}
+        for uid in models:
+            product = by_id.get(f"{domain}.{manifest['nodes'][uid]['name']}")
+            groups.setdefault(product.dagster_partitions if product else None, []).append(uid)
+        for partitioning, uids in groups.items():
+            suffix = f"_{partitioning.kind}_{partitioning.column}" if partitioning else ""
+            out.append(_dbt_multi_asset(domain, manifest, translator, by_id, settings, uids,
+                                        f"{domain}_dbt_models{suffix}", partitioning))
+    sources = {uid for uid, s in manifest.get("sources", {}).items() if s["source_name"] == domain}
+    source_tests = tests_of(manifest, sources)
+    if source_tests:
+        out.append(_dbt_source_checks(domain, manifest, translator, settings, source_tests))
+    return out
+
+
+def _dbt_env(settings: MeshSettings, run_id: str, bounds: Mapping[str, str],
+             parents_file: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in (PARTITION_START_ENV, PARTITION_END_ENV)}
+    env.update(dbt_env(settings))
+    env[RUN_ID_ENV] = run_id  # recorded in each Iceberg snapshot; sources read its audit branch
+    env[PARENTS_FILE_ENV] = str(parents_file)
+    if bounds:  # the plugin replaces exactly these rows of the Iceberg table
+        env[PARTITION_START_ENV] = bounds["mesh_partition_start"]
+        env[PARTITION_END_ENV] = bounds["mesh_partition_end"]
+    return env
+
+
+def _check_result(manifest, translator, result: Mapping[str, Any]) -> dg.AssetCheckResult:
+    spec = translator.get_check_spec(manifest, result["unique_id"])
+    status = result.get("status")
+    severity = dg.AssetCheckSeverity.WARN if status == "warn" else dg.AssetCheckSeverity.ERROR
+    return dg.AssetCheckResult(
+        asset_key=spec.asset_key, check_name=spec.name, passed=status == "pass",
+        severity=severity,
+        metadata={"dbt/status": status, "dbt/failures": int(result.get("failures") or 0),
+                  UNIQUE_ID_KEY: result["unique_id"]})
+
+
+def partition_vars(selection) -> dict[str, str]:
+    """dbt vars (and plugin env) of a partitioned run: the ISO bounds of its time window."""
+    if selection is None or selection.values:
+        return {}
+    return {"mesh_partition_start": selection.start.isoformat(),
+            "mesh_partition_end": selection.end.isoformat()}
+
+
+def dbt_build_args(domain: str, models: Sequence[Mapping[str, Any]],
+                   bounds: Mapping[str, str]) -> list[str]:
+    """``dbt build`` of exactly these models (and, by dbt's eager indirect selection, their
+    tests), with the domain and the partition bounds as vars."""
+    return ["build", "--select", *(f"fqn:{'.'.join(m['fqn'])}" for m in models),
+            "--vars", json.dumps({"mesh_domain": domain, **bounds})]
+
+
+def _dbt_multi_asset(domain, manifest, translator, by_id, settings, uids, name, partitioning):
+    from mesh_assets.partitions import dagster_partitions_def, selection_for
+
+    partitions_def = dagster_partitions_def(partitioning)
+    specs = [translator.get_asset_spec(manifest, uid) for uid in uids]
+    uid_of = {spec.key: uid for spec, uid in zip(specs, uids)}
+    check_specs = [s for t in tests_of(manifest, set(uids))
+                   if (s := translator.get_check_spec(manifest, t)) is not None]
+
+    @dg.multi_asset(specs=specs, check_specs=check_specs, name=name, can_subset=True,
+                    partitions_def=partitions_def,
+                    backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None)
+    def _models(context: dg.AssetExecutionContext, dbt: DbtCli, catalog: IcebergCatalog):
+        selection = selection_for(partitioning, context) if partitions_def else None
+        bounds = partition_vars(selection)
+        run_id = context.run.run_id
+        branch = audit_branch_name(run_id)
+        selected = [uid_of[k] for k in context.selected_asset_keys if k in uid_of]
+        target_path = settings.dbt_dir / "runs" / run_id / name
+        target_path.mkdir(parents=True, exist_ok=True)
+        parents_file = target_path / "mesh_parents.json"
+        parents_file.write_text(json.dumps({
+            table_of(manifest["nodes"][uid], by_id): sorted(parent_tables(manifest, uid, by_id))
+            for uid in domain_models(manifest, domain)}))
+        cmd = dbt.command(dbt_build_args(domain, [manifest["nodes"][u] for u in selected], bounds),
+                          target_path)
+        # A failing dbt *test* is a failed asset check (blocking downstream when its severity
+        # is error), not a failed step; a model or test that errors fails the step below.
+        for result in stream_dbt(cmd, _dbt_env(settings, run_id, bounds, parents_file), context.log):
+            uid, status = result["unique_id"], result.get("status")
+            if uid.startswith("test."):
+                if status not in ("error", "runtime error", "skipped") and \
+                        translator.get_check_spec(manifest, uid) is not None:
+                    yield _check_result(manifest, translator, result)
+                continue
+            node = manifest["nodes"].get(uid)
+            if node is None or uid not in selected or status != "success":
+                continue
+            metadata = iceberg_output_metadata(catalog, table_of(node, by_id),
+                                               parent_tables(manifest, uid, by_id), branch)
+            metadata["dbt/execution_time_s"] = round(float(result.get("execution_time") or 0), 3)
+            if selection is not None:
+                metadata["mesh/partition_rows"] = selection.describe()
+            yield dg.MaterializeResult(asset_key=translator.get_asset_key(node), metadata=metadata)
+        write_artifacts(settings, domain, target_path, catalog, branch)
+        errors = run_errors(json.loads((target_path / "run_results.json").read_text()))
+        if errors:
+            raise DbtRunError(f"dbt build of domain {domain} failed:\n" + "\n".join(errors))
+
+    return _models
+
+
+def _dbt_source_checks(domain, manifest, translator, settings, test_ids):
+    """dbt tests declared on the domain's sources (its products), run as checks on them."""
+    specs = [s for t in test_ids if (s := translator.get_check_spec(manifest, t)) is not None]
+    by_name = {(s.asset_key, s.name): t for s, t in zip(specs, test_ids)}
+
+    @dg.multi_asset_check(specs=specs, name=f"{domain}_dbt_source_tests", can_subset=True)
+    def _source_tests(context: dg.AssetCheckExecutionContext, dbt: DbtCli):
+        run_id = context.run.run_id
+        target_path = settings.dbt_dir / "runs" / run_id / f"{domain}_source_tests"
+        target_path.mkdir(parents=True, exist_ok=True)
+        parents_file = target_path / "mesh_parents.json"
+        parents_file.write_text("{}")
+        chosen = [by_name[(k.asset_key, k.name)] for k in context.selected_asset_check_keys]
+        args = ["test", "--select", *(manifest["nodes"][t]["name"] for t in chosen),
+                "--vars", json.dumps({"mesh_domain": domain})]
+        for result in stream_dbt(dbt.command(args, target_path),
+                                 _dbt_env(settings, run_id, {}, parents_file), context.log):
+            if result["status"] not in ("error", "runtime error") and result["unique_id"] in chosen:
+                yield _check_result(manifest, translator, result)
+        errors = run_errors(json.loads((target_path / "run_results.json").read_text()))
+        if errors:
+            raise DbtRunError(f"dbt source tests of domain {domain} errored:\n" + "\n".join(errors))
+
+    return _source_tests
 
 
 class PortViolation(ValueError):
@@ -294,65 +520,6 @@ def check_ports(manifest: Mapping[str, Any], domain: str | None = None,
         raise PortViolation("domains may only depend on other domains' public products: "
                             + "; ".join(problems) + ". Ask the owning team to publish it "
                             "(visibility: public) or read one of its public products.")
-
-
-def partition_vars(selection) -> dict[str, str]:
-    """dbt vars (and plugin env) of a partitioned run: the ISO bounds of its time window."""
-    if selection is None or selection.values:
-        return {}
-    return {"mesh_partition_start": selection.start.isoformat(),
-            "mesh_partition_end": selection.end.isoformat()}
-
-
-def _dbt_multi_asset(domain, manifest, translator, by_id, settings, select, exclude, name,
-                     partitioning):
-    from mesh_assets.partitions import dagster_partitions_def, selection_for
-
-    partitions_def = dagster_partitions_def(partitioning)
-
-    @dbt_assets(manifest=manifest, select=select, exclude=exclude or None, name=name,
-                dagster_dbt_translator=translator, partitions_def=partitions_def,
-                backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None)
-    def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
-                catalog: IcebergCatalog):
-        selection = selection_for(partitioning, context) if partitions_def else None
-        bounds = partition_vars(selection)
-        os.environ.update(dbt_env(settings))
-        os.environ[RUN_ID_ENV] = context.run.run_id  # recorded in each Iceberg snapshot
-        for var in (PARTITION_START_ENV, PARTITION_END_ENV):
-            os.environ.pop(var, None)
-        if bounds:  # the plugin replaces exactly these rows of the Iceberg table
-            os.environ[PARTITION_START_ENV] = bounds["mesh_partition_start"]
-            os.environ[PARTITION_END_ENV] = bounds["mesh_partition_end"]
-        target_path = settings.dbt_dir / "runs" / context.run.run_id / name
-        target_path.mkdir(parents=True, exist_ok=True)
-        parents_file = target_path / "mesh_parents.json"
-        parents_file.write_text(json.dumps({
-            table_of(manifest["nodes"][uid], by_id): sorted(parent_tables(manifest, uid, by_id))
-            for uid in domain_models(manifest, domain)}))
-        os.environ[PARENTS_FILE_ENV] = str(parents_file)
-        args = ["build", "--vars", json.dumps({"mesh_domain": domain, **bounds})]
-        # A failing dbt *test* is a failed asset check (blocking downstream when its severity
-        # is error), not a failed step; a model or test that errors fails the step below.
-        invocation = dbt.cli(args, context=context, target_path=target_path, raise_on_error=False)
-        for event in invocation.stream():
-            if isinstance(event, dg.Output):
-                key = context.asset_key_for_output(event.output_name)
-                unique_id = context.assets_def.specs_by_key[key].metadata[UNIQUE_ID_KEY]
-                metadata = iceberg_output_metadata(catalog, table_of(manifest["nodes"][unique_id], by_id),
-                                                   parent_tables(manifest, unique_id, by_id),
-                                                   audit_branch_name(context.run.run_id))
-                if selection is not None:
-                    metadata["mesh/partition_rows"] = selection.describe()
-                yield event.with_metadata({**event.metadata, **metadata})
-            else:
-                yield event
-        write_artifacts(settings, domain, target_path, catalog, audit_branch_name(context.run.run_id))
-        errors = run_errors(invocation.get_artifact("run_results.json"))
-        if errors:
-            raise DbtRunError(f"dbt build of domain {domain} failed:\n" + "\n".join(errors))
-
-    return _models
 
 
 def artifacts_dir(settings: MeshSettings, domain: str) -> Path:

@@ -37,15 +37,14 @@ from mesh_assets.catalog import (
 from mesh_assets.contracts import DataProduct, load_contract
 from mesh_assets.ingestion import replace_rows
 from mesh_assets.partitions import PartitionSelection
-from mesh_assets.settings import DOMAINS_DIR
+from mesh_assets.settings import (
+    DOMAINS_DIR,
+    PARENTS_FILE_ENV,
+    PARTITION_END_ENV,
+    PARTITION_START_ENV,
+    RUN_ID_ENV,
+)
 
-RUN_ID_ENV = "MESH_DAGSTER_RUN_ID"  # set by the dbt asset for the dbt process
-# Set by a partitioned dbt asset: the model's output replaces only the rows of this window.
-# Set by the dbt asset: JSON file {model table: [tables it reads]}, so each snapshot records
-# exactly its own inputs (from the manifest), not everything this dbt process read.
-PARENTS_FILE_ENV = "MESH_DBT_PARENTS_FILE"
-PARTITION_START_ENV = "MESH_PARTITION_START"
-PARTITION_END_ENV = "MESH_PARTITION_END"
 
 
 class DbtContractError(ValueError):
@@ -130,11 +129,15 @@ class Plugin(BasePlugin):
             raise RuntimeError(f"dbt source {identifier}: the data product has no Iceberg table "
                                f"yet; materialize [{source_config.schema}, "
                                f"{source_config.identifier}] first") from None
-        snapshot = table.current_snapshot()
-        if snapshot is None:
+        # Within a Dagster run, a product this run wrote and has not published yet is read on
+        # the run's audit branch: its dbt source tests check exactly the data being audited.
+        run_id = os.environ.get(RUN_ID_ENV)
+        branch = audit_branch_name(run_id) if run_id else None
+        head = branch_head(table, branch if branch in table.metadata.refs else None)
+        if head is None:
             return table.schema().as_arrow().empty_table()
-        self._snapshots[identifier] = snapshot.snapshot_id
-        return table.scan(snapshot_id=snapshot.snapshot_id).to_arrow()
+        self._snapshots[identifier] = head
+        return table.scan(snapshot_id=head).to_arrow()
 
     def store(self, target_config: TargetConfig):
         relation = target_config.relation

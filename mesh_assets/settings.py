@@ -32,6 +32,14 @@ PROJECT_DIR = Path(os.environ.get("MESH_PROJECT_DIR", Path(__file__).resolve().p
 DOMAINS_DIR = PROJECT_DIR / "domains"
 DBT_PROJECT_DIR = PROJECT_DIR / "dbt_project"
 
+# Set by a dbt asset for its dbt process (read by mesh_assets.dbt_iceberg_plugin):
+RUN_ID_ENV = "MESH_DAGSTER_RUN_ID"  # the Dagster run, recorded in each Iceberg snapshot
+# JSON file {model table: [tables it reads]}, so each snapshot records exactly its own inputs
+PARENTS_FILE_ENV = "MESH_DBT_PARENTS_FILE"
+# a partitioned model's output replaces only the rows of this window
+PARTITION_START_ENV = "MESH_PARTITION_START"
+PARTITION_END_ENV = "MESH_PARTITION_END"
+
 
 def _secret(name: str) -> str | None:
     """A credential from ``NAME`` or from the file named by ``NAME_FILE`` (Kubernetes Secrets)."""

@@ -92,3 +92,48 @@ def test_reading_another_domains_internal_product_is_refused(tmp_path, reference
     assert "model weather.station_daily" in str(err.value)
     assert "reads reference.airports, an internal product" in str(err.value)
     check_ports(manifest, "reference", domains_dir=domains)  # its own domain may read it
+
+
+def _test_id(manifest, prefix):
+    return next(u for u, n in manifest["nodes"].items()
+                if n["resource_type"] == "test" and n["name"].startswith(prefix))
+
+
+def test_dbt_tests_are_checks_on_their_model_blocking_by_severity(translator, manifest):
+    spec = translator.get_check_spec(manifest, _test_id(manifest, "accepted_values_timezones"))
+    assert spec.asset_key == dg.AssetKey(["reference", "timezones"])
+    assert spec.blocking is True
+    # a relationships test reads two nodes; it belongs to the model it is declared on
+    spec = translator.get_check_spec(manifest, _test_id(manifest, "relationships_timezones"))
+    assert spec.asset_key == dg.AssetKey(["reference", "timezones"])
+
+
+def test_source_tests_are_warn_checks_on_the_ingested_product(manifest):
+    products = load_domain_contracts(DOMAINS_DIR / "fleet")
+    translator = MeshDbtTranslator({p.identifier: p for p in products})
+    spec = translator.get_check_spec(manifest, _test_id(manifest, "source_accepted_values_fleet_planes_engine"))
+    assert spec.asset_key == dg.AssetKey(["fleet", "planes"])
+    assert spec.blocking is False  # severity: warn in the contract
+
+
+def test_domain_definitions_carry_dbt_checks_without_importing_dagster_dbt():
+    import subprocess
+    import sys
+
+    code = ("import sys; from domains.fleet.definitions import defs; "
+            "keys = {k.name for k in defs.resolve_asset_graph().asset_check_keys}; "
+            "assert any(n.startswith('source_accepted_values_fleet_planes_engine') for n in keys), keys; "
+            "assert 'dagster_dbt' not in sys.modules and 'dbt' not in sys.modules, 'dbt imported at load'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_build_args_select_exactly_the_models_with_their_vars(manifest):
+    from mesh_assets.dbt import dbt_build_args
+
+    node = manifest["nodes"][next(u for u in domain_models(manifest, "weather"))]
+    args = dbt_build_args("weather", [node], {"mesh_partition_start": "2013-01-01T00:00:00+00:00",
+                                              "mesh_partition_end": "2013-02-01T00:00:00+00:00"})
+    assert args[:3] == ["build", "--select", "fqn:datamesh.weather.marts.station_daily"]
+    assert json.loads(args[args.index("--vars") + 1]) == {
+        "mesh_domain": "weather", "mesh_partition_start": "2013-01-01T00:00:00+00:00",
+        "mesh_partition_end": "2013-02-01T00:00:00+00:00"}
