@@ -17,7 +17,9 @@ from mesh_assets.automation import apply_policies, landing_sensor
 from mesh_assets.catalog import IcebergCatalog
 from mesh_assets.contracts import ContractError, DataProduct, load_domain_contracts
 from mesh_assets.dbt import dbt_domain_assets, dbt_resource
+from mesh_assets.deploy import step_executor
 from mesh_assets.ingestion import ingestion_asset
+from mesh_assets.openmetadata.sensor import openmetadata_sensor
 from mesh_assets.quality import contract_checks
 from mesh_assets.settings import load_settings
 from mesh_assets.table_maintenance import maintenance_job
@@ -73,6 +75,7 @@ def build_domain(path: Path | str) -> dg.Definitions:
         asset_checks=checks,
         jobs=[maintenance],
         schedules=[nightly],
-        sensors=[sensor] if sensor else [],
+        sensors=([sensor] if sensor else []) + [openmetadata_sensor(domain.name)],
         resources={"catalog": IcebergCatalog(), "dbt": dbt_resource(settings)},
+        executor=step_executor(),  # MESH_EXECUTOR=k8s: each step its own Kubernetes Job
     )

@@ -141,4 +141,11 @@ def test_{name}_definitions_load(mesh_home):
     workspace.write_text(text + f"  - python_module:\n      module_name: domains.{name}.definitions\n"
                                 f"      location_name: {name}\n")
     written.append(workspace)
+    # the Helm chart serves one code location per domain: keep its list in sync
+    from mesh_assets.deploy import write_domains_file
+
+    chart_domains = project_dir / "helm" / "datamesh" / "domains.yaml"
+    if chart_domains.exists():
+        write_domains_file(chart_domains, project_dir / "domains")
+        written.append(chart_domains)
     return written

@@ -1,0 +1,27 @@
+{{/* Egress rules from a list of {to: [peers], ports: [...]}; a rule without peers is dropped
+     (an egress rule without `to` would allow every destination). */}}
+{{- define "datamesh.egressRules" -}}
+{{- $rules := list -}}
+{{- range .rules -}}
+{{- if .to -}}
+{{- $rules = append $rules (dict "to" .to "ports" (.ports | default list)) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $rules -}}
+{{- end -}}
+
+{{- define "datamesh.codeServerPeer" -}}
+to:
+  - podSelector:
+      matchLabels:
+        {{- include "datamesh.selectorLabels" (dict "ctx" . "component" "code-server") | nindent 8 }}
+ports:
+  - {port: {{ (fromYaml (include "datamesh.domainsFile" .)).grpcPort }}, protocol: TCP}
+{{- end -}}
+
+{{/* What a domain's code server and runs reach: instance and catalog PostgreSQL, S3, Trino,
+     OpenMetadata, DNS. */}}
+{{- define "datamesh.meshPeers" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- toYaml (list $np.dns $np.egress.dagsterPostgres $np.egress.catalogPostgres $np.egress.s3 $np.egress.trino $np.egress.openmetadata) -}}
+{{- end -}}
