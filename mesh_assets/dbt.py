@@ -97,6 +97,7 @@ def _model_properties(p: DataProduct) -> dict[str, Any]:
     tests = _dbt_tests_by_column(p)
     model: dict[str, Any] = {
         "name": p.name, "description": p.description,
+        "config": {"meta": {"mesh_product": p.identifier}},
         "columns": [{"name": c.name, "description": c.description or "",
                      "data_type": trino_type(c.type),
                      **({"constraints": [{"type": "not_null"}]} if c.required else {}),
@@ -441,6 +442,7 @@ def _dbt_multi_asset(domain, manifest, translator, by_id, settings, uids, name, 
             for uid in domain_models(manifest, domain)}))
         cmd = dbt.command(dbt_build_args(domain, [manifest["nodes"][u] for u in selected], bounds),
                           target_path)
+        staged: list[str] = []
         # A failing dbt *test* is a failed asset check (blocking downstream when its severity
         # is error), not a failed step; a model or test that errors fails the step below.
         for result in stream_dbt(cmd, _dbt_env(settings, run_id, bounds, parents_file), context.log):
@@ -453,6 +455,10 @@ def _dbt_multi_asset(domain, manifest, translator, by_id, settings, uids, name, 
             node = manifest["nodes"].get(uid)
             if node is None or uid not in selected or status != "success":
                 continue
+            if node["alias"] != node["name"]:  # Trino: a product's model, built into staging
+                publish_staged_model(catalog, node, parent_tables(manifest, uid, by_id),
+                                     run_id=run_id, bounds=bounds)
+                staged.append(f"{node['schema']}.{node['alias']}")
             metadata = iceberg_output_metadata(catalog, table_of(node, by_id),
                                                parent_tables(manifest, uid, by_id), branch)
             metadata["dbt/execution_time_s"] = round(float(result.get("execution_time") or 0), 3)
@@ -460,6 +466,7 @@ def _dbt_multi_asset(domain, manifest, translator, by_id, settings, uids, name, 
                 metadata["mesh/partition_rows"] = selection.describe()
             yield dg.MaterializeResult(asset_key=translator.get_asset_key(node), metadata=metadata)
         write_artifacts(settings, domain, target_path, catalog, branch)
+        drop_staging(staged)
         errors = run_errors(json.loads((target_path / "run_results.json").read_text()))
         if errors:
             raise DbtRunError(f"dbt build of domain {domain} failed:\n" + "\n".join(errors))
@@ -543,7 +550,9 @@ def write_artifacts(settings: MeshSettings, domain: str, target_path: Path,
     nodes += [(uid, n, "sources") for uid, n in manifest["sources"].items()]
     iceberg = catalog.catalog()
     for uid, node, section in nodes:
-        identifier = f"{node['schema']}.{node.get('alias') or node.get('identifier') or node['name']}"
+        # a model's table is named after the model (on Trino, not its staging alias)
+        name = node["name"] if section == "nodes" else node.get("identifier") or node["name"]
+        identifier = f"{node['schema']}.{name}"
         if not iceberg.table_exists(identifier):
             continue
         table = iceberg.load_table(identifier)
@@ -572,11 +581,49 @@ def write_artifacts(settings: MeshSettings, domain: str, target_path: Path,
 
 
 def table_of(node: Mapping[str, Any], products: Mapping[str, DataProduct]) -> str:
-    """The Iceberg table a model or source node reads or writes."""
+    """The Iceberg table a model or source node reads or writes (for a product's model: the
+    product's table, not the staging relation dbt-trino builds)."""
     name = node.get("identifier") or node.get("alias") or node["name"]
-    identifier = f"{node['schema']}.{name}"
-    product = products.get(identifier) if node["resource_type"] == "model" else None
-    return product.table_identifier if product else identifier
+    product = (products.get(f"{node['schema']}.{node['name']}")
+               if node["resource_type"] == "model" else None)
+    return product.table_identifier if product else f"{node['schema']}.{name}"
+
+
+def publish_staged_model(catalog: IcebergCatalog, node: Mapping[str, Any], inputs: set[str], *,
+                         run_id: str, bounds: Mapping[str, str]) -> str:
+    """Trino mode: the rows dbt-trino built into ``<model>__staging`` are committed to the
+    product's table the same way the DuckDB plugin commits them (contract conformance,
+    partition replacement or merge, audit branch, recorded inputs)."""
+    from mesh_assets.model_outputs import store_model_output
+
+    staging = f"{node['schema']}.{node['alias']}"
+    data = catalog.load_table(staging).scan().to_arrow()
+    branch = audit_branch_name(run_id)
+    snapshots = {}
+    for identifier in inputs:
+        table = catalog.load_table(identifier)
+        head = branch_head(table, branch if branch in table.metadata.refs else None)
+        if head is not None:
+            snapshots[identifier] = head
+    config = node.get("config") or {}
+    identifier, _ = store_model_output(
+        catalog.catalog(), node["schema"], node["name"], data, inputs=snapshots,
+        strategy=config.get("incremental_strategy"), unique_key=config.get("unique_key"),
+        run_id=run_id, bounds=(bounds["mesh_partition_start"], bounds["mesh_partition_end"])
+        if bounds else None)
+    return identifier
+
+
+def drop_staging(staged: Sequence[str]) -> None:
+    """Drop the staging relations of a Trino run (through Trino, which deletes their files)."""
+    from mesh_assets.engine import trino_connection, trino_table
+
+    if not staged:
+        return
+    cursor = trino_connection().cursor()
+    for identifier in staged:
+        cursor.execute(f"DROP TABLE IF EXISTS {trino_table(identifier)}")
+        cursor.fetchall()
 
 
 def parent_tables(manifest: Mapping[str, Any], unique_id: str,

@@ -102,3 +102,34 @@ def _try_iceberg_scan(con, kind: str, quoted: str, location: str, snapshot_id: i
         log.debug("iceberg_scan failed for %s, falling back to pyiceberg: %s", location, exc)
         return False
     return True
+
+
+# --- Trino (production) ------------------------------------------------------------------------
+
+def trino_connection(user: str | None = None, catalog: str | None = None):
+    """A DB-API connection to the Trino of the settings (``MESH_TRINO_*``). A password, when
+    Trino requires one, comes from ``MESH_TRINO_PASSWORD`` or ``MESH_TRINO_PASSWORD_FILE``."""
+    import os
+
+    import trino
+
+    from mesh_assets.settings import _secret
+
+    password = _secret("MESH_TRINO_PASSWORD")
+    auth = trino.auth.BasicAuthentication(user or os.environ.get("MESH_TRINO_USER", "mesh"),
+                                          password) if password else None
+    return trino.dbapi.connect(
+        host=os.environ.get("MESH_TRINO_HOST", "127.0.0.1"),
+        port=int(os.environ.get("MESH_TRINO_PORT", "8080")),
+        user=user or os.environ.get("MESH_TRINO_USER", "mesh"),
+        catalog=catalog or os.environ.get("MESH_TRINO_CATALOG", "iceberg"),
+        http_scheme="https" if password else "http", auth=auth)
+
+
+def trino_table(identifier: str, catalog: str | None = None) -> str:
+    """``domain.product`` as a quoted Trino table name in the Iceberg catalog."""
+    import os
+
+    schema, table = identifier.split(".", 1)
+    return ".".join(quote(p) for p in (catalog or os.environ.get("MESH_TRINO_CATALOG", "iceberg"),
+                                       schema, table))

@@ -20,10 +20,18 @@ from mesh_assets.versions import resolve_as_of
 
 
 def read(identifier: str, *, columns: Sequence[str] | None = None, filter: Any = None,
-         as_of: str | int | None = None, limit: int | None = None, pandas: bool = False):
+         as_of: str | int | None = None, limit: int | None = None, pandas: bool = False,
+         engine: str | None = None):
     """Rows of product ``identifier`` (``domain.product``) as a ``pyarrow.Table``
-    (a ``pandas.DataFrame`` with ``pandas=True``)."""
+    (a ``pandas.DataFrame`` with ``pandas=True``). ``engine="trino"`` reads through Trino
+    (``filter`` is then a SQL predicate); the default reads the Iceberg table directly."""
     from pyiceberg.expressions import AlwaysTrue
+
+    if engine == "trino":
+        data = read_trino(identifier, columns=columns, filter=filter, as_of=as_of, limit=limit)
+        return data.to_pandas() if pandas else data
+    if engine not in (None, "duckdb", "iceberg"):
+        raise ValueError(f"engine={engine!r}: expected 'duckdb' (direct) or 'trino'")
 
     table = open_catalog().load_table(identifier)
     snapshot_id = resolve_as_of(table, as_of)
@@ -34,3 +42,61 @@ def read(identifier: str, *, columns: Sequence[str] | None = None, filter: Any =
     )
     data = scan.to_arrow()
     return data.to_pandas() if pandas else data
+
+
+def _trino_version_clause(identifier: str, snapshot_id: int | None) -> str:
+    from mesh_assets.engine import trino_table
+
+    clause = trino_table(identifier)
+    return f"{clause} FOR VERSION AS OF {int(snapshot_id)}" if snapshot_id is not None else clause
+
+
+def trino_query(sql: str, *, as_of: str | int | None = None, user: str | None = None):
+    """Run ``sql`` on Trino (the production engine, where access policies apply) and return
+    ``(column names, rows)``. Tables are named ``domain.product`` as everywhere in the mesh;
+    with ``as_of`` each product the query names is read at its snapshot for that id, tag or
+    time (``FOR VERSION AS OF``), exactly the snapshot ``mesh query --as-of`` reads on DuckDB."""
+    import re
+
+    from mesh_assets.engine import trino_connection
+    from mesh_assets.versions import VersionError
+
+    if as_of is not None:
+        catalog = open_catalog()
+        for (namespace,) in catalog.list_namespaces():
+            for ident in catalog.list_tables(namespace):
+                name = ".".join(ident)
+                pattern = re.compile(rf'(?<![\w."]){re.escape(name)}(?![\w"])')
+                if not pattern.search(sql):
+                    continue
+                table = catalog.load_table(ident)
+                try:
+                    snapshot_id = resolve_as_of(table, as_of)
+                except VersionError:
+                    snapshot_id = resolve_as_of(table, None)
+                sql = pattern.sub(lambda _m, n=name, s=snapshot_id: _trino_version_clause(n, s),
+                                  sql)
+    cursor = trino_connection(user=user).cursor()
+    cursor.execute(sql)
+    rows = cursor.fetchall()
+    return [d[0] for d in cursor.description or []], rows
+
+
+def read_trino(identifier: str, *, columns: Sequence[str] | None = None, filter: str | None = None,
+               as_of: str | int | None = None, limit: int | None = None, user: str | None = None):
+    """``read()`` through Trino: same rows, as a ``pyarrow.Table``, with Trino's access
+    control applied for ``user``. ``filter`` is a SQL predicate."""
+    import pyarrow as pa
+
+    from mesh_assets.engine import quote
+
+    snapshot_id = resolve_as_of(open_catalog().load_table(identifier), as_of) if as_of else None
+    select = ", ".join(quote(c) for c in columns) if columns else "*"
+    sql = f"SELECT {select} FROM {_trino_version_clause(identifier, snapshot_id)}"
+    if filter:
+        sql += f" WHERE {filter}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    names, rows = trino_query(sql, user=user)
+    return pa.Table.from_pylist([dict(zip(names, r)) for r in rows]) if rows else \
+        pa.table({n: pa.array([], pa.null()) for n in names})

@@ -162,13 +162,55 @@ class MaintenanceReport:
         }
 
 
+def _trino_duration(delta: timedelta) -> str:
+    """A Trino duration literal (whole seconds)."""
+    return f"{max(int(delta.total_seconds()), 0)}s"
+
+
+def maintain_with_trino(product: "DataProduct", catalog, *, now: datetime | None = None,
+                        safety_window: timedelta = SAFETY_WINDOW) -> MaintenanceReport:
+    """Production mode: Trino's own table procedures do the work where the data is:
+    ``optimize`` (compaction, which pyiceberg lacks), ``expire_snapshots`` past the contract's
+    retention and ``remove_orphan_files`` past the safety window. Tags and stale audit
+    branches are expired first, as on the embedded path, so their snapshots can go."""
+    from mesh_assets.engine import trino_connection, trino_table
+
+    identifier = product.table_identifier
+    now = now or _now()
+    table = catalog.load_table(identifier)
+    refs = expire_tags(table, now=now)
+    refs += expire_audit_branches(table.refresh(), older_than=now - product.retention)
+    before = {s.snapshot_id for s in table.refresh().snapshots()}
+    files_before = referenced_files(table.refresh())
+    cursor = trino_connection().cursor()
+    name = trino_table(identifier)
+    for statement in (
+            f"ALTER TABLE {name} EXECUTE optimize",
+            f"ALTER TABLE {name} EXECUTE expire_snapshots(retention_threshold => "
+            f"'{_trino_duration(product.retention)}')",
+            f"ALTER TABLE {name} EXECUTE remove_orphan_files(retention_threshold => "
+            f"'{_trino_duration(safety_window)}')"):
+        cursor.execute(statement)
+        cursor.fetchall()
+    table = table.refresh()
+    after = {s.snapshot_id for s in table.snapshots()}
+    orphans = OrphanReport(referenced=len(referenced_files(table)))
+    orphans.removed = sorted(files_before - referenced_files(table))
+    return MaintenanceReport(identifier, refs, sorted(before - after), orphans)
+
+
 def maintain(product: "DataProduct", catalog, *, now: datetime | None = None,
              safety_window: timedelta = SAFETY_WINDOW, dry_run: bool = False) -> MaintenanceReport | None:
-    """Expire the product's snapshots past its retention, then remove orphan files.
+    """Expire the product's snapshots past its retention, then remove orphan files (with
+    Trino's procedures in production mode, ``MESH_ENGINE=trino``).
     None when the product has no table yet."""
+    from mesh_assets.settings import load_settings
+
     identifier = product.table_identifier
     if not catalog.table_exists(identifier):
         return None
+    if load_settings().engine == "trino" and not dry_run:
+        return maintain_with_trino(product, catalog, now=now, safety_window=safety_window)
     now = now or _now()
     table = catalog.load_table(identifier)
     tags, expired = [], []

@@ -1,7 +1,6 @@
 -- On-time performance per day, carrier and origin airport. Built per month (the contract's
 -- Dagster partitions): a run replaces only the months it is asked for.
 {{ config(
-    materialized=('external' if target.type == 'duckdb' else 'incremental'),
     incremental_strategy='delete+insert',
     unique_key=['flight_date', 'carrier', 'origin'],
 ) }}

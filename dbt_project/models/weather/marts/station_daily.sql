@@ -3,7 +3,6 @@
 -- Partitioned like its contract says (monthly on obs_date): a run builds only the months
 -- Dagster asks for, and only those rows of the Iceberg table are replaced.
 {{ config(
-    materialized=('external' if target.type == 'duckdb' else 'incremental'),
     incremental_strategy='delete+insert',
     unique_key=['origin', 'obs_date'],
 ) }}
