@@ -15,8 +15,10 @@
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -320,11 +322,13 @@ def dbt_resource(settings: MeshSettings) -> DbtCli:
 NODE_RESULT_EVENTS = ("LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult")
 
 
-def stream_dbt(cmd: Sequence[str], env: Mapping[str, str], log) -> Any:
+def stream_dbt(cmd: Sequence[str], env: Mapping[str, str], log, warm_up=None) -> Any:
     """Run dbt with a JSON log and yield each node's result as it finishes:
     ``{"unique_id", "status", "failures", "execution_time"}`` (statuses as in run_results)."""
     proc = subprocess.Popen(cmd, env={**env, "DBT_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if warm_up is not None:  # imports and connections the run needs, while dbt works
+        threading.Thread(target=warm_up, daemon=True).start()
     tail: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -336,7 +340,8 @@ def stream_dbt(cmd: Sequence[str], env: Mapping[str, str], log) -> Any:
         info, data = event.get("info", {}), event.get("data", {})
         message = info.get("msg") or ""
         tail = (tail + [message])[-40:]
-        if message and info.get("name") not in ("Formatting", "SQLCompiledPath"):
+        # one Dagster log event per finished node, warning or error (each is an event-log write)
+        if message and (info.get("name") in NODE_RESULT_EVENTS or info.get("level") in ("warn", "error")):
             log.info(message)
         if info.get("name") in NODE_RESULT_EVENTS:
             node = data["node_info"]  # node_status: the run_results status of the node
@@ -381,6 +386,7 @@ def _dbt_env(settings: MeshSettings, run_id: str, bounds: Mapping[str, str],
     env = {k: v for k, v in os.environ.items()
            if k not in (PARTITION_START_ENV, PARTITION_END_ENV)}
     env.update(dbt_env(settings))
+    env["DBT_LOG_PATH"] = str(parents_file.parent)  # logs with the run's artifacts, not in the repo
     env[RUN_ID_ENV] = run_id  # recorded in each Iceberg snapshot; sources read its audit branch
     env[PARENTS_FILE_ENV] = str(parents_file)
     if bounds:  # the plugin replaces exactly these rows of the Iceberg table
@@ -398,6 +404,39 @@ def _check_result(manifest, translator, result: Mapping[str, Any]) -> dg.AssetCh
         severity=severity,
         metadata={"dbt/status": status, "dbt/failures": int(result.get("failures") or 0),
                   UNIQUE_ID_KEY: result["unique_id"]})
+
+
+PARTIAL_PARSE = "partial_parse.msgpack"
+
+
+def reuse_parse(settings: MeshSettings, name: str, target_path: Path):
+    """dbt re-parses the whole project when its target folder has no ``partial_parse.msgpack``
+    from an invocation with the same vars; each run has its own target folder, so the file is
+    kept per dbt asset under ``$MESH_HOME/dbt/parse/`` and handed from run to run. Returns the
+    function that keeps the run's file for the next one."""
+    cache = settings.dbt_dir / "parse" / settings.dbt_target / name / PARTIAL_PARSE
+    if cache.exists():
+        shutil.copyfile(cache, target_path / PARTIAL_PARSE)
+
+    def keep() -> None:
+        produced = target_path / PARTIAL_PARSE
+        if produced.exists():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            shutil.copyfile(produced, tmp)
+            tmp.replace(cache)
+    return keep
+
+
+def _warm_up(catalog: IcebergCatalog):
+    """Open the Iceberg catalog (importing pyiceberg, SQLAlchemy, pyarrow) off the main thread."""
+    def run() -> None:
+        try:
+            catalog.catalog()
+            from mesh_assets import engine, quality  # noqa: F401  (the checks that follow)
+        except Exception:  # the real use reports any problem
+            pass
+    return run
 
 
 def partition_vars(selection) -> dict[str, str]:
@@ -445,7 +484,9 @@ def _dbt_multi_asset(domain, manifest, translator, by_id, settings, uids, name, 
         staged: list[str] = []
         # A failing dbt *test* is a failed asset check (blocking downstream when its severity
         # is error), not a failed step; a model or test that errors fails the step below.
-        for result in stream_dbt(cmd, _dbt_env(settings, run_id, bounds, parents_file), context.log):
+        keep_parse = reuse_parse(settings, name, target_path)
+        for result in stream_dbt(cmd, _dbt_env(settings, run_id, bounds, parents_file), context.log,
+                                 warm_up=_warm_up(catalog)):
             uid, status = result["unique_id"], result.get("status")
             if uid.startswith("test."):
                 if status not in ("error", "runtime error", "skipped") and \
@@ -465,6 +506,7 @@ def _dbt_multi_asset(domain, manifest, translator, by_id, settings, uids, name, 
             if selection is not None:
                 metadata["mesh/partition_rows"] = selection.describe()
             yield dg.MaterializeResult(asset_key=translator.get_asset_key(node), metadata=metadata)
+        keep_parse()
         write_artifacts(settings, domain, target_path, catalog, branch)
         drop_staging(staged)
         errors = run_errors(json.loads((target_path / "run_results.json").read_text()))

@@ -9,66 +9,146 @@ Rules come from the contract in three ways, all ending as :class:`QualityRule`:
 * ODCS ``custom`` rules with ``engine: great-expectations`` and an ``implementation`` holding
   the expectation ``type`` and ``kwargs``, exactly as a GX suite would.
 
-Evaluation runs where the data is: all rules of a product compile into one SQL aggregate
-executed by DuckDB over the Iceberg snapshot (GX itself would load the table into pandas; see
-shared/docs/stack-notes.md for why not). Values from contracts reach SQL only as bound
-parameters; column names only as quoted identifiers.
+Evaluation runs where the data is: the rules the SQL compiler supports
+(:mod:`mesh_assets.quality_sql`, DuckDB here, Trino in production) compile into one SQL
+statement over exactly the audited Iceberg snapshot; any other Great Expectations core
+expectation runs through GX itself on pandas over only the columns it needs
+(:mod:`mesh_assets.gx_bridge`), never skipped. Both report in the same check metadata.
+Platform expectations GX lacks: ``expect_column_values_to_be_fresh {column, max_age}`` and
+``expect_column_values_to_be_in_other_product {column, product: domain.product, key}``.
+Values from contracts reach SQL only as bound parameters; column names only as quoted
+identifiers. GX is never imported at code-location load (contracts are checked against the
+generated :mod:`mesh_assets.gx_catalog`).
 """
 
-import math
-from dataclasses import dataclass
-from decimal import Decimal
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from mesh_assets.contracts import ContractError, QualityRule
+from mesh_assets.quality_sql import (  # noqa: F401  (re-exported: the public quality API)
+    EXPECTATIONS,
+    PLATFORM_EXPECTATIONS,
+    SAMPLE_SIZE,
+    RuleResult,
+    _plain,
+    is_pushdown,
+    kind_of,
+    max_age,
+    quote_ident,
+    run_suite,
+)
 
 if TYPE_CHECKING:
     import duckdb
 
     from mesh_assets.contracts import DataProduct
 
-# expectation type -> (short check name, required kwargs)
-EXPECTATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "expect_column_values_to_not_be_null": ("not_null", ("column",)),
-    "expect_column_values_to_be_between": ("between", ("column",)),
-    "expect_column_values_to_be_in_set": ("in_set", ("column", "value_set")),
-    "expect_column_values_to_match_regex": ("match_regex", ("column", "regex")),
-    "expect_column_values_to_be_unique": ("unique", ("column",)),
-    "expect_compound_columns_to_be_unique": ("compound_unique", ("column_list",)),
-    "expect_table_row_count_to_be_between": ("row_count_between", ()),
-    "expect_column_mean_to_be_between": ("mean_between", ("column",)),
-    "expect_column_min_to_be_between": ("min_between", ("column",)),
-    "expect_column_max_to_be_between": ("max_between", ("column",)),
-}
 SEVERITIES = {"error": "error", "warn": "warn", "warning": "warn", "info": "warn"}
-SAMPLE_SIZE = 5
+_NAME_PREFIXES = ("expect_column_values_to_", "expect_column_", "expect_table_", "expect_")
+_TIME_TYPES = ("date", "timestamp", "timestamptz")
+
+
+def short_name(expectation: str) -> str:
+    """The check-name stem: ``not_null``, ``fresh``; GX-only ones lose their ``expect_`` prefix."""
+    if expectation in EXPECTATIONS:
+        return EXPECTATIONS[expectation][0]
+    for prefix in _NAME_PREFIXES:
+        if expectation.startswith(prefix):
+            return expectation[len(prefix):]
+    return expectation
+
+
+def _allowed_kwargs(product: "DataProduct", expectation: str, where: str, col: str | None
+                    ) -> tuple[tuple[str, ...], set[str]]:
+    """(required, allowed) kwargs; unknown expectations fail here, without importing GX."""
+    from mesh_assets.gx_bridge import NOT_ON_PANDAS, gx_kwargs, gx_version
+
+    if expectation in PLATFORM_EXPECTATIONS:
+        return EXPECTATIONS[expectation][1], set(PLATFORM_EXPECTATIONS[expectation])
+    spec = gx_kwargs(expectation)
+    if spec is None:
+        raise ContractError(product.path, f"{where}: unknown expectation '{expectation}': neither "
+                            f"the SQL compiler nor Great Expectations {gx_version()} knows it",
+                            product=product.name, column=col,
+                            hint=f"SQL pushdown: {', '.join(sorted(EXPECTATIONS))}; any other GX "
+                            "core expectation runs through GX on pandas")
+    if expectation in NOT_ON_PANDAS:
+        raise ContractError(product.path, f"{where}: {expectation} cannot run on this platform: "
+                            f"{NOT_ON_PANDAS[expectation]}", product=product.name, column=col,
+                            hint="use a pushdown expectation, or a dbt test (engine: dbt)")
+    required, optional = spec
+    return required, set(required) | set(optional)
+
+
+def _check_reference(product: "DataProduct", kwargs: dict, where: str) -> None:
+    """``product: domain.product`` has a contract declaring ``key``, readable from here."""
+    target, key = str(kwargs["product"]), kwargs["key"]
+    parts = target.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ContractError(product.path, f"{where}: product '{target}' must be 'domain.product'",
+                            product=product.name, column=kwargs.get("column"))
+    path = product.path.parent.parent.parent / parts[0] / "products" / f"{parts[1]}.yaml"
+    if not path.exists():
+        raise ContractError(product.path, f"{where}: references product {target}, which has no "
+                            f"contract ({parts[0]}/products/{parts[1]}.yaml)",
+                            product=product.name, column=kwargs.get("column"))
+    raw = yaml.safe_load(path.read_text()) or {}
+    tables = raw.get("schema") or [{}]
+    names = {p.get("name") for p in (tables[0] or {}).get("properties") or []}
+    if key not in names:
+        raise ContractError(product.path, f"{where}: references {target}.{key}, a column "
+                            f"{target} does not declare", product=product.name,
+                            column=kwargs.get("column"))
+    custom = {c.get("property"): c.get("value") for c in raw.get("customProperties") or []}
+    if parts[0] != product.domain and custom.get("visibility") == "internal":
+        raise ContractError(product.path, f"{where}: references {target}, an internal product "
+                            f"of domain {parts[0]}", product=product.name,
+                            column=kwargs.get("column"), hint="reference a public product")
 
 
 def _rule(product: "DataProduct", expectation: str, kwargs: dict, *, severity: str | None,
           name: str | None = None, description: str | None = None) -> QualityRule:
     col = kwargs.get("column")
-    if expectation not in EXPECTATIONS:
-        raise ContractError(product.path, f"unknown expectation '{expectation}'",
-                            product=product.name, column=col,
-                            hint=f"supported: {', '.join(sorted(EXPECTATIONS))}")
-    short, required = EXPECTATIONS[expectation]
+    where = f"quality rule '{name}' ({expectation})" if name else f"quality rule {expectation}"
+    required, allowed = _allowed_kwargs(product, expectation, where, col)
     for arg in required:
         if arg not in kwargs:
-            raise ContractError(product.path, f"expectation {expectation} needs kwarg '{arg}'",
-                                product=product.name, column=col)
-    for c in ([col] if col else []) + list(kwargs.get("column_list") or []):
-        if c not in {x.name for x in product.columns}:
-            raise ContractError(product.path, f"{expectation} refers to a column the contract "
-                                "does not declare", product=product.name, column=c)
+            raise ContractError(product.path, f"{where}: expectation {expectation} needs kwarg "
+                                f"'{arg}'", product=product.name, column=col)
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ContractError(product.path, f"{where}: {expectation} has no kwarg(s) "
+                            f"{', '.join(unknown)}", product=product.name, column=col,
+                            hint=f"it takes {', '.join(sorted(allowed)) or 'none'}")
+    declared = {x.name for x in product.columns}
+    named = [kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs]
+    for c in named + list(kwargs.get("column_list") or []):
+        if c not in declared:
+            raise ContractError(product.path, f"{where}: refers to a column the contract does "
+                                "not declare", product=product.name, column=str(c))
+    if expectation == "expect_column_values_to_be_fresh":
+        if str(product.column(col).type) not in _TIME_TYPES:
+            raise ContractError(product.path, f"{where}: freshness needs a date or timestamp "
+                                f"column, not {product.column(col).type}", product=product.name,
+                                column=col)
+        try:
+            if max_age(kwargs) <= dt.timedelta(0):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ContractError(product.path, f"{where}: max_age must be a positive duration",
+                                product=product.name, column=col,
+                                hint="e.g. max_age: {hours: 24} or max_age: 24h") from None
+    if expectation == "expect_column_values_to_be_in_other_product":
+        _check_reference(product, kwargs, where)
     sev = SEVERITIES.get((severity or "error").lower())
     if sev is None:
         raise ContractError(product.path, f"unknown severity '{severity}'", product=product.name,
                             column=col, hint="use 'error' (blocking) or 'warn'")
     if name is None:
-        suffix = col or "_".join(kwargs.get("column_list") or [])
-        name = f"{short}_{suffix}" if suffix else short
+        suffix = "_".join(str(c) for c in named + list(kwargs.get("column_list") or []))
+        name = f"{short_name(expectation)}_{suffix}" if suffix else short_name(expectation)
     return QualityRule(name=name, expectation=expectation, kwargs=dict(kwargs), severity=sev,
                        description=description)
 
@@ -199,180 +279,27 @@ def dbt_tests_from_contract(product: "DataProduct", table: dict) -> list[tuple[s
             raise ContractError(product.path, "a dbt rule needs implementation {<test name>: "
                                 "{<arguments>}}, e.g. {relationships: {to: \"source('d', 'p')\", "
                                 "field: id}}", product=product.name, column=column)
-        if product.transform != "dbt":
-            raise ContractError(product.path, "engine: dbt rules need a dbt-built product "
-                                "(transform: dbt)", product=product.name, column=column)
+        # on a dbt-built product a model test; on an ingested one a dbt source test
+        if SEVERITIES.get(str(q.get("severity", "error")).lower()) == "warn":
+            (test_name, args), = impl.items()
+            impl = {test_name: {**(args or {}), "config": {"severity": "warn"}}}
         found.append((column, impl))
     return found
 
 
-# --- evaluation --------------------------------------------------------------------------------
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-@dataclass(frozen=True)
-class RuleResult:
-    rule: QualityRule
-    passed: bool
-    observed_value: Any = None
-    element_count: int = 0
-    unexpected_count: int | None = None
-    unexpected_percent: float | None = None
-    sample: tuple = ()
-    error: str | None = None
-
-    def metadata(self) -> dict[str, Any]:
-        """Plain Python values a person can read (no numpy scalars, no NaN)."""
-        md: dict[str, Any] = {
-            "expectation": self.rule.expectation,
-            "kwargs": _plain(self.rule.kwargs),
-            "severity": self.rule.severity,
-            "element_count": self.element_count,
-        }
-        if self.observed_value is not None:
-            md["observed_value"] = _plain(self.observed_value)
-        if self.unexpected_count is not None:
-            md["unexpected_count"] = self.unexpected_count
-            md["unexpected_percent"] = round(self.unexpected_percent or 0.0, 4)
-        if self.sample:
-            md["unexpected_sample"] = [str(_plain(v)) for v in self.sample]
-        md["status"] = "errored" if self.error else ("passed" if self.passed else "failed")
-        if self.error:
-            md["error"] = self.error
-        return md
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item"):  # numpy scalar
-        return value.item()
-    if isinstance(value, (int, float, str, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _range_predicate(expr: str, kw: dict, params: list) -> str:
-    """SQL that is true when ``expr`` lies inside the kwargs' bounds (bounds bound as params)."""
-    parts = []
-    if kw.get("min_value") is not None:
-        parts.append(f"{expr} {'>' if kw.get('strict_min') else '>='} ?")
-        params.append(kw["min_value"])
-    if kw.get("max_value") is not None:
-        parts.append(f"{expr} {'<' if kw.get('strict_max') else '<='} ?")
-        params.append(kw["max_value"])
-    return " AND ".join(parts) or "TRUE"
-
-
-def _bad_rows_predicate(rule: QualityRule, params: list) -> str | None:
-    """SQL true for a row that violates a per-row rule; None for aggregate rules."""
-    kw, e = rule.kwargs, rule.expectation
-    col = quote_ident(kw["column"]) if "column" in kw else None
-    if e == "expect_column_values_to_not_be_null":
-        return f"{col} IS NULL"
-    if e == "expect_column_values_to_be_between":
-        return f"{col} IS NOT NULL AND NOT ({_range_predicate(col, kw, params)})"
-    if e == "expect_column_values_to_be_in_set":
-        params.append(list(kw["value_set"]))
-        return f"{col} IS NOT NULL AND NOT list_contains(?, {col})"
-    if e == "expect_column_values_to_match_regex":
-        params.append(kw["regex"])
-        return f"{col} IS NOT NULL AND NOT regexp_matches(CAST({col} AS VARCHAR), ?)"
-    return None
-
+# --- evaluation (the SQL compiler lives in mesh_assets.quality_sql) ----------------------------
 
 def evaluate(con: "duckdb.DuckDBPyConnection", relation: str,
-             rules: tuple[QualityRule, ...] | list[QualityRule]) -> list[RuleResult]:
-    """Evaluate ``rules`` on ``relation`` (a quoted name or table function) in one aggregate.
-
-    A rule whose SQL errors (say, a regex DuckDB rejects, or a range on a text column) is
-    reported as *errored*, not passed and not silently failed: when the single pass fails, the
-    rules are evaluated one by one to tell the errored ones from the others."""
-    import duckdb
-
-    if not rules:
-        return []
-    try:
-        return _evaluate(con, relation, rules)
-    except duckdb.Error:
-        pass
-    results = []
-    for rule in rules:
-        try:
-            results += _evaluate(con, relation, [rule])
-        except duckdb.Error as exc:
-            results.append(RuleResult(rule, passed=False, error=f"{type(exc).__name__}: {exc}"))
-    return results
-
-
-def _evaluate(con, relation: str, rules) -> list[RuleResult]:
-    selects, params = ["count(*)"], []
-    layout: list[tuple[QualityRule, str]] = []
-    for rule in rules:
-        kw, e = rule.kwargs, rule.expectation
-        col = quote_ident(kw["column"]) if "column" in kw else None
-        bad = _bad_rows_predicate(rule, params)
-        if bad is not None:
-            base = "count(*)" if e == "expect_column_values_to_not_be_null" else f"count({col})"
-            selects += [f"count(*) FILTER (WHERE {bad})", base]
-            layout.append((rule, "rows"))
-        elif e == "expect_column_values_to_be_unique":
-            selects += [f"count({col}) - count(DISTINCT {col})", f"count({col})"]
-            layout.append((rule, "rows"))
-        elif e == "expect_compound_columns_to_be_unique":
-            cols = ", ".join(quote_ident(c) for c in kw["column_list"])
-            selects += [f"count(*) - count(DISTINCT ({cols}))", "count(*)"]
-            layout.append((rule, "rows"))
-        else:
-            fn = {"expect_table_row_count_to_be_between": "count(*)",
-                  "expect_column_mean_to_be_between": f"avg({col})",
-                  "expect_column_min_to_be_between": f"min({col})",
-                  "expect_column_max_to_be_between": f"max({col})"}[e]
-            selects += [fn, f"({_range_predicate(fn, kw, params)})"]
-            layout.append((rule, "aggregate"))
-    row = con.execute(f"SELECT {', '.join(selects)} FROM {relation}", params).fetchone()
-    total, values = int(row[0]), row[1:]
-
-    results = []
-    for i, (rule, kind) in enumerate(layout):
-        a, b = values[2 * i], values[2 * i + 1]
-        if kind == "aggregate":
-            results.append(RuleResult(rule, passed=bool(b), observed_value=_plain(a),
-                                      element_count=total))
-            continue
-        unexpected, base = int(a or 0), int(b or 0)
-        pct = 100.0 * unexpected / base if base else 0.0
-        mostly = float(rule.kwargs.get("mostly", 1.0))
-        passed = unexpected == 0 or (base > 0 and (1 - unexpected / base) >= mostly)
-        sample = () if unexpected == 0 else _sample(con, relation, rule)
-        results.append(RuleResult(rule, passed=passed, observed_value=unexpected,
-                                  element_count=total, unexpected_count=unexpected,
-                                  unexpected_percent=pct, sample=sample))
-    return results
-
-
-def _sample(con: "duckdb.DuckDBPyConnection", relation: str, rule: QualityRule) -> tuple:
-    params: list = []
-    kw = rule.kwargs
-    bad = _bad_rows_predicate(rule, params)
-    if bad is not None:
-        col = quote_ident(kw["column"])
-        sql = f"SELECT DISTINCT {col} FROM {relation} WHERE {bad} LIMIT {SAMPLE_SIZE}"
-    else:
-        cols = [quote_ident(c) for c in kw.get("column_list") or [kw["column"]]]
-        key = ", ".join(cols)
-        sql = (f"SELECT {key} FROM {relation} WHERE {' AND '.join(c + ' IS NOT NULL' for c in cols)}"
-               f" GROUP BY {key} HAVING count(*) > 1 LIMIT {SAMPLE_SIZE}")
-    rows = con.execute(sql, params).fetchall()
-    return tuple(r[0] if len(r) == 1 else tuple(r) for r in rows)
+             rules: tuple[QualityRule, ...] | list[QualityRule], *,
+             lookups: dict[str, str] | None = None, now: dt.datetime | None = None,
+             columns: list[str] | None = None) -> list[RuleResult]:
+    """Evaluate ``rules`` on ``relation`` (a quoted name or table function) in DuckDB: the
+    pushdown rules in one SQL statement, the others through GX. A rule whose SQL errors (a regex
+    DuckDB rejects, a range on a text column) is reported as *errored*, not passed and not
+    silently failed. On Trino: :func:`mesh_assets.quality_sql.run_suite` with a DB-API
+    connection and ``dialect="trino"``."""
+    return run_suite(con, relation, list(rules), dialect="duckdb", lookups=lookups, now=now,
+                     columns=columns)
 
 
 def tag_max_age_ms(product: "DataProduct") -> int:
@@ -390,22 +317,83 @@ def check_specs(product: "DataProduct") -> list:
         dg.AssetCheckSpec(
             name=rule.name, asset=key, blocking=rule.severity == "error",
             description=rule.description or f"{rule.expectation} {rule.kwargs}",
-            metadata={"expectation": rule.expectation, "severity": rule.severity},
+            metadata={"expectation": rule.expectation, "severity": rule.severity,
+                      "engine": "sql" if is_pushdown(rule) else "great_expectations"},
         )
         for rule in product.rules
     ]
 
 
+def referenced_contract(product: "DataProduct", ref: str) -> "DataProduct":
+    """The contract of ``ref`` (``domain.product``), found beside ``product``'s domain."""
+    from mesh_assets.contracts import load_contract
+
+    domain, name = ref.split(".")
+    return load_contract(product.path.parent.parent.parent / domain / "products" / f"{name}.yaml")
+
+
+def register_references(con, catalog, product: "DataProduct", rules) -> tuple[dict[str, str], dict[str, int]]:
+    """Views of the *current* (main) snapshot of every product the rules reference:
+    (``domain.product`` -> relation, ``domain.product`` -> snapshot id). A product without a
+    table or snapshot is left out; its rules report as errored."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from mesh_assets import engine
+
+    lookups: dict[str, str] = {}
+    snapshots: dict[str, int] = {}
+    for ref in sorted({r.kwargs["product"] for r in rules if kind_of(r.expectation) == "ref"}):
+        try:
+            table = catalog.load_table(referenced_contract(product, ref).table_identifier)
+        except (NoSuchTableError, ContractError, OSError):
+            continue
+        snapshot = table.current_snapshot()
+        if snapshot is None:
+            continue
+        lookups[ref] = engine.register_table(con, table, "ref_" + ref.replace(".", "__"),
+                                             snapshot_id=snapshot.snapshot_id)
+        snapshots[ref] = snapshot.snapshot_id
+    return lookups, snapshots
+
+
+def evaluate_on_trino(catalog, product: "DataProduct", rules, snapshot_id: int | None):
+    """The suite on Trino, over exactly the audited snapshot (``FOR VERSION AS OF``); other
+    products the rules reference are read at their current snapshot."""
+    from mesh_assets.engine import trino_connection
+    from mesh_assets.quality_sql import trino_relation
+
+    lookups: dict[str, str] = {}
+    snapshots: dict[str, int] = {}
+    for ref in sorted({r.kwargs["product"] for r in rules if kind_of(r.expectation) == "ref"}):
+        identifier = referenced_contract(product, ref).table_identifier
+        if not catalog.catalog().table_exists(identifier):
+            continue
+        current = catalog.load_table(identifier).current_snapshot()
+        if current is not None:
+            lookups[ref] = trino_relation(identifier, current.snapshot_id)
+            snapshots[ref] = current.snapshot_id
+    connection = trino_connection()
+    try:
+        return run_suite(connection, trino_relation(product.table_identifier, snapshot_id),
+                         list(rules), dialect="trino", lookups=lookups,
+                         columns=[c.name for c in product.columns]), snapshots
+    finally:
+        connection.close()
+
+
 def contract_checks(product: "DataProduct"):
-    """One Dagster asset check per contract rule, evaluated together in one SQL pass.
+    """One Dagster asset check per contract rule, evaluated together in one SQL pass (rules
+    the SQL compiler does not support: through GX on pandas, same metadata).
 
     ``error`` rules are blocking checks (a failure stops downstream assets); ``warn`` rules
-    report with severity WARN.
+    report with severity WARN. Each run writes an HTML validation report, linked from every
+    check's metadata (``quality/report``).
     """
     import dagster as dg
 
     from mesh_assets import engine
     from mesh_assets.catalog import IcebergCatalog, audit_branch_name, branch_head, publish
+    from mesh_assets.settings import load_settings
     from mesh_assets.versions import tag_checked
 
     if not product.rules:
@@ -424,12 +412,17 @@ def contract_checks(product: "DataProduct"):
         if branch not in table.metadata.refs:
             branch = None
         snapshot_id = branch_head(table, branch)
-        con = engine.connect()
-        try:
-            relation = engine.register_table(con, table, "product", snapshot_id=snapshot_id)
-            results = evaluate(con, relation, rules)
-        finally:
-            con.close()
+        if load_settings().engine == "trino":  # production: the suite runs where the data is
+            results, ref_snapshots = evaluate_on_trino(catalog, product, rules, snapshot_id)
+        else:
+            con = engine.connect()
+            try:
+                relation = engine.register_table(con, table, "product", snapshot_id=snapshot_id)
+                lookups, ref_snapshots = register_references(con, catalog, product, rules)
+                results = evaluate(con, relation, rules, lookups=lookups,
+                                   columns=[c.name for c in product.columns])
+            finally:
+                con.close()
         all_blocking_passed = all(r.passed for r in results if r.rule.severity == "error")
         published = False
         if snapshot_id is not None and all_blocking_passed and len(rules) == len(product.rules):
@@ -444,8 +437,24 @@ def contract_checks(product: "DataProduct"):
         elif branch is not None:
             context.log.warning(f"{product.identifier}: snapshot {snapshot_id} stays on branch "
                                 f"{branch}, unpublished: main is unchanged")
+        report = None
+        try:
+            from mesh_assets.quality_report import write_report
+
+            report = write_report(product, results, run_id=context.run.run_id,
+                                  snapshot_id=snapshot_id, branch=branch, published=published,
+                                  references=ref_snapshots)
+        except OSError as exc:  # a report is a convenience; the verdicts stand without it
+            context.log.warning(f"{product.identifier}: validation report not written: {exc}")
         for result in results:
             metadata = result.metadata()
+            if kind_of(result.rule.expectation) == "ref":
+                ref = result.rule.kwargs["product"]
+                metadata["reference/product"] = ref
+                if ref in ref_snapshots:
+                    metadata["reference/snapshot_id"] = dg.MetadataValue.int(ref_snapshots[ref])
+            if report is not None:
+                metadata["quality/report"] = dg.MetadataValue.path(str(report))
             if snapshot_id is not None:
                 metadata["iceberg/snapshot_id"] = dg.MetadataValue.int(snapshot_id)
             if branch is not None:
