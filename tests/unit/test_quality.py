@@ -37,8 +37,9 @@ def con():
     (rule("expect_column_values_to_be_between", column="alt", min_value=0, max_value=100), False, 1, [5000]),
     (rule("expect_column_values_to_be_in_set", column="dst", value_set=["A", "N"]), False, 1, ["X"]),
     (rule("expect_column_values_to_match_regex", column="code", regex="^[A-Z0-9]{2}$"), False, 1, ["dl"]),
-    (rule("expect_column_values_to_be_unique", column="code"), False, 1, ["AA"]),
-    (rule("expect_compound_columns_to_be_unique", column_list=["code", "k2"]), False, 1, [("AA", 1)]),
+    # GX semantics: every row of a duplicated value is unexpected (both "AA" rows), nulls ignored
+    (rule("expect_column_values_to_be_unique", column="code"), False, 2, ["AA"]),
+    (rule("expect_compound_columns_to_be_unique", column_list=["code", "k2"]), False, 2, [("AA", 1)]),
     (rule("expect_compound_columns_to_be_unique", column_list=["code", "alt"]), True, 0, []),
 ])
 def test_row_rules(con, r, passed, unexpected, sample):
