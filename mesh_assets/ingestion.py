@@ -44,6 +44,7 @@ from mesh_assets.catalog import (
     snapshot_metadata,
 )
 from mesh_assets.contracts import DataProduct
+from mesh_assets.landing import landing_file
 from mesh_assets.partitions import (
     PartitionSelection,
     dagster_partitions_def,
@@ -82,8 +83,10 @@ class IngestResult:
 
 
 def landing_path(product: DataProduct, settings: MeshSettings | None = None) -> Path:
-    settings = settings or load_settings()
-    return settings.landing / product.domain / product.source["file"]
+    """A local path of the product's raw file (fetched first from an S3 landing zone)."""
+    from mesh_assets.landing import local_path
+
+    return local_path(product, settings)
 
 
 def file_sha256(path: Path) -> str:
@@ -416,7 +419,8 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
         metadata = snapshot_metadata(table, inputs={}, snapshot_id=result.snapshot_id)
         metadata["wap/branch"] = branch
         metadata["wap/published"] = published
-        metadata["mesh/source_file"] = dg.MetadataValue.path(str(landing_path(product)))
+        landed = landing_file(product)
+        metadata["mesh/source_file"] = landed.uri if landed else str(landing_path(product))
         metadata["mesh/source_sha256"] = summary["mesh.source.sha256"]
         metadata["mesh/rows_written"] = dg.MetadataValue.int(result.rows_written)
         if product.quarantine:

@@ -13,7 +13,7 @@ variable                      meaning                                      embed
 ``MESH_WAREHOUSE``            warehouse root (``file://`` or ``s3://``)    ``$MESH_HOME/warehouse``
 ``MESH_S3_ENDPOINT``          S3-compatible endpoint URL                   (unset)
 ``MESH_ENGINE``               ``duckdb`` or ``trino`` (= dbt target)       ``duckdb``
-``MESH_LANDING``              landing zone root                            ``$MESH_HOME/landing``
+``MESH_LANDING``              landing zone: a folder or ``s3://b/prefix``   ``$MESH_HOME/landing``
 ``MESH_DAGSTER_STORAGE``      ``sqlite`` or ``postgres`` (Dagster instance)  ``sqlite``
 ============================  ===========================================  =========================
 
@@ -57,13 +57,20 @@ class MeshSettings:
     catalog_name: str
     catalog_uri: str
     warehouse: str
-    landing: Path
+    landing_uri: str  # a folder, or s3://bucket/prefix (see mesh_assets.landing)
     engine: str
     s3_endpoint: str | None
 
     @property
     def dagster_home(self) -> Path:
         return Path(os.environ.get("DAGSTER_HOME", self.home / "dagster"))
+
+    @property
+    def landing(self) -> Path:
+        """The local landing folder (the download cache when the landing zone is on S3)."""
+        if self.landing_uri.startswith("s3://"):
+            return self.home / "landing-cache"
+        return Path(self.landing_uri)
 
     @property
     def dbt_target(self) -> str:
@@ -87,6 +94,8 @@ class MeshSettings:
         if self.s3_endpoint:
             props["s3.endpoint"] = self.s3_endpoint
             props["s3.path-style-access"] = "true"
+            # without a region pyiceberg asks AWS itself where the bucket lives (no network here)
+            props["s3.region"] = "us-east-1"
         for key, env in (("s3.access-key-id", "AWS_ACCESS_KEY_ID"),
                          ("s3.secret-access-key", "AWS_SECRET_ACCESS_KEY"),
                          ("s3.region", "AWS_REGION")):
@@ -115,7 +124,7 @@ def load_settings() -> MeshSettings:
         catalog_name=os.environ.get("MESH_CATALOG_NAME", "mesh"),
         catalog_uri=os.environ.get("MESH_CATALOG_URI", f"sqlite:///{home / 'catalog.db'}"),
         warehouse=os.environ.get("MESH_WAREHOUSE", (home / "warehouse").as_uri()),
-        landing=Path(os.environ.get("MESH_LANDING", home / "landing")),
+        landing_uri=os.environ.get("MESH_LANDING", str(home / "landing")),
         engine=engine,
         s3_endpoint=os.environ.get("MESH_S3_ENDPOINT"),
     )
