@@ -1,7 +1,7 @@
 """dbt through Dagster on the local target: a failing dbt test is a failed (blocking) asset check."""
 
 import dagster as dg
-from conftest import NYCFLIGHTS, land
+from meshtest import NYCFLIGHTS, land
 from mesh_assets.catalog import audit_branch_name, open_catalog
 from mesh_assets.domain import build_domain
 from mesh_assets.read_api import read

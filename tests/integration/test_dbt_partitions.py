@@ -3,7 +3,7 @@ month adds that month without rewriting the others (local target: dbt-duckdb + p
 
 import dagster as dg
 
-from conftest import land
+from meshtest import land
 from mesh_assets.catalog import open_catalog
 from mesh_assets.contracts import load_contract
 from mesh_assets.domain import build_domain

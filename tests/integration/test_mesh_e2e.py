@@ -12,7 +12,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from conftest import NYCFLIGHTS
+from meshtest import NYCFLIGHTS
 from mesh_assets import cli, engine
 from mesh_assets.catalog import open_catalog
 from mesh_assets.versions import lineage

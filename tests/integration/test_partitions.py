@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from conftest import NYCFLIGHTS, land
+from meshtest import NYCFLIGHTS, land
 from mesh_assets.catalog import IcebergCatalog, open_catalog
 from mesh_assets.contracts import load_contract
 from mesh_assets.ingestion import QUARANTINE_SUFFIX, ingestion_asset

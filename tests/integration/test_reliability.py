@@ -10,7 +10,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from conftest import NYCFLIGHTS, land
+from meshtest import NYCFLIGHTS, land
 from mesh_assets.catalog import open_catalog
 
 WRITER = textwrap.dedent("""

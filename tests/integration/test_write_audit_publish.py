@@ -3,7 +3,7 @@ check passed on exactly that data; rejected data stays inspectable on its audit 
 
 import dagster as dg
 
-from conftest import land
+from meshtest import land
 from mesh_assets.catalog import IcebergCatalog, audit_branch_name, open_catalog
 from mesh_assets.contracts import load_contract
 from mesh_assets.ingestion import ingestion_asset

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from conftest import land
+from meshtest import land
 from mesh_assets.domain import build_domain
 from mesh_assets.settings import DOMAINS_DIR
 

@@ -149,10 +149,16 @@ def test_contract_in_the_wrong_domain_folder(tmp_path, airlines_doc):
         load_contract(_write(tmp_path, airlines_doc), domain="fleet")
 
 
-def test_dbt_rule_on_an_ingested_product_is_refused(tmp_path, airlines_doc):
+def test_dbt_rule_on_an_ingested_product_is_a_dbt_source_test(tmp_path, airlines_doc):
+    from mesh_assets.dbt import contract_yaml
+
     airlines_doc["schema"][0]["properties"][0]["quality"].append({
-        "type": "custom", "engine": "dbt", "implementation": {"not_null": {}}})
-    with pytest.raises(ContractError, match="engine: dbt rules need a dbt-built product"):
-        load_contract(_write(tmp_path, airlines_doc))
+        "type": "custom", "engine": "dbt", "severity": "warn",
+        "implementation": {"accepted_values": {"values": ["AA"]}}})
+    product = load_contract(_write(tmp_path, airlines_doc))
+    [source] = contract_yaml(product.domain, [product])["sources"]
+    column = source["tables"][0]["columns"][0]
+    assert column["data_tests"] == [{"accepted_values": {
+        "arguments": {"values": ["AA"]}, "config": {"severity": "warn"}}}]
 
 

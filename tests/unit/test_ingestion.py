@@ -3,7 +3,7 @@
 import pytest
 from pyiceberg.exceptions import NoSuchTableError
 
-from conftest import land
+from meshtest import land
 from mesh_assets.catalog import open_catalog
 from mesh_assets.contracts import load_contract
 from mesh_assets.ingestion import IngestionError, ingest

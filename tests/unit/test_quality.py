@@ -5,7 +5,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from conftest import land
+from meshtest import land
 from mesh_assets.catalog import IcebergCatalog
 from mesh_assets.contracts import QualityRule, load_contract
 from mesh_assets.ingestion import ingestion_asset

@@ -15,7 +15,7 @@ import pytest
 import sqlglot
 import yaml
 
-from conftest import land
+from meshtest import land
 from mesh_assets.catalog import open_catalog
 from mesh_assets.contracts import ContractError, QualityRule, load_contract
 from mesh_assets.governance import lint_project

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import land
+from meshtest import land
 from mesh_assets import cli, read
 from mesh_assets.catalog import open_catalog
 from mesh_assets.contracts import load_contract

@@ -1,0 +1,1016 @@
+"""The mesh as OpenMetadata entities: what to send, in which order, and sending it.
+
+Sources, nothing written twice:
+
+* ``domain.yaml`` -> a Domain (``domainType`` Source-aligned / Consumer-aligned / Aggregate);
+* each contract -> a Data Product and its Iceberg table (columns, types, descriptions,
+  classification tags, primary key, owner team, retention), linked to its domain and product;
+* each domain's Dagster asset graph -> a Dagster pipeline (tasks = assets), table-level lineage
+  for every asset dependency, a test case per asset check;
+* the dbt artifacts under ``$MESH_HOME/dbt/artifacts/<domain>/`` -> the columns of models
+  without a contract and column-level lineage from the compiled SQL (sqlglot);
+* the Dagster instance -> pipeline status per run and test case results per check evaluation.
+
+:func:`collect` gathers these facts into a :class:`MeshView`; :func:`plan_export` turns a view
+into ordered phases of PUT calls (services before databases before tables before lineage);
+:class:`Exporter` sends them in concurrent batches, resolving entity references from the
+server's answers. Every call is create-or-update: exporting twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from mesh_assets.openmetadata import models as m
+from mesh_assets.openmetadata.client import OpenMetadataClient, OpenMetadataError, quote
+
+log = logging.getLogger("mesh_assets.openmetadata")
+
+DOMAIN_TYPES = {"source-aligned": "Source-aligned", "consumer-aligned": "Consumer-aligned",
+                "aggregate": "Aggregate"}
+DBT_UNIQUE_ID_KEYS = ("dbt/unique_id", "dagster_dbt/unique_id")  # mesh, dagster-dbt
+CUSTOM_TABLE_TEST = "meshAssetCheck"
+CUSTOM_COLUMN_TEST = "meshColumnAssetCheck"
+COLLECTIONS = {"table": "tables", "team": "teams", "user": "users", "pipeline": "pipelines",
+               "domain": "domains", "dataProduct": "dataProducts",
+               "databaseSchema": "databaseSchemas", "database": "databases"}
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Names of the OpenMetadata side (env: ``OPENMETADATA_DATABASE_SERVICE``,
+    ``OPENMETADATA_PIPELINE_SERVICE``, ``OPENMETADATA_DAGSTER_URL``; the database is the Trino
+    catalog ``MESH_TRINO_CATALOG``)."""
+
+    database_service: str = "mesh"
+    database: str = "iceberg"
+    pipeline_service: str = "dagster"
+    classification: str = "DataClassification"
+    service_type: str = "Trino"
+    trino_host_port: str | None = None
+    trino_user: str | None = None
+    dagster_url: str | None = None
+
+    @classmethod
+    def from_env(cls) -> ExportConfig:
+        env = os.environ
+        return cls(
+            database_service=env.get("OPENMETADATA_DATABASE_SERVICE", "mesh"),
+            database=env.get("MESH_TRINO_CATALOG", "iceberg"),
+            pipeline_service=env.get("OPENMETADATA_PIPELINE_SERVICE", "dagster"),
+            trino_host_port=f"{env.get('MESH_TRINO_HOST', '127.0.0.1')}:"
+                            f"{env.get('MESH_TRINO_PORT', '8080')}",
+            trino_user=env.get("MESH_TRINO_USER", "mesh"),
+            dagster_url=(env.get("OPENMETADATA_DAGSTER_URL") or "").rstrip("/") or None,
+        )
+
+
+def fqn(*parts: str) -> str:
+    """OpenMetadata's fully qualified name: parts joined by dots, a part holding a dot quoted."""
+    return ".".join(f'"{p}"' if "." in p else p for p in parts)
+
+
+def fqn_add(prefix: str, *parts: str) -> str:
+    """``prefix`` (already a fully qualified name) and more parts."""
+    return ".".join([prefix, fqn(*parts)]) if parts else prefix
+
+
+# --- facts ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CheckView:
+    asset: tuple[str, ...]
+    name: str
+    description: str | None = None
+    blocking: bool = False
+    rule: Any = None              # mesh_assets.contracts.QualityRule of a contract check
+    dbt_test: Mapping | None = None  # the dbt manifest's test node of a dbt test check
+
+
+@dataclass(frozen=True)
+class AssetView:
+    key: tuple[str, ...]
+    domain: str
+    table: str                    # Iceberg identifier ``namespace.table``
+    materializable: bool
+    parents: tuple[tuple[str, ...], ...] = ()
+    product: Any = None           # mesh_assets.contracts.DataProduct
+    description: str | None = None
+    dbt_unique_id: str | None = None
+    checks: tuple[CheckView, ...] = ()
+
+    @property
+    def schema(self) -> str:
+        return self.table.split(".", 1)[0]
+
+    @property
+    def table_name(self) -> str:
+        return self.table.split(".", 1)[1]
+
+    @property
+    def task_name(self) -> str:
+        return "/".join(self.key)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """One Dagster run as a pipeline status."""
+
+    run_id: str
+    status: str                   # OpenMetadata statusType
+    start_ms: int
+    end_ms: int | None
+    tasks: tuple[tuple[str, str, int | None], ...]  # (task name, status, end ms)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One asset check evaluation as a test case result."""
+
+    asset: tuple[str, ...]
+    check: str
+    timestamp_ms: int
+    passed: bool
+    metadata: Mapping[str, Any]
+    run_id: str | None = None
+
+
+@dataclass
+class MeshView:
+    domains: dict[str, Any]                        # name -> mesh_assets.domain.Domain
+    assets: dict[tuple[str, ...], AssetView]
+    primary: tuple[str, ...]                       # domains exported in full
+    manifests: dict[str, dict] = field(default_factory=dict)   # domain -> dbt manifest
+    catalogs: dict[str, dict] = field(default_factory=dict)    # domain -> dbt catalog.json
+    warnings: list[str] = field(default_factory=list)
+
+    def products(self):
+        seen = {}
+        for asset in self.assets.values():
+            if asset.product is not None:
+                seen[asset.product.identifier] = asset.product
+        return list(seen.values())
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def collect(domains: Sequence[str], graphs: Mapping[str, Any] | None = None,
+            settings=None) -> MeshView:
+    """The facts of ``domains`` (and of the tables they read in other domains).
+
+    ``graphs``: Dagster asset graphs by domain (a sensor passes its repository's); a domain
+    without one is built with :func:`mesh_assets.domain.build_domain`."""
+    from mesh_assets.dbt import artifacts_dir, manifest_path
+    from mesh_assets.domain import build_domain, load_domain
+    from mesh_assets.settings import DOMAINS_DIR, load_settings
+
+    settings = settings or load_settings()
+    graphs = dict(graphs or {})
+    view = MeshView(domains={}, assets={}, primary=tuple(domains))
+    prepared = None
+    for name in domains:
+        view.domains[name] = load_domain(DOMAINS_DIR / name)
+        artifacts = artifacts_dir(settings, name)
+        manifest = _read_json(artifacts / "manifest.json")
+        if manifest is None:
+            prepared = prepared if prepared is not None else (
+                _read_json(manifest_path(settings.dbt_target)) or {})
+            manifest = prepared
+            if any(p.transform == "dbt" for p in view.domains[name].products):
+                view.warnings.append(f"domain {name}: no dbt artifacts in {artifacts} yet "
+                                     "(materialize its dbt models): no column-level lineage")
+        view.manifests[name] = manifest
+        view.catalogs[name] = _read_json(artifacts / "catalog.json") or {}
+        if name not in graphs:
+            graphs[name] = build_domain(DOMAINS_DIR / name).resolve_asset_graph()
+
+    def product_of(key: tuple[str, ...]):
+        domain = key[0]
+        if domain not in view.domains:
+            path = DOMAINS_DIR / domain
+            if not (path / "domain.yaml").exists():
+                return None
+            view.domains[domain] = load_domain(path)
+        return next((p for p in view.domains[domain].products if p.name == key[-1]), None)
+
+    for name in domains:
+        graph = graphs[name]
+        manifest = view.manifests[name]
+        checks_by_asset: dict[tuple, list[CheckView]] = {}
+        for check_key in sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.path, k.name)):
+            key = tuple(check_key.asset_key.path)
+            spec = graph.get_check_spec(check_key)
+            product = product_of(key)
+            rule = next((r for r in product.rules if r.name == check_key.name), None) \
+                if product is not None else None
+            test = None
+            if rule is None:
+                test = _dbt_test(manifest, check_key.name, (spec.metadata or {}).get("dbt/unique_id"))
+            checks_by_asset.setdefault(key, []).append(CheckView(
+                asset=key, name=check_key.name, description=spec.description,
+                blocking=bool(spec.blocking), rule=rule, dbt_test=test))
+        for asset_key in graph.get_all_asset_keys():
+            key = tuple(asset_key.path)
+            node = graph.get(asset_key)
+            materializable = bool(node.is_materializable) and key[0] == name
+            if key in view.assets and not materializable:
+                continue  # already known (from its own domain, or as another's upstream)
+            product = product_of(key)
+            metadata = node.metadata or {}
+            uid = next((metadata[k] for k in DBT_UNIQUE_ID_KEYS if metadata.get(k)), None)
+            uid = str(getattr(uid, "value", uid)) if uid else _dbt_model_id(manifest, key)
+            dbt_node = manifest.get("nodes", {}).get(uid or "") or {}
+            if product is not None:
+                table = product.table_identifier
+            elif dbt_node:
+                table = f"{dbt_node['schema']}.{dbt_node.get('alias') or dbt_node['name']}"
+            else:
+                named = metadata.get("dagster/table_name")
+                named = str(getattr(named, "value", named) or "")
+                table = ".".join(named.split(".")[-2:]) if named.count(".") else ".".join(key[-2:])
+            view.assets[key] = AssetView(
+                key=key, domain=key[0], table=table, materializable=materializable,
+                parents=tuple(sorted(tuple(p.path) for p in node.parent_keys)) if materializable else (),
+                product=product,
+                description=(product.description if product is not None else node.description),
+                dbt_unique_id=uid,
+                checks=tuple(checks_by_asset.get(key, ())) if materializable else ())
+    return view
+
+
+def _relations(manifest: Mapping, asset: AssetView) -> set[tuple[str, str]]:
+    """``(schema, name)`` under which compiled SQL may read ``asset``'s table: the Iceberg
+    table itself, the dbt model's alias (``<model>__staging`` on Trino), the dbt source's
+    identifier."""
+    out = {(asset.schema, asset.table_name)}
+    node = (manifest or {}).get("nodes", {}).get(asset.dbt_unique_id or "")
+    if node:
+        out.add((node["schema"], node.get("alias") or node["name"]))
+    for source in (manifest or {}).get("sources", {}).values():
+        if (source.get("source_name"), source.get("name")) == (asset.domain, asset.key[-1]):
+            out.add((source["schema"], source.get("identifier") or source["name"]))
+    return out
+
+
+def _dbt_model_id(manifest: Mapping, key: tuple[str, ...]) -> str | None:
+    """The dbt model of asset ``[domain, model]`` (domain = its folder under models/)."""
+    for uid, node in (manifest or {}).get("nodes", {}).items():
+        node_fqn = node.get("fqn") or []
+        if (node.get("resource_type") == "model" and node.get("name") == key[-1]
+                and len(node_fqn) > 2 and node_fqn[1] == key[0]):
+            return uid
+    return None
+
+
+def _dbt_test(manifest: Mapping, check_name: str, unique_id: str | None) -> Mapping | None:
+    nodes = manifest.get("nodes", {}) if manifest else {}
+    if unique_id and unique_id in nodes:
+        return nodes[unique_id]
+    return next((n for n in nodes.values()
+                 if n.get("resource_type") == "test" and n.get("name") == check_name), None)
+
+
+# --- Dagster instance -> statuses and results ---------------------------------------------------
+
+_RUN_STATUS = {"SUCCESS": "Successful", "FAILURE": "Failed", "CANCELED": "Failed"}
+
+
+def run_facts(instance, view: MeshView, run_ids: Iterable[str] | None = None) -> dict[str, list[RunFacts]]:
+    """Pipeline statuses by domain: the runs that materialized the domains' assets (their
+    latest materialization, or exactly ``run_ids``)."""
+    import dagster as dg
+    from dagster import DagsterEventType
+
+    keys_by_domain: dict[str, dict] = {}
+    for asset in view.assets.values():
+        if asset.materializable and asset.domain in view.primary:
+            keys_by_domain.setdefault(asset.domain, {})[dg.AssetKey(list(asset.key))] = asset
+    all_keys = {k: d for d, keys in keys_by_domain.items() for k in keys}
+    if run_ids is None:
+        run_ids = set()
+        for key in all_keys:
+            event = instance.get_latest_materialization_event(key)
+            if event is not None:
+                run_ids.add(event.run_id)
+    run_ids = sorted(set(run_ids))
+    out: dict[str, list[RunFacts]] = {}
+    if not run_ids:
+        return out
+    for record in instance.get_run_records(dg.RunsFilter(run_ids=run_ids)):
+        run = record.dagster_run
+        done: dict = {}
+        for event in instance.get_records_for_run(
+                run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records:
+            entry = event.event_log_entry
+            done[entry.dagster_event.asset_key] = int(entry.timestamp * 1000)
+        selected = set(run.asset_selection or ()) | set(done)
+        status = _RUN_STATUS.get(run.status.value, "Pending")
+        start = record.start_time or record.create_timestamp.timestamp()
+        end = int(record.end_time * 1000) if record.end_time else None
+        for domain, keys in keys_by_domain.items():
+            mine = [k for k in keys if k in selected]
+            if not mine:
+                continue
+            tasks = []
+            for key in sorted(mine, key=lambda k: k.path):
+                task_status = ("Successful" if key in done else
+                               "Failed" if status == "Failed" else
+                               "Pending" if status == "Pending" else "Skipped")
+                tasks.append((keys[key].task_name, task_status, done.get(key)))
+            out.setdefault(domain, []).append(RunFacts(
+                run_id=run.run_id, status=status, start_ms=int(start * 1000), end_ms=end,
+                tasks=tuple(tasks)))
+    for runs in out.values():
+        runs.sort(key=lambda r: r.start_ms)
+    return out
+
+
+def evaluation_of(record) -> Evaluation | None:
+    """An asset check execution record of the Dagster instance, when it has completed."""
+    event = getattr(record, "event", None)
+    if event is None or event.dagster_event is None:
+        return None
+    data = event.dagster_event.event_specific_data
+    if not hasattr(data, "passed"):
+        return None
+    metadata = {k: getattr(v, "value", v) for k, v in (data.metadata or {}).items()}
+    return Evaluation(asset=tuple(data.asset_key.path), check=data.check_name,
+                      timestamp_ms=int(event.timestamp * 1000), passed=bool(data.passed),
+                      metadata=metadata, run_id=event.run_id)
+
+
+def latest_evaluations(instance, view: MeshView) -> list[Evaluation]:
+    import dagster as dg
+
+    out = []
+    for asset in view.assets.values():
+        for check in asset.checks:
+            record = instance.get_latest_asset_check_evaluation_record(
+                dg.AssetCheckKey(dg.AssetKey(list(check.asset)), check.name))
+            evaluation = evaluation_of(record) if record is not None else None
+            if evaluation is not None:
+                out.append(evaluation)
+    return out
+
+
+# --- plan ----------------------------------------------------------------------------------------
+
+@dataclass
+class Call:
+    """One request. ``register``: remember the answer's id and FQN as ``(type, planned fqn)``;
+    ``path_ref``: the ``{fqn}`` in ``path`` is the FQN the server gave that entity."""
+
+    method: str
+    path: str
+    payload: m.Payload | None
+    entity: str
+    register: tuple[str, str] | None = None
+    path_ref: m.FqnRef | None = None
+    ensure: bool = False          # GET by name first, create only when missing (teams)
+    time_series: bool = False     # a status or a result (not a structural entity)
+
+
+@dataclass
+class Phase:
+    name: str
+    calls: list[Call]
+
+
+@dataclass
+class Plan:
+    phases: list[Phase]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def calls(self) -> list[Call]:
+        return [c for p in self.phases for c in p.calls]
+
+    def structure_digest(self) -> str:
+        """A digest of every structural payload (no statuses or results): unchanged metadata
+        gives the same digest, so a sensor can skip re-sending it."""
+        h = hashlib.sha256()
+        for call in self.calls:
+            if call.time_series:
+                continue
+            body = call.payload.to_json(lambda r: f"{type(r).__name__}:{r.type}:{r.fqn}") \
+                if call.payload is not None else None
+            h.update(json.dumps([call.method, call.path, body], sort_keys=True).encode())
+        return h.hexdigest()
+
+
+_ICEBERG_TO_OM = {
+    "StringType": "STRING", "BooleanType": "BOOLEAN", "IntegerType": "INT", "LongType": "BIGINT",
+    "FloatType": "FLOAT", "DoubleType": "DOUBLE", "DateType": "DATE", "TimeType": "TIME",
+    "TimestampType": "TIMESTAMP", "TimestamptzType": "TIMESTAMPZ", "BinaryType": "BYTES",
+    "UUIDType": "UUID", "DecimalType": "DECIMAL", "FixedType": "FIXED",
+}
+
+
+def om_column_type(iceberg_type) -> tuple[str, str, int | None, int | None]:
+    """(dataType, dataTypeDisplay, precision, scale) of an Iceberg type. Strings are STRING
+    (OpenMetadata requires a length for VARCHAR); the display is the Trino type."""
+    from mesh_assets.dbt import trino_type
+
+    kind = type(iceberg_type).__name__
+    try:
+        display = trino_type(iceberg_type)
+    except KeyError:
+        display = str(iceberg_type)
+    if kind == "DecimalType":
+        return "DECIMAL", display, iceberg_type.precision, iceberg_type.scale
+    return _ICEBERG_TO_OM.get(kind, "UNKNOWN"), display, None, None
+
+
+def _iso_duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    out = "P" + (f"{days}D" if days else "")
+    time_part = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
+    return out + ("T" + time_part if time_part else ("" if days else "T0S"))
+
+
+class _Planner:
+    def __init__(self, view: MeshView, config: ExportConfig):
+        self.view, self.c = view, config
+        self.warnings = list(view.warnings)
+        self._columns: dict[tuple, tuple] = {}
+
+    # names
+    def table_fqn(self, asset: AssetView) -> str:
+        return fqn(self.c.database_service, self.c.database, asset.schema, asset.table_name)
+
+    def schema_fqn(self, schema: str) -> str:
+        return fqn(self.c.database_service, self.c.database, schema)
+
+    def pipeline_fqn(self, domain: str) -> str:
+        return fqn(self.c.pipeline_service, domain)
+
+    @staticmethod
+    def data_product_name(product) -> str:
+        return f"{product.domain}-{product.name}"  # '-' never occurs in mesh names
+
+    def owner(self, name: str | None) -> m.Ref | None:
+        if not name:
+            return None
+        if "@" in name:
+            return m.Ref("user", name.split("@", 1)[0])
+        return m.Ref("team", name)
+
+    # entities
+    def tables(self) -> list[AssetView]:
+        """Every table in scope: the primary domains' assets and the tables they read."""
+        wanted = {k for k, a in self.view.assets.items() if a.materializable}
+        wanted |= {p for k in list(wanted) for p in self.view.assets[k].parents}
+        return [self.view.assets[k] for k in sorted(wanted) if k in self.view.assets]
+
+    def columns(self, asset: AssetView) -> tuple[list[m.Column], list[m.TableConstraint] | None]:
+        if asset.key not in self._columns:
+            self._columns[asset.key] = self._table_columns(asset)
+        return self._columns[asset.key]
+
+    def _table_columns(self, asset: AssetView) -> tuple[list[m.Column], list[m.TableConstraint] | None]:
+        from mesh_assets.contracts import parse_type
+
+        product = asset.product
+        if product is not None:
+            pk = product.primary_key
+            cols = []
+            for i, c in enumerate(product.columns, start=1):
+                data_type, display, precision, scale = om_column_type(c.type)
+                constraint = ("PRIMARY_KEY" if pk == (c.name,) else
+                              "UNIQUE" if c.unique else "NOT_NULL" if c.required else None)
+                tags = ([m.TagLabel(fqn(self.c.classification, c.classification))]
+                        if c.classification else None)
+                cols.append(m.Column(name=c.name, dataType=data_type, dataTypeDisplay=display,
+                                     description=c.description or None, constraint=constraint,
+                                     ordinalPosition=i, precision=precision, scale=scale,
+                                     tags=tags))
+            constraints = [m.TableConstraint("PRIMARY_KEY", list(pk))] if len(pk) > 1 else None
+            return cols, constraints
+        # a dbt model without a contract: the columns dbt's artifacts describe
+        catalog = self.view.catalogs.get(asset.domain, {})
+        entry = (catalog.get("nodes", {}).get(asset.dbt_unique_id or "") or
+                 next((n for n in catalog.get("nodes", {}).values()
+                       if n.get("metadata", {}).get("name") == asset.table_name
+                       and n.get("metadata", {}).get("schema") == asset.schema), None))
+        manifest_node = self.view.manifests.get(asset.domain, {}).get("nodes", {}).get(
+            asset.dbt_unique_id or "", {})
+        described = {c: (v.get("description") or None)
+                     for c, v in (manifest_node.get("columns") or {}).items()}
+        cols = []
+        if entry:
+            for c in sorted(entry.get("columns", {}).values(), key=lambda c: c.get("index", 0)):
+                try:
+                    data_type, display, precision, scale = om_column_type(parse_type(c["type"], None))
+                except KeyError:
+                    data_type, display, precision, scale = "UNKNOWN", str(c.get("type")), None, None
+                cols.append(m.Column(name=c["name"], dataType=data_type, dataTypeDisplay=display,
+                                     description=c.get("comment") or described.get(c["name"]),
+                                     ordinalPosition=c.get("index"), precision=precision,
+                                     scale=scale))
+        else:
+            for i, (name, c) in enumerate((manifest_node.get("columns") or {}).items(), start=1):
+                cols.append(m.Column(name=name, dataType="UNKNOWN",
+                                     dataTypeDisplay=c.get("data_type") or "unknown",
+                                     description=c.get("description") or None, ordinalPosition=i))
+        if not cols:
+            self.warnings.append(f"table {asset.table}: no contract and no dbt catalog entry: "
+                                 "exported without columns")
+        return cols, None
+
+    def plan(self, runs: Mapping[str, list[RunFacts]], evaluations: Sequence[Evaluation]) -> Plan:
+        c, view = self.c, self.view
+        tables = self.tables()
+        table_domains = sorted({a.domain for a in tables} | set(view.primary))
+        products = {a.product.identifier: a.product for a in tables if a.product is not None}
+        owners = sorted({view.domains[d].owner for d in table_domains if d in view.domains}
+                        | {p.owner for p in products.values()})
+        phases: list[Phase] = []
+
+        classes = sorted({col.classification for p in products.values() for col in p.columns
+                          if col.classification})
+        if classes:
+            phases.append(Phase("classification", [Call(
+                "PUT", "/v1/classifications", m.CreateClassification(
+                    name=c.classification, displayName="Data classification",
+                    description="Column classification declared in the data mesh's ODCS data "
+                                "contracts (`classification` of each schema property).",
+                    mutuallyExclusive=True),
+                f"classification {c.classification}")]))
+        tags = [Call("PUT", "/v1/tags", m.CreateTag(
+                    name=cls, classification=c.classification,
+                    description=f"Columns the data contracts classify as `{cls}`."),
+                    f"tag {fqn(c.classification, cls)}") for cls in classes]
+        teams = [Call("PUT", "/v1/teams", m.CreateTeam(
+                    name=o, displayName=o, description=f"Owner of data products of the mesh ({o})."),
+                      f"team {o}", register=("team", o), ensure=True)
+                 for o in owners if "@" not in o]
+        phases.append(Phase("owners and tags", tags + teams))
+
+        phases.append(Phase("domains", [Call(
+            "PUT", "/v1/domains", m.CreateDomain(
+                name=d, displayName=d.replace("_", " ").title(),
+                description=view.domains[d].description or f"The {d} domain of the mesh.",
+                domainType=DOMAIN_TYPES[view.domains[d].type],
+                owner=self.owner(view.domains[d].owner)),
+            f"domain {d}", register=("domain", d)) for d in table_domains if d in view.domains]))
+        phases.append(Phase("data products", [Call(
+            "PUT", "/v1/dataProducts", m.CreateDataProduct(
+                name=self.data_product_name(p), displayName=p.identifier,
+                description=p.description or f"Data product {p.identifier}.", domain=p.domain,
+                owner=self.owner(p.owner)),
+            f"data product {p.identifier}", register=("dataProduct", self.data_product_name(p)))
+            for p in sorted(products.values(), key=lambda p: p.identifier)]))
+
+        connection = None
+        if c.service_type == "Trino" and c.trino_host_port:
+            connection = {"config": {"type": "Trino", "scheme": "trino",
+                                     "hostPort": c.trino_host_port,
+                                     "username": c.trino_user or "mesh", "catalog": c.database}}
+        services = [Call("PUT", "/v1/services/databaseServices", m.CreateDatabaseService(
+                        name=c.database_service, serviceType=c.service_type,
+                        displayName="Data mesh (Iceberg)", connection=connection,
+                        description="The Apache Iceberg tables of the data mesh's products, "
+                                    "served by Trino (exported by `mesh openmetadata export`)."),
+                        f"database service {c.database_service}",
+                        register=("databaseService", c.database_service))]
+        primaries = [d for d in view.primary if any(
+            a.materializable and a.domain == d for a in view.assets.values())]
+        if primaries:
+            pipe_conn = ({"config": {"type": "Dagster", "host": c.dagster_url}}
+                         if c.dagster_url else None)
+            services.append(Call("PUT", "/v1/services/pipelineServices", m.CreatePipelineService(
+                name=c.pipeline_service, serviceType="Dagster", connection=pipe_conn,
+                displayName="Dagster (data mesh)",
+                description="Dagster code locations of the data mesh, one pipeline per domain."),
+                f"pipeline service {c.pipeline_service}",
+                register=("pipelineService", c.pipeline_service)))
+        phases.append(Phase("services", services))
+        phases.append(Phase("database", [Call(
+            "PUT", "/v1/databases", m.CreateDatabase(
+                name=c.database, service=c.database_service,
+                description="The Iceberg catalog of the mesh (a Trino catalog); one schema per "
+                            "domain."),
+            f"database {fqn(c.database_service, c.database)}",
+            register=("database", fqn(c.database_service, c.database)))]))
+        schemas = sorted({a.schema for a in tables})
+        phases.append(Phase("schemas", [Call(
+            "PUT", "/v1/databaseSchemas", m.CreateDatabaseSchema(
+                name=s, database=fqn(c.database_service, c.database),
+                description=(view.domains[s].description if s in view.domains else None),
+                owner=self.owner(view.domains[s].owner) if s in view.domains else None,
+                domain=s if s in view.domains else None),
+            f"schema {self.schema_fqn(s)}", register=("databaseSchema", self.schema_fqn(s)))
+            for s in schemas]))
+
+        table_calls = []
+        for asset in tables:
+            columns, constraints = self.columns(asset)
+            product = asset.product
+            table_calls.append(Call("PUT", "/v1/tables", m.CreateTable(
+                name=asset.table_name, databaseSchema=self.schema_fqn(asset.schema),
+                columns=columns, tableType="Iceberg", description=asset.description or None,
+                displayName=product.identifier if product is not None else None,
+                owner=self.owner(product.owner if product is not None else
+                                 view.domains[asset.domain].owner
+                                 if asset.domain in view.domains else None),
+                domain=asset.domain if asset.domain in view.domains else None,
+                dataProducts=[self.data_product_name(product)] if product is not None else None,
+                tableConstraints=constraints,
+                retentionPeriod=_iso_duration(product.retention) if product is not None else None),
+                f"table {self.table_fqn(asset)}", register=("table", self.table_fqn(asset))))
+        pipelines = [self.pipeline(d) for d in primaries]
+        phases.append(Phase("tables and pipelines", table_calls + pipelines))
+
+        statuses = [Call("PUT", f"/v1/pipelines/{quote(self.pipeline_fqn(d))}/status",
+                         m.PipelineStatus(timestamp=r.start_ms, executionStatus=r.status,
+                                          taskStatus=[m.TaskStatus(name=t, executionStatus=s,
+                                                                   startTime=r.start_ms,
+                                                                   endTime=end or r.end_ms)
+                                                      for t, s, end in r.tasks]),
+                         f"status of pipeline {self.pipeline_fqn(d)} for run {r.run_id}",
+                         time_series=True)
+                    for d in primaries for r in runs.get(d, ())]
+        lineage = self.lineage()
+        suites, definitions, cases = self.quality()
+        phases.append(Phase("lineage, statuses, test suites", statuses + lineage + suites + definitions))
+        phases.append(Phase("test cases", cases))
+        phases.append(Phase("test results", self.results(evaluations)))
+        return Plan([p for p in phases if p.calls], warnings=self.warnings)
+
+    def pipeline(self, domain: str) -> Call:
+        c, view = self.c, self.view
+        assets = sorted((a for a in view.assets.values() if a.materializable and a.domain == domain),
+                        key=lambda a: a.key)
+        children: dict[tuple, list[str]] = {}
+        for a in assets:
+            for p in a.parents:
+                children.setdefault(p, []).append(a.task_name)
+        tasks = [m.Task(
+            name=a.task_name, displayName=a.product.identifier if a.product else ".".join(a.key),
+            description=a.description or None,
+            downstreamTasks=sorted(children.get(a.key, [])) or None,
+            taskType=("dbt model" if a.dbt_unique_id or (a.product and a.product.transform == "dbt")
+                      else "ingestion" if a.product and a.product.source else "asset"),
+            sourceUrl=f"{c.dagster_url}/assets/{a.task_name}" if c.dagster_url else None)
+            for a in assets]
+        meta = view.domains[domain]
+        return Call("PUT", "/v1/pipelines", m.CreatePipeline(
+            name=domain, service=c.pipeline_service, displayName=f"{domain} (Dagster code location)",
+            description=meta.description or f"Assets of the {domain} domain.", tasks=tasks,
+            owner=self.owner(meta.owner), domain=domain,
+            sourceUrl=f"{c.dagster_url}/locations/{domain}/asset-groups/{domain}" if c.dagster_url else None),
+            f"pipeline {self.pipeline_fqn(domain)}", register=("pipeline", self.pipeline_fqn(domain)))
+
+    def lineage(self) -> list[Call]:
+        from mesh_assets.openmetadata.lineage import compiled_sql, dialect_of, model_column_lineage
+
+        view = self.view
+        calls = []
+        for asset in sorted((a for a in view.assets.values() if a.materializable and a.parents),
+                            key=lambda a: a.key):
+            manifest = view.manifests.get(asset.domain, {})
+            sql = compiled_sql(manifest, asset.dbt_unique_id) if asset.dbt_unique_id else None
+            edges = []
+            parents = [view.assets[p] for p in asset.parents if p in view.assets]
+            relations = {p.key: _relations(manifest, p) for p in parents}
+            if sql:
+                schema = {}
+                for p in parents:
+                    for namespace, name in relations[p.key]:
+                        schema.setdefault(namespace, {})[name] = {
+                            col.name: col.dataTypeDisplay or "varchar" for col in self.columns(p)[0]}
+                out_columns = [col.name for col in self.columns(asset)[0]]
+                try:
+                    edges = model_column_lineage(sql, dialect=dialect_of(manifest), schema=schema,
+                                                 columns=out_columns or None)
+                except ValueError as exc:
+                    self.warnings.append(f"{asset.table}: no column lineage ({exc})")
+            elif asset.dbt_unique_id:
+                self.warnings.append(f"{asset.table}: no compiled SQL in the dbt artifacts of "
+                                     f"domain {asset.domain}: table-level lineage only")
+            to_fqn = self.table_fqn(asset)
+            for parent in parents:
+                from_fqn = self.table_fqn(parent)
+                columns = []
+                for e in edges:
+                    sources = [fqn_add(from_fqn, col) for s, t, col in e.from_columns
+                               if (s, t) in relations[parent.key]]
+                    if sources:
+                        columns.append(m.ColumnLineage(fromColumns=sources,
+                                                       toColumn=fqn_add(to_fqn, e.to_column),
+                                                       function=e.function))
+                calls.append(Call("PUT", "/v1/lineage", m.AddLineage(edge=m.EntitiesEdge(
+                    fromEntity=m.Ref("table", from_fqn), toEntity=m.Ref("table", to_fqn),
+                    description=f"Dagster asset {asset.task_name} depends on {parent.task_name}.",
+                    lineageDetails=m.LineageDetails(
+                        pipeline=m.Ref("pipeline", self.pipeline_fqn(asset.domain)),
+                        columnsLineage=columns or None, sqlQuery=sql or None,
+                        source="DbtLineage" if asset.dbt_unique_id else "PipelineLineage",
+                        description=f"{parent.table} -> {asset.table} "
+                                    f"({'dbt model' if asset.dbt_unique_id else 'Dagster asset'})"))),
+                    f"lineage {from_fqn} -> {to_fqn}"))
+        return calls
+
+    def case_of(self, check: CheckView) -> tuple[str, str | None, list[m.TestCaseParameterValue]]:
+        """(test definition, column or None, parameters) of an asset check."""
+        def p(name, value):
+            return m.TestCaseParameterValue(name, value if isinstance(value, str) else json.dumps(value))
+
+        rule = check.rule
+        if rule is not None:
+            kw, e, col = rule.kwargs, rule.expectation, rule.kwargs.get("column")
+            low, high = kw.get("min_value"), kw.get("max_value")
+            if kw.get("strict_min") and isinstance(low, int):
+                low += 1
+            if kw.get("strict_max") and isinstance(high, int):
+                high -= 1
+            bounds = {
+                "expect_column_values_to_be_between": ("columnValuesToBeBetween", "minValue", "maxValue"),
+                "expect_table_row_count_to_be_between": ("tableRowCountToBeBetween", "minValue", "maxValue"),
+                "expect_column_mean_to_be_between": ("columnValueMeanToBeBetween",
+                                                     "minValueForMeanInCol", "maxValueForMeanInCol"),
+                "expect_column_min_to_be_between": ("columnValueMinToBeBetween",
+                                                    "minValueForMinInCol", "maxValueForMinInCol"),
+                "expect_column_max_to_be_between": ("columnValueMaxToBeBetween",
+                                                    "minValueForMaxInCol", "maxValueForMaxInCol"),
+            }
+            if e == "expect_column_values_to_not_be_null":
+                return "columnValuesToBeNotNull", col, []
+            if e == "expect_column_values_to_be_unique":
+                return "columnValuesToBeUnique", col, []
+            if e == "expect_column_values_to_be_in_set":
+                return "columnValuesToBeInSet", col, [p("allowedValues", list(kw["value_set"]))]
+            if e == "expect_column_values_to_match_regex":
+                return "columnValuesToMatchRegex", col, [p("regex", kw["regex"])]
+            if e in bounds:
+                name, lo_name, hi_name = bounds[e]
+                params = ([p(lo_name, low)] if low is not None else []) + \
+                         ([p(hi_name, high)] if high is not None else [])
+                return name, col, params
+            params = [p("expectation", e), p("kwargs", kw)]
+            return (CUSTOM_COLUMN_TEST if col else CUSTOM_TABLE_TEST), col, params
+        test = check.dbt_test
+        if test is not None:
+            meta = test.get("test_metadata") or {}
+            name, kwargs = meta.get("name"), dict(meta.get("kwargs") or {})
+            col = test.get("column_name") or kwargs.get("column_name")
+            if name == "not_null" and col:
+                return "columnValuesToBeNotNull", col, []
+            if name == "unique" and col:
+                return "columnValuesToBeUnique", col, []
+            if name == "accepted_values" and col and "values" in kwargs:
+                return "columnValuesToBeInSet", col, [p("allowedValues", kwargs["values"])]
+            kwargs.pop("model", None)
+            params = [p("expectation", f"dbt {name}"), p("kwargs", kwargs)]
+            return (CUSTOM_COLUMN_TEST if col else CUSTOM_TABLE_TEST), col, params
+        return CUSTOM_TABLE_TEST, None, [p("expectation", "dagster asset check")]
+
+    def test_case_fqn(self, asset: AssetView, check: CheckView) -> str:
+        _, column, _ = self.case_of(check)
+        column = column if column and self._has_column(asset, column) else None
+        return fqn_add(self.table_fqn(asset), *([column] if column else []), check.name)
+
+    def _has_column(self, asset: AssetView, column: str) -> bool:
+        return column in {c.name for c in self.columns(asset)[0]}
+
+    def quality(self) -> tuple[list[Call], list[Call], list[Call]]:
+        suites, cases, used = [], [], set()
+        for asset in sorted(self.view.assets.values(), key=lambda a: a.key):
+            if not asset.checks:
+                continue
+            table = self.table_fqn(asset)
+            suite = fqn_add(table, "testSuite")
+            suites.append(Call("PUT", "/v1/dataQuality/testSuites/executable", m.CreateTestSuite(
+                name=table, executableEntityReference=table,
+                description=f"Dagster asset checks of {asset.task_name}."),
+                f"test suite of table {table}", register=("testSuite", suite)))
+            for check in asset.checks:
+                definition, column, params = self.case_of(check)
+                if column and not self._has_column(asset, column):
+                    column = None
+                    if definition != CUSTOM_TABLE_TEST:
+                        definition = CUSTOM_TABLE_TEST
+                used.add(definition)
+                link = (f"<#E::table::{table}::columns::{column}>" if column
+                        else f"<#E::table::{table}>")
+                planned = fqn_add(table, *([column] if column else []), check.name)
+                kind = ("dbt test" if check.dbt_test is not None else
+                        "contract rule" if check.rule is not None else "asset check")
+                cases.append(Call("PUT", "/v1/dataQuality/testCases", m.CreateTestCase(
+                    name=check.name, displayName=check.name, testDefinition=definition,
+                    entityLink=link, testSuite=m.FqnRef("testSuite", suite),
+                    description=(f"{check.description or check.name} (Dagster asset check, "
+                                 f"{kind}, {'blocking' if check.blocking else 'non-blocking'})"),
+                    parameterValues=params or None),
+                    f"test case {planned}", register=("testCase", planned)))
+        definitions = []
+        for name, entity_type in ((CUSTOM_TABLE_TEST, "TABLE"), (CUSTOM_COLUMN_TEST, "COLUMN")):
+            if name in used:
+                definitions.append(Call("PUT", "/v1/dataQuality/testDefinitions", m.CreateTestDefinition(
+                    name=name, entityType=entity_type,
+                    displayName=f"Mesh asset check ({entity_type.lower()})",
+                    description="A Dagster asset check of the data mesh with no OpenMetadata "
+                                "equivalent; Dagster evaluates it and reports the result.",
+                    testPlatforms=["GreatExpectations", "DBT", "Other"],
+                    parameterDefinition=[
+                        m.TestCaseParameterDefinition("expectation", description="Expectation or dbt test"),
+                        m.TestCaseParameterDefinition("kwargs", description="Its arguments (JSON)")]),
+                    f"test definition {name}"))
+        return suites, definitions, cases
+
+    def results(self, evaluations: Sequence[Evaluation]) -> list[Call]:
+        calls = []
+        for ev in sorted(evaluations, key=lambda e: (e.asset, e.check, e.timestamp_ms)):
+            asset = self.view.assets.get(ev.asset)
+            check = next((c for c in asset.checks if c.name == ev.check), None) if asset else None
+            if check is None:
+                continue
+            planned = self.test_case_fqn(asset, check)
+            md = ev.metadata
+            errored = md.get("status") == "errored"
+            status = "Aborted" if errored else "Success" if ev.passed else "Failed"
+            values = [m.TestResultValue(k, json.dumps(md[k]) if not isinstance(md[k], str) else md[k])
+                      for k in ("observed_value", "unexpected_count", "element_count", "severity",
+                                "iceberg/snapshot_id", "error") if md.get(k) is not None]
+            total, bad = md.get("element_count"), md.get("unexpected_count")
+            counts = {}
+            if isinstance(total, int) and isinstance(bad, int) and total >= bad:
+                share = (lambda n: round(100.0 * n / total, 4)) if total else (lambda n: 0.0)
+                counts = dict(passedRows=total - bad, failedRows=bad,
+                              passedRowsPercentage=share(total - bad) if total else 100.0,
+                              failedRowsPercentage=share(bad))
+            summary = (f"{ev.check}: {'errored' if errored else 'passed' if ev.passed else 'failed'}"
+                       + (f" (observed {md['observed_value']})"
+                          if md.get("observed_value") is not None else "")
+                       + (f" in Dagster run {ev.run_id}" if ev.run_id else ""))
+            calls.append(Call(
+                "PUT", "/v1/dataQuality/testCases/{fqn}/testCaseResult",
+                m.TestCaseResult(timestamp=ev.timestamp_ms, testCaseStatus=status, result=summary,
+                                 testResultValue=values or None, **counts),
+                f"result of test case {planned} at {ev.timestamp_ms}",
+                path_ref=m.FqnRef("testCase", planned), time_series=True))
+        return calls
+
+
+def plan_export(view: MeshView, config: ExportConfig | None = None, *,
+                runs: Mapping[str, list[RunFacts]] | None = None,
+                evaluations: Sequence[Evaluation] = ()) -> Plan:
+    """Ordered phases of calls describing ``view`` (pure: no network, no Dagster)."""
+    return _Planner(view, config or ExportConfig.from_env()).plan(runs or {}, evaluations)
+
+
+# --- sending -------------------------------------------------------------------------------------
+
+@dataclass
+class ExportReport:
+    calls: int = 0
+    created: int = 0
+    updated: int = 0
+    by_endpoint: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(self.by_endpoint.items()))
+        return (f"{self.calls} call(s): {self.created} created, {self.updated} updated or "
+                f"unchanged ({parts})")
+
+
+class Exporter:
+    """Sends a :class:`Plan`: phase after phase, each phase in concurrent batches."""
+
+    def __init__(self, client: OpenMetadataClient, *, batch_size: int = 8):
+        self.client = client
+        self.batch_size = max(1, batch_size)
+        self.ids: dict[tuple[str, str], str] = {}
+        self.fqns: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def run(self, plan: Plan, *, time_series_only: bool = False) -> ExportReport:
+        report = ExportReport(warnings=list(plan.warnings))
+        with ThreadPoolExecutor(max_workers=self.batch_size,
+                                thread_name_prefix="openmetadata") as pool:
+            for phase in plan.phases:
+                calls = [c for c in phase.calls if c.time_series or not time_series_only]
+                for start in range(0, len(calls), self.batch_size):
+                    batch = calls[start:start + self.batch_size]
+                    futures = [pool.submit(self._send, call) for call in batch]
+                    errors = []
+                    for call, future in zip(batch, futures):
+                        try:
+                            status = future.result()
+                        except OpenMetadataError as exc:
+                            errors.append(exc)
+                            continue
+                        report.calls += 1
+                        report.created += status == 201
+                        report.updated += status != 201
+                        endpoint = _endpoint(call)
+                        report.by_endpoint[endpoint] = report.by_endpoint.get(endpoint, 0) + 1
+                    if errors:
+                        raise errors[0]
+                log.info("openmetadata: phase %s done (%d call(s))", phase.name, len(calls))
+        return report
+
+    def _send(self, call: Call) -> int:
+        path = call.path
+        if call.path_ref is not None:
+            path = path.replace("{fqn}", quote(self._fqn(call.path_ref)))
+        if call.ensure:
+            collection = COLLECTIONS.get(call.register[0], call.register[0] + "s")
+            found = self.client.get_by_name(collection, call.register[1], entity=call.entity)
+            if found is not None:
+                self._remember(call, found)
+                return 200
+            if call.payload is None:
+                raise OpenMetadataError(f"{call.entity} does not exist in OpenMetadata: create it "
+                                        "there (the exporter does not create users)",
+                                        status=404, entity=call.entity, field="owner")
+        body = call.payload.to_json(lambda ref: self._resolve(ref, call)) if call.payload else None
+        status, answer = self.client.request(call.method, path, body, entity=call.entity)
+        if isinstance(answer, dict):
+            self._remember(call, answer)
+        return status
+
+    def _remember(self, call: Call, answer: Mapping) -> None:
+        if call.register is None:
+            return
+        with self._lock:
+            if answer.get("id"):
+                self.ids[call.register] = answer["id"]
+            if answer.get("fullyQualifiedName"):
+                self.fqns[call.register] = answer["fullyQualifiedName"]
+
+    def _fqn(self, ref: m.FqnRef) -> str:
+        return self.fqns.get((ref.type, ref.fqn), ref.fqn)
+
+    def _resolve(self, ref, call: Call):
+        if isinstance(ref, m.FqnRef):
+            return self._fqn(ref)
+        key = (ref.type, ref.fqn)
+        if key not in self.ids:
+            found = self.client.get_by_name(COLLECTIONS.get(ref.type, ref.type + "s"), ref.fqn,
+                                            entity=call.entity)
+            if (found is None or not found.get("id")) and ref.type == "user":
+                log.warning("openmetadata: %s: owner %s is not a user of OpenMetadata; exported "
+                            "without owner", call.entity, ref.fqn)
+                return None
+            if found is None or not found.get("id"):
+                raise OpenMetadataError(
+                    f"{call.entity}: refers to {ref.type} {ref.fqn}, which OpenMetadata does "
+                    "not know; export its domain first (`mesh openmetadata export`)",
+                    status=404, entity=call.entity, field=ref.type)
+            with self._lock:
+                self.ids[key] = found["id"]
+        return m.EntityReference(id=self.ids[key], type=ref.type,
+                                 fullyQualifiedName=ref.fqn).to_json()
+
+
+def _endpoint(call: Call) -> str:
+    parts = [p for p in call.path.split("/") if p and p != "v1"]
+    if call.path_ref is not None or (len(parts) > 2 and parts[0] == "pipelines"):
+        return f"{parts[0]}/{parts[-1]}"
+    return "/".join(parts[:2]) if parts and parts[0] in ("services", "dataQuality") else parts[0]
+
+
+# --- entry points --------------------------------------------------------------------------------
+
+def export_mesh(client: OpenMetadataClient, domains: Sequence[str] | None = None, *,
+                config: ExportConfig | None = None, instance=None, graphs=None,
+                batch_size: int = 8) -> ExportReport:
+    """Full, idempotent export of ``domains`` (default: every domain of workspace.yaml) with
+    the latest pipeline status and check result of each from the Dagster instance."""
+    import dagster as dg
+
+    from mesh_assets.cli import workspace_domains
+    from mesh_assets.settings import ensure_dagster_home, load_settings
+
+    settings = load_settings()
+    view = collect(list(domains or workspace_domains()), graphs=graphs, settings=settings)
+    if instance is None:
+        os.environ.setdefault("DAGSTER_HOME", str(ensure_dagster_home(settings)))
+        with dg.DagsterInstance.get() as instance:
+            runs, evaluations = run_facts(instance, view), latest_evaluations(instance, view)
+    else:
+        runs, evaluations = run_facts(instance, view), latest_evaluations(instance, view)
+    plan = plan_export(view, config, runs=runs, evaluations=evaluations)
+    for warning in plan.warnings:
+        log.warning("openmetadata: %s", warning)
+    return Exporter(client, batch_size=batch_size).run(plan)

@@ -1,0 +1,268 @@
+"""The full export (`mesh openmetadata export`) of a materialized mesh to a fake OpenMetadata:
+payloads valid against the official JSON Schemas, endpoints, order, entities, lineage (column
+level across domains, exact), test cases and results, idempotency."""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import urlsplit
+
+import om_spec
+import pytest
+from om_fake_server import ROUTES, FakeOpenMetadata, _route
+from om_fixtures import (  # noqa: F401 (fixtures)
+    SENTINEL_JWT,
+    domain_defs,
+    materialized,
+    om_home,
+    point_at,
+)
+
+from mesh_assets.openmetadata.client import OpenMetadataClient
+from mesh_assets.openmetadata.export import export_mesh
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def graphs(domain_defs):
+    return {d: defs.resolve_asset_graph() for d, defs in domain_defs.items()}
+
+
+@pytest.fixture(scope="module")
+def exported(materialized, graphs):
+    """One full export for the module's read-only tests: (fake server, report)."""
+    server = FakeOpenMetadata(token=SENTINEL_JWT).start()
+    with pytest.MonkeyPatch.context() as mp:
+        point_at(mp, materialized)
+        report = export_mesh(OpenMetadataClient(server.url, SENTINEL_JWT), graphs=graphs)
+        yield server, report
+    server.stop()
+
+
+def test_every_payload_is_valid_against_the_official_schemas(exported):
+    fake, _ = exported
+    assert fake.schema_errors == []
+    checked = 0
+    for call in fake.calls:
+        route = _route(call.method, call.path)
+        if call.method == "GET":
+            assert call.body is None
+            continue
+        assert route is not None, f"unexpected endpoint {call.method} {call.path}"
+        assert om_spec.errors(route[2], call.body) == []
+        checked += 1
+    # every kind of payload the exporter knows was sent and validated
+    assert {_route(c.method, c.path)[3] for c in fake.calls if c.method == "PUT"} == {
+        r[3] for r in ROUTES}
+    assert checked > 200
+
+
+def test_the_jwt_is_in_no_payload_and_only_in_the_auth_header(exported):
+    fake, report = exported
+    assert all(SENTINEL_JWT not in json.dumps(c.body) for c in fake.calls)
+    assert all(SENTINEL_JWT not in json.dumps(e) for es in fake.entities.values() for e in es.values())
+    assert SENTINEL_JWT not in repr(report)
+    for call in fake.calls:
+        assert [k for k, v in call.headers.items() if SENTINEL_JWT in v] == ["Authorization"]
+
+
+def test_endpoints_methods_and_order(exported):
+    fake, _ = exported
+    order = [(_route(c.method, c.path) or (None, None, None, f"GET {c.path}"))[3]
+             for c in fake.calls]
+    assert {c.method for c in fake.calls} == {"GET", "PUT"}
+    assert all(c.status in (200, 201, 404) for c in fake.calls)
+    assert all(c.status != 404 or c.method == "GET" for c in fake.calls)
+
+    def first(kind):
+        return order.index(kind)
+
+    def last(kind):
+        return len(order) - 1 - order[::-1].index(kind)
+
+    assert last("classification") < first("tag")
+    assert last("team") < first("domain") and last("domain") < first("dataProduct")
+    assert last("dataProduct") < first("table")
+    assert last("databaseService") < first("database") < first("databaseSchema")
+    assert last("databaseSchema") < first("table")
+    assert last("pipelineService") < first("pipeline")
+    assert last("table") < first("lineage") and last("pipeline") < first("lineage")
+    assert last("pipeline") < first("pipelineStatus")
+    assert last("testSuite") < first("testCase") and last("testDefinition") < first("testCase")
+    assert last("testCase") < first("testCaseResult")
+    # every request carried the bot token
+    assert all(c.headers.get("Authorization") == f"Bearer {SENTINEL_JWT}" for c in fake.calls)
+
+
+def test_domains_data_products_and_tables(exported):
+    fake, _ = exported
+    domains = fake.entities["domain"]
+    assert {d: e["domainType"] for d, e in domains.items()} == {
+        "reference": "Source-aligned", "fleet": "Source-aligned", "weather": "Source-aligned",
+        "operations": "Source-aligned", "analytics": "Consumer-aligned"}
+    teams = {e["id"]: name for name, e in fake.entities["team"].items()}
+    assert teams[domains["analytics"]["owner"]["id"]] == "analytics-team"
+    products = fake.entities["dataProduct"]
+    assert len(products) == 11
+    assert products["analytics-delays_by_weather"]["domain"] == "analytics"
+    assert fake.entities["databaseService"]["mesh"]["serviceType"] == "Trino"
+    assert set(fake.entities["databaseSchema"]) == {f"mesh.iceberg.{d}" for d in domains}
+
+    tables = fake.entities["table"]
+    assert set(tables) == {f"mesh.iceberg.{t}" for t in (
+        "reference.airlines", "reference.airports", "reference.timezones",
+        "reference.stg_reference__airports", "fleet.planes", "weather.observations",
+        "weather.station_daily", "operations.flights", "operations.daily_performance",
+        "analytics.delays_by_weather", "analytics.delays_by_carrier_month",
+        "analytics.delays_by_aircraft_age")}
+    airlines = tables["mesh.iceberg.reference.airlines"]
+    assert airlines["tableType"] == "Iceberg"
+    assert airlines["domain"] == "reference" and airlines["dataProducts"] == ["reference-airlines"]
+    assert teams[airlines["owner"]["id"]] == "reference-data-team"
+    assert airlines["retentionPeriod"].startswith("P")
+    carrier = airlines["columns"][0]
+    assert carrier["name"] == "carrier" and carrier["dataType"] == "STRING"
+    assert carrier["constraint"] == "PRIMARY_KEY" and carrier["description"]
+    assert carrier["tags"] == [{"tagFQN": "DataClassification.public", "source": "Classification",
+                                "labelType": "Automated", "state": "Confirmed"}]
+    # a compound primary key is a table constraint
+    carrier_month = tables["mesh.iceberg.analytics.delays_by_carrier_month"]
+    assert carrier_month["tableConstraints"] == [
+        {"constraintType": "PRIMARY_KEY", "columns": ["carrier", "month"]}]
+    # a dbt model without a contract gets its columns from the dbt artifacts (catalog.json)
+    staging = tables["mesh.iceberg.reference.stg_reference__airports"]
+    assert [(c["name"], c["dataType"]) for c in staging["columns"]][:3] == [
+        ("faa", "STRING"), ("airport_name", "STRING"), ("lat", "DOUBLE")]
+    assert "dataProducts" not in staging
+
+
+def test_one_pipeline_per_domain_with_assets_as_tasks_and_run_status(exported, graphs):
+    fake, _ = exported
+    pipelines = fake.entities["pipeline"]
+    assert set(pipelines) == {f"dagster.{d}" for d in graphs}
+    for domain, graph in graphs.items():
+        tasks = {t["name"] for t in pipelines[f"dagster.{domain}"]["tasks"]}
+        assert tasks == {k.to_user_string() for k in graph.materializable_asset_keys
+                         if k.path[0] == domain}
+    reference = {t["name"]: t for t in pipelines["dagster.reference"]["tasks"]}
+    assert reference["reference/stg_reference__airports"]["downstreamTasks"] == ["reference/timezones"]
+    statuses = fake.series["pipelineStatus"]
+    assert {fqn for fqn, _ in statuses} == set(pipelines)
+    for (fqn, _), status in statuses.items():
+        assert status["executionStatus"] == "Successful"
+        assert {t["executionStatus"] for t in status["taskStatus"]} == {"Successful"}
+
+
+def test_a_lineage_edge_per_asset_dependency_with_its_pipeline(exported, graphs):
+    fake, _ = exported
+    ids = fake.by_id()
+    edges = {}
+    for (src, dst), body in fake.series["lineage"].items():
+        details = body["edge"]["lineageDetails"]
+        edges[(ids[src][1]["fullyQualifiedName"], ids[dst][1]["fullyQualifiedName"])] = \
+            ids[details["pipeline"]["id"]][1]["fullyQualifiedName"]
+    expected = {}
+    for domain, graph in graphs.items():
+        for key in graph.materializable_asset_keys:
+            for parent in graph.get(key).parent_keys:
+                expected[(f"mesh.iceberg.{'.'.join(parent.path)}",
+                          f"mesh.iceberg.{'.'.join(key.path)}")] = f"dagster.{domain}"
+    assert edges == expected
+    assert len(edges) == 11
+
+
+def _column_lineage(fake, source, target):
+    ids = {e["fullyQualifiedName"]: e["id"] for e in fake.entities["table"].values()}
+    body = fake.series["lineage"][(ids[f"mesh.iceberg.{source}"], ids[f"mesh.iceberg.{target}"])]
+    return {c["toColumn"].rsplit(".", 1)[1]: sorted(f.rsplit(".", 1)[1] for f in c["fromColumns"])
+            for c in body["edge"]["lineageDetails"].get("columnsLineage", [])}, body
+
+
+def test_cross_domain_column_lineage_from_the_dbt_manifest_is_exact(exported):
+    fake, _ = exported
+    from_flights, body = _column_lineage(fake, "operations.flights", "analytics.delays_by_weather")
+    assert from_flights == {"mean_dep_delay_min": ["dep_delay"], "delayed_share": ["dep_delay"]}
+    details = body["edge"]["lineageDetails"]
+    assert details["source"] == "DbtLineage"
+    assert '"operations"."flights"' in details["sqlQuery"]
+    columns = {c["toColumn"]: c for c in details["columnsLineage"]}
+    assert columns["mesh.iceberg.analytics.delays_by_weather.mean_dep_delay_min"] == {
+        "fromColumns": ["mesh.iceberg.operations.flights.dep_delay"],
+        "toColumn": "mesh.iceberg.analytics.delays_by_weather.mean_dep_delay_min",
+        "function": "AVG(dep_delay)"}
+    from_weather, _ = _column_lineage(fake, "weather.observations", "analytics.delays_by_weather")
+    assert from_weather == {"condition": ["origin", "precip", "visib", "wind_speed"]}
+    assert _column_lineage(fake, "reference.airlines", "analytics.delays_by_carrier_month")[0] == {
+        "carrier_name": ["name"]}
+    assert _column_lineage(fake, "operations.flights", "analytics.delays_by_carrier_month")[0] == {
+        "carrier": ["carrier"], "month": ["month"], "mean_arr_delay_min": ["arr_delay"],
+        "delayed_share": ["arr_delay"]}
+    assert _column_lineage(fake, "fleet.planes", "analytics.delays_by_aircraft_age")[0] == {
+        "age_band_years": ["year"]}
+    # an ingested product's edge has no SQL and no column lineage; within a domain too
+    assert _column_lineage(fake, "reference.stg_reference__airports", "reference.timezones")[0][
+        "utc_offset_hours"] == ["tz"]
+
+
+def test_a_test_case_per_asset_check_and_its_latest_result(exported, graphs):
+    fake, _ = exported
+    cases = fake.entities["testCase"]
+    checks = {(tuple(k.asset_key.path), k.name) for g in graphs.values() for k in g.asset_check_keys}
+    assert len(cases) == len(checks)
+    linked = set()
+    for case in cases.values():
+        table = re.fullmatch(r"<#E::table::([^:>]+)(::columns::\w+)?>", case["entityLink"]).group(1)
+        linked.add((tuple(table.split(".")[2:4]), case["name"]))
+    assert linked == checks
+    not_null = cases["mesh.iceberg.reference.airlines.carrier.not_null_carrier"]
+    assert not_null["testDefinition"] == "columnValuesToBeNotNull"
+    assert not_null["entityLink"] == "<#E::table::mesh.iceberg.reference.airlines::columns::carrier>"
+    assert not_null["testSuite"] == "mesh.iceberg.reference.airlines.testSuite"
+    in_set = cases["mesh.iceberg.analytics.delays_by_weather.condition.in_set_condition"]
+    assert in_set["testDefinition"] == "columnValuesToBeInSet"
+    assert json.loads(in_set["parameterValues"][0]["value"])[0] == "clear"
+    rows = cases["mesh.iceberg.analytics.delays_by_weather.row_count_between"]
+    assert rows["parameterValues"] == [{"name": "minValue", "value": "3"}]  # mustBeGreaterThan 2
+
+    results = fake.series["testCaseResult"]
+    assert {fqn for fqn, _ in results} <= set(cases)
+    assert len(results) >= len(checks) - 2  # checks never evaluated have no result
+    assert {r["testCaseStatus"] for r in results.values()} == {"Success"}
+    result = next(r for (fqn, _), r in results.items()
+                  if fqn == "mesh.iceberg.reference.airlines.carrier.not_null_carrier")
+    assert result["failedRows"] == 0 and result["passedRows"] == 16
+
+
+def test_a_second_export_creates_nothing_new(exported, graphs, om_home):
+    fake, first = exported
+    entities = {k: dict(v) for k, v in fake.entities.items()}
+    series = {k: dict(v) for k, v in fake.series.items()}
+    before = len(fake.calls)
+    second = export_mesh(OpenMetadataClient(fake.url, SENTINEL_JWT), graphs=graphs)
+    assert first.created > 200 and second.created == 0
+    assert second.calls == first.calls
+    assert {c.status for c in fake.calls[before:]} == {200}
+    assert fake.entities == entities and fake.series == series
+
+
+def test_dbt_artifacts_stay_available_for_openmetadata_dbt_workflow(om_home):
+    for domain in ("reference", "weather", "operations", "analytics"):
+        folder = om_home / "dbt" / "artifacts" / domain
+        for name in ("manifest.json", "catalog.json", "run_results.json"):
+            assert (folder / name).is_file(), folder / name
+    manifest = json.loads((om_home / "dbt/artifacts/analytics/manifest.json").read_text())
+    assert manifest["nodes"]["model.datamesh.delays_by_weather"]["compiled_code"]
+    assert SENTINEL_JWT not in (om_home / "dbt/artifacts/analytics/manifest.json").read_text()
+
+
+def test_dry_run_prints_the_plan_without_a_host(om_home, capsys, monkeypatch):
+    from mesh_assets import cli
+
+    assert cli.main(["openmetadata", "export", "--dry-run", "reference"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    calls = [json.loads(line) for line in out]
+    assert calls[0]["path"] == "/v1/classifications"
+    assert any(c["path"] == "/v1/tables" and c["body"]["name"] == "timezones" for c in calls)
+    assert all(urlsplit(c["path"]).path.startswith("/v1/") for c in calls)
