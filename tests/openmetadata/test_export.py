@@ -113,7 +113,7 @@ def test_domains_data_products_and_tables(exported):
     tables = fake.entities["table"]
     assert set(tables) == {f"mesh.iceberg.{t}" for t in (
         "reference.airlines", "reference.airports", "reference.timezones",
-        "reference.stg_reference__airports", "fleet.planes", "weather.observations",
+        "reference.stg_reference__airports", "reference.int_reference__airport_zones", "fleet.planes", "weather.observations",
         "weather.station_daily", "operations.flights", "operations.daily_performance",
         "analytics.delays_by_weather", "analytics.delays_by_carrier_month",
         "analytics.delays_by_aircraft_age")}
@@ -147,7 +147,10 @@ def test_one_pipeline_per_domain_with_assets_as_tasks_and_run_status(exported, g
         assert tasks == {k.to_user_string() for k in graph.materializable_asset_keys
                          if k.path[0] == domain}
     reference = {t["name"]: t for t in pipelines["dagster.reference"]["tasks"]}
-    assert reference["reference/stg_reference__airports"]["downstreamTasks"] == ["reference/timezones"]
+    assert reference["reference/stg_reference__airports"]["downstreamTasks"] == [
+        "reference/int_reference__airport_zones"]
+    assert reference["reference/int_reference__airport_zones"]["downstreamTasks"] == [
+        "reference/timezones"]
     statuses = fake.series["pipelineStatus"]
     assert {fqn for fqn, _ in statuses} == set(pipelines)
     for (fqn, _), status in statuses.items():
@@ -170,7 +173,7 @@ def test_a_lineage_edge_per_asset_dependency_with_its_pipeline(exported, graphs)
                 expected[(f"mesh.iceberg.{'.'.join(parent.path)}",
                           f"mesh.iceberg.{'.'.join(key.path)}")] = f"dagster.{domain}"
     assert edges == expected
-    assert len(edges) == 11
+    assert len(edges) == 12
 
 
 def _column_lineage(fake, source, target):
@@ -202,8 +205,10 @@ def test_cross_domain_column_lineage_from_the_dbt_manifest_is_exact(exported):
     assert _column_lineage(fake, "fleet.planes", "analytics.delays_by_aircraft_age")[0] == {
         "age_band_years": ["year"]}
     # an ingested product's edge has no SQL and no column lineage; within a domain too
-    assert _column_lineage(fake, "reference.stg_reference__airports", "reference.timezones")[0][
-        "utc_offset_hours"] == ["tz"]
+    assert _column_lineage(fake, "reference.stg_reference__airports",
+                           "reference.int_reference__airport_zones")[0]["utc_offset_hours"] == ["tz"]
+    assert _column_lineage(fake, "reference.int_reference__airport_zones", "reference.timezones")[0][
+        "utc_offset_hours"] == ["utc_offset_hours"]
 
 
 def test_a_test_case_per_asset_check_and_its_latest_result(exported, graphs):

@@ -57,7 +57,8 @@ def test_cross_domain_source_maps_to_the_producing_domains_asset(translator, man
 
 def test_each_domain_owns_only_its_models(manifest):
     names = lambda d: {manifest["nodes"][u]["name"] for u in domain_models(manifest, d)}
-    assert names("reference") == {"stg_reference__airports", "timezones"}
+    assert names("reference") == {"stg_reference__airports", "int_reference__airport_zones",
+                                  "timezones"}
     assert names("weather") == {"station_daily"}
 
 

@@ -2,9 +2,9 @@
 select
     tzone,
     count(*) as airport_count,
-    min(tz) as utc_offset_hours,
-    bool_or(dst = 'A') as observes_dst,
-    avg(alt) as mean_altitude_ft,
-    max(alt) as max_altitude_ft
-from {{ ref('stg_reference__airports') }}
+    min(utc_offset_hours) as utc_offset_hours,
+    bool_or(observes_dst) as observes_dst,
+    avg(altitude_ft) as mean_altitude_ft,
+    max(altitude_ft) as max_altitude_ft
+from {{ ref('int_reference__airport_zones') }}
 group by tzone
