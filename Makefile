@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export MESH_HOME ?= $(CURDIR)/.mesh
 
-.PHONY: install demo test test-unit bench ui clean
+.PHONY: install demo test test-unit bench ui clean stack-up stack-down demo-prod bench-trino browser
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || { echo "installing uv $(UV_VERSION) from PyPI"; $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"; }
@@ -18,9 +18,30 @@ install:
 demo: install
 	$(BIN)/mesh demo
 
-test: install
+# The production stack on loopback (PostgreSQL, S3, Trino; see `mesh stack --help`) and the
+# demo in production mode on it: Iceberg catalog in PostgreSQL, warehouse in S3, engine Trino.
+stack-up: install
+	$(BIN)/mesh stack up
+
+stack-down:
+	$(BIN)/mesh stack down
+
+demo-prod: stack-up
+	eval "$$($(BIN)/mesh stack env)" && $(BIN)/mesh demo
+
+test: install browser
 	$(BIN)/mesh lint
+	$(BIN)/mesh quality suites --check
+	$(BIN)/mesh stack up
 	$(BIN)/pytest -q tests
+
+# Debian's Chromium for the browser tests (tests/browser/, Playwright drives it headless; no
+# browser download). Idempotent: nothing to do when /usr/bin/chromium is there.
+browser:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	else SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  export DEBIAN_FRONTEND=noninteractive; $$SUDO apt-get install -y chromium \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }; fi
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
@@ -29,8 +50,13 @@ test-unit: install
 bench: install
 	$(BIN)/python bench/run.py
 
+# pyiceberg bulk append vs Trino INSERT ... VALUES on the stack, merged into bench/results.json
+bench-trino: stack-up
+	$(BIN)/python bench/trino_ingest.py
+
 ui:
 	DAGSTER_HOME=$(MESH_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml
 
 clean:
+	-$(BIN)/mesh stack down
 	rm -rf $(MESH_HOME) dbt_project/target

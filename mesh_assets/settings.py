@@ -151,6 +151,9 @@ storage:
       db_name: {env: DAGSTER_PG_DB}
       username: {env: DAGSTER_PG_USER}
       password: {env: DAGSTER_PG_PASSWORD}
+      # SQLAlchemy 2.1 maps postgresql:// to psycopg 3, whose server-side parameters break
+      # dagster-postgres' `NOTIFY run_events, %s` (every event write fails): use psycopg2
+      scheme: postgresql+psycopg2
 """
 
 

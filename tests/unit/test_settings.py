@@ -38,4 +38,4 @@ def test_postgres_dagster_storage_references_env_vars_only(mesh_home, monkeypatc
     config = yaml.safe_load((home / "dagster.yaml").read_text())
     db = config["storage"]["postgres"]["postgres_db"]
     assert db["password"] == {"env": "DAGSTER_PG_PASSWORD"}
-    assert all(isinstance(v, dict) and set(v) == {"env"} for v in db.values())
+    assert all(isinstance(v, dict) and set(v) == {"env"} for k, v in db.items() if k != "scheme")

@@ -1,0 +1,357 @@
+"""The production stack on one machine: PostgreSQL, an S3 store and Trino as plain processes.
+
+    mesh stack up        install what is missing (cached outside the repo), start, health-check
+    mesh stack status    each service: port, pid, health; exit 1 when one is not healthy
+    mesh stack env       the `export` lines of production mode (credentials by file, never shown)
+    mesh stack down [--purge]   stop everything (--purge also deletes the stack's data)
+
+The services listen on 127.0.0.1 only: PostgreSQL (``MESH_PG_PORT``, 5432) holds the Iceberg
+JDBC catalog (database ``mesh``) and the Dagster instance storage (database ``dagster``); the S3
+store (``MESH_S3_PORT``, 9000) holds the warehouse bucket; Trino (``MESH_TRINO_PORT``, 8080)
+serves the catalog as ``iceberg``, one schema per domain. pyiceberg, Trino and DuckDB all read
+and write the same tables. State lives in ``$MESH_HOME/stack`` (see :mod:`.layout`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mesh_assets.stack.layout import (
+    BUCKET,
+    DAGSTER_DB,
+    DAGSTER_USER,
+    HOST,
+    PORT_ENV,
+    S3_REGION,
+    TRINO_CATALOG,
+    TRINO_USER,
+    StackError,
+    StackLayout,
+)
+from mesh_assets.stack.objectstore import ObjectStore
+from mesh_assets.stack.postgres import Postgres
+from mesh_assets.stack.processes import port_is_free, port_owner, tail
+from mesh_assets.stack.trino import Trino
+
+__all__ = ["StackError", "StackLayout", "ServiceStatus", "up", "down", "status", "production_env",
+           "catalog_properties", "add_cli"]
+
+SERVICES = ("postgres", "s3", "trino")
+READY_TIMEOUT_S = {"postgres": 60, "s3": 30, "trino": 300}
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    port: int
+    pid: int | None
+    healthy: bool
+    detail: str
+
+
+def _services(layout: StackLayout) -> dict:
+    return {"postgres": Postgres(layout), "s3": ObjectStore(layout), "trino": Trino(layout)}
+
+
+@contextmanager
+def _locked(layout: StackLayout):
+    """One ``up``/``down`` at a time per stack (make test and a developer may race)."""
+    layout.ensure_dirs()
+    with (layout.run_dir / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def status(layout: StackLayout | None = None) -> list[ServiceStatus]:
+    layout = layout or StackLayout.current()
+    out = []
+    for name, service in _services(layout).items():
+        proc = service.process
+        pid = proc.pid()
+        if pid is None:
+            recorded = proc.recorded_pid()
+            if recorded is not None:
+                detail = (f"NOT RUNNING: process {recorded} (from {proc.pidfile}) is gone; "
+                          f"`mesh stack up` starts it again. Last lines of {proc.log}:\n{tail(proc.log, 15)}")
+            else:
+                detail = "not running (never started, or stopped by `mesh stack down`)"
+            out.append(ServiceStatus(name, service.port, None, False, detail))
+            continue
+        try:
+            out.append(ServiceStatus(name, service.port, pid, True, service.health()))
+        except Exception as exc:  # noqa: BLE001 - any failure of the check is the answer
+            out.append(ServiceStatus(name, service.port, pid, False,
+                                     f"running but not healthy: {type(exc).__name__}: {exc}"))
+    return out
+
+
+def up(*, say: Callable[[str], None] = print) -> list[ServiceStatus]:
+    """Start whatever part of the stack is not running; a no-op (that says so) when all is up."""
+    layout = StackLayout.from_env()
+    with _locked(layout):
+        try:
+            return _up(layout, say)
+        except StackError as exc:
+            raise StackError(f"{exc}\n(what did start keeps running: `mesh stack status` shows it, "
+                             "`mesh stack down` stops it)") from None
+
+
+def _up(layout: StackLayout, say: Callable[[str], None]) -> list[ServiceStatus]:
+    t0 = time.monotonic()
+    recorded = StackLayout.current()
+    services = _services(recorded)
+    running = {name for name, s in services.items() if s.process.pid() is not None}
+    if running and recorded.ports != layout.ports:
+        raise StackError(f"the stack in {layout.root} already runs on ports {recorded.ports}; "
+                         f"`mesh stack down` first to move it to {layout.ports}")
+    if running == set(SERVICES):
+        current = status(recorded)
+        if all(s.healthy for s in current):
+            say(f"stack already up, nothing to do ({time.monotonic() - t0:.1f} s): "
+                + ", ".join(f"{s.name} {HOST}:{s.port} pid {s.pid}" for s in current))
+            return current
+    layout = recorded if running else layout
+    services = _services(layout)
+    for name in SERVICES:
+        if name not in running and not port_is_free(layout.ports[name]):
+            raise StackError(f"port {layout.ports[name]} on {HOST}, wanted by {name}, is taken by "
+                             f"{port_owner(layout.ports[name])}: stop that program or choose another "
+                             f"port with {PORT_ENV[name]}=...")
+    layout.ensure_dirs()
+    made = layout.ensure_secrets()
+    pg: Postgres = services["postgres"]
+    if "postgres-superuser" in made and pg.initialized():
+        raise StackError(f"{pg.data} exists but its credentials in {layout.secrets_dir} were lost; "
+                         "`mesh stack down --purge` deletes the stack's data to start over")
+    if made:
+        say(f"generated credentials {', '.join(made)} in {layout.secrets_dir} (mode 0600)")
+
+    binaries = _install(say, need={n for n in SERVICES if n not in running})
+    layout.write_state()
+
+    started = {}
+    trino: Trino = services["trino"]
+    if "trino" not in running:  # the slowest first: its catalog reaches PostgreSQL and S3 lazily
+        started["trino"] = (trino.start(binaries["trino"], binaries["java"]), time.monotonic())
+    if "postgres" not in running:
+        if not pg.initialized():
+            t = time.monotonic()
+            pg.init(binaries["postgres"])
+            say(f"postgres: initialized a cluster in {pg.data} ({time.monotonic() - t:.1f} s)")
+        started["postgres"] = (pg.start(binaries["postgres"]), time.monotonic())
+    store: ObjectStore = services["s3"]
+    if "s3" not in running:
+        started["s3"] = (store.start(binaries["s3"]), time.monotonic())
+
+    pg.process.wait_until(pg.accepts_superuser, READY_TIMEOUT_S["postgres"])
+    pg.provision()
+    _report_started(say, "postgres", started, layout)
+    store.process.wait_until(store.ensure_bucket, READY_TIMEOUT_S["s3"])
+    _report_started(say, "s3", started, layout)
+    domains = _ensure_catalog(layout)
+    trino.process.wait_until(trino.started, READY_TIMEOUT_S["trino"], what="(/v1/info still starting)")
+    trino.process.wait_until(lambda: bool(trino.health()), 60, what="to answer SELECT 1")
+    _report_started(say, "trino", started, layout)
+
+    current = status(layout)
+    bad = [s for s in current if not s.healthy]
+    if bad:
+        raise StackError("; ".join(f"{s.name}: {s.detail}" for s in bad))
+    say(f"stack up in {time.monotonic() - t0:.1f} s: PostgreSQL {HOST}:{layout.ports['postgres']}, "
+        f"S3 {layout.s3_endpoint} (bucket {BUCKET}), Trino http://{HOST}:{layout.ports['trino']} "
+        f"(catalog {TRINO_CATALOG}, schemas {', '.join(domains)})")
+    say('production settings: eval "$(mesh stack env)"')
+    return current
+
+
+def _report_started(say, name: str, started: dict, layout: StackLayout) -> None:
+    if name in started:
+        pid, at = started[name]
+        say(f"{name}: pid {pid} on {HOST}:{layout.ports[name]}, ready {time.monotonic() - at:.1f} s "
+            f"after start (log {layout.log(name)})")
+
+
+def _install(say, need: set[str]) -> dict[str, Path]:
+    """Binaries of the services to start: found, built or downloaded once (tools cache)."""
+    from mesh_assets import tools
+    from mesh_assets.stack import objectstore, postgres, trino
+
+    steps = {
+        "postgres": ("PostgreSQL server (Debian package)", postgres.bin_dir),
+        "s3": (f"versitygw {objectstore.VERSITYGW.version} (go install)", objectstore.binary),
+        "trino": (f"Trino {trino.VERSION} server ({', '.join(trino.PLUGINS)} plugins)", trino.install),
+        "java": ("a Java 24+ runtime", trino.java_home),
+    }
+    out = {}
+    for name, (what, get) in steps.items():
+        if name not in need and not (name == "java" and "trino" in need):
+            continue
+        t = time.monotonic()
+        try:
+            out[name] = get()
+        except tools.ToolError as exc:
+            raise StackError(f"installing {what} failed: {exc}") from None
+        if time.monotonic() - t > 1:
+            say(f"installed {what} in {time.monotonic() - t:.1f} s: {out[name]}")
+    return out
+
+
+def _ensure_catalog(layout: StackLayout) -> list[str]:
+    """The JDBC catalog's tables (pyiceberg creates them; Trino does not) and one namespace
+    (= Trino schema) per domain of workspace.yaml."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    from mesh_assets.cli import workspace_domains
+
+    catalog = SqlCatalog(layout.catalog_name, **catalog_properties(layout))
+    domains = workspace_domains()
+    for domain in domains:
+        catalog.create_namespace_if_not_exists(domain)
+    catalog.engine.dispose()
+    return domains
+
+
+def down(*, purge: bool = False, say: Callable[[str], None] = print) -> None:
+    layout = StackLayout.current()
+    with _locked(layout):
+        for name in reversed(SERVICES):
+            service = _services(layout)[name]
+            pid = service.process.pid()
+            if service.stop():
+                say(f"{name}: stopped (pid {pid})")
+            else:
+                say(f"{name}: was not running")
+        layout.state_file.unlink(missing_ok=True)
+        if purge:
+            for sub in ("postgres", "s3", "trino", "secrets", "logs"):
+                shutil.rmtree(layout.root / sub, ignore_errors=True)
+            say(f"deleted the stack's data, logs and credentials under {layout.root}")
+
+
+def catalog_properties(layout: StackLayout | None = None) -> dict[str, str]:
+    """pyiceberg SqlCatalog properties for the stack, credentials included (never log them)."""
+    layout = layout or StackLayout.current()
+    return {"uri": layout.catalog_uri(layout.secret("catalog-password")),
+            "warehouse": layout.warehouse,
+            "s3.endpoint": layout.s3_endpoint, "s3.path-style-access": "true",
+            "s3.region": S3_REGION,
+            "s3.access-key-id": layout.secret("s3-access-key"),
+            "s3.secret-access-key": layout.secret("s3-secret-key")}
+
+
+def production_env(layout: StackLayout | None = None, *, resolve_secrets: bool = False) -> dict[str, str]:
+    """The environment of production mode on this stack. Credentials are passed by file
+    (``*_FILE``); Dagster's ``DAGSTER_PG_PASSWORD`` has no file variant, so it is only included
+    with ``resolve_secrets=True`` (for a child process's environment, never for printing)."""
+    layout = layout or StackLayout.current()
+    secret = layout.secret_path
+    env = {
+        "MESH_CATALOG_NAME": layout.catalog_name,
+        "MESH_CATALOG_URI": layout.catalog_uri(),
+        "MESH_CATALOG_PASSWORD_FILE": str(secret("catalog-password")),
+        "MESH_WAREHOUSE": layout.warehouse,
+        "MESH_S3_ENDPOINT": layout.s3_endpoint,
+        "AWS_ACCESS_KEY_ID_FILE": str(secret("s3-access-key")),
+        "AWS_SECRET_ACCESS_KEY_FILE": str(secret("s3-secret-key")),
+        "AWS_REGION": S3_REGION,
+        "MESH_ENGINE": "trino",
+        "MESH_TRINO_HOST": HOST,
+        "MESH_TRINO_PORT": str(layout.ports["trino"]),
+        "MESH_TRINO_USER": TRINO_USER,
+        "MESH_TRINO_CATALOG": TRINO_CATALOG,
+        "MESH_DAGSTER_STORAGE": "postgres",
+        # its own instance folder: an embedded run's dagster.yaml (SQLite) is left alone
+        "DAGSTER_HOME": str(layout.root / "dagster"),
+        "DAGSTER_PG_HOST": HOST,
+        "DAGSTER_PG_PORT": str(layout.ports["postgres"]),
+        "DAGSTER_PG_DB": DAGSTER_DB,
+        "DAGSTER_PG_USER": DAGSTER_USER,
+    }
+    if resolve_secrets:
+        env["DAGSTER_PG_PASSWORD"] = layout.secret("dagster-password")
+    return env
+
+
+def env_script(layout: StackLayout | None = None) -> str:
+    """``export`` lines for a shell: ``eval "$(mesh stack env)"``. No credential appears in
+    them; Dagster's password is read from its file when the shell evaluates the line."""
+    import shlex
+
+    layout = layout or StackLayout.current()
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in production_env(layout).items()]
+    password_file = shlex.quote(str(layout.secret_path("dagster-password")))
+    lines.append(f'export DAGSTER_PG_PASSWORD="$(cat {password_file})"')
+    return "\n".join(lines) + "\n"
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def _cmd_up(args) -> int:
+    try:
+        up()
+    except StackError as exc:
+        print(f"mesh stack up: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_down(args) -> int:
+    down(purge=args.purge)
+    return 0
+
+
+def _cmd_status(args) -> int:
+    layout = StackLayout.current()
+    current = status(layout)
+    for s in current:
+        health = "ok" if s.healthy else "FAILING"
+        pid = s.pid if s.pid is not None else "-"
+        print(f"{s.name:9} {HOST}:{s.port:<6} pid {pid!s:8} {health:8} {s.detail}")
+    domains = ", ".join(_domains_or_unknown())
+    print(f"Trino: http://{HOST}:{layout.ports['trino']}, user {TRINO_USER}, catalog {TRINO_CATALOG}, "
+          f"schemas = domains ({domains}); warehouse {layout.warehouse} on {layout.s3_endpoint}")
+    if all(s.healthy for s in current):
+        print('production settings: eval "$(mesh stack env)"')
+        return 0
+    down_ones = [s.name for s in current if not s.healthy]
+    print(f"stack NOT healthy: {', '.join(down_ones)} (`mesh stack up` starts what is missing; "
+          f"logs in {layout.logs_dir})")
+    return 1
+
+
+def _domains_or_unknown() -> list[str]:
+    try:
+        from mesh_assets.cli import workspace_domains
+
+        return workspace_domains()
+    except Exception:  # noqa: BLE001 - status must print even with a broken workspace.yaml
+        return ["?"]
+
+
+def _cmd_env(args) -> int:
+    layout = StackLayout.current()
+    if not layout.secret_path("catalog-password").exists():
+        print("mesh stack env: no stack yet; run `mesh stack up` first", file=sys.stderr)
+        return 1
+    sys.stdout.write(env_script(layout))
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    stack = subparsers.add_parser("stack", help="the production stack on loopback: PostgreSQL, S3, Trino")
+    verbs = stack.add_subparsers(dest="stack_command", required=True)
+    verbs.add_parser("up", help="install what is missing and start every service").set_defaults(fn=_cmd_up)
+    down_p = verbs.add_parser("down", help="stop every service")
+    down_p.add_argument("--purge", action="store_true", help="also delete the stack's data and credentials")
+    down_p.set_defaults(fn=_cmd_down)
+    verbs.add_parser("status", help="each service's port, pid and health (exit 1 if one fails)"
+                     ).set_defaults(fn=_cmd_status)
+    verbs.add_parser("env", help="export lines for production mode: eval \"$(mesh stack env)\""
+                     ).set_defaults(fn=_cmd_env)

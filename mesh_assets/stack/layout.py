@@ -1,0 +1,153 @@
+"""Where a stack lives on disk, which ports it listens on, and its credentials.
+
+One stack per ``$MESH_HOME``: everything it writes (data, logs, pid files, generated
+configuration, secrets) is under ``$MESH_HOME/stack`` (``MESH_STACK_DIR`` overrides). Binaries
+and downloads are not: they are cached once per machine by :mod:`mesh_assets.tools`.
+
+Credentials are generated at the first ``mesh stack up`` and kept as files of mode 0600 under
+``stack/secrets``; they are handed to processes through files or environment variables, never
+through command lines (visible in ``ps``) and never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import string
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mesh_assets.settings import load_settings
+
+HOST = "127.0.0.1"
+BUCKET = "warehouse"
+S3_REGION = "us-east-1"
+TRINO_CATALOG = "iceberg"
+TRINO_USER = "mesh"
+CATALOG_DB = CATALOG_USER = "mesh"
+DAGSTER_DB = DAGSTER_USER = "dagster"
+
+DEFAULT_PORTS = {"postgres": 5432, "s3": 9000, "trino": 8080}
+PORT_ENV = {"postgres": "MESH_PG_PORT", "s3": "MESH_S3_PORT", "trino": "MESH_TRINO_PORT"}
+
+# name -> (alphabet, length); S3 access keys look like AWS's (upper-case alphanumerics)
+SECRETS = {
+    "postgres-superuser": (string.ascii_letters + string.digits, 32),
+    "catalog-password": (string.ascii_letters + string.digits, 32),
+    "dagster-password": (string.ascii_letters + string.digits, 32),
+    "s3-access-key": (string.ascii_uppercase + string.digits, 20),
+    "s3-secret-key": (string.ascii_letters + string.digits, 40),
+}
+
+
+class StackError(RuntimeError):
+    """The stack could not be brought to the requested state; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    root: Path                 # $MESH_HOME/stack
+    ports: dict[str, int]      # service -> TCP port on HOST
+    catalog_name: str          # pyiceberg SqlCatalog name = Trino jdbc-catalog.catalog-name
+
+    @classmethod
+    def from_env(cls) -> StackLayout:
+        """Ports from ``MESH_PG_PORT``/``MESH_S3_PORT``/``MESH_TRINO_PORT`` (defaults 5432,
+        9000, 8080)."""
+        settings = load_settings()
+        root = Path(os.environ.get("MESH_STACK_DIR", settings.home / "stack")).resolve()
+        ports = {}
+        for service, default in DEFAULT_PORTS.items():
+            raw = os.environ.get(PORT_ENV[service], str(default))
+            if not raw.isdigit() or not 0 < int(raw) < 65536:
+                raise StackError(f"{PORT_ENV[service]}={raw!r}: expected a TCP port number")
+            ports[service] = int(raw)
+        return cls(root=root, ports=ports, catalog_name=settings.catalog_name)
+
+    @classmethod
+    def current(cls) -> StackLayout:
+        """The layout of the stack as it was last started (its recorded ports), else from the
+        environment: ``status``, ``env`` and ``down`` talk to what is actually running."""
+        layout = cls.from_env()
+        state = layout.state_file
+        if state.exists():
+            recorded = json.loads(state.read_text())
+            return cls(root=layout.root, ports={k: int(v) for k, v in recorded["ports"].items()},
+                       catalog_name=recorded.get("catalog_name", layout.catalog_name))
+        return layout
+
+    # --- paths -------------------------------------------------------------------------
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    def log(self, service: str) -> Path:
+        return self.logs_dir / f"{service}.log"
+
+    def pidfile(self, service: str) -> Path:
+        return self.run_dir / f"{service}.pid"
+
+    def secret_path(self, name: str) -> Path:
+        return self.secrets_dir / name
+
+    @property
+    def warehouse(self) -> str:
+        return f"s3://{BUCKET}/{self.catalog_name}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://{HOST}:{self.ports['s3']}"
+
+    def catalog_uri(self, password: str = "{password}") -> str:
+        return f"postgresql+psycopg2://{CATALOG_USER}:{password}@{HOST}:{self.ports['postgres']}/{CATALOG_DB}"
+
+    # --- state ---------------------------------------------------------------------------
+    def ensure_dirs(self) -> None:
+        for path in (self.root, self.logs_dir, self.run_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        self.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.secrets_dir, 0o700)
+
+    def write_state(self) -> None:
+        self.state_file.write_text(json.dumps({"ports": self.ports, "catalog_name": self.catalog_name},
+                                              indent=2) + "\n")
+
+    def ensure_secrets(self) -> list[str]:
+        """Generate the credentials that do not exist yet; returns the names generated."""
+        self.ensure_dirs()
+        made = []
+        for name, (alphabet, length) in SECRETS.items():
+            path = self.secret_path(name)
+            if path.exists():
+                continue
+            value = "".join(secrets.choice(alphabet) for _ in range(length))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(value + "\n")
+            made.append(name)
+        return made
+
+    def secret(self, name: str) -> str:
+        path = self.secret_path(name)
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            raise StackError(f"credential file {path} is missing; `mesh stack up` creates it "
+                             "(if the stack's data exists without it, `mesh stack down --purge` "
+                             "starts over)") from None
+
+    def describe(self) -> dict:
+        return {**asdict(self), "root": str(self.root)}

@@ -1,0 +1,167 @@
+"""PostgreSQL from the Debian packages: the Iceberg JDBC catalog and the Dagster instance storage.
+
+The cluster lives in ``stack/postgres/data``, listens on TCP loopback only (no Unix socket, so
+two stacks never collide on a socket file) and authenticates every connection with SCRAM
+passwords. PostgreSQL refuses to run as root: as root the cluster belongs to the ``postgres``
+system user that the Debian package creates.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+from contextlib import closing
+from pathlib import Path
+
+from mesh_assets.stack.layout import (
+    CATALOG_DB,
+    CATALOG_USER,
+    DAGSTER_DB,
+    DAGSTER_USER,
+    HOST,
+    StackError,
+    StackLayout,
+)
+from mesh_assets.stack.processes import ServiceProcess
+
+NAME = "postgres"
+SUPERUSER = "postgres"
+
+
+def bin_dir() -> Path:
+    """The newest installed PostgreSQL server's bin directory; installs the Debian package
+    ``postgresql`` when none is (as root)."""
+    found = _installed()
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise StackError("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb); "
+                         "install them with `sudo apt-get install -y postgresql`")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "postgresql"]
+    result = subprocess.run(install, env=env, capture_output=True, text=True)
+    if result.returncode != 0:  # a stale package list: refresh it once and retry
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        result = subprocess.run(install, env=env, capture_output=True, text=True)
+    found = _installed()
+    if not found:
+        raise StackError(f"`apt-get install -y postgresql` failed (exit {result.returncode}):\n"
+                         f"{result.stderr[-1500:]}")
+    return found
+
+
+def _installed() -> Path | None:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    return candidates[-1].parent if candidates else None
+
+
+def version(bin_path: Path) -> str:
+    return subprocess.run([str(bin_path / "postgres"), "--version"], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _run_as() -> str | None:
+    """The OS user that owns and runs the cluster: ``postgres`` when we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SUPERUSER)
+    except KeyError:
+        raise StackError("running as root, PostgreSQL needs a non-root system user `postgres` "
+                         "(the Debian package creates it): `apt-get install -y postgresql`") from None
+    return SUPERUSER
+
+
+class Postgres:
+    def __init__(self, layout: StackLayout):
+        self.layout = layout
+        self.process = ServiceProcess(NAME, layout, marker="postgres")
+        self.data = layout.root / "postgres" / "data"
+
+    @property
+    def port(self) -> int:
+        return self.layout.ports[NAME]
+
+    def initialized(self) -> bool:
+        return (self.data / "PG_VERSION").exists()
+
+    def init(self, bin_path: Path) -> None:
+        """initdb a fresh cluster whose superuser password is the stack's secret."""
+        user = _run_as()
+        self.data.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data, 0o700)
+        pwfile = self.data.parent / ".superuser-pwfile"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.layout.secret("postgres-superuser") + "\n")
+        try:
+            if user:
+                for path in (self.data, pwfile):
+                    shutil.chown(path, user, user)
+            result = subprocess.run(
+                [str(bin_path / "initdb"), "-D", str(self.data), "-U", SUPERUSER, f"--pwfile={pwfile}",
+                 "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "--encoding=UTF8",
+                 "--no-locale", "--no-instructions"],
+                capture_output=True, text=True, cwd=self.data,
+                **({"user": user, "group": user, "extra_groups": []} if user else {}))
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            hint = ""
+            if "Permission denied" in result.stderr and user:
+                hint = (f"\nthe `{user}` user must be able to reach {self.data}: every parent folder "
+                        "needs o+x (a MESH_HOME inside a private folder such as /root does not work)")
+            raise StackError(f"initdb failed (exit {result.returncode}):\n{result.stderr[-1500:]}{hint}")
+
+    def start(self, bin_path: Path) -> int:
+        argv = [str(bin_path / "postgres"), "-D", str(self.data),
+                "-c", f"listen_addresses={HOST}", "-c", f"port={self.port}",
+                "-c", "unix_socket_directories=", "-c", "max_connections=200",
+                "-c", "shared_buffers=256MB", "-c", "logging_collector=off"]
+        return self.process.start(argv, cwd=self.data, user=_run_as(),
+                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"})
+
+    def connect(self, user: str = SUPERUSER, dbname: str = "postgres", timeout_s: int = 3):
+        import psycopg2
+
+        password = self.layout.secret({SUPERUSER: "postgres-superuser", CATALOG_USER: "catalog-password",
+                                       DAGSTER_USER: "dagster-password"}[user])
+        return psycopg2.connect(host=HOST, port=self.port, user=user, password=password,
+                                dbname=dbname, connect_timeout=timeout_s)
+
+    def accepts_superuser(self) -> bool:
+        with closing(self.connect()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            return cur.fetchone() == (1,)
+
+    def provision(self) -> None:
+        """The catalog's and Dagster's roles and databases, passwords from the secret files
+        (re-applied each time, so rotated files take effect at the next ``stack up``)."""
+        with closing(self.connect()) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                for role, db, secret in ((CATALOG_USER, CATALOG_DB, "catalog-password"),
+                                         (DAGSTER_USER, DAGSTER_DB, "dagster-password")):
+                    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                    verb = "ALTER" if cur.fetchone() else "CREATE"
+                    cur.execute(f'{verb} ROLE "{role}" LOGIN PASSWORD %s', (self.layout.secret(secret),))
+                    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
+                    if not cur.fetchone():
+                        cur.execute(f'CREATE DATABASE "{db}" OWNER "{role}"')
+
+    def health(self) -> str:
+        """'ok ...' or raises: the catalog user reaches its database."""
+        with closing(self.connect(CATALOG_USER, CATALOG_DB)) as conn, conn.cursor() as cur:
+            cur.execute("SHOW server_version")
+            server = cur.fetchone()[0]
+            cur.execute("SELECT datname FROM pg_database WHERE datname IN (%s, %s) ORDER BY 1",
+                        (CATALOG_DB, DAGSTER_DB))
+            dbs = [r[0] for r in cur.fetchall()]
+        return f"PostgreSQL {server}, databases {', '.join(dbs)}"
+
+    def stop(self) -> bool:
+        return self.process.stop(signal.SIGINT, timeout_s=30)  # SIGINT = fast shutdown

