@@ -99,7 +99,8 @@ def _model_properties(p: DataProduct) -> dict[str, Any]:
     tests = _dbt_tests_by_column(p)
     model: dict[str, Any] = {
         "name": p.name, "description": p.description,
-        "config": {"meta": {"mesh_product": p.identifier}},
+        "config": {"meta": {"mesh_product": p.identifier},
+                   "contract": {"enforced": "{{ target.type == 'trino' }}"}},
         "columns": [{"name": c.name, "description": c.description or "",
                      "data_type": trino_type(c.type),
                      **({"constraints": [{"type": "not_null"}]} if c.required else {}),

@@ -106,7 +106,8 @@ def _try_iceberg_scan(con, kind: str, quoted: str, location: str, snapshot_id: i
 
 # --- Trino (production) ------------------------------------------------------------------------
 
-def trino_connection(user: str | None = None, catalog: str | None = None):
+def trino_connection(user: str | None = None, catalog: str | None = None,
+                     session_properties: dict[str, str] | None = None):
     """A DB-API connection to the Trino of the settings (``MESH_TRINO_*``). A password, when
     Trino requires one, comes from ``MESH_TRINO_PASSWORD`` or ``MESH_TRINO_PASSWORD_FILE``."""
     import os
@@ -123,7 +124,8 @@ def trino_connection(user: str | None = None, catalog: str | None = None):
         port=int(os.environ.get("MESH_TRINO_PORT", "8080")),
         user=user or os.environ.get("MESH_TRINO_USER", "mesh"),
         catalog=catalog or os.environ.get("MESH_TRINO_CATALOG", "iceberg"),
-        http_scheme="https" if password else "http", auth=auth)
+        http_scheme="https" if password else "http", auth=auth,
+        session_properties=session_properties or {})
 
 
 def trino_table(identifier: str, catalog: str | None = None) -> str:

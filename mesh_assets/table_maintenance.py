@@ -182,7 +182,12 @@ def maintain_with_trino(product: "DataProduct", catalog, *, now: datetime | None
     refs += expire_audit_branches(table.refresh(), older_than=now - product.retention)
     before = {s.snapshot_id for s in table.refresh().snapshots()}
     files_before = referenced_files(table.refresh())
-    cursor = trino_connection().cursor()
+    # the contract's retention and the platform's safety window rule, not Trino's 7-day default
+    catalog_name = trino_table(identifier).split(".")[0].strip('"')
+    cursor = trino_connection(session_properties={
+        f"{catalog_name}.expire_snapshots_min_retention": _trino_duration(product.retention),
+        f"{catalog_name}.remove_orphan_files_min_retention": _trino_duration(safety_window),
+    }).cursor()
     name = trino_table(identifier)
     for statement in (
             f"ALTER TABLE {name} EXECUTE optimize",

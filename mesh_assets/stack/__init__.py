@@ -257,6 +257,8 @@ def production_env(layout: StackLayout | None = None, *, resolve_secrets: bool =
         "MESH_CATALOG_URI": layout.catalog_uri(),
         "MESH_CATALOG_PASSWORD_FILE": str(secret("catalog-password")),
         "MESH_WAREHOUSE": layout.warehouse,
+        # raw files land in the same bucket, under landing/<domain>/ (mesh_assets.landing)
+        "MESH_LANDING": layout.warehouse.rsplit("/", 1)[0] + "/landing",
         "MESH_S3_ENDPOINT": layout.s3_endpoint,
         "AWS_ACCESS_KEY_ID_FILE": str(secret("s3-access-key")),
         "AWS_SECRET_ACCESS_KEY_FILE": str(secret("s3-secret-key")),

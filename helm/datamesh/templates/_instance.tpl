@@ -7,6 +7,9 @@ storage:
       db_name: {{ .Values.postgresql.database | quote }}
       username: {{ .Values.postgresql.user | quote }}
       password: {env: DAGSTER_PG_PASSWORD}
+      # SQLAlchemy 2.1 maps postgresql:// to psycopg 3, whose server-side parameters break
+      # dagster-postgres' NOTIFY; psycopg2 is the driver dagster-postgres is tested with.
+      scheme: postgresql+psycopg2
       {{- with .Values.postgresql.params }}
       params:
         {{- toYaml . | nindent 8 }}

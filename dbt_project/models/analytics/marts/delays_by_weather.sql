@@ -20,6 +20,6 @@ select
     condition,
     count(*) as flights,
     avg(dep_delay) as mean_dep_delay_min,
-    avg(case when dep_delay is null then null when dep_delay > 15 then 1.0 else 0.0 end) as delayed_share
+    avg(case when dep_delay is null then null when dep_delay > 15 then 1e0 else 0e0 end) as delayed_share
 from joined
 group by condition

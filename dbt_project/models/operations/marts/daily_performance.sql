@@ -13,7 +13,7 @@ select
     cast(sum(case when dep_time is null then 1 else 0 end) as bigint) as cancelled,
     avg(dep_delay) as mean_dep_delay_min,
     avg(arr_delay) as mean_arr_delay_min,
-    avg(case when arr_delay is null then null when arr_delay <= 15 then 1.0 else 0.0 end) as on_time_share
+    avg(case when arr_delay is null then null when arr_delay <= 15 then 1e0 else 0e0 end) as on_time_share
 from {{ source('operations', 'flights') }}
 where {{ mesh_partition_filter('time_hour') }}
 group by cast(time_hour as date), carrier, origin
