@@ -11,7 +11,8 @@
     mesh rollback DOMAIN.PRODUCT SNAPSHOT
     mesh lineage DOMAIN.PRODUCT [--snapshot S]   input snapshots, recursively up the mesh
     mesh contract diff DOMAIN.PRODUCT   what the contract would change in the live table
-    mesh lint                      federated governance rules (CI runs it in `make test`)
+    mesh lint [--docs]             federated governance rules (CI runs it in `make test`);
+                                   --docs prints their reference (docs/governance.md)
     mesh new domain NAME | mesh new product DOMAIN NAME [--dbt]   scaffolding
     mesh maintain [DOMAIN.PRODUCT ...] [--dry-run]   expire snapshots, remove orphan files
     mesh drop DOMAIN.PRODUCT       drop a product's Iceberg table
@@ -144,6 +145,20 @@ def cmd_dbt(args) -> int:
     _say("preparing the dbt manifest (dbt parse) ...")
     path = prepare(force=args.force)
     _say(f"dbt manifest ready: {path} ({time.monotonic() - start:.1f} s)")
+    return 0
+
+
+def cmd_dbt_serve(args) -> int:
+    from mesh_assets.dbt import artifacts_server
+
+    server = artifacts_server(load_settings(), args.host, args.port)
+    host, port = server.server_address[:2]
+    _say(f"serving dbt artifacts of every domain at http://{host}:{port}/<domain>/manifest.json "
+         "(catalog.json, run_results.json); Ctrl-C stops")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -472,8 +487,11 @@ def cmd_maintain(args) -> int:
 
 def cmd_lint(args) -> int:
     """The federated governance rules (mesh_assets.governance), one line per violation."""
-    from mesh_assets.governance import lint_repository
+    from mesh_assets.governance import lint_repository, rules_markdown
 
+    if args.docs:  # the rules reference, committed as docs/governance.md
+        sys.stdout.write(rules_markdown())
+        return 0
     violations = lint_repository()
     for violation in violations:
         _say(violation.format(PROJECT_DIR))
@@ -530,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     prep = dbt_sub.add_parser("prepare", help="generate sources and parse the manifest")
     prep.add_argument("--force", action="store_true")
     prep.set_defaults(fn=cmd_dbt)
+    serve = dbt_sub.add_parser("serve", help="serve the dbt artifacts over HTTP (OpenMetadata)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.set_defaults(fn=cmd_dbt_serve)
     mat = sub.add_parser("materialize", help="materialize every asset of the domains")
     mat.add_argument("domains", nargs="*")
     mat.set_defaults(fn=cmd_materialize)
@@ -556,7 +578,10 @@ def main(argv: list[str] | None = None) -> int:
                    default=os.environ.get("MESH_ENGINE", "duckdb"),
                    help="duckdb (in process, default) or trino (the production engine)")
     q.set_defaults(fn=cmd_query)
-    sub.add_parser("lint", help="check the federated governance rules").set_defaults(fn=cmd_lint)
+    lint = sub.add_parser("lint", help="check the federated governance rules")
+    lint.add_argument("--docs", action="store_true",
+                      help="print the rules reference (docs/governance.md) instead of checking")
+    lint.set_defaults(fn=cmd_lint)
     new = sub.add_parser("new", help="scaffold a domain or a data product")
     new_sub = new.add_subparsers(dest="new_command", required=True)
     nd = new_sub.add_parser("domain", help="a complete code location, registered in workspace.yaml")

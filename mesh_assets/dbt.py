@@ -577,6 +577,19 @@ def artifacts_dir(settings: MeshSettings, domain: str) -> Path:
     return settings.dbt_dir / "artifacts" / domain
 
 
+def artifacts_server(settings: MeshSettings, host: str = "127.0.0.1", port: int = 8765):
+    """An HTTP server of ``$MESH_HOME/dbt/artifacts`` (``/<domain>/manifest.json``,
+    ``catalog.json``, ``run_results.json``): the URLs OpenMetadata's dbt workflow reads with its
+    HTTP source (``dbtHttpConfig``). Read-only: only GET and HEAD, no directory outside it."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = settings.dbt_dir / "artifacts"
+    root.mkdir(parents=True, exist_ok=True)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    return ThreadingHTTPServer((host, port), handler)
+
+
 def write_artifacts(settings: MeshSettings, domain: str, target_path: Path,
                     catalog: IcebergCatalog, branch: str | None = None) -> Path:
     """Keep manifest.json and run_results.json of the run, and a catalog.json describing the

@@ -35,3 +35,30 @@ def test_failing_dbt_test_is_a_failed_asset_check(mesh_home):
     rows = read("reference.timezones", as_of=branch).to_pylist()
     assert {"tzone": "Africa/Test", "utc_offset_hours": 3} in [
         {k: r[k] for k in ("tzone", "utc_offset_hours")} for r in rows]
+
+
+def test_dbt_artifacts_are_kept_and_served_over_http(mesh_home):
+    """After a dbt run its manifest, run_results and catalog.json sit at a stable path under
+    MESH_HOME, and `mesh dbt serve` serves them (OpenMetadata's dbt workflow reads URLs)."""
+    import json
+    import threading
+    import urllib.request
+
+    from mesh_assets.dbt import artifacts_server
+    from mesh_assets.settings import load_settings
+
+    land(mesh_home, "reference", "airlines.csv")
+    land(mesh_home, "reference", "airports.csv")
+    assert _materialize().success
+    server = artifacts_server(load_settings(), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/reference"
+        manifest = json.load(urllib.request.urlopen(f"{base}/manifest.json"))
+        catalog = json.load(urllib.request.urlopen(f"{base}/catalog.json"))
+        results = json.load(urllib.request.urlopen(f"{base}/run_results.json"))
+    finally:
+        server.shutdown()
+    assert "model.datamesh.timezones" in manifest["nodes"]
+    assert catalog["nodes"]["model.datamesh.timezones"]["metadata"]["type"] == "ICEBERG TABLE"
+    assert {r["status"] for r in results["results"]} <= {"success", "pass"}
