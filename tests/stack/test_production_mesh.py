@@ -155,3 +155,21 @@ def test_landing_zone_is_an_s3_prefix(in_production):
     assert landed is not None and landed.uri == "s3://warehouse/landing/reference/airlines.csv"
     summary = open_catalog().load_table("reference.airlines").current_snapshot().summary
     assert summary.additional_properties["mesh.source.file"] == "airlines.csv"
+
+
+def test_maintenance_uses_trino_procedures(in_production):
+    """`mesh maintain` in production mode runs Trino's optimize, expire_snapshots and
+    remove_orphan_files: the rows stay, the table is compacted to no more files than before."""
+    from mesh_assets.catalog import open_catalog
+
+    table = open_catalog().load_table("operations.flights")
+    files_before = len(list(table.scan().plan_files()))
+    rows_before = table.scan().to_arrow().num_rows
+    result = subprocess.run([MESH, "maintain", "operations.flights"], env=in_production,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "operations.flights" in result.stdout
+    table = table.refresh()
+    assert table.scan().to_arrow().num_rows == rows_before
+    assert len(list(table.scan().plan_files())) <= files_before
+    assert table.current_snapshot().summary.operation.value in ("append", "overwrite", "replace")
