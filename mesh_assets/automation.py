@@ -37,6 +37,18 @@ def apply_policies(assets: Sequence, products: Sequence[DataProduct]) -> list:
     return list(dg.map_asset_specs(policy, assets))
 
 
+def _already_ingested(product: DataProduct, signature: str) -> bool:
+    """Whether the product's current snapshot was ingested from exactly this landed file."""
+    from mesh_assets.catalog import open_catalog
+
+    catalog = open_catalog()
+    if not catalog.table_exists(product.table_identifier):
+        return False
+    snapshot = catalog.load_table(product.table_identifier).current_snapshot()
+    summary = snapshot.summary.additional_properties if snapshot and snapshot.summary else {}
+    return summary.get("mesh.source.signature") == signature
+
+
 def landing_sensor(domain: str, products: Sequence[DataProduct]) -> dg.SensorDefinition | None:
     """Requests the ingestion of every product whose landing file is new or changed."""
     ingested = [p for p in products if p.source]
@@ -54,6 +66,8 @@ def landing_sensor(domain: str, products: Sequence[DataProduct]) -> dg.SensorDef
             if landed is None:
                 continue
             signature = landed.signature
+            if product.identifier not in seen and _already_ingested(product, signature):
+                seen[product.identifier] = signature  # a fresh sensor: not new, ingested before
             if seen.get(product.identifier) == signature:
                 continue
             seen[product.identifier] = signature

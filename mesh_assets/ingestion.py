@@ -42,6 +42,7 @@ from mesh_assets.catalog import (
     publish,
     evolve_table,
     snapshot_metadata,
+    wap_run_id,
 )
 from mesh_assets.contracts import DataProduct
 from mesh_assets.landing import landing_file
@@ -115,8 +116,7 @@ def _check_columns(path: Path, product: DataProduct) -> list[str]:
                     "there (for the demo data: `mesh land`)")
     fmt = _format(path, product)
     if fmt == "csv":
-        with path.open(newline="") as f:
-            found = next(csv.reader(f), [])
+        found = _csv_header(path, product)
     elif fmt == "parquet":
         found = pq.ParquetFile(path).schema_arrow.names
     else:
@@ -135,14 +135,90 @@ def _check_columns(path: Path, product: DataProduct) -> list[str]:
     return found
 
 
+def _csv_header(path: Path, product: DataProduct) -> list[str]:
+    """The header's column names; an empty file or a header that is not UTF-8 fails clearly."""
+    with path.open("rb") as f:
+        first = f.readline()
+    if not first.strip():
+        raise _fail(path, product, "the file is empty: expected a header line with the columns of "
+                    f"contract {product.path}, then one line per row")
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _fail(path, product, _not_utf8(1, first, exc)) from None
+    return next(csv.reader([text]), [])
+
+
+def _not_utf8(line: int, raw: bytes, exc: UnicodeDecodeError) -> str:
+    return (f"line {line}: the file is not UTF-8 text (byte 0x{raw[exc.start]:02x} at position "
+            f"{exc.start + 1}, as latin-1/cp1252 encoders write it); re-encode the file as UTF-8, "
+            "e.g. `iconv -f latin1 -t utf-8`")
+
+
+def _short(value, limit: int = 100):
+    """A value as shown in an error message: long texts are cut (a field may be megabytes)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}... ({len(value):,} characters)"
+    return value
+
+
+def _unreadable(path: Path, product: DataProduct, exc: pa.ArrowInvalid) -> IngestionError | None:
+    """The clear error for a CSV that cannot be read at all (not CSV, not UTF-8), else None (a
+    value that does not convert: :func:`_first_bad_row` reports it). Error path only."""
+    message = str(exc)
+    if "invalid UTF8" in message:
+        header = _csv_header(path, product)
+        found = _CSV_COLUMN.search(message)
+        column = header[int(found.group(1))] if found and int(found.group(1)) < len(header) else None
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    return _fail(path, product, _not_utf8(number, raw, bad), column=column)
+        return _fail(path, product, f"the file is not UTF-8 text ({message}); re-encode it as "
+                     "UTF-8", column=column)
+    if "CSV parse error" not in message:
+        return None
+    invalid = []
+
+    def first_invalid(row) -> str:
+        if not invalid:
+            invalid.append(row)
+        return "skip"
+    try:
+        for _ in pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=BATCH_BYTES,
+                                                                     use_threads=False),
+                                parse_options=pacsv.ParseOptions(invalid_row_handler=first_invalid)):
+            if invalid:
+                break
+    except pa.ArrowInvalid:
+        pass
+    if invalid:
+        row = invalid[0]
+        where = f"line {row.number}" if row.number is not None else "a line"
+        detail = (f"{where}: expected {row.expected_columns} fields, found {row.actual_columns} "
+                  f"({_short(row.text, 200)!r})")
+    else:
+        detail = _short(message.removeprefix("CSV parse error: "), 300)
+    return _fail(path, product, f"not valid CSV: {detail}; quote fields that contain the "
+                 "delimiter, a quote or a line break, and give every line the header's columns")
+
+
 def _raw_batches(path: Path, product: DataProduct, types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
     if _format(path, product) == "parquet":
         yield from pq.ParquetFile(path).iter_batches(columns=list(types))
         return
     options = pacsv.ConvertOptions(column_types=types, null_values=NULL_VALUES,
                                    strings_can_be_null=True, include_columns=list(types))
-    yield from pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=BATCH_BYTES),
-                              convert_options=options)
+    try:
+        yield from pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=BATCH_BYTES),
+                                  convert_options=options)
+    except pa.ArrowInvalid as exc:
+        unreadable = _unreadable(path, product, exc)
+        if unreadable is None:
+            raise
+        raise unreadable from None
 
 
 def read_batches(path: Path, product: DataProduct) -> Iterator[pa.RecordBatch]:
@@ -170,6 +246,7 @@ def _first_bad_row(path: Path, product: DataProduct) -> IngestionError:
             reason, line = row.pop("_reason"), row.pop("_line")
             for key in ("_source_file", "_partition"):
                 row.pop(key, None)
+            row = {k: _short(v) for k, v in row.items()}
             column = reason.split(":", 1)[0].removeprefix("column ")
             return _fail(path, product, f"line {line}: {reason.split(': ', 1)[1]} (row: {row}); "
                          "fix the file, or set 'quarantine: true' in the contract to set such "
@@ -213,8 +290,9 @@ def split_batches(path: Path, product: DataProduct) -> Iterator[tuple[pa.RecordB
     for c in product.columns:
         q, t = quote_ident(c.name), _duckdb_type(c.type)
         casts.append(f"TRY_CAST({q} AS {t}) AS {q}")
+        shown = f"CASE WHEN length({q}) > 100 THEN left({q}, 100) || '...' ELSE {q} END"
         reasons.append(f"CASE WHEN {q} IS NOT NULL AND TRY_CAST({q} AS {t}) IS NULL THEN "
-                       f"'column {c.name}: value ''' || {q} || ''' is not a valid {c.type}' END")
+                       f"'column {c.name}: value ''' || {shown} || ''' is not a valid {c.type}' END")
         if c.required:
             reasons.append(f"CASE WHEN {q} IS NULL THEN 'column {c.name}: required value "
                            "is missing' END")
@@ -308,6 +386,8 @@ def ingest(product: DataProduct, catalog, *, selection: PartitionSelection | Non
     properties = {
         "mesh.source.file": path.name,
         "mesh.source.sha256": file_sha256(path),
+        # what the landing sensor compares (mesh_assets.automation): the file as it landed
+        "mesh.source.signature": getattr(landing_file(product, settings), "signature", ""),
         "mesh.contract.version": product.version,
         INPUTS_PROPERTY: "{}",
     }
@@ -407,7 +487,7 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
     def _ingest(context: dg.AssetExecutionContext, catalog: IcebergCatalog):
         selection = (selection_for(product.dagster_partitions, context)
                      if partitions_def is not None else None)
-        branch = audit_branch_name(context.run.run_id)
+        branch = audit_branch_name(wap_run_id(context.run))  # shared by re-executions
         result = ingest(product, catalog.catalog(), selection=selection,
                         run_id=context.run.run_id, branch=branch)
         table = result.table

@@ -42,3 +42,25 @@ def test_freshness_and_automation_come_from_the_contracts(mesh_home):
     assert observations.automation_condition is None  # ingestion is driven by the sensor
     daily = graph.get(dg.AssetKey(["weather", "station_daily"]))
     assert daily.automation_condition is not None  # updates when its upstream products do
+
+
+def test_a_fresh_sensor_does_not_reingest_what_was_ingested_from_the_same_file(mesh_home):
+    """A new sensor cursor (a fresh `dagster dev` after `mesh demo`) compares the landed file
+    with the one recorded in the product's current snapshot: no spurious re-ingestion."""
+    from mesh_assets.catalog import open_catalog
+    from mesh_assets.contracts import load_contract
+    from mesh_assets.ingestion import ingest
+
+    path = land(mesh_home, "fleet", "planes.csv")
+    ingest(load_contract(DOMAINS_DIR / "fleet" / "products" / "planes.yaml"), open_catalog())
+    defs = build_domain(DOMAINS_DIR / "fleet")
+    sensor = defs.get_sensor_def("fleet_landing")
+    context = dg.build_sensor_context(cursor=None, instance=dg.DagsterInstance.ephemeral(),
+                                      definitions=defs)
+    assert list(sensor.evaluate_tick(context).run_requests) == []
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file changes
+    context = dg.build_sensor_context(cursor=context.cursor, definitions=defs,
+                                      instance=dg.DagsterInstance.ephemeral())
+    [request] = list(sensor.evaluate_tick(context).run_requests)
+    assert request.asset_selection == [dg.AssetKey(["fleet", "planes"])]
