@@ -15,6 +15,15 @@ Platform-specific settings live under the contract's ``customProperties``:
 ``retention``   how long old snapshots are kept (``7d``, ``12h``; default 7 days)
 ``visibility``  output port: ``public`` (default; other domains may depend on it) or
                 ``internal`` (only its own domain may)
+
+Access (enforced by Trino through OPA and by the local read path, :mod:`mesh_assets.access`):
+the ODCS top-level ``roles`` name the groups that may read the product (``access: read``); a
+role's customProperties ``rowFilter`` (an SQL predicate over the product's columns: the rows
+that role sees) and ``clearance`` (classifications it sees in clear: ``pii``,
+``confidential``). Each column's ``classification`` (public, internal, confidential, pii)
+decides whether it is masked for readers without clearance, and how: the column's
+customProperty ``masking`` (``hash``, ``partial``, ``null``; default ``hash`` for pii text,
+else ``null``).
 """
 
 from __future__ import annotations
@@ -43,6 +52,10 @@ from mesh_assets.partitions import (
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+CLASSIFICATIONS = ("public", "internal", "confidential", "pii")
+SENSITIVE = ("confidential", "pii")  # masked for readers whose roles have no clearance for it
+MASKING_METHODS = ("hash", "partial", "null")
+ROLE_ACCESS = ("read",)
 _DURATION = re.compile(r"^\s*(\d+)\s*(m|h|d|w)\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -123,10 +136,22 @@ class Column:
     classification: str | None = None
     primary_key_position: int | None = None
     unique: bool = False
+    masking: str | None = None  # hash | partial | null for readers without clearance; None: clear
 
     @property
     def type_name(self) -> str:
         return str(self.type)
+
+
+@dataclass(frozen=True)
+class AccessRole:
+    """An ODCS ``roles`` entry: a group of the identity provider that may read the product."""
+
+    role: str
+    access: str = "read"
+    clearance: tuple[str, ...] = ()  # sensitive classifications this role sees in clear
+    row_filter: str | None = None    # canonical SQL predicate (mesh_assets.access.sqlfilter)
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +191,7 @@ class DataProduct:
     dbt_tests: tuple = ()  # (column or None, {test: arguments}) from engine: dbt rules
     visibility: str = "public"  # output port: public (other domains may read it) or internal
     freshness: timedelta | None = None  # from slaProperties freshness / latency
+    roles: tuple[AccessRole, ...] = ()  # who may read it (ODCS roles); none: the platform only
 
     @property
     def identifier(self) -> str:
@@ -231,11 +257,22 @@ def _custom_properties(items: list[dict] | None) -> dict[str, Any]:
     return {item["property"]: item.get("value") for item in items or []}
 
 
+# libyaml's loader when PyYAML was built with it (8x faster: contracts are read at every load)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def contract_visibility(path: Path) -> str:
+    """A contract's output port (``visibility``) without validating the whole contract: what
+    another domain's code location needs to know about it at load."""
+    raw = yaml.load(path.read_text(), Loader=_YAML_LOADER) or {}
+    return str(_custom_properties(raw.get("customProperties")).get("visibility", "public"))
+
+
 def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct:
     """Read, validate and derive one contract. Every failure is a :class:`ContractError`."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise ContractError(path, f"is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -296,11 +333,18 @@ def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct
         except KeyError as exc:
             raise ContractError(path, f"unknown type '{exc.args[0]}'", product=product,
                                 column=name, hint=f"use one of {', '.join(KNOWN_TYPES)}") from None
+        classification = prop.get("classification")
+        if classification is not None and classification not in CLASSIFICATIONS:
+            raise ContractError(path, f"classification '{classification}' is unknown",
+                                product=product, column=name,
+                                hint=f"use one of {', '.join(CLASSIFICATIONS)}: access "
+                                     "decisions are made from it")
         columns.append(Column(
             name=name, type=col_type, required=bool(prop.get("required")),
-            description=prop.get("description"), classification=prop.get("classification"),
+            description=prop.get("description"), classification=classification,
             primary_key_position=(prop.get("primaryKeyPosition") or 1) if prop.get("primaryKey") else None,
             unique=bool(prop.get("unique")),
+            masking=_masking(path, product, name, col_type, classification, prop),
         ))
 
     custom = _custom_properties(raw.get("customProperties"))
@@ -348,13 +392,83 @@ def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct
         tags=tuple(raw.get("tags") or ()), status=raw.get("status") or "active", custom=custom,
         partitioning=partitioning, dagster_partitions=dagster_partitions,
         quarantine=bool(custom.get("quarantine")), retention=retention, visibility=visibility,
-        freshness=freshness,
+        freshness=freshness, roles=_roles(path, product, raw.get("roles"), columns),
     )
     from mesh_assets.quality import dbt_tests_from_contract, rules_from_contract
 
     rules = rules_from_contract(info, table)
     dbt_tests = dbt_tests_from_contract(info, table)
     return DataProduct(**{**info.__dict__, "rules": tuple(rules), "dbt_tests": tuple(dbt_tests)})
+
+
+def _masking(path: Path, product: str, name: str, col_type: it.PrimitiveType,
+             classification: str | None, prop: dict) -> str | None:
+    """How the column is shown to a reader without clearance for its classification: the
+    column's customProperty ``masking``, else hash for pii text, else null. ``None`` for the
+    columns every reader sees (public, internal, unclassified)."""
+    custom = {c.get("property"): c for c in prop.get("customProperties") or []
+              if isinstance(c, dict)}
+    is_text = isinstance(col_type, it.StringType)
+    if "masking" not in custom:
+        if classification not in SENSITIVE:
+            return None
+        return "hash" if classification == "pii" and is_text else "null"
+    # `value: null` (YAML null) and `value: "null"` both mean: show NULL
+    method = custom["masking"].get("value")
+    method = "null" if method is None else str(method)
+    if method not in MASKING_METHODS:
+        raise ContractError(path, f"masking '{method}' is unknown", product=product, column=name,
+                            hint=f"use one of {', '.join(MASKING_METHODS)}")
+    if classification not in SENSITIVE:
+        raise ContractError(path, f"masking applies to confidential and pii columns; this one "
+                                  f"is {classification or 'unclassified'}", product=product,
+                            column=name, hint="classify it confidential or pii, or drop masking")
+    if method in ("hash", "partial") and not is_text:
+        raise ContractError(path, f"masking '{method}' needs a text column (this one is "
+                                  f"{col_type})", product=product, column=name,
+                            hint="use masking null for non-text columns")
+    return method
+
+
+def _roles(path: Path, product: str, items: Any, columns: list[Column]) -> tuple[AccessRole, ...]:
+    """The ODCS ``roles``: groups that may read the product, with their clearance and row
+    filter (role customProperties ``clearance`` and ``rowFilter``)."""
+    from mesh_assets.access.sqlfilter import FilterError, canonical
+
+    out: list[AccessRole] = []
+    for item in items or []:
+        name = item.get("role")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ContractError(path, f"role {name!r} must be lower_snake_case (it names a group "
+                                      "of the identity provider)", product=product)
+        if name in {r.role for r in out}:
+            raise ContractError(path, f"role '{name}' is declared twice", product=product)
+        access = str(item.get("access") or "read").lower()
+        if access not in ROLE_ACCESS:
+            raise ContractError(path, f"role '{name}': access '{access}' is not supported",
+                                product=product, hint="readers only (access: read): products "
+                                "are written by the platform's service user")
+        custom = _custom_properties(item.get("customProperties"))
+        unknown = sorted(set(custom) - {"clearance", "rowFilter"})
+        if unknown:
+            raise ContractError(path, f"role '{name}': unknown customProperties {unknown}",
+                                product=product, hint="known: clearance, rowFilter")
+        clearance = custom.get("clearance") or []
+        clearance = [clearance] if isinstance(clearance, str) else clearance
+        if not isinstance(clearance, list) or any(c not in SENSITIVE for c in clearance):
+            raise ContractError(path, f"role '{name}': clearance {clearance!r} must list "
+                                      f"classifications among {', '.join(SENSITIVE)}",
+                                product=product)
+        row_filter = custom.get("rowFilter")
+        if row_filter is not None:
+            try:
+                row_filter = canonical(row_filter, [c.name for c in columns])
+            except FilterError as exc:
+                raise ContractError(path, f"role '{name}': rowFilter {row_filter!r} {exc}",
+                                    product=product) from None
+        out.append(AccessRole(role=name, access=access, clearance=tuple(sorted(set(clearance))),
+                              row_filter=row_filter, description=item.get("description")))
+    return tuple(out)
 
 
 _SLA_UNITS = {"m": "m", "min": "m", "minute": "m", "minutes": "m", "h": "h", "hour": "h",

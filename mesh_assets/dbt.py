@@ -32,6 +32,7 @@ from mesh_assets.catalog import (
     audit_branch_name,
     branch_head,
     snapshot_metadata,
+    wap_run_id,
 )
 from mesh_assets.contracts import DataProduct, load_domain_contracts
 from mesh_assets.settings import (
@@ -167,6 +168,9 @@ def _newest_input_mtime() -> float:
     for pattern in ("models/**/*", "macros/**/*", "tests/**/*"):
         paths += DBT_PROJECT_DIR.glob(pattern)
     paths += DOMAINS_DIR.glob("*/products/*.yaml")
+    # the code that turns contracts into dbt YAML
+    here = Path(__file__).parent
+    paths += [here / "dbt.py", here / "contracts.py", here / "quality.py"]
     return max((p.stat().st_mtime for p in paths if p.is_file()), default=0.0)
 
 
@@ -179,10 +183,18 @@ def prepare(settings: MeshSettings | None = None, *, force: bool = False) -> Pat
     target = settings.dbt_target
     manifest = manifest_path(target)
     manifest.parent.mkdir(parents=True, exist_ok=True)
+    def fresh() -> bool:
+        return (not force and manifest.exists()
+                and manifest.stat().st_mtime >= _newest_input_mtime()
+                and all((DBT_PROJECT_DIR / "models" / d.name / GENERATED_YAML).exists()
+                        for d in DOMAINS_DIR.iterdir() if (d / "products").is_dir()))
+
+    if fresh():  # the common case at code-location load: no contract is read twice
+        return manifest
     with open(manifest.parent / ".prepare.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         write_contract_yaml()
-        if not force and manifest.exists() and manifest.stat().st_mtime >= _newest_input_mtime():
+        if fresh():
             return manifest
         cmd = [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR),
                "--profiles-dir", str(DBT_PROJECT_DIR), "--target", target,
@@ -331,6 +343,7 @@ def stream_dbt(cmd: Sequence[str], env: Mapping[str, str], log, warm_up=None) ->
     if warm_up is not None:  # imports and connections the run needs, while dbt works
         threading.Thread(target=warm_up, daemon=True).start()
     tail: list[str] = []
+    summary: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
         try:
@@ -341,15 +354,20 @@ def stream_dbt(cmd: Sequence[str], env: Mapping[str, str], log, warm_up=None) ->
         info, data = event.get("info", {}), event.get("data", {})
         message = info.get("msg") or ""
         tail = (tail + [message])[-40:]
-        # one Dagster log event per finished node, warning or error (each is an event-log write)
-        if message and (info.get("name") in NODE_RESULT_EVENTS or info.get("level") in ("warn", "error")):
-            log.info(message)
+        # warnings and errors become Dagster log events (each is an event-log write); a node's
+        # result shows as its materialization or check evaluation, and in the summary below
+        if message and info.get("level") in ("warn", "error"):
+            log.warning(message)
+        if info.get("name") in ("StatsLine", "EndOfRunSummary", "FinishedRunningStats") and message:
+            summary.append(message)
         if info.get("name") in NODE_RESULT_EVENTS:
             node = data["node_info"]  # node_status: the run_results status of the node
             yield {"unique_id": node["unique_id"], "status": node.get("node_status"),
                    "failures": data.get("num_failures") or 0,
                    "execution_time": data.get("execution_time") or 0}
     code = proc.wait()
+    if summary:
+        log.info("dbt: " + " ".join(m.strip() for m in summary))
     if code not in (0, 1):  # 1: some node failed or errored (reported per node)
         raise DbtRunError(f"dbt exited with {code}:\n" + "\n".join(tail))
 
@@ -471,7 +489,7 @@ def _dbt_multi_asset(domain, manifest, translator, by_id, settings, uids, name, 
     def _models(context: dg.AssetExecutionContext, dbt: DbtCli, catalog: IcebergCatalog):
         selection = selection_for(partitioning, context) if partitions_def else None
         bounds = partition_vars(selection)
-        run_id = context.run.run_id
+        run_id = wap_run_id(context.run)  # a re-execution works on its root run's audit branch
         branch = audit_branch_name(run_id)
         selected = [uid_of[k] for k in context.selected_asset_keys if k in uid_of]
         target_path = settings.dbt_dir / "runs" / run_id / name
@@ -524,7 +542,7 @@ def _dbt_source_checks(domain, manifest, translator, settings, test_ids):
 
     @dg.multi_asset_check(specs=specs, name=f"{domain}_dbt_source_tests", can_subset=True)
     def _source_tests(context: dg.AssetCheckExecutionContext, dbt: DbtCli):
-        run_id = context.run.run_id
+        run_id = wap_run_id(context.run)  # sources read the audit branch of the root run
         target_path = settings.dbt_dir / "runs" / run_id / f"{domain}_source_tests"
         target_path.mkdir(parents=True, exist_ok=True)
         parents_file = target_path / "mesh_parents.json"
@@ -550,7 +568,7 @@ class PortViolation(ValueError):
 def check_ports(manifest: Mapping[str, Any], domain: str | None = None,
                 domains_dir: Path = DOMAINS_DIR) -> None:
     """Every cross-domain source a model reads must be a public product of its domain."""
-    from mesh_assets.contracts import load_contract
+    from mesh_assets.contracts import contract_visibility
 
     problems = []
     for uid, node in manifest.get("nodes", {}).items():
@@ -561,7 +579,7 @@ def check_ports(manifest: Mapping[str, Any], domain: str | None = None,
             if source is None or source["source_name"] == _domain_of(node):
                 continue
             path = domains_dir / source["source_name"] / "products" / f"{source['name']}.yaml"
-            if path.exists() and load_contract(path).visibility != "public":
+            if path.exists() and contract_visibility(path) != "public":
                 problems.append(f"model {_domain_of(node)}.{node['name']} "
                                 f"({node['original_file_path']}) reads {source['source_name']}."
                                 f"{source['name']}, an internal product of domain "
