@@ -8,6 +8,10 @@
 ``as_of`` takes a snapshot id, a tag or branch, or an ISO timestamp. ``filter`` is a pyiceberg
 row filter (a string such as ``"origin = 'JFK' and temp > 80"`` or an expression); it prunes
 partitions and files before anything is read.
+
+``user="alice"`` reads as that user: the access policy Trino enforces (OPA, from the contracts)
+applies here too: a denied product raises ``AccessDenied`` (a ``PermissionError``), row filters
+drop rows, masked columns come back masked, and ``filter`` then applies to what the user sees.
 """
 
 from __future__ import annotations
@@ -21,17 +25,25 @@ from mesh_assets.versions import resolve_as_of
 
 def read(identifier: str, *, columns: Sequence[str] | None = None, filter: Any = None,
          as_of: str | int | None = None, limit: int | None = None, pandas: bool = False,
-         engine: str | None = None):
+         engine: str | None = None, user: str | None = None):
     """Rows of product ``identifier`` (``domain.product``) as a ``pyarrow.Table``
     (a ``pandas.DataFrame`` with ``pandas=True``). ``engine="trino"`` reads through Trino
-    (``filter`` is then a SQL predicate); the default reads the Iceberg table directly."""
+    (``filter`` is then a SQL predicate); the default reads the Iceberg table directly.
+    ``user`` applies the access policy of that user (on both engines)."""
     from pyiceberg.expressions import AlwaysTrue
 
     if engine == "trino":
-        data = read_trino(identifier, columns=columns, filter=filter, as_of=as_of, limit=limit)
+        data = read_trino(identifier, columns=columns, filter=filter, as_of=as_of, limit=limit,
+                          user=user)
         return data.to_pandas() if pandas else data
     if engine not in (None, "duckdb", "iceberg"):
         raise ValueError(f"engine={engine!r}: expected 'duckdb' (direct) or 'trino'")
+    if user is not None:
+        from mesh_assets.access.enforce import governed_read
+
+        data = governed_read(identifier, columns=columns, filter=filter, as_of=as_of,
+                             limit=limit, user=user)
+        return data.to_pandas() if pandas else data
 
     table = open_catalog().load_table(identifier)
     snapshot_id = resolve_as_of(table, as_of)

@@ -42,7 +42,7 @@ class GoTool:
 GO_TOOLS = {
     "helm": GoTool("helm", "helm.sh/helm/v3/cmd/helm", "v3.19.0"),
     "kubeconform": GoTool("kubeconform", "github.com/yannh/kubeconform/cmd/kubeconform", "v0.7.0"),
-    "opa": GoTool("opa", "github.com/open-policy-agent/opa", "v1.10.1"),
+    "opa": GoTool("opa", "github.com/open-policy-agent/opa", "v1.22.2"),
 }
 
 

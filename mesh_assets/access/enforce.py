@@ -1,0 +1,271 @@
+"""The local read path's enforcement point: the policy's decisions applied to DuckDB and
+pyiceberg reads (``mesh query --as-user U``, ``mesh_assets.read(..., user=U)``).
+
+For each table a query reads, the policy is asked once (:func:`decide`: Trino's own three
+questions, SelectFromColumns, GetRowFilters and GetColumnMask, evaluated by OPA over the same
+Rego Trino uses) and the answer is applied exactly as Trino applies it:
+
+* denied: :class:`AccessDenied`, nothing is read;
+* row filters: the table's rows are filtered first, on the stored values;
+* column masks: the SQL expressions OPA returns (rendered for DuckDB) replace the columns, with
+  the same names and types.
+
+The governed query sees only those governed tables: the raw scan is never registered in the
+connection, table functions and other catalogs are refused, and the connection is locked
+(``enable_external_access = false``) before the user's SQL runs, so the files under the
+warehouse cannot be read around the policy from SQL. It is not a security boundary against
+someone who can read the warehouse's files with their own credentials: that boundary is Trino
+(and the object store's credentials), which enforces the same policy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from mesh_assets.access import audit
+from mesh_assets.access.opa import PolicyUnavailable, ask
+from mesh_assets.access.sqlfilter import quote_identifier
+
+
+class AccessDenied(PermissionError):
+    """The policy denies the access (the message reads like Trino's)."""
+
+
+@dataclass(frozen=True)
+class TableDecision:
+    product: str                      # domain.table as read
+    allow: bool
+    row_filters: tuple[str, ...] = ()
+    masks: dict[str, str] = field(default_factory=dict)  # column -> DuckDB expression
+    source: str = ""
+
+
+def groups_of(user: str) -> list[str]:
+    """The user's groups: ``MESH_ACCESS_GROUPS`` (comma-separated, as an identity provider
+    would assert them) or the users file (the same file Trino's group provider reads)."""
+    from mesh_assets.access.policy_data import load_users
+
+    explicit = os.environ.get("MESH_ACCESS_GROUPS")
+    if explicit is not None:
+        return sorted({g.strip() for g in explicit.split(",") if g.strip()})
+    return sorted(load_users().groups_of(user))
+
+
+def _context(user: str, groups: list[str]) -> dict:
+    import duckdb
+
+    return {"identity": {"user": user, "groups": groups},
+            "softwareStack": {"duckdbVersion": duckdb.__version__}}
+
+
+def _catalog() -> str:
+    return os.environ.get("MESH_TRINO_CATALOG", "iceberg")
+
+
+def decide(user: str, schema: str, table: str, columns: list[tuple[str, str]], *,
+           source: str, groups: list[str] | None = None) -> TableDecision:
+    """The policy's decision for ``user`` reading ``schema.table`` (columns: name, DuckDB
+    type), recorded in the audit log. Raises :class:`AccessDenied` when denied or when the
+    policy cannot be asked."""
+    groups = groups_of(user) if groups is None else groups
+    product = f"{schema}.{table}"
+    input_doc = {"context": _context(user, groups),
+                 "table": {"catalogName": _catalog(), "schemaName": schema, "tableName": table,
+                           "columns": [{"name": n, "type": t} for n, t in columns]}}
+    try:
+        answer = ask("trino/local_table_decision", input_doc)
+    except PolicyUnavailable as exc:
+        audit.record(audit.Decision(audit.now(), user, tuple(groups), source, "SelectFromColumns",
+                                    product, "deny", {"error": str(exc)[:300]}))
+        raise AccessDenied(f"Access Denied: the access policy could not be asked: {exc}") from None
+    value = answer.value or {}
+    decision = TableDecision(product=product, allow=value.get("allow") is True,
+                             row_filters=tuple(value.get("rowFilters") or ()),
+                             masks=dict(value.get("columnMasks") or {}), source=answer.source)
+    detail = {"columns": sorted(n for n, _ in columns), "policy": answer.source}
+    if decision.allow:
+        detail.update(masked=sorted(decision.masks), rowFilter=" OR ".join(decision.row_filters) or None)
+    audit.record(audit.Decision(audit.now(), user, tuple(groups), source, "SelectFromColumns",
+                                product, "allow" if decision.allow else "deny", detail))
+    if not decision.allow:
+        raise AccessDenied(f"Access Denied: Cannot select from columns "
+                           f"[{', '.join(sorted(n for n, _ in columns))}] in table or view "
+                           f"{_catalog()}.{product}")
+    return decision
+
+
+def governed_select(decision: TableDecision, columns: list[str], relation: str) -> str:
+    """``SELECT <masked columns> FROM relation WHERE <row filters>``: the table as the policy
+    lets the user see it (``relation`` holds the stored rows)."""
+    select = ", ".join(
+        f"{decision.masks[c]} AS {quote_identifier(c)}" if c in decision.masks else quote_identifier(c)
+        for c in columns)
+    sql = f"SELECT {select} FROM {relation}"
+    if decision.row_filters:
+        sql += " WHERE " + " AND ".join(f"({f})" for f in decision.row_filters)
+    return sql
+
+
+def _duckdb_columns(con, arrow_schema) -> list[tuple[str, str]]:
+    rel = con.from_arrow(arrow_schema.empty_table())
+    return [(name, str(dtype)) for name, dtype in zip(rel.columns, rel.types)]
+
+
+def _governed_table(con, table, snapshot_id, user: str, schema: str, name: str, *, source: str,
+                    groups: list[str], target: str) -> TableDecision:
+    """Create ``target`` in ``con``: the table at ``snapshot_id`` as the policy shows it to
+    ``user`` (raises :class:`AccessDenied` first when denied)."""
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+    scan = table.scan(snapshot_id=snapshot_id)
+    arrow_schema = schema_to_pyarrow(scan.projection(), include_field_ids=False)
+    decision = decide(user, schema, name, _duckdb_columns(con, arrow_schema), source=source,
+                      groups=groups)  # denied: raises before anything is read
+    raw = scan.to_arrow() if snapshot_id is not None else arrow_schema.empty_table()
+    con.register("__mesh_raw", raw)
+    try:
+        con.execute(f"CREATE TABLE {target} AS "
+                    + governed_select(decision, list(raw.column_names), "__mesh_raw"))
+    finally:
+        con.unregister("__mesh_raw")
+    return decision
+
+
+# --- mesh query --as-user -------------------------------------------------------------------
+
+def _parse(sql: str) -> dict:
+    import duckdb
+
+    con = duckdb.connect(config={"enable_external_access": False})
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    finally:
+        con.close()
+    if tree.get("error"):
+        raise AccessDenied(f"with a user, only one SELECT statement is allowed "
+                           f"({tree.get('error_message')})")
+    if len(tree.get("statements") or []) != 1:
+        raise AccessDenied("with a user, only one SELECT statement is allowed")
+    return tree
+
+
+def referenced_tables(sql: str) -> list[tuple[str, str]]:
+    """``(schema, table)`` of every table the SELECT reads (CTEs resolved, subqueries
+    included); raises :class:`AccessDenied` for table functions, other catalogs and time-travel
+    clauses (use ``--as-of``)."""
+    tree = _parse(sql)
+    ctes: set[str] = set()
+    refs: list[dict] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("cte_map"), dict):
+                ctes.update(item["key"] for item in node["cte_map"].get("map") or [])
+            kind = node.get("type")
+            if kind == "BASE_TABLE":
+                refs.append(node)
+            elif kind == "TABLE_FUNCTION":
+                fn = (node.get("function") or {}).get("function_name", "?")
+                raise AccessDenied(f"table function {fn}() is not available with a user: it "
+                                   "reads around the access policy")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tree)
+    out: list[tuple[str, str]] = []
+    for ref in refs:
+        schema, name = ref.get("schema_name") or "", ref.get("table_name") or ""
+        if ref.get("catalog_name"):
+            raise AccessDenied(f"catalog {ref['catalog_name']!r} is not available with a user")
+        if ref.get("at_clause"):
+            raise AccessDenied("AT (...) time travel is not available with a user: use --as-of")
+        if not schema:
+            if name in ctes:
+                continue
+            raise AccessDenied(f"table {name!r} is not a product: name products domain.product")
+        if (schema, name) not in out:
+            out.append((schema, name))
+    return out
+
+
+def governed_query(sql: str, as_of: str | None, user: str):
+    """``mesh query`` as ``user``: the tables the SQL reads, each as the policy shows it to
+    that user, then the SQL in a connection that can read nothing else. Returns
+    ``(connection, relation)`` like :func:`mesh_assets.cli.query`."""
+    from datetime import datetime
+
+    import duckdb
+
+    from mesh_assets.catalog import open_catalog
+    from mesh_assets.engine import quote
+    from mesh_assets.versions import VersionError, resolve_as_of
+
+    tables = referenced_tables(sql)
+    groups = groups_of(user)
+    catalog = open_catalog()
+    is_time = False
+    if as_of:
+        try:
+            datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+            is_time = not as_of.lstrip("-").isdigit()
+        except ValueError:
+            pass
+    con = duckdb.connect(config={"autoinstall_known_extensions": False})
+    for schema, name in tables:
+        try:
+            table = catalog.load_table((schema, name))
+        except Exception:  # noqa: BLE001 - not a table: DuckDB says so when the SQL runs
+            continue
+        try:
+            snapshot_id = resolve_as_of(table, as_of)
+        except VersionError:
+            if is_time:
+                continue
+            snapshot_id = resolve_as_of(table, None)
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+        _governed_table(con, table, snapshot_id, user, schema, name, source="duckdb",
+                        groups=groups, target=f"{quote(schema)}.{quote(name)}")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con, con.sql(sql)
+
+
+# --- read(..., user=) -----------------------------------------------------------------------
+
+def governed_read(identifier: str, *, columns=None, filter=None, as_of=None, limit=None,
+                  user: str):
+    """``read()`` for ``user``: the pyiceberg snapshot as the policy shows it, then the
+    caller's ``filter`` over the visible (masked) values, as Trino applies a WHERE clause."""
+    import duckdb
+    import pyarrow as pa
+
+    from mesh_assets.catalog import open_catalog
+    from mesh_assets.versions import resolve_as_of
+
+    schema, name = identifier.split(".", 1)
+    table = open_catalog().load_table(identifier)
+    snapshot_id = resolve_as_of(table, as_of)
+    con = duckdb.connect(config={"autoinstall_known_extensions": False})
+    try:
+        _governed_table(con, table, snapshot_id, user, schema, name, source="pyiceberg",
+                        groups=groups_of(user), target="governed")
+        data: pa.Table = con.execute("SELECT * FROM governed").to_arrow_table()
+    finally:
+        con.close()
+    if filter is not None:
+        from pyiceberg.expressions import parser
+        from pyiceberg.expressions.visitors import bind
+        from pyiceberg.io.pyarrow import expression_to_pyarrow
+
+        expr = parser.parse(filter) if isinstance(filter, str) else filter
+        data = data.filter(expression_to_pyarrow(bind(table.schema(), expr, case_sensitive=True)))
+    if columns:
+        data = data.select(list(columns))
+    if limit is not None:
+        data = data.slice(0, int(limit))
+    return data

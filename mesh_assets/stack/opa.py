@@ -1,0 +1,100 @@
+"""Open Policy Agent: the policy decision point of Trino's OPA access control and of the local
+read path (:mod:`mesh_assets.access`).
+
+Built once with ``go install`` into the tools cache (``tools.GO_TOOLS["opa"]``). It serves the
+committed Rego (``mesh_assets/policies``) and the data ``mesh access build`` generates from the
+contracts (``$MESH_HOME/access/opa/data.json``), and reloads both when they change (``--watch``):
+editing a contract and running ``mesh access build`` changes what Trino enforces without a
+restart. Decision logs go to its console (``stack/logs/opa.log``), one JSON line per decision
+kept by ``system.log.drop`` (``mesh access audit`` reads them).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+from mesh_assets import tools
+from mesh_assets.stack.layout import HOST, StackLayout
+from mesh_assets.stack.processes import ServiceProcess, port_accepts
+
+NAME = "opa"
+
+CONFIG = """\
+# Written by `mesh stack up`. Decision logs: one JSON line per kept decision on the console
+# (the service's log file); system.log.drop (mesh_assets/policies/decision_logs.rego) drops the
+# allowed bookkeeping calls (listing catalogs, schemas, tables).
+decision_logs:
+  console: true
+  drop_decision: /system/log/drop
+"""
+
+
+def binary() -> Path:
+    return tools.go_tool(NAME)
+
+
+def version() -> str:
+    return tools.GO_TOOLS[NAME].version
+
+
+class Opa:
+    def __init__(self, layout: StackLayout):
+        self.layout = layout
+        self.process = ServiceProcess(NAME, layout, marker="opa run --server")
+        self.base = layout.root / "opa"
+
+    @property
+    def port(self) -> int:
+        return self.layout.ports[NAME]
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self, opa: Path) -> int:
+        from mesh_assets.access.policy_data import POLICY_DIR, POLICY_FILES, data_file
+
+        self.base.mkdir(parents=True, exist_ok=True)
+        config = self.base / "config.yaml"
+        config.write_text(CONFIG)
+        data = data_file(self.layout.access_dir)
+        argv = [str(opa), "run", "--server", "--addr", f"{HOST}:{self.port}",
+                "--config-file", str(config), "--watch", "--log-format", "json",
+                "--log-level", "error", *(str(POLICY_DIR / f) for f in POLICY_FILES), str(data)]
+        return self.process.start(argv, env={"PATH": "/usr/bin:/bin", "HOME": str(self.base)},
+                                  cwd=self.base)
+
+    def _get(self, path: str, body: dict | None = None):
+        request = urllib.request.Request(
+            f"{self.url}{path}", data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"}, method="POST" if body is not None else "GET")
+        with urllib.request.urlopen(request, timeout=3) as response:
+            return json.loads(response.read() or b"{}")
+
+    def ready(self) -> bool:
+        if not port_accepts(self.port):
+            return False
+        self._get("/health")
+        return True
+
+    def health(self) -> str:
+        """'...' or raises: /health answers, the policy is loaded and allows the platform."""
+        from mesh_assets.stack.layout import TRINO_USER
+
+        if not port_accepts(self.port):
+            raise ConnectionError(f"nothing accepts connections on {HOST}:{self.port}")
+        self._get("/health")
+        probe = {"input": {"context": {"identity": {"user": TRINO_USER, "groups": []},
+                                       "softwareStack": {"trinoVersion": "health"}},
+                           "action": {"operation": "ExecuteQuery"}}}
+        if self._get("/v1/data/trino/allow", probe).get("result") is not True:
+            raise ConnectionError("the policy does not allow the platform's service user: is "
+                                  f"{self.layout.access_dir / 'opa' / 'data.json'} built (`mesh access "
+                                  "build`)?")
+        products = self._get("/v1/data/mesh/products").get("result") or {}
+        return f"OPA {version()}, policy trino loaded, {len(products)} products"
+
+    def stop(self) -> bool:
+        return self.process.stop()
