@@ -181,13 +181,15 @@ def bench_quality(repeats: int, rows: int | None = None) -> list[dict]:
     ]
 
 
+def bench_quality_for_run(repeats: int) -> list[dict]:
+    """As part of `make bench`: ``BENCH_QUALITY_ROWS`` rows, 5,000,000 by default there (the
+    whole run has to fit in about 20 minutes on 2 cores; this script alone defaults to 10M)."""
+    return bench_quality(repeats, int(os.environ.get("BENCH_QUALITY_ROWS", 5_000_000)))
+
+
 def merge_results(new: list[dict], out: Path) -> list[dict]:
-    """``new`` replaces same-named entries of ``out``; the others stay."""
-    old = json.loads(out.read_text()).get("benchmarks", []) if out.exists() else []
-    names = {b["name"] for b in new}
-    merged = [b for b in old if b["name"] not in names] + new
-    bench_run.write_results(merged, out)
-    return merged
+    """``new`` replaces same-named entries of ``out``; the others stay (bench/run.py's writer)."""
+    return bench_run.merge_results(new, out)
 
 
 def main() -> int:

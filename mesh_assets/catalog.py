@@ -49,6 +49,14 @@ def audit_branch_name(run_id: str) -> str:
     return f"{AUDIT_PREFIX}{run_id[:8]}"
 
 
+def wap_run_id(run) -> str:
+    """The run whose audit branch a step writes, reads and publishes: the root of a
+    re-execution chain. A run re-executed from a failure (``ReexecutionOptions.from_failure``,
+    Dagster's run retries) skips the steps that succeeded, so its checks must find the data
+    those steps left unpublished on the branch of the original run."""
+    return run.root_run_id or run.run_id
+
+
 def open_audit_branch(table: Table, branch: str) -> Table:
     """A fresh branch ``branch`` at main's current snapshot (write-audit-publish).
 

@@ -392,7 +392,8 @@ def contract_checks(product: "DataProduct"):
     import dagster as dg
 
     from mesh_assets import engine
-    from mesh_assets.catalog import IcebergCatalog, audit_branch_name, branch_head, publish
+    from mesh_assets.catalog import (IcebergCatalog, audit_branch_name, branch_head, publish,
+                                     wap_run_id)
     from mesh_assets.settings import load_settings
     from mesh_assets.versions import tag_checked
 
@@ -408,7 +409,7 @@ def contract_checks(product: "DataProduct"):
         table = catalog.load_table(product.table_identifier)
         # Write-audit-publish: this run's new data waits on its audit branch; checks read
         # exactly that snapshot. Without a branch (checks re-run later) they read main.
-        branch = audit_branch_name(context.run.run_id)
+        branch = audit_branch_name(wap_run_id(context.run))  # a re-execution: its root's branch
         if branch not in table.metadata.refs:
             branch = None
         snapshot_id = branch_head(table, branch)

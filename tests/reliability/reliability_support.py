@@ -1,0 +1,176 @@
+"""Helpers of the reliability suite: processes to kill, table states to compare, a mesh job.
+
+Kept out of conftest.py (the suite imports them by name: ``from reliability_support import``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from meshtest import NYCFLIGHTS
+
+REPO = Path(__file__).resolve().parents[2]
+MESH = str(Path(sys.executable).parent / "mesh")
+REFERENCE_TABLES = ("reference.airlines", "reference.airports", "reference.timezones")
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+def start(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """A process in its own session: killing its group kills everything it started (dbt
+    included), as the end of a pod or a killed terminal would."""
+    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO, **kwargs)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every live descendant of ``pid`` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            out.append((child, cmdline.decode(errors="replace").strip()))
+            todo.append(child)
+    return out
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None,
+             interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds
+    (or when ``proc`` exits first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"the process ended ({proc.returncode}) before {what}:\n{out[-3000:]}")
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def step_event(instance, step_key: str, event: str = "STEP_START"):
+    """A predicate: a run of ``instance`` newer than the runs already there has logged
+    ``event`` for ``step_key``; returns that run's id."""
+    import dagster as dg
+
+    known = {r.run_id for r in instance.get_runs()}
+
+    def found():
+        runs = instance.get_runs(limit=1)
+        if not runs or runs[0].run_id in known:
+            return None
+        records = instance.get_records_for_run(
+            runs[0].run_id, of_type=getattr(dg.DagsterEventType, event)).records
+        return runs[0].run_id if any(r.event_log_entry.step_key == step_key for r in records) else None
+    return found
+
+
+def mesh_materialize(domain: str, env: dict | None = None, timeout: float = 600) -> str:
+    proc = subprocess.run([MESH, "materialize", domain], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+def airports_version(bump: int) -> str:
+    """The real airports file with every altitude raised by ``bump`` feet: a valid new version
+    that changes the ingested table and the dbt mart built from it (timezones)."""
+    rows = list(csv.reader((NYCFLIGHTS / "airports.csv").read_text().splitlines()))
+    alt = rows[0].index("alt")
+    for row in rows[1:]:
+        row[alt] = str(int(row[alt]) + bump)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def table_state(catalog, identifier: str) -> tuple[int | None, list[tuple]]:
+    """(main's snapshot id, its rows sorted): what consumers read. The snapshot's recorded
+    row count must match what a scan returns (no half-visible commit)."""
+    if not catalog.table_exists(identifier):
+        return None, []
+    table = catalog.load_table(identifier)
+    snap = table.current_snapshot()
+    if snap is None:
+        return None, []
+    data = table.scan().to_arrow()
+    recorded = int(snap.summary.additional_properties.get("total-records", -1))
+    assert recorded == data.num_rows, (identifier, recorded, data.num_rows)
+    rows = sorted(tuple("" if v is None else str(v) for v in r.values()) for r in data.to_pylist())
+    return snap.snapshot_id, rows
+
+
+def contents(catalog, tables=REFERENCE_TABLES) -> dict[str, list[tuple]]:
+    return {t: table_state(catalog, t)[1] for t in tables}
+
+
+# --- a mesh job across domains (for re-execution from failure) ---------------------------------
+
+MESH_JOB_DOMAINS = ("reference", "fleet")
+
+
+def mesh_defs():
+    """The unpartitioned domains' assets and checks as one Definitions, in-process executor
+    (one process to kill). Resources are the same for every domain."""
+    import dagster as dg
+
+    from mesh_assets.domain import build_domain
+    from mesh_assets.settings import DOMAINS_DIR
+
+    parts = [build_domain(DOMAINS_DIR / d) for d in MESH_JOB_DOMAINS]
+    job = dg.define_asset_job("mesh_job", selection=dg.AssetSelection.all()
+                              | dg.AssetSelection.all_asset_checks())
+    return dg.Definitions(assets=[a for p in parts for a in p.assets],
+                          asset_checks=[c for p in parts for c in (p.asset_checks or [])],
+                          jobs=[job], resources=parts[0].resources,
+                          executor=dg.in_process_executor)
+
+
+def mesh_job():
+    """Job factory for ``dagster.reconstructable``."""
+    return mesh_defs().resolve_job_def("mesh_job")
+
+
+RUN_MESH_JOB = """
+import sys
+import dagster as dg
+from reliability_support import mesh_job
+with dg.DagsterInstance.get() as instance:
+    options = (dg.ReexecutionOptions.from_failure(sys.argv[1], instance) if len(sys.argv) > 1
+               else None)
+    result = dg.execute_job(dg.reconstructable(mesh_job), instance, reexecution_options=options,
+                            raise_on_error=False)
+    print("RUN", result.run_id, result.success, flush=True)
+"""
