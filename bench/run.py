@@ -188,7 +188,7 @@ def machine() -> dict:
             "load_average_at_write": [round(x, 2) for x in os.getloadavg()]}
 
 
-VERSIONED = ("dagster", "dagster-dbt", "pyiceberg", "pyarrow", "duckdb", "duckdb-extension-iceberg",
+VERSIONED = ("dagster", "pyiceberg", "pyarrow", "duckdb", "duckdb-extension-iceberg",
              "dbt-core", "dbt-duckdb", "dbt-trino", "great-expectations", "pandas", "tpchgen-cli",
              "trino")
 
