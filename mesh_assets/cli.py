@@ -372,21 +372,14 @@ def query(sql: str, as_of: str | None = None, user: str | None = None):
         from mesh_assets.access.enforce import governed_query
 
         return governed_query(sql, as_of, user)
-    from datetime import datetime
 
     from mesh_assets import engine
     from mesh_assets.catalog import open_catalog
-    from mesh_assets.versions import VersionError, resolve_as_of
+    from mesh_assets.versions import VersionError, is_timestamp, resolve_as_of
 
     catalog = open_catalog()
     con = engine.connect()
-    is_time = False
-    if as_of:
-        try:
-            datetime.fromisoformat(as_of.replace("Z", "+00:00"))
-            is_time = not as_of.lstrip("-").isdigit()
-        except ValueError:
-            pass
+    is_time = is_timestamp(as_of)
     for (namespace,) in catalog.list_namespaces():
         for ident in catalog.list_tables(namespace):
             table = catalog.load_table(ident)

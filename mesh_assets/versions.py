@@ -163,3 +163,17 @@ def lineage(catalog: Catalog, identifier: str, snapshot: str | int | None = None
             continue
         node.inputs.append(lineage(catalog, upstream, upstream_snapshot, _depth=_depth + 1))
     return node
+
+
+def is_timestamp(as_of: str | None) -> bool:
+    """Whether ``as_of`` names a point in time (an ISO timestamp), not a snapshot id or a ref:
+    a table that did not exist yet at that time is then absent, not read at its current state."""
+    if not as_of:
+        return False
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return not as_of.lstrip("-").isdigit()

@@ -197,24 +197,16 @@ def governed_query(sql: str, as_of: str | None, user: str):
     """``mesh query`` as ``user``: the tables the SQL reads, each as the policy shows it to
     that user, then the SQL in a connection that can read nothing else. Returns
     ``(connection, relation)`` like :func:`mesh_assets.cli.query`."""
-    from datetime import datetime
-
     import duckdb
 
     from mesh_assets.catalog import open_catalog
     from mesh_assets.engine import quote
-    from mesh_assets.versions import VersionError, resolve_as_of
+    from mesh_assets.versions import VersionError, is_timestamp, resolve_as_of
 
     tables = referenced_tables(sql)
     groups = groups_of(user)
     catalog = open_catalog()
-    is_time = False
-    if as_of:
-        try:
-            datetime.fromisoformat(as_of.replace("Z", "+00:00"))
-            is_time = not as_of.lstrip("-").isdigit()
-        except ValueError:
-            pass
+    is_time = is_timestamp(as_of)
     con = duckdb.connect(config={"autoinstall_known_extensions": False})
     for schema, name in tables:
         try:
