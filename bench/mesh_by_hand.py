@@ -1,6 +1,6 @@
 """The demo mesh's work done by hand, without Dagster: the baseline of `bench/run.py --only mesh`.
 
-    MESH_HOME=/tmp/x .venv/bin/python bench/mesh_by_hand.py
+    MESH_HOME="$(mktemp -d)" .venv/bin/python bench/mesh_by_hand.py
 
 What a data engineer would script instead of the platform, for the same data and results:
 

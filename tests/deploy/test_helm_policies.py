@@ -215,7 +215,7 @@ def test_the_policies_catch_violations(render):
 
     leaky = rendered_with("--set", "mesh.extraEnv.MESH_TRINO_PASSWORD=hunter2hunter2",
                           "--set", "domains.weather.env[0].name=OPENMETADATA_TOKEN",
-                          "--set", "domains.weather.env[0].value=eyJhbGciOiJIUzI1NiJ9abcdefghijklmnop")
+                          "--set", "domains.weather.env[0].value=placeholder-not-a-token")
     problems = plaintext_secret_problems(leaky)
     assert any("key MESH_TRINO_PASSWORD" in p for p in problems), problems
     assert any("OPENMETADATA_TOKEN is not a secretKeyRef" in p for p in problems), problems

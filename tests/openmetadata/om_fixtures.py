@@ -17,7 +17,7 @@ from om_fake_server import FakeOpenMetadata
 
 from mesh_assets import cli
 
-SENTINEL_JWT = "eyJhbGciOiJSUzI1NiJ9.SENTINEL-JWT-c0ffee.signature"
+SENTINEL_JWT = "sentinel-openmetadata-bot-token-c0ffee"  # a placeholder, not a real JWT
 MESH_ENV = ("MESH_CATALOG_URI", "MESH_WAREHOUSE", "MESH_LANDING", "MESH_ENGINE", "OPENMETADATA_HOST",
             "OPENMETADATA_JWT_TOKEN", "OPENMETADATA_JWT_TOKEN_FILE", "OPENMETADATA_DAGSTER_URL",
             "OPENMETADATA_DATABASE_SERVICE", "OPENMETADATA_PIPELINE_SERVICE", "MESH_TRINO_CATALOG")
