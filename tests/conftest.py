@@ -25,3 +25,19 @@ def mesh_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def reference_dir() -> Path:
     return DOMAINS_DIR / "reference"
+
+
+@pytest.fixture(scope="session")
+def stack_layout():
+    """The running production stack (tests/stack, tests/access). Fails, never skips, when it is
+    down: `make test` starts it, and a skipped interop test would let CI pass unchecked."""
+    from mesh_assets import stack
+    from mesh_assets.stack.layout import StackLayout
+
+    layout = StackLayout.current()
+    bad = [s for s in stack.status(layout) if not s.healthy]
+    if bad:
+        pytest.fail("the production stack is not up (`make test` starts it; by hand: "
+                    "`.venv/bin/mesh stack up`):\n"
+                    + "\n".join(f"  {s.name} {s.port}: {s.detail}" for s in bad), pytrace=False)
+    return layout

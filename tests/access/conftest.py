@@ -46,18 +46,3 @@ def write_contract(tmp_path):
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
     return write
-
-
-@pytest.fixture(scope="session")
-def stack_layout():
-    """The running stack; fails (never skips) when it is down, like tests/stack."""
-    from mesh_assets import stack
-    from mesh_assets.stack.layout import StackLayout
-
-    layout = StackLayout.current()
-    bad = [s for s in stack.status(layout) if not s.healthy]
-    if bad:
-        pytest.fail("the production stack is not up (`make test` starts it; by hand: "
-                    "`.venv/bin/mesh stack up`):\n"
-                    + "\n".join(f"  {s.name} {s.port}: {s.detail}" for s in bad), pytrace=False)
-    return layout

@@ -13,19 +13,7 @@ import uuid
 import pytest
 
 from mesh_assets import stack
-from mesh_assets.stack.layout import StackLayout
 from mesh_assets.stack.trino import Trino
-
-
-@pytest.fixture(scope="session")
-def stack_layout() -> StackLayout:
-    layout = StackLayout.current()
-    bad = [s for s in stack.status(layout) if not s.healthy]
-    if bad:
-        pytest.fail("the production stack is not up (`make test` starts it; by hand: "
-                    "`.venv/bin/mesh stack up`):\n"
-                    + "\n".join(f"  {s.name} {s.port}: {s.detail}" for s in bad), pytrace=False)
-    return layout
 
 
 @pytest.fixture(scope="session")
