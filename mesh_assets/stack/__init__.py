@@ -267,6 +267,9 @@ def down(*, purge: bool = False, say: Callable[[str], None] = print) -> None:
                 say(f"{name}: was not running")
         layout.state_file.unlink(missing_ok=True)
         if purge:
+            cluster = _services(layout)["postgres"].data
+            if not cluster.is_relative_to(layout.root):  # kept in the postgres user's home
+                shutil.rmtree(cluster.parent, ignore_errors=True)
             for sub in ("postgres", "s3", "opa", "trino", "secrets", "logs"):
                 shutil.rmtree(layout.root / sub, ignore_errors=True)
             say(f"deleted the stack's data, logs and credentials under {layout.root}")

@@ -8,6 +8,7 @@ system user that the Debian package creates.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -80,7 +81,22 @@ class Postgres:
     def __init__(self, layout: StackLayout):
         self.layout = layout
         self.process = ServiceProcess(NAME, layout, marker="postgres")
-        self.data = layout.root / "postgres" / "data"
+
+    @property
+    def data(self) -> Path:
+        """The cluster's folder, ``$MESH_HOME/stack/postgres/data``. As root the cluster runs as
+        ``postgres``, which cannot enter a MESH_HOME inside a private folder (a ``mktemp -d``
+        clone, /root): the data then lives in the postgres user's home, one folder per stack,
+        and ``$MESH_HOME/stack/postgres/data`` is a link to it."""
+        local = self.layout.root / "postgres" / "data"
+        if os.geteuid() != 0 or (local.exists() and not local.is_symlink()):
+            return local
+        try:
+            home = Path(pwd.getpwnam(SUPERUSER).pw_dir)
+        except KeyError:
+            return local
+        key = hashlib.sha1(str(self.layout.root.resolve()).encode()).hexdigest()[:12]
+        return home / "datamesh" / key / "data"
 
     @property
     def port(self) -> int:
@@ -94,6 +110,10 @@ class Postgres:
         user = _run_as()
         self.data.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data, 0o700)
+        local = self.layout.root / "postgres" / "data"
+        if local != self.data and not local.is_symlink():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.symlink_to(self.data, target_is_directory=True)
         pwfile = self.data.parent / ".superuser-pwfile"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
