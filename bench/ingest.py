@@ -31,9 +31,9 @@ FLIGHTS_CONTRACT = bench_run.BENCH_DIR / "contracts" / "bench" / "products" / "f
 PLATFORM_INGEST = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
-    from mesh_assets.catalog import open_catalog
-    from mesh_assets.contracts import load_contract
-    from mesh_assets.ingestion import ingest
+    from mesh_assets.iceberg.catalog import open_catalog
+    from mesh_assets.contract.model import load_contract
+    from mesh_assets.ingest.assets import ingest
     product = load_contract(Path(sys.argv[1]))
     catalog = open_catalog()
     start = time.perf_counter()

@@ -113,7 +113,7 @@ def bench_dbt(repeats: int) -> list[dict]:
         for domain in ("reference", "analytics"):  # unpartitioned dbt domains
             dagster_run = textwrap.dedent(f"""
                 import dagster as dg
-                from mesh_assets.domain import build_domain
+                from mesh_assets.definitions import build_domain
                 from mesh_assets.settings import DOMAINS_DIR
                 defs = build_domain(DOMAINS_DIR / "{domain}")
                 graph = defs.resolve_asset_graph()

@@ -32,8 +32,8 @@ import duckdb
 import pyarrow.csv as pacsv
 from pyiceberg.catalog.sql import SqlCatalog
 
-from mesh_assets.contracts import load_domain_contracts
-from mesh_assets.quality_sql import compile_suite
+from mesh_assets.contract.parser import load_domain_contracts
+from mesh_assets.quality.sql import compile_suite
 from mesh_assets.settings import DBT_PROJECT_DIR, DOMAINS_DIR
 
 DOMAINS = ("reference", "fleet", "weather", "operations", "analytics")

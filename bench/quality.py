@@ -3,9 +3,9 @@
     .venv/bin/python bench/quality.py [--rows N] [--repeats R]
     (or as part of `make bench`: bench/run.py --only quality)
 
-* platform pushdown: ``mesh_assets.quality.evaluate`` (one SQL statement in DuckDB over the
+* platform pushdown: ``mesh_assets.quality.run.evaluate`` (one SQL statement in DuckDB over the
   Iceberg snapshot; uniqueness as GX counts it);
-* GX on pandas: the same rules through ``mesh_assets.gx_bridge`` (Great Expectations 1.x,
+* GX on pandas: the same rules through ``mesh_assets.quality.gx`` (Great Expectations 1.x,
   pandas data source), *including* reading the needed columns of the same snapshot into pandas,
   as the fallback path does;
 * floor: one hand-written DuckDB aggregate computing the same 10 verdicts (count(DISTINCT) for
@@ -38,7 +38,7 @@ ROOT = BENCH_DIR.parent
 DATA_DIR = bench_run.DATA_DIR
 
 RULES = """
-from mesh_assets.contracts import QualityRule as R
+from mesh_assets.contract.model import QualityRule as R
 import datetime as dt
 RULES = [
     R("not_null_id", "expect_column_values_to_not_be_null", {"column": "id"}),
@@ -57,7 +57,7 @@ RULES = [
 OPEN = """
 import os, sys, time, json
 from mesh_assets import engine
-from mesh_assets.catalog import open_catalog
+from mesh_assets.iceberg.catalog import open_catalog
 table = open_catalog().load_table("bench.quality")
 con = engine.connect()
 con.execute("SET enable_progress_bar = false")
@@ -65,7 +65,7 @@ relation = engine.register_table(con, table, "product", snapshot_id=table.curren
 """
 
 PUSHDOWN = OPEN + RULES + """
-from mesh_assets.quality import evaluate
+from mesh_assets.quality.checks import evaluate
 start = time.perf_counter()
 results = evaluate(con, relation, RULES)
 elapsed = time.perf_counter() - start
@@ -74,7 +74,7 @@ print(json.dumps({"s": elapsed}))
 """
 
 GX = OPEN + RULES + """
-from mesh_assets.gx_bridge import read_frame, rule_columns, validate_dataframe, _batch_definition
+from mesh_assets.quality.gx import read_frame, rule_columns, validate_dataframe, _batch_definition
 _batch_definition()  # GX import and context creation are not timed
 start = time.perf_counter()
 needed = []

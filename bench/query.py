@@ -1,7 +1,7 @@
 """Queries over platform-written Iceberg tables: DuckDB ``iceberg_scan`` vs a pyiceberg scan.
 
 TPC-H lineitem and orders at ``BENCH_SF`` (tpchgen-cli Parquet in the landing zone) are
-ingested once by the platform (untimed setup, ``mesh_assets.ingestion.ingest``). Then for Q1
+ingested once by the platform (untimed setup, ``mesh_assets.ingest.assets.ingest``). Then for Q1
 (scan + aggregate), Q6 (selective scan) and Q12 (lineitem x orders join), alternating after a
 warm-up, each in a fresh interpreter (timed inside, around table registration and query; the
 connection, with the iceberg extension loaded on the platform side, is opened before the clock):
@@ -71,9 +71,9 @@ QUERIES = {
 SETUP = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
-    from mesh_assets.catalog import open_catalog
-    from mesh_assets.contracts import load_contract
-    from mesh_assets.ingestion import ingest
+    from mesh_assets.iceberg.catalog import open_catalog
+    from mesh_assets.contract.model import load_contract
+    from mesh_assets.ingest.assets import ingest
     out = {}
     for path in sys.argv[1:]:
         product = load_contract(Path(path))
@@ -87,7 +87,7 @@ SETUP = textwrap.dedent("""
 PLATFORM = textwrap.dedent("""
     import json, sys, time
     from mesh_assets import engine
-    from mesh_assets.catalog import open_catalog
+    from mesh_assets.iceberg.catalog import open_catalog
     q = json.loads(sys.argv[1])
     catalog = open_catalog()
     tables = {name: catalog.load_table(f"tpch.{name}") for name in q["scans"]}
@@ -105,7 +105,7 @@ PLATFORM = textwrap.dedent("""
 PYICEBERG = textwrap.dedent("""
     import json, sys, time
     import duckdb
-    from mesh_assets.catalog import open_catalog
+    from mesh_assets.iceberg.catalog import open_catalog
     q = json.loads(sys.argv[1])
     catalog = open_catalog()
     tables = {name: catalog.load_table(f"tpch.{name}") for name in q["scans"]}

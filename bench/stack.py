@@ -37,9 +37,9 @@ NAMES = ("trino_ingest", "trino_tpch_q1", "trino_tpch_q6")
 INGEST = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
-    from mesh_assets.catalog import open_catalog
-    from mesh_assets.contracts import load_contract
-    from mesh_assets.ingestion import ingest
+    from mesh_assets.iceberg.catalog import open_catalog
+    from mesh_assets.contract.model import load_contract
+    from mesh_assets.ingest.assets import ingest
     product = load_contract(Path(sys.argv[1]))
     start = time.perf_counter()
     result = ingest(product, open_catalog())

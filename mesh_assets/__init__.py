@@ -7,8 +7,8 @@ The public entry points are imported on first use, so that light users (the dbt 
 import importlib
 
 _EXPORTS = {
-    "build_domain": "mesh_assets.domain",
-    "load_domain": "mesh_assets.domain",
+    "build_domain": "mesh_assets.definitions",
+    "load_domain": "mesh_assets.definitions",
     "read": "mesh_assets.read_api",
 }
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import duckdb

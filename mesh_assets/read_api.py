@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mesh_assets.catalog import open_catalog
-from mesh_assets.versions import resolve_as_of
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.versions import resolve_as_of
 
 
 def read(identifier: str, *, columns: Sequence[str] | None = None, filter: Any = None,
@@ -71,7 +71,7 @@ def trino_query(sql: str, *, as_of: str | int | None = None, user: str | None = 
     import re
 
     from mesh_assets.engine import trino_connection
-    from mesh_assets.versions import VersionError
+    from mesh_assets.iceberg.versions import VersionError
 
     if as_of is not None:
         catalog = open_catalog()

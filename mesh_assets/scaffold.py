@@ -33,7 +33,7 @@ def _check_name(kind: str, name: str) -> None:
 
 
 def contract_text(domain: str, product: str, owner: str, *, dbt: bool) -> str:
-    source = (f"  - property: transform\n    value: dbt\n" if dbt else
+    source = ("  - property: transform\n    value: dbt\n" if dbt else
               f"  - property: source\n    value: {{format: csv, file: {product}.csv, "
               f"demoData: \"domains.{domain}:sample_data/{product}.csv\"}}\n")
     return f"""apiVersion: v3.1.0
@@ -122,7 +122,7 @@ def new_domain(project_dir: Path, name: str, *, owner: str | None = None,
         _write(project_dir / "dbt_project" / "models" / name / ".gitkeep", ""),
         _write(project_dir / "tests" / "domains" / f"test_{name}.py", f'''"""The {name} domain loads and its contracts hold."""
 
-from mesh_assets.domain import build_domain, load_domain
+from mesh_assets.definitions import build_domain, load_domain
 from mesh_assets.settings import DOMAINS_DIR
 
 

@@ -32,7 +32,7 @@ PROJECT_DIR = Path(os.environ.get("MESH_PROJECT_DIR", Path(__file__).resolve().p
 DOMAINS_DIR = PROJECT_DIR / "domains"
 DBT_PROJECT_DIR = PROJECT_DIR / "dbt_project"
 
-# Set by a dbt asset for its dbt process (read by mesh_assets.dbt_iceberg_plugin):
+# Set by a dbt asset for its dbt process (read by mesh_assets.dbt.plugin):
 RUN_ID_ENV = "MESH_DAGSTER_RUN_ID"  # the Dagster run, recorded in each Iceberg snapshot
 # JSON file {model table: [tables it reads]}, so each snapshot records exactly its own inputs
 PARENTS_FILE_ENV = "MESH_DBT_PARENTS_FILE"
@@ -57,7 +57,7 @@ class MeshSettings:
     catalog_name: str
     catalog_uri: str
     warehouse: str
-    landing_uri: str  # a folder, or s3://bucket/prefix (see mesh_assets.landing)
+    landing_uri: str  # a folder, or s3://bucket/prefix (see mesh_assets.ingest.landing)
     engine: str
     s3_endpoint: str | None
 

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from mesh_assets.contracts import load_domain_contracts
+from mesh_assets.contract.parser import load_domain_contracts
 from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
 
 WORKSPACE = yaml.safe_load((PROJECT_DIR / "workspace.yaml").read_text())["load_from"]

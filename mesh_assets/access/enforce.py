@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from mesh_assets.access import audit
 from mesh_assets.access.opa import PolicyUnavailable, ask
-from mesh_assets.access.sqlfilter import quote_identifier
+from mesh_assets.contract.row_filters import quote_identifier
 
 
 class AccessDenied(PermissionError):
@@ -199,9 +199,9 @@ def governed_query(sql: str, as_of: str | None, user: str):
     ``(connection, relation)`` like :func:`mesh_assets.cli.query`."""
     import duckdb
 
-    from mesh_assets.catalog import open_catalog
     from mesh_assets.engine import quote
-    from mesh_assets.versions import VersionError, is_timestamp, resolve_as_of
+    from mesh_assets.iceberg.catalog import open_catalog
+    from mesh_assets.iceberg.versions import VersionError, is_timestamp, resolve_as_of
 
     tables = referenced_tables(sql)
     groups = groups_of(user)
@@ -236,8 +236,8 @@ def governed_read(identifier: str, *, columns=None, filter=None, as_of=None, lim
     import duckdb
     import pyarrow as pa
 
-    from mesh_assets.catalog import open_catalog
-    from mesh_assets.versions import resolve_as_of
+    from mesh_assets.iceberg.catalog import open_catalog
+    from mesh_assets.iceberg.versions import resolve_as_of
 
     schema, name = identifier.split(".", 1)
     table = open_catalog().load_table(identifier)

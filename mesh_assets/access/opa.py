@@ -64,7 +64,7 @@ def _refresh_local_stack_data() -> None:
     """The local stack's OPA watches its data file: rebuild it when a contract or the users
     file changed since (a contract being edited leaves the previous data in force)."""
     from mesh_assets.access.policy_data import AccessConfigError
-    from mesh_assets.contracts import ContractError
+    from mesh_assets.contract.errors import ContractError
     from mesh_assets.stack.layout import StackLayout
 
     layout = StackLayout.current()

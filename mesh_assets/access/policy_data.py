@@ -24,9 +24,9 @@ from pathlib import Path
 
 import yaml
 
-from mesh_assets.contracts import DataProduct
+from mesh_assets.contract.model import DataProduct
 
-POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+POLICY_DIR = Path(__file__).resolve().parent / "policies"
 POLICY_FILES = ("trino.rego", "decision_logs.rego")
 _GROUP = re.compile(r"^[a-z][a-z0-9_]*$")
 _USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
@@ -105,9 +105,9 @@ def load_users(path: Path | None = None) -> Users:
 
 def all_products() -> list[DataProduct]:
     """Every product of every domain listed in workspace.yaml."""
-    from mesh_assets.cli import workspace_domains
-    from mesh_assets.contracts import load_domain_contracts
+    from mesh_assets.contract.parser import load_domain_contracts
     from mesh_assets.settings import DOMAINS_DIR
+    from mesh_assets.workspace import workspace_domains
 
     products: list[DataProduct] = []
     for domain in workspace_domains():

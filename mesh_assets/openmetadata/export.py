@@ -93,7 +93,7 @@ class CheckView:
     name: str
     description: str | None = None
     blocking: bool = False
-    rule: Any = None              # mesh_assets.contracts.QualityRule of a contract check
+    rule: Any = None              # mesh_assets.contract.model.QualityRule of a contract check
     dbt_test: Mapping | None = None  # the dbt manifest's test node of a dbt test check
 
 
@@ -104,7 +104,7 @@ class AssetView:
     table: str                    # Iceberg identifier ``namespace.table``
     materializable: bool
     parents: tuple[tuple[str, ...], ...] = ()
-    product: Any = None           # mesh_assets.contracts.DataProduct
+    product: Any = None           # mesh_assets.contract.model.DataProduct
     description: str | None = None
     dbt_unique_id: str | None = None
     checks: tuple[CheckView, ...] = ()
@@ -147,7 +147,7 @@ class Evaluation:
 
 @dataclass
 class MeshView:
-    domains: dict[str, Any]                        # name -> mesh_assets.domain.Domain
+    domains: dict[str, Any]                        # name -> mesh_assets.workspace.Domain
     assets: dict[tuple[str, ...], AssetView]
     primary: tuple[str, ...]                       # domains exported in full
     manifests: dict[str, dict] = field(default_factory=dict)   # domain -> dbt manifest
@@ -174,10 +174,12 @@ def collect(domains: Sequence[str], graphs: Mapping[str, Any] | None = None,
     """The facts of ``domains`` (and of the tables they read in other domains).
 
     ``graphs``: Dagster asset graphs by domain (a sensor passes its repository's); a domain
-    without one is built with :func:`mesh_assets.domain.build_domain`."""
-    from mesh_assets.dbt import artifacts_dir, manifest_path
-    from mesh_assets.domain import build_domain, load_domain
+    without one is built with :func:`mesh_assets.definitions.build_domain`."""
+    from mesh_assets.dbt.artifacts import artifacts_dir
+    from mesh_assets.dbt.project import manifest_path
+    from mesh_assets.definitions import build_domain
     from mesh_assets.settings import DOMAINS_DIR, load_settings
+    from mesh_assets.workspace import load_domain
 
     settings = settings or load_settings()
     graphs = dict(graphs or {})
@@ -424,7 +426,7 @@ _ICEBERG_TO_OM = {
 def om_column_type(iceberg_type) -> tuple[str, str, int | None, int | None]:
     """(dataType, dataTypeDisplay, precision, scale) of an Iceberg type. Strings are STRING
     (OpenMetadata requires a length for VARCHAR); the display is the Trino type."""
-    from mesh_assets.dbt import trino_type
+    from mesh_assets.dbt.project import trino_type
 
     kind = type(iceberg_type).__name__
     try:
@@ -486,7 +488,7 @@ class _Planner:
         return self._columns[asset.key]
 
     def _table_columns(self, asset: AssetView) -> tuple[list[m.Column], list[m.TableConstraint] | None]:
-        from mesh_assets.contracts import parse_type
+        from mesh_assets.contract.model import parse_type
 
         product = asset.product
         if product is not None:
@@ -999,8 +1001,8 @@ def export_mesh(client: OpenMetadataClient, domains: Sequence[str] | None = None
     the latest pipeline status and check result of each from the Dagster instance."""
     import dagster as dg
 
-    from mesh_assets.cli import workspace_domains
     from mesh_assets.settings import ensure_dagster_home, load_settings
+    from mesh_assets.workspace import workspace_domains
 
     settings = load_settings()
     view = collect(list(domains or workspace_domains()), graphs=graphs, settings=settings)

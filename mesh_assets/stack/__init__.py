@@ -202,7 +202,7 @@ def _build_access(layout: StackLayout, say: Callable[[str], None] = print) -> No
     and Trino pick up changes by themselves; `mesh access build` refreshes them too). A contract
     being edited does not stop the stack: the previous data stays in force, with a warning."""
     from mesh_assets.access.policy_data import AccessConfigError, build, data_file
-    from mesh_assets.contracts import ContractError
+    from mesh_assets.contract.errors import ContractError
 
     try:
         build(layout.access_dir)
@@ -245,7 +245,7 @@ def _ensure_catalog(layout: StackLayout) -> list[str]:
     (= Trino schema) per domain of workspace.yaml."""
     from pyiceberg.catalog.sql import SqlCatalog
 
-    from mesh_assets.cli import workspace_domains
+    from mesh_assets.workspace import workspace_domains
 
     catalog = SqlCatalog(layout.catalog_name, **catalog_properties(layout))
     domains = workspace_domains()
@@ -297,7 +297,7 @@ def production_env(layout: StackLayout | None = None, *, resolve_secrets: bool =
         "MESH_CATALOG_URI": layout.catalog_uri(),
         "MESH_CATALOG_PASSWORD_FILE": str(secret("catalog-password")),
         "MESH_WAREHOUSE": layout.warehouse,
-        # raw files land in the same bucket, under landing/<domain>/ (mesh_assets.landing)
+        # raw files land in the same bucket, under landing/<domain>/ (mesh_assets.ingest.landing)
         "MESH_LANDING": layout.warehouse.rsplit("/", 1)[0] + "/landing",
         "MESH_S3_ENDPOINT": layout.s3_endpoint,
         "AWS_ACCESS_KEY_ID_FILE": str(secret("s3-access-key")),
@@ -375,7 +375,7 @@ def _cmd_status(args) -> int:
 
 def _domains_or_unknown() -> list[str]:
     try:
-        from mesh_assets.cli import workspace_domains
+        from mesh_assets.workspace import workspace_domains
 
         return workspace_domains()
     except Exception:  # noqa: BLE001 - status must print even with a broken workspace.yaml

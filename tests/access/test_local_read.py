@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pytest
 
-from mesh_assets.access import AccessDenied
+from mesh_assets.access.enforce import AccessDenied
 from mesh_assets.access.audit import read_local
 from mesh_assets.cli import main, query
-from mesh_assets.contracts import load_contract
+from mesh_assets.contract.parser import load_contract
 from mesh_assets.read_api import read
 from mesh_assets.settings import DOMAINS_DIR
 
@@ -37,7 +37,7 @@ def _table(product, rows: list[dict]) -> pa.Table:
 @pytest.fixture
 def mesh(mesh_home, opa_eval):
     """An embedded catalog with small operations.flights and fleet.planes tables."""
-    from mesh_assets.catalog import open_catalog
+    from mesh_assets.iceberg.catalog import open_catalog
 
     catalog = open_catalog()
     flights = load_contract(DOMAINS_DIR / "operations" / "products" / "flights.yaml")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from mesh_assets import stack
-from mesh_assets.access import AccessDenied
+from mesh_assets.access.enforce import AccessDenied
 from mesh_assets.access.audit import now, query as audit_query
 
 pytestmark = pytest.mark.stack
@@ -38,7 +38,7 @@ def prod_env(stack_layout, tmp_path_factory):
         for key, value in env.items():
             mp.setenv(key, value)
         mp.delenv("MESH_ACCESS_GROUPS", raising=False)
-        from mesh_assets.catalog import open_catalog
+        from mesh_assets.iceberg.catalog import open_catalog
 
         catalog = open_catalog()
         missing = [p for p in NEEDED if not catalog.table_exists(p)
@@ -109,7 +109,7 @@ def test_no_way_around_the_filters_and_masks_on_trino(prod_env):
     """What could read a product's rows without its row filter and masks is denied."""
     import trino
 
-    from mesh_assets.catalog import open_catalog
+    from mesh_assets.iceberg.catalog import open_catalog
 
     snapshot = open_catalog().load_table("operations.flights").current_snapshot()
     for sql in (
@@ -205,7 +205,7 @@ def test_mask_renderings_agree_between_engines(prod_env, tmp_path, write_contrac
 
     from mesh_assets.access.opa import evaluate
     from mesh_assets.access.policy_data import build, load_users
-    from mesh_assets.contracts import load_contract
+    from mesh_assets.contract.parser import load_contract
     from mesh_assets.engine import trino_connection
 
     props = {p["name"]: p for p in planes_doc["schema"][0]["properties"]}

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh_assets.cli import workspace_domains
+from mesh_assets.workspace import workspace_domains
 from mesh_assets.settings import PROJECT_DIR
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from mesh_assets.cli import workspace_domains
-from mesh_assets.contracts import load_contract
+from mesh_assets.workspace import workspace_domains
+from mesh_assets.contract.parser import load_contract
 from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
 
 pytestmark = pytest.mark.browser

@@ -2,8 +2,9 @@
 
 import dagster as dg
 from meshtest import NYCFLIGHTS, land
-from mesh_assets.catalog import audit_branch_name, open_catalog
-from mesh_assets.domain import build_domain
+from mesh_assets.iceberg.wap import audit_branch_name
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.definitions import build_domain
 from mesh_assets.read_api import read
 from mesh_assets.settings import DOMAINS_DIR
 
@@ -44,7 +45,7 @@ def test_dbt_artifacts_are_kept_and_served_over_http(mesh_home):
     import threading
     import urllib.request
 
-    from mesh_assets.dbt import artifacts_server
+    from mesh_assets.dbt.artifacts import artifacts_server
     from mesh_assets.settings import load_settings
 
     land(mesh_home, "reference", "airlines.csv")

@@ -14,8 +14,8 @@ import pytest
 
 from meshtest import NYCFLIGHTS
 from mesh_assets import cli, engine
-from mesh_assets.catalog import open_catalog
-from mesh_assets.versions import lineage
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.versions import lineage
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def _raw(name: str) -> list[dict]:
 def test_run_succeeds_with_every_check_passing(mesh):
     _, reports = mesh
     assert all(r["success"] for r in reports)
-    products = {tuple(p.asset_key_path) for p in cli._all_products()}
+    products = {tuple(p.asset_key_path) for p in cli.all_products()}
     assert len(products) == 11 and {p[0] for p in products} == {
         "reference", "fleet", "weather", "operations", "analytics"}
     assert {tuple(k.path) for r in reports for k in r["materialized"]} == products | {
@@ -162,7 +162,7 @@ def test_rematerializing_replaces_rather_than_duplicates(mesh):
 def test_dbt_artifacts_are_kept_for_the_catalog(mesh):
     import json
 
-    from mesh_assets.dbt import artifacts_dir
+    from mesh_assets.dbt.artifacts import artifacts_dir
     from mesh_assets.settings import load_settings
 
     out = artifacts_dir(load_settings(), "weather")

@@ -53,7 +53,7 @@ def materialized(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def domain_defs(materialized) -> dict:
     """``build_domain`` of every domain, built once (the slow part of collecting the mesh)."""
-    from mesh_assets.domain import build_domain
+    from mesh_assets.definitions import build_domain
     from mesh_assets.settings import DOMAINS_DIR
 
     if "defs" not in _CACHE:

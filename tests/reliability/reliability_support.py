@@ -146,7 +146,7 @@ def mesh_defs():
     (one process to kill). Resources are the same for every domain."""
     import dagster as dg
 
-    from mesh_assets.domain import build_domain
+    from mesh_assets.definitions import build_domain
     from mesh_assets.settings import DOMAINS_DIR
 
     parts = [build_domain(DOMAINS_DIR / d) for d in MESH_JOB_DOMAINS]

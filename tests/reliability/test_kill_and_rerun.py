@@ -23,7 +23,7 @@ import pyarrow as pa
 import pytest
 
 from meshtest import NYCFLIGHTS, land
-from mesh_assets.catalog import open_catalog
+from mesh_assets.iceberg.catalog import open_catalog
 from reliability_support import (
     MESH,
     REFERENCE_TABLES,
@@ -41,7 +41,7 @@ from reliability_support import (
 WRITER = textwrap.dedent("""
     import sys
     import pyarrow as pa
-    from mesh_assets.catalog import commit_with_retry, open_catalog
+    from mesh_assets.iceberg.catalog import commit_with_retry, open_catalog
 
     writer, appends = int(sys.argv[1]), int(sys.argv[2])
     catalog = open_catalog()
@@ -52,9 +52,9 @@ WRITER = textwrap.dedent("""
 """)
 
 INGEST = textwrap.dedent("""
-    import mesh_assets.ingestion as ingestion
-    from mesh_assets.catalog import open_catalog
-    from mesh_assets.contracts import load_contract
+    import mesh_assets.ingest.assets as ingestion
+    from mesh_assets.iceberg.catalog import open_catalog
+    from mesh_assets.contract.model import load_contract
     from mesh_assets.settings import DOMAINS_DIR
 
     ingestion.BATCH_BYTES, ingestion.COMMIT_ROWS = 1 << 18, 20_000  # many files per commit

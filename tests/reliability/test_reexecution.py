@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 
 from meshtest import land
-from mesh_assets.catalog import open_catalog
+from mesh_assets.iceberg.catalog import open_catalog
 from reliability_support import (
     REPO,
     RUN_MESH_JOB,

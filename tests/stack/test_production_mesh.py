@@ -44,15 +44,15 @@ def in_production(production, monkeypatch):
 
 
 def _products():
-    from mesh_assets.cli import _all_products
+    from mesh_assets.workspace import all_products
 
-    return [p for p in _all_products()]
+    return [p for p in all_products()]
 
 
 def test_every_product_reads_the_same_on_trino_and_pyiceberg(in_production):
     """Row counts and column checksums of every product: Trino vs pyiceberg over the same
     snapshot (what the platform wrote, whichever engine computed it)."""
-    from mesh_assets.catalog import open_catalog
+    from mesh_assets.iceberg.catalog import open_catalog
     from mesh_assets.engine import quote, trino_connection, trino_table
 
     catalog = open_catalog()
@@ -103,7 +103,7 @@ def test_dbt_trino_model_equals_the_same_sql_on_duckdb(in_production):
 
 
 def test_time_travel_on_trino_returns_what_duckdb_returns(in_production):
-    from mesh_assets.catalog import open_catalog
+    from mesh_assets.iceberg.catalog import open_catalog
     from mesh_assets.cli import query
     from mesh_assets.read_api import trino_query
 
@@ -145,9 +145,9 @@ def test_checks_ran_on_trino_and_dagster_runs_are_in_postgres(in_production):
 def test_landing_zone_is_an_s3_prefix(in_production):
     """`mesh land` put the raw files in S3; ingestion read them from there (the source file
     recorded in each snapshot is the S3 object)."""
-    from mesh_assets.catalog import open_catalog
-    from mesh_assets.contracts import load_contract
-    from mesh_assets.landing import landing_file
+    from mesh_assets.iceberg.catalog import open_catalog
+    from mesh_assets.contract.parser import load_contract
+    from mesh_assets.ingest.landing import landing_file
     from mesh_assets.settings import DOMAINS_DIR
 
     product = load_contract(DOMAINS_DIR / "reference" / "products" / "airlines.yaml")
@@ -160,7 +160,7 @@ def test_landing_zone_is_an_s3_prefix(in_production):
 def test_maintenance_uses_trino_procedures(in_production):
     """`mesh maintain` in production mode runs Trino's optimize, expire_snapshots and
     remove_orphan_files: the rows stay, the table is compacted to no more files than before."""
-    from mesh_assets.catalog import open_catalog
+    from mesh_assets.iceberg.catalog import open_catalog
 
     table = open_catalog().load_table("operations.flights")
     files_before = len(list(table.scan().plan_files()))

@@ -7,10 +7,10 @@ import pytest
 from pyiceberg import types as it
 
 from mesh_assets import cli
-from mesh_assets.catalog import ensure_table, open_catalog
-from mesh_assets.schema_evolution import BreakingSchemaChange
-from mesh_assets.contracts import load_contract
-from mesh_assets.dbt_iceberg_plugin import DbtContractError, conform_to_contract
+from mesh_assets.iceberg.catalog import ensure_table, open_catalog
+from mesh_assets.iceberg.schema import BreakingSchemaChange
+from mesh_assets.contract.parser import load_contract
+from mesh_assets.dbt.outputs import DbtContractError, conform_to_contract
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_model_output_violating_the_contract_is_refused(timezones, overrides, me
 
 
 def test_merge_strategy_upserts_on_the_unique_key(mesh_home, timezones):
-    from mesh_assets.dbt_iceberg_plugin import write_model_output
+    from mesh_assets.dbt.outputs import write_model_output
 
     table = ensure_table(open_catalog(), timezones)
     schema = timezones.arrow_schema()

@@ -6,9 +6,10 @@ import pytest
 import yaml
 from pyiceberg import types as it
 
-from mesh_assets.contracts import ContractError, load_contract, load_domain_contracts
-from mesh_assets.quality import check_specs
-from mesh_assets.specs import asset_spec
+from mesh_assets.contract.errors import ContractError
+from mesh_assets.contract.parser import load_contract, load_domain_contracts
+from mesh_assets.quality.checks import check_specs
+from mesh_assets.asset_specs import asset_spec
 
 
 def _write(tmp_path: Path, doc: dict, name: str = "airlines") -> Path:
@@ -150,7 +151,7 @@ def test_contract_in_the_wrong_domain_folder(tmp_path, airlines_doc):
 
 
 def test_dbt_rule_on_an_ingested_product_is_a_dbt_source_test(tmp_path, airlines_doc):
-    from mesh_assets.dbt import contract_yaml
+    from mesh_assets.dbt.project import contract_yaml
 
     airlines_doc["schema"][0]["properties"][0]["quality"].append({
         "type": "custom", "engine": "dbt", "severity": "warn",

@@ -5,8 +5,9 @@ import json
 import dagster as dg
 import pytest
 
-from mesh_assets.contracts import load_domain_contracts
-from mesh_assets.dbt import MeshDbtTranslator, contract_yaml, domain_models, prepare
+from mesh_assets.contract.parser import load_domain_contracts
+from mesh_assets.dbt.assets import MeshDbtTranslator
+from mesh_assets.dbt.project import contract_yaml, domain_models, prepare
 from mesh_assets.settings import DOMAINS_DIR
 
 
@@ -79,7 +80,7 @@ def test_reading_another_domains_internal_product_is_refused(tmp_path, reference
 
     import yaml
 
-    from mesh_assets.dbt import PortViolation, check_ports
+    from mesh_assets.dbt.project import PortViolation, check_ports
 
     check_ports(manifest)  # the real mesh only reads public products
     domains = tmp_path / "domains"
@@ -129,7 +130,7 @@ def test_domain_definitions_carry_dbt_checks_without_importing_dagster_dbt():
 
 
 def test_build_args_select_exactly_the_models_with_their_vars(manifest):
-    from mesh_assets.dbt import dbt_build_args
+    from mesh_assets.dbt.runner import dbt_build_args
 
     node = manifest["nodes"][next(u for u in domain_models(manifest, "weather"))]
     args = dbt_build_args("weather", [node], {"mesh_partition_start": "2013-01-01T00:00:00+00:00",

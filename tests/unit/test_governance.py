@@ -6,7 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from mesh_assets.dbt import prepare
+from mesh_assets.dbt.project import prepare
 from mesh_assets.governance import lint_project
 from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
 

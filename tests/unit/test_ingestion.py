@@ -4,9 +4,10 @@ import pytest
 from pyiceberg.exceptions import NoSuchTableError
 
 from meshtest import land
-from mesh_assets.catalog import open_catalog
-from mesh_assets.contracts import load_contract
-from mesh_assets.ingestion import IngestionError, ingest
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.contract.parser import load_contract
+from mesh_assets.ingest.readers import IngestionError
+from mesh_assets.ingest.assets import ingest
 
 GOOD = "faa,name,lat,lon,alt,tz,dst,tzone\nJFK,John F Kennedy Intl,40.64,-73.78,13,-5,A,America/New_York\n"
 
@@ -66,8 +67,8 @@ def test_failed_write_leaves_the_previous_snapshot(mesh_home, airports, monkeypa
     before = ingest(airports, catalog).table.current_snapshot().snapshot_id
     # A bad row far into the file: the first batches stream into the transaction before the
     # error surfaces, so this exercises the atomic commit, not the up-front checks.
-    monkeypatch.setattr("mesh_assets.ingestion.BATCH_BYTES", 4096)
-    monkeypatch.setattr("mesh_assets.ingestion.COMMIT_ROWS", 10)
+    monkeypatch.setattr("mesh_assets.ingest.readers.BATCH_BYTES", 4096)
+    monkeypatch.setattr("mesh_assets.iceberg.commit.COMMIT_ROWS", 10)
     good = (mesh_home / "landing" / "reference" / "airports.csv").read_text()
     land(mesh_home, "reference", "airports.csv", good + "ZZZ,Broken,north,-73.8,1,-5,A,America/New_York\n")
     with pytest.raises(IngestionError, match="column lat"):

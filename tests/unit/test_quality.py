@@ -6,10 +6,12 @@ import pyarrow as pa
 import pytest
 
 from meshtest import land
-from mesh_assets.catalog import IcebergCatalog
-from mesh_assets.contracts import QualityRule, load_contract
-from mesh_assets.ingestion import ingestion_asset
-from mesh_assets.quality import contract_checks, evaluate
+from mesh_assets.iceberg.catalog import IcebergCatalog
+from mesh_assets.contract.model import QualityRule
+from mesh_assets.contract.parser import load_contract
+from mesh_assets.ingest.assets import ingestion_asset
+from mesh_assets.quality.checks import contract_checks
+from mesh_assets.quality.run import evaluate
 
 DATA = pa.table({
     "code": ["AA", "B6", "dl", None, "AA"],

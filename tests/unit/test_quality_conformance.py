@@ -25,9 +25,10 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from mesh_assets.contracts import QualityRule
-from mesh_assets.gx_bridge import validate_dataframe
-from mesh_assets.quality import EXPECTATIONS, evaluate
+from mesh_assets.contract.model import QualityRule
+from mesh_assets.quality.gx import validate_dataframe
+from mesh_assets.contract.expectations import EXPECTATIONS
+from mesh_assets.quality.run import evaluate
 
 NOW = dt.datetime(2024, 6, 10, 12, 0, tzinfo=dt.timezone.utc)
 SCHEMA = pa.schema([("s", pa.string()), ("n", pa.int64()), ("x", pa.float64()),

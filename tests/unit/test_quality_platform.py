@@ -16,11 +16,15 @@ import sqlglot
 import yaml
 
 from meshtest import land
-from mesh_assets.catalog import open_catalog
-from mesh_assets.contracts import ContractError, QualityRule, load_contract
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.contract.errors import ContractError
+from mesh_assets.contract.model import QualityRule
+from mesh_assets.contract.parser import load_contract
 from mesh_assets.governance import lint_project
-from mesh_assets.quality import evaluate, rules_from_contract
-from mesh_assets.quality_sql import compile_suite, is_pushdown, sample_query, trino_relation
+from mesh_assets.quality.run import evaluate
+from mesh_assets.contract.rules import rules_from_contract
+from mesh_assets.quality.sql import compile_suite, sample_query, trino_relation
+from mesh_assets.contract.expectations import is_pushdown
 from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
 
 UTC = dt.timezone.utc
@@ -118,7 +122,7 @@ def test_bad_rules_fail_load_and_lint_naming_file_and_rule(project, quality, mes
     with pytest.raises(ContractError) as err:
         load_contract(path)
     assert str(path) in str(err.value) and message in str(err.value)
-    from mesh_assets.domain import build_domain  # definitions load fails the same way
+    from mesh_assets.definitions import build_domain  # definitions load fails the same way
     with pytest.raises(ContractError, match="legs"):
         build_domain(project / "domains" / "ops")
     [violation] = [v for v in lint_project(project) if v.rule == "MESH001"]
@@ -137,10 +141,10 @@ def test_reference_to_an_internal_product_of_another_domain_is_refused(project):
 
 
 def test_gx_catalog_matches_the_installed_great_expectations():
-    from mesh_assets.gx_bridge import CATALOG_FILE, generate_catalog
+    from mesh_assets.quality.gx import CATALOG_FILE, generate_catalog
 
     assert CATALOG_FILE.read_text() == generate_catalog(), \
-        "run: python -m mesh_assets.gx_bridge --write-catalog"
+        "run: python -m mesh_assets.quality.gx --write-catalog"
 
 
 def test_definitions_load_does_not_import_great_expectations(mesh_home):
@@ -154,8 +158,8 @@ def test_definitions_load_does_not_import_great_expectations(mesh_home):
 # --- GX suites ---------------------------------------------------------------------------------
 
 def test_committed_suites_are_in_sync_and_load_in_great_expectations():
-    from mesh_assets.gx_bridge import _import_gx
-    from mesh_assets.quality_cli import suite_status
+    from mesh_assets.quality.gx import _import_gx
+    from mesh_assets.cli.quality import suite_status
 
     expected, stale = suite_status()
     assert not stale, f"stale GX suites (run `mesh quality suites`): {stale}"
@@ -169,7 +173,7 @@ def test_committed_suites_are_in_sync_and_load_in_great_expectations():
 
 
 def test_platform_expectations_map_onto_gx_core_expectations(project):
-    from mesh_assets.gx_bridge import _import_gx, suite_dict
+    from mesh_assets.quality.gx import _import_gx, suite_dict
 
     path = legs(project, column_quality={
         "departed_at": [gx("expect_column_values_to_be_fresh", severity="warn", max_age={"hours": 6})],
@@ -258,7 +262,7 @@ class _DbApi:
 
 
 def test_run_suite_takes_any_dbapi_connection():
-    from mesh_assets.quality_sql import run_suite
+    from mesh_assets.quality.run import run_suite
 
     con = duckdb.connect()
     con.execute("CREATE TABLE legs AS SELECT * FROM (VALUES (1, 'AA', 100), (2, 'ZZ', 200)) "
@@ -267,7 +271,7 @@ def test_run_suite_takes_any_dbapi_connection():
     rules = [ALL_PUSHDOWN[2], ALL_PUSHDOWN[11],
              QualityRule("lengths", "expect_column_value_lengths_to_equal", {"column": "carrier", "value": 2})]
     # "duckdb-dbapi" is not a dialect: use the generic path with DuckDB's SQL
-    from mesh_assets.quality_sql import Dialect
+    from mesh_assets.quality.sql import Dialect
     results = run_suite(_DbApi(con), "legs", rules, dialect=Dialect("duckdb"),
                         lookups={"reference.airlines": "airlines"})
     assert [(r.passed, r.unexpected_count) for r in results] == [(False, 1), (False, 1), (True, 0)]
@@ -301,8 +305,8 @@ def test_missing_reference_snapshot_is_errored_not_skipped():
 
 
 def test_report_escapes_values(tmp_path):
-    from mesh_assets.quality_report import write_report
-    from mesh_assets.quality_sql import RuleResult
+    from mesh_assets.quality.report import write_report
+    from mesh_assets.quality.results import RuleResult
 
     product = load_contract(DOMAINS_DIR / "reference" / "products" / "airlines.yaml")
     rule = QualityRule("<script>", "expect_column_values_to_be_in_set",
@@ -319,8 +323,8 @@ def test_report_escapes_values(tmp_path):
 
 def test_profile_proposals_hold_on_the_table_they_come_from(mesh_home):
     from mesh_assets.cli import main
-    from mesh_assets.ingestion import ingest
-    from mesh_assets.profiling import profile_product
+    from mesh_assets.ingest.assets import ingest
+    from mesh_assets.quality.profiling import profile_product
 
     for name in ("airlines", "planes"):
         domain = "reference" if name == "airlines" else "fleet"
@@ -354,9 +358,9 @@ def test_checks_run_fallback_and_reference_rules_and_link_a_report(mesh_home, tm
     """A product with a GX-only rule and a reference rule, checked by Dagster on real Iceberg."""
     import dagster as dg
 
-    from mesh_assets.catalog import IcebergCatalog
-    from mesh_assets.ingestion import ingest, ingestion_asset
-    from mesh_assets.quality import contract_checks
+    from mesh_assets.iceberg.catalog import IcebergCatalog
+    from mesh_assets.ingest.assets import ingest, ingestion_asset
+    from mesh_assets.quality.checks import contract_checks
 
     project = tmp_path / "proj"
     shutil.copytree(DOMAINS_DIR / "reference", project / "domains" / "reference")

@@ -9,9 +9,10 @@ import pytest
 from pyiceberg import types as it
 
 from mesh_assets import cli
-from mesh_assets.catalog import evolve_table, open_catalog
-from mesh_assets.contracts import Column, load_contract
-from mesh_assets.schema_evolution import BreakingSchemaChange, contract_diff
+from mesh_assets.iceberg.catalog import evolve_table, open_catalog
+from mesh_assets.contract.model import Column
+from mesh_assets.contract.parser import load_contract
+from mesh_assets.iceberg.schema import BreakingSchemaChange, contract_diff
 
 
 @pytest.fixture
@@ -113,7 +114,7 @@ def test_contract_diff_command(airports, capsys, monkeypatch):
 
 
 def test_partitioning_change_evolves_the_spec_and_keeps_old_files(airports):
-    from mesh_assets.partitions import PartitionField
+    from mesh_assets.contract.partitions import PartitionField
 
     catalog = open_catalog()
     by_tz = dataclasses.replace(airports, partitioning=(PartitionField("tzone", "identity"),))

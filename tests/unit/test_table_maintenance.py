@@ -8,14 +8,9 @@ import pyarrow as pa
 import pytest
 
 from mesh_assets import cli
-from mesh_assets.catalog import open_catalog
-from mesh_assets.contracts import load_contract
-from mesh_assets.table_maintenance import (
-    expire_snapshots,
-    maintain,
-    referenced_files,
-    remove_orphan_files,
-)
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.contract.parser import load_contract
+from mesh_assets.iceberg.maintenance import expire_snapshots, maintain, referenced_files, remove_orphan_files
 
 LATER = datetime.now(timezone.utc) + timedelta(days=30)  # "now" for maintenance: all is old
 
@@ -26,7 +21,7 @@ def airlines(reference_dir, mesh_home):
     by the current snapshot (but referenced by older snapshots until they expire)."""
     product = load_contract(reference_dir / "products" / "airlines.yaml")
     catalog = open_catalog()
-    from mesh_assets.catalog import ensure_table
+    from mesh_assets.iceberg.catalog import ensure_table
 
     table = ensure_table(catalog, product)
     for i in range(4):
@@ -110,7 +105,7 @@ def test_maintain_uses_the_contract_retention(airlines):
 
 
 def test_stale_audit_branches_are_removed_after_retention(airlines):
-    from mesh_assets.catalog import open_audit_branch
+    from mesh_assets.iceberg.wap import open_audit_branch
 
     product, table = airlines
     table = open_audit_branch(table, "audit-deadbeef")

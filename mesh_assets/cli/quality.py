@@ -1,0 +1,194 @@
+"""The quality verbs of the ``mesh`` command (registered through ``cli.EXTENSION_MODULES``).
+
+    mesh quality suites [DOMAIN ...] [--check]   GX ExpectationSuite JSON per product, from the
+                                                 contracts (domains/<d>/expectations/<p>.json)
+    mesh quality sql DOMAIN.PRODUCT [--dialect duckdb|trino]   the SQL the checks run
+    mesh quality run DOMAIN.PRODUCT [--as-of X]  run the rules now (no Dagster) + HTML report
+    mesh profile DOMAIN.PRODUCT [--as-of X] [--sample PCT]    rules proposed from the data
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _products(domains: list[str] | None = None):
+    from mesh_assets.contract.parser import load_domain_contracts
+    from mesh_assets.settings import DOMAINS_DIR
+    from mesh_assets.workspace import workspace_domains
+
+    for domain in domains or workspace_domains():
+        if not (DOMAINS_DIR / domain / "domain.yaml").exists():
+            raise SystemExit(f"mesh: unknown domain '{domain}'")
+        yield from load_domain_contracts(DOMAINS_DIR / domain)
+
+
+def _product(identifier: str):
+    from mesh_assets.contract.parser import load_contract
+    from mesh_assets.settings import DOMAINS_DIR
+
+    if identifier.count(".") != 1:
+        raise SystemExit(f"mesh: '{identifier}' is not DOMAIN.PRODUCT")
+    domain, name = identifier.split(".")
+    path = DOMAINS_DIR / domain / "products" / f"{name}.yaml"
+    if not path.exists():
+        raise SystemExit(f"mesh: no contract for {identifier} ({path} is missing)")
+    return load_contract(path, domain=domain)
+
+
+def suite_status(domains: list[str] | None = None) -> tuple[dict[Path, str], list[Path]]:
+    """(expected file -> content, stale or orphaned files) of the committed GX suites."""
+    from mesh_assets.quality.gx import suite_json, suite_path
+
+    expected: dict[Path, str] = {}
+    for product in _products(domains):
+        if product.rules:
+            expected[suite_path(product)] = suite_json(product)
+    folders = {p.parent for p in expected} | {
+        p.parent.parent / "expectations" for p in (x.path for x in _products(domains))}
+    stale = [path for path, text in expected.items()
+             if not path.exists() or path.read_text() != text]
+    stale += sorted(f for folder in folders if folder.exists() for f in folder.glob("*.json")
+                    if f not in expected)
+    return expected, stale
+
+
+def cmd_suites(args) -> int:
+    from mesh_assets.settings import PROJECT_DIR
+
+    expected, stale = suite_status(args.domains or None)
+    rel = lambda p: p.relative_to(PROJECT_DIR) if p.is_relative_to(PROJECT_DIR) else p  # noqa: E731
+    if args.check:
+        for path in stale:
+            _say(f"{rel(path)}: {'stale' if path in expected else 'no such product'} "
+                 "(run `mesh quality suites`)")
+        _say(f"mesh quality suites: {len(stale)} stale suite(s)" if stale
+             else f"mesh quality suites: {len(expected)} suite(s) in sync with the contracts")
+        return 1 if stale else 0
+    for path in stale:
+        if path in expected:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(expected[path])
+            _say(f"wrote {rel(path)}")
+        else:
+            path.unlink()
+            _say(f"removed {rel(path)} (no such product)")
+    _say(f"mesh quality suites: {len(expected)} suite(s), {len(stale)} written or removed")
+    return 0
+
+
+def cmd_sql(args) -> int:
+    from mesh_assets.contract.expectations import is_pushdown, kind_of
+    from mesh_assets.quality.sql import compile_suite, trino_relation
+
+    product = _product(args.product)
+    rules = [r for r in product.rules if is_pushdown(r)]
+    refs = sorted({r.kwargs["product"] for r in rules if kind_of(r.expectation) == "ref"})
+    if args.dialect == "trino":
+        from mesh_assets.quality.run import referenced_contract
+
+        relation = trino_relation(product.table_identifier)
+        lookups = {ref: trino_relation(referenced_contract(product, ref).table_identifier)
+                   for ref in refs}
+    else:
+        relation = '"product"'
+        lookups = {ref: '"ref_' + ref.replace(".", "__") + '"' for ref in refs}
+    plan = compile_suite(rules, relation, dialect=args.dialect, lookups=lookups)
+    _say(f"-- {product.identifier}: {len(rules)} rule(s) in one statement ({args.dialect})")
+    _say(plan.sql + ";")
+    _say(f"-- parameters: {plan.params!r}")
+    fallback = [r.name for r in product.rules if not is_pushdown(r)]
+    if fallback:
+        _say(f"-- through Great Expectations on pandas: {', '.join(fallback)}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from mesh_assets import engine
+    from mesh_assets.iceberg.catalog import open_catalog
+    from mesh_assets.iceberg.versions import VersionError, resolve_as_of
+    from mesh_assets.quality.report import write_report
+    from mesh_assets.quality.run import evaluate, register_references
+
+    product = _product(args.product)
+    catalog = open_catalog()
+    if not catalog.table_exists(product.table_identifier):
+        raise SystemExit(f"mesh: {product.table_identifier} has no table yet")
+    table = catalog.load_table(product.table_identifier)
+    try:
+        snapshot_id = resolve_as_of(table, args.as_of)
+    except VersionError as exc:
+        raise SystemExit(f"mesh: {exc}") from None
+    con = engine.connect()
+    con.execute("SET enable_progress_bar = false")
+    try:
+        relation = engine.register_table(con, table, "product", snapshot_id=snapshot_id)
+        lookups, refs = register_references(con, catalog, product, product.rules)
+        results = evaluate(con, relation, product.rules, lookups=lookups,
+                           columns=[c.name for c in product.columns])
+    finally:
+        con.close()
+    run_id = "cli-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    report = write_report(product, results, run_id=run_id, snapshot_id=snapshot_id,
+                          references=refs)
+    for r in results:
+        md = r.metadata()
+        extra = (f"unexpected {md['unexpected_count']}" if "unexpected_count" in md
+                 else f"observed {md.get('observed_value')}")
+        _say(f"{r.status:8} {'blocking' if r.rule.severity == 'error' else 'warn':8} "
+             f"{r.rule.name:32} {r.engine:18} {extra}" + (f"  {r.error}" if r.error else ""))
+    _say(f"report: {report}")
+    return 0 if all(r.passed for r in results if r.rule.severity == "error") else 1
+
+
+def cmd_profile(args) -> int:
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from mesh_assets.quality.profiling import profile_product
+
+    if args.product.count(".") != 1:
+        raise SystemExit(f"mesh: '{args.product}' is not DOMAIN.PRODUCT")
+    try:
+        _say(profile_product(args.product, as_of=args.as_of, sample_percent=args.sample))
+    except NoSuchTableError:
+        raise SystemExit(f"mesh: {args.product} has no table yet (materialize it first)") from None
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    quality = subparsers.add_parser("quality", help="data quality: GX suites, compiled SQL, runs")
+    sub = quality.add_subparsers(dest="quality_command", required=True)
+    suites = sub.add_parser("suites", help="write each product's GX ExpectationSuite JSON "
+                                           "(domains/<domain>/expectations/<product>.json)")
+    suites.add_argument("domains", nargs="*")
+    suites.add_argument("--check", action="store_true", help="fail when a suite is stale")
+    suites.set_defaults(fn=cmd_suites)
+    sql = sub.add_parser("sql", help="the SQL statement a product's checks run")
+    sql.add_argument("product", metavar="DOMAIN.PRODUCT")
+    sql.add_argument("--dialect", choices=["duckdb", "trino"], default="duckdb")
+    sql.set_defaults(fn=cmd_sql)
+    run = sub.add_parser("run", help="run a product's rules now (no Dagster), write a report")
+    run.add_argument("product", metavar="DOMAIN.PRODUCT")
+    run.add_argument("--as-of", help="snapshot id, tag or ISO timestamp (default: current)")
+    run.set_defaults(fn=cmd_run)
+    prof = subparsers.add_parser("profile", help="propose quality rules from a product's data")
+    prof.add_argument("product", metavar="DOMAIN.PRODUCT")
+    prof.add_argument("--as-of", help="snapshot id, tag or ISO timestamp (default: current)")
+    prof.add_argument("--sample", type=float, metavar="PCT",
+                      help="profile a Bernoulli sample of PCT percent of the rows")
+    prof.set_defaults(fn=cmd_profile)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="mesh")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    ns = parser.parse_args()
+    sys.exit(ns.fn(ns))

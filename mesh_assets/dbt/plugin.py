@@ -1,0 +1,71 @@
+"""dbt-duckdb plugin: dbt sources read from, and dbt models stored to, the mesh's Iceberg catalog.
+
+Configured in ``dbt_project/profiles.yml`` (target ``local``) under the alias ``mesh_iceberg``.
+
+* ``load``: a source ``<domain>.<product>`` is the current snapshot of that Iceberg table; the
+  snapshot id read is remembered for provenance.
+* ``store``: the ``external`` materialization has written the model to a Parquet file, which
+  :func:`mesh_assets.dbt.outputs.store_model_output` conforms to the contract and commits.
+
+This runs inside the dbt process, which inherits the mesh settings from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pyarrow.parquet as pq
+from dbt.adapters.duckdb.plugins import BasePlugin
+from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
+from pyiceberg.exceptions import NoSuchTableError
+
+from mesh_assets.dbt.outputs import (
+    store_model_output,
+)
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.wap import audit_branch_name, branch_head
+from mesh_assets.settings import PARENTS_FILE_ENV, RUN_ID_ENV
+
+
+class Plugin(BasePlugin):
+    def initialize(self, plugin_config: dict[str, Any]):
+        self._catalog = open_catalog()
+        self._snapshots: dict[str, int] = {}
+        parents_file = os.environ.get(PARENTS_FILE_ENV)
+        self._parents = (json.loads(open(parents_file).read())
+                         if parents_file and os.path.exists(parents_file) else None)
+
+    def default_materialization(self):
+        return "view"
+
+    def configure_connection(self, conn):
+        conn.execute("SET TimeZone = 'UTC'")  # casts of timestamptz to date are UTC days
+
+    def load(self, source_config: SourceConfig):
+        identifier = f"{source_config.schema}.{source_config.identifier}"
+        try:
+            table = self._catalog.load_table(identifier)
+        except NoSuchTableError:
+            raise RuntimeError(f"dbt source {identifier}: the data product has no Iceberg table "
+                               f"yet; materialize [{source_config.schema}, "
+                               f"{source_config.identifier}] first") from None
+        # Within a Dagster run, a product this run wrote and has not published yet is read on
+        # the run's audit branch: its dbt source tests check exactly the data being audited.
+        run_id = os.environ.get(RUN_ID_ENV)
+        branch = audit_branch_name(run_id) if run_id else None
+        head = branch_head(table, branch if branch in table.metadata.refs else None)
+        if head is None:
+            return table.schema().as_arrow().empty_table()
+        self._snapshots[identifier] = head
+        return table.scan(snapshot_id=head).to_arrow()
+
+    def store(self, target_config: TargetConfig):
+        relation = target_config.relation
+        identifier, snapshot = store_model_output(
+            self._catalog, relation.schema, relation.identifier,
+            pq.read_table(target_config.location.path), inputs=self._snapshots,
+            parents=self._parents, strategy=target_config.config.get("incremental_strategy"),
+            unique_key=target_config.config.get("unique_key"))
+        self._snapshots[identifier] = snapshot

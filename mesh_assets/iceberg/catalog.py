@@ -1,0 +1,101 @@
+"""The Iceberg catalog: one pyiceberg SqlCatalog, SQLite locally and PostgreSQL in production.
+
+Everything that creates, loads or commits Iceberg tables goes through this module, and so does
+the provenance each commit records (snapshot summary properties ``mesh.*``).
+"""
+
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+from mesh_assets.contract.model import DataProduct
+from mesh_assets.iceberg.commit import INPUTS_PROPERTY, SCHEMA_CHANGES_PROPERTY
+from mesh_assets.settings import MeshSettings, ensure_local_dirs, load_settings
+
+if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a catalog opens
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.table import Table
+TABLE_PROPERTIES = {
+    # pyiceberg's own retry of a conflicting commit, before commit_with_retry's
+    "commit.retry.num-retries": "10",
+    # bounds the Arrow bytes buffered per data file when streaming (default 512 MiB)
+    "write.target-file-size-bytes": str(128 << 20),
+    "write.parquet.compression-codec": "zstd",
+}
+
+
+@functools.lru_cache(maxsize=8)
+def _catalog(settings: MeshSettings) -> SqlCatalog:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    ensure_local_dirs(settings)
+    return SqlCatalog(settings.catalog_name, **settings.catalog_properties())
+
+
+def open_catalog(settings: MeshSettings | None = None) -> SqlCatalog:
+    return _catalog(settings or load_settings())
+
+
+def ensure_table(catalog: SqlCatalog, product: DataProduct) -> Table:
+    """The product's table, created from its contract or evolved to it (additive changes only;
+    see :mod:`mesh_assets.iceberg.schema`)."""
+    return evolve_table(catalog, product)[0]
+
+
+def evolve_table(catalog: SqlCatalog, product: DataProduct) -> tuple[Table, list[str]]:
+    """``(table, applied changes)``; raises BreakingSchemaChange and changes nothing when the
+    contract would break the live table."""
+    from mesh_assets.iceberg.schema import evolve
+
+    return evolve(catalog, product, properties=TABLE_PROPERTIES)
+
+
+def snapshot_metadata(table: Table, *, inputs: dict[str, int] | None = None,
+                      snapshot_id: int | None = None) -> dict[str, Any]:
+    """Materialization metadata of a snapshot (default: main's current one)."""
+    snap = table.snapshot_by_id(snapshot_id) if snapshot_id is not None else table.current_snapshot()
+    identifier = ".".join(table.name())
+    md: dict[str, Any] = {
+        "dagster/table_name": identifier,
+        "iceberg/identifier": identifier,
+        "iceberg/metadata_location": table.metadata_location,
+        "dagster/column_schema": column_schema(table),
+    }
+    if snap is not None:
+        summary = snap.summary.additional_properties if snap.summary else {}
+        md["iceberg/snapshot_id"] = dg.MetadataValue.int(snap.snapshot_id)
+        md["dagster/row_count"] = dg.MetadataValue.int(int(summary.get("total-records", 0)))
+        md["iceberg/data_files"] = dg.MetadataValue.int(int(summary.get("total-data-files", 0)))
+        if inputs is None and INPUTS_PROPERTY in summary:
+            inputs = json.loads(summary[INPUTS_PROPERTY])
+        if SCHEMA_CHANGES_PROPERTY in summary:
+            md["mesh/schema_changes"] = dg.MetadataValue.json(json.loads(summary[SCHEMA_CHANGES_PROPERTY]))
+    md["iceberg/input_snapshots"] = dg.MetadataValue.json(inputs or {})
+    return md
+
+
+def column_schema(table: Table) -> dg.TableSchema:
+    return dg.TableSchema(columns=[
+        dg.TableColumn(name=f.name, type=str(f.field_type), description=f.doc,
+                       constraints=dg.TableColumnConstraints(nullable=not f.required))
+        for f in table.schema().fields
+    ])
+
+
+class IcebergCatalog(dg.ConfigurableResource):
+    """Dagster resource for the mesh's Iceberg catalog, configured from the environment
+    (see :mod:`mesh_assets.settings`)."""
+
+    def catalog(self) -> SqlCatalog:
+        return open_catalog()
+
+    def load_table(self, identifier: str) -> Table:
+        return self.catalog().load_table(identifier)
+
+    def ensure_table(self, product: DataProduct) -> Table:
+        return ensure_table(self.catalog(), product)

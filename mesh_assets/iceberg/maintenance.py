@@ -1,0 +1,255 @@
+"""Table maintenance: expire old snapshots, then delete the files no snapshot needs any more.
+
+Safety rules, in order of importance:
+
+1. A file that any remaining snapshot references is never deleted: data and delete files of
+   every manifest of every snapshot, the manifests, the manifest lists, statistics files, the
+   current metadata file and the previous ones still in the metadata log.
+2. A file younger than the safety window (default 3 days) is never deleted, referenced or not:
+   a concurrent writer may have written it and not yet committed.
+3. Snapshots older than the contract's ``retention`` expire, except the current one, the last
+   ``retain_last`` ones, and any snapshot a tag or branch points to. Tags with a maximum age
+   (the ``checked-*`` tags) and audit branches of rejected runs (``audit-*``) are removed first
+   once older than their age / the retention.
+
+pyiceberg 0.12 expires snapshots but leaves their files on disk and has no orphan-file
+removal (shared/docs/stack-notes.md); :func:`remove_orphan_files` is that missing half.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+    from mesh_assets.contract.model import DataProduct
+
+SAFETY_WINDOW = timedelta(days=3)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _norm(path: str) -> str:
+    """One spelling per file: ``file:///a/b`` and ``/a/b`` alike; ``s3://b/k`` -> ``b/k``."""
+    for prefix in ("file://", "s3://", "s3a://", "gs://"):
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
+
+
+def expire_tags(table: "Table", *, now: datetime | None = None) -> list[str]:
+    """Remove tags older than their own ``max-ref-age-ms``; returns their names."""
+    now_ms = int((now or _now()).timestamp() * 1000)
+    expired = []
+    for name, ref in table.metadata.refs.items():
+        if ref.snapshot_ref_type != "tag" or ref.max_ref_age_ms is None:
+            continue
+        snapshot = table.snapshot_by_id(ref.snapshot_id)
+        if snapshot is not None and now_ms - snapshot.timestamp_ms > ref.max_ref_age_ms:
+            expired.append(name)
+    if expired:
+        manage = table.manage_snapshots()
+        for name in expired:
+            manage = manage.remove_tag(name)
+        manage.commit()
+    return expired
+
+
+def expire_audit_branches(table: "Table", *, older_than: datetime) -> list[str]:
+    """Remove write-audit-publish branches of runs whose data was rejected (or never checked)
+    once their head is older than ``older_than``; until then they stay for inspection."""
+    from mesh_assets.iceberg.wap import AUDIT_PREFIX
+
+    limit_ms = int(older_than.timestamp() * 1000)
+    stale = [name for name, ref in table.metadata.refs.items()
+             if ref.snapshot_ref_type == "branch" and name.startswith(AUDIT_PREFIX)
+             and (snap := table.snapshot_by_id(ref.snapshot_id)) is not None
+             and snap.timestamp_ms < limit_ms]
+    if stale:
+        manage = table.manage_snapshots()
+        for name in stale:
+            manage = manage.remove_branch(name)
+        manage.commit()
+    return stale
+
+
+def expire_snapshots(table: "Table", *, older_than: datetime, retain_last: int = 1) -> list[int]:
+    """Expire snapshots committed before ``older_than``; returns the expired ids.
+
+    The current snapshot, the ``retain_last`` newest ones and every snapshot a tag or branch
+    points to are kept."""
+    snapshots = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms)
+    keep = {s.snapshot_id for s in snapshots[-retain_last:]} if retain_last > 0 else set()
+    keep |= {ref.snapshot_id for ref in table.metadata.refs.values()}
+    if table.current_snapshot() is not None:
+        keep.add(table.current_snapshot().snapshot_id)
+    limit_ms = int(older_than.timestamp() * 1000)
+    doomed = [s.snapshot_id for s in snapshots if s.timestamp_ms < limit_ms and s.snapshot_id not in keep]
+    if doomed:
+        table.maintenance.expire_snapshots().by_ids(doomed).commit()
+    return doomed
+
+
+def referenced_files(table: "Table") -> set[str]:
+    """Every file the table's metadata still reaches (normalized paths)."""
+    io, meta = table.io, table.metadata
+    refs = {_norm(table.metadata_location)}
+    refs |= {_norm(entry.metadata_file) for entry in meta.metadata_log}
+    refs |= {_norm(s.statistics_path) for s in getattr(meta, "statistics", []) or []}
+    refs |= {_norm(s.statistics_path) for s in getattr(meta, "partition_statistics", []) or []}
+    for snapshot in meta.snapshots:
+        refs.add(_norm(snapshot.manifest_list))
+        for manifest in snapshot.manifests(io):
+            refs.add(_norm(manifest.manifest_path))
+            for entry in manifest.fetch_manifest_entry(io, discard_deleted=False):
+                refs.add(_norm(entry.data_file.file_path))
+    return refs
+
+
+@dataclass
+class OrphanReport:
+    removed: list[str] = field(default_factory=list)
+    removed_bytes: int = 0
+    referenced: int = 0
+    kept_too_young: int = 0
+    dry_run: bool = False
+
+
+def remove_orphan_files(table: "Table", *, older_than: timedelta = SAFETY_WINDOW,
+                        now: datetime | None = None, dry_run: bool = False) -> OrphanReport:
+    """Delete files under the table's location that no snapshot references and that are
+    older than ``older_than`` (the safety window)."""
+    from pyarrow import fs as pafs
+
+    filesystem, root = pafs.FileSystem.from_uri(table.location())
+    referenced = referenced_files(table)
+    cutoff = (now or _now()) - older_than
+    report = OrphanReport(referenced=len(referenced), dry_run=dry_run)
+    for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        if info.type != pafs.FileType.File or _norm(info.path) in referenced:
+            continue
+        mtime = info.mtime if info.mtime.tzinfo else info.mtime.replace(tzinfo=timezone.utc)
+        if mtime > cutoff:
+            report.kept_too_young += 1
+            continue
+        if not dry_run:
+            filesystem.delete_file(info.path)
+        report.removed.append(info.path)
+        report.removed_bytes += info.size or 0
+    return report
+
+
+@dataclass
+class MaintenanceReport:
+    table: str
+    expired_refs: list[str]
+    expired_snapshots: list[int]
+    orphans: OrphanReport
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "expired_refs": len(self.expired_refs),
+            "expired_snapshots": len(self.expired_snapshots),
+            "orphan_files_removed": len(self.orphans.removed),
+            "orphan_bytes_removed": self.orphans.removed_bytes,
+            "files_referenced": self.orphans.referenced,
+            "files_kept_too_young": self.orphans.kept_too_young,
+            "dry_run": self.orphans.dry_run,
+        }
+
+
+def _trino_duration(delta: timedelta) -> str:
+    """A Trino duration literal (whole seconds)."""
+    return f"{max(int(delta.total_seconds()), 0)}s"
+
+
+def maintain_with_trino(product: "DataProduct", catalog, *, now: datetime | None = None,
+                        safety_window: timedelta = SAFETY_WINDOW) -> MaintenanceReport:
+    """Production mode: Trino's own table procedures do the work where the data is:
+    ``optimize`` (compaction, which pyiceberg lacks), ``expire_snapshots`` past the contract's
+    retention and ``remove_orphan_files`` past the safety window. Tags and stale audit
+    branches are expired first, as on the embedded path, so their snapshots can go."""
+    from mesh_assets.engine import trino_connection, trino_table
+
+    identifier = product.table_identifier
+    now = now or _now()
+    table = catalog.load_table(identifier)
+    refs = expire_tags(table, now=now)
+    refs += expire_audit_branches(table.refresh(), older_than=now - product.retention)
+    before = {s.snapshot_id for s in table.refresh().snapshots()}
+    files_before = referenced_files(table.refresh())
+    # the contract's retention and the platform's safety window rule, not Trino's 7-day default
+    catalog_name = trino_table(identifier).split(".")[0].strip('"')
+    cursor = trino_connection(session_properties={
+        f"{catalog_name}.expire_snapshots_min_retention": _trino_duration(product.retention),
+        f"{catalog_name}.remove_orphan_files_min_retention": _trino_duration(safety_window),
+    }).cursor()
+    name = trino_table(identifier)
+    for statement in (
+            f"ALTER TABLE {name} EXECUTE optimize",
+            f"ALTER TABLE {name} EXECUTE expire_snapshots(retention_threshold => "
+            f"'{_trino_duration(product.retention)}')",
+            f"ALTER TABLE {name} EXECUTE remove_orphan_files(retention_threshold => "
+            f"'{_trino_duration(safety_window)}')"):
+        cursor.execute(statement)
+        cursor.fetchall()
+    table = table.refresh()
+    after = {s.snapshot_id for s in table.snapshots()}
+    orphans = OrphanReport(referenced=len(referenced_files(table)))
+    orphans.removed = sorted(files_before - referenced_files(table))
+    return MaintenanceReport(identifier, refs, sorted(before - after), orphans)
+
+
+def maintain(product: "DataProduct", catalog, *, now: datetime | None = None,
+             safety_window: timedelta = SAFETY_WINDOW, dry_run: bool = False) -> MaintenanceReport | None:
+    """Expire the product's snapshots past its retention, then remove orphan files (with
+    Trino's procedures in production mode, ``MESH_ENGINE=trino``).
+    None when the product has no table yet."""
+    from mesh_assets.settings import load_settings
+
+    identifier = product.table_identifier
+    if not catalog.table_exists(identifier):
+        return None
+    if load_settings().engine == "trino" and not dry_run:
+        return maintain_with_trino(product, catalog, now=now, safety_window=safety_window)
+    now = now or _now()
+    table = catalog.load_table(identifier)
+    tags, expired = [], []
+    if not dry_run:
+        tags = expire_tags(table, now=now)
+        tags += expire_audit_branches(table.refresh(), older_than=now - product.retention)
+        expired = expire_snapshots(table.refresh(), older_than=now - product.retention)
+    orphans = remove_orphan_files(table.refresh(), older_than=safety_window, now=now,
+                                  dry_run=dry_run)
+    return MaintenanceReport(identifier, tags, expired, orphans)
+
+
+def maintenance_job(domain: str, products):
+    """A Dagster job maintaining every product table of ``domain``, and its daily schedule."""
+    import dagster as dg
+
+    from mesh_assets.iceberg.catalog import IcebergCatalog
+
+    @dg.op(name=f"maintain_{domain}_tables")
+    def _maintain(context: dg.OpExecutionContext, catalog: IcebergCatalog):
+        for product in products:
+            report = maintain(product, catalog.catalog())
+            if report is None:
+                continue
+            context.log.info(f"{report.table}: {report.as_metadata()}")
+            context.log_event(dg.AssetObservation(
+                asset_key=product.asset_key_path,
+                metadata={f"maintenance/{k}": v for k, v in report.as_metadata().items()}))
+
+    @dg.job(name=f"{domain}_maintenance", description=f"Expire snapshots and remove orphan "
+            f"files of the {domain} domain's tables.")
+    def _job():
+        _maintain()
+
+    schedule = dg.ScheduleDefinition(job=_job, cron_schedule="30 3 * * *",
+                                     default_status=dg.DefaultScheduleStatus.RUNNING)
+    return _job, schedule

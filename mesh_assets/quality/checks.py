@@ -1,0 +1,143 @@
+"""Quality: contract rules in Great Expectations' vocabulary, run as Dagster asset checks.
+
+Rules come from the contract in three ways, all ending as :class:`QualityRule`:
+
+* structure: ``required`` columns -> ``expect_column_values_to_not_be_null``; a primary key ->
+  ``expect_column_values_to_be_unique`` (or ``expect_compound_columns_to_be_unique``);
+* ODCS ``library`` metrics: ``nullValues``, ``duplicateValues``, ``rowCount``,
+  ``invalidValues`` (``arguments.validValues`` or ``arguments.pattern``);
+* ODCS ``custom`` rules with ``engine: great-expectations`` and an ``implementation`` holding
+  the expectation ``type`` and ``kwargs``, exactly as a GX suite would.
+
+Evaluation runs where the data is: the rules the SQL compiler supports
+(:mod:`mesh_assets.quality.sql`, DuckDB here, Trino in production) compile into one SQL
+statement over exactly the audited Iceberg snapshot; any other Great Expectations core
+expectation runs through GX itself on pandas over only the columns it needs
+(:mod:`mesh_assets.quality.gx`), never skipped. Both report in the same check metadata.
+Platform expectations GX lacks: ``expect_column_values_to_be_fresh {column, max_age}`` and
+``expect_column_values_to_be_in_other_product {column, product: domain.product, key}``.
+Values from contracts reach SQL only as bound parameters; column names only as quoted
+identifiers. GX is never imported at code-location load (contracts are checked against the
+generated :mod:`mesh_assets.contract.gx_catalog`).
+"""
+
+
+from typing import TYPE_CHECKING
+
+from mesh_assets.contract.expectations import is_pushdown, kind_of
+from mesh_assets.quality.run import evaluate, evaluate_on_trino, register_references
+
+if TYPE_CHECKING:
+
+    from mesh_assets.contract.model import DataProduct
+
+
+def tag_max_age_ms(product: "DataProduct") -> int:
+    """Checked-snapshot tags live as long as the contract's snapshot retention."""
+    return int(product.retention.total_seconds() * 1000)
+
+
+# --- Dagster asset checks ----------------------------------------------------------------------
+
+def check_specs(product: "DataProduct") -> list:
+    import dagster as dg
+
+    key = dg.AssetKey(product.asset_key_path)
+    return [
+        dg.AssetCheckSpec(
+            name=rule.name, asset=key, blocking=rule.severity == "error",
+            description=rule.description or f"{rule.expectation} {rule.kwargs}",
+            metadata={"expectation": rule.expectation, "severity": rule.severity,
+                      "engine": "sql" if is_pushdown(rule) else "great_expectations"},
+        )
+        for rule in product.rules
+    ]
+
+
+def contract_checks(product: "DataProduct"):
+    """One Dagster asset check per contract rule, evaluated together in one SQL pass (rules
+    the SQL compiler does not support: through GX on pandas, same metadata).
+
+    ``error`` rules are blocking checks (a failure stops downstream assets); ``warn`` rules
+    report with severity WARN. Each run writes an HTML validation report, linked from every
+    check's metadata (``quality/report``).
+    """
+    import dagster as dg
+
+    from mesh_assets import engine
+    from mesh_assets.iceberg.catalog import IcebergCatalog
+    from mesh_assets.iceberg.wap import audit_branch_name, branch_head, publish, tag_checked, wap_run_id
+    from mesh_assets.settings import load_settings
+
+    if not product.rules:
+        return None
+    key = dg.AssetKey(product.asset_key_path)
+
+    @dg.multi_asset_check(specs=check_specs(product), name=f"check_{product.name}",
+                          can_subset=True)
+    def _checks(context: dg.AssetCheckExecutionContext, catalog: IcebergCatalog):
+        selected = {k.name for k in context.selected_asset_check_keys}
+        rules = [r for r in product.rules if r.name in selected]
+        table = catalog.load_table(product.table_identifier)
+        # Write-audit-publish: this run's new data waits on its audit branch; checks read
+        # exactly that snapshot. Without a branch (checks re-run later) they read main.
+        branch = audit_branch_name(wap_run_id(context.run))  # a re-execution: its root's branch
+        if branch not in table.metadata.refs:
+            branch = None
+        snapshot_id = branch_head(table, branch)
+        if load_settings().engine == "trino":  # production: the suite runs where the data is
+            results, ref_snapshots = evaluate_on_trino(catalog, product, rules, snapshot_id)
+        else:
+            con = engine.connect()
+            try:
+                relation = engine.register_table(con, table, "product", snapshot_id=snapshot_id)
+                lookups, ref_snapshots = register_references(con, catalog, product, rules)
+                results = evaluate(con, relation, rules, lookups=lookups,
+                                   columns=[c.name for c in product.columns])
+            finally:
+                con.close()
+        all_blocking_passed = all(r.passed for r in results if r.rule.severity == "error")
+        published = False
+        if snapshot_id is not None and all_blocking_passed and len(rules) == len(product.rules):
+            tag = tag_checked(table, snapshot_id, context.run.run_id,
+                              max_age_ms=tag_max_age_ms(product))
+            if branch is not None:
+                publish(table.refresh(), branch)
+                published = True
+            context.log.info(f"{product.identifier}: snapshot {snapshot_id} passed every "
+                             f"blocking check; tagged {tag}"
+                             + ("; published to main" if published else ""))
+        elif branch is not None:
+            context.log.warning(f"{product.identifier}: snapshot {snapshot_id} stays on branch "
+                                f"{branch}, unpublished: main is unchanged")
+        report = None
+        try:
+            from mesh_assets.quality.report import write_report
+
+            report = write_report(product, results, run_id=context.run.run_id,
+                                  snapshot_id=snapshot_id, branch=branch, published=published,
+                                  references=ref_snapshots)
+        except OSError as exc:  # a report is a convenience; the verdicts stand without it
+            context.log.warning(f"{product.identifier}: validation report not written: {exc}")
+        for result in results:
+            metadata = result.metadata()
+            if kind_of(result.rule.expectation) == "ref":
+                ref = result.rule.kwargs["product"]
+                metadata["reference/product"] = ref
+                if ref in ref_snapshots:
+                    metadata["reference/snapshot_id"] = dg.MetadataValue.int(ref_snapshots[ref])
+            if report is not None:
+                metadata["quality/report"] = dg.MetadataValue.path(str(report))
+            if snapshot_id is not None:
+                metadata["iceberg/snapshot_id"] = dg.MetadataValue.int(snapshot_id)
+            if branch is not None:
+                metadata["wap/branch"] = branch
+                metadata["wap/published"] = published
+            yield dg.AssetCheckResult(
+                asset_key=key, check_name=result.rule.name, passed=result.passed,
+                severity=(dg.AssetCheckSeverity.ERROR if result.rule.severity == "error"
+                          else dg.AssetCheckSeverity.WARN),
+                metadata=metadata,
+            )
+
+    return _checks
