@@ -15,12 +15,12 @@ generated: they are values (``domains.<name>`` in the chart's values files).
 ``MESH_EXECUTOR``): dagster-k8s's ``k8s_job_executor``, each step its own Job.
 """
 
+
 from __future__ import annotations
 
-import argparse
 import difflib
+import os
 import re
-import sys
 from pathlib import Path
 
 import yaml
@@ -112,7 +112,6 @@ def step_executor():
     or ``default`` -> None (Dagster's default executor, steps as processes of the run's pod).
 
     For ``dg.Definitions(executor=step_executor())`` in ``build_domain``."""
-    import os
 
     choice = os.environ.get("MESH_EXECUTOR", "default")
     if choice == "default":
@@ -122,33 +121,3 @@ def step_executor():
 
         return k8s_job_executor
     raise DeployError(f"MESH_EXECUTOR={choice!r}: expected 'k8s' or 'default'")
-
-
-def cmd_helm_values(args) -> int:
-    target = Path(args.output) if args.output else DOMAINS_FILE
-    try:
-        if args.check:
-            diff = check_domains_file(target)
-            if diff:
-                print("\n".join(diff))
-                print(f"mesh: {target} is stale: run `mesh helm values` and commit it",
-                      file=sys.stderr)
-                return 1
-            print(f"{target}: in sync with {len(domain_entries())} domain(s)")
-            return 0
-        changed = write_domains_file(target)
-    except DeployError as exc:
-        raise SystemExit(f"mesh: {exc}") from None
-    names = ", ".join(e["name"] for e in domain_entries())
-    print(f"{'wrote' if changed else 'unchanged'} {target}: {names}")
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    helm = subparsers.add_parser("helm", help="Helm chart tasks (helm/datamesh)")
-    helm_sub = helm.add_subparsers(dest="helm_command", required=True)
-    values = helm_sub.add_parser("values", help="write the chart's domain list from domains/")
-    values.add_argument("--check", action="store_true",
-                        help="exit 1 when the committed file differs from domains/")
-    values.add_argument("--output", help=f"file to write (default: {DOMAINS_FILE})")
-    values.set_defaults(fn=cmd_helm_values)

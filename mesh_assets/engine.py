@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
+
+from mesh_assets.settings import _secret
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -109,11 +112,9 @@ def trino_connection(user: str | None = None, catalog: str | None = None,
                      session_properties: dict[str, str] | None = None):
     """A DB-API connection to the Trino of the settings (``MESH_TRINO_*``). A password, when
     Trino requires one, comes from ``MESH_TRINO_PASSWORD`` or ``MESH_TRINO_PASSWORD_FILE``."""
-    import os
 
     import trino
 
-    from mesh_assets.settings import _secret
 
     password = _secret("MESH_TRINO_PASSWORD")
     auth = trino.auth.BasicAuthentication(user or os.environ.get("MESH_TRINO_USER", "mesh"),
@@ -129,7 +130,6 @@ def trino_connection(user: str | None = None, catalog: str | None = None,
 
 def trino_table(identifier: str, catalog: str | None = None) -> str:
     """``domain.product`` as a quoted Trino table name in the Iceberg catalog."""
-    import os
 
     schema, table = identifier.split(".", 1)
     return ".".join(quote(p) for p in (catalog or os.environ.get("MESH_TRINO_CATALOG", "iceberg"),

@@ -31,6 +31,8 @@ import yaml
 from mesh_assets.contract.errors import ContractError
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.parser import load_contract
+from mesh_assets.dbt.project import PortViolation, check_ports, prepare
+from mesh_assets.settings import PROJECT_DIR
 
 SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 SECRET_PATTERNS = [
@@ -122,7 +124,6 @@ def _workspace_domains(root: Path) -> list[str]:
 
 def lint_project(root: Path, manifest: dict | None = None) -> list[Violation]:
     """Every violation of the rules in the project at ``root``."""
-    from mesh_assets.dbt.project import PortViolation, check_ports
 
     found: list[Violation] = []
     domains_dir = root / "domains"
@@ -176,8 +177,6 @@ def lint_project(root: Path, manifest: dict | None = None) -> list[Violation]:
 
 
 def lint_repository() -> list[Violation]:
-    from mesh_assets.dbt.project import prepare
-    from mesh_assets.settings import PROJECT_DIR
 
     return lint_project(PROJECT_DIR, json.loads(prepare().read_text()))
 

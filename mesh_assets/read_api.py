@@ -16,11 +16,17 @@ drop rows, masked columns come back masked, and ``filter`` then applies to what 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
+from pyiceberg.expressions import AlwaysTrue
+
+from mesh_assets.access.enforce import governed_read
+from mesh_assets.engine import quote, trino_connection, trino_table
 from mesh_assets.iceberg.catalog import open_catalog
-from mesh_assets.iceberg.versions import resolve_as_of
+from mesh_assets.iceberg.versions import VersionError, resolve_as_of
 
 
 def read(identifier: str, *, columns: Sequence[str] | None = None, filter: Any = None,
@@ -30,7 +36,6 @@ def read(identifier: str, *, columns: Sequence[str] | None = None, filter: Any =
     (a ``pandas.DataFrame`` with ``pandas=True``). ``engine="trino"`` reads through Trino
     (``filter`` is then a SQL predicate); the default reads the Iceberg table directly.
     ``user`` applies the access policy of that user (on both engines)."""
-    from pyiceberg.expressions import AlwaysTrue
 
     if engine == "trino":
         data = read_trino(identifier, columns=columns, filter=filter, as_of=as_of, limit=limit,
@@ -39,7 +44,6 @@ def read(identifier: str, *, columns: Sequence[str] | None = None, filter: Any =
     if engine not in (None, "duckdb", "iceberg"):
         raise ValueError(f"engine={engine!r}: expected 'duckdb' (direct) or 'trino'")
     if user is not None:
-        from mesh_assets.access.enforce import governed_read
 
         data = governed_read(identifier, columns=columns, filter=filter, as_of=as_of,
                              limit=limit, user=user)
@@ -57,7 +61,6 @@ def read(identifier: str, *, columns: Sequence[str] | None = None, filter: Any =
 
 
 def _trino_version_clause(identifier: str, snapshot_id: int | None) -> str:
-    from mesh_assets.engine import trino_table
 
     clause = trino_table(identifier)
     return f"{clause} FOR VERSION AS OF {int(snapshot_id)}" if snapshot_id is not None else clause
@@ -68,10 +71,7 @@ def trino_query(sql: str, *, as_of: str | int | None = None, user: str | None = 
     ``(column names, rows)``. Tables are named ``domain.product`` as everywhere in the mesh;
     with ``as_of`` each product the query names is read at its snapshot for that id, tag or
     time (``FOR VERSION AS OF``), exactly the snapshot ``mesh query --as-of`` reads on DuckDB."""
-    import re
 
-    from mesh_assets.engine import trino_connection
-    from mesh_assets.iceberg.versions import VersionError
 
     if as_of is not None:
         catalog = open_catalog()
@@ -98,9 +98,7 @@ def read_trino(identifier: str, *, columns: Sequence[str] | None = None, filter:
                as_of: str | int | None = None, limit: int | None = None, user: str | None = None):
     """``read()`` through Trino: same rows, as a ``pyarrow.Table``, with Trino's access
     control applied for ``user``. ``filter`` is a SQL predicate."""
-    import pyarrow as pa
 
-    from mesh_assets.engine import quote
 
     snapshot_id = resolve_as_of(open_catalog().load_table(identifier), as_of) if as_of else None
     select = ", ".join(quote(c) for c in columns) if columns else "*"

@@ -12,6 +12,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import yaml
+
+from mesh_assets.deploy import write_domains_file
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -87,7 +91,6 @@ def new_product(project_dir: Path, domain: str, product: str, *, dbt: bool = Fal
     domain_dir = project_dir / "domains" / domain
     if not (domain_dir / "domain.yaml").exists():
         raise ScaffoldError(f"no domain {domain} (create it with `mesh new domain {domain}`)")
-    import yaml
 
     owner = yaml.safe_load((domain_dir / "domain.yaml").read_text())["owner"]
     written = [_write(domain_dir / "products" / f"{product}.yaml",
@@ -142,7 +145,6 @@ def test_{name}_definitions_load(mesh_home):
                                 f"      location_name: {name}\n")
     written.append(workspace)
     # the Helm chart serves one code location per domain: keep its list in sync
-    from mesh_assets.deploy import write_domains_file
 
     chart_domains = project_dir / "helm" / "datamesh" / "domains.yaml"
     if chart_domains.exists():

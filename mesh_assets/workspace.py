@@ -67,7 +67,6 @@ def select_domains(names: list[str]) -> list[str]:
 
 
 def all_products():
-    from mesh_assets.contract.parser import load_domain_contracts
 
     for domain in workspace_domains():
         yield from load_domain_contracts(DOMAINS_DIR / domain)

@@ -1,5 +1,5 @@
 """Code location of the analytics domain."""
 
-from mesh_assets.definitions import build_domain
+from mesh_assets import build_domain
 
 defs = build_domain(__file__)

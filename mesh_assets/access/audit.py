@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mesh_assets.access.policy_data import access_dir
+from mesh_assets.stack.layout import StackLayout
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -43,7 +46,6 @@ class Decision:
 
 
 def local_log() -> Path:
-    from mesh_assets.access.policy_data import access_dir
 
     return access_dir() / "audit.jsonl"
 
@@ -153,7 +155,6 @@ def opa_log() -> Path | None:
     if os.environ.get("MESH_OPA_DECISION_LOG"):
         return Path(os.environ["MESH_OPA_DECISION_LOG"])
     try:
-        from mesh_assets.stack.layout import StackLayout
 
         return StackLayout.current().log("opa")
     except Exception:  # noqa: BLE001 - no stack: no Trino decisions to show

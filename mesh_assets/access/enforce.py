@@ -24,9 +24,19 @@ import json
 import os
 from dataclasses import dataclass, field
 
+import duckdb
+import pyarrow as pa
+from pyiceberg.expressions import parser
+from pyiceberg.expressions.visitors import bind
+from pyiceberg.io.pyarrow import expression_to_pyarrow, schema_to_pyarrow
+
 from mesh_assets.access import audit
 from mesh_assets.access.opa import PolicyUnavailable, ask
+from mesh_assets.access.policy_data import load_users
 from mesh_assets.contract.row_filters import quote_identifier
+from mesh_assets.engine import quote
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.versions import VersionError, is_timestamp, resolve_as_of
 
 
 class AccessDenied(PermissionError):
@@ -45,7 +55,6 @@ class TableDecision:
 def groups_of(user: str) -> list[str]:
     """The user's groups: ``MESH_ACCESS_GROUPS`` (comma-separated, as an identity provider
     would assert them) or the users file (the same file Trino's group provider reads)."""
-    from mesh_assets.access.policy_data import load_users
 
     explicit = os.environ.get("MESH_ACCESS_GROUPS")
     if explicit is not None:
@@ -54,7 +63,6 @@ def groups_of(user: str) -> list[str]:
 
 
 def _context(user: str, groups: list[str]) -> dict:
-    import duckdb
 
     return {"identity": {"user": user, "groups": groups},
             "softwareStack": {"duckdbVersion": duckdb.__version__}}
@@ -117,7 +125,6 @@ def _governed_table(con, table, snapshot_id, user: str, schema: str, name: str, 
                     groups: list[str], target: str) -> TableDecision:
     """Create ``target`` in ``con``: the table at ``snapshot_id`` as the policy shows it to
     ``user`` (raises :class:`AccessDenied` first when denied)."""
-    from pyiceberg.io.pyarrow import schema_to_pyarrow
 
     scan = table.scan(snapshot_id=snapshot_id)
     arrow_schema = schema_to_pyarrow(scan.projection(), include_field_ids=False)
@@ -136,7 +143,6 @@ def _governed_table(con, table, snapshot_id, user: str, schema: str, name: str, 
 # --- mesh query --as-user -------------------------------------------------------------------
 
 def _parse(sql: str) -> dict:
-    import duckdb
 
     con = duckdb.connect(config={"enable_external_access": False})
     try:
@@ -197,11 +203,7 @@ def governed_query(sql: str, as_of: str | None, user: str):
     """``mesh query`` as ``user``: the tables the SQL reads, each as the policy shows it to
     that user, then the SQL in a connection that can read nothing else. Returns
     ``(connection, relation)`` like :func:`mesh_assets.cli.query`."""
-    import duckdb
 
-    from mesh_assets.engine import quote
-    from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.iceberg.versions import VersionError, is_timestamp, resolve_as_of
 
     tables = referenced_tables(sql)
     groups = groups_of(user)
@@ -233,11 +235,7 @@ def governed_read(identifier: str, *, columns=None, filter=None, as_of=None, lim
                   user: str):
     """``read()`` for ``user``: the pyiceberg snapshot as the policy shows it, then the
     caller's ``filter`` over the visible (masked) values, as Trino applies a WHERE clause."""
-    import duckdb
-    import pyarrow as pa
 
-    from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.iceberg.versions import resolve_as_of
 
     schema, name = identifier.split(".", 1)
     table = open_catalog().load_table(identifier)
@@ -250,9 +248,6 @@ def governed_read(identifier: str, *, columns=None, filter=None, as_of=None, lim
     finally:
         con.close()
     if filter is not None:
-        from pyiceberg.expressions import parser
-        from pyiceberg.expressions.visitors import bind
-        from pyiceberg.io.pyarrow import expression_to_pyarrow
 
         expr = parser.parse(filter) if isinstance(filter, str) else filter
         data = data.filter(expression_to_pyarrow(bind(table.schema(), expr, case_sensitive=True)))

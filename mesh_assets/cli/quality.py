@@ -13,15 +13,27 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+from pyiceberg.exceptions import NoSuchTableError
+
+from mesh_assets import engine
+from mesh_assets.contract.expectations import is_pushdown, kind_of
+from mesh_assets.contract.parser import load_contract, load_domain_contracts
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.versions import VersionError, resolve_as_of
+from mesh_assets.quality.gx import suite_json, suite_path
+from mesh_assets.quality.profiling import profile_product
+from mesh_assets.quality.report import write_report
+from mesh_assets.quality.run import evaluate, referenced_contract, register_references
+from mesh_assets.quality.sql import compile_suite, trino_relation
+from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
+from mesh_assets.workspace import workspace_domains
+
 
 def _say(message: str) -> None:
     print(message, flush=True)
 
 
 def _products(domains: list[str] | None = None):
-    from mesh_assets.contract.parser import load_domain_contracts
-    from mesh_assets.settings import DOMAINS_DIR
-    from mesh_assets.workspace import workspace_domains
 
     for domain in domains or workspace_domains():
         if not (DOMAINS_DIR / domain / "domain.yaml").exists():
@@ -30,8 +42,6 @@ def _products(domains: list[str] | None = None):
 
 
 def _product(identifier: str):
-    from mesh_assets.contract.parser import load_contract
-    from mesh_assets.settings import DOMAINS_DIR
 
     if identifier.count(".") != 1:
         raise SystemExit(f"mesh: '{identifier}' is not DOMAIN.PRODUCT")
@@ -44,7 +54,6 @@ def _product(identifier: str):
 
 def suite_status(domains: list[str] | None = None) -> tuple[dict[Path, str], list[Path]]:
     """(expected file -> content, stale or orphaned files) of the committed GX suites."""
-    from mesh_assets.quality.gx import suite_json, suite_path
 
     expected: dict[Path, str] = {}
     for product in _products(domains):
@@ -60,7 +69,6 @@ def suite_status(domains: list[str] | None = None) -> tuple[dict[Path, str], lis
 
 
 def cmd_suites(args) -> int:
-    from mesh_assets.settings import PROJECT_DIR
 
     expected, stale = suite_status(args.domains or None)
     rel = lambda p: p.relative_to(PROJECT_DIR) if p.is_relative_to(PROJECT_DIR) else p  # noqa: E731
@@ -84,14 +92,11 @@ def cmd_suites(args) -> int:
 
 
 def cmd_sql(args) -> int:
-    from mesh_assets.contract.expectations import is_pushdown, kind_of
-    from mesh_assets.quality.sql import compile_suite, trino_relation
 
     product = _product(args.product)
     rules = [r for r in product.rules if is_pushdown(r)]
     refs = sorted({r.kwargs["product"] for r in rules if kind_of(r.expectation) == "ref"})
     if args.dialect == "trino":
-        from mesh_assets.quality.run import referenced_contract
 
         relation = trino_relation(product.table_identifier)
         lookups = {ref: trino_relation(referenced_contract(product, ref).table_identifier)
@@ -110,11 +115,6 @@ def cmd_sql(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from mesh_assets import engine
-    from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.iceberg.versions import VersionError, resolve_as_of
-    from mesh_assets.quality.report import write_report
-    from mesh_assets.quality.run import evaluate, register_references
 
     product = _product(args.product)
     catalog = open_catalog()
@@ -148,9 +148,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from pyiceberg.exceptions import NoSuchTableError
 
-    from mesh_assets.quality.profiling import profile_product
 
     if args.product.count(".") != 1:
         raise SystemExit(f"mesh: '{args.product}' is not DOMAIN.PRODUCT")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
+from mesh_assets.contract import gx_catalog
 from mesh_assets.contract.model import QualityRule, parse_duration
 
 if TYPE_CHECKING:
@@ -98,12 +99,10 @@ NOT_ON_PANDAS = {
 
 def gx_kwargs(expectation: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     """(required, optional) kwargs of a GX core expectation, without importing GX."""
-    from mesh_assets.contract.gx_catalog import EXPECTATIONS
 
-    return EXPECTATIONS.get(expectation)
+    return gx_catalog.EXPECTATIONS.get(expectation)
 
 
 def gx_version() -> str:
-    from mesh_assets.contract.gx_catalog import GX_VERSION
 
-    return GX_VERSION
+    return gx_catalog.GX_VERSION

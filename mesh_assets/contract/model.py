@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pyiceberg import types as it
+from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.schema import Schema
 
 from mesh_assets.contract.partitions import (
@@ -187,6 +188,5 @@ class DataProduct:
         return int(head) if head.isdigit() else 0
 
     def arrow_schema(self):
-        from pyiceberg.io.pyarrow import schema_to_pyarrow
 
         return schema_to_pyarrow(self.iceberg_schema(), include_field_ids=False)

@@ -59,6 +59,8 @@ from mesh_assets.contract.partitions import (
     parse_dagster_partitions,
     parse_partition_fields,
 )
+from mesh_assets.contract.row_filters import FilterError, canonical
+from mesh_assets.contract.rules import dbt_tests_from_contract, rules_from_contract
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -213,7 +215,6 @@ def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct
         quarantine=bool(custom.get("quarantine")), retention=retention, visibility=visibility,
         freshness=freshness, roles=_roles(path, product, raw.get("roles"), columns),
     )
-    from mesh_assets.contract.rules import dbt_tests_from_contract, rules_from_contract
 
     rules = rules_from_contract(info, table)
     dbt_tests = dbt_tests_from_contract(info, table)
@@ -252,7 +253,6 @@ def _masking(path: Path, product: str, name: str, col_type: it.PrimitiveType,
 def _roles(path: Path, product: str, items: Any, columns: list[Column]) -> tuple[AccessRole, ...]:
     """The ODCS ``roles``: groups that may read the product, with their clearance and row
     filter (role customProperties ``clearance`` and ``rowFilter``)."""
-    from mesh_assets.contract.row_filters import FilterError, canonical
 
     out: list[AccessRole] = []
     for item in items or []:

@@ -22,9 +22,16 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg import types as it
+from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThan
+from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionSpec
+from pyiceberg.partitioning import PartitionField as IcebergField
+from pyiceberg.transforms import parse_transform
+
+from mesh_assets.contract.errors import ContractError
 
 _TRANSFORM = re.compile(r"^(identity|year|month|day|hour|void)$|^(bucket|truncate)\[(\d+)\]$")
 _TIME_TYPES = (it.DateType, it.TimestampType, it.TimestamptzType)
@@ -46,7 +53,6 @@ class DagsterPartitioning:
 
 
 def parse_partition_fields(path: Path, product: str, table: dict, columns: dict) -> tuple:
-    from mesh_assets.contract.errors import ContractError
 
     fields = []
     for position, prop in enumerate(table.get("properties") or []):
@@ -68,7 +74,6 @@ def parse_partition_fields(path: Path, product: str, table: dict, columns: dict)
 
 
 def parse_dagster_partitions(path: Path, product: str, value: Any, columns: dict) -> DagsterPartitioning | None:
-    from mesh_assets.contract.errors import ContractError
 
     if value is None:
         return None
@@ -99,9 +104,6 @@ def parse_dagster_partitions(path: Path, product: str, value: Any, columns: dict
 
 def iceberg_partition_spec(fields: tuple[PartitionField, ...], schema):
     """The Iceberg PartitionSpec of ``fields`` against the Iceberg ``schema``."""
-    from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionSpec
-    from pyiceberg.partitioning import PartitionField as IcebergField
-    from pyiceberg.transforms import parse_transform
 
     if not fields:
         return UNPARTITIONED_PARTITION_SPEC
@@ -118,7 +120,6 @@ def iceberg_partition_spec(fields: tuple[PartitionField, ...], schema):
 # --- Dagster -----------------------------------------------------------------------------------
 
 def dagster_partitions_def(p: DagsterPartitioning | None):
-    import dagster as dg
 
     if p is None:
         return None
@@ -150,7 +151,6 @@ class PartitionSelection:
         return moment.replace(tzinfo=None).isoformat()
 
     def iceberg_filter(self, col_type):
-        from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThan
 
         if self.values:
             return In(self.column, set(self.values))

@@ -17,6 +17,8 @@ import json
 from collections.abc import Iterable
 from decimal import Decimal
 
+import duckdb
+
 
 class FilterError(ValueError):
     """The predicate is not acceptable; the message says what and why."""
@@ -44,7 +46,6 @@ def quote_literal(value: str) -> str:
 
 @functools.cache
 def _connection():
-    import duckdb
 
     return duckdb.connect(config={"enable_external_access": False,
                                   "autoinstall_known_extensions": False})

@@ -8,7 +8,10 @@ import yaml
 from mesh_assets.contract.errors import ContractError
 from mesh_assets.contract.expectations import (
     EXPECTATIONS,
+    NOT_ON_PANDAS,
     PLATFORM_EXPECTATIONS,
+    gx_kwargs,
+    gx_version,
     max_age,
 )
 from mesh_assets.contract.model import QualityRule
@@ -35,7 +38,6 @@ def short_name(expectation: str) -> str:
 def _allowed_kwargs(product: "DataProduct", expectation: str, where: str, col: str | None
                     ) -> tuple[tuple[str, ...], set[str]]:
     """(required, allowed) kwargs; unknown expectations fail here, without importing GX."""
-    from mesh_assets.contract.expectations import NOT_ON_PANDAS, gx_kwargs, gx_version
 
     if expectation in PLATFORM_EXPECTATIONS:
         return EXPECTATIONS[expectation][1], set(PLATFORM_EXPECTATIONS[expectation])

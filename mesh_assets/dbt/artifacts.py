@@ -1,6 +1,8 @@
 """TODO docstring"""
 
+import functools
 import json
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from mesh_assets.iceberg.catalog import IcebergCatalog
@@ -17,8 +19,6 @@ def artifacts_server(settings: MeshSettings, host: str = "127.0.0.1", port: int 
     """An HTTP server of ``$MESH_HOME/dbt/artifacts`` (``/<domain>/manifest.json``,
     ``catalog.json``, ``run_results.json``): the URLs OpenMetadata's dbt workflow reads with its
     HTTP source (``dbtHttpConfig``). Read-only: only GET and HEAD, no directory outside it."""
-    import functools
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     root = settings.dbt_dir / "artifacts"
     root.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import dagster as dg
 
 from mesh_assets.asset_specs import owners, product_metadata, product_tags
 from mesh_assets.contract.model import DataProduct
+from mesh_assets.contract.partitions import dagster_partitions_def, selection_for
 from mesh_assets.dbt.artifacts import write_artifacts
 from mesh_assets.dbt.outputs import (
     drop_staging,
@@ -164,15 +165,12 @@ def _warm_up(catalog: IcebergCatalog):
     def run() -> None:
         try:
             catalog.catalog()
-            import mesh_assets.engine  # noqa: F401  (the checks that follow)
-            import mesh_assets.quality.checks  # noqa: F401
         except Exception:  # the real use reports any problem
             pass
     return run
 
 
 def _dbt_multi_asset(domain, manifest, translator, by_id, settings, uids, name, partitioning):
-    from mesh_assets.contract.partitions import dagster_partitions_def, selection_for
 
     partitions_def = dagster_partitions_def(partitioning)
     specs = [translator.get_asset_spec(manifest, uid) for uid in uids]

@@ -24,6 +24,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.parser import load_contract
 from mesh_assets.contract.partitions import PartitionSelection
+from mesh_assets.engine import trino_connection, trino_table
 from mesh_assets.iceberg.catalog import IcebergCatalog, evolve_table, snapshot_metadata
 from mesh_assets.iceberg.commit import INPUTS_PROPERTY, SCHEMA_CHANGES_PROPERTY, replace_rows
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head, open_audit_branch
@@ -182,7 +183,6 @@ def publish_staged_model(catalog: IcebergCatalog, node: Mapping[str, Any], input
 
 def drop_staging(staged: Sequence[str]) -> None:
     """Drop the staging relations of a Trino run (through Trino, which deletes their files)."""
-    from mesh_assets.engine import trino_connection, trino_table
 
     if not staged:
         return

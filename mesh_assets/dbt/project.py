@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pyiceberg import types as it
 
 from mesh_assets.contract.model import DataProduct
-from mesh_assets.contract.parser import load_domain_contracts
+from mesh_assets.contract.parser import contract_visibility, load_domain_contracts
 from mesh_assets.settings import (
     DBT_PROJECT_DIR,
     DOMAINS_DIR,
@@ -88,7 +89,6 @@ def _model_properties(p: DataProduct) -> dict[str, Any]:
 
 def trino_type(t) -> str:
     """The SQL type name of an Iceberg type in Trino (the engine where dbt contracts apply)."""
-    from pyiceberg import types as it
 
     if isinstance(t, it.DecimalType):
         return f"decimal({t.precision},{t.scale})"
@@ -210,7 +210,6 @@ class PortViolation(ValueError):
 def check_ports(manifest: Mapping[str, Any], domain: str | None = None,
                 domains_dir: Path = DOMAINS_DIR) -> None:
     """Every cross-domain source a model reads must be a public product of its domain."""
-    from mesh_assets.contract.parser import contract_visibility
 
     problems = []
     for uid, node in manifest.get("nodes", {}).items():

@@ -15,6 +15,7 @@ import dagster as dg
 
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.iceberg.commit import INPUTS_PROPERTY, SCHEMA_CHANGES_PROPERTY
+from mesh_assets.iceberg.schema import evolve
 from mesh_assets.settings import MeshSettings, ensure_local_dirs, load_settings
 
 if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a catalog opens
@@ -50,7 +51,6 @@ def ensure_table(catalog: SqlCatalog, product: DataProduct) -> Table:
 def evolve_table(catalog: SqlCatalog, product: DataProduct) -> tuple[Table, list[str]]:
     """``(table, applied changes)``; raises BreakingSchemaChange and changes nothing when the
     contract would break the live table."""
-    from mesh_assets.iceberg.schema import evolve
 
     return evolve(catalog, product, properties=TABLE_PROPERTIES)
 

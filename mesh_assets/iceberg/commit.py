@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import AlwaysTrue
 
 if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a catalog opens
     from pyiceberg.catalog.sql import SqlCatalog
@@ -83,7 +84,6 @@ def replace_rows(table: "Table", batches: Iterable[pa.RecordBatch], schema: pa.S
                  properties: dict[str, str], row_filter=None, branch: str | None = None) -> int:
     """Replace the rows matching ``row_filter`` (all rows when None) with ``batches``, in one
     atomic commit on ``branch`` (main when None). Returns the number of rows written."""
-    from pyiceberg.expressions import AlwaysTrue
 
     row_filter = row_filter if row_filter is not None else AlwaysTrue()
     written = 0

@@ -20,6 +20,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+import dagster as dg
+from pyarrow import fs as pafs
+
+from mesh_assets.engine import trino_connection, trino_table
+from mesh_assets.iceberg.catalog import IcebergCatalog
+from mesh_assets.iceberg.wap import AUDIT_PREFIX
+from mesh_assets.settings import load_settings
+
 if TYPE_CHECKING:
     from pyiceberg.table import Table
 
@@ -61,7 +69,6 @@ def expire_tags(table: "Table", *, now: datetime | None = None) -> list[str]:
 def expire_audit_branches(table: "Table", *, older_than: datetime) -> list[str]:
     """Remove write-audit-publish branches of runs whose data was rejected (or never checked)
     once their head is older than ``older_than``; until then they stay for inspection."""
-    from mesh_assets.iceberg.wap import AUDIT_PREFIX
 
     limit_ms = int(older_than.timestamp() * 1000)
     stale = [name for name, ref in table.metadata.refs.items()
@@ -122,7 +129,6 @@ def remove_orphan_files(table: "Table", *, older_than: timedelta = SAFETY_WINDOW
                         now: datetime | None = None, dry_run: bool = False) -> OrphanReport:
     """Delete files under the table's location that no snapshot references and that are
     older than ``older_than`` (the safety window)."""
-    from pyarrow import fs as pafs
 
     filesystem, root = pafs.FileSystem.from_uri(table.location())
     referenced = referenced_files(table)
@@ -173,7 +179,6 @@ def maintain_with_trino(product: "DataProduct", catalog, *, now: datetime | None
     ``optimize`` (compaction, which pyiceberg lacks), ``expire_snapshots`` past the contract's
     retention and ``remove_orphan_files`` past the safety window. Tags and stale audit
     branches are expired first, as on the embedded path, so their snapshots can go."""
-    from mesh_assets.engine import trino_connection, trino_table
 
     identifier = product.table_identifier
     now = now or _now()
@@ -209,7 +214,6 @@ def maintain(product: "DataProduct", catalog, *, now: datetime | None = None,
     """Expire the product's snapshots past its retention, then remove orphan files (with
     Trino's procedures in production mode, ``MESH_ENGINE=trino``).
     None when the product has no table yet."""
-    from mesh_assets.settings import load_settings
 
     identifier = product.table_identifier
     if not catalog.table_exists(identifier):
@@ -230,9 +234,7 @@ def maintain(product: "DataProduct", catalog, *, now: datetime | None = None,
 
 def maintenance_job(domain: str, products):
     """A Dagster job maintaining every product table of ``domain``, and its daily schedule."""
-    import dagster as dg
 
-    from mesh_assets.iceberg.catalog import IcebergCatalog
 
     @dg.op(name=f"maintain_{domain}_tables")
     def _maintain(context: dg.OpExecutionContext, catalog: IcebergCatalog):

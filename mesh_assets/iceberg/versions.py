@@ -143,7 +143,6 @@ def is_timestamp(as_of: str | None) -> bool:
     a table that did not exist yet at that time is then absent, not read at its current state."""
     if not as_of:
         return False
-    from datetime import datetime
 
     try:
         datetime.fromisoformat(as_of.replace("Z", "+00:00"))

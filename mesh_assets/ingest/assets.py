@@ -35,7 +35,7 @@ from mesh_assets.contract.partitions import (
 from mesh_assets.iceberg.catalog import IcebergCatalog, evolve_table, snapshot_metadata
 from mesh_assets.iceberg.commit import INPUTS_PROPERTY, commit_with_retry, replace_rows
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head, open_audit_branch, publish, wap_run_id
-from mesh_assets.ingest.landing import landing_file
+from mesh_assets.ingest.landing import landing_file, local_path
 from mesh_assets.ingest.quarantine import _split_and_park
 from mesh_assets.ingest.readers import IngestionError, _check_columns, _fail, file_sha256, read_batches
 from mesh_assets.settings import MeshSettings
@@ -57,7 +57,6 @@ class IngestResult:
 
 def landing_path(product: DataProduct, settings: MeshSettings | None = None) -> Path:
     """A local path of the product's raw file (fetched first from an S3 landing zone)."""
-    from mesh_assets.ingest.landing import local_path
 
     return local_path(product, settings)
 

@@ -14,9 +14,12 @@ work the same in both modes.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pyarrow import fs as pafs
 
 from mesh_assets.settings import MeshSettings, _secret, load_settings
 
@@ -42,7 +45,6 @@ def is_remote(root: str) -> bool:
 
 
 def _s3(settings: MeshSettings):
-    from pyarrow import fs as pafs
 
     endpoint = settings.s3_endpoint
     kwargs = {}
@@ -61,7 +63,6 @@ def _key(product: "DataProduct", root: str) -> str:
 
 def landing_file(product: "DataProduct", settings: MeshSettings | None = None) -> LandingFile | None:
     """The product's raw file, or None when nothing has landed yet."""
-    from pyarrow import fs as pafs
 
     settings = settings or load_settings()
     root = landing_root(settings)
@@ -92,7 +93,6 @@ def local_path(product: "DataProduct", settings: MeshSettings | None = None) -> 
     marker = cached.with_name(cached.name + ".signature")
     if cached.exists() and marker.exists() and marker.read_text() == found.signature:
         return cached
-    from pyarrow import fs as pafs
 
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_name(cached.name + ".part")
@@ -105,9 +105,7 @@ def local_path(product: "DataProduct", settings: MeshSettings | None = None) -> 
 
 def put(product: "DataProduct", source: Path, settings: MeshSettings | None = None) -> str:
     """Place ``source`` as the product's raw file in the landing zone; returns where."""
-    import shutil
 
-    from pyarrow import fs as pafs
 
     settings = settings or load_settings()
     root = landing_root(settings)

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+from pyiceberg.expressions import EqualTo
 
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.partitions import PartitionSelection
@@ -46,7 +47,6 @@ def _split_and_park(path: Path, product: DataProduct, catalog, selection, proper
     if selection is not None and bad.num_rows:
         bad = _bad_rows_in_selection(bad, product, selection)
     identifier = product.table_identifier + QUARANTINE_SUFFIX
-    from pyiceberg.expressions import EqualTo
 
     if bad.num_rows or catalog.table_exists(identifier):
         catalog.create_namespace_if_not_exists(product.domain)

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from mesh_assets import engine
 from mesh_assets.contract.model import DataProduct
 
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 from typing import TYPE_CHECKING
 
 from pyiceberg import types as it
-
-from mesh_assets.quality.sql import quote_ident
 
 if TYPE_CHECKING:
     pass
@@ -229,7 +228,6 @@ def split_batches(path: Path, product: DataProduct) -> Iterator[tuple[pa.RecordB
     The file is read as text and each value is cast with DuckDB's ``TRY_CAST``: a value that
     is present but does not cast, or a missing required value, makes its row bad.
     """
-    from mesh_assets import engine
 
     _check_columns(path, product)
     target = product.arrow_schema()
@@ -237,7 +235,7 @@ def split_batches(path: Path, product: DataProduct) -> Iterator[tuple[pa.RecordB
     con.execute("SET TimeZone = 'UTC'")
     casts, reasons = [], []
     for c in product.columns:
-        q, t = quote_ident(c.name), _duckdb_type(c.type)
+        q, t = engine.quote(c.name), _duckdb_type(c.type)
         casts.append(f"TRY_CAST({q} AS {t}) AS {q}")
         shown = f"CASE WHEN length({q}) > 100 THEN left({q}, 100) || '...' ELSE {q} END"
         reasons.append(f"CASE WHEN {q} IS NOT NULL AND TRY_CAST({q} AS {t}) IS NULL THEN "

@@ -8,12 +8,12 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.partitions import dagster_partitions_def
+from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.ingest.landing import landing_file
 
 
 def _already_ingested(product: DataProduct, signature: str) -> bool:
     """Whether the product's current snapshot was ingested from exactly this landed file."""
-    from mesh_assets.iceberg.catalog import open_catalog
 
     catalog = open_catalog()
     if not catalog.table_exists(product.table_identifier):

@@ -26,6 +26,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from mesh_assets.settings import _secret
+
 log = logging.getLogger("mesh_assets.openmetadata")
 
 HOST_ENV = "OPENMETADATA_HOST"
@@ -48,7 +50,6 @@ class OpenMetadataUnavailable(OpenMetadataError):
 
 
 def token_from_env() -> str | None:
-    from mesh_assets.settings import _secret
 
     return _secret(TOKEN_ENV)
 

@@ -31,8 +31,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
+from dagster import DagsterEventType
+
+from mesh_assets.contract.model import parse_type
+from mesh_assets.dbt.artifacts import artifacts_dir
+from mesh_assets.dbt.project import manifest_path, trino_type
 from mesh_assets.openmetadata import models as m
 from mesh_assets.openmetadata.client import OpenMetadataClient, OpenMetadataError, quote
+from mesh_assets.openmetadata.lineage import compiled_sql, dialect_of, model_column_lineage
+from mesh_assets.settings import DOMAINS_DIR, ensure_dagster_home, load_settings
+from mesh_assets.workspace import load_domain
 
 log = logging.getLogger("mesh_assets.openmetadata")
 
@@ -169,20 +178,14 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def collect(domains: Sequence[str], graphs: Mapping[str, Any] | None = None,
-            settings=None) -> MeshView:
-    """The facts of ``domains`` (and of the tables they read in other domains).
+def collect(graphs: Mapping[str, Any], settings=None) -> MeshView:
+    """The facts of the domains of ``graphs`` (and of the tables they read in other domains).
 
-    ``graphs``: Dagster asset graphs by domain (a sensor passes its repository's); a domain
-    without one is built with :func:`mesh_assets.definitions.build_domain`."""
-    from mesh_assets.dbt.artifacts import artifacts_dir
-    from mesh_assets.dbt.project import manifest_path
-    from mesh_assets.definitions import build_domain
-    from mesh_assets.settings import DOMAINS_DIR, load_settings
-    from mesh_assets.workspace import load_domain
+    ``graphs``: the Dagster asset graph of each domain to export, by domain name (a sensor
+    passes its repository's; ``mesh openmetadata export`` builds each domain's definitions)."""
 
     settings = settings or load_settings()
-    graphs = dict(graphs or {})
+    domains = list(graphs)
     view = MeshView(domains={}, assets={}, primary=tuple(domains))
     prepared = None
     for name in domains:
@@ -198,8 +201,6 @@ def collect(domains: Sequence[str], graphs: Mapping[str, Any] | None = None,
                                      "(materialize its dbt models): no column-level lineage")
         view.manifests[name] = manifest
         view.catalogs[name] = _read_json(artifacts / "catalog.json") or {}
-        if name not in graphs:
-            graphs[name] = build_domain(DOMAINS_DIR / name).resolve_asset_graph()
 
     def product_of(key: tuple[str, ...]):
         domain = key[0]
@@ -295,8 +296,6 @@ _RUN_STATUS = {"SUCCESS": "Successful", "FAILURE": "Failed", "CANCELED": "Failed
 def run_facts(instance, view: MeshView, run_ids: Iterable[str] | None = None) -> dict[str, list[RunFacts]]:
     """Pipeline statuses by domain: the runs that materialized the domains' assets (their
     latest materialization, or exactly ``run_ids``)."""
-    import dagster as dg
-    from dagster import DagsterEventType
 
     keys_by_domain: dict[str, dict] = {}
     for asset in view.assets.values():
@@ -357,7 +356,6 @@ def evaluation_of(record) -> Evaluation | None:
 
 
 def latest_evaluations(instance, view: MeshView) -> list[Evaluation]:
-    import dagster as dg
 
     out = []
     for asset in view.assets.values():
@@ -426,7 +424,6 @@ _ICEBERG_TO_OM = {
 def om_column_type(iceberg_type) -> tuple[str, str, int | None, int | None]:
     """(dataType, dataTypeDisplay, precision, scale) of an Iceberg type. Strings are STRING
     (OpenMetadata requires a length for VARCHAR); the display is the Trino type."""
-    from mesh_assets.dbt.project import trino_type
 
     kind = type(iceberg_type).__name__
     try:
@@ -488,7 +485,6 @@ class _Planner:
         return self._columns[asset.key]
 
     def _table_columns(self, asset: AssetView) -> tuple[list[m.Column], list[m.TableConstraint] | None]:
-        from mesh_assets.contract.model import parse_type
 
         product = asset.product
         if product is not None:
@@ -682,7 +678,6 @@ class _Planner:
             f"pipeline {self.pipeline_fqn(domain)}", register=("pipeline", self.pipeline_fqn(domain)))
 
     def lineage(self) -> list[Call]:
-        from mesh_assets.openmetadata.lineage import compiled_sql, dialect_of, model_column_lineage
 
         view = self.view
         calls = []
@@ -994,18 +989,15 @@ def _endpoint(call: Call) -> str:
 
 # --- entry points --------------------------------------------------------------------------------
 
-def export_mesh(client: OpenMetadataClient, domains: Sequence[str] | None = None, *,
-                config: ExportConfig | None = None, instance=None, graphs=None,
+def export_mesh(client: OpenMetadataClient, graphs: Mapping[str, Any], *,
+                config: ExportConfig | None = None, instance=None,
                 batch_size: int = 8) -> ExportReport:
-    """Full, idempotent export of ``domains`` (default: every domain of workspace.yaml) with
-    the latest pipeline status and check result of each from the Dagster instance."""
-    import dagster as dg
+    """Full, idempotent export of the domains of ``graphs`` (asset graphs by domain) with the
+    latest pipeline status and check result of each from the Dagster instance."""
 
-    from mesh_assets.settings import ensure_dagster_home, load_settings
-    from mesh_assets.workspace import workspace_domains
 
     settings = load_settings()
-    view = collect(list(domains or workspace_domains()), graphs=graphs, settings=settings)
+    view = collect(graphs, settings=settings)
     if instance is None:
         os.environ.setdefault("DAGSTER_HOME", str(ensure_dagster_home(settings)))
         with dg.DagsterInstance.get() as instance:

@@ -17,6 +17,16 @@ import os
 
 import dagster as dg
 
+from mesh_assets.openmetadata.client import OpenMetadataClient
+from mesh_assets.openmetadata.export import (
+    ExportConfig,
+    Exporter,
+    collect,
+    evaluation_of,
+    plan_export,
+    run_facts,
+)
+
 HOST_ENV = "OPENMETADATA_HOST"
 HISTORY = 20  # check evaluations looked at per check and tick
 
@@ -37,15 +47,6 @@ def openmetadata_sensor(domain: str) -> dg.SensorDefinition:
 
 
 def export_new_events(context: dg.SensorEvaluationContext, domain: str):
-    from mesh_assets.openmetadata.client import OpenMetadataClient
-    from mesh_assets.openmetadata.export import (
-        ExportConfig,
-        Exporter,
-        collect,
-        evaluation_of,
-        plan_export,
-        run_facts,
-    )
 
     instance = context.instance
     graph = context.repository_def.asset_graph
@@ -86,7 +87,7 @@ def export_new_events(context: dg.SensorEvaluationContext, domain: str):
     if not (new_m or new_c or pending):
         return dg.SkipReason(f"no new materialization or check evaluation in domain {domain}")
 
-    view = collect([domain], graphs={domain: graph})
+    view = collect({domain: graph})
     runs = run_facts(instance, view, run_ids)
     plan = plan_export(view, ExportConfig.from_env(), runs=runs, evaluations=evaluations)
     digest = plan.structure_digest()

@@ -24,8 +24,15 @@ generated :mod:`mesh_assets.contract.gx_catalog`).
 
 from typing import TYPE_CHECKING
 
+import dagster as dg
+
+from mesh_assets import engine
 from mesh_assets.contract.expectations import is_pushdown, kind_of
+from mesh_assets.iceberg.catalog import IcebergCatalog
+from mesh_assets.iceberg.wap import audit_branch_name, branch_head, publish, tag_checked, wap_run_id
+from mesh_assets.quality.report import write_report
 from mesh_assets.quality.run import evaluate, evaluate_on_trino, register_references
+from mesh_assets.settings import load_settings
 
 if TYPE_CHECKING:
 
@@ -40,7 +47,6 @@ def tag_max_age_ms(product: "DataProduct") -> int:
 # --- Dagster asset checks ----------------------------------------------------------------------
 
 def check_specs(product: "DataProduct") -> list:
-    import dagster as dg
 
     key = dg.AssetKey(product.asset_key_path)
     return [
@@ -62,12 +68,7 @@ def contract_checks(product: "DataProduct"):
     report with severity WARN. Each run writes an HTML validation report, linked from every
     check's metadata (``quality/report``).
     """
-    import dagster as dg
 
-    from mesh_assets import engine
-    from mesh_assets.iceberg.catalog import IcebergCatalog
-    from mesh_assets.iceberg.wap import audit_branch_name, branch_head, publish, tag_checked, wap_run_id
-    from mesh_assets.settings import load_settings
 
     if not product.rules:
         return None
@@ -112,7 +113,6 @@ def contract_checks(product: "DataProduct"):
                                 f"{branch}, unpublished: main is unchanged")
         report = None
         try:
-            from mesh_assets.quality.report import write_report
 
             report = write_report(product, results, run_id=context.run.run_id,
                                   snapshot_id=snapshot_id, branch=branch, published=published,

@@ -41,10 +41,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+import pyarrow as pa
+
 from mesh_assets.contract.expectations import gx_version, max_age
 from mesh_assets.contract.model import QualityRule
 from mesh_assets.quality.results import SAMPLE_SIZE, RuleResult
 from mesh_assets.quality.sql import freshness_threshold, get_dialect
+from mesh_assets.settings import PROJECT_DIR
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -145,7 +148,6 @@ def to_gx(rule: QualityRule, *, now: dt.datetime | None = None, hint: Any = None
 
 def suite_dict(product: "DataProduct") -> dict:
     """The product's rules as a GX 1.x ``ExpectationSuite`` JSON document (no GX import)."""
-    from mesh_assets.settings import PROJECT_DIR
 
     try:
         contract = str(product.path.resolve().relative_to(PROJECT_DIR))
@@ -345,7 +347,6 @@ def read_frame(connection, relation: str, columns: Sequence[str], *, dialect: st
 def _to_pandas(table) -> "pd.DataFrame":
     """Arrow -> pandas as GX expects it: decimals become float64 (GX's pandas metrics fail on
     object columns of Decimal with nulls); everything else keeps pyarrow's default mapping."""
-    import pyarrow as pa
 
     for i, f in enumerate(table.schema):
         if pa.types.is_decimal(f.type):

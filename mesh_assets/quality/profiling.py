@@ -14,6 +14,7 @@ row-count band. Proposals describe the data as it is; a person decides what is a
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from dataclasses import dataclass, field
@@ -21,7 +22,12 @@ from typing import Any, Sequence
 
 import yaml
 
-from mesh_assets.quality.sql import Dialect, get_dialect
+from mesh_assets import engine
+from mesh_assets.contract.parser import load_contract
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.versions import resolve_as_of
+from mesh_assets.quality.sql import Dialect, _fetch, get_dialect
+from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
 
 VALUE_SET_MAX = 12  # propose a value set up to this many distinct values ...
 VALUE_SET_MIN_REPEAT = 3  # ... when each value repeats on average at least this often
@@ -120,7 +126,6 @@ def profile_relation(con, relation: str, columns: Sequence[tuple[str, str]] | No
                      dialect: str | Dialect = "duckdb", sample_percent: float | None = None
                      ) -> tuple[int, list[ColumnProfile]]:
     """(row count, column profiles) of ``relation`` through a DuckDB or DB-API connection."""
-    from mesh_assets.quality.sql import _fetch
 
     d = get_dialect(dialect)
     columns = list(columns or column_types(con, relation))
@@ -283,13 +288,7 @@ def type_notes(profiles: Sequence[ColumnProfile], product=None) -> list[str]:
 def profile_product(identifier: str, *, as_of: str | None = None,
                     sample_percent: float | None = None) -> str:
     """The proposal for ``domain.product`` (its Iceberg table, current snapshot or ``as_of``)."""
-    import datetime as dt
 
-    from mesh_assets import engine
-    from mesh_assets.contract.parser import load_contract
-    from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.iceberg.versions import resolve_as_of
-    from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
 
     domain, name = identifier.split(".", 1)
     path = DOMAINS_DIR / domain / "products" / f"{name}.yaml"

@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from mesh_assets.settings import load_settings
+
 if TYPE_CHECKING:
     from mesh_assets.contract.model import DataProduct
     from mesh_assets.quality.results import RuleResult
@@ -32,7 +34,6 @@ th{background:#f2f4f8}code{font-size:.85rem;white-space:pre-wrap}
 
 def report_dir(product: "DataProduct", home: Path | None = None) -> Path:
     if home is None:
-        from mesh_assets.settings import load_settings
 
         home = load_settings().home
     return Path(home) / "quality" / "reports" / product.domain / product.name

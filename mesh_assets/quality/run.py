@@ -5,11 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Sequence
 
+from pyiceberg.exceptions import NoSuchTableError
+
+from mesh_assets import engine
 from mesh_assets.contract.errors import ContractError
 from mesh_assets.contract.expectations import is_pushdown, kind_of
 from mesh_assets.contract.model import QualityRule
+from mesh_assets.contract.parser import load_contract
+from mesh_assets.engine import trino_connection
+from mesh_assets.quality.gx import validate_relation
 from mesh_assets.quality.results import RuleResult
-from mesh_assets.quality.sql import Dialect, run_pushdown
+from mesh_assets.quality.sql import Dialect, run_pushdown, trino_relation
 
 if TYPE_CHECKING:
     import duckdb
@@ -37,7 +43,6 @@ def run_suite(connection, relation: str, rules: Sequence[QualityRule], *,
         for i, result in zip(pushdown, results):
             out[i] = result
     if fallback:
-        from mesh_assets.quality.gx import validate_relation
 
         results = validate_relation(connection, relation, [rules[i] for i in fallback],
                                     dialect=dialect, columns=columns)
@@ -63,7 +68,6 @@ def evaluate(con: "duckdb.DuckDBPyConnection", relation: str,
 
 def referenced_contract(product: "DataProduct", ref: str) -> "DataProduct":
     """The contract of ``ref`` (``domain.product``), found beside ``product``'s domain."""
-    from mesh_assets.contract.parser import load_contract
 
     domain, name = ref.split(".")
     return load_contract(product.path.parent.parent.parent / domain / "products" / f"{name}.yaml")
@@ -73,9 +77,7 @@ def register_references(con, catalog, product: "DataProduct", rules) -> tuple[di
     """Views of the *current* (main) snapshot of every product the rules reference:
     (``domain.product`` -> relation, ``domain.product`` -> snapshot id). A product without a
     table or snapshot is left out; its rules report as errored."""
-    from pyiceberg.exceptions import NoSuchTableError
 
-    from mesh_assets import engine
 
     lookups: dict[str, str] = {}
     snapshots: dict[str, int] = {}
@@ -96,8 +98,6 @@ def register_references(con, catalog, product: "DataProduct", rules) -> tuple[di
 def evaluate_on_trino(catalog, product: "DataProduct", rules, snapshot_id: int | None):
     """The suite on Trino, over exactly the audited snapshot (``FOR VERSION AS OF``); other
     products the rules reference are read at their current snapshot."""
-    from mesh_assets.engine import trino_connection
-    from mesh_assets.quality.sql import trino_relation
 
     lookups: dict[str, str] = {}
     snapshots: dict[str, int] = {}

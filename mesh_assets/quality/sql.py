@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Sequence
 
+import duckdb
+
 from mesh_assets.contract.expectations import _AGG, kind_of, max_age
 from mesh_assets.contract.model import QualityRule
 from mesh_assets.quality.results import SAMPLE_SIZE, RuleResult, map_percent, map_success
@@ -284,7 +286,6 @@ def _fetch(connection, dialect: Dialect, sql: str, params: list, many: bool = Fa
 
 def _db_errors(dialect: Dialect) -> tuple[type[BaseException], ...]:
     if dialect.name == "duckdb":
-        import duckdb
 
         return (duckdb.Error,)
     return (Exception,)  # DB-API drivers raise their own Error hierarchy

@@ -15,17 +15,20 @@ and write the same tables. State lives in ``$MESH_HOME/stack`` (see :mod:`.layou
 data in ``$MESH_HOME/access``.
 """
 
+
 from __future__ import annotations
 
 import fcntl
+import shlex
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mesh_assets import tools
+from mesh_assets.stack import objectstore, opa, postgres, trino
 from mesh_assets.stack.layout import (
     BUCKET,
     DAGSTER_DB,
@@ -43,6 +46,7 @@ from mesh_assets.stack.opa import Opa
 from mesh_assets.stack.postgres import Postgres
 from mesh_assets.stack.processes import port_is_free, port_owner, tail
 from mesh_assets.stack.trino import Trino
+from mesh_assets.workspace import workspace_domains
 
 __all__ = ["StackError", "StackLayout", "ServiceStatus", "up", "down", "status", "production_env",
            "catalog_properties", "add_cli"]
@@ -97,18 +101,22 @@ def status(layout: StackLayout | None = None) -> list[ServiceStatus]:
     return out
 
 
-def up(*, say: Callable[[str], None] = print) -> list[ServiceStatus]:
-    """Start whatever part of the stack is not running; a no-op (that says so) when all is up."""
+def up(*, prepare: Callable[[StackLayout, Callable[[str], None]], None] | None = None,
+       say: Callable[[str], None] = print) -> list[ServiceStatus]:
+    """Start whatever part of the stack is not running; a no-op (that says so) when all is up.
+
+    ``prepare(layout, say)`` runs first: it writes what the services read from
+    ``layout.access_dir`` (the access policy folder for OPA, the group file for Trino)."""
     layout = StackLayout.from_env()
     with _locked(layout):
         try:
-            return _up(layout, say)
+            return _up(layout, prepare, say)
         except StackError as exc:
             raise StackError(f"{exc}\n(what did start keeps running: `mesh stack status` shows it, "
                              "`mesh stack down` stops it)") from None
 
 
-def _up(layout: StackLayout, say: Callable[[str], None]) -> list[ServiceStatus]:
+def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[ServiceStatus]:
     t0 = time.monotonic()
     recorded = StackLayout.current()
     services = _services(recorded)
@@ -116,7 +124,8 @@ def _up(layout: StackLayout, say: Callable[[str], None]) -> list[ServiceStatus]:
     if running and recorded.ports != layout.ports:
         raise StackError(f"the stack in {layout.root} already runs on ports {recorded.ports}; "
                          f"`mesh stack down` first to move it to {layout.ports}")
-    _build_access(recorded if running else layout, say)
+    if prepare is not None:
+        prepare(recorded if running else layout, say)
     trino: Trino = services["trino"]
     if "trino" in running:  # started by an older platform: its etc/ lacks what this one writes
         outdated = trino.outdated(_install(say, need={"trino"})["trino"])
@@ -197,27 +206,8 @@ def _report_started(say, name: str, started: dict, layout: StackLayout) -> None:
             f"after start (log {layout.log(name)})")
 
 
-def _build_access(layout: StackLayout, say: Callable[[str], None] = print) -> None:
-    """The policy data and Trino's group file, from the contracts and access/users.yaml (OPA
-    and Trino pick up changes by themselves; `mesh access build` refreshes them too). A contract
-    being edited does not stop the stack: the previous data stays in force, with a warning."""
-    from mesh_assets.access.policy_data import AccessConfigError, build, data_file
-    from mesh_assets.contract.errors import ContractError
-
-    try:
-        build(layout.access_dir)
-    except (AccessConfigError, ContractError) as exc:
-        if data_file(layout.access_dir).exists() and (layout.access_dir / "trino-groups.txt").exists():
-            say(f"warning: the access policy data was not rebuilt, the previous one stays in "
-                f"force: {exc}")
-            return
-        raise StackError(f"the access policy data could not be built: {exc}") from None
-
-
 def _install(say, need: set[str]) -> dict[str, Path]:
     """Binaries of the services to start: found, built or downloaded once (tools cache)."""
-    from mesh_assets import tools
-    from mesh_assets.stack import objectstore, opa, postgres, trino
 
     steps = {
         "postgres": ("PostgreSQL server (Debian package)", postgres.bin_dir),
@@ -245,7 +235,6 @@ def _ensure_catalog(layout: StackLayout) -> list[str]:
     (= Trino schema) per domain of workspace.yaml."""
     from pyiceberg.catalog.sql import SqlCatalog
 
-    from mesh_assets.workspace import workspace_domains
 
     catalog = SqlCatalog(layout.catalog_name, **catalog_properties(layout))
     domains = workspace_domains()
@@ -327,78 +316,9 @@ def production_env(layout: StackLayout | None = None, *, resolve_secrets: bool =
 def env_script(layout: StackLayout | None = None) -> str:
     """``export`` lines for a shell: ``eval "$(mesh stack env)"``. No credential appears in
     them; Dagster's password is read from its file when the shell evaluates the line."""
-    import shlex
 
     layout = layout or StackLayout.current()
     lines = [f"export {k}={shlex.quote(v)}" for k, v in production_env(layout).items()]
     password_file = shlex.quote(str(layout.secret_path("dagster-password")))
     lines.append(f'export DAGSTER_PG_PASSWORD="$(cat {password_file})"')
     return "\n".join(lines) + "\n"
-
-
-# --- command line ---------------------------------------------------------------------------
-
-def _cmd_up(args) -> int:
-    try:
-        up()
-    except StackError as exc:
-        print(f"mesh stack up: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _cmd_down(args) -> int:
-    down(purge=args.purge)
-    return 0
-
-
-def _cmd_status(args) -> int:
-    layout = StackLayout.current()
-    current = status(layout)
-    for s in current:
-        health = "ok" if s.healthy else "FAILING"
-        pid = s.pid if s.pid is not None else "-"
-        print(f"{s.name:9} {HOST}:{s.port:<6} pid {pid!s:8} {health:8} {s.detail}")
-    domains = ", ".join(_domains_or_unknown())
-    print(f"Trino: http://{HOST}:{layout.ports['trino']}, user {TRINO_USER}, catalog {TRINO_CATALOG}, "
-          f"schemas = domains ({domains}); warehouse {layout.warehouse} on {layout.s3_endpoint}")
-    print(f"access: OPA http://{HOST}:{layout.ports['opa']} decides for Trino (policy data "
-          f"{layout.access_dir}, decision log {layout.log('opa')}; `mesh access audit`)")
-    if all(s.healthy for s in current):
-        print('production settings: eval "$(mesh stack env)"')
-        return 0
-    down_ones = [s.name for s in current if not s.healthy]
-    print(f"stack NOT healthy: {', '.join(down_ones)} (`mesh stack up` starts what is missing; "
-          f"logs in {layout.logs_dir})")
-    return 1
-
-
-def _domains_or_unknown() -> list[str]:
-    try:
-        from mesh_assets.workspace import workspace_domains
-
-        return workspace_domains()
-    except Exception:  # noqa: BLE001 - status must print even with a broken workspace.yaml
-        return ["?"]
-
-
-def _cmd_env(args) -> int:
-    layout = StackLayout.current()
-    if not layout.secret_path("catalog-password").exists():
-        print("mesh stack env: no stack yet; run `mesh stack up` first", file=sys.stderr)
-        return 1
-    sys.stdout.write(env_script(layout))
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    stack = subparsers.add_parser("stack", help="the production stack on loopback: PostgreSQL, S3, OPA, Trino")
-    verbs = stack.add_subparsers(dest="stack_command", required=True)
-    verbs.add_parser("up", help="install what is missing and start every service").set_defaults(fn=_cmd_up)
-    down_p = verbs.add_parser("down", help="stop every service")
-    down_p.add_argument("--purge", action="store_true", help="also delete the stack's data and credentials")
-    down_p.set_defaults(fn=_cmd_down)
-    verbs.add_parser("status", help="each service's port, pid and health (exit 1 if one fails)"
-                     ).set_defaults(fn=_cmd_status)
-    verbs.add_parser("env", help="export lines for production mode: eval \"$(mesh stack env)\""
-                     ).set_defaults(fn=_cmd_env)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pyarrow import fs
+
 from mesh_assets import tools
 from mesh_assets.stack.layout import BUCKET, HOST, S3_REGION, StackLayout
 from mesh_assets.stack.processes import ServiceProcess, port_accepts
@@ -50,7 +52,6 @@ class ObjectStore:
 
     def filesystem(self, *, timeout_s: float = 5.0):
         """A pyarrow S3 file system on the store with the root credentials."""
-        from pyarrow import fs
 
         return fs.S3FileSystem(
             access_key=self.layout.secret("s3-access-key"),
@@ -61,7 +62,6 @@ class ObjectStore:
 
     def ensure_bucket(self) -> bool:
         """Create the warehouse bucket unless it exists (also the readiness probe at start)."""
-        from pyarrow import fs
 
         if not port_accepts(self.port):
             return False
@@ -72,7 +72,6 @@ class ObjectStore:
 
     def health(self) -> str:
         """'...' or raises: the bucket can be listed with the stack's credentials."""
-        from pyarrow import fs
 
         if not port_accepts(self.port):
             raise ConnectionError(f"nothing accepts connections on {HOST}:{self.port}")

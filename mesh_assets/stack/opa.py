@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from mesh_assets import tools
-from mesh_assets.stack.layout import HOST, StackLayout
+from mesh_assets.stack.layout import HOST, TRINO_USER, StackLayout
 from mesh_assets.stack.processes import ServiceProcess, port_accepts
 
 NAME = "opa"
@@ -54,15 +54,14 @@ class Opa:
         return f"http://{HOST}:{self.port}"
 
     def start(self, opa: Path) -> int:
-        from mesh_assets.access.policy_data import POLICY_DIR, POLICY_FILES, data_file
-
         self.base.mkdir(parents=True, exist_ok=True)
         config = self.base / "config.yaml"
         config.write_text(CONFIG)
-        data = data_file(self.layout.access_dir)
+        # the policy folder `mesh access build` writes: the Rego files and data.json
+        policy = self.layout.access_dir / "opa"
         argv = [str(opa), "run", "--server", "--addr", f"{HOST}:{self.port}",
-                "--config-file", str(config), "--watch", "--log-format", "json",
-                "--log-level", "error", *(str(POLICY_DIR / f) for f in POLICY_FILES), str(data)]
+                "--config-file", str(config), "--watch", "--ignore", ".*", "--log-format", "json",
+                "--log-level", "error", str(policy)]
         return self.process.start(argv, env={"PATH": "/usr/bin:/bin", "HOME": str(self.base)},
                                   cwd=self.base)
 
@@ -81,7 +80,6 @@ class Opa:
 
     def health(self) -> str:
         """'...' or raises: /health answers, the policy is loaded and allows the platform."""
-        from mesh_assets.stack.layout import TRINO_USER
 
         if not port_accepts(self.port):
             raise ConnectionError(f"nothing accepts connections on {HOST}:{self.port}")

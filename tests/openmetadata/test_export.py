@@ -36,7 +36,7 @@ def exported(materialized, graphs):
     server = FakeOpenMetadata(token=SENTINEL_JWT).start()
     with pytest.MonkeyPatch.context() as mp:
         point_at(mp, materialized)
-        report = export_mesh(OpenMetadataClient(server.url, SENTINEL_JWT), graphs=graphs)
+        report = export_mesh(OpenMetadataClient(server.url, SENTINEL_JWT), graphs)
         yield server, report
     server.stop()
 
@@ -245,7 +245,7 @@ def test_a_second_export_creates_nothing_new(exported, graphs, om_home):
     entities = {k: dict(v) for k, v in fake.entities.items()}
     series = {k: dict(v) for k, v in fake.series.items()}
     before = len(fake.calls)
-    second = export_mesh(OpenMetadataClient(fake.url, SENTINEL_JWT), graphs=graphs)
+    second = export_mesh(OpenMetadataClient(fake.url, SENTINEL_JWT), graphs)
     assert first.created > 200 and second.created == 0
     assert second.calls == first.calls
     assert {c.status for c in fake.calls[before:]} == {200}
