@@ -8,12 +8,12 @@ from dataclasses import asdict
 
 from mesh_assets.access.audit import query
 from mesh_assets.access.policy_data import AccessConfigError, build
+from mesh_assets.cli import add_verb
 from mesh_assets.contract.errors import ContractError
 
 
 def add_cli(subparsers) -> None:
-    access = subparsers.add_parser(
-        "access", help="governed access: policy data from the contracts, the decision audit log")
+    access = add_verb(subparsers, "access")
     verbs = access.add_subparsers(dest="access_command", required=True)
     build = verbs.add_parser("build", help="write the OPA policy data and Trino's group file "
                                            "from the contracts and access/users.yaml")

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mesh_assets.cli import add_verb
 from mesh_assets.deploy import (
     DOMAINS_FILE,
     DeployError,
@@ -36,7 +37,7 @@ def cmd_helm_values(args) -> int:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    helm = subparsers.add_parser("helm", help="Helm chart tasks (helm/datamesh)")
+    helm = add_verb(subparsers, "helm")
     helm_sub = helm.add_subparsers(dest="helm_command", required=True)
     values = helm_sub.add_parser("values", help="write the chart's domain list from domains/")
     values.add_argument("--check", action="store_true",

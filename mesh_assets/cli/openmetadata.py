@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from mesh_assets.cli import add_verb
 from mesh_assets.definitions import build_domain
 from mesh_assets.openmetadata.client import OpenMetadataClient, OpenMetadataError
 from mesh_assets.openmetadata.export import ExportConfig, collect, export_mesh, plan_export
@@ -18,7 +19,7 @@ from mesh_assets.workspace import select_domains
 
 
 def add_cli(subparsers) -> None:
-    om = subparsers.add_parser("openmetadata", help="export the mesh's metadata to OpenMetadata")
+    om = add_verb(subparsers, "openmetadata")
     verbs = om.add_subparsers(dest="openmetadata_command", required=True)
     export = verbs.add_parser(
         "export", help="create or update domains, data products, tables, pipelines, lineage, "

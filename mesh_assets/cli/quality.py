@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from pathlib import Path
 
 from pyiceberg.exceptions import NoSuchTableError
 
 from mesh_assets import engine
+from mesh_assets.cli import add_verb
 from mesh_assets.contract.expectations import is_pushdown, kind_of
 from mesh_assets.contract.parser import load_contract, load_domain_contracts
 from mesh_assets.iceberg.catalog import open_catalog
@@ -29,7 +29,7 @@ from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
 from mesh_assets.workspace import workspace_domains
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(message, flush=True)
 
 
@@ -74,20 +74,20 @@ def cmd_suites(args) -> int:
     rel = lambda p: p.relative_to(PROJECT_DIR) if p.is_relative_to(PROJECT_DIR) else p  # noqa: E731
     if args.check:
         for path in stale:
-            _say(f"{rel(path)}: {'stale' if path in expected else 'no such product'} "
+            say(f"{rel(path)}: {'stale' if path in expected else 'no such product'} "
                  "(run `mesh quality suites`)")
-        _say(f"mesh quality suites: {len(stale)} stale suite(s)" if stale
+        say(f"mesh quality suites: {len(stale)} stale suite(s)" if stale
              else f"mesh quality suites: {len(expected)} suite(s) in sync with the contracts")
         return 1 if stale else 0
     for path in stale:
         if path in expected:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(expected[path])
-            _say(f"wrote {rel(path)}")
+            say(f"wrote {rel(path)}")
         else:
             path.unlink()
-            _say(f"removed {rel(path)} (no such product)")
-    _say(f"mesh quality suites: {len(expected)} suite(s), {len(stale)} written or removed")
+            say(f"removed {rel(path)} (no such product)")
+    say(f"mesh quality suites: {len(expected)} suite(s), {len(stale)} written or removed")
     return 0
 
 
@@ -105,12 +105,12 @@ def cmd_sql(args) -> int:
         relation = '"product"'
         lookups = {ref: '"ref_' + ref.replace(".", "__") + '"' for ref in refs}
     plan = compile_suite(rules, relation, dialect=args.dialect, lookups=lookups)
-    _say(f"-- {product.identifier}: {len(rules)} rule(s) in one statement ({args.dialect})")
-    _say(plan.sql + ";")
-    _say(f"-- parameters: {plan.params!r}")
+    say(f"-- {product.identifier}: {len(rules)} rule(s) in one statement ({args.dialect})")
+    say(plan.sql + ";")
+    say(f"-- parameters: {plan.params!r}")
     fallback = [r.name for r in product.rules if not is_pushdown(r)]
     if fallback:
-        _say(f"-- through Great Expectations on pandas: {', '.join(fallback)}")
+        say(f"-- through Great Expectations on pandas: {', '.join(fallback)}")
     return 0
 
 
@@ -141,9 +141,9 @@ def cmd_run(args) -> int:
         md = r.metadata()
         extra = (f"unexpected {md['unexpected_count']}" if "unexpected_count" in md
                  else f"observed {md.get('observed_value')}")
-        _say(f"{r.status:8} {'blocking' if r.rule.severity == 'error' else 'warn':8} "
+        say(f"{r.status:8} {'blocking' if r.rule.severity == 'error' else 'warn':8} "
              f"{r.rule.name:32} {r.engine:18} {extra}" + (f"  {r.error}" if r.error else ""))
-    _say(f"report: {report}")
+    say(f"report: {report}")
     return 0 if all(r.passed for r in results if r.rule.severity == "error") else 1
 
 
@@ -153,14 +153,14 @@ def cmd_profile(args) -> int:
     if args.product.count(".") != 1:
         raise SystemExit(f"mesh: '{args.product}' is not DOMAIN.PRODUCT")
     try:
-        _say(profile_product(args.product, as_of=args.as_of, sample_percent=args.sample))
+        say(profile_product(args.product, as_of=args.as_of, sample_percent=args.sample))
     except NoSuchTableError:
         raise SystemExit(f"mesh: {args.product} has no table yet (materialize it first)") from None
     return 0
 
 
 def add_cli(subparsers) -> None:
-    quality = subparsers.add_parser("quality", help="data quality: GX suites, compiled SQL, runs")
+    quality = add_verb(subparsers, "quality")
     sub = quality.add_subparsers(dest="quality_command", required=True)
     suites = sub.add_parser("suites", help="write each product's GX ExpectationSuite JSON "
                                            "(domains/<domain>/expectations/<product>.json)")
@@ -175,7 +175,7 @@ def add_cli(subparsers) -> None:
     run.add_argument("product", metavar="DOMAIN.PRODUCT")
     run.add_argument("--as-of", help="snapshot id, tag or ISO timestamp (default: current)")
     run.set_defaults(fn=cmd_run)
-    prof = subparsers.add_parser("profile", help="propose quality rules from a product's data")
+    prof = add_verb(subparsers, "profile")
     prof.add_argument("product", metavar="DOMAIN.PRODUCT")
     prof.add_argument("--as-of", help="snapshot id, tag or ISO timestamp (default: current)")
     prof.add_argument("--sample", type=float, metavar="PCT",
@@ -183,10 +183,3 @@ def add_cli(subparsers) -> None:
     prof.set_defaults(fn=cmd_profile)
 
 
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="mesh")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    ns = parser.parse_args()
-    sys.exit(ns.fn(ns))

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 
 from mesh_assets.access.policy_data import AccessConfigError, build, data_file
+from mesh_assets.cli import add_verb
 from mesh_assets.contract.errors import ContractError
 from mesh_assets.stack import down, env_script, status, up
 from mesh_assets.stack.layout import (
@@ -88,7 +89,7 @@ def _cmd_env(args) -> int:
 
 
 def add_cli(subparsers) -> None:
-    stack = subparsers.add_parser("stack", help="the production stack on loopback: PostgreSQL, S3, OPA, Trino")
+    stack = add_verb(subparsers, "stack")
     verbs = stack.add_subparsers(dest="stack_command", required=True)
     verbs.add_parser("up", help="install what is missing and start every service").set_defaults(fn=_cmd_up)
     down_p = verbs.add_parser("down", help="stop every service")

@@ -12,9 +12,10 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pytest
 
-from mesh_assets.access.enforce import AccessDenied
 from mesh_assets.access.audit import read_local
-from mesh_assets.cli import main, query
+from mesh_assets.access.enforce import AccessDenied
+from mesh_assets.cli import main
+from mesh_assets.cli.products import query
 from mesh_assets.contract.parser import load_contract
 from mesh_assets.read_api import read
 from mesh_assets.settings import DOMAINS_DIR

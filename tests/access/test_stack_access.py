@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from mesh_assets import stack
+from mesh_assets.access.audit import now
+from mesh_assets.access.audit import query as audit_query
 from mesh_assets.access.enforce import AccessDenied
-from mesh_assets.access.audit import now, query as audit_query
 
 pytestmark = pytest.mark.stack
 MESH = str(Path(sys.executable).parent / "mesh")
@@ -66,7 +67,7 @@ def trino_rows(sql: str, user: str) -> list[tuple]:
 
 
 def local_rows(sql: str, user: str) -> list[tuple]:
-    from mesh_assets.cli import query
+    from mesh_assets.cli.products import query
 
     con, relation = query(sql, user=user)
     try:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from mesh_assets.workspace import workspace_domains
 from mesh_assets.settings import PROJECT_DIR
+from mesh_assets.workspace import workspace_domains
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -9,7 +9,13 @@ import pytest
 import yaml
 
 from mesh_assets import cli
-from mesh_assets.deploy import DOMAINS_FILE, DeployError, check_domains_file, domain_entries, render_domains_file
+from mesh_assets.deploy import (
+    DOMAINS_FILE,
+    DeployError,
+    check_domains_file,
+    domain_entries,
+    render_domains_file,
+)
 from mesh_assets.settings import DOMAINS_DIR
 
 

@@ -2,9 +2,10 @@
 
 import dagster as dg
 from meshtest import NYCFLIGHTS, land
-from mesh_assets.iceberg.wap import audit_branch_name
-from mesh_assets.iceberg.catalog import open_catalog
+
 from mesh_assets.definitions import build_domain
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.wap import audit_branch_name
 from mesh_assets.read_api import read
 from mesh_assets.settings import DOMAINS_DIR
 

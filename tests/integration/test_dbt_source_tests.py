@@ -3,6 +3,7 @@ checks on the product, through Dagster, on the local target."""
 
 import dagster as dg
 from meshtest import NYCFLIGHTS, land
+
 from mesh_assets.definitions import build_domain
 from mesh_assets.settings import DOMAINS_DIR
 

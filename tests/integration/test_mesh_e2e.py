@@ -11,11 +11,13 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-
 from meshtest import NYCFLIGHTS
+
 from mesh_assets import cli, engine
+from mesh_assets.cli.run import materialize
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.versions import lineage
+from mesh_assets.workspace import all_products, workspace_domains
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def mesh(tmp_path_factory):
         mp.setenv("DAGSTER_HOME", str(home / "dagster"))
         (home / "dagster").mkdir(parents=True)
         assert cli.main(["land"]) == 0
-        reports = cli.materialize(cli.workspace_domains())
+        reports = materialize(workspace_domains())
         yield home, reports
 
 
@@ -38,7 +40,7 @@ def _raw(name: str) -> list[dict]:
 def test_run_succeeds_with_every_check_passing(mesh):
     _, reports = mesh
     assert all(r["success"] for r in reports)
-    products = {tuple(p.asset_key_path) for p in cli.all_products()}
+    products = {tuple(p.asset_key_path) for p in all_products()}
     assert len(products) == 11 and {p[0] for p in products} == {
         "reference", "fleet", "weather", "operations", "analytics"}
     assert {tuple(k.path) for r in reports for k in r["materialized"]} == products | {
@@ -151,7 +153,7 @@ def test_products_command_reports_runs_and_checks(mesh, capsys):
 def test_rematerializing_replaces_rather_than_duplicates(mesh):
     catalog = open_catalog()
     before = catalog.load_table("reference.airports").current_snapshot().snapshot_id
-    [report] = cli.materialize(["reference"])
+    [report] = materialize(["reference"])
     assert report["success"]
     table = catalog.load_table("reference.airports")
     assert table.current_snapshot().snapshot_id != before

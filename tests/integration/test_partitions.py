@@ -8,12 +8,12 @@ from datetime import datetime
 import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
 from meshtest import NYCFLIGHTS, land
-from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
+
 from mesh_assets.contract.parser import load_contract
-from mesh_assets.ingest.quarantine import QUARANTINE_SUFFIX
+from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
 from mesh_assets.ingest.assets import ingestion_asset
+from mesh_assets.ingest.quarantine import QUARANTINE_SUFFIX
 from mesh_assets.quality.checks import contract_checks
 from mesh_assets.settings import DOMAINS_DIR
 
@@ -106,9 +106,9 @@ def test_quarantine_keeps_good_rows_and_sets_bad_ones_aside(mesh_home, observati
 
 
 def test_rows_outside_every_partition_stop_the_write(mesh_home, observations):
-    from mesh_assets.ingest.readers import IngestionError
-    from mesh_assets.ingest.assets import ingest
     from mesh_assets.contract.partitions import selection_for_keys
+    from mesh_assets.ingest.assets import ingest
+    from mesh_assets.ingest.readers import IngestionError
 
     header, *rows = (NYCFLIGHTS / "weather.csv").read_text().splitlines()
     late = rows[0].replace("2013-01-01T06:00:00Z", "2014-03-01T06:00:00Z").replace(",2013,1,1,", ",2014,3,1,")

@@ -2,11 +2,11 @@
 check passed on exactly that data; rejected data stays inspectable on its audit branch."""
 
 import dagster as dg
-
 from meshtest import land
+
+from mesh_assets.contract.parser import load_contract
 from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
 from mesh_assets.iceberg.wap import audit_branch_name
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.ingest.assets import ingestion_asset
 from mesh_assets.quality.checks import contract_checks
 from mesh_assets.read_api import read

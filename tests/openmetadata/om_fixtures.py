@@ -16,6 +16,9 @@ import pytest
 from om_fake_server import FakeOpenMetadata
 
 from mesh_assets import cli
+from mesh_assets.cli.run import materialize
+from mesh_assets.dbt.project import dependency_order
+from mesh_assets.workspace import workspace_domains
 
 SENTINEL_JWT = "sentinel-openmetadata-bot-token-c0ffee"  # a placeholder, not a real JWT
 MESH_ENV = ("MESH_CATALOG_URI", "MESH_WAREHOUSE", "MESH_LANDING", "MESH_ENGINE", "OPENMETADATA_HOST",
@@ -44,7 +47,7 @@ def materialized(tmp_path_factory) -> Path:
         point_at(mp, home)
         (home / "dagster").mkdir(parents=True)
         assert cli.main(["land"]) == 0
-        reports = cli.materialize(cli.dependency_order(cli.workspace_domains()))
+        reports = materialize(dependency_order(workspace_domains()))
         assert all(r["success"] for r in reports), [r for r in reports if not r["success"]]
     _CACHE["home"] = home
     return home
@@ -59,7 +62,7 @@ def domain_defs(materialized) -> dict:
     if "defs" not in _CACHE:
         with pytest.MonkeyPatch.context() as mp:
             point_at(mp, materialized)
-            _CACHE["defs"] = {d: build_domain(DOMAINS_DIR / d) for d in cli.workspace_domains()}
+            _CACHE["defs"] = {d: build_domain(DOMAINS_DIR / d) for d in workspace_domains()}
     return _CACHE["defs"]
 
 

@@ -12,11 +12,25 @@ import pytest
 from om_fake_server import _route
 from om_fixtures import SENTINEL_JWT, fake_om  # noqa: F401 (fixture)
 
-from mesh_assets.workspace import load_domain
 from mesh_assets.openmetadata import models as m
-from mesh_assets.openmetadata.client import OpenMetadataClient, OpenMetadataError, OpenMetadataUnavailable, api_base, field_of
-from mesh_assets.openmetadata.export import AssetView, CheckView, Evaluation, ExportConfig, Exporter, MeshView, plan_export
+from mesh_assets.openmetadata.client import (
+    OpenMetadataClient,
+    OpenMetadataError,
+    OpenMetadataUnavailable,
+    api_base,
+    field_of,
+)
+from mesh_assets.openmetadata.export import (
+    AssetView,
+    CheckView,
+    Evaluation,
+    ExportConfig,
+    Exporter,
+    MeshView,
+    plan_export,
+)
 from mesh_assets.settings import DOMAINS_DIR
+from mesh_assets.workspace import load_domain
 
 CONFIG = ExportConfig(trino_host_port="trino:8080", trino_user="mesh")
 

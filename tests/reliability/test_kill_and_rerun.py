@@ -21,9 +21,7 @@ import time
 import dagster as dg
 import pyarrow as pa
 import pytest
-
 from meshtest import NYCFLIGHTS, land
-from mesh_assets.iceberg.catalog import open_catalog
 from reliability_support import (
     MESH,
     REFERENCE_TABLES,
@@ -37,6 +35,8 @@ from reliability_support import (
     table_state,
     wait_for,
 )
+
+from mesh_assets.iceberg.catalog import open_catalog
 
 WRITER = textwrap.dedent("""
     import sys

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
 from meshtest import land
-from mesh_assets.iceberg.catalog import open_catalog
 from reliability_support import (
     REPO,
     RUN_MESH_JOB,
@@ -28,6 +26,8 @@ from reliability_support import (
     start,
     wait_for,
 )
+
+from mesh_assets.iceberg.catalog import open_catalog
 
 TABLES = ("reference.airlines", "reference.airports", "reference.timezones", "fleet.planes")
 HERE = Path(__file__).resolve().parent

@@ -14,7 +14,6 @@ import os
 import random
 
 import pytest
-
 from test_kill_and_rerun import (  # noqa: F401  (clean_states is a fixture)
     clean_states,
     concurrent_writers,

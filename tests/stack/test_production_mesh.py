@@ -52,8 +52,8 @@ def _products():
 def test_every_product_reads_the_same_on_trino_and_pyiceberg(in_production):
     """Row counts and column checksums of every product: Trino vs pyiceberg over the same
     snapshot (what the platform wrote, whichever engine computed it)."""
-    from mesh_assets.iceberg.catalog import open_catalog
     from mesh_assets.engine import quote, trino_connection, trino_table
+    from mesh_assets.iceberg.catalog import open_catalog
 
     catalog = open_catalog()
     cursor = trino_connection().cursor()
@@ -82,7 +82,7 @@ def test_every_product_reads_the_same_on_trino_and_pyiceberg(in_production):
 def test_dbt_trino_model_equals_the_same_sql_on_duckdb(in_production):
     """A cross-domain mart built by dbt-trino holds exactly what DuckDB computes from the same
     input snapshots; pyiceberg and DuckDB read the table the platform committed."""
-    from mesh_assets.cli import query
+    from mesh_assets.cli.products import query
     from mesh_assets.read_api import read
 
     built = read("analytics.delays_by_carrier_month").sort_by([("carrier", "ascending"),
@@ -103,8 +103,8 @@ def test_dbt_trino_model_equals_the_same_sql_on_duckdb(in_production):
 
 
 def test_time_travel_on_trino_returns_what_duckdb_returns(in_production):
+    from mesh_assets.cli.products import query
     from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.cli import query
     from mesh_assets.read_api import trino_query
 
     table = open_catalog().load_table("reference.airports")
@@ -145,8 +145,8 @@ def test_checks_ran_on_trino_and_dagster_runs_are_in_postgres(in_production):
 def test_landing_zone_is_an_s3_prefix(in_production):
     """`mesh land` put the raw files in S3; ingestion read them from there (the source file
     recorded in each snapshot is the S3 object)."""
-    from mesh_assets.iceberg.catalog import open_catalog
     from mesh_assets.contract.parser import load_contract
+    from mesh_assets.iceberg.catalog import open_catalog
     from mesh_assets.ingest.landing import landing_file
     from mesh_assets.settings import DOMAINS_DIR
 

@@ -4,8 +4,8 @@ import os
 from datetime import timedelta
 
 import dagster as dg
-
 from meshtest import land
+
 from mesh_assets.definitions import build_domain
 from mesh_assets.settings import DOMAINS_DIR
 
@@ -47,8 +47,8 @@ def test_freshness_and_automation_come_from_the_contracts(mesh_home):
 def test_a_fresh_sensor_does_not_reingest_what_was_ingested_from_the_same_file(mesh_home):
     """A new sensor cursor (a fresh `dagster dev` after `mesh demo`) compares the landed file
     with the one recorded in the product's current snapshot: no spurious re-ingestion."""
-    from mesh_assets.iceberg.catalog import open_catalog
     from mesh_assets.contract.parser import load_contract
+    from mesh_assets.iceberg.catalog import open_catalog
     from mesh_assets.ingest.assets import ingest
 
     path = land(mesh_home, "fleet", "planes.csv")

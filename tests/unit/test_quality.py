@@ -4,11 +4,11 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 import pytest
-
 from meshtest import land
-from mesh_assets.iceberg.catalog import IcebergCatalog
+
 from mesh_assets.contract.model import QualityRule
 from mesh_assets.contract.parser import load_contract
+from mesh_assets.iceberg.catalog import IcebergCatalog
 from mesh_assets.ingest.assets import ingestion_asset
 from mesh_assets.quality.checks import contract_checks
 from mesh_assets.quality.run import evaluate

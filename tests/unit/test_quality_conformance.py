@@ -25,9 +25,9 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from mesh_assets.contract.expectations import EXPECTATIONS
 from mesh_assets.contract.model import QualityRule
 from mesh_assets.quality.gx import validate_dataframe
-from mesh_assets.contract.expectations import EXPECTATIONS
 from mesh_assets.quality.run import evaluate
 
 NOW = dt.datetime(2024, 6, 10, 12, 0, tzinfo=dt.timezone.utc)

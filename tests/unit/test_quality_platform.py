@@ -14,17 +14,17 @@ import pyarrow as pa
 import pytest
 import sqlglot
 import yaml
-
 from meshtest import land
-from mesh_assets.iceberg.catalog import open_catalog
+
 from mesh_assets.contract.errors import ContractError
+from mesh_assets.contract.expectations import is_pushdown
 from mesh_assets.contract.model import QualityRule
 from mesh_assets.contract.parser import load_contract
-from mesh_assets.governance import lint_project
-from mesh_assets.quality.run import evaluate
 from mesh_assets.contract.rules import rules_from_contract
+from mesh_assets.governance import lint_project
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.quality.run import evaluate
 from mesh_assets.quality.sql import compile_suite, sample_query, trino_relation
-from mesh_assets.contract.expectations import is_pushdown
 from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
 
 UTC = dt.timezone.utc
@@ -158,8 +158,8 @@ def test_definitions_load_does_not_import_great_expectations(mesh_home):
 # --- GX suites ---------------------------------------------------------------------------------
 
 def test_committed_suites_are_in_sync_and_load_in_great_expectations():
-    from mesh_assets.quality.gx import _import_gx
     from mesh_assets.cli.quality import suite_status
+    from mesh_assets.quality.gx import _import_gx
 
     expected, stale = suite_status()
     assert not stale, f"stale GX suites (run `mesh quality suites`): {stale}"

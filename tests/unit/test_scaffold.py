@@ -6,8 +6,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
 from mesh_assets.contract.parser import load_domain_contracts
+from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
 from mesh_assets.ingest.assets import ingestion_asset
 from mesh_assets.quality.checks import contract_checks
 from mesh_assets.scaffold import ScaffoldError, new_domain, new_product

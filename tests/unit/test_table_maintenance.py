@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from mesh_assets import cli
-from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.contract.parser import load_contract
+from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.maintenance import expire_snapshots, maintain, referenced_files, remove_orphan_files
 
 LATER = datetime.now(timezone.utc) + timedelta(days=30)  # "now" for maintenance: all is old

@@ -4,15 +4,15 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-
 from meshtest import land
+
 from mesh_assets import cli
-from mesh_assets.read_api import read
-from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.contract.parser import load_contract
-from mesh_assets.ingest.assets import ingest
+from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.versions import VersionError, history, resolve_as_of
 from mesh_assets.iceberg.wap import rollback, tag_checked
+from mesh_assets.ingest.assets import ingest
+from mesh_assets.read_api import read
 
 SMALL = "carrier,name\nAA,American Airlines Inc.\nUA,United Air Lines Inc.\n" + "".join(
     f"Z{i},Carrier {i}\n" for i in range(8))

@@ -1,0 +1,262 @@
+"""TODO docstring"""
+
+
+from __future__ import annotations
+
+import csv as csvmod
+import json
+import os
+import sys
+import time
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+from pyiceberg.exceptions import NoSuchTableError
+
+from mesh_assets import engine
+from mesh_assets.access.enforce import governed_query
+from mesh_assets.cli import add_verb
+from mesh_assets.cli.output import say
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.maintenance import maintain
+from mesh_assets.iceberg.schema import contract_diff
+from mesh_assets.iceberg.versions import VersionError, history, is_timestamp, lineage, resolve_as_of
+from mesh_assets.iceberg.wap import rollback
+from mesh_assets.read_api import trino_query
+from mesh_assets.settings import (
+    ensure_dagster_home,
+    load_settings,
+)
+from mesh_assets.workspace import all_products
+
+
+def cmd_products(args) -> int:
+    """Owner, rows, current snapshot, last materialization and check status of every product."""
+
+
+    settings = load_settings()
+    catalog = open_catalog()
+    os.environ.setdefault("DAGSTER_HOME", str(ensure_dagster_home(settings)))
+    say(f"{'product':34} {'owner':18} {'rows':>8}  {'snapshot id':>20}  {'last materialized':20} checks")
+    with dg.DagsterInstance.get() as instance:
+        for product in all_products():
+            rows, snapshot = "-", "not materialized"
+            if catalog.table_exists(product.table_identifier):
+                snap = catalog.load_table(product.table_identifier).current_snapshot()
+                if snap is not None:
+                    rows = snap.summary.additional_properties.get("total-records", "?")
+                    snapshot = str(snap.snapshot_id)
+            key = dg.AssetKey(product.asset_key_path)
+            event = instance.get_latest_materialization_event(key)
+            when = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.timestamp))
+                    if event else "never")
+            statuses = [instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(key, r.name))
+                        for r in product.rules]
+            done = [s for s in statuses if s is not None and s.status.value in ("SUCCEEDED", "FAILED")]
+            failed = [s for s in done if s.status.value == "FAILED"]
+            checks = (f"{len(done) - len(failed)}/{len(product.rules)} passed"
+                      + (f", {len(failed)} failed" if failed else "")) if done else "not run"
+            say(f"{product.identifier:34} {product.owner:18} {rows:>8}  {snapshot:>20}  {when:20} {checks}")
+    return 0
+
+
+def _table(identifier: str):
+
+
+    try:
+        return open_catalog().load_table(identifier)
+    except (NoSuchTableError, ValueError):
+        raise SystemExit(f"mesh: no data product table {identifier} (see `mesh products`)") from None
+
+
+def cmd_history(args) -> int:
+
+    say(f"{'snapshot id':>20}  {'committed at (UTC)':19}  {'operation':9} {'rows':>9}  "
+         f"{'dagster run':36}  refs")
+    for row in history(_table(args.product)):
+        mark = " *" if row["current"] else ""
+        say(f"{row['snapshot_id']:>20}  {row['committed_at']:%Y-%m-%d %H:%M:%S}  "
+             f"{row['operation']:9} {row['rows']:>9}  {row['run_id'] or '-':36}  "
+             f"{', '.join(row['refs'])}{mark}")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+
+    table = _table(args.product)
+    try:
+        snapshot_id = rollback(table, args.snapshot)
+    except VersionError as exc:
+        raise SystemExit(f"mesh: {exc}") from None
+    say(f"{args.product} now reads snapshot {snapshot_id}")
+    return 0
+
+
+def cmd_lineage(args) -> int:
+
+
+    _table(args.product)
+    try:
+        node = lineage(open_catalog(), args.product, args.snapshot)
+    except VersionError as exc:
+        raise SystemExit(f"mesh: {exc}") from None
+    say(json.dumps(node.as_dict(), indent=2) if args.json else "\n".join(node.lines()))
+    return 0
+
+
+def query(sql: str, as_of: str | None = None, user: str | None = None):
+    """Run ``sql`` in DuckDB over every product (``domain.product``), optionally time travelled:
+    a snapshot id applies to its table, a tag to the tables that have it, a timestamp to all
+    (tables that did not exist yet are absent). With ``user``, the access policy applies as on
+    Trino (:mod:`mesh_assets.access.enforce`): denied tables, row filters, column masks."""
+    if user is not None:
+
+        return governed_query(sql, as_of, user)
+
+
+    catalog = open_catalog()
+    con = engine.connect()
+    is_time = is_timestamp(as_of)
+    for (namespace,) in catalog.list_namespaces():
+        for ident in catalog.list_tables(namespace):
+            table = catalog.load_table(ident)
+            try:
+                snapshot_id = resolve_as_of(table, as_of)
+            except VersionError:
+                if is_time:
+                    continue
+                snapshot_id = resolve_as_of(table, None)
+            if snapshot_id is not None:
+                engine.register_table(con, table, ".".join(ident), snapshot_id=snapshot_id)
+    return con, con.sql(sql)
+
+
+def cmd_query(args) -> int:
+
+    if args.engine == "trino":
+
+        try:
+            names, rows = trino_query(args.sql, as_of=args.as_of, user=args.as_user)
+        except Exception as exc:  # trino.exceptions.* carry Trino's own message
+            raise SystemExit(f"mesh: query failed on Trino: {getattr(exc, 'message', exc)}") from None
+
+        if args.format == "csv":
+            writer = csvmod.writer(sys.stdout)
+            writer.writerow(names)
+            writer.writerows(rows)
+        else:
+            con = duckdb.connect()
+
+            con.from_arrow(pa.Table.from_pylist([dict(zip(names, r)) for r in rows]) if rows else
+                           pa.table({n: pa.array([], pa.string()) for n in names})
+                           ).show(max_rows=args.max_rows)
+        return 0
+
+    try:
+        con, relation = query(args.sql, args.as_of, user=args.as_user)
+    except (duckdb.Error, PermissionError) as exc:  # PermissionError: the access policy denied
+        raise SystemExit(f"mesh: query failed: {exc}") from None
+    if relation is None:
+        return 0
+    if args.format == "csv":
+
+        writer = csvmod.writer(sys.stdout)
+        writer.writerow(relation.columns)
+        writer.writerows(relation.fetchall())
+    else:
+        relation.show(max_rows=args.max_rows)
+    con.close()
+    return 0
+
+
+def cmd_contract_diff(args) -> int:
+    """What the contract would change in its live table, and whether that is allowed."""
+
+    product = next((p for p in all_products() if p.identifier == args.product), None)
+    if product is None:
+        raise SystemExit(f"mesh: no contract for {args.product} (see `mesh products`)")
+    d = contract_diff(open_catalog(), product)
+    if d is None:
+        say(f"{product.table_identifier}: no table yet; the first materialization creates it "
+             f"from contract {product.path}")
+        return 0
+    if d.is_empty:
+        say(f"{product.table_identifier}: no change (contract {product.version} matches the table)")
+        return 0
+    for line in d.describe():
+        say(line)
+    if d.breaking:
+        say(f"refused at the next write: breaking change(s); bump the contract to "
+             f"{product.major_version + 1}.0.0 to publish {product.identifier}_v"
+             f"{max(product.major_version + 1, 2)} beside the current table")
+        return 1
+    say("applied automatically at the next write")
+    return 0
+
+
+def cmd_maintain(args) -> int:
+    """Expire snapshots past each contract's retention and remove orphan files."""
+
+    catalog = open_catalog()
+    products = [p for p in all_products() if not args.products or p.identifier in args.products]
+    for product in products:
+        report = maintain(product, catalog, dry_run=args.dry_run)
+        if report is None:
+            say(f"{product.identifier:28} no table yet")
+            continue
+        md = report.as_metadata()
+        say(f"{report.table:28} expired {md['expired_snapshots']} snapshot(s), "
+             f"{md['expired_refs']} tag(s)/audit branch(es); {'would remove' if args.dry_run else 'removed'} "
+             f"{md['orphan_files_removed']} orphan file(s), {md['orphan_bytes_removed']:,} bytes; "
+             f"{md['files_kept_too_young']} kept as too young")
+    return 0
+
+
+def cmd_drop(args) -> int:
+
+    catalog = open_catalog()
+    if not catalog.table_exists(args.product):
+        raise SystemExit(f"mesh: no Iceberg table {args.product}")
+    catalog.drop_table(args.product)
+    say(f"dropped {args.product}")
+    return 0
+
+
+def add_cli(sub) -> None:
+    add_verb(sub, "products").set_defaults(fn=cmd_products)
+    hist = add_verb(sub, "history")
+    hist.add_argument("product", metavar="DOMAIN.PRODUCT")
+    hist.set_defaults(fn=cmd_history)
+    rb = add_verb(sub, "rollback")
+    rb.add_argument("product", metavar="DOMAIN.PRODUCT")
+    rb.add_argument("snapshot", help="snapshot id, tag or ISO timestamp")
+    rb.set_defaults(fn=cmd_rollback)
+    lin = add_verb(sub, "lineage")
+    lin.add_argument("product", metavar="DOMAIN.PRODUCT")
+    lin.add_argument("--snapshot", help="snapshot id, tag or ISO timestamp (default: current)")
+    lin.add_argument("--json", action="store_true")
+    lin.set_defaults(fn=cmd_lineage)
+    q = add_verb(sub, "query")
+    q.add_argument("sql")
+    q.add_argument("--as-of", help="snapshot id, tag or ISO timestamp")
+    q.add_argument("--format", choices=["table", "csv"], default="table")
+    q.add_argument("--max-rows", type=int, default=40)
+    q.add_argument("--as-user", metavar="USER",
+                   help="apply the access policy for USER (denials, row filters, column masks)")
+    q.add_argument("--engine", choices=["duckdb", "trino"],
+                   default=os.environ.get("MESH_ENGINE", "duckdb"),
+                   help="duckdb (in process, default) or trino (the production engine)")
+    q.set_defaults(fn=cmd_query)
+    maint = add_verb(sub, "maintain")
+    maint.add_argument("products", nargs="*", metavar="DOMAIN.PRODUCT")
+    maint.add_argument("--dry-run", action="store_true")
+    maint.set_defaults(fn=cmd_maintain)
+    contract = add_verb(sub, "contract")
+    contract_sub = contract.add_subparsers(dest="contract_command", required=True)
+    cdiff = contract_sub.add_parser("diff", help="what the contract would change in its table")
+    cdiff.add_argument("product", metavar="DOMAIN.PRODUCT")
+    cdiff.set_defaults(fn=cmd_contract_diff)
+    drop = add_verb(sub, "drop")
+    drop.add_argument("product", metavar="DOMAIN.PRODUCT")
+    drop.set_defaults(fn=cmd_drop)

