@@ -19,13 +19,12 @@ generated: they are values (``domains.<name>`` in the chart's values files).
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from pathlib import Path
 
 import yaml
 
-from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
+from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR, executor_choice
 
 CHART_DIR = PROJECT_DIR / "helm" / "datamesh"
 DOMAINS_FILE = CHART_DIR / "domains.yaml"
@@ -113,7 +112,7 @@ def step_executor():
 
     For ``dg.Definitions(executor=step_executor())`` in ``build_domain``."""
 
-    choice = os.environ.get("MESH_EXECUTOR", "default")
+    choice = executor_choice()
     if choice == "default":
         return None
     if choice == "k8s":

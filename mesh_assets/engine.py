@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 
-from mesh_assets.settings import _secret
+from mesh_assets import settings
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -116,14 +115,12 @@ def trino_connection(user: str | None = None, catalog: str | None = None,
     import trino
 
 
-    password = _secret("MESH_TRINO_PASSWORD")
-    auth = trino.auth.BasicAuthentication(user or os.environ.get("MESH_TRINO_USER", "mesh"),
-                                          password) if password else None
+    config = settings.trino_settings()
+    password = settings.trino_password()
+    auth = trino.auth.BasicAuthentication(user or config.user, password) if password else None
     return trino.dbapi.connect(
-        host=os.environ.get("MESH_TRINO_HOST", "127.0.0.1"),
-        port=int(os.environ.get("MESH_TRINO_PORT", "8080")),
-        user=user or os.environ.get("MESH_TRINO_USER", "mesh"),
-        catalog=catalog or os.environ.get("MESH_TRINO_CATALOG", "iceberg"),
+        host=config.host, port=config.port, user=user or config.user,
+        catalog=catalog or config.catalog,
         http_scheme="https" if password else "http", auth=auth,
         session_properties=session_properties or {})
 
@@ -132,5 +129,5 @@ def trino_table(identifier: str, catalog: str | None = None) -> str:
     """``domain.product`` as a quoted Trino table name in the Iceberg catalog."""
 
     schema, table = identifier.split(".", 1)
-    return ".".join(quote(p) for p in (catalog or os.environ.get("MESH_TRINO_CATALOG", "iceberg"),
+    return ".".join(quote(p) for p in (catalog or settings.trino_settings().catalog,
                                        schema, table))

@@ -170,3 +170,150 @@ def ensure_dagster_home(settings: MeshSettings) -> Path:
         config.write_text(DAGSTER_POSTGRES_YAML if storage == "postgres" else
                           "# Dagster instance: SQLite storage in this folder (the default).\n")
     return home
+
+
+def use_dagster_home(settings: MeshSettings) -> Path:
+    """Point this process at the mesh's Dagster instance (``DAGSTER_HOME``, unless already set)."""
+    home = ensure_dagster_home(settings)
+    os.environ.setdefault("DAGSTER_HOME", str(home))
+    return home
+
+
+# --- services and switches beyond the core settings ---------------------------------------------
+# Each function reads the environment when called, so tests and `mesh stack env` can change it.
+
+@dataclass(frozen=True)
+class TrinoSettings:
+    """Where the production engine listens: ``MESH_TRINO_HOST``/``_PORT``/``_USER``/``_CATALOG``.
+    The password (``MESH_TRINO_PASSWORD`` or ``_FILE``) is read by :func:`trino_password`."""
+
+    host: str
+    port: int
+    user: str
+    catalog: str
+
+
+def trino_settings() -> TrinoSettings:
+    return TrinoSettings(host=os.environ.get("MESH_TRINO_HOST", "127.0.0.1"),
+                         port=int(os.environ.get("MESH_TRINO_PORT", "8080")),
+                         user=os.environ.get("MESH_TRINO_USER", "mesh"),
+                         catalog=os.environ.get("MESH_TRINO_CATALOG", "iceberg"))
+
+
+def trino_password() -> str | None:
+    return secret("MESH_TRINO_PASSWORD")
+
+
+def secret(name: str) -> str | None:
+    """A credential from ``NAME`` or the file named by ``NAME_FILE``; never log the result."""
+    return _secret(name)
+
+
+def aws_region() -> str:
+    return os.environ.get("AWS_REGION", "us-east-1")
+
+
+def default_engine() -> str:
+    return os.environ.get("MESH_ENGINE", "duckdb")
+
+
+def executor_choice() -> str:
+    """``MESH_EXECUTOR``: ``k8s`` (each step its own Kubernetes Job) or ``default``."""
+    return os.environ.get("MESH_EXECUTOR", "default")
+
+
+def openmetadata_host() -> str | None:
+    """``OPENMETADATA_HOST``; the bot's JWT comes from ``OPENMETADATA_JWT_TOKEN`` (or ``_FILE``)."""
+    return os.environ.get("OPENMETADATA_HOST") or None
+
+
+def openmetadata_names() -> dict[str, str | None]:
+    """The OpenMetadata side's names: ``OPENMETADATA_DATABASE_SERVICE``,
+    ``OPENMETADATA_PIPELINE_SERVICE``, ``OPENMETADATA_DAGSTER_URL``."""
+    return {"database_service": os.environ.get("OPENMETADATA_DATABASE_SERVICE", "mesh"),
+            "pipeline_service": os.environ.get("OPENMETADATA_PIPELINE_SERVICE", "dagster"),
+            "dagster_url": (os.environ.get("OPENMETADATA_DAGSTER_URL") or "").rstrip("/") or None}
+
+
+def access_users_file() -> Path:
+    """``MESH_ACCESS_USERS``: users and groups of the access policy (default ``access/users.yaml``)."""
+    return Path(os.environ.get("MESH_ACCESS_USERS", PROJECT_DIR / "access" / "users.yaml"))
+
+
+def access_dir() -> Path:
+    """``MESH_ACCESS_DIR``: the generated policy data (default ``$MESH_HOME/access``)."""
+    return Path(os.environ.get("MESH_ACCESS_DIR", load_settings().home / "access"))
+
+
+def asserted_groups() -> list[str] | None:
+    """``MESH_ACCESS_GROUPS``: groups asserted for the caller (comma-separated), as an identity
+    provider would; None when unset (groups then come from the users file)."""
+    explicit = os.environ.get("MESH_ACCESS_GROUPS")
+    if explicit is None:
+        return None
+    return sorted({g.strip() for g in explicit.split(",") if g.strip()})
+
+
+def opa_url() -> str | None:
+    """``MESH_OPA_URL``: the policy server to ask (``eval``: evaluate locally with ``opa eval``)."""
+    return os.environ.get("MESH_OPA_URL") or None
+
+
+def opa_decision_log() -> Path | None:
+    """``MESH_OPA_DECISION_LOG``: OPA's decision log file (`mesh stack env` sets it)."""
+    value = os.environ.get("MESH_OPA_DECISION_LOG")
+    return Path(value) if value else None
+
+
+def stack_dir(settings: MeshSettings) -> Path:
+    """``MESH_STACK_DIR``: where the loopback stack keeps its state (default ``$MESH_HOME/stack``)."""
+    return Path(os.environ.get("MESH_STACK_DIR", settings.home / "stack")).resolve()
+
+
+def stack_port(variable: str, default: int) -> str:
+    """A service port of the loopback stack (``MESH_PG_PORT``, ``MESH_S3_PORT``,
+    ``MESH_TRINO_PORT``, ``MESH_OPA_PORT``), as text: the stack validates it."""
+    return os.environ.get(variable, str(default))
+
+
+def trino_heap() -> str:
+    """``MESH_TRINO_HEAP``: the loopback Trino's JVM heap (default 3G)."""
+    return os.environ.get("MESH_TRINO_HEAP", "3G")
+
+
+def java_home_candidates() -> list[str]:
+    """``MESH_JAVA_HOME`` first, ``JAVA_HOME`` last (Temurin from the system in between)."""
+    return [os.environ.get("MESH_JAVA_HOME", ""), os.environ.get("JAVA_HOME", "")]
+
+
+def tools_cache() -> Path:
+    """``MESH_TOOLS_CACHE``: downloads and builds, once per machine (default ~/.cache/datamesh)."""
+    return Path(os.environ.get("MESH_TOOLS_CACHE", Path.home() / ".cache" / "datamesh"))
+
+
+def maven_repo() -> str:
+    """``MESH_MAVEN_REPO``: the Maven repository tools are fetched from (Maven Central)."""
+    return os.environ.get("MESH_MAVEN_REPO", "https://repo1.maven.org/maven2")
+
+
+def inherited_path() -> str:
+    """The ``PATH`` handed to the services and tools the platform starts."""
+    return os.environ.get("PATH", "/usr/bin:/bin")
+
+
+@dataclass(frozen=True)
+class DbtRunContext:
+    """What a dbt asset hands its dbt process (read by the dbt-duckdb plugin): the Dagster run,
+    the file of each model's inputs, and the partition window a model replaces."""
+
+    run_id: str | None
+    parents_file: str | None
+    partition_start: str | None
+    partition_end: str | None
+
+
+def dbt_run_context() -> DbtRunContext:
+    return DbtRunContext(run_id=os.environ.get(RUN_ID_ENV) or None,
+                         parents_file=os.environ.get(PARENTS_FILE_ENV) or None,
+                         partition_start=os.environ.get(PARTITION_START_ENV) or None,
+                         partition_end=os.environ.get(PARTITION_END_ENV) or None)

@@ -18,7 +18,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-MAVEN_CENTRAL = os.environ.get("MESH_MAVEN_REPO", "https://repo1.maven.org/maven2")
+from mesh_assets.settings import maven_repo, tools_cache
+
+MAVEN_CENTRAL = maven_repo()
 
 
 class ToolError(RuntimeError):
@@ -26,7 +28,7 @@ class ToolError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    path = Path(os.environ.get("MESH_TOOLS_CACHE", Path.home() / ".cache" / "datamesh"))
+    path = tools_cache()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mesh_assets import settings
 from mesh_assets.access.policy_data import access_dir
 from mesh_assets.stack.layout import StackLayout
 
@@ -152,8 +153,8 @@ def read_opa_log(path: Path) -> Iterator[Decision]:
 def opa_log() -> Path | None:
     """OPA's decision log: ``MESH_OPA_DECISION_LOG`` (``mesh stack env`` sets it), else the
     log of this MESH_HOME's stack."""
-    if os.environ.get("MESH_OPA_DECISION_LOG"):
-        return Path(os.environ["MESH_OPA_DECISION_LOG"])
+    if settings.opa_decision_log() is not None:
+        return settings.opa_decision_log()
     try:
 
         return StackLayout.current().log("opa")

@@ -21,7 +21,6 @@ someone who can read the warehouse's files with their own credentials: that boun
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 
 import duckdb
@@ -30,6 +29,7 @@ from pyiceberg.expressions import parser
 from pyiceberg.expressions.visitors import bind
 from pyiceberg.io.pyarrow import expression_to_pyarrow, schema_to_pyarrow
 
+from mesh_assets import settings
 from mesh_assets.access import audit
 from mesh_assets.access.opa import PolicyUnavailable, ask
 from mesh_assets.access.policy_data import load_users
@@ -56,9 +56,9 @@ def groups_of(user: str) -> list[str]:
     """The user's groups: ``MESH_ACCESS_GROUPS`` (comma-separated, as an identity provider
     would assert them) or the users file (the same file Trino's group provider reads)."""
 
-    explicit = os.environ.get("MESH_ACCESS_GROUPS")
-    if explicit is not None:
-        return sorted({g.strip() for g in explicit.split(",") if g.strip()})
+    asserted = settings.asserted_groups()
+    if asserted is not None:
+        return asserted
     return sorted(load_users().groups_of(user))
 
 
@@ -69,7 +69,7 @@ def _context(user: str, groups: list[str]) -> dict:
 
 
 def _catalog() -> str:
-    return os.environ.get("MESH_TRINO_CATALOG", "iceberg")
+    return settings.trino_settings().catalog
 
 
 def decide(user: str, schema: str, table: str, columns: list[tuple[str, str]], *,

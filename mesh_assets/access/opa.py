@@ -13,7 +13,6 @@ always evaluates that way (no server is asked).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import urllib.error
 import urllib.request
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mesh_assets import tools
+from mesh_assets import settings, tools
 from mesh_assets.access.policy_data import (
     POLICY_DIR,
     POLICY_FILES,
@@ -46,7 +45,7 @@ class Answer:
 
 
 def configured_url() -> str | None:
-    return os.environ.get("MESH_OPA_URL") or None
+    return settings.opa_url()
 
 
 def local_url() -> str:

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import yaml
 
+from mesh_assets import settings
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.parser import load_domain_contracts
-from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR, load_settings
+from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
 from mesh_assets.workspace import workspace_domains
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
@@ -52,13 +53,13 @@ class Users:
 
 def users_file() -> Path:
 
-    return Path(os.environ.get("MESH_ACCESS_USERS", PROJECT_DIR / "access" / "users.yaml"))
+    return settings.access_users_file()
 
 
 def access_dir() -> Path:
     """Where ``mesh access build`` writes: ``$MESH_HOME/access`` (``MESH_ACCESS_DIR`` overrides)."""
 
-    return Path(os.environ.get("MESH_ACCESS_DIR", load_settings().home / "access"))
+    return settings.access_dir()
 
 
 def data_file(directory: Path) -> Path:
@@ -146,7 +147,7 @@ def policy_data(products: list[DataProduct], users: Users, catalog: str | None =
         for table in product_tables(product):
             tables.setdefault(product.domain, {})[table] = product.identifier
     return {"mesh": {
-        "catalog": catalog or os.environ.get("MESH_TRINO_CATALOG", "iceberg"),
+        "catalog": catalog or settings.trino_settings().catalog,
         "platform": {"users": sorted(users.platform_users), "groups": sorted(users.platform_groups)},
         "tables": tables,
         "products": {p.identifier: product_policy(p) for p in sorted(products, key=lambda p: p.identifier)},

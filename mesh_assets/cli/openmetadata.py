@@ -7,14 +7,13 @@ nothing. ``--dry-run`` prints what would be sent, without a host or a token.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from mesh_assets.cli import add_verb
 from mesh_assets.definitions import build_domain
 from mesh_assets.openmetadata.client import OpenMetadataClient, OpenMetadataError
 from mesh_assets.openmetadata.export import ExportConfig, collect, export_mesh, plan_export
-from mesh_assets.settings import DOMAINS_DIR
+from mesh_assets.settings import DOMAINS_DIR, openmetadata_host
 from mesh_assets.workspace import select_domains
 
 
@@ -25,7 +24,7 @@ def add_cli(subparsers) -> None:
         "export", help="create or update domains, data products, tables, pipelines, lineage, "
                        "test cases and their latest results in OpenMetadata")
     export.add_argument("domains", nargs="*", help="only these domains (default: all)")
-    export.add_argument("--host", default=os.environ.get("OPENMETADATA_HOST"),
+    export.add_argument("--host", default=openmetadata_host(),
                         help="OpenMetadata URL, e.g. http://localhost:8585 (default: "
                              "$OPENMETADATA_HOST); the bot JWT comes from OPENMETADATA_JWT_TOKEN "
                              "or OPENMETADATA_JWT_TOKEN_FILE")

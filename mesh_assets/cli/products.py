@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv as csvmod
 import json
-import os
 import sys
 import time
 
@@ -25,8 +24,9 @@ from mesh_assets.iceberg.versions import VersionError, history, is_timestamp, li
 from mesh_assets.iceberg.wap import rollback
 from mesh_assets.read_api import trino_query
 from mesh_assets.settings import (
-    ensure_dagster_home,
+    default_engine,
     load_settings,
+    use_dagster_home,
 )
 from mesh_assets.workspace import all_products
 
@@ -37,7 +37,7 @@ def cmd_products(args) -> int:
 
     settings = load_settings()
     catalog = open_catalog()
-    os.environ.setdefault("DAGSTER_HOME", str(ensure_dagster_home(settings)))
+    use_dagster_home(settings)
     say(f"{'product':34} {'owner':18} {'rows':>8}  {'snapshot id':>20}  {'last materialized':20} checks")
     with dg.DagsterInstance.get() as instance:
         for product in all_products():
@@ -245,7 +245,7 @@ def add_cli(sub) -> None:
     q.add_argument("--as-user", metavar="USER",
                    help="apply the access policy for USER (denials, row filters, column masks)")
     q.add_argument("--engine", choices=["duckdb", "trino"],
-                   default=os.environ.get("MESH_ENGINE", "duckdb"),
+                   default=default_engine(),
                    help="duckdb (in process, default) or trino (the production engine)")
     q.set_defaults(fn=cmd_query)
     maint = add_verb(sub, "maintain")

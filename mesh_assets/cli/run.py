@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import shutil
 import time
 import zipfile
@@ -24,9 +23,9 @@ from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.ingest.landing import landing_file, local_path, put
 from mesh_assets.settings import (
     DOMAINS_DIR,
-    ensure_dagster_home,
     ensure_local_dirs,
     load_settings,
+    use_dagster_home,
 )
 from mesh_assets.workspace import all_products, select_domains, workspace_domains
 
@@ -111,7 +110,7 @@ def materialize(domains: list[str]) -> list[dict]:
 
     settings = load_settings()
     ensure_local_dirs(settings)
-    os.environ.setdefault("DAGSTER_HOME", str(ensure_dagster_home(settings)))
+    use_dagster_home(settings)
     reports = []
     with dg.DagsterInstance.get() as instance:
         for domain in domains:

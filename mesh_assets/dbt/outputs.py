@@ -13,7 +13,6 @@ No dbt import here: the Trino path runs in the Dagster process.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -28,7 +27,10 @@ from mesh_assets.engine import trino_connection, trino_table
 from mesh_assets.iceberg.catalog import IcebergCatalog, evolve_table, snapshot_metadata
 from mesh_assets.iceberg.commit import INPUTS_PROPERTY, SCHEMA_CHANGES_PROPERTY, replace_rows
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head, open_audit_branch
-from mesh_assets.settings import DOMAINS_DIR, PARTITION_END_ENV, PARTITION_START_ENV, RUN_ID_ENV
+from mesh_assets.settings import (
+    DOMAINS_DIR,
+    dbt_run_context,
+)
 
 
 class DbtContractError(ValueError):
@@ -65,7 +67,8 @@ def conform_to_contract(data: pa.Table, product: DataProduct) -> pa.Table:
 
 def _partition_window(product: DataProduct | None,
                       bounds: tuple[str, str] | None) -> PartitionSelection | None:
-    start, end = bounds or (os.environ.get(PARTITION_START_ENV), os.environ.get(PARTITION_END_ENV))
+    run = dbt_run_context()
+    start, end = bounds or (run.partition_start, run.partition_end)
     if product is None or product.dagster_partitions is None or not (start and end):
         return None
     return PartitionSelection(product.dagster_partitions.column,
@@ -100,7 +103,7 @@ def store_model_output(catalog, domain: str, model: str, data: pa.Table, *,
 
     ``run_id`` (the Dagster run: audit branch) and ``bounds`` (ISO start/end of the partition
     being built) default to what the dbt asset put in the dbt process's environment."""
-    run_id = run_id or os.environ.get(RUN_ID_ENV)
+    run_id = run_id or dbt_run_context().run_id
     identifier = f"{domain}.{model}"
     product = model_contract(domain, model)
     applied: list[str] = []

@@ -26,14 +26,14 @@ from mesh_assets.dbt.outputs import (
 )
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head
-from mesh_assets.settings import PARENTS_FILE_ENV, RUN_ID_ENV
+from mesh_assets.settings import dbt_run_context
 
 
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]):
         self._catalog = open_catalog()
         self._snapshots: dict[str, int] = {}
-        parents_file = os.environ.get(PARENTS_FILE_ENV)
+        parents_file = dbt_run_context().parents_file
         self._parents = (json.loads(open(parents_file).read())
                          if parents_file and os.path.exists(parents_file) else None)
 
@@ -53,7 +53,7 @@ class Plugin(BasePlugin):
                                f"{source_config.identifier}] first") from None
         # Within a Dagster run, a product this run wrote and has not published yet is read on
         # the run's audit branch: its dbt source tests check exactly the data being audited.
-        run_id = os.environ.get(RUN_ID_ENV)
+        run_id = dbt_run_context().run_id
         branch = audit_branch_name(run_id) if run_id else None
         head = branch_head(table, branch if branch in table.metadata.refs else None)
         if head is None:

@@ -13,7 +13,6 @@ work the same in both modes.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from pyarrow import fs as pafs
 
-from mesh_assets.settings import MeshSettings, _secret, load_settings
+from mesh_assets.settings import MeshSettings, _secret, aws_region, load_settings
 
 if TYPE_CHECKING:
     from mesh_assets.contract.model import DataProduct
@@ -53,7 +52,7 @@ def _s3(settings: MeshSettings):
         kwargs = {"endpoint_override": host or endpoint, "scheme": scheme if host else "https"}
     return pafs.S3FileSystem(access_key=_secret("AWS_ACCESS_KEY_ID"),
                              secret_key=_secret("AWS_SECRET_ACCESS_KEY"),
-                             region=os.environ.get("AWS_REGION", "us-east-1"),
+                             region=aws_region(),
                              allow_bucket_creation=False, **kwargs)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import os
 import random
 import re
 import socket
@@ -26,6 +25,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from mesh_assets import settings
 from mesh_assets.settings import _secret
 
 log = logging.getLogger("mesh_assets.openmetadata")
@@ -96,7 +96,7 @@ class OpenMetadataClient:
 
     @classmethod
     def from_env(cls, host: str | None = None, **kwargs) -> OpenMetadataClient:
-        host = host or os.environ.get(HOST_ENV)
+        host = host or settings.openmetadata_host()
         if not host:
             raise ValueError(f"no OpenMetadata host: pass --host or set {HOST_ENV}")
         return cls(host, token_from_env(), **kwargs)

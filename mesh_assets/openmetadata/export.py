@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +39,13 @@ from mesh_assets.dbt.project import manifest_path, trino_type
 from mesh_assets.openmetadata import models as m
 from mesh_assets.openmetadata.client import OpenMetadataClient, OpenMetadataError, quote
 from mesh_assets.openmetadata.lineage import compiled_sql, dialect_of, model_column_lineage
-from mesh_assets.settings import DOMAINS_DIR, ensure_dagster_home, load_settings
+from mesh_assets.settings import (
+    DOMAINS_DIR,
+    load_settings,
+    openmetadata_names,
+    trino_settings,
+    use_dagster_home,
+)
 from mesh_assets.workspace import load_domain
 
 log = logging.getLogger("mesh_assets.openmetadata")
@@ -72,16 +77,9 @@ class ExportConfig:
 
     @classmethod
     def from_env(cls) -> ExportConfig:
-        env = os.environ
-        return cls(
-            database_service=env.get("OPENMETADATA_DATABASE_SERVICE", "mesh"),
-            database=env.get("MESH_TRINO_CATALOG", "iceberg"),
-            pipeline_service=env.get("OPENMETADATA_PIPELINE_SERVICE", "dagster"),
-            trino_host_port=f"{env.get('MESH_TRINO_HOST', '127.0.0.1')}:"
-                            f"{env.get('MESH_TRINO_PORT', '8080')}",
-            trino_user=env.get("MESH_TRINO_USER", "mesh"),
-            dagster_url=(env.get("OPENMETADATA_DAGSTER_URL") or "").rstrip("/") or None,
-        )
+        trino = trino_settings()
+        return cls(database=trino.catalog, trino_host_port=f"{trino.host}:{trino.port}",
+                   trino_user=trino.user, **openmetadata_names())
 
 
 def fqn(*parts: str) -> str:
@@ -999,7 +997,7 @@ def export_mesh(client: OpenMetadataClient, graphs: Mapping[str, Any], *,
     settings = load_settings()
     view = collect(graphs, settings=settings)
     if instance is None:
-        os.environ.setdefault("DAGSTER_HOME", str(ensure_dagster_home(settings)))
+        use_dagster_home(settings)
         with dg.DagsterInstance.get() as instance:
             runs, evaluations = run_facts(instance, view), latest_evaluations(instance, view)
     else:

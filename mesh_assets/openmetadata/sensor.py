@@ -13,7 +13,6 @@ next tick retries) and fails the tick with the exporter's message.
 from __future__ import annotations
 
 import json
-import os
 
 import dagster as dg
 
@@ -26,6 +25,7 @@ from mesh_assets.openmetadata.export import (
     plan_export,
     run_facts,
 )
+from mesh_assets.settings import openmetadata_host
 
 HOST_ENV = "OPENMETADATA_HOST"
 HISTORY = 20  # check evaluations looked at per check and tick
@@ -34,12 +34,12 @@ HISTORY = 20  # check evaluations looked at per check and tick
 def openmetadata_sensor(domain: str) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{domain}_openmetadata", minimum_interval_seconds=60,
-        default_status=(dg.DefaultSensorStatus.RUNNING if os.environ.get(HOST_ENV)
+        default_status=(dg.DefaultSensorStatus.RUNNING if openmetadata_host()
                         else dg.DefaultSensorStatus.STOPPED),
         description=f"Exports the {domain} domain's metadata, lineage, run status and check "
                     f"results to OpenMetadata (needs {HOST_ENV}).")
     def _sensor(context: dg.SensorEvaluationContext):
-        if not os.environ.get(HOST_ENV):
+        if not openmetadata_host():
             return dg.SkipReason(f"{HOST_ENV} is not set: nothing to export")
         return export_new_events(context, domain)
 

@@ -70,7 +70,7 @@ IN_PRODUCT = "expect_column_values_to_be_in_other_product"
 
 
 def _import_gx():
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no usage statistics, no network
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # GX's own switch: no usage statistics, no network
     import great_expectations as gx
 
     return gx

@@ -18,7 +18,7 @@ import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mesh_assets.settings import load_settings
+from mesh_assets.settings import load_settings, stack_dir, stack_port
 
 HOST = "127.0.0.1"
 BUCKET = "warehouse"
@@ -57,10 +57,10 @@ class StackLayout:
         """Ports from ``MESH_PG_PORT``/``MESH_S3_PORT``/``MESH_TRINO_PORT``/``MESH_OPA_PORT``
         (defaults 5432, 9000, 8080, 8181)."""
         settings = load_settings()
-        root = Path(os.environ.get("MESH_STACK_DIR", settings.home / "stack")).resolve()
+        root = stack_dir(settings)
         ports = {}
         for service, default in DEFAULT_PORTS.items():
-            raw = os.environ.get(PORT_ENV[service], str(default))
+            raw = stack_port(PORT_ENV[service], default)
             if not raw.isdigit() or not 0 < int(raw) < 65536:
                 raise StackError(f"{PORT_ENV[service]}={raw!r}: expected a TCP port number")
             ports[service] = int(raw)

