@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export MESH_HOME ?= $(CURDIR)/.mesh
 
-.PHONY: install demo test test-unit soak bench ui clean stack-up stack-down demo-prod bench-trino browser
+.PHONY: install demo test test-unit lint soak bench ui clean stack-up stack-down demo-prod bench-trino browser
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || { echo "installing uv $(UV_VERSION) from PyPI"; $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"; }
@@ -29,7 +29,13 @@ stack-down:
 demo-prod: stack-up
 	eval "$$($(BIN)/mesh stack env)" && $(BIN)/mesh demo
 
-test: install browser
+# The code's own rules: layers and boundaries (import-linter, contracts in pyproject.toml), ruff.
+lint: install
+	$(BIN)/lint-imports
+	$(BIN)/ruff check mesh_assets domains tests bench
+	$(BIN)/ruff format --check mesh_assets domains tests bench
+
+test: install browser lint
 	$(BIN)/mesh lint
 	$(BIN)/mesh quality suites --check
 	$(BIN)/mesh stack up

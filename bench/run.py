@@ -58,7 +58,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from importlib import metadata
 from pathlib import Path
@@ -223,7 +222,7 @@ def _fmt(value, unit=None) -> str:
 
 def write_results(benchmarks: list[dict], out: Path = RESULTS) -> None:
     """Write ``out`` (JSON) and its Markdown twin: the one results writer."""
-    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     mach, vers = machine(), versions()
     benchmarks = [_stamp(dict(b), when, mach, vers) for b in benchmarks]
     doc = {"machine": mach, "versions": vers, "written_at": when, "benchmarks": benchmarks}

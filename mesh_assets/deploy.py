@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR, executor_choice
+from mesh_assets.workspace import domain_file, domain_folders
 
 CHART_DIR = PROJECT_DIR / "helm" / "datamesh"
 DOMAINS_FILE = CHART_DIR / "domains.yaml"
@@ -49,8 +50,8 @@ def domain_entries(domains_dir: Path | None = None) -> list[dict]:
     """One entry per domain folder (sorted by name): what the chart needs to run its code server."""
     domains_dir = domains_dir or DOMAINS_DIR
     entries = []
-    for meta_file in sorted(domains_dir.glob("*/domain.yaml")):
-        folder = meta_file.parent
+    for folder in domain_folders(domains_dir):
+        meta_file = domain_file(folder)
         meta = yaml.safe_load(meta_file.read_text()) or {}
         name = meta.get("name", folder.name)
         if name != folder.name:

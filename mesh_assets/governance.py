@@ -30,9 +30,16 @@ import yaml
 
 from mesh_assets.contract.errors import ContractError
 from mesh_assets.contract.model import DataProduct
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.dbt.project import PortViolation, check_ports, prepare
-from mesh_assets.settings import PROJECT_DIR
+from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
+from mesh_assets.workspace import (
+    WORKSPACE_FILE,
+    contract_files,
+    domain_file,
+    domain_folders,
+    load_contract,
+    workspace_domains,
+)
 
 SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 SECRET_PATTERNS = [
@@ -117,19 +124,14 @@ PRODUCT_RULES: list[Callable[[DataProduct], Iterator[Violation]]] = [
 ]
 
 
-def _workspace_domains(root: Path) -> list[str]:
-    workspace = yaml.safe_load((root / "workspace.yaml").read_text()) or {}
-    return [e["python_module"]["location_name"] for e in workspace.get("load_from") or []]
-
-
 def lint_project(root: Path, manifest: dict | None = None) -> list[Violation]:
     """Every violation of the rules in the project at ``root``."""
 
     found: list[Violation] = []
-    domains_dir = root / "domains"
-    folders = sorted(p.name for p in domains_dir.iterdir() if (p / "domain.yaml").exists())
-    listed = _workspace_domains(root)
-    workspace = root / "workspace.yaml"
+    domains_dir = root / DOMAINS_DIR.relative_to(PROJECT_DIR)
+    folders = [p.name for p in domain_folders(domains_dir)]
+    workspace = root / WORKSPACE_FILE.relative_to(PROJECT_DIR)
+    listed = workspace_domains(workspace)
     for name in sorted(set(folders) - set(listed)):
         found.append(Violation(workspace, 1, "MESH010", f"domain {name} is not a code location",
                                f"add a python_module entry with location_name {name}"))
@@ -139,14 +141,14 @@ def lint_project(root: Path, manifest: dict | None = None) -> list[Violation]:
                                "remove the entry or create the domain (mesh new domain)"))
     for name in folders:
         if not SNAKE.match(name):
-            found.append(Violation(domains_dir / name / "domain.yaml", 1, "MESH007",
+            found.append(Violation(domain_file(domains_dir / name), 1, "MESH007",
                                    f"domain name {name} is not lower_snake_case", "rename it"))
-        meta = yaml.safe_load((domains_dir / name / "domain.yaml").read_text()) or {}
+        meta = yaml.safe_load((domain_file(domains_dir / name)).read_text()) or {}
         if not meta.get("owner") or not (meta.get("description") or "").strip():
-            found.append(Violation(domains_dir / name / "domain.yaml", 1, "MESH002",
+            found.append(Violation(domain_file(domains_dir / name), 1, "MESH002",
                                    f"domain {name} needs an owner and a description",
                                    "set owner: and description: in domain.yaml"))
-        for path in sorted((domains_dir / name / "products").glob("*.yaml")):
+        for path in contract_files(domains_dir / name):
             try:
                 product = load_contract(path, domain=name)
             except ContractError as exc:

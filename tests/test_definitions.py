@@ -9,8 +9,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from mesh_assets.contract.parser import load_domain_contracts
 from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
+from mesh_assets.workspace import load_domain_contracts
 
 WORKSPACE = yaml.safe_load((PROJECT_DIR / "workspace.yaml").read_text())["load_from"]
 LOCATIONS = [(e["python_module"]["location_name"], e["python_module"]["module_name"]) for e in WORKSPACE]

@@ -17,10 +17,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mesh_assets import settings
@@ -52,7 +51,7 @@ def local_log() -> Path:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def record(decision: Decision, path: Path | None = None) -> None:
@@ -182,7 +181,3 @@ def query(*, user: str | None = None, product: str | None = None, source: str | 
             return False
         return not since or d.time >= since
     return sorted((d for d in found if keep(d)), key=lambda d: d.time)
-
-
-def elapsed_ms(start: float) -> float:
-    return round((time.monotonic() - start) * 1000, 1)

@@ -1,6 +1,6 @@
 """Asking the policy: the running OPA server over HTTP, else the same Rego with ``opa eval``.
 
-There is one policy (``mesh_assets/policies/*.rego`` plus the generated ``data.json``) and this
+There is one policy (``mesh_assets/access/policies/*.rego`` plus the generated ``data.json``) and this
 module never decides anything itself: it sends an input document and returns OPA's answer.
 
 Which OPA: ``MESH_OPA_URL`` when set (production: the OPA next to Trino; unreachable is then an

@@ -1,6 +1,6 @@
 """The policy's data, generated from the contracts and the mesh's users file (``mesh access build``).
 
-The Rego policy (``mesh_assets/policies/trino.rego``) is fixed and committed; what it decides
+The Rego policy (``mesh_assets/access/policies/trino.rego``) is fixed and committed; what it decides
 from is generated here, under ``$MESH_HOME/access/``:
 
 ``opa/data.json``      ``data.mesh``: products, their tables, reader roles (clearance, row
@@ -26,9 +26,11 @@ import yaml
 
 from mesh_assets import settings
 from mesh_assets.contract.model import DataProduct
-from mesh_assets.contract.parser import load_domain_contracts
-from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
-from mesh_assets.workspace import workspace_domains
+from mesh_assets.workspace import (
+    WORKSPACE_FILE,
+    all_contract_files,
+    all_products,
+)
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
 POLICY_FILES = ("trino.rego", "decision_logs.rego")
@@ -103,15 +105,6 @@ def load_users(path: Path | None = None) -> Users:
                                 "(users: [mesh]) or its group: without it the platform itself "
                                 "cannot write")
     return Users(tuple(map(str, platform_users)), tuple(map(str, platform_groups)), groups, path)
-
-
-def all_products() -> list[DataProduct]:
-    """Every product of every domain listed in workspace.yaml."""
-
-    products: list[DataProduct] = []
-    for domain in workspace_domains():
-        products += load_domain_contracts(DOMAINS_DIR / domain)
-    return products
 
 
 def product_policy(product: DataProduct) -> dict:
@@ -191,7 +184,7 @@ def build(directory: Path | None = None, *, products: list[DataProduct] | None =
     """Write the policy data and Trino's group file into ``directory`` (``$MESH_HOME/access``)."""
     directory = directory or access_dir()
     data_file(directory).parent.mkdir(parents=True, exist_ok=True)
-    products = all_products() if products is None else products
+    products = list(all_products()) if products is None else products
     users = users or load_users()
     data = json.dumps(policy_data(products, users), indent=2, sort_keys=True) + "\n"
     changed = _write(data_file(directory), data)
@@ -205,8 +198,7 @@ def build(directory: Path | None = None, *, products: list[DataProduct] | None =
 def inputs() -> list[Path]:
     """The files the generated data depends on (for staleness checks)."""
 
-    return [users_file(), PROJECT_DIR / "workspace.yaml",
-            *sorted(DOMAINS_DIR.glob("*/products/*.yaml"))]
+    return [users_file(), WORKSPACE_FILE, *all_contract_files()]
 
 
 def ensure_built(directory: Path | None = None) -> Path:

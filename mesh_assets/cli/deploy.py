@@ -1,4 +1,4 @@
-"""TODO docstring"""
+"""``mesh helm values``: the Helm chart's domain list, written or checked."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring"""
+"""``mesh lint`` (the federated governance rules) and ``mesh new`` (scaffolding)."""
 
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ import json
 import sys
 
 from mesh_assets.cli import add_verb
+from mesh_assets.cli.output import chosen_domains
 from mesh_assets.definitions import build_domain
 from mesh_assets.openmetadata.client import OpenMetadataClient, OpenMetadataError
 from mesh_assets.openmetadata.export import ExportConfig, collect, export_mesh, plan_export
-from mesh_assets.settings import DOMAINS_DIR, openmetadata_host
-from mesh_assets.workspace import select_domains
+from mesh_assets.settings import openmetadata_host
+from mesh_assets.workspace import domain_path
 
 
 def add_cli(subparsers) -> None:
@@ -37,8 +38,8 @@ def add_cli(subparsers) -> None:
 
 def cmd_export(args) -> int:
 
-    domains = select_domains(args.domains)
-    graphs = {d: build_domain(DOMAINS_DIR / d).resolve_asset_graph() for d in domains}
+    domains = chosen_domains(args.domains)
+    graphs = {d: build_domain(domain_path(d)).resolve_asset_graph() for d in domains}
     if args.dry_run:
         plan = plan_export(collect(graphs), ExportConfig.from_env())
         for call in plan.calls:

@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""``mesh products | history | rollback | lineage | query | contract diff | maintain | drop``:
+what consumers and operators ask of the published products."""
 
 
 from __future__ import annotations

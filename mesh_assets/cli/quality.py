@@ -17,7 +17,6 @@ from pyiceberg.exceptions import NoSuchTableError
 from mesh_assets import engine
 from mesh_assets.cli import add_verb
 from mesh_assets.contract.expectations import is_pushdown, kind_of
-from mesh_assets.contract.parser import load_contract, load_domain_contracts
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.versions import VersionError, resolve_as_of
 from mesh_assets.quality.gx import suite_json, suite_path
@@ -25,8 +24,15 @@ from mesh_assets.quality.profiling import profile_product
 from mesh_assets.quality.report import write_report
 from mesh_assets.quality.run import evaluate, referenced_contract, register_references
 from mesh_assets.quality.sql import compile_suite, trino_relation
-from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
-from mesh_assets.workspace import workspace_domains
+from mesh_assets.settings import PROJECT_DIR
+from mesh_assets.workspace import (
+    domain_file,
+    domain_path,
+    expectations_path,
+    load_domain_contracts,
+    load_product,
+    workspace_domains,
+)
 
 
 def say(message: str) -> None:
@@ -36,20 +42,19 @@ def say(message: str) -> None:
 def _products(domains: list[str] | None = None):
 
     for domain in domains or workspace_domains():
-        if not (DOMAINS_DIR / domain / "domain.yaml").exists():
+        if not domain_file(domain_path(domain)).exists():
             raise SystemExit(f"mesh: unknown domain '{domain}'")
-        yield from load_domain_contracts(DOMAINS_DIR / domain)
+        yield from load_domain_contracts(domain_path(domain))
 
 
 def _product(identifier: str):
 
     if identifier.count(".") != 1:
         raise SystemExit(f"mesh: '{identifier}' is not DOMAIN.PRODUCT")
-    domain, name = identifier.split(".")
-    path = DOMAINS_DIR / domain / "products" / f"{name}.yaml"
-    if not path.exists():
-        raise SystemExit(f"mesh: no contract for {identifier} ({path} is missing)")
-    return load_contract(path, domain=domain)
+    try:
+        return load_product(identifier)
+    except ValueError as exc:
+        raise SystemExit(f"mesh: {exc}") from None
 
 
 def suite_status(domains: list[str] | None = None) -> tuple[dict[Path, str], list[Path]]:
@@ -60,7 +65,7 @@ def suite_status(domains: list[str] | None = None) -> tuple[dict[Path, str], lis
         if product.rules:
             expected[suite_path(product)] = suite_json(product)
     folders = {p.parent for p in expected} | {
-        p.parent.parent / "expectations" for p in (x.path for x in _products(domains))}
+        expectations_path(p).parent for p in _products(domains)}
     stale = [path for path, text in expected.items()
              if not path.exists() or path.read_text() != text]
     stale += sorted(f for folder in folders if folder.exists() for f in folder.glob("*.json")
@@ -134,7 +139,7 @@ def cmd_run(args) -> int:
                            columns=[c.name for c in product.columns])
     finally:
         con.close()
-    run_id = "cli-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_id = "cli-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     report = write_report(product, results, run_id=run_id, snapshot_id=snapshot_id,
                           references=refs)
     for r in results:

@@ -1,4 +1,4 @@
-"""TODO docstring"""
+"""``mesh info | land | dbt | materialize | demo``: running the mesh from the command line."""
 
 
 from __future__ import annotations
@@ -14,20 +14,23 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from mesh_assets.cli import add_verb
-from mesh_assets.cli.output import say
-from mesh_assets.contract.parser import load_domain_contracts
+from mesh_assets.cli.output import chosen_domains, say
 from mesh_assets.dbt.artifacts import artifacts_server
 from mesh_assets.dbt.project import dependency_order, prepare
 from mesh_assets.definitions import build_domain
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.ingest.landing import landing_file, local_path, put
 from mesh_assets.settings import (
-    DOMAINS_DIR,
     ensure_local_dirs,
     load_settings,
     use_dagster_home,
 )
-from mesh_assets.workspace import all_products, select_domains, workspace_domains
+from mesh_assets.workspace import (
+    all_products,
+    domain_path,
+    load_domain_contracts,
+    workspace_domains,
+)
 
 
 def cmd_info(args) -> int:
@@ -55,8 +58,8 @@ def cmd_land(args) -> int:
 
     settings = load_settings()
     ensure_local_dirs(settings)
-    for domain in select_domains(args.domains):
-        for product in load_domain_contracts(DOMAINS_DIR / domain):
+    for domain in chosen_domains(args.domains):
+        for product in load_domain_contracts(domain_path(domain)):
             demo = (product.source or {}).get("demoData")
             if not demo:
                 continue
@@ -115,7 +118,7 @@ def materialize(domains: list[str]) -> list[dict]:
     with dg.DagsterInstance.get() as instance:
         for domain in domains:
             say(f"== materializing domain {domain} ==")
-            defs = build_domain(DOMAINS_DIR / domain)
+            defs = build_domain(domain_path(domain))
             job = defs.resolve_implicit_global_asset_job_def()
             for keys, tags in _runs(defs):
                 start = time.monotonic()
@@ -188,7 +191,7 @@ def print_summary(reports: list[dict]) -> bool:
 
 
 def cmd_materialize(args) -> int:
-    reports = materialize(dependency_order(select_domains(args.domains)))
+    reports = materialize(dependency_order(chosen_domains(args.domains)))
     return 0 if print_summary(reports) else 1
 
 

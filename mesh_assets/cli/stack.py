@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""``mesh stack up | down | status | env``: the production stack on loopback. ``up`` first
+builds the access policy folder that OPA and Trino read."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring"""
+"""The error every contract problem raises: it names the file, product and column at fault."""
 
 from __future__ import annotations
 

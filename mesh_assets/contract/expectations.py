@@ -1,4 +1,6 @@
-"""TODO docstring"""
+"""The quality vocabulary: which expectations exist, which the SQL compiler evaluates (with which
+kwargs), the platform's own (freshness, referential integrity), and those of the installed
+Great Expectations (from the generated :mod:`mesh_assets.contract.gx_catalog`)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ EXPECTATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "expect_column_mean_to_be_between": ("mean_between", ("column",)),
     "expect_column_min_to_be_between": ("min_between", ("column",)),
     "expect_column_max_to_be_between": ("max_between", ("column",)),
-    # platform expectations (GX has no core equivalent; see mesh_assets/gx_bridge.py for how
+    # platform expectations (GX has no core equivalent; see mesh_assets/quality/gx.py for how
     # they map onto GX suites)
     "expect_column_values_to_be_fresh": ("fresh", ("column", "max_age")),
     "expect_column_values_to_be_in_other_product": ("in_product", ("column", "product", "key")),

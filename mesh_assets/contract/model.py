@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""The data product as the platform sees it: columns with Iceberg types, quality rules, access
+roles, partitioning, retention, freshness; and the Iceberg/Arrow schema derived from it."""
 
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ def contract_visibility(path: Path) -> str:
     return str(_custom_properties(raw.get("customProperties")).get("visibility", "public"))
 
 
-def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct:
+def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduct:
     """Read, validate and derive one contract. Every failure is a :class:`ContractError`."""
     path = Path(path)
     try:
@@ -309,10 +309,3 @@ def _freshness(path: Path, product: str, sla: list[dict]) -> timedelta | None:
                                 "unit", product=product,
                                 hint="e.g. {property: freshness, value: 24, unit: h}") from None
     return None
-
-
-def load_domain_contracts(domain_dir: Path | str) -> list[DataProduct]:
-    """Every contract in ``<domain>/products/*.yaml``, sorted by product name."""
-    domain_dir = Path(domain_dir)
-    files = sorted((domain_dir / "products").glob("*.yaml"))
-    return [load_contract(f, domain=domain_dir.name) for f in files]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ class PartitionSelection:
         if isinstance(col_type, it.DateType):
             return moment.date().isoformat()
         if isinstance(col_type, it.TimestamptzType):
-            return moment.astimezone(timezone.utc).isoformat()
+            return moment.astimezone(UTC).isoformat()
         return moment.replace(tzinfo=None).isoformat()
 
     def iceberg_filter(self, col_type):
@@ -185,8 +185,8 @@ def selection_for_keys(p: DagsterPartitioning, first: str, last: str) -> Partiti
     if p.kind == "static":
         keys = list(p.values)
         return PartitionSelection(p.column, values=tuple(keys[keys.index(first):keys.index(last) + 1]))
-    start = datetime.fromisoformat(first).replace(tzinfo=timezone.utc)
-    last_start = datetime.fromisoformat(last).replace(tzinfo=timezone.utc)
+    start = datetime.fromisoformat(first).replace(tzinfo=UTC)
+    last_start = datetime.fromisoformat(last).replace(tzinfo=UTC)
     end = last_start + timedelta(days=1) if p.kind == "daily" else _next_month(last_start)
     return PartitionSelection(p.column, start=start, end=end)
 
@@ -204,4 +204,4 @@ def _next_month(d: datetime) -> datetime:
 def _utc(d: datetime | date) -> datetime:
     if not isinstance(d, datetime):
         d = datetime(d.year, d.month, d.day)
-    return d.astimezone(timezone.utc) if d.tzinfo else d.replace(tzinfo=timezone.utc)
+    return d.astimezone(UTC) if d.tzinfo else d.replace(tzinfo=UTC)

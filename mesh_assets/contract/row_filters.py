@@ -76,23 +76,6 @@ def canonical(predicate: str, columns: Iterable[str]) -> str:
     return _render(parse_tree(predicate), known)
 
 
-def referenced_columns(predicate: str) -> set[str]:
-    found: set[str] = set()
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("class") == "COLUMN_REF":
-                found.add(node["column_names"][-1])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(parse_tree(predicate))
-    return found
-
-
 def _render(node: dict, columns: set[str]) -> str:
     cls, kind = node.get("class"), node.get("type")
     if cls == "COLUMN_REF":

@@ -1,4 +1,18 @@
-"""TODO docstring"""
+"""Quality rules of a contract, in Great Expectations' vocabulary.
+
+Rules come from the contract in three ways, all ending as :class:`QualityRule`:
+
+* structure: ``required`` columns -> ``expect_column_values_to_not_be_null``; a primary key ->
+  ``expect_column_values_to_be_unique`` (or ``expect_compound_columns_to_be_unique``);
+* ODCS ``library`` metrics: ``nullValues``, ``duplicateValues``, ``rowCount``,
+  ``invalidValues`` (``arguments.validValues`` or ``arguments.pattern``);
+* ODCS ``custom`` rules with ``engine: great-expectations`` and an ``implementation`` holding
+  the expectation ``type`` and ``kwargs``, exactly as a GX suite would.
+
+``engine: dbt`` rules become dbt tests of the product's model or source instead.
+Unknown expectations and kwargs fail here, without importing GX (the vocabulary is
+:mod:`mesh_assets.contract.expectations`).
+"""
 
 import datetime as dt
 from typing import TYPE_CHECKING, Any
@@ -56,32 +70,6 @@ def _allowed_kwargs(product: "DataProduct", expectation: str, where: str, col: s
     return required, set(required) | set(optional)
 
 
-def _check_reference(product: "DataProduct", kwargs: dict, where: str) -> None:
-    """``product: domain.product`` has a contract declaring ``key``, readable from here."""
-    target, key = str(kwargs["product"]), kwargs["key"]
-    parts = target.split(".")
-    if len(parts) != 2 or not all(parts):
-        raise ContractError(product.path, f"{where}: product '{target}' must be 'domain.product'",
-                            product=product.name, column=kwargs.get("column"))
-    path = product.path.parent.parent.parent / parts[0] / "products" / f"{parts[1]}.yaml"
-    if not path.exists():
-        raise ContractError(product.path, f"{where}: references product {target}, which has no "
-                            f"contract ({parts[0]}/products/{parts[1]}.yaml)",
-                            product=product.name, column=kwargs.get("column"))
-    raw = yaml.safe_load(path.read_text()) or {}
-    tables = raw.get("schema") or [{}]
-    names = {p.get("name") for p in (tables[0] or {}).get("properties") or []}
-    if key not in names:
-        raise ContractError(product.path, f"{where}: references {target}.{key}, a column "
-                            f"{target} does not declare", product=product.name,
-                            column=kwargs.get("column"))
-    custom = {c.get("property"): c.get("value") for c in raw.get("customProperties") or []}
-    if parts[0] != product.domain and custom.get("visibility") == "internal":
-        raise ContractError(product.path, f"{where}: references {target}, an internal product "
-                            f"of domain {parts[0]}", product=product.name,
-                            column=kwargs.get("column"), hint="reference a public product")
-
-
 def _rule(product: "DataProduct", expectation: str, kwargs: dict, *, severity: str | None,
           name: str | None = None, description: str | None = None) -> QualityRule:
     col = kwargs.get("column")
@@ -115,7 +103,10 @@ def _rule(product: "DataProduct", expectation: str, kwargs: dict, *, severity: s
                                 product=product.name, column=col,
                                 hint="e.g. max_age: {hours: 24} or max_age: 24h") from None
     if expectation == "expect_column_values_to_be_in_other_product":
-        _check_reference(product, kwargs, where)
+        target = str(kwargs["product"]).split(".")
+        if len(target) != 2 or not all(target):
+            raise ContractError(product.path, f"{where}: product '{kwargs['product']}' must be "
+                                "'domain.product'", product=product.name, column=col)
     sev = SEVERITIES.get((severity or "error").lower())
     if sev is None:
         raise ContractError(product.path, f"unknown severity '{severity}'", product=product.name,

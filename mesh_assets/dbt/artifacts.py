@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""dbt artifacts of each domain's last run (manifest, catalog, run results), kept under
+``$MESH_HOME/dbt/artifacts/<domain>/`` and served over HTTP for OpenMetadata's dbt workflow."""
 
 import functools
 import json

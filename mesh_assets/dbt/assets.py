@@ -54,7 +54,6 @@ from mesh_assets.settings import (
 # code-location process (1.2 s of a 2.6 s load) and it initialises a dbt adapter in the run
 # process; the mesh needs neither (bench/run.py measures both).
 
-CHECK_PREFIX = "dbt"
 UNIQUE_ID_KEY = "dbt/unique_id"
 
 

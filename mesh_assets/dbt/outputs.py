@@ -21,7 +21,6 @@ import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
 
 from mesh_assets.contract.model import DataProduct
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.contract.partitions import PartitionSelection
 from mesh_assets.engine import trino_connection, trino_table
 from mesh_assets.iceberg.catalog import IcebergCatalog, evolve_table, snapshot_metadata
@@ -31,6 +30,7 @@ from mesh_assets.settings import (
     DOMAINS_DIR,
     dbt_run_context,
 )
+from mesh_assets.workspace import load_contract
 
 
 class DbtContractError(ValueError):

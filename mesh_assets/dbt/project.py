@@ -1,4 +1,6 @@
-"""TODO docstring"""
+"""The dbt project: sources, tests and model properties generated from the contracts, the
+manifest prepared once (``mesh dbt prepare``), output ports checked, domains ordered by what
+their models read."""
 
 import fcntl
 import json
@@ -13,15 +15,15 @@ import yaml
 from pyiceberg import types as it
 
 from mesh_assets.contract.model import DataProduct
-from mesh_assets.contract.parser import contract_visibility, load_domain_contracts
+from mesh_assets.contract.parser import contract_visibility
 from mesh_assets.settings import (
     DBT_PROJECT_DIR,
     DOMAINS_DIR,
     MeshSettings,
     load_settings,
 )
+from mesh_assets.workspace import all_contract_files, load_domain_contracts
 
-PROJECT_NAME = "datamesh"
 PLUGIN_ALIAS = "mesh_iceberg"
 GENERATED_YAML = "_mesh_products.yml"
 
@@ -125,8 +127,8 @@ def write_contract_yaml(domains_dir: Path = DOMAINS_DIR) -> list[Path]:
         models_dir.mkdir(parents=True, exist_ok=True)
         products = load_domain_contracts(domain_dir)
         path = models_dir / GENERATED_YAML
-        text = ("# Generated from domains/%s/products/*.yaml by `mesh dbt prepare`. Do not edit.\n"
-                % domain_dir.name) + yaml.safe_dump(contract_yaml(domain_dir.name, products),
+        text = (f"# Generated from domains/{domain_dir.name}/products/*.yaml by `mesh dbt prepare`. "
+                "Do not edit.\n") + yaml.safe_dump(contract_yaml(domain_dir.name, products),
                                                     sort_keys=False)
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
@@ -140,10 +142,10 @@ def _newest_input_mtime() -> float:
     paths = [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
     for pattern in ("models/**/*", "macros/**/*", "tests/**/*"):
         paths += DBT_PROJECT_DIR.glob(pattern)
-    paths += DOMAINS_DIR.glob("*/products/*.yaml")
+    paths += all_contract_files()
     # the code that turns contracts into dbt YAML
-    here = Path(__file__).parent
-    paths += [here / "dbt.py", here / "contracts.py", here / "quality.py"]
+    package = Path(__file__).parent.parent
+    paths += [Path(__file__), *(package / "contract").glob("*.py")]
     return max((p.stat().st_mtime for p in paths if p.is_file()), default=0.0)
 
 
@@ -212,7 +214,7 @@ def check_ports(manifest: Mapping[str, Any], domain: str | None = None,
     """Every cross-domain source a model reads must be a public product of its domain."""
 
     problems = []
-    for uid, node in manifest.get("nodes", {}).items():
+    for node in manifest.get("nodes", {}).values():
         if node["resource_type"] != "model" or (domain and _domain_of(node) != domain):
             continue
         for parent in node.get("depends_on", {}).get("nodes", []):

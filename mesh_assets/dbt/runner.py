@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""Running dbt for a Dagster step: the resource, the process and its environment, partition
+variables, and the partial-parse state handed from run to run."""
 
 import json
 import os

@@ -55,6 +55,11 @@ def evolve_table(catalog: SqlCatalog, product: DataProduct) -> tuple[Table, list
     return evolve(catalog, product, properties=TABLE_PROPERTIES)
 
 
+def snapshot_id_metadata(snapshot_id: int) -> dg.TextMetadataValue:
+    """A snapshot id as Dagster metadata: an identifier (text), not a number to plot."""
+    return dg.MetadataValue.text(str(snapshot_id))
+
+
 def snapshot_metadata(table: Table, *, inputs: dict[str, int] | None = None,
                       snapshot_id: int | None = None) -> dict[str, Any]:
     """Materialization metadata of a snapshot (default: main's current one)."""
@@ -68,7 +73,7 @@ def snapshot_metadata(table: Table, *, inputs: dict[str, int] | None = None,
     }
     if snap is not None:
         summary = snap.summary.additional_properties if snap.summary else {}
-        md["iceberg/snapshot_id"] = dg.MetadataValue.int(snap.snapshot_id)
+        md["iceberg/snapshot_id"] = snapshot_id_metadata(snap.snapshot_id)
         md["dagster/row_count"] = dg.MetadataValue.int(int(summary.get("total-records", 0)))
         md["iceberg/data_files"] = dg.MetadataValue.int(int(summary.get("total-data-files", 0)))
         if inputs is None and INPUTS_PROPERTY in summary:

@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""Committing to an Iceberg table: one retry policy for every writer, row replacement in one
+transaction, and the provenance keys each commit records in its snapshot summary."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def _chunks(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa
         yield pa.Table.from_batches(pending, schema=schema)
 
 
-def replace_rows(table: "Table", batches: Iterable[pa.RecordBatch], schema: pa.Schema,
+def replace_rows(table: Table, batches: Iterable[pa.RecordBatch], schema: pa.Schema,
                  properties: dict[str, str], row_filter=None, branch: str | None = None) -> int:
     """Replace the rows matching ``row_filter`` (all rows when None) with ``batches``, in one
     atomic commit on ``branch`` (main when None). Returns the number of rows written."""

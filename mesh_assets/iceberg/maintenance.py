@@ -17,7 +17,7 @@ removal (shared/docs/stack-notes.md); :func:`remove_orphan_files` is that missin
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -37,7 +37,7 @@ SAFETY_WINDOW = timedelta(days=3)
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _norm(path: str) -> str:
@@ -137,7 +137,7 @@ def remove_orphan_files(table: "Table", *, older_than: timedelta = SAFETY_WINDOW
     for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
         if info.type != pafs.FileType.File or _norm(info.path) in referenced:
             continue
-        mtime = info.mtime if info.mtime.tzinfo else info.mtime.replace(tzinfo=timezone.utc)
+        mtime = info.mtime if info.mtime.tzinfo else info.mtime.replace(tzinfo=UTC)
         if mtime > cutoff:
             report.kept_too_young += 1
             continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mesh_assets.iceberg.commit import INPUTS_PROPERTY
@@ -52,7 +52,7 @@ def resolve_as_of(table: Table, as_of: str | int | None) -> int | None:
         raise VersionError(f"table {_name(table)}: '{text}' is neither a snapshot id, a tag or "
                            "branch, nor an ISO timestamp (see `mesh history`)") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     snapshot = table.snapshot_as_of_timestamp(int(moment.timestamp() * 1000))
     if snapshot is None:
         raise VersionError(f"table {_name(table)}: no snapshot existed at {moment.isoformat()}")
@@ -73,7 +73,7 @@ def history(table: Table) -> list[dict[str, Any]]:
         summary = _summary(snap)
         rows.append({
             "snapshot_id": snap.snapshot_id,
-            "committed_at": datetime.fromtimestamp(snap.timestamp_ms / 1000, timezone.utc),
+            "committed_at": datetime.fromtimestamp(snap.timestamp_ms / 1000, UTC),
             "operation": snap.summary.operation.value if snap.summary else "",
             "rows": int(summary.get("total-records", 0)),
             "run_id": summary.get("mesh.dagster.run_id", ""),

@@ -1,4 +1,6 @@
-"""TODO docstring"""
+"""Write-audit-publish: a run writes to its own audit branch, checks read exactly that snapshot,
+and only :func:`publish` moves main. Tags that mark checked snapshots and rollbacks live here
+too: this module is the only code that moves main or a tag."""
 
 from __future__ import annotations
 

@@ -56,11 +56,11 @@ def _s3(settings: MeshSettings):
                              allow_bucket_creation=False, **kwargs)
 
 
-def _key(product: "DataProduct", root: str) -> str:
+def _key(product: DataProduct, root: str) -> str:
     return f"{root.removeprefix('s3://').rstrip('/')}/{product.domain}/{product.source['file']}"
 
 
-def landing_file(product: "DataProduct", settings: MeshSettings | None = None) -> LandingFile | None:
+def landing_file(product: DataProduct, settings: MeshSettings | None = None) -> LandingFile | None:
     """The product's raw file, or None when nothing has landed yet."""
 
     settings = settings or load_settings()
@@ -77,7 +77,7 @@ def landing_file(product: "DataProduct", settings: MeshSettings | None = None) -
     return LandingFile(f"s3://{_key(product, root)}", f"{info.mtime_ns}:{info.size}")
 
 
-def local_path(product: "DataProduct", settings: MeshSettings | None = None) -> Path:
+def local_path(product: DataProduct, settings: MeshSettings | None = None) -> Path:
     """A local path of the product's raw file: the file itself, or its cached copy when the
     landing zone is S3 (downloaded only when the object changed). A file that has not landed
     yields its would-be path, so the caller's error names where it is expected."""
@@ -102,7 +102,7 @@ def local_path(product: "DataProduct", settings: MeshSettings | None = None) -> 
     return cached
 
 
-def put(product: "DataProduct", source: Path, settings: MeshSettings | None = None) -> str:
+def put(product: DataProduct, source: Path, settings: MeshSettings | None = None) -> str:
     """Place ``source`` as the product's raw file in the landing zone; returns where."""
 
 

@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""Quarantine: with ``quarantine: true`` in the contract, rows that break it are parked in
+``<domain>.<product>__quarantine`` with the reason, and the good rows are written."""
 
 
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""Reading landing files as record batches typed by the contract, never loaded whole. A file that
+does not fit its contract fails with the file, product, column and line at fault."""
 
 import csv
 import hashlib

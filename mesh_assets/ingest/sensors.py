@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""A sensor per source domain: it watches the landing zone and requests the ingestion of a
+product whose file is new or changed."""
 
 import json
 from collections.abc import Sequence

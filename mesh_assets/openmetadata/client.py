@@ -136,7 +136,7 @@ class OpenMetadataClient:
                 if status < 500 and status != 429:
                     raise self._client_error(method, path, status, raw, entity) from None
                 last = f"HTTP {status}: {self._server_message(raw)}"
-            except (TimeoutError, socket.timeout) as exc:
+            except TimeoutError as exc:
                 last = f"timed out after {self.timeout:g} s ({type(exc).__name__})"
             except (urllib.error.URLError, http.client.HTTPException, ConnectionError) as exc:
                 reason = getattr(exc, "reason", exc)

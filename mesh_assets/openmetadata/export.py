@@ -40,13 +40,12 @@ from mesh_assets.openmetadata import models as m
 from mesh_assets.openmetadata.client import OpenMetadataClient, OpenMetadataError, quote
 from mesh_assets.openmetadata.lineage import compiled_sql, dialect_of, model_column_lineage
 from mesh_assets.settings import (
-    DOMAINS_DIR,
     load_settings,
     openmetadata_names,
     trino_settings,
     use_dagster_home,
 )
-from mesh_assets.workspace import load_domain
+from mesh_assets.workspace import domain_file, domain_path, load_domain
 
 log = logging.getLogger("mesh_assets.openmetadata")
 
@@ -80,6 +79,10 @@ class ExportConfig:
         trino = trino_settings()
         return cls(database=trino.catalog, trino_host_port=f"{trino.host}:{trino.port}",
                    trino_user=trino.user, **openmetadata_names())
+
+
+def _percent(part: int, total: int, *, empty: float) -> float:
+    return round(100.0 * part / total, 4) if total else empty
 
 
 def fqn(*parts: str) -> str:
@@ -187,7 +190,7 @@ def collect(graphs: Mapping[str, Any], settings=None) -> MeshView:
     view = MeshView(domains={}, assets={}, primary=tuple(domains))
     prepared = None
     for name in domains:
-        view.domains[name] = load_domain(DOMAINS_DIR / name)
+        view.domains[name] = load_domain(domain_path(name))
         artifacts = artifacts_dir(settings, name)
         manifest = _read_json(artifacts / "manifest.json")
         if manifest is None:
@@ -203,8 +206,8 @@ def collect(graphs: Mapping[str, Any], settings=None) -> MeshView:
     def product_of(key: tuple[str, ...]):
         domain = key[0]
         if domain not in view.domains:
-            path = DOMAINS_DIR / domain
-            if not (path / "domain.yaml").exists():
+            path = domain_path(domain)
+            if not domain_file(path).exists():
                 return None
             view.domains[domain] = load_domain(path)
         return next((p for p in view.domains[domain].products if p.name == key[-1]), None)
@@ -848,10 +851,9 @@ class _Planner:
             total, bad = md.get("element_count"), md.get("unexpected_count")
             counts = {}
             if isinstance(total, int) and isinstance(bad, int) and total >= bad:
-                share = (lambda n: round(100.0 * n / total, 4)) if total else (lambda n: 0.0)
                 counts = dict(passedRows=total - bad, failedRows=bad,
-                              passedRowsPercentage=share(total - bad) if total else 100.0,
-                              failedRowsPercentage=share(bad))
+                              passedRowsPercentage=_percent(total - bad, total, empty=100.0),
+                              failedRowsPercentage=_percent(bad, total, empty=0.0))
             summary = (f"{ev.check}: {'errored' if errored else 'passed' if ev.passed else 'failed'}"
                        + (f" (observed {md['observed_value']})"
                           if md.get("observed_value") is not None else "")

@@ -1,24 +1,10 @@
-"""Quality: contract rules in Great Expectations' vocabulary, run as Dagster asset checks.
+"""Contract rules as Dagster asset checks, and the publish step of write-audit-publish.
 
-Rules come from the contract in three ways, all ending as :class:`QualityRule`:
-
-* structure: ``required`` columns -> ``expect_column_values_to_not_be_null``; a primary key ->
-  ``expect_column_values_to_be_unique`` (or ``expect_compound_columns_to_be_unique``);
-* ODCS ``library`` metrics: ``nullValues``, ``duplicateValues``, ``rowCount``,
-  ``invalidValues`` (``arguments.validValues`` or ``arguments.pattern``);
-* ODCS ``custom`` rules with ``engine: great-expectations`` and an ``implementation`` holding
-  the expectation ``type`` and ``kwargs``, exactly as a GX suite would.
-
-Evaluation runs where the data is: the rules the SQL compiler supports
-(:mod:`mesh_assets.quality.sql`, DuckDB here, Trino in production) compile into one SQL
-statement over exactly the audited Iceberg snapshot; any other Great Expectations core
-expectation runs through GX itself on pandas over only the columns it needs
-(:mod:`mesh_assets.quality.gx`), never skipped. Both report in the same check metadata.
-Platform expectations GX lacks: ``expect_column_values_to_be_fresh {column, max_age}`` and
-``expect_column_values_to_be_in_other_product {column, product: domain.product, key}``.
-Values from contracts reach SQL only as bound parameters; column names only as quoted
-identifiers. GX is never imported at code-location load (contracts are checked against the
-generated :mod:`mesh_assets.contract.gx_catalog`).
+One multi-asset check per product evaluates every rule in one pass (:mod:`.run`) over exactly
+the snapshot at the head of the run's audit branch. When every blocking rule passed, the snapshot
+is tagged ``checked-<run>`` / ``last-checked`` and the branch is published to main
+(:mod:`mesh_assets.iceberg.wap`); otherwise main is unchanged. ``error`` rules are blocking
+checks, ``warn`` rules report with severity WARN. Each run writes an HTML report.
 """
 
 
@@ -28,7 +14,7 @@ import dagster as dg
 
 from mesh_assets import engine
 from mesh_assets.contract.expectations import is_pushdown, kind_of
-from mesh_assets.iceberg.catalog import IcebergCatalog
+from mesh_assets.iceberg.catalog import IcebergCatalog, snapshot_id_metadata
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head, publish, tag_checked, wap_run_id
 from mesh_assets.quality.report import write_report
 from mesh_assets.quality.run import evaluate, evaluate_on_trino, register_references
@@ -125,11 +111,11 @@ def contract_checks(product: "DataProduct"):
                 ref = result.rule.kwargs["product"]
                 metadata["reference/product"] = ref
                 if ref in ref_snapshots:
-                    metadata["reference/snapshot_id"] = dg.MetadataValue.int(ref_snapshots[ref])
+                    metadata["reference/snapshot_id"] = snapshot_id_metadata(ref_snapshots[ref])
             if report is not None:
                 metadata["quality/report"] = dg.MetadataValue.path(str(report))
             if snapshot_id is not None:
-                metadata["iceberg/snapshot_id"] = dg.MetadataValue.int(snapshot_id)
+                metadata["iceberg/snapshot_id"] = snapshot_id_metadata(snapshot_id)
             if branch is not None:
                 metadata["wap/branch"] = branch
                 metadata["wap/published"] = published

@@ -38,8 +38,9 @@ import functools
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -48,6 +49,7 @@ from mesh_assets.contract.model import QualityRule
 from mesh_assets.quality.results import SAMPLE_SIZE, RuleResult
 from mesh_assets.quality.sql import freshness_threshold, get_dialect
 from mesh_assets.settings import PROJECT_DIR
+from mesh_assets.workspace import expectations_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -146,7 +148,7 @@ def to_gx(rule: QualityRule, *, now: dt.datetime | None = None, hint: Any = None
     return config
 
 
-def suite_dict(product: "DataProduct") -> dict:
+def suite_dict(product: DataProduct) -> dict:
     """The product's rules as a GX 1.x ``ExpectationSuite`` JSON document (no GX import)."""
 
     try:
@@ -166,13 +168,13 @@ def suite_dict(product: "DataProduct") -> dict:
     }
 
 
-def suite_json(product: "DataProduct") -> str:
+def suite_json(product: DataProduct) -> str:
     return json.dumps(suite_dict(product), indent=2, ensure_ascii=False, default=str) + "\n"
 
 
-def suite_path(product: "DataProduct") -> Path:
+def suite_path(product: DataProduct) -> Path:
     """``domains/<domain>/expectations/<product>.json``, beside ``products/``."""
-    return product.path.parent.parent / "expectations" / f"{product.name}.json"
+    return expectations_path(product)
 
 
 # --- execution on pandas -----------------------------------------------------------------------
@@ -265,7 +267,7 @@ def _result(rule: QualityRule, er, rows: int) -> RuleResult:
                       details=details)
 
 
-def validate_dataframe(df: "pd.DataFrame", rules: Sequence[QualityRule], *,
+def validate_dataframe(df: pd.DataFrame, rules: Sequence[QualityRule], *,
                        now: dt.datetime | None = None,
                        reference_keys: dict[tuple[str, str], list] | None = None,
                        result_format: str = "SUMMARY") -> list[RuleResult]:
@@ -277,7 +279,7 @@ def validate_dataframe(df: "pd.DataFrame", rules: Sequence[QualityRule], *,
     gx = _import_gx()
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     batch_definition = _batch_definition()  # the (ephemeral) context must exist first
     suite = gx.ExpectationSuite(name="mesh_fallback")
     results: list[RuleResult | None] = [None] * len(rules)
@@ -319,7 +321,7 @@ def validate_dataframe(df: "pd.DataFrame", rules: Sequence[QualityRule], *,
 
 
 def read_frame(connection, relation: str, columns: Sequence[str], *, dialect: str = "duckdb",
-               limit: int | None = None) -> "pd.DataFrame":
+               limit: int | None = None) -> pd.DataFrame:
     """``columns`` of ``relation`` as pandas (no columns: a frame with only the row count)."""
     import pandas as pd
 
@@ -344,7 +346,7 @@ def read_frame(connection, relation: str, columns: Sequence[str], *, dialect: st
     return pd.DataFrame.from_records(cur.fetchall(), columns=names)
 
 
-def _to_pandas(table) -> "pd.DataFrame":
+def _to_pandas(table) -> pd.DataFrame:
     """Arrow -> pandas as GX expects it: decimals become float64 (GX's pandas metrics fail on
     object columns of Decimal with nulls); everything else keeps pyarrow's default mapping."""
 
@@ -354,7 +356,7 @@ def _to_pandas(table) -> "pd.DataFrame":
     return table.to_pandas()
 
 
-def _schema_frame(connection, relation: str, dialect: str) -> "pd.DataFrame":
+def _schema_frame(connection, relation: str, dialect: str) -> pd.DataFrame:
     import pandas as pd
 
     d = get_dialect(dialect)

@@ -17,17 +17,18 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
 from mesh_assets import engine
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.versions import resolve_as_of
 from mesh_assets.quality.sql import Dialect, _fetch, get_dialect
-from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
+from mesh_assets.settings import PROJECT_DIR
+from mesh_assets.workspace import contract_path, load_contract
 
 VALUE_SET_MAX = 12  # propose a value set up to this many distinct values ...
 VALUE_SET_MIN_REPEAT = 3  # ... when each value repeats on average at least this often
@@ -291,7 +292,7 @@ def profile_product(identifier: str, *, as_of: str | None = None,
 
 
     domain, name = identifier.split(".", 1)
-    path = DOMAINS_DIR / domain / "products" / f"{name}.yaml"
+    path = contract_path(domain, name)
     product = load_contract(path) if path.exists() else None
     table_id = product.table_identifier if product else identifier
     table = open_catalog().load_table(table_id)
@@ -307,7 +308,7 @@ def profile_product(identifier: str, *, as_of: str | None = None,
     where = path.relative_to(PROJECT_DIR) if product else f"domains/{domain}/products/{name}.yaml"
     header = [f"mesh profile {identifier}: rules proposed from snapshot {snapshot_id} of "
               f"{table_id} ({rows:,} rows{f', {sample_percent}% sample' if sample_percent else ''}),",
-              f"computed {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} in SQL "
+              f"computed {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} in SQL "
               "(DuckDB over Iceberg).",
               f"Review, then merge what holds by intent into {where} (ODCS v3 quality format)."]
     header += [f"note: {n}" for n in type_notes(profiles, product)]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from mesh_assets.settings import load_settings
 
@@ -32,7 +33,7 @@ th{background:#f2f4f8}code{font-size:.85rem;white-space:pre-wrap}
 """
 
 
-def report_dir(product: "DataProduct", home: Path | None = None) -> Path:
+def report_dir(product: DataProduct, home: Path | None = None) -> Path:
     if home is None:
 
         home = load_settings().home
@@ -47,10 +48,10 @@ def _cell(value) -> str:
     return html.escape(str(value))
 
 
-def render(product: "DataProduct", results: Sequence["RuleResult"], *, run_id: str,
+def render(product: DataProduct, results: Sequence[RuleResult], *, run_id: str,
            snapshot_id: int | None, branch: str | None = None, published: bool = False,
            references: dict[str, int] | None = None, generated: dt.datetime | None = None) -> str:
-    generated = generated or dt.datetime.now(dt.timezone.utc)
+    generated = generated or dt.datetime.now(dt.UTC)
     counts = {s: sum(1 for r in results if r.status == s) for s in ("passed", "failed", "errored")}
     blocking_ok = all(r.passed for r in results if r.rule.severity == "error")
     verdict = "all blocking checks passed" if blocking_ok else "a blocking check did not pass"
@@ -101,7 +102,7 @@ failed</span><span class="errored">{counts['errored']} errored</span></p>
 """
 
 
-def write_report(product: "DataProduct", results: Sequence["RuleResult"], *, run_id: str,
+def write_report(product: DataProduct, results: Sequence[RuleResult], *, run_id: str,
                  snapshot_id: int | None, branch: str | None = None, published: bool = False,
                  references: dict[str, int] | None = None, home: Path | None = None) -> Path:
     """Write the run's report; returns its path."""

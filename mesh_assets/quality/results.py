@@ -1,4 +1,8 @@
-"""TODO docstring"""
+"""The verdict of one rule, the same whether SQL or Great Expectations computed it.
+
+Percentages and ``mostly`` follow Great Expectations 1.x exactly (see
+``tests/unit/test_quality_conformance.py``); metadata values are plain Python a person can read.
+"""
 
 from __future__ import annotations
 

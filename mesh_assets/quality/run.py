@@ -1,9 +1,12 @@
-"""TODO docstring"""
+"""Running a product's rules: pushdown SQL for what the compiler supports, Great Expectations
+for the rest, never skipped. The only place that chooses between the two engines."""
+
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pyiceberg.exceptions import NoSuchTableError
 
@@ -11,11 +14,11 @@ from mesh_assets import engine
 from mesh_assets.contract.errors import ContractError
 from mesh_assets.contract.expectations import is_pushdown, kind_of
 from mesh_assets.contract.model import QualityRule
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.engine import trino_connection
 from mesh_assets.quality.gx import validate_relation
 from mesh_assets.quality.results import RuleResult
 from mesh_assets.quality.sql import Dialect, run_pushdown, trino_relation
+from mesh_assets.workspace import referenced_contract
 
 if TYPE_CHECKING:
     import duckdb
@@ -53,7 +56,7 @@ def run_suite(connection, relation: str, rules: Sequence[QualityRule], *,
 
 # --- evaluation (the SQL compiler lives in mesh_assets.quality.sql) ----------------------------
 
-def evaluate(con: "duckdb.DuckDBPyConnection", relation: str,
+def evaluate(con: duckdb.DuckDBPyConnection, relation: str,
              rules: tuple[QualityRule, ...] | list[QualityRule], *,
              lookups: dict[str, str] | None = None, now: dt.datetime | None = None,
              columns: list[str] | None = None) -> list[RuleResult]:
@@ -66,14 +69,7 @@ def evaluate(con: "duckdb.DuckDBPyConnection", relation: str,
                      columns=columns)
 
 
-def referenced_contract(product: "DataProduct", ref: str) -> "DataProduct":
-    """The contract of ``ref`` (``domain.product``), found beside ``product``'s domain."""
-
-    domain, name = ref.split(".")
-    return load_contract(product.path.parent.parent.parent / domain / "products" / f"{name}.yaml")
-
-
-def register_references(con, catalog, product: "DataProduct", rules) -> tuple[dict[str, str], dict[str, int]]:
+def register_references(con, catalog, product: DataProduct, rules) -> tuple[dict[str, str], dict[str, int]]:
     """Views of the *current* (main) snapshot of every product the rules reference:
     (``domain.product`` -> relation, ``domain.product`` -> snapshot id). A product without a
     table or snapshot is left out; its rules report as errored."""
@@ -95,7 +91,7 @@ def register_references(con, catalog, product: "DataProduct", rules) -> tuple[di
     return lookups, snapshots
 
 
-def evaluate_on_trino(catalog, product: "DataProduct", rules, snapshot_id: int | None):
+def evaluate_on_trino(catalog, product: DataProduct, rules, snapshot_id: int | None):
     """The suite on Trino, over exactly the audited snapshot (``FOR VERSION AS OF``); other
     products the rules reference are read at their current snapshot."""
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any
 
 import duckdb
 
@@ -68,10 +69,6 @@ class Dialect:
     def as_double(self, expr: str) -> str:
         return f"CAST({expr} AS DOUBLE)"
 
-    def ratio(self, numerator: str, denominator: str) -> str:
-        """A float ratio (Trino divides integers as integers)."""
-        return f"{self.as_double(numerator)} / NULLIF({denominator}, 0)"
-
     def sample(self, relation: str, percent: float) -> str:
         """A Bernoulli row sample of ``relation`` usable in FROM."""
         p = float(percent)
@@ -102,9 +99,6 @@ def trino_relation(identifier: str, snapshot_id: int | None = None, *, catalog: 
     rel = f"{d.quote(catalog)}.{d.quote(schema)}.{d.quote(table)}"
     return rel + (f" FOR VERSION AS OF {int(snapshot_id)}" if snapshot_id is not None else "")
 
-
-def quote_ident(name: str) -> str:
-    return DIALECTS["duckdb"].quote(name)
 
 
 def _as_datetime(value: Any) -> Any:
@@ -140,12 +134,12 @@ def freshness_threshold(kwargs: dict, now: dt.datetime, observed: Any = None) ->
     """The oldest acceptable max(column): ``now - max_age``, naive UTC for a naive timestamp,
     a date for a date column."""
     if now.tzinfo is None:
-        now = now.replace(tzinfo=dt.timezone.utc)
+        now = now.replace(tzinfo=dt.UTC)
     threshold = now - max_age(kwargs)
     if isinstance(observed, dt.datetime):
-        return threshold if observed.tzinfo else threshold.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return threshold if observed.tzinfo else threshold.astimezone(dt.UTC).replace(tzinfo=None)
     if isinstance(observed, dt.date):
-        return threshold.astimezone(dt.timezone.utc).date()
+        return threshold.astimezone(dt.UTC).date()
     return threshold
 
 
@@ -329,7 +323,7 @@ def run_pushdown(connection, relation: str, rules: Sequence[QualityRule], *,
     whose SQL errors (a regex the engine rejects, a range on a text column) is *errored* and the
     others still evaluate."""
     d = get_dialect(dialect)
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     lookups = lookups or {}
     errors = _db_errors(d)
     engine = f"sql:{d.name}"

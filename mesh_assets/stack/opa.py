@@ -2,7 +2,7 @@
 read path (:mod:`mesh_assets.access`).
 
 Built once with ``go install`` into the tools cache (``tools.GO_TOOLS["opa"]``). It serves the
-committed Rego (``mesh_assets/policies``) and the data ``mesh access build`` generates from the
+committed Rego (``mesh_assets/access/policies``, copied into the policy folder) and the data ``mesh access build`` generates from the
 contracts (``$MESH_HOME/access/opa/data.json``), and reloads both when they change (``--watch``):
 editing a contract and running ``mesh access build`` changes what Trino enforces without a
 restart. Decision logs go to its console (``stack/logs/opa.log``), one JSON line per decision
@@ -23,7 +23,7 @@ NAME = "opa"
 
 CONFIG = """\
 # Written by `mesh stack up`. Decision logs: one JSON line per kept decision on the console
-# (the service's log file); system.log.drop (mesh_assets/policies/decision_logs.rego) drops the
+# (the service's log file); system.log.drop (mesh_assets/access/policies/decision_logs.rego) drops the
 # allowed bookkeeping calls (listing catalogs, schemas, tables).
 decision_logs:
   console: true

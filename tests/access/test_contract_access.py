@@ -16,8 +16,8 @@ from mesh_assets.access.policy_data import (
     policy_data,
 )
 from mesh_assets.contract.errors import ContractError
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.contract.row_filters import FilterError, canonical
+from mesh_assets.workspace import load_contract
 
 
 def column(doc: dict, name: str) -> dict:

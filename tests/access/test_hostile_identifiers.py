@@ -16,9 +16,9 @@ import pytest
 
 from mesh_assets.access.opa import evaluate
 from mesh_assets.contract.errors import ContractError
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.contract.row_filters import quote_identifier, quote_literal
 from mesh_assets.engine import quote, sql_string, trino_table
+from mesh_assets.workspace import load_contract
 
 HOSTILE = [
     'x"; DROP TABLE y; --',

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
@@ -16,9 +16,9 @@ from mesh_assets.access.audit import read_local
 from mesh_assets.access.enforce import AccessDenied
 from mesh_assets.cli import main
 from mesh_assets.cli.products import query
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.read_api import read
 from mesh_assets.settings import DOMAINS_DIR
+from mesh_assets.workspace import load_contract
 
 FLIGHTS = [  # (origin, tailnum, carrier, flight, dest)
     ("JFK", "N14228", "UA", 1545, "IAH"),
@@ -43,7 +43,7 @@ def mesh(mesh_home, opa_eval):
     catalog = open_catalog()
     flights = load_contract(DOMAINS_DIR / "operations" / "products" / "flights.yaml")
     planes = load_contract(DOMAINS_DIR / "fleet" / "products" / "planes.yaml")
-    hour = datetime(2013, 1, 1, 5, tzinfo=timezone.utc)
+    hour = datetime(2013, 1, 1, 5, tzinfo=UTC)
     for product, rows in (
         (flights, [{"origin": o, "tailnum": t, "carrier": c, "flight": f, "dest": d,
                     "time_hour": hour, "year": 2013, "month": 1, "day": 1}

@@ -206,8 +206,8 @@ def test_mask_renderings_agree_between_engines(prod_env, tmp_path, write_contrac
 
     from mesh_assets.access.opa import evaluate
     from mesh_assets.access.policy_data import build, load_users
-    from mesh_assets.contract.parser import load_contract
     from mesh_assets.engine import trino_connection
+    from mesh_assets.workspace import load_contract
 
     props = {p["name"]: p for p in planes_doc["schema"][0]["properties"]}
     for name, method in (("model", "partial"), ("manufacturer", "hash"), ("type", "null")):

@@ -12,9 +12,8 @@ import re
 
 import pytest
 
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
-from mesh_assets.workspace import workspace_domains
+from mesh_assets.workspace import load_contract, workspace_domains
 
 pytestmark = pytest.mark.browser
 

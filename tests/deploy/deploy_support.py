@@ -8,8 +8,6 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from mesh_assets.deploy import CHART_DIR
 from mesh_assets.governance import SECRET_PATTERNS
 

@@ -127,7 +127,7 @@ def test_webserver_daemon_and_probe_command_lines_parse(rendered, tmp_path):
                 ("dagster", "api", "grpc-health-check"): grpc_health_check_command,
                 ("dagster", "api", "grpc"): grpc_command}
     seen = set()
-    for where, spec in rendered.pod_specs():
+    for _where, spec in rendered.pod_specs():
         for container in spec["containers"]:
             lines = [container["command"] + container.get("args", [])]
             lines += [container[p]["exec"]["command"] for p in ("startupProbe", "readinessProbe", "livenessProbe")

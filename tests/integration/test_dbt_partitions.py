@@ -4,11 +4,11 @@ month adds that month without rewriting the others (local target: dbt-duckdb + p
 import dagster as dg
 from meshtest import land
 
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.definitions import build_domain
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.ingest.assets import ingest
 from mesh_assets.settings import DOMAINS_DIR
+from mesh_assets.workspace import load_contract
 
 
 def _files(identifier):

@@ -4,12 +4,9 @@ into a temporary MESH_HOME, then read everything back with pyiceberg and with Du
 the provenance across domains."""
 
 import csv
-import os
 from collections import Counter
-from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 from meshtest import NYCFLIGHTS
 
@@ -97,7 +94,7 @@ def test_materializations_record_iceberg_provenance(mesh):
 
         airports_snapshot = catalog.load_table("reference.airports").current_snapshot().snapshot_id
         md = latest("reference", "airports")
-        assert md["iceberg/snapshot_id"].value == airports_snapshot
+        assert md["iceberg/snapshot_id"].value == str(airports_snapshot)
         assert md["dagster/row_count"].value == 1458
         assert md["iceberg/identifier"].value == "reference.airports"
         assert md["iceberg/metadata_location"].value.endswith(".metadata.json")
@@ -105,7 +102,7 @@ def test_materializations_record_iceberg_provenance(mesh):
 
         md = latest("reference", "timezones")
         tz_table = catalog.load_table("reference.timezones")
-        assert md["iceberg/snapshot_id"].value == tz_table.current_snapshot().snapshot_id
+        assert md["iceberg/snapshot_id"].value == str(tz_table.current_snapshot().snapshot_id)
         assert md["dagster/row_count"].value == len(tz_table.scan().to_arrow())
         zones = catalog.load_table("reference.int_reference__airport_zones").current_snapshot().snapshot_id
         assert md["iceberg/input_snapshots"].value == {"reference.int_reference__airport_zones": zones}
@@ -146,7 +143,7 @@ def test_checked_snapshots_are_tagged(mesh):
 def test_products_command_reports_runs_and_checks(mesh, capsys):
     assert cli.main(["products"]) == 0
     out = capsys.readouterr().out
-    line = next(l for l in out.splitlines() if l.startswith("weather.observations"))
+    line = next(text for text in out.splitlines() if text.startswith("weather.observations"))
     assert "26115" in line and "8/8 passed" in line and "weather-team" in line
 
 

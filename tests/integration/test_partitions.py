@@ -3,19 +3,18 @@ idempotent, a backfill runs as one run and one commit, and bad rows go to quaran
 
 import csv
 from collections import Counter
-from datetime import datetime
 
 import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from meshtest import NYCFLIGHTS, land
 
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
 from mesh_assets.ingest.assets import ingestion_asset
 from mesh_assets.ingest.quarantine import QUARANTINE_SUFFIX
 from mesh_assets.quality.checks import contract_checks
 from mesh_assets.settings import DOMAINS_DIR
+from mesh_assets.workspace import load_contract
 
 KEY = dg.AssetKey(["weather", "observations"])
 

@@ -4,13 +4,13 @@ check passed on exactly that data; rejected data stays inspectable on its audit 
 import dagster as dg
 from meshtest import land
 
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
 from mesh_assets.iceberg.wap import audit_branch_name
 from mesh_assets.ingest.assets import ingestion_asset
 from mesh_assets.quality.checks import contract_checks
 from mesh_assets.read_api import read
 from mesh_assets.settings import DOMAINS_DIR
+from mesh_assets.workspace import load_contract
 
 KEY = dg.AssetKey(["reference", "airlines"])
 
@@ -42,7 +42,7 @@ def test_failed_blocking_check_leaves_main_untouched(mesh_home):
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "match_regex_carrier")
     assert not evaluation.passed
     assert evaluation.metadata["wap/branch"].value == branch  # ... and named in the check
-    assert evaluation.metadata["iceberg/snapshot_id"].value == rejected
+    assert evaluation.metadata["iceberg/snapshot_id"].value == str(rejected)
     assert evaluation.metadata["wap/published"].value is False
 
 

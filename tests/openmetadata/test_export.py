@@ -153,7 +153,7 @@ def test_one_pipeline_per_domain_with_assets_as_tasks_and_run_status(exported, g
         "reference/timezones"]
     statuses = fake.series["pipelineStatus"]
     assert {fqn for fqn, _ in statuses} == set(pipelines)
-    for (fqn, _), status in statuses.items():
+    for (_fqn, _), status in statuses.items():
         assert status["executionStatus"] == "Successful"
         assert {t["executionStatus"] for t in status["taskStatus"]} == {"Successful"}
 

@@ -14,12 +14,12 @@ import dagster as dg
 import pytest
 from meshtest import land
 
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
 from mesh_assets.ingest.assets import ingest, ingestion_asset
 from mesh_assets.ingest.quarantine import QUARANTINE_SUFFIX
 from mesh_assets.ingest.readers import IngestionError
 from mesh_assets.quality.checks import contract_checks
+from mesh_assets.workspace import load_contract
 
 HEADER = "id,qty,price,label,day"
 GOOD = [f"k{i},{i},{i}.5,label {i},2024-01-{i + 1:02d}" for i in range(5)]

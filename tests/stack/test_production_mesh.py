@@ -145,10 +145,10 @@ def test_checks_ran_on_trino_and_dagster_runs_are_in_postgres(in_production):
 def test_landing_zone_is_an_s3_prefix(in_production):
     """`mesh land` put the raw files in S3; ingestion read them from there (the source file
     recorded in each snapshot is the S3 object)."""
-    from mesh_assets.contract.parser import load_contract
     from mesh_assets.iceberg.catalog import open_catalog
     from mesh_assets.ingest.landing import landing_file
     from mesh_assets.settings import DOMAINS_DIR
+    from mesh_assets.workspace import load_contract
 
     product = load_contract(DOMAINS_DIR / "reference" / "products" / "airlines.yaml")
     landed = landing_file(product)

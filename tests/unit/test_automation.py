@@ -47,9 +47,9 @@ def test_freshness_and_automation_come_from_the_contracts(mesh_home):
 def test_a_fresh_sensor_does_not_reingest_what_was_ingested_from_the_same_file(mesh_home):
     """A new sensor cursor (a fresh `dagster dev` after `mesh demo`) compares the landed file
     with the one recorded in the product's current snapshot: no spurious re-ingestion."""
-    from mesh_assets.contract.parser import load_contract
     from mesh_assets.iceberg.catalog import open_catalog
     from mesh_assets.ingest.assets import ingest
+    from mesh_assets.workspace import load_contract
 
     path = land(mesh_home, "fleet", "planes.csv")
     ingest(load_contract(DOMAINS_DIR / "fleet" / "products" / "planes.yaml"), open_catalog())

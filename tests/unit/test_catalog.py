@@ -7,10 +7,10 @@ import pytest
 from pyiceberg import types as it
 
 from mesh_assets import cli
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.dbt.outputs import DbtContractError, conform_to_contract
 from mesh_assets.iceberg.catalog import ensure_table, open_catalog
 from mesh_assets.iceberg.schema import BreakingSchemaChange
+from mesh_assets.workspace import load_contract
 
 
 @pytest.fixture

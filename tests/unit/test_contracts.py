@@ -8,8 +8,8 @@ from pyiceberg import types as it
 
 from mesh_assets.asset_specs import asset_spec
 from mesh_assets.contract.errors import ContractError
-from mesh_assets.contract.parser import load_contract, load_domain_contracts
 from mesh_assets.quality.checks import check_specs
+from mesh_assets.workspace import load_contract, load_domain_contracts
 
 
 def _write(tmp_path: Path, doc: dict, name: str = "airlines") -> Path:

@@ -5,10 +5,10 @@ import json
 import dagster as dg
 import pytest
 
-from mesh_assets.contract.parser import load_domain_contracts
 from mesh_assets.dbt.assets import MeshDbtTranslator
 from mesh_assets.dbt.project import contract_yaml, domain_models, prepare
 from mesh_assets.settings import DOMAINS_DIR
+from mesh_assets.workspace import load_domain_contracts
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,8 @@ def test_cross_domain_source_maps_to_the_producing_domains_asset(translator, man
 
 
 def test_each_domain_owns_only_its_models(manifest):
-    names = lambda d: {manifest["nodes"][u]["name"] for u in domain_models(manifest, d)}
+    def names(domain):
+        return {manifest["nodes"][u]["name"] for u in domain_models(manifest, domain)}
     assert names("reference") == {"stg_reference__airports", "int_reference__airport_zones",
                                   "timezones"}
     assert names("weather") == {"station_daily"}

@@ -8,7 +8,7 @@ import yaml
 
 from mesh_assets.dbt.project import prepare
 from mesh_assets.governance import lint_project
-from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
+from mesh_assets.settings import DOMAINS_DIR
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ import pytest
 from meshtest import land
 from pyiceberg.exceptions import NoSuchTableError
 
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.ingest.assets import ingest
 from mesh_assets.ingest.readers import IngestionError
+from mesh_assets.workspace import load_contract
 
 GOOD = "faa,name,lat,lon,alt,tz,dst,tzone\nJFK,John F Kennedy Intl,40.64,-73.78,13,-5,A,America/New_York\n"
 

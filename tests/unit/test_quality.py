@@ -7,11 +7,11 @@ import pytest
 from meshtest import land
 
 from mesh_assets.contract.model import QualityRule
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.iceberg.catalog import IcebergCatalog
 from mesh_assets.ingest.assets import ingestion_asset
 from mesh_assets.quality.checks import contract_checks
 from mesh_assets.quality.run import evaluate
+from mesh_assets.workspace import load_contract
 
 DATA = pa.table({
     "code": ["AA", "B6", "dl", None, "AA"],

@@ -30,7 +30,7 @@ from mesh_assets.contract.model import QualityRule
 from mesh_assets.quality.gx import validate_dataframe
 from mesh_assets.quality.run import evaluate
 
-NOW = dt.datetime(2024, 6, 10, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2024, 6, 10, 12, 0, tzinfo=dt.UTC)
 SCHEMA = pa.schema([("s", pa.string()), ("n", pa.int64()), ("x", pa.float64()),
                     ("ts", pa.timestamp("us")), ("k1", pa.string()), ("k2", pa.int64())])
 REF_KEYS = ["a", "b", "é", "日本"]

@@ -19,15 +19,15 @@ from meshtest import land
 from mesh_assets.contract.errors import ContractError
 from mesh_assets.contract.expectations import is_pushdown
 from mesh_assets.contract.model import QualityRule
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.contract.rules import rules_from_contract
 from mesh_assets.governance import lint_project
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.quality.run import evaluate
 from mesh_assets.quality.sql import compile_suite, sample_query, trino_relation
 from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
+from mesh_assets.workspace import load_contract
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture
@@ -384,7 +384,7 @@ def test_checks_run_fallback_and_reference_rules_and_link_a_report(mesh_home, tm
     assert not ref.passed and ref.severity == dg.AssetCheckSeverity.WARN
     assert ref.metadata["unexpected_sample"].value == ["ZZZ"]
     assert ref.metadata["reference/snapshot_id"].value == \
-        open_catalog().load_table("reference.airlines").current_snapshot().snapshot_id
+        str(open_catalog().load_table("reference.airlines").current_snapshot().snapshot_id)
     assert not lengths.passed and lengths.metadata["engine"].value == "great_expectations"
     assert lengths.metadata["unexpected_count"].value == 1
     assert lengths.metadata["unexpected_sample"].value == ["ZZZ"]

@@ -6,12 +6,12 @@ import dagster as dg
 import pytest
 import yaml
 
-from mesh_assets.contract.parser import load_domain_contracts
 from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
 from mesh_assets.ingest.assets import ingestion_asset
 from mesh_assets.quality.checks import contract_checks
 from mesh_assets.scaffold import ScaffoldError, new_domain, new_product
 from mesh_assets.settings import PROJECT_DIR
+from mesh_assets.workspace import load_domain_contracts
 
 
 def test_new_domain_is_a_complete_code_location(tmp_path, mesh_home):

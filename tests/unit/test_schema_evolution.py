@@ -10,9 +10,9 @@ from pyiceberg import types as it
 
 from mesh_assets import cli
 from mesh_assets.contract.model import Column
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.iceberg.catalog import evolve_table, open_catalog
 from mesh_assets.iceberg.schema import BreakingSchemaChange, contract_diff
+from mesh_assets.workspace import load_contract
 
 
 @pytest.fixture

@@ -2,17 +2,16 @@
 referenced file nor a young one, and the table reads the same before and after."""
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
 
-from mesh_assets import cli
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.maintenance import expire_snapshots, maintain, referenced_files, remove_orphan_files
+from mesh_assets.workspace import load_contract
 
-LATER = datetime.now(timezone.utc) + timedelta(days=30)  # "now" for maintenance: all is old
+LATER = datetime.now(UTC) + timedelta(days=30)  # "now" for maintenance: all is old
 
 
 @pytest.fixture

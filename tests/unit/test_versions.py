@@ -1,18 +1,18 @@
 """Time travel, rollback, tags, the read API and the query command on real snapshots."""
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from meshtest import land
 
 from mesh_assets import cli
-from mesh_assets.contract.parser import load_contract
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.versions import VersionError, history, resolve_as_of
 from mesh_assets.iceberg.wap import rollback, tag_checked
 from mesh_assets.ingest.assets import ingest
 from mesh_assets.read_api import read
+from mesh_assets.workspace import load_contract
 
 SMALL = "carrier,name\nAA,American Airlines Inc.\nUA,United Air Lines Inc.\n" + "".join(
     f"Z{i},Carrier {i}\n" for i in range(8))
@@ -25,7 +25,7 @@ def versions(mesh_home, reference_dir):
     land(mesh_home, "reference", "airlines.csv")
     v1 = ingest(airlines, open_catalog(), run_id="run-one").table.current_snapshot()
     time.sleep(0.01)
-    between = datetime.now(timezone.utc)
+    between = datetime.now(UTC)
     time.sleep(0.01)
     land(mesh_home, "reference", "airlines.csv", SMALL)
     v2 = ingest(airlines, open_catalog(), run_id="run-two").table.current_snapshot()
