@@ -7,7 +7,7 @@ Every benchmark is a pair (or more) of ways to do the same work: the platform's 
 alternative (a plain pyarrow write, plain dbt, a hand-written script, Trino's INSERT...). Each
 round runs both, one after the other, after one warm-up round that is not counted (page cache,
 bytecode, imports); medians, min/max and the ratio to the baseline are computed pair by pair
-within the same run (this machine is shared and noisy). Measurements run in fresh subprocesses,
+within the same run (a shared machine is noisy). Measurements run in fresh subprocesses,
 so a peak RSS (``wait4`` rusage) is the measured process's own.
 
 Benchmarks (``--only``/``BENCH_ONLY``, comma-separated; default all):
@@ -253,8 +253,8 @@ def write_results(benchmarks: list[dict], out: Path = RESULTS) -> None:
             groups.setdefault(b["group"], b)
     if groups:
         notes.append("- **machine load** (1-minute load average on "
-                     f"{mach['cores']} cores, before -> after each benchmark; other work shares "
-                     "this machine): " + "; ".join(
+                     f"{mach['cores']} cores, before -> after each benchmark; other work may "
+                     "share the machine): " + "; ".join(
                          f"{g} {b['load_avg_1m_before']} -> {b['load_avg_1m_after']} "
                          f"({b.get('group_seconds', 0):.0f} s)" for g, b in groups.items()))
     if notes:

@@ -13,7 +13,7 @@ Safety rules, in order of importance:
    once older than their age / the retention.
 
 pyiceberg 0.12 expires snapshots but leaves their files on disk and has no orphan-file
-removal (shared/docs/stack-notes.md); :func:`remove_orphan_files` is that missing half.
+removal; :func:`remove_orphan_files` is that missing half.
 """
 
 from dataclasses import dataclass, field

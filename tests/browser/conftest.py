@@ -8,8 +8,8 @@ has just ingested the files they watch, and the only runs of the test must be th
 launches itself.
 
 The browser is Debian's Chromium (``make browser`` installs it; Playwright never downloads
-one), headless, with a fresh profile and no background networking (this machine refuses
-outside connections). Screenshots and the servers' logs go to ``test-artifacts/browser/``.
+one), headless, with a fresh profile and no background networking (the test must not
+depend on outside connections). Screenshots and the servers' logs go to ``test-artifacts/browser/``.
 """
 
 from __future__ import annotations
