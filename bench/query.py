@@ -72,7 +72,7 @@ SETUP = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.contract.model import load_contract
+    from mesh_assets.workspace import load_contract
     from mesh_assets.ingest.assets import ingest
     out = {}
     for path in sys.argv[1:]:

@@ -38,7 +38,7 @@ INGEST = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.contract.model import load_contract
+    from mesh_assets.workspace import load_contract
     from mesh_assets.ingest.assets import ingest
     product = load_contract(Path(sys.argv[1]))
     start = time.perf_counter()

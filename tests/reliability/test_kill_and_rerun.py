@@ -41,7 +41,8 @@ from mesh_assets.iceberg.catalog import open_catalog
 WRITER = textwrap.dedent("""
     import sys
     import pyarrow as pa
-    from mesh_assets.iceberg.catalog import commit_with_retry, open_catalog
+    from mesh_assets.iceberg.catalog import open_catalog
+    from mesh_assets.iceberg.commit import commit_with_retry
 
     writer, appends = int(sys.argv[1]), int(sys.argv[2])
     catalog = open_catalog()
@@ -52,15 +53,17 @@ WRITER = textwrap.dedent("""
 """)
 
 INGEST = textwrap.dedent("""
-    import mesh_assets.ingest.assets as ingestion
+    import mesh_assets.iceberg.commit as commit
+    import mesh_assets.ingest.readers as readers
     from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.contract.model import load_contract
+    from mesh_assets.ingest.assets import ingest
+    from mesh_assets.workspace import load_contract
     from mesh_assets.settings import DOMAINS_DIR
 
-    ingestion.BATCH_BYTES, ingestion.COMMIT_ROWS = 1 << 18, 20_000  # many files per commit
+    readers.BATCH_BYTES, commit.COMMIT_ROWS = 1 << 18, 20_000  # many files per commit
     product = load_contract(DOMAINS_DIR / "reference" / "products" / "airports.yaml")
     print("writing", flush=True)
-    ingestion.ingest(product, open_catalog())
+    ingest(product, open_catalog())
     print("committed", flush=True)
 """)
 
