@@ -16,3 +16,14 @@ def chosen_domains(names: list[str]) -> list[str]:
         return select_domains(names)
     except WorkspaceError as exc:
         raise SystemExit(f"mesh: {exc}") from None
+
+
+def check_status(evaluations) -> str:
+    """``7/8 passed; FAILED: name`` for the check evaluations of one asset in one run (the
+    demo summary and `mesh products` both print this; the latest evaluation of a check counts)."""
+    latest = {e.check_name: e for e in evaluations}
+    if not latest:
+        return "not run"
+    failed = sorted(name for name, e in latest.items() if not e.passed)
+    return (f"{len(latest) - len(failed)}/{len(latest)} passed"
+            + (f"; FAILED: {', '.join(failed)}" if failed else ""))

@@ -17,7 +17,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from mesh_assets import engine
 from mesh_assets.access.enforce import governed_query
 from mesh_assets.cli import add_verb
-from mesh_assets.cli.output import say
+from mesh_assets.cli.output import check_status, say
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.maintenance import maintain
 from mesh_assets.iceberg.schema import contract_diff
@@ -30,6 +30,15 @@ from mesh_assets.settings import (
     use_dagster_home,
 )
 from mesh_assets.workspace import all_products
+
+
+def _evaluations_of_run(instance, run_id: str, key: dg.AssetKey) -> list:
+    """The check evaluations of ``key`` in run ``run_id`` (the run of its current version), in
+    order: the same the demo summary counts."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    found = [r.event_log_entry.dagster_event.event_specific_data for r in records]
+    return [e for e in found if e.asset_key == key]
 
 
 def cmd_products(args) -> int:
@@ -52,12 +61,7 @@ def cmd_products(args) -> int:
             event = instance.get_latest_materialization_event(key)
             when = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.timestamp))
                     if event else "never")
-            statuses = [instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(key, r.name))
-                        for r in product.rules]
-            done = [s for s in statuses if s is not None and s.status.value in ("SUCCEEDED", "FAILED")]
-            failed = [s for s in done if s.status.value == "FAILED"]
-            checks = (f"{len(done) - len(failed)}/{len(product.rules)} passed"
-                      + (f", {len(failed)} failed" if failed else "")) if done else "not run"
+            checks = check_status(_evaluations_of_run(instance, event.run_id, key)) if event else "not run"
             say(f"{product.identifier:34} {product.owner:18} {rows:>8}  {snapshot:>20}  {when:20} {checks}")
     return 0
 

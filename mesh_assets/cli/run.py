@@ -14,7 +14,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from mesh_assets.cli import add_verb
-from mesh_assets.cli.output import chosen_domains, say
+from mesh_assets.cli.output import check_status, chosen_domains, say
 from mesh_assets.dbt.artifacts import artifacts_server
 from mesh_assets.dbt.project import dependency_order, prepare
 from mesh_assets.definitions import build_domain
@@ -131,8 +131,7 @@ def materialize(domains: list[str]) -> list[dict]:
                     "seconds": time.monotonic() - start,
                     "materialized": list(dict.fromkeys(
                         e.asset_key for e in result.get_asset_materialization_events())),
-                    "checks": [(c.asset_key, c.check_name, c.passed, c.severity)
-                               for c in result.get_asset_check_evaluations()],
+                    "checks": list(result.get_asset_check_evaluations()),
                 })
     return reports
 
@@ -172,11 +171,9 @@ def print_summary(reports: list[dict]) -> bool:
             identifier = product.table_identifier if product else ".".join(key.path)
             snap = catalog.load_table(identifier).current_snapshot()
             rows = snap.summary.additional_properties.get("total-records", "?") if snap else 0
-            mine = [c for c in report["checks"] if c[0] == key]
-            passed = sum(1 for c in mine if c[2])
-            failed = [c[1] for c in mine if not c[2]]
-            ok &= not any(not c[2] and c[3].value == "ERROR" for c in mine)
-            status = f"{passed}/{len(mine)} passed" + (f"; FAILED: {', '.join(failed)}" if failed else "")
+            mine = [c for c in report["checks"] if c.asset_key == key]
+            ok &= not any(not c.passed and c.severity == dg.AssetCheckSeverity.ERROR for c in mine)
+            status = check_status(mine)
             say(f"{identifier:36} {rows:>8}  {snap.snapshot_id if snap else '-':>20}  {status}")
         say(f"   domain {report['domain']}: run {report['run_id']} "
              f"{'succeeded' if report['success'] else 'FAILED'} in {report['seconds']:.1f} s")
