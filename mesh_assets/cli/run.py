@@ -14,7 +14,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from mesh_assets.cli import add_verb
-from mesh_assets.cli.output import check_status, chosen_domains, say
+from mesh_assets.cli.output import CheckOutcome, check_status, chosen_domains, say
 from mesh_assets.dbt.artifacts import artifacts_server
 from mesh_assets.dbt.project import dependency_order, prepare
 from mesh_assets.definitions import build_domain
@@ -131,7 +131,7 @@ def materialize(domains: list[str]) -> list[dict]:
                     "seconds": time.monotonic() - start,
                     "materialized": list(dict.fromkeys(
                         e.asset_key for e in result.get_asset_materialization_events())),
-                    "checks": list(result.get_asset_check_evaluations()),
+                    "checks": [CheckOutcome.of(c) for c in result.get_asset_check_evaluations()],
                 })
     return reports
 
