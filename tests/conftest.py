@@ -3,11 +3,22 @@
 Helpers that tests import by name live in ``meshtest.py`` (a module named ``conftest`` would
 be ambiguous: the deploy and stack folders have conftest files of their own)."""
 
+import fcntl
+import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import pytest
+from meshtest import point_at
 
+from mesh_assets import cli
+from mesh_assets.cli.output import CheckOutcome
+from mesh_assets.cli.run import materialize
+from mesh_assets.dbt.project import dependency_order
 from mesh_assets.settings import DOMAINS_DIR
+from mesh_assets.workspace import workspace_domains
 
 
 @pytest.fixture
@@ -41,3 +52,44 @@ def stack_layout():
                     "`.venv/bin/mesh stack up`):\n"
                     + "\n".join(f"  {s.name} {s.port}: {s.detail}" for s in bad), pytrace=False)
     return layout
+
+
+@dataclass(frozen=True)
+class MaterializedMesh:
+    home: Path           # its MESH_HOME (DAGSTER_HOME is home / "dagster")
+    reports: list[dict]  # one per domain run, as `mesh materialize` reports them
+
+
+def _report_json(report: dict) -> dict:
+    return {**report, "materialized": [k.path for k in report["materialized"]],
+            "checks": [[c.asset_key.path, c.check_name, c.passed, c.severity.value]
+                       for c in report["checks"]]}
+
+
+def _report_of(data: dict) -> dict:
+    return {**data, "materialized": [dg.AssetKey(p) for p in data["materialized"]],
+            "checks": [CheckOutcome(dg.AssetKey(k), name, passed, dg.AssetCheckSeverity(severity))
+                       for k, name, passed, severity in data["checks"]]}
+
+
+@pytest.fixture(scope="session")
+def materialized_mesh(tmp_path_factory) -> MaterializedMesh:
+    """The demo mesh landed and materialized once for the whole session (every asset and check
+    of every domain, in dependency order), for the suites that only read it: end to end,
+    OpenMetadata, browser. Under pytest-xdist the first worker that asks builds it under a file
+    lock and the others reuse it. A test that writes takes a copy or a home of its own."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this session
+    home = root / "materialized-mesh"
+    done = home / "reports.json"
+    with (root / "materialized-mesh.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            with pytest.MonkeyPatch.context() as mp:
+                point_at(mp, home)
+                (home / "dagster").mkdir(parents=True, exist_ok=True)
+                assert cli.main(["land"]) == 0
+                reports = materialize(dependency_order(workspace_domains()))
+            done.write_text(json.dumps([_report_json(r) for r in reports]))
+    return MaterializedMesh(home, [_report_of(r) for r in json.loads(done.read_text())])

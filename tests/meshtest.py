@@ -15,3 +15,18 @@ def land(home: Path, domain: str, name: str, text: str | None = None) -> Path:
     else:
         target.write_text(text)
     return target
+
+
+# Settings a test environment must not inherit from the shell (production mode, OpenMetadata).
+MESH_ENV = ("MESH_CATALOG_URI", "MESH_WAREHOUSE", "MESH_LANDING", "MESH_ENGINE", "MESH_S3_ENDPOINT",
+            "MESH_DAGSTER_STORAGE", "MESH_CATALOG_NAME", "OPENMETADATA_HOST", "OPENMETADATA_JWT_TOKEN",
+            "OPENMETADATA_JWT_TOKEN_FILE", "OPENMETADATA_DAGSTER_URL", "OPENMETADATA_DATABASE_SERVICE",
+            "OPENMETADATA_PIPELINE_SERVICE", "MESH_TRINO_CATALOG")
+
+
+def point_at(mp, home: Path) -> None:
+    """Make ``home`` the MESH_HOME (and its Dagster instance) of the test, embedded mode."""
+    mp.setenv("MESH_HOME", str(home))
+    mp.setenv("DAGSTER_HOME", str(home / "dagster"))
+    for var in MESH_ENV:
+        mp.delenv(var, raising=False)

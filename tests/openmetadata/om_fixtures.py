@@ -13,44 +13,24 @@ import shutil
 from pathlib import Path
 
 import pytest
+from meshtest import point_at
 from om_fake_server import FakeOpenMetadata
 
-from mesh_assets import cli
-from mesh_assets.cli.run import materialize
-from mesh_assets.dbt.project import dependency_order
 from mesh_assets.workspace import workspace_domains
 
 SENTINEL_JWT = "sentinel-openmetadata-bot-token-c0ffee"  # a placeholder, not a real JWT
-MESH_ENV = ("MESH_CATALOG_URI", "MESH_WAREHOUSE", "MESH_LANDING", "MESH_ENGINE", "OPENMETADATA_HOST",
-            "OPENMETADATA_JWT_TOKEN", "OPENMETADATA_JWT_TOKEN_FILE", "OPENMETADATA_DAGSTER_URL",
-            "OPENMETADATA_DATABASE_SERVICE", "OPENMETADATA_PIPELINE_SERVICE", "MESH_TRINO_CATALOG")
-
-
-def point_at(mp: pytest.MonkeyPatch, home: Path) -> None:
-    mp.setenv("MESH_HOME", str(home))
-    mp.setenv("DAGSTER_HOME", str(home / "dagster"))
-    for var in MESH_ENV:
-        mp.delenv(var, raising=False)
-
-
-_CACHE: dict[str, object] = {}
 
 
 @pytest.fixture(scope="session")
-def materialized(tmp_path_factory) -> Path:
-    """A MESH_HOME where every domain was landed and materialized (assets and checks), so
-    ``$MESH_HOME/dbt/artifacts/<domain>/`` and the Dagster instance are real."""
-    if "home" in _CACHE:
-        return _CACHE["home"]
-    home = tmp_path_factory.mktemp("om") / "mesh"
-    with pytest.MonkeyPatch.context() as mp:
-        point_at(mp, home)
-        (home / "dagster").mkdir(parents=True)
-        assert cli.main(["land"]) == 0
-        reports = materialize(dependency_order(workspace_domains()))
-        assert all(r["success"] for r in reports), [r for r in reports if not r["success"]]
-    _CACHE["home"] = home
-    return home
+def materialized(materialized_mesh) -> Path:
+    """The session's materialized mesh (tests/conftest.py): real dbt artifacts in
+    ``$MESH_HOME/dbt/artifacts/<domain>/`` and a real Dagster instance with runs and checks."""
+    assert all(r["success"] for r in materialized_mesh.reports), \
+        [r for r in materialized_mesh.reports if not r["success"]]
+    return materialized_mesh.home
+
+
+_CACHE: dict[str, object] = {}
 
 
 @pytest.fixture(scope="session")
