@@ -218,9 +218,15 @@ def browser_context(chromium, tmp_path_factory):
 @pytest.fixture
 def page(browser_context, request):
     page = browser_context.new_page()
+
+    def skip_dialog() -> None:
+        page.get_by_role("button", name="Skip").click()
+        # the click leaves the mouse mid-page, where it may hover a graph node (which highlights
+        # and redraws its edges): park it in the corner, away from what the tests look at
+        page.mouse.move(0, 0)
+
     # Dagster's one-time "Join the Dagster community" dialog, whenever it shows up
-    page.add_locator_handler(page.get_by_text("Join the Dagster community"),
-                             lambda: page.get_by_role("button", name="Skip").click())
+    page.add_locator_handler(page.get_by_text("Join the Dagster community"), skip_dialog)
     yield page
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:

@@ -5,7 +5,14 @@ entities are stored by fully qualified name (201 when created, 200 when updated,
 referenced parents must exist (404 otherwise), statuses and results are stored by timestamp,
 lineage edges by (from, to). Every request is recorded (method, path, headers, body); every
 body is validated against the official JSON Schema of its endpoint (400 naming the field when
-invalid). Faults can be injected: statuses to answer first, or delays (timeouts).
+invalid). Faults can be injected: statuses to answer first, or ``HOLD``: a request left
+unanswered, so that the client times out.
+
+Timeouts without timing: a held request is never answered before the client gives up (it waits
+for :meth:`FakeOpenMetadata.release`, not for a delay), and the requests the fake does answer
+never time out in the client, however slow the machine: :meth:`FakeOpenMetadata.client_urlopen`
+(installed by the ``fake_om`` fixture) gives them a timeout of ``ANSWERED_TIMEOUT_S`` and leaves
+the client's own timeout to the held ones.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +62,12 @@ COLLECTIONS = {"teams": "team", "users": "user", "tables": "table", "pipelines":
                "tags": "tag"}
 
 
+HOLD = "hold"  # a fault: leave the request unanswered (the client times out)
+HOLD_HEADER = "X-Fake-Openmetadata-Hold"  # set by client_urlopen on a request claimed by a HOLD
+ANSWERED_TIMEOUT_S = 60.0  # the client timeout of the requests the fake answers (they take ms)
+HELD_MAX_S = 300.0  # a held request is dropped after this, should no test release it
+
+
 def _fqn(*parts: str) -> str:
     return ".".join(f'"{p}"' if "." in p else p for p in parts)
 
@@ -80,19 +93,63 @@ class FakeOpenMetadata:
     entities: dict[str, dict[str, dict]] = field(default_factory=dict)   # type -> fqn -> entity
     series: dict[str, dict[tuple, dict]] = field(default_factory=dict)   # kind -> key -> body
     schema_errors: list[str] = field(default_factory=list)
-    faults: list[tuple[str, str, int | float, str | None]] = field(default_factory=list)
+    faults: list[tuple[str, str, int | str, str | None]] = field(default_factory=list)
+    held: list[Recorded] = field(default_factory=list)   # the requests left unanswered
 
     def __post_init__(self):
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._released = threading.Event()
+        self._claimed = 0  # held requests sent by the client (they reach the server later)
         self.server = None
 
     # --- control ---------------------------------------------------------------------------
 
     def fail(self, method: str, path_regex: str, *answers, message: str | None = None) -> None:
-        """Answer the next matching requests with these statuses (int) or delays in seconds
-        (float, then the normal answer)."""
+        """Answer the next matching requests with these statuses (int), in order; ``HOLD``
+        leaves one unanswered until :meth:`release` (the client times out after its own
+        timeout). No delays: a test must not depend on how fast this machine is."""
         for answer in answers:
+            if answer != HOLD and (not isinstance(answer, int) or isinstance(answer, bool)):
+                raise TypeError(f"fault {answer!r}: an HTTP status (int) or HOLD")
             self.faults.append((method, path_regex, answer, message))
+
+    def client_urlopen(self, urlopen):
+        """``urllib.request.urlopen`` for the client under test (the ``fake_om`` fixture puts it
+        in place). A request to this server that the next matching fault holds is marked
+        (``HOLD_HEADER``) and keeps the client's timeout: nothing answers it, so it times out.
+        Any other gets ``ANSWERED_TIMEOUT_S`` (or the client's, if longer): what the fake
+        answers never times out, however loaded the machine. The fault is claimed here, when
+        the request is sent, so concurrent requests cannot race for it."""
+        def wrapped(request, *args, **kwargs):
+            if isinstance(request, urllib.request.Request) and self.server is not None \
+                    and request.full_url.startswith(self.url + "/"):
+                with self._lock:
+                    fault = self._next_fault(request.get_method(), request.full_url)
+                    hold = fault is not None and fault[2] == HOLD
+                    if hold:
+                        self.faults.remove(fault)
+                        self._claimed += 1
+                if hold:
+                    request.add_header(HOLD_HEADER, "1")
+                elif isinstance(kwargs.get("timeout"), (int, float)):
+                    kwargs["timeout"] = max(kwargs["timeout"], ANSWERED_TIMEOUT_S)
+            return urlopen(request, *args, **kwargs)
+        return wrapped
+
+    def release(self, timeout_s: float = 60.0) -> list[Recorded]:
+        """Wait until every held request has reached the server (the client may give up before
+        the server even reads it), then drop them unanswered. Returns them."""
+        with self._arrived:
+            unclaimed = [f for f in self.faults if f[2] == HOLD]
+            assert not unclaimed, (f"no request was held for {unclaimed}: not sent, or sent "
+                                   "without client_urlopen (the fake_om fixture)")
+            if not self._arrived.wait_for(lambda: len(self.held) >= self._claimed, timeout_s):
+                raise AssertionError(f"{self._claimed - len(self.held)} held request(s) never "
+                                     f"reached the server in {timeout_s:g} s")
+            held = list(self.held)
+        self._released.set()
+        return held
 
     @property
     def url(self) -> str:
@@ -110,6 +167,8 @@ class FakeOpenMetadata:
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
                 status, answer = fake.handle(self.command, self.path, dict(self.headers), body)
+                if status is None:
+                    return  # held, then dropped: the client timed out long ago
                 data = json.dumps(answer).encode() if answer is not None else b""
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -128,6 +187,7 @@ class FakeOpenMetadata:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -148,17 +208,27 @@ class FakeOpenMetadata:
 
     # --- OpenMetadata behaviour ------------------------------------------------------------
 
-    def handle(self, method: str, raw_path: str, headers: dict, body) -> tuple[int, object]:
+    def _next_fault(self, method: str, raw_path: str):
+        return next((f for f in self.faults if f[0] == method
+                     and re.fullmatch(f[1], urlsplit(raw_path).path)), None)
+
+    def handle(self, method: str, raw_path: str, headers: dict, body) -> tuple[int | None, object]:
         record = Recorded(method, raw_path, headers, body)
+        if any(k.lower() == HOLD_HEADER.lower() for k in headers):
+            with self._arrived:
+                self.calls.append(record)
+                self.held.append(record)
+                self._arrived.notify_all()
+            self._released.wait(HELD_MAX_S)
+            return None, None
         with self._lock:
             self.calls.append(record)
-            fault = next((f for f in self.faults if f[0] == method
-                          and re.fullmatch(f[1], urlsplit(raw_path).path)), None)
+            fault = self._next_fault(method, raw_path)
+            if fault is not None and fault[2] == HOLD:
+                fault = None  # claimed by client_urlopen when the client sends the request
             if fault is not None:
                 self.faults.remove(fault)
-        if fault is not None and isinstance(fault[2], float):
-            time.sleep(fault[2])
-        elif fault is not None:
+        if fault is not None:
             record.status = fault[2]
             record.response = {"code": fault[2], "message": fault[3] or "injected failure"}
             return record.status, record.response

@@ -10,6 +10,7 @@ ones are cached here so that importing them into several modules materializes on
 from __future__ import annotations
 
 import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,10 @@ def om_home_copy(materialized, tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def fake_om():
+def fake_om(monkeypatch):
+    """A fake OpenMetadata for one test; clients reach it through its ``client_urlopen`` (held
+    requests time out, answered ones never do: no test depends on the machine's speed)."""
     server = FakeOpenMetadata(token=SENTINEL_JWT).start()
+    monkeypatch.setattr(urllib.request, "urlopen", server.client_urlopen(urllib.request.urlopen))
     yield server
     server.stop()

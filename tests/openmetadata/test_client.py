@@ -9,7 +9,7 @@ import traceback
 
 import om_spec
 import pytest
-from om_fake_server import _route
+from om_fake_server import HOLD, _route
 from om_fixtures import SENTINEL_JWT, fake_om  # noqa: F401 (fixture)
 
 from mesh_assets.openmetadata import models as m
@@ -89,14 +89,16 @@ def test_small_export_is_schema_valid_and_ordered(fake_om):
 
 def test_5xx_and_timeouts_are_retried_with_backoff(fake_om):
     fake_om.fail("PUT", "/api/v1/tables", 503, 502)
-    fake_om.fail("PUT", "/api/v1/lineage|/api/v1/dataQuality/testCases", 0.8)  # one timeout
+    fake_om.fail("PUT", "/api/v1/lineage|/api/v1/dataQuality/testCases", HOLD)  # one timeout
     sleeps = []
     report = Exporter(client(fake_om, sleeps=sleeps, timeout=0.4)).run(reference_plan())
+    (held,) = fake_om.release()  # the request left unanswered, once it reached the server
     tables = fake_om.put_calls("table")
     assert [c.status for c in tables][:2] == [503, 502]
     assert len(fake_om.entities["table"]) == 2 and report.calls > 20
     test_cases = fake_om.put_calls("testCase")
     assert len(test_cases) == len(fake_om.entities["testCase"]) + 1  # the timed-out attempt
+    assert held in test_cases
     assert len(sleeps) == 3 and all(0 < s <= 10 for s in sleeps)
 
 
@@ -139,11 +141,12 @@ def test_the_jwt_never_leaks(fake_om, caplog, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("OPENMETADATA_JWT_TOKEN_FILE", str(secret))
     caplog.set_level(logging.DEBUG)
     om = OpenMetadataClient.from_env(fake_om.url, sleep=lambda s: None, timeout=0.4)
-    fake_om.fail("PUT", "/api/v1/domains", 503, 0.8)
+    fake_om.fail("PUT", "/api/v1/domains", 503, HOLD)  # a 503, then a timeout
     # the server echoes the token in its error message: masked
     fake_om.fail("PUT", "/api/v1/tables", 400, message=f"bad token {SENTINEL_JWT} in field name")
     with pytest.raises(OpenMetadataError) as failure:
         Exporter(om).run(reference_plan())
+    fake_om.release()
     texts = [str(failure.value), repr(failure.value), repr(failure.value.args), repr(om),
              "".join(traceback.format_exception(failure.value)), caplog.text,
              *capsys.readouterr()]
