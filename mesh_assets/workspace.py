@@ -72,8 +72,8 @@ def all_contract_files(root: Path = DOMAINS_DIR) -> list[Path]:
 
 
 def domain_folders(root: Path = DOMAINS_DIR) -> list[Path]:
-    """Folders under ``root`` that are domains (they hold a domain.yaml)."""
-    return sorted(p for p in root.iterdir() if domain_file(p).exists())
+    """Folders under ``root`` that are domains (they hold a domain.yaml); none if it is missing."""
+    return sorted(p.parent for p in root.glob(f"*/{DOMAIN_FILE}"))
 
 
 def expectations_path(product: DataProduct) -> Path:

@@ -1,11 +1,11 @@
-"""The Dagster UI as a person meets it, served over a freshly materialized mesh.
+"""The Dagster UI as a person meets it, served over a materialized mesh.
 
-One module-scoped ``dagster_ui``: a temporary MESH_HOME/DAGSTER_HOME, ``mesh demo`` run into
-it while ``dagster-webserver -w workspace.yaml`` loads the five code locations on a free
-loopback port, then ``dagster-daemon run`` (it dequeues the runs the UI launches). Before the
-daemon starts, the landing sensors are switched off through the UI's GraphQL endpoint: the demo
-has just ingested the files they watch, and the only runs of the test must be the ones it
-launches itself.
+One module-scoped ``dagster_ui``: a private copy of the session's materialized mesh (every
+domain landed and materialized, tests/conftest.py) as MESH_HOME/DAGSTER_HOME, ``dagster-webserver
+-w workspace.yaml`` loading the five code locations on a free loopback port, then
+``dagster-daemon run`` (it dequeues the runs the UI launches). Before the daemon starts, the
+landing sensors are switched off through the UI's GraphQL endpoint: the mesh has already
+ingested the files they watch, and the only runs of the test must be the ones it launches.
 
 The browser is Debian's Chromium (``make browser`` installs it; Playwright never downloads
 one), headless, with a fresh profile and no background networking (the test must not
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,7 +42,6 @@ ARTIFACTS = PROJECT_DIR / "test-artifacts" / "browser"
 BIN = Path(sys.executable).parent
 DOMAINS = tuple(workspace_domains())
 # generous: the machine is slow and shared
-DEMO_TIMEOUT_S = 600
 SERVER_TIMEOUT_S = 240
 UI_TIMEOUT_MS = 90_000
 
@@ -150,33 +150,26 @@ def chromium() -> Path:
 
 
 @pytest.fixture(scope="module")
-def dagster_ui(tmp_path_factory) -> Iterator[DagsterUI]:
+def dagster_ui(tmp_path_factory, materialized_mesh) -> Iterator[DagsterUI]:
+    """The webserver and daemon over a private copy of the session's materialized mesh (its
+    Dagster instance, catalog, landing zone and dbt state; the Iceberg files are shared, read
+    only: a materialization from the UI adds new files beside them, never changes one)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    assert all(r["success"] for r in materialized_mesh.reports)
     home = tmp_path_factory.mktemp("browser") / "mesh"
+    shutil.copytree(materialized_mesh.home, home, ignore=shutil.ignore_patterns("warehouse", "reports.json"))
     dagster_home = home / "dagster"
-    dagster_home.mkdir(parents=True)
-    (dagster_home / "dagster.yaml").write_text("# SQLite storage in this folder (the default)\n")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MESH_", "DAGSTER_", "AWS_")) or k == "MESH_PROJECT_DIR"}
-    env |= {"MESH_HOME": str(home), "DAGSTER_HOME": str(dagster_home), "PYTHONUNBUFFERED": "1"}
-    # The instance's SQLite storages, created once before three processes open them at a time.
-    subprocess.run([BIN / "python", "-c", "import dagster as dg; i = dg.DagsterInstance.get(); "
-                    "i.get_runs(limit=1); i.all_instigator_state()"], env=env, check=True, cwd=PROJECT_DIR)
+    env |= {"MESH_HOME": str(home), "DAGSTER_HOME": str(dagster_home), "PYTHONUNBUFFERED": "1",
+            "MESH_WAREHOUSE": (materialized_mesh.home / "warehouse").as_uri()}
     port = _free_port()
     ui = DagsterUI(url=f"http://127.0.0.1:{port}", mesh_home=home, logs=ARTIFACTS)
     started: list[_Process] = []
     try:
-        demo = _Process("mesh-demo", [str(BIN / "mesh"), "demo"], env, ARTIFACTS)
         webserver = _Process("dagster-webserver", [str(BIN / "dagster-webserver"), "-w", "workspace.yaml",
                                                    "-h", "127.0.0.1", "-p", str(port)], env, ARTIFACTS)
-        started += [demo, webserver]
-        try:
-            demo.proc.wait(timeout=DEMO_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"mesh demo did not finish in {DEMO_TIMEOUT_S} s:\n{_tail(demo.log)}", pytrace=False)
-        assert demo.proc.returncode == 0, f"mesh demo failed:\n{_tail(demo.log, 60)}"
-        assert "whole mesh materialized" in demo.log.read_text()
-        started.remove(demo)
+        started.append(webserver)
 
         def all_loaded() -> bool:
             entries = ui.locations()

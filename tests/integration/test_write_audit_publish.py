@@ -57,5 +57,5 @@ def test_passing_checks_publish_exactly_the_checked_snapshot(mesh_home):
     assert materialized["wap/published"].value is False  # written to the branch, not main ...
     checked = [e.metadata["iceberg/snapshot_id"].value for e in result.get_asset_check_evaluations()]
     assert set(checked) == {materialized["iceberg/snapshot_id"].value}
-    assert table.current_snapshot().snapshot_id == checked[0]  # ... then published after checks
+    assert str(table.current_snapshot().snapshot_id) == checked[0]  # ... then published after checks
     assert audit_branch_name(result.run_id) not in table.metadata.refs
