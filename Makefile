@@ -39,7 +39,10 @@ test: install browser lint
 	$(BIN)/mesh lint
 	$(BIN)/mesh quality suites --check
 	$(BIN)/mesh stack up
-	$(BIN)/pytest -q -m "not soak" tests
+	@# what needs no service runs on every core; the stack's tests and the kill/re-execution
+	@# tests (their timing is the point) run one at a time after it
+	$(BIN)/pytest -q -n auto -m "not soak and not stack" --ignore=tests/reliability tests
+	$(BIN)/pytest -q -m "not soak" tests/reliability tests/stack tests/access/test_stack_access.py
 
 # Debian's Chromium for the browser tests (tests/browser/, Playwright drives it headless; no
 # browser download). Idempotent: nothing to do when /usr/bin/chromium is there.

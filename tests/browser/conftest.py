@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from mesh_assets.settings import PROJECT_DIR
 from mesh_assets.workspace import workspace_domains
@@ -44,6 +45,8 @@ DOMAINS = tuple(workspace_domains())
 # generous: the machine is slow and shared
 SERVER_TIMEOUT_S = 240
 UI_TIMEOUT_MS = 90_000
+# expect() waits up to this long for a state (its own default, 5 s, is a race on a busy machine)
+expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
 def _free_port() -> int:
