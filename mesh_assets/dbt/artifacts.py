@@ -1,4 +1,4 @@
-"""TODO docstring"""
+"""A domain's dbt artifacts kept after each run, and served over HTTP for OpenMetadata."""
 
 import functools
 import json

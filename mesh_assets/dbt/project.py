@@ -1,4 +1,7 @@
-"""TODO docstring"""
+"""The dbt project of the mesh: contracts -> dbt properties (sources of every product, model
+properties and tests of dbt-built ones), the manifest prepared once per target (``mesh dbt
+prepare``), and what the platform checks in it (ports between domains, models without a
+contract). No dbt or dagster-dbt import: the CLI and every code location read this."""
 
 import fcntl
 import json
@@ -125,9 +128,9 @@ def write_contract_yaml(domains_dir: Path = DOMAINS_DIR) -> list[Path]:
         models_dir.mkdir(parents=True, exist_ok=True)
         products = load_domain_contracts(domain_dir)
         path = models_dir / GENERATED_YAML
-        text = ("# Generated from domains/%s/products/*.yaml by `mesh dbt prepare`. Do not edit.\n"
-                % domain_dir.name) + yaml.safe_dump(contract_yaml(domain_dir.name, products),
-                                                    sort_keys=False)
+        text = (f"# Generated from domains/{domain_dir.name}/products/*.yaml by `mesh dbt prepare`. "
+                "Do not edit.\n") + yaml.safe_dump(contract_yaml(domain_dir.name, products),
+                                                   sort_keys=False)
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
         written.append(path)
@@ -141,9 +144,7 @@ def _newest_input_mtime() -> float:
     for pattern in ("models/**/*", "macros/**/*", "tests/**/*"):
         paths += DBT_PROJECT_DIR.glob(pattern)
     paths += DOMAINS_DIR.glob("*/products/*.yaml")
-    # the code that turns contracts into dbt YAML
-    here = Path(__file__).parent
-    paths += [here / "dbt.py", here / "contracts.py", here / "quality.py"]
+    paths.append(Path(__file__))  # the code that turns contracts into dbt YAML
     return max((p.stat().st_mtime for p in paths if p.is_file()), default=0.0)
 
 
@@ -185,9 +186,56 @@ def _domain_of(props: Mapping[str, Any]) -> str:
     return fqn[1] if len(fqn) > 2 else props.get("schema", "default")
 
 
+def asset_key_path(props: Mapping[str, Any]) -> list[str]:
+    """The Dagster asset key of a dbt model or source: ``[domain, name]``; a source
+    ``source('<domain>', '<product>')`` is the producing domain's product (or the key its
+    generated properties declare: a product's newer major version ``p.name_vN`` is ``p``)."""
+    meta = (props.get("config") or {}).get("meta") or props.get("meta") or {}
+    declared = meta.get("dagster", {}).get("asset_key")
+    if declared:
+        return list(declared)
+    if props["resource_type"] == "source":
+        return [props["source_name"], props["name"]]
+    return [_domain_of(props), props["name"]]
+
+
 def domain_models(manifest: Mapping[str, Any], domain: str) -> list[str]:
+    """Every dbt model of ``domain``, ephemeral ones included."""
     return [uid for uid, node in manifest.get("nodes", {}).items()
             if node["resource_type"] == "model" and _domain_of(node) == domain]
+
+
+def is_ephemeral(node: Mapping[str, Any]) -> bool:
+    return (node.get("config") or {}).get("materialized") == "ephemeral"
+
+
+def is_product_model(node: Mapping[str, Any]) -> bool:
+    """A model built for a contract (the generated properties mark it ``meta.mesh_product``)."""
+    return bool(((node.get("config") or {}).get("meta") or {}).get("mesh_product"))
+
+
+def table_models(manifest: Mapping[str, Any], domain: str) -> list[str]:
+    """The models of ``domain`` that are tables (and assets): all but the ephemeral ones."""
+    return [uid for uid in domain_models(manifest, domain)
+            if not is_ephemeral(manifest["nodes"][uid])]
+
+
+class InternalModelError(ValueError):
+    """A model without a contract would be a catalog table next to the products."""
+
+
+def check_internal_models(manifest: Mapping[str, Any], domain: str) -> None:
+    """Staging and intermediate models are not products: a model without a contract must be
+    ephemeral, or it would be an Iceberg table of the domain that no contract describes."""
+    tables = [manifest["nodes"][uid] for uid in table_models(manifest, domain)]
+    problems = [f"{domain}.{n['name']} ({n['original_file_path']})"
+                for n in tables if not is_product_model(n)]
+    if problems:
+        raise InternalModelError(
+            "dbt models without a data contract would be catalog tables: "
+            + ", ".join(problems) + ". Make each one ephemeral "
+            "(`{{ config(materialized='ephemeral') }}`) or give it a contract "
+            f"(domains/{domain}/products/<model>.yaml, transform: dbt).")
 
 
 def tests_of(manifest: Mapping[str, Any], targets: set[str]) -> list[str]:
@@ -203,6 +251,13 @@ def tests_of(manifest: Mapping[str, Any], targets: set[str]) -> list[str]:
     return out
 
 
+def test_description(test: Mapping[str, Any]) -> str:
+    """How a dbt test's asset check is described."""
+    kind = (test.get("test_metadata") or {}).get("name", "singular")
+    severity = str((test.get("config") or {}).get("severity") or "error").lower()
+    return test.get("description") or f"dbt {kind} test ({severity})"
+
+
 class PortViolation(ValueError):
     """A domain reads another domain's internal product."""
 
@@ -212,7 +267,7 @@ def check_ports(manifest: Mapping[str, Any], domain: str | None = None,
     """Every cross-domain source a model reads must be a public product of its domain."""
 
     problems = []
-    for uid, node in manifest.get("nodes", {}).items():
+    for node in manifest.get("nodes", {}).values():
         if node["resource_type"] != "model" or (domain and _domain_of(node) != domain):
             continue
         for parent in node.get("depends_on", {}).get("nodes", []):
