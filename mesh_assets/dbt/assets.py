@@ -47,7 +47,6 @@ from mesh_assets.dbt.project import (
     asset_key_path,
     check_internal_models,
     check_ports,
-    domain_models,
     manifest_path,
     table_models,
     test_description,
@@ -170,7 +169,7 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
     # {model table: [tables it reads]}: each snapshot records exactly its own inputs
     parents = json.dumps({table_of(manifest["nodes"][uid], by_id):
                           sorted(parent_tables(manifest, uid, by_id))
-                          for uid in domain_models(manifest, domain)})
+                          for uid in table_models(manifest, domain)})
 
     @dbt_assets(manifest=manifest, select=select, name=name, project=project,
                 dagster_dbt_translator=translator, partitions_def=partitions_def)
