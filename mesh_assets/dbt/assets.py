@@ -45,11 +45,11 @@ from mesh_assets.dbt.outputs import (
 from mesh_assets.dbt.project import (
     _domain_of,
     asset_key_path,
+    check_description,
     check_internal_models,
     check_ports,
     manifest_path,
     table_models,
-    test_description,
 )
 from mesh_assets.dbt.runner import (
     dbt_args,
@@ -119,7 +119,7 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         return dg.AssetCheckSpec(  # dagster-dbt's key, blocking and deps; a readable description
             name=spec.name, asset=spec.asset_key, blocking=spec.blocking,
             additional_deps=spec.additional_deps, metadata=spec.metadata,
-            description=test_description(manifest["nodes"][unique_id]))
+            description=check_description(manifest["nodes"][unique_id]))
 
 
 def dbt_project(settings: MeshSettings) -> DbtProject:
@@ -129,7 +129,7 @@ def dbt_project(settings: MeshSettings) -> DbtProject:
                       target_path=manifest_path(settings.dbt_target).parent.relative_to(DBT_PROJECT_DIR))
 
 
-def dbt_domain_assets(domain: str, products: Sequence[DataProduct], settings: MeshSettings,
+def dbt_model_assets(domain: str, products: Sequence[DataProduct], settings: MeshSettings,
                       manifest: Mapping[str, Any]) -> list[dg.AssetsDefinition]:
     """The dbt models of ``domain``: one ``@dbt_assets`` per partitioning (a model is
     partitioned when its product's contract declares ``dagsterPartitions``)."""

@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from mesh_assets.contract.model import DataProduct
-from mesh_assets.dbt.project import asset_key_path, domain_models, prepare, test_description, tests_of
+from mesh_assets.dbt.project import asset_key_path, check_description, domain_models, prepare, tests_of
 from mesh_assets.settings import MeshSettings
 
 UNIQUE_ID_KEY = "dagster_dbt/unique_id"  # dagster-dbt's metadata key of a node's unique_id
@@ -31,9 +31,9 @@ def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
     if domain_models(manifest, domain):
         # Lazy import of a heavy library: dagster-dbt (and dbt-core) only for a domain with
         # dbt models (see the module docstring).
-        from mesh_assets.dbt.assets import dbt_domain_assets as models_as_assets
+        from mesh_assets.dbt.assets import dbt_model_assets
 
-        out += models_as_assets(domain, products, settings, manifest)
+        out += dbt_model_assets(domain, products, settings, manifest)
     checks = source_test_checks(domain, manifest, settings)
     return out + ([checks] if checks is not None else [])
 
@@ -50,7 +50,7 @@ def source_test_check_spec(manifest: Mapping[str, Any], test_id: str) -> dg.Asse
     severity = str((test.get("config") or {}).get("severity") or "error").lower()
     return dg.AssetCheckSpec(name=test["name"], asset=key, blocking=severity == "error",
                              additional_deps=sorted(others, key=lambda k: k.path),
-                             description=test_description(test), metadata={UNIQUE_ID_KEY: test_id})
+                             description=check_description(test), metadata={UNIQUE_ID_KEY: test_id})
 
 
 def source_test_checks(domain: str, manifest: Mapping[str, Any],

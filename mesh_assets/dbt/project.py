@@ -251,7 +251,7 @@ def tests_of(manifest: Mapping[str, Any], targets: set[str]) -> list[str]:
     return out
 
 
-def test_description(test: Mapping[str, Any]) -> str:
+def check_description(test: Mapping[str, Any]) -> str:
     """How a dbt test's asset check is described."""
     kind = (test.get("test_metadata") or {}).get("name", "singular")
     severity = str((test.get("config") or {}).get("severity") or "error").lower()

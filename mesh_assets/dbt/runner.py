@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +20,7 @@ from dagster_dbt import DbtCliInvocation, DbtCliResource
 from dbt.version import __version__ as dbt_version
 from packaging import version
 
-from mesh_assets.dbt.project import dbt_env
+from mesh_assets.dbt.project import dbt_env, dbt_executable
 from mesh_assets.settings import (
     DBT_PROJECT_DIR,
     PARENTS_FILE_ENV,
@@ -55,8 +54,7 @@ def mesh_dbt_cli(settings: MeshSettings) -> MeshDbtCli:
     """The dbt project, its profiles and the target of the current mode; dbt from this
     interpreter's environment (dagster-dbt's default looks ``dbt`` up on PATH)."""
     return MeshDbtCli(project_dir=os.fspath(DBT_PROJECT_DIR), profiles_dir=os.fspath(DBT_PROJECT_DIR),
-                      target=settings.dbt_target,
-                      dbt_executable=os.fspath(Path(sys.executable).parent / "dbt"))
+                      target=settings.dbt_target, dbt_executable=dbt_executable())
 
 
 class DbtRunError(RuntimeError):

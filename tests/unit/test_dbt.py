@@ -68,11 +68,11 @@ def test_each_domain_owns_only_its_models(manifest):
 
 
 def test_internal_models_are_not_assets_and_their_readers_depend_on_what_they_read(manifest):
-    from mesh_assets.dbt.assets import dbt_domain_assets
+    from mesh_assets.dbt.assets import dbt_model_assets
     from mesh_assets.settings import load_settings
 
     products = load_domain_contracts(DOMAINS_DIR / "reference")
-    [models] = dbt_domain_assets("reference", products, load_settings(), manifest)
+    [models] = dbt_model_assets("reference", products, load_settings(), manifest)
     assert set(models.keys) == {dg.AssetKey(["reference", "timezones"])}
     [spec] = models.specs
     assert {d.asset_key for d in spec.deps} == {dg.AssetKey(["reference", "airports"])}
@@ -178,12 +178,12 @@ def test_domain_definitions_carry_dbt_checks_without_importing_dagster_dbt():
 def test_build_args_select_exactly_the_models_with_their_vars(manifest):
     from dagster_dbt.asset_utils import DAGSTER_DBT_SELECT_METADATA_KEY
 
-    from mesh_assets.dbt.assets import dbt_domain_assets
+    from mesh_assets.dbt.assets import dbt_model_assets
     from mesh_assets.dbt.runner import dbt_args
     from mesh_assets.settings import load_settings
 
     products = load_domain_contracts(DOMAINS_DIR / "weather")
-    [models] = dbt_domain_assets("weather", products, load_settings(), manifest)
+    [models] = dbt_model_assets("weather", products, load_settings(), manifest)
     # dagster-dbt runs `dbt build --select <this>` (or the subset a run selects)
     assert models.op.tags[DAGSTER_DBT_SELECT_METADATA_KEY] == "fqn:datamesh.weather.marts.station_daily"
     args = dbt_args("build", "weather", {"mesh_partition_start": "2013-01-01T00:00:00+00:00",
