@@ -15,6 +15,10 @@ the manifest at build time). Then, alternating, after a warm-up:
   single-location load of the same round (ratio < 1: shared imports; > 1: a cost that grows
   with the mesh). Measured up to ``BENCH_DEFS_ALL_MAX`` domains (default 50); a larger N is
   recorded as skipped (its single-location figure still shows the per-location cost).
+
+First, once: the demo project's ``reference`` location (dbt models: dagster-dbt, and with it
+dbt-core, is imported) against its ``fleet`` location (no dbt model), fresh interpreters,
+alternating (``definitions_load_dbt_domain``).
 """
 
 from __future__ import annotations
@@ -63,6 +67,27 @@ def _timed(cmd: list[str], env: dict[str, str], cwd: Path):
     return run
 
 
+def bench_dbt_domain(repeats: int, root: Path) -> dict:
+    """The demo project's ``reference`` location, which has dbt models (so dagster-dbt, and with
+    it dbt-core, is imported to build its ``@dbt_assets``), against its ``fleet`` location, which
+    has none (its dbt source tests are checks built without dagster-dbt)."""
+    home = root / "home-demo"
+    (home / "dagster").mkdir(parents=True)
+    env = {"MESH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    _timed([str(Path(sys.executable).parent / "mesh"), "dbt", "prepare"], env, bench_run.ROOT)()
+    with_dbt, without = (
+        _timed([sys.executable, "-c", f"from domains.{d}.definitions import defs"], env, bench_run.ROOT)
+        for d in ("reference", "fleet"))
+    print("-- the demo project: a location with dbt models vs one without", flush=True)
+    xs, ys = bench_run.rounds(repeats, with_dbt, without,
+                              label=lambda a, b: f"reference {a:.2f} s, fleet {b:.2f} s")
+    return bench_run._result(
+        "definitions_load_dbt_domain", "s", xs, "the demo's fleet location (no dbt model)", ys,
+        note="reference: @dbt_assets from the prepared manifest; dagster-dbt imports dbt-core's "
+             "adapters at import time (about 1.7 s of CPU here), paid only by locations with "
+             "dbt models")
+
+
 def bench_definitions(repeats: int) -> list[dict]:
     counts = [int(n) for n in os.environ.get("BENCH_DOMAINS", "1,10,50").split(",") if n.strip()]
     all_max = bench_run.env_int("BENCH_DEFS_ALL_MAX", 50)
@@ -70,6 +95,7 @@ def bench_definitions(repeats: int) -> list[dict]:
     out = []
     root = Path(tempfile.mkdtemp(prefix="mesh-bench-defs-"))
     try:
+        out.append(bench_dbt_domain(repeats, root))
         for n in counts:
             project = make_project(root, n)
             home = root / f"home-{n}"

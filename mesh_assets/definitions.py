@@ -14,8 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from mesh_assets.contract.model import DataProduct
-from mesh_assets.dbt.assets import dbt_domain_assets
-from mesh_assets.dbt.runner import dbt_resource
+from mesh_assets.dbt.domain import dbt_domain_assets, dbt_resource
 from mesh_assets.deploy import step_executor
 from mesh_assets.iceberg.catalog import IcebergCatalog
 from mesh_assets.iceberg.maintenance import maintenance_job

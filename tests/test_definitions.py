@@ -30,7 +30,7 @@ def test_code_location_loads(mesh_home, domain, module):
     graph = defs.resolve_asset_graph()
     local = {k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
     products = load_domain_contracts(DOMAINS_DIR / domain)
-    # every product is an asset; dbt models without a contract (staging) are assets too
+    # every product is an asset; dbt models without a contract (staging) are ephemeral: no asset
     assert {(domain, p.name) for p in products} <= {tuple(k.path) for k in local}
     assert all(k.path[0] == domain for k in local)
     for key in local:

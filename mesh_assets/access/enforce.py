@@ -202,7 +202,7 @@ def referenced_tables(sql: str) -> list[tuple[str, str]]:
 def governed_query(sql: str, as_of: str | None, user: str):
     """``mesh query`` as ``user``: the tables the SQL reads, each as the policy shows it to
     that user, then the SQL in a connection that can read nothing else. Returns
-    ``(connection, relation)`` like :func:`mesh_assets.cli.query`."""
+    ``(connection, relation)`` like :func:`mesh_assets.cli.products.query`."""
 
 
     tables = referenced_tables(sql)

@@ -26,11 +26,7 @@ import yaml
 
 from mesh_assets import settings
 from mesh_assets.contract.model import DataProduct
-from mesh_assets.workspace import (
-    WORKSPACE_FILE,
-    all_contract_files,
-    all_products,
-)
+from mesh_assets.workspace import WORKSPACE_FILE, all_contract_files, all_products
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
 POLICY_FILES = ("trino.rego", "decision_logs.rego")

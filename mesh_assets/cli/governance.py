@@ -9,9 +9,7 @@ from mesh_assets.cli import add_verb
 from mesh_assets.cli.output import say
 from mesh_assets.governance import lint_repository, rules_markdown
 from mesh_assets.scaffold import ScaffoldError, new_domain, new_product
-from mesh_assets.settings import (
-    PROJECT_DIR,
-)
+from mesh_assets.settings import PROJECT_DIR
 
 
 def cmd_lint(args) -> int:

@@ -24,11 +24,7 @@ from mesh_assets.iceberg.schema import contract_diff
 from mesh_assets.iceberg.versions import VersionError, history, is_timestamp, lineage, resolve_as_of
 from mesh_assets.iceberg.wap import rollback
 from mesh_assets.read_api import trino_query
-from mesh_assets.settings import (
-    default_engine,
-    load_settings,
-    use_dagster_home,
-)
+from mesh_assets.settings import default_engine, load_settings, use_dagster_home
 from mesh_assets.workspace import all_products
 
 

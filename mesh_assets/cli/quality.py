@@ -22,7 +22,7 @@ from mesh_assets.iceberg.versions import VersionError, resolve_as_of
 from mesh_assets.quality.gx import suite_json, suite_path
 from mesh_assets.quality.profiling import profile_product
 from mesh_assets.quality.report import write_report
-from mesh_assets.quality.run import evaluate, referenced_contract, register_references
+from mesh_assets.quality.run import evaluate, register_references
 from mesh_assets.quality.sql import compile_suite, trino_relation
 from mesh_assets.settings import PROJECT_DIR
 from mesh_assets.workspace import (
@@ -31,6 +31,7 @@ from mesh_assets.workspace import (
     expectations_path,
     load_domain_contracts,
     load_product,
+    referenced_contract,
     workspace_domains,
 )
 

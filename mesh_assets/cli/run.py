@@ -20,17 +20,8 @@ from mesh_assets.dbt.project import dependency_order, prepare
 from mesh_assets.definitions import build_domain
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.ingest.landing import landing_file, local_path, put
-from mesh_assets.settings import (
-    ensure_local_dirs,
-    load_settings,
-    use_dagster_home,
-)
-from mesh_assets.workspace import (
-    all_products,
-    domain_path,
-    load_domain_contracts,
-    workspace_domains,
-)
+from mesh_assets.settings import ensure_local_dirs, load_settings, use_dagster_home
+from mesh_assets.workspace import all_products, domain_path, load_domain_contracts, workspace_domains
 
 
 def cmd_info(args) -> int:

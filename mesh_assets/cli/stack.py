@@ -10,13 +10,7 @@ from mesh_assets.access.policy_data import AccessConfigError, build, data_file
 from mesh_assets.cli import add_verb
 from mesh_assets.contract.errors import ContractError
 from mesh_assets.stack import down, env_script, status, up
-from mesh_assets.stack.layout import (
-    HOST,
-    TRINO_CATALOG,
-    TRINO_USER,
-    StackError,
-    StackLayout,
-)
+from mesh_assets.stack.layout import HOST, TRINO_CATALOG, TRINO_USER, StackError, StackLayout
 from mesh_assets.workspace import workspace_domains
 
 

@@ -13,11 +13,7 @@ from pyiceberg import types as it
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.schema import Schema
 
-from mesh_assets.contract.partitions import (
-    DagsterPartitioning,
-    PartitionField,
-    iceberg_partition_spec,
-)
+from mesh_assets.contract.partitions import DagsterPartitioning, PartitionField, iceberg_partition_spec
 
 CLASSIFICATIONS = ("public", "internal", "confidential", "pii")
 SENSITIVE = ("confidential", "pii")  # masked for readers whose roles have no clearance for it

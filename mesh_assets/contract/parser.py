@@ -55,10 +55,7 @@ from mesh_assets.contract.model import (
     parse_duration,
     parse_type,
 )
-from mesh_assets.contract.partitions import (
-    parse_dagster_partitions,
-    parse_partition_fields,
-)
+from mesh_assets.contract.partitions import parse_dagster_partitions, parse_partition_fields
 from mesh_assets.contract.row_filters import FilterError, canonical
 from mesh_assets.contract.rules import dbt_tests_from_contract, rules_from_contract
 

@@ -22,14 +22,12 @@ from pyiceberg.exceptions import NoSuchTableError
 
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.partitions import PartitionSelection
+from mesh_assets.dbt.project import is_ephemeral
 from mesh_assets.engine import trino_connection, trino_table
 from mesh_assets.iceberg.catalog import IcebergCatalog, evolve_table, snapshot_metadata
 from mesh_assets.iceberg.commit import INPUTS_PROPERTY, SCHEMA_CHANGES_PROPERTY, replace_rows
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head, open_audit_branch
-from mesh_assets.settings import (
-    DOMAINS_DIR,
-    dbt_run_context,
-)
+from mesh_assets.settings import DOMAINS_DIR, dbt_run_context
 from mesh_assets.workspace import load_contract
 
 
@@ -197,12 +195,23 @@ def drop_staging(staged: Sequence[str]) -> None:
 
 def parent_tables(manifest: Mapping[str, Any], unique_id: str,
                   products: Mapping[str, DataProduct]) -> set[str]:
-    node = manifest["nodes"][unique_id]
-    out = set()
-    for parent in node.get("depends_on", {}).get("nodes", []):
-        parent_node = manifest["sources"].get(parent) or manifest["nodes"].get(parent)
-        if parent_node and parent_node["resource_type"] in ("source", "model"):
-            out.add(table_of(parent_node, products))
+    """The tables a model reads: its sources and table models, and those an ephemeral model it
+    reads (inlined into its SQL, no table of its own) reads in turn."""
+    out: set[str] = set()
+    queue = list(manifest["nodes"][unique_id].get("depends_on", {}).get("nodes", []))
+    seen: set[str] = set()
+    while queue:
+        parent = queue.pop()
+        if parent in seen:
+            continue
+        seen.add(parent)
+        node = manifest["sources"].get(parent) or manifest["nodes"].get(parent)
+        if not node or node["resource_type"] not in ("source", "model"):
+            continue
+        if is_ephemeral(node):
+            queue += node.get("depends_on", {}).get("nodes", [])
+        else:
+            out.add(table_of(node, products))
     return out
 
 

@@ -21,9 +21,7 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
 from pyiceberg.exceptions import NoSuchTableError
 
-from mesh_assets.dbt.outputs import (
-    store_model_output,
-)
+from mesh_assets.dbt.outputs import store_model_output
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head
 from mesh_assets.settings import dbt_run_context

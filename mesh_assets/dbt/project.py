@@ -1,6 +1,7 @@
-"""The dbt project: sources, tests and model properties generated from the contracts, the
-manifest prepared once (``mesh dbt prepare``), output ports checked, domains ordered by what
-their models read."""
+"""The dbt project of the mesh: contracts -> dbt properties (sources of every product, model
+properties and tests of dbt-built ones), the manifest prepared once per target (``mesh dbt
+prepare``), and what the platform checks in it (ports between domains, models without a
+contract). No dbt or dagster-dbt import: the CLI and every code location read this."""
 
 import fcntl
 import json
@@ -16,12 +17,7 @@ from pyiceberg import types as it
 
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.parser import contract_visibility
-from mesh_assets.settings import (
-    DBT_PROJECT_DIR,
-    DOMAINS_DIR,
-    MeshSettings,
-    load_settings,
-)
+from mesh_assets.settings import DBT_PROJECT_DIR, DOMAINS_DIR, MeshSettings, load_settings
 from mesh_assets.workspace import all_contract_files, load_domain_contracts
 
 PLUGIN_ALIAS = "mesh_iceberg"
@@ -129,7 +125,7 @@ def write_contract_yaml(domains_dir: Path = DOMAINS_DIR) -> list[Path]:
         path = models_dir / GENERATED_YAML
         text = (f"# Generated from domains/{domain_dir.name}/products/*.yaml by `mesh dbt prepare`. "
                 "Do not edit.\n") + yaml.safe_dump(contract_yaml(domain_dir.name, products),
-                                                    sort_keys=False)
+                                                   sort_keys=False)
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
         written.append(path)
@@ -187,9 +183,56 @@ def _domain_of(props: Mapping[str, Any]) -> str:
     return fqn[1] if len(fqn) > 2 else props.get("schema", "default")
 
 
+def asset_key_path(props: Mapping[str, Any]) -> list[str]:
+    """The Dagster asset key of a dbt model or source: ``[domain, name]``; a source
+    ``source('<domain>', '<product>')`` is the producing domain's product (or the key its
+    generated properties declare: a product's newer major version ``p.name_vN`` is ``p``)."""
+    meta = (props.get("config") or {}).get("meta") or props.get("meta") or {}
+    declared = meta.get("dagster", {}).get("asset_key")
+    if declared:
+        return list(declared)
+    if props["resource_type"] == "source":
+        return [props["source_name"], props["name"]]
+    return [_domain_of(props), props["name"]]
+
+
 def domain_models(manifest: Mapping[str, Any], domain: str) -> list[str]:
+    """Every dbt model of ``domain``, ephemeral ones included."""
     return [uid for uid, node in manifest.get("nodes", {}).items()
             if node["resource_type"] == "model" and _domain_of(node) == domain]
+
+
+def is_ephemeral(node: Mapping[str, Any]) -> bool:
+    return (node.get("config") or {}).get("materialized") == "ephemeral"
+
+
+def is_product_model(node: Mapping[str, Any]) -> bool:
+    """A model built for a contract (the generated properties mark it ``meta.mesh_product``)."""
+    return bool(((node.get("config") or {}).get("meta") or {}).get("mesh_product"))
+
+
+def table_models(manifest: Mapping[str, Any], domain: str) -> list[str]:
+    """The models of ``domain`` that are tables (and assets): all but the ephemeral ones."""
+    return [uid for uid in domain_models(manifest, domain)
+            if not is_ephemeral(manifest["nodes"][uid])]
+
+
+class InternalModelError(ValueError):
+    """A model without a contract would be a catalog table next to the products."""
+
+
+def check_internal_models(manifest: Mapping[str, Any], domain: str) -> None:
+    """Staging and intermediate models are not products: a model without a contract must be
+    ephemeral, or it would be an Iceberg table of the domain that no contract describes."""
+    tables = [manifest["nodes"][uid] for uid in table_models(manifest, domain)]
+    problems = [f"{domain}.{n['name']} ({n['original_file_path']})"
+                for n in tables if not is_product_model(n)]
+    if problems:
+        raise InternalModelError(
+            "dbt models without a data contract would be catalog tables: "
+            + ", ".join(problems) + ". Make each one ephemeral "
+            "(`{{ config(materialized='ephemeral') }}`) or give it a contract "
+            f"(domains/{domain}/products/<model>.yaml, transform: dbt).")
 
 
 def tests_of(manifest: Mapping[str, Any], targets: set[str]) -> list[str]:
@@ -203,6 +246,13 @@ def tests_of(manifest: Mapping[str, Any], targets: set[str]) -> list[str]:
         if attached in targets:
             out.append(uid)
     return out
+
+
+def check_description(test: Mapping[str, Any]) -> str:
+    """How a dbt test's asset check is described."""
+    kind = (test.get("test_metadata") or {}).get("name", "singular")
+    severity = str((test.get("config") or {}).get("severity") or "error").lower()
+    return test.get("description") or f"dbt {kind} test ({severity})"
 
 
 class PortViolation(ValueError):

@@ -1,16 +1,24 @@
-"""Running dbt for a Dagster step: the resource, the process and its environment, partition
-variables, and the partial-parse state handed from run to run."""
+"""How the mesh runs dbt: dagster-dbt's ``DbtCliResource`` (:class:`MeshDbtCli`) and what the
+platform adds around each ``dbt.cli([...])`` call: the environment of the dbt-duckdb plugin, the
+run's target folder under ``$MESH_HOME/dbt/runs/``, partial-parse reuse across runs, partition
+vars, and errors that fail the step.
 
+Imports dagster-dbt (and so dbt-core): only the dbt assets and a dbt step load this module
+(see :mod:`mesh_assets.dbt.domain`).
+"""
+
+import contextlib
 import json
 import os
 import shutil
-import subprocess
-import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
+from dagster_dbt import DbtCliInvocation, DbtCliResource
+from dbt.version import __version__ as dbt_version
+from packaging import version
 
 from mesh_assets.dbt.project import dbt_env, dbt_executable
 from mesh_assets.settings import (
@@ -23,6 +31,32 @@ from mesh_assets.settings import (
 )
 
 
+class MeshDbtCli(DbtCliResource):
+    """dagster-dbt's resource without two costs a dbt step pays for nothing here (7-8 s per
+    step on this machine). Both are private hooks of dagster-dbt 0.29 (pinned in pyproject):
+
+    * the dbt adapter it initialises in the Dagster process (``_initialize_dbt_core_adapter``):
+      only ``fetch_row_counts()``/``fetch_column_metadata()`` use it, and the platform reads row
+      counts and schemas from Iceberg instead;
+    * ``dbt --version`` run as a subprocess to learn dbt's version (``_cli_version``): it is the
+      installed dbt-core's.
+    """
+
+    def _initialize_dbt_core_adapter(self, args):
+        return None
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        return version.parse(dbt_version)
+
+
+def mesh_dbt_cli(settings: MeshSettings) -> MeshDbtCli:
+    """The dbt project, its profiles and the target of the current mode; dbt from this
+    interpreter's environment (dagster-dbt's default looks ``dbt`` up on PATH)."""
+    return MeshDbtCli(project_dir=os.fspath(DBT_PROJECT_DIR), profiles_dir=os.fspath(DBT_PROJECT_DIR),
+                      target=settings.dbt_target, dbt_executable=dbt_executable())
+
+
 class DbtRunError(RuntimeError):
     """A dbt model (or a test's SQL) errored: names the node and dbt's message."""
 
@@ -33,76 +67,52 @@ def run_errors(run_results: Mapping[str, Any]) -> list[str]:
             for r in run_results.get("results", []) if r.get("status") in ("error", "runtime error")]
 
 
-class DbtCli(dg.ConfigurableResource):
-    """How the mesh runs dbt: the project, its profiles and the target of the current mode."""
-
-    project_dir: str
-    profiles_dir: str
-    target: str
-
-    def command(self, args: Sequence[str], target_path: Path) -> list[str]:
-        return [dbt_executable(), *args, "--project-dir", self.project_dir,
-                "--profiles-dir", self.profiles_dir, "--target", self.target,
-                "--target-path", str(target_path)]
+def raise_on_errors(invocation: DbtCliInvocation, what: str) -> None:
+    """After the stream: fail the step when dbt itself failed (exit code above 1: no
+    run_results) or a node errored. A failed *test* is a failed asset check, not an error."""
+    if invocation.process.returncode not in (0, 1):
+        raise invocation.get_error() or DbtRunError(f"{what}: dbt exited with "
+                                                    f"{invocation.process.returncode}")
+    errors = run_errors(invocation.get_artifact("run_results.json"))
+    if errors:
+        raise DbtRunError(f"{what} failed:\n" + "\n".join(errors))
 
 
-def dbt_resource(settings: MeshSettings) -> DbtCli:
-    return DbtCli(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR),
-                  target=settings.dbt_target)
+def run_dir(settings: MeshSettings, run_id: str, name: str) -> Path:
+    """The target folder of one dbt invocation: manifest, run_results, logs of the run."""
+    path = settings.dbt_dir / "runs" / run_id / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
-NODE_RESULT_EVENTS = ("LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult")
+@contextlib.contextmanager
+def plugin_env(settings: MeshSettings, run_id: str, parents_file: Path,
+               bounds: Mapping[str, str]) -> Iterator[None]:
+    """The environment of the dbt process, set in this process around ``dbt.cli(...)`` only:
+    ``cli()`` has no env parameter, it copies ``os.environ`` when it starts dbt. The profile
+    reads MESH_HOME and the target; the plugin the run (audit branch), each model's inputs and
+    the partition window it replaces. Steps run one per process (or one after the other
+    in-process), so nothing else reads the environment meanwhile."""
+    values: dict[str, str | None] = {
+        **dbt_env(settings),
+        RUN_ID_ENV: run_id,
+        PARENTS_FILE_ENV: os.fspath(parents_file),
+        PARTITION_START_ENV: bounds.get("mesh_partition_start"),
+        PARTITION_END_ENV: bounds.get("mesh_partition_end"),
+    }
+    saved = {k: os.environ.get(k) for k in values}
 
-
-def stream_dbt(cmd: Sequence[str], env: Mapping[str, str], log, warm_up=None) -> Any:
-    """Run dbt with a JSON log and yield each node's result as it finishes:
-    ``{"unique_id", "status", "failures", "execution_time"}`` (statuses as in run_results)."""
-    proc = subprocess.Popen(cmd, env={**env, "DBT_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if warm_up is not None:  # imports and connections the run needs, while dbt works
-        threading.Thread(target=warm_up, daemon=True).start()
-    tail: list[str] = []
-    summary: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            tail = (tail + [line.rstrip()])[-40:]
-            continue
-        info, data = event.get("info", {}), event.get("data", {})
-        message = info.get("msg") or ""
-        tail = (tail + [message])[-40:]
-        # warnings and errors become Dagster log events (each is an event-log write); a node's
-        # result shows as its materialization or check evaluation, and in the summary below
-        if message and info.get("level") in ("warn", "error"):
-            log.warning(message)
-        if info.get("name") in ("StatsLine", "EndOfRunSummary", "FinishedRunningStats") and message:
-            summary.append(message)
-        if info.get("name") in NODE_RESULT_EVENTS:
-            node = data["node_info"]  # node_status: the run_results status of the node
-            yield {"unique_id": node["unique_id"], "status": node.get("node_status"),
-                   "failures": data.get("num_failures") or 0,
-                   "execution_time": data.get("execution_time") or 0}
-    code = proc.wait()
-    if summary:
-        log.info("dbt: " + " ".join(m.strip() for m in summary))
-    if code not in (0, 1):  # 1: some node failed or errored (reported per node)
-        raise DbtRunError(f"dbt exited with {code}:\n" + "\n".join(tail))
-
-
-def _dbt_env(settings: MeshSettings, run_id: str, bounds: Mapping[str, str],
-             parents_file: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in (PARTITION_START_ENV, PARTITION_END_ENV)}
-    env.update(dbt_env(settings))
-    env["DBT_LOG_PATH"] = str(parents_file.parent)  # logs with the run's artifacts, not in the repo
-    env[RUN_ID_ENV] = run_id  # recorded in each Iceberg snapshot; sources read its audit branch
-    env[PARENTS_FILE_ENV] = str(parents_file)
-    if bounds:  # the plugin replaces exactly these rows of the Iceberg table
-        env[PARTITION_START_ENV] = bounds["mesh_partition_start"]
-        env[PARTITION_END_ENV] = bounds["mesh_partition_end"]
-    return env
+    def apply(items) -> None:
+        for k, v in items:
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        apply(values.items())
+        yield
+    finally:
+        apply(saved.items())
 
 
 PARTIAL_PARSE = "partial_parse.msgpack"
@@ -111,7 +121,8 @@ PARTIAL_PARSE = "partial_parse.msgpack"
 def reuse_parse(settings: MeshSettings, name: str, target_path: Path):
     """dbt re-parses the whole project when its target folder has no ``partial_parse.msgpack``
     from an invocation with the same vars; each run has its own target folder, so the file is
-    kept per dbt asset under ``$MESH_HOME/dbt/parse/`` and handed from run to run. Returns the
+    kept per dbt asset under ``$MESH_HOME/dbt/parse/`` and handed from run to run (dagster-dbt
+    copies the project's ``target/`` one only into a target folder that has none). Returns the
     function that keeps the run's file for the next one."""
     cache = settings.dbt_dir / "parse" / settings.dbt_target / name / PARTIAL_PARSE
     if cache.exists():
@@ -135,9 +146,7 @@ def partition_vars(selection) -> dict[str, str]:
             "mesh_partition_end": selection.end.isoformat()}
 
 
-def dbt_build_args(domain: str, models: Sequence[Mapping[str, Any]],
-                   bounds: Mapping[str, str]) -> list[str]:
-    """``dbt build`` of exactly these models (and, by dbt's eager indirect selection, their
-    tests), with the domain and the partition bounds as vars."""
-    return ["build", "--select", *(f"fqn:{'.'.join(m['fqn'])}" for m in models),
-            "--vars", json.dumps({"mesh_domain": domain, **bounds})]
+def dbt_args(command: str, domain: str, bounds: Mapping[str, str]) -> list[str]:
+    """``dbt <command>`` with the domain (its DuckDB file) and the partition bounds as vars.
+    No ``--select``: dagster-dbt selects the models (and checks) of the step."""
+    return [command, "--vars", json.dumps({"mesh_domain": domain, **bounds})]

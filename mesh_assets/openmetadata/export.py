@@ -39,19 +39,14 @@ from mesh_assets.dbt.project import manifest_path, trino_type
 from mesh_assets.openmetadata import models as m
 from mesh_assets.openmetadata.client import OpenMetadataClient, OpenMetadataError, quote
 from mesh_assets.openmetadata.lineage import compiled_sql, dialect_of, model_column_lineage
-from mesh_assets.settings import (
-    load_settings,
-    openmetadata_names,
-    trino_settings,
-    use_dagster_home,
-)
+from mesh_assets.settings import load_settings, openmetadata_names, trino_settings, use_dagster_home
 from mesh_assets.workspace import domain_file, domain_path, load_domain
 
 log = logging.getLogger("mesh_assets.openmetadata")
 
 DOMAIN_TYPES = {"source-aligned": "Source-aligned", "consumer-aligned": "Consumer-aligned",
                 "aggregate": "Aggregate"}
-DBT_UNIQUE_ID_KEYS = ("dbt/unique_id", "dagster_dbt/unique_id")  # mesh, dagster-dbt
+DBT_UNIQUE_ID_KEY = "dagster_dbt/unique_id"  # dagster-dbt's metadata of a dbt node's asset or check
 CUSTOM_TABLE_TEST = "meshAssetCheck"
 CUSTOM_COLUMN_TEST = "meshColumnAssetCheck"
 COLLECTIONS = {"table": "tables", "team": "teams", "user": "users", "pipeline": "pipelines",
@@ -224,7 +219,8 @@ def collect(graphs: Mapping[str, Any], settings=None) -> MeshView:
                 if product is not None else None
             test = None
             if rule is None:
-                test = _dbt_test(manifest, check_key.name, (spec.metadata or {}).get("dbt/unique_id"))
+                uid = (spec.metadata or {}).get(DBT_UNIQUE_ID_KEY)
+                test = _dbt_test(manifest, check_key.name, str(getattr(uid, "value", uid)) if uid else None)
             checks_by_asset.setdefault(key, []).append(CheckView(
                 asset=key, name=check_key.name, description=spec.description,
                 blocking=bool(spec.blocking), rule=rule, dbt_test=test))
@@ -236,7 +232,7 @@ def collect(graphs: Mapping[str, Any], settings=None) -> MeshView:
                 continue  # already known (from its own domain, or as another's upstream)
             product = product_of(key)
             metadata = node.metadata or {}
-            uid = next((metadata[k] for k in DBT_UNIQUE_ID_KEYS if metadata.get(k)), None)
+            uid = metadata.get(DBT_UNIQUE_ID_KEY)
             uid = str(getattr(uid, "value", uid)) if uid else _dbt_model_id(manifest, key)
             dbt_node = manifest.get("nodes", {}).get(uid or "") or {}
             if product is not None:

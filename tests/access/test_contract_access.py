@@ -7,17 +7,10 @@ import json
 
 import pytest
 
-from mesh_assets.access.policy_data import (
-    AccessConfigError,
-    all_products,
-    build,
-    group_file,
-    load_users,
-    policy_data,
-)
+from mesh_assets.access.policy_data import AccessConfigError, build, group_file, load_users, policy_data
 from mesh_assets.contract.errors import ContractError
 from mesh_assets.contract.row_filters import FilterError, canonical
-from mesh_assets.workspace import load_contract
+from mesh_assets.workspace import all_products, load_contract
 
 
 def column(doc: dict, name: str) -> dict:

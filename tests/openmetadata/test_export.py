@@ -112,8 +112,7 @@ def test_domains_data_products_and_tables(exported):
 
     tables = fake.entities["table"]
     assert set(tables) == {f"mesh.iceberg.{t}" for t in (
-        "reference.airlines", "reference.airports", "reference.timezones",
-        "reference.stg_reference__airports", "reference.int_reference__airport_zones", "fleet.planes", "weather.observations",
+        "reference.airlines", "reference.airports", "reference.timezones", "fleet.planes", "weather.observations",
         "weather.station_daily", "operations.flights", "operations.daily_performance",
         "analytics.delays_by_weather", "analytics.delays_by_carrier_month",
         "analytics.delays_by_aircraft_age")}
@@ -131,11 +130,8 @@ def test_domains_data_products_and_tables(exported):
     carrier_month = tables["mesh.iceberg.analytics.delays_by_carrier_month"]
     assert carrier_month["tableConstraints"] == [
         {"constraintType": "PRIMARY_KEY", "columns": ["carrier", "month"]}]
-    # a dbt model without a contract gets its columns from the dbt artifacts (catalog.json)
-    staging = tables["mesh.iceberg.reference.stg_reference__airports"]
-    assert [(c["name"], c["dataType"]) for c in staging["columns"]][:3] == [
-        ("faa", "STRING"), ("airport_name", "STRING"), ("lat", "DOUBLE")]
-    assert "dataProducts" not in staging
+    # dbt models without a contract (staging, intermediate) are ephemeral: no table to export
+    assert not any("stg_" in fqn or "int_" in fqn for fqn in tables)
 
 
 def test_one_pipeline_per_domain_with_assets_as_tasks_and_run_status(exported, graphs):
@@ -147,10 +143,8 @@ def test_one_pipeline_per_domain_with_assets_as_tasks_and_run_status(exported, g
         assert tasks == {k.to_user_string() for k in graph.materializable_asset_keys
                          if k.path[0] == domain}
     reference = {t["name"]: t for t in pipelines["dagster.reference"]["tasks"]}
-    assert reference["reference/stg_reference__airports"]["downstreamTasks"] == [
-        "reference/int_reference__airport_zones"]
-    assert reference["reference/int_reference__airport_zones"]["downstreamTasks"] == [
-        "reference/timezones"]
+    # the mart reads the ingested product through ephemeral staging and intermediate models
+    assert reference["reference/airports"]["downstreamTasks"] == ["reference/timezones"]
     statuses = fake.series["pipelineStatus"]
     assert {fqn for fqn, _ in statuses} == set(pipelines)
     for (_fqn, _), status in statuses.items():
@@ -173,7 +167,7 @@ def test_a_lineage_edge_per_asset_dependency_with_its_pipeline(exported, graphs)
                 expected[(f"mesh.iceberg.{'.'.join(parent.path)}",
                           f"mesh.iceberg.{'.'.join(key.path)}")] = f"dagster.{domain}"
     assert edges == expected
-    assert len(edges) == 12
+    assert len(edges) == 10
 
 
 def _column_lineage(fake, source, target):
@@ -204,11 +198,10 @@ def test_cross_domain_column_lineage_from_the_dbt_manifest_is_exact(exported):
         "delayed_share": ["arr_delay"]}
     assert _column_lineage(fake, "fleet.planes", "analytics.delays_by_aircraft_age")[0] == {
         "age_band_years": ["year"]}
-    # an ingested product's edge has no SQL and no column lineage; within a domain too
-    assert _column_lineage(fake, "reference.stg_reference__airports",
-                           "reference.int_reference__airport_zones")[0]["utc_offset_hours"] == ["tz"]
-    assert _column_lineage(fake, "reference.int_reference__airport_zones", "reference.timezones")[0][
-        "utc_offset_hours"] == ["utc_offset_hours"]
+    # within a domain too, through the ephemeral staging and intermediate models (CTEs of the
+    # mart's compiled SQL) down to the ingested product's columns
+    within = _column_lineage(fake, "reference.airports", "reference.timezones")[0]
+    assert within["utc_offset_hours"] == ["tz"] and within["observes_dst"] == ["dst"]
 
 
 def test_a_test_case_per_asset_check_and_its_latest_result(exported, graphs):

@@ -4,7 +4,7 @@
 * SIGKILL during an ingestion rewrite, at several points: the previous snapshot or the new
   complete one, never a half-written table, and a rerun converges;
 * SIGKILL of a real `mesh materialize reference` (a Dagster run: ingestion to the audit branch,
-  checks, publish, dbt staging -> intermediate -> mart stored to Iceberg) while it ingests and
+  checks, publish, dbt mart over ephemeral staging/intermediate stored to Iceberg) while it ingests and
   while dbt builds, and of the dbt subprocess alone: every product table is at its previous
   version or at the new complete one, and a rerun gives exactly what a clean run gives.
 

@@ -2,7 +2,7 @@
 clean run ends.
 
 The run is one job over the unpartitioned domains (reference and fleet: ingestion with
-write-audit-publish, contract checks, dbt staging -> intermediate -> mart, dbt source tests),
+write-audit-publish, contract checks, dbt mart over ephemeral staging/intermediate, dbt source tests),
 in-process executor, in a persistent DagsterInstance (``DAGSTER_HOME`` of the test). It is
 SIGKILLed after its N-th successful step, marked failed (what Dagster's run monitoring does for
 a run whose process died), and re-executed with ``ReexecutionOptions.from_failure``: only the

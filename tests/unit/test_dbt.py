@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from mesh_assets.dbt.assets import MeshDbtTranslator
-from mesh_assets.dbt.project import contract_yaml, domain_models, prepare
+from mesh_assets.dbt.project import contract_yaml, domain_models, prepare, table_models
 from mesh_assets.settings import DOMAINS_DIR
 from mesh_assets.workspace import load_domain_contracts
 
@@ -19,7 +19,7 @@ def manifest():
 @pytest.fixture(scope="module")
 def translator():
     products = [p for d in ("reference", "weather") for p in load_domain_contracts(DOMAINS_DIR / d)]
-    return MeshDbtTranslator({p.identifier: p for p in products})
+    return MeshDbtTranslator("reference", {p.identifier: p for p in products})
 
 
 def _spec(translator, manifest, name):
@@ -62,6 +62,37 @@ def test_each_domain_owns_only_its_models(manifest):
     assert names("reference") == {"stg_reference__airports", "int_reference__airport_zones",
                                   "timezones"}
     assert names("weather") == {"station_daily"}
+    # staging and intermediate models are not products: ephemeral, so no table and no asset
+    def tables(d):
+        return {manifest["nodes"][u]["name"] for u in table_models(manifest, d)}
+    assert tables("reference") == {"timezones"}
+    assert tables("weather") == {"station_daily"}
+
+
+def test_internal_models_are_not_assets_and_their_readers_depend_on_what_they_read(manifest):
+    from mesh_assets.dbt.assets import dbt_model_assets
+    from mesh_assets.settings import load_settings
+
+    products = load_domain_contracts(DOMAINS_DIR / "reference")
+    [models] = dbt_model_assets("reference", products, load_settings(), manifest)
+    assert set(models.keys) == {dg.AssetKey(["reference", "timezones"])}
+    [spec] = models.specs
+    assert {d.asset_key for d in spec.deps} == {dg.AssetKey(["reference", "airports"])}
+
+
+def test_a_model_without_contract_must_be_ephemeral(manifest):
+    import copy
+
+    from mesh_assets.dbt.project import InternalModelError, check_internal_models
+
+    check_internal_models(manifest, "reference")
+    changed = copy.deepcopy(manifest)
+    uid = next(u for u, n in changed["nodes"].items() if n["name"] == "stg_reference__airports")
+    changed["nodes"][uid]["config"]["materialized"] = "table"
+    with pytest.raises(InternalModelError) as err:
+        check_internal_models(changed, "reference")
+    assert "reference.stg_reference__airports" in str(err.value)
+    assert "ephemeral" in str(err.value)
 
 
 def test_model_properties_and_dbt_tests_come_from_the_contract():
@@ -102,21 +133,37 @@ def _test_id(manifest, prefix):
                 if n["resource_type"] == "test" and n["name"].startswith(prefix))
 
 
+def _check_spec(translator, manifest, test_id):
+    """The check dagster-dbt makes of a test, through the translator (as @dbt_assets does)."""
+    test = manifest["nodes"][test_id]
+    attached = test.get("attached_node") or test["depends_on"]["nodes"][0]
+    asset_spec = translator.get_asset_spec(manifest, attached, None)
+    return translator.get_asset_check_spec(asset_spec, manifest, test_id, None)
+
+
 def test_dbt_tests_are_checks_on_their_model_blocking_by_severity(translator, manifest):
-    spec = translator.get_check_spec(manifest, _test_id(manifest, "accepted_values_timezones"))
+    spec = _check_spec(translator, manifest, _test_id(manifest, "accepted_values_timezones"))
     assert spec.asset_key == dg.AssetKey(["reference", "timezones"])
     assert spec.blocking is True
     # a relationships test reads two nodes; it belongs to the model it is declared on
-    spec = translator.get_check_spec(manifest, _test_id(manifest, "relationships_timezones"))
+    spec = _check_spec(translator, manifest, _test_id(manifest, "relationships_timezones"))
     assert spec.asset_key == dg.AssetKey(["reference", "timezones"])
+    assert spec.additional_deps[0].asset_key == dg.AssetKey(["reference", "airports"])
 
 
 def test_source_tests_are_warn_checks_on_the_ingested_product(manifest):
-    products = load_domain_contracts(DOMAINS_DIR / "fleet")
-    translator = MeshDbtTranslator({p.identifier: p for p in products})
-    spec = translator.get_check_spec(manifest, _test_id(manifest, "source_accepted_values_fleet_planes_engine"))
+    from dagster_dbt.asset_utils import get_asset_check_key_for_test
+
+    from mesh_assets.dbt.domain import source_test_check_spec
+
+    test_id = _test_id(manifest, "source_accepted_values_fleet_planes_engine")
+    spec = source_test_check_spec(manifest, test_id)
     assert spec.asset_key == dg.AssetKey(["fleet", "planes"])
     assert spec.blocking is False  # severity: warn in the contract
+    # built without dagster-dbt at load, under the key dagster-dbt reports the test's result
+    products = load_domain_contracts(DOMAINS_DIR / "fleet")
+    translator = MeshDbtTranslator("fleet", {p.identifier: p for p in products})
+    assert spec.key == get_asset_check_key_for_test(manifest, translator, test_id, None)
 
 
 def test_domain_definitions_carry_dbt_checks_without_importing_dagster_dbt():
@@ -131,12 +178,19 @@ def test_domain_definitions_carry_dbt_checks_without_importing_dagster_dbt():
 
 
 def test_build_args_select_exactly_the_models_with_their_vars(manifest):
-    from mesh_assets.dbt.runner import dbt_build_args
+    from dagster_dbt.asset_utils import DAGSTER_DBT_SELECT_METADATA_KEY
 
-    node = manifest["nodes"][next(u for u in domain_models(manifest, "weather"))]
-    args = dbt_build_args("weather", [node], {"mesh_partition_start": "2013-01-01T00:00:00+00:00",
-                                              "mesh_partition_end": "2013-02-01T00:00:00+00:00"})
-    assert args[:3] == ["build", "--select", "fqn:datamesh.weather.marts.station_daily"]
+    from mesh_assets.dbt.assets import dbt_model_assets
+    from mesh_assets.dbt.runner import dbt_args
+    from mesh_assets.settings import load_settings
+
+    products = load_domain_contracts(DOMAINS_DIR / "weather")
+    [models] = dbt_model_assets("weather", products, load_settings(), manifest)
+    # dagster-dbt runs `dbt build --select <this>` (or the subset a run selects)
+    assert models.op.tags[DAGSTER_DBT_SELECT_METADATA_KEY] == "fqn:datamesh.weather.marts.station_daily"
+    args = dbt_args("build", "weather", {"mesh_partition_start": "2013-01-01T00:00:00+00:00",
+                                         "mesh_partition_end": "2013-02-01T00:00:00+00:00"})
+    assert args[0] == "build" and "--select" not in args
     assert json.loads(args[args.index("--vars") + 1]) == {
         "mesh_domain": "weather", "mesh_partition_start": "2013-01-01T00:00:00+00:00",
         "mesh_partition_end": "2013-02-01T00:00:00+00:00"}

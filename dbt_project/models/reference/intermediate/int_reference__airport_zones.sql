@@ -1,5 +1,7 @@
 -- Intermediate: each airport with the facts the time-zone mart aggregates (its zone, standard
 -- UTC offset, and whether it follows US daylight saving time). Internal to the domain.
+{{ config(materialized='ephemeral') }}  {#- not a product: inlined (a CTE) into the models that read it, never a table -#}
+
 select
     faa,
     tzone,
