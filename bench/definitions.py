@@ -64,6 +64,7 @@ def _timed(cmd: list[str], env: dict[str, str], cwd: Path):
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[:4])} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
         return time.perf_counter() - start
+
     return run
 
 
@@ -77,15 +78,22 @@ def bench_dbt_domain(repeats: int, root: Path) -> dict:
     _timed([str(Path(sys.executable).parent / "mesh"), "dbt", "prepare"], env, bench_run.ROOT)()
     with_dbt, without = (
         _timed([sys.executable, "-c", f"from domains.{d}.definitions import defs"], env, bench_run.ROOT)
-        for d in ("reference", "fleet"))
+        for d in ("reference", "fleet")
+    )
     print("-- the demo project: a location with dbt models vs one without", flush=True)
-    xs, ys = bench_run.rounds(repeats, with_dbt, without,
-                              label=lambda a, b: f"reference {a:.2f} s, fleet {b:.2f} s")
+    xs, ys = bench_run.rounds(
+        repeats, with_dbt, without, label=lambda a, b: f"reference {a:.2f} s, fleet {b:.2f} s"
+    )
     return bench_run._result(
-        "definitions_load_dbt_domain", "s", xs, "the demo's fleet location (no dbt model)", ys,
+        "definitions_load_dbt_domain",
+        "s",
+        xs,
+        "the demo's fleet location (no dbt model)",
+        ys,
         note="reference: @dbt_assets from the prepared manifest; dagster-dbt imports dbt-core's "
-             "adapters at import time (about 1.7 s of CPU here), paid only by locations with "
-             "dbt models")
+        "adapters at import time (about 1.7 s of CPU here), paid only by locations with "
+        "dbt models",
+    )
 
 
 def bench_definitions(repeats: int) -> list[dict]:
@@ -99,44 +107,83 @@ def bench_definitions(repeats: int) -> list[dict]:
         for n in counts:
             project = make_project(root, n)
             home = root / f"home-{n}"
-            env = {"MESH_PROJECT_DIR": str(project), "MESH_HOME": str(home),
-                   "DAGSTER_HOME": str(home / "dagster"), "PYTHONPATH": str(project)}
+            env = {
+                "MESH_PROJECT_DIR": str(project),
+                "MESH_HOME": str(home),
+                "DAGSTER_HOME": str(home / "dagster"),
+                "PYTHONPATH": str(project),
+            }
             (home / "dagster").mkdir(parents=True)
             start = time.perf_counter()
             _timed([str(bin_dir / "mesh"), "dbt", "prepare"], env, project)()
             prepare_s = time.perf_counter() - start
             products = n * PRODUCTS_PER_DOMAIN
-            print(f"-- {n} domain(s), {products} products (dbt prepare: {prepare_s:.1f} s, untimed)",
-                  flush=True)
+            print(
+                f"-- {n} domain(s), {products} products (dbt prepare: {prepare_s:.1f} s, untimed)", flush=True
+            )
             one = _timed([sys.executable, "-c", "from domains.d000.definitions import defs"], env, project)
             floor = _timed([sys.executable, "-c", "import dagster"], env, project)
             steps = [one, floor]
             if n <= all_max:
                 modules = ", ".join(f"'domains.d{d:03d}.definitions'" for d in range(n))
-                steps.append(_timed([sys.executable, "-c", "import importlib\nfor m in "
-                                     f"[{modules}]:\n    importlib.import_module(m)"], env, project))
+                steps.append(
+                    _timed(
+                        [
+                            sys.executable,
+                            "-c",
+                            f"import importlib\nfor m in [{modules}]:\n    importlib.import_module(m)",
+                        ],
+                        env,
+                        project,
+                    )
+                )
             measured = bench_run.rounds(
-                repeats, *steps,
-                label=lambda a, b, c=None: f"one location {a:.2f} s, import dagster {b:.2f} s"
-                                           + (f", all {n} location(s) {c:.2f} s" if c else ""))
+                repeats,
+                *steps,
+                label=lambda a, b, c=None: (
+                    f"one location {a:.2f} s, import dagster {b:.2f} s"
+                    + (f", all {n} location(s) {c:.2f} s" if c else "")
+                ),
+            )
             ones, floors = measured[0], measured[1]
-            out.append(bench_run._result(
-                f"definitions_load_one_domain_of_{n}", "s", ones, "python -c 'import dagster'",
-                floors, domains=n, products=products, dbt_prepare_s=round(prepare_s, 2),
-                goal="< 2 s, flat in the number of domains"))
-            if n <= all_max:
-                out.append(bench_run._result(
-                    f"definitions_load_all_{n}_domains", "s", measured[2],
-                    f"{n} x one location's load (same round)", [n * o for o in ones], domains=n,
+            out.append(
+                bench_run._result(
+                    f"definitions_load_one_domain_of_{n}",
+                    "s",
+                    ones,
+                    "python -c 'import dagster'",
+                    floors,
+                    domains=n,
                     products=products,
-                    note="every location imported in one interpreter (one process per location "
-                         "in production: the same CPU plus process starts)"))
+                    dbt_prepare_s=round(prepare_s, 2),
+                    goal="< 2 s, flat in the number of domains",
+                )
+            )
+            if n <= all_max:
+                out.append(
+                    bench_run._result(
+                        f"definitions_load_all_{n}_domains",
+                        "s",
+                        measured[2],
+                        f"{n} x one location's load (same round)",
+                        [n * o for o in ones],
+                        domains=n,
+                        products=products,
+                        note="every location imported in one interpreter (one process per location "
+                        "in production: the same CPU plus process starts)",
+                    )
+                )
             else:
                 one_s = bench_run.stats(ones)["median"]
-                out.append(bench_run.skipped(
-                    f"definitions_load_all_{n}_domains",
-                    f"not measured above BENCH_DEFS_ALL_MAX={all_max} domains (set it to measure); "
-                    f"one location of {n} took {one_s:.1f} s", domains=n, products=products))
+                out.append(
+                    bench_run.skipped(
+                        f"definitions_load_all_{n}_domains",
+                        f"not measured above BENCH_DEFS_ALL_MAX={all_max} domains (set it to measure); "
+                        f"one location of {n} took {one_s:.1f} s",
+                        domains=n,
+                        products=products,
+                    )
+                )
             shutil.rmtree(project, ignore_errors=True)
             shutil.rmtree(home, ignore_errors=True)
     finally:

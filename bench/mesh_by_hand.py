@@ -51,8 +51,11 @@ def main() -> int:
         folder.mkdir(parents=True, exist_ok=True)
         src = NYCFLIGHTS / p.source["demoData"].split(":", 1)[1]
         if src.suffix == ".zip":
-            with zipfile.ZipFile(src) as z, z.open(z.namelist()[0]) as data, \
-                    (folder / p.source["file"]).open("wb") as out:
+            with (
+                zipfile.ZipFile(src) as z,
+                z.open(z.namelist()[0]) as data,
+                (folder / p.source["file"]).open("wb") as out,
+            ):
                 shutil.copyfileobj(data, out, 1 << 20)
         else:
             shutil.copyfile(src, folder / p.source["file"])
@@ -61,19 +64,25 @@ def main() -> int:
     # 2. ingestion: pyarrow -> pyiceberg
     t = time.perf_counter()
     (home / "warehouse").mkdir(parents=True, exist_ok=True)
-    catalog = SqlCatalog("mesh", uri=f"sqlite:///{home / 'catalog.db'}",
-                         warehouse=(home / "warehouse").as_uri())
+    catalog = SqlCatalog(
+        "mesh", uri=f"sqlite:///{home / 'catalog.db'}", warehouse=(home / "warehouse").as_uri()
+    )
     rows = {}
     for p in (p for p in products if p.source):
         schema = p.arrow_schema()
-        data = pacsv.read_csv(home / "landing" / p.domain / p.source["file"],
-                              convert_options=pacsv.ConvertOptions(
-                                  column_types={f.name: f.type for f in schema},
-                                  null_values=["", "NA"], strings_can_be_null=True,
-                                  include_columns=schema.names))
+        data = pacsv.read_csv(
+            home / "landing" / p.domain / p.source["file"],
+            convert_options=pacsv.ConvertOptions(
+                column_types={f.name: f.type for f in schema},
+                null_values=["", "NA"],
+                strings_can_be_null=True,
+                include_columns=schema.names,
+            ),
+        )
         catalog.create_namespace_if_not_exists(p.domain)
-        table = catalog.create_table(p.table_identifier, schema=p.iceberg_schema(),
-                                     partition_spec=p.partition_spec())
+        table = catalog.create_table(
+            p.table_identifier, schema=p.iceberg_schema(), partition_spec=p.partition_spec()
+        )
         table.append(data.select(schema.names).cast(schema))
         rows[p.table_identifier] = data.num_rows
     phases["ingest_s"] = time.perf_counter() - t
@@ -81,12 +90,25 @@ def main() -> int:
     # 3. dbt build of every model, same target
     t = time.perf_counter()
     dbt = Path(sys.executable).parent / "dbt"
-    proc = subprocess.run([str(dbt), "build", "--project-dir", str(DBT_PROJECT_DIR),
-                           "--profiles-dir", str(DBT_PROJECT_DIR), "--target", "local",
-                           "--target-path", str(home / "dbt-target"), "--log-path",
-                           str(home / "dbt-logs")],
-                          env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(dbt),
+            "build",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target",
+            "local",
+            "--target-path",
+            str(home / "dbt-target"),
+            "--log-path",
+            str(home / "dbt-logs"),
+        ],
+        env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"dbt build failed:\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}")
     phases["dbt_s"] = time.perf_counter() - t
@@ -100,14 +122,16 @@ def main() -> int:
     checks = {"rules": 0, "queries": 0}
     for p in (p for p in products if p.rules):
         table = catalog.load_table(p.table_identifier)
-        con.execute(f"CREATE OR REPLACE VIEW product AS SELECT * FROM "
-                    f"iceberg_scan('{table.metadata_location}')")
+        con.execute(
+            f"CREATE OR REPLACE VIEW product AS SELECT * FROM iceberg_scan('{table.metadata_location}')"
+        )
         plan = compile_suite(p.rules, "product")
         con.execute(plan.sql, plan.params).fetchone()
         checks["rules"] += len(p.rules)
         checks["queries"] += 1
-        rows.setdefault(p.table_identifier, int(
-            table.current_snapshot().summary.additional_properties["total-records"]))
+        rows.setdefault(
+            p.table_identifier, int(table.current_snapshot().summary.additional_properties["total-records"])
+        )
     phases["checks_s"] = time.perf_counter() - t
     phases["total_s"] = time.perf_counter() - start
     print(json.dumps({**phases, **checks, "rows": rows}))

@@ -64,7 +64,10 @@ con.execute("SET enable_progress_bar = false")
 relation = engine.register_table(con, table, "product", snapshot_id=table.current_snapshot().snapshot_id)
 """
 
-PUSHDOWN = OPEN + RULES + """
+PUSHDOWN = (
+    OPEN
+    + RULES
+    + """
 from mesh_assets.quality.checks import evaluate
 start = time.perf_counter()
 results = evaluate(con, relation, RULES)
@@ -72,8 +75,12 @@ elapsed = time.perf_counter() - start
 assert all(r.passed for r in results), [(r.rule.name, r.metadata()) for r in results if not r.passed]
 print(json.dumps({"s": elapsed}))
 """
+)
 
-GX = OPEN + RULES + """
+GX = (
+    OPEN
+    + RULES
+    + """
 from mesh_assets.quality.gx import read_frame, rule_columns, validate_dataframe, _batch_definition
 _batch_definition()  # GX import and context creation are not timed
 start = time.perf_counter()
@@ -87,8 +94,11 @@ elapsed = time.perf_counter() - start
 assert all(r.passed for r in results), [(r.rule.name, r.metadata()) for r in results if not r.passed]
 print(json.dumps({"s": elapsed, "load_s": loaded - start}))
 """
+)
 
-HAND = OPEN + """
+HAND = (
+    OPEN
+    + """
 start = time.perf_counter()
 row = con.execute(f'''
     SELECT count(*) FILTER (WHERE id IS NULL) = 0,
@@ -106,6 +116,7 @@ elapsed = time.perf_counter() - start
 assert all(row), row
 print(json.dumps({"s": elapsed}))
 """
+)
 
 
 def make_table(home: Path, rows: int) -> None:
@@ -132,8 +143,9 @@ def make_table(home: Path, rows: int) -> None:
             TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)""")
         tmp.rename(parquet)
     (home / "warehouse").mkdir(parents=True, exist_ok=True)
-    catalog = SqlCatalog("mesh", uri=f"sqlite:///{home / 'catalog.db'}",
-                         warehouse=(home / "warehouse").as_uri())
+    catalog = SqlCatalog(
+        "mesh", uri=f"sqlite:///{home / 'catalog.db'}", warehouse=(home / "warehouse").as_uri()
+    )
     catalog.create_namespace_if_not_exists("bench")
     table = catalog.create_table("bench.quality", schema=pq.read_schema(parquet))
     table.add_files([str(parquet)])
@@ -143,8 +155,9 @@ def bench_quality(repeats: int, rows: int | None = None) -> list[dict]:
     rows = rows or int(os.environ.get("BENCH_QUALITY_ROWS", 10_000_000))
     home = Path(tempfile.mkdtemp(prefix="mesh-bench-quality-"))
     env = {"MESH_HOME": str(home), "GX_ANALYTICS_ENABLED": "false"}
-    series: dict[str, list[float]] = {k: [] for k in
-                                      ("push", "gx", "hand", "gx_load", "push_rss", "gx_rss", "hand_rss")}
+    series: dict[str, list[float]] = {
+        k: [] for k in ("push", "gx", "hand", "gx_load", "push_rss", "gx_rss", "hand_rss")
+    }
     try:
         os.environ["MESH_HOME"] = str(home)
         make_table(home, rows)
@@ -154,10 +167,13 @@ def bench_quality(repeats: int, rows: int | None = None) -> list[dict]:
                 _, rss, out = bench_run.run_measured(textwrap.dedent(script), [], env)
                 measured[key] = json.loads(out.splitlines()[-1])
                 measured[key]["rss"] = rss / 2**20
-            print(f"  round {i}: pushdown {measured['push']['s']:.2f} s / {measured['push']['rss']:.0f} MiB, "
-                  f"GX pandas {measured['gx']['s']:.2f} s (load {measured['gx']['load_s']:.2f} s) / "
-                  f"{measured['gx']['rss']:.0f} MiB, hand-written {measured['hand']['s']:.2f} s / "
-                  f"{measured['hand']['rss']:.0f} MiB" + (" (warm-up)" if i == 0 else ""), flush=True)
+            print(
+                f"  round {i}: pushdown {measured['push']['s']:.2f} s / {measured['push']['rss']:.0f} MiB, "
+                f"GX pandas {measured['gx']['s']:.2f} s (load {measured['gx']['load_s']:.2f} s) / "
+                f"{measured['gx']['rss']:.0f} MiB, hand-written {measured['hand']['s']:.2f} s / "
+                f"{measured['hand']['rss']:.0f} MiB" + (" (warm-up)" if i == 0 else ""),
+                flush=True,
+            )
             if i == 0:
                 continue
             for key in ("push", "gx", "hand"):
@@ -169,15 +185,31 @@ def bench_quality(repeats: int, rows: int | None = None) -> list[dict]:
     hand = "hand-written single DuckDB aggregate (same 10 verdicts)"
     push = "platform pushdown suite (DuckDB over Iceberg)"
     return [
-        bench_run._result(f"quality_pushdown_10_expectations_{rows}_rows", "s", series["push"],
-                          hand, series["hand"], goal="ratio <= 2"),
-        bench_run._result(f"quality_gx_pandas_10_expectations_{rows}_rows", "s", series["gx"],
-                          push, series["push"], gx_load_median_s=statistics.median(series["gx_load"]),
-                          note="GX includes reading the 7 needed columns into pandas; "
-                               "ratio_to_baseline = GX / pushdown"),
-        bench_run._result(f"quality_pushdown_10_expectations_{rows}_rows_peak_rss", "MiB",
-                          series["push_rss"], hand, series["hand_rss"],
-                          gx_pandas_peak_rss_median_mib=statistics.median(series["gx_rss"])),
+        bench_run._result(
+            f"quality_pushdown_10_expectations_{rows}_rows",
+            "s",
+            series["push"],
+            hand,
+            series["hand"],
+            goal="ratio <= 2",
+        ),
+        bench_run._result(
+            f"quality_gx_pandas_10_expectations_{rows}_rows",
+            "s",
+            series["gx"],
+            push,
+            series["push"],
+            gx_load_median_s=statistics.median(series["gx_load"]),
+            note="GX includes reading the 7 needed columns into pandas; ratio_to_baseline = GX / pushdown",
+        ),
+        bench_run._result(
+            f"quality_pushdown_10_expectations_{rows}_rows_peak_rss",
+            "MiB",
+            series["push_rss"],
+            hand,
+            series["hand_rss"],
+            gx_pandas_peak_rss_median_mib=statistics.median(series["gx_rss"]),
+        ),
     ]
 
 

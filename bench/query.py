@@ -38,17 +38,33 @@ QUERIES = {
                    avg(l_discount) AS avg_disc, count(*) AS count_order
             FROM lineitem WHERE l_shipdate <= DATE '1998-09-02'
             GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus""",
-        "scans": {"lineitem": (["l_returnflag", "l_linestatus", "l_quantity", "l_extendedprice",
-                                "l_discount", "l_tax", "l_shipdate"], "l_shipdate <= '1998-09-02'")},
+        "scans": {
+            "lineitem": (
+                [
+                    "l_returnflag",
+                    "l_linestatus",
+                    "l_quantity",
+                    "l_extendedprice",
+                    "l_discount",
+                    "l_tax",
+                    "l_shipdate",
+                ],
+                "l_shipdate <= '1998-09-02'",
+            )
+        },
     },
     "q6": {
         "sql": """
             SELECT sum(l_extendedprice * l_discount) AS revenue FROM lineitem
             WHERE l_shipdate >= DATE '1994-01-01' AND l_shipdate < DATE '1995-01-01'
               AND l_discount BETWEEN 0.05 AND 0.07 AND l_quantity < 24""",
-        "scans": {"lineitem": (["l_extendedprice", "l_discount", "l_shipdate", "l_quantity"],
-                               "l_shipdate >= '1994-01-01' and l_shipdate < '1995-01-01' and "
-                               "l_discount >= '0.05' and l_discount <= '0.07' and l_quantity < '24.00'")},
+        "scans": {
+            "lineitem": (
+                ["l_extendedprice", "l_discount", "l_shipdate", "l_quantity"],
+                "l_shipdate >= '1994-01-01' and l_shipdate < '1995-01-01' and "
+                "l_discount >= '0.05' and l_discount <= '0.07' and l_quantity < '24.00'",
+            )
+        },
     },
     "q12": {
         "sql": """
@@ -60,11 +76,14 @@ QUERIES = {
               AND l_shipdate < l_commitdate AND l_receiptdate >= DATE '1994-01-01'
               AND l_receiptdate < DATE '1995-01-01'
             GROUP BY l_shipmode ORDER BY l_shipmode""",
-        "scans": {"lineitem": (["l_orderkey", "l_shipmode", "l_commitdate", "l_receiptdate",
-                                "l_shipdate"],
-                               "l_shipmode in ('MAIL', 'SHIP') and l_receiptdate >= '1994-01-01' "
-                               "and l_receiptdate < '1995-01-01'"),
-                  "orders": (["o_orderkey", "o_orderpriority"], None)},
+        "scans": {
+            "lineitem": (
+                ["l_orderkey", "l_shipmode", "l_commitdate", "l_receiptdate", "l_shipdate"],
+                "l_shipmode in ('MAIL', 'SHIP') and l_receiptdate >= '1994-01-01' "
+                "and l_receiptdate < '1995-01-01'",
+            ),
+            "orders": (["o_orderkey", "o_orderpriority"], None),
+        },
     },
 }
 
@@ -130,8 +149,9 @@ def setup_tables(home: Path, sf: float, contracts_dir: Path) -> dict:
     for name in ("lineitem", "orders"):
         os.symlink(data / f"{name}.parquet", landing / f"{name}.parquet")
     contracts = tpch.write_contracts("parquet", contracts_dir)
-    _, _, out = bench_run.run_measured(SETUP, [str(contracts["lineitem"]), str(contracts["orders"])],
-                                       {"MESH_HOME": str(home)})
+    _, _, out = bench_run.run_measured(
+        SETUP, [str(contracts["lineitem"]), str(contracts["orders"])], {"MESH_HOME": str(home)}
+    )
     return bench_run.last_json(out)
 
 
@@ -142,9 +162,14 @@ def bench_query(repeats: int) -> list[dict]:
     out = []
     try:
         loaded = setup_tables(home, sf, home / "contracts")
-        print(f"-- TPC-H SF {sf:g}: " + ", ".join(f"{k} {v['rows']:,} rows in {v['files']} file(s), "
-                                                  f"ingested in {v['s']:.1f} s" for k, v in loaded.items()),
-              flush=True)
+        print(
+            f"-- TPC-H SF {sf:g}: "
+            + ", ".join(
+                f"{k} {v['rows']:,} rows in {v['files']} file(s), ingested in {v['s']:.1f} s"
+                for k, v in loaded.items()
+            ),
+            flush=True,
+        )
         for qname, q in QUERIES.items():
             arg = json.dumps({"sql": q["sql"], "scans": q["scans"]})
 
@@ -152,24 +177,40 @@ def bench_query(repeats: int) -> list[dict]:
                 def run():
                     _, rss, stdout = bench_run.run_measured(script, [arg], env)
                     return {**bench_run.last_json(stdout), "rss": rss / 2**20}
+
                 return run
+
             ps, ys = bench_run.rounds(
-                repeats, step(PLATFORM), step(PYICEBERG),
-                label=lambda p, y: f"{qname}: DuckDB iceberg_scan {p['s']:.2f} s / {p['rss']:.0f} MiB, "
-                                   f"pyiceberg scan + DuckDB {y['s']:.2f} s / {y['rss']:.0f} MiB")
+                repeats,
+                step(PLATFORM),
+                step(PYICEBERG),
+                label=lambda p, y: (
+                    f"{qname}: DuckDB iceberg_scan {p['s']:.2f} s / {p['rss']:.0f} MiB, "
+                    f"pyiceberg scan + DuckDB {y['s']:.2f} s / {y['rss']:.0f} MiB"
+                ),
+            )
             for p, y in zip(ps, ys):
                 if p["result"] != y["result"]:
-                    raise AssertionError(f"TPC-H {qname}: the two paths disagree: {p['result']} vs {y['result']}")
-            out.append(bench_run._result(
-                f"query_tpch_{qname}_sf{sf:g}_duckdb_iceberg_scan", "s", [p["s"] for p in ps],
-                "pyiceberg scan to Arrow (projection + filter pushed down) + DuckDB",
-                [y["s"] for y in ys], sf=sf, lineitem_rows=loaded["lineitem"]["rows"],
-                peak_rss_mib=bench_run.stats([p["rss"] for p in ps])["median"],
-                baseline_peak_rss_mib=bench_run.stats([y["rss"] for y in ys])["median"],
-                connect_s_median=bench_run.stats([p["connect_s"] for p in ps])["median"],
-                note="timed inside a fresh process around table registration + query; opening "
-                     "the DuckDB connection (loading the iceberg extension: connect_s_median) "
-                     "is excluded from both sides"))
+                    raise AssertionError(
+                        f"TPC-H {qname}: the two paths disagree: {p['result']} vs {y['result']}"
+                    )
+            out.append(
+                bench_run._result(
+                    f"query_tpch_{qname}_sf{sf:g}_duckdb_iceberg_scan",
+                    "s",
+                    [p["s"] for p in ps],
+                    "pyiceberg scan to Arrow (projection + filter pushed down) + DuckDB",
+                    [y["s"] for y in ys],
+                    sf=sf,
+                    lineitem_rows=loaded["lineitem"]["rows"],
+                    peak_rss_mib=bench_run.stats([p["rss"] for p in ps])["median"],
+                    baseline_peak_rss_mib=bench_run.stats([y["rss"] for y in ys])["median"],
+                    connect_s_median=bench_run.stats([p["connect_s"] for p in ps])["median"],
+                    note="timed inside a fresh process around table registration + query; opening "
+                    "the DuckDB connection (loading the iceberg extension: connect_s_median) "
+                    "is excluded from both sides",
+                )
+            )
     finally:
         shutil.rmtree(home, ignore_errors=True)
     return out

@@ -84,6 +84,7 @@ def repeats() -> int:
 
 # --- measuring ---------------------------------------------------------------------------------
 
+
 class _MeasuredPopen(subprocess.Popen):
     """Popen that keeps the child's peak RSS, read from ``wait4`` when it is reaped."""
 
@@ -99,18 +100,26 @@ class _MeasuredPopen(subprocess.Popen):
         return pid, status
 
 
-def run_measured(script: str, args: list[str], env: dict[str, str], *,
-                 cwd: Path | None = None) -> tuple[float, int, str]:
+def run_measured(
+    script: str, args: list[str], env: dict[str, str], *, cwd: Path | None = None
+) -> tuple[float, int, str]:
     """(wall seconds, peak RSS bytes, stdout) of ``script`` in a fresh interpreter."""
     return run_command([sys.executable, "-c", script, *args], env, cwd=cwd)
 
 
-def run_command(cmd: list[str], env: dict[str, str], *, cwd: Path | None = None,
-                timeout: float | None = None) -> tuple[float, int, str]:
+def run_command(
+    cmd: list[str], env: dict[str, str], *, cwd: Path | None = None, timeout: float | None = None
+) -> tuple[float, int, str]:
     """(wall seconds, peak RSS bytes, stdout) of ``cmd``; its failure raises with its stderr."""
     start = time.perf_counter()
-    proc = _MeasuredPopen(cmd, env={**os.environ, **env}, cwd=cwd or ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _MeasuredPopen(
+        cmd,
+        env={**os.environ, **env},
+        cwd=cwd or ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -120,8 +129,9 @@ def run_command(cmd: list[str], env: dict[str, str], *, cwd: Path | None = None,
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         what = " ".join(c if len(c) < 80 else c[:60].strip().replace("\n", " ") + " ..." for c in cmd[:3])
-        raise RuntimeError(f"benchmark command failed ({proc.returncode}): {what}\n"
-                           f"{err[-3000:]}\n{out[-2000:]}")
+        raise RuntimeError(
+            f"benchmark command failed ({proc.returncode}): {what}\n{err[-3000:]}\n{out[-2000:]}"
+        )
     return wall, proc.peak_rss, out.strip()
 
 
@@ -156,18 +166,33 @@ def _pairs(count: int, a, b) -> tuple[list[float], list[float]]:
 
 def _result(name: str, unit: str, xs: list[float], base_name: str, ys: list[float], **extra) -> dict:
     """One result: ``xs`` (the platform) against ``ys`` (the baseline), measured in pairs."""
-    return {"name": name, "unit": unit, **stats(xs),
-            "baseline": {"name": base_name, "unit": unit, **stats(ys)},
-            "ratio_to_baseline": statistics.median(x / y for x, y in zip(xs, ys)), **extra}
+    return {
+        "name": name,
+        "unit": unit,
+        **stats(xs),
+        "baseline": {"name": base_name, "unit": unit, **stats(ys)},
+        "ratio_to_baseline": statistics.median(x / y for x, y in zip(xs, ys)),
+        **extra,
+    }
 
 
 def skipped(name: str, reason: str, **extra) -> dict:
     """A benchmark that could not run here: recorded with the reason, never with numbers."""
-    return {"name": name, "unit": None, "median": None, "min": None, "max": None,
-            "baseline": None, "ratio_to_baseline": None, "skipped": reason, **extra}
+    return {
+        "name": name,
+        "unit": None,
+        "median": None,
+        "min": None,
+        "max": None,
+        "baseline": None,
+        "ratio_to_baseline": None,
+        "skipped": reason,
+        **extra,
+    }
 
 
 # --- the machine and the results document ------------------------------------------------------
+
 
 def machine() -> dict:
     mem = 0
@@ -182,14 +207,31 @@ def machine() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cores": os.cpu_count(), "memory_bytes": mem, "memory_gib": round(mem / 2**30, 1),
-            "cpu": cpu, "platform": platform.platform(), "python": platform.python_version(),
-            "load_average_at_write": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cores": os.cpu_count(),
+        "memory_bytes": mem,
+        "memory_gib": round(mem / 2**30, 1),
+        "cpu": cpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_write": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
-VERSIONED = ("dagster", "pyiceberg", "pyarrow", "duckdb", "duckdb-extension-iceberg",
-             "dbt-core", "dbt-duckdb", "dbt-trino", "great-expectations", "pandas", "tpchgen-cli",
-             "trino")
+VERSIONED = (
+    "dagster",
+    "pyiceberg",
+    "pyarrow",
+    "duckdb",
+    "duckdb-extension-iceberg",
+    "dbt-core",
+    "dbt-duckdb",
+    "dbt-trino",
+    "great-expectations",
+    "pandas",
+    "tpchgen-cli",
+    "trino",
+)
 
 
 def versions() -> dict:
@@ -207,8 +249,10 @@ def _stamp(entry: dict, when: str, mach: dict, vers: dict) -> dict:
     runs merged into a newer document keep their own)."""
     entry.setdefault("measured_at", when)
     entry.setdefault("machine", {"cores": mach["cores"], "memory_gib": mach["memory_gib"]})
-    entry.setdefault("versions", {k: v for k, v in vers.items()
-                                  if k in ("dagster", "pyiceberg", "pyarrow", "duckdb", "dbt-core")})
+    entry.setdefault(
+        "versions",
+        {k: v for k, v in vers.items() if k in ("dagster", "pyiceberg", "pyarrow", "duckdb", "dbt-core")},
+    )
     return entry
 
 
@@ -227,14 +271,20 @@ def write_results(benchmarks: list[dict], out: Path = RESULTS) -> None:
     benchmarks = [_stamp(dict(b), when, mach, vers) for b in benchmarks]
     doc = {"machine": mach, "versions": vers, "written_at": when, "benchmarks": benchmarks}
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    lines = [f"# Benchmark results ({when})", "",
-             f"Machine: {mach['cores']} cores, {mach['memory_gib']} GiB, {mach['cpu']}, "
-             f"{mach['platform']}, Python {mach['python']}. Versions: "
-             + ", ".join(f"{k} {v}" for k, v in vers.items()) + ".", "",
-             "Ratios are medians of per-round ratios (platform / baseline) measured pair by pair "
-             "in the same run. Written by bench/run.py (`make bench`).", "",
-             "| benchmark | unit | median | min | max | baseline | baseline median | ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Benchmark results ({when})",
+        "",
+        f"Machine: {mach['cores']} cores, {mach['memory_gib']} GiB, {mach['cpu']}, "
+        f"{mach['platform']}, Python {mach['python']}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in vers.items())
+        + ".",
+        "",
+        "Ratios are medians of per-round ratios (platform / baseline) measured pair by pair "
+        "in the same run. Written by bench/run.py (`make bench`).",
+        "",
+        "| benchmark | unit | median | min | max | baseline | baseline median | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     notes = []
     for b in benchmarks:
         if b.get("skipped"):
@@ -242,9 +292,11 @@ def write_results(benchmarks: list[dict], out: Path = RESULTS) -> None:
             notes.append(f"- **{b['name']}** skipped: {b['skipped']}")
             continue
         base = b.get("baseline") or {}
-        lines.append(f"| {b['name']} | {b['unit']} | {_fmt(b['median'])} | {_fmt(b['min'])} | "
-                     f"{_fmt(b['max'])} | {base.get('name', '-')} | {_fmt(base.get('median'))} | "
-                     f"{_fmt(b.get('ratio_to_baseline'))} |")
+        lines.append(
+            f"| {b['name']} | {b['unit']} | {_fmt(b['median'])} | {_fmt(b['min'])} | "
+            f"{_fmt(b['max'])} | {base.get('name', '-')} | {_fmt(base.get('median'))} | "
+            f"{_fmt(b.get('ratio_to_baseline'))} |"
+        )
         if b.get("note"):
             notes.append(f"- **{b['name']}**: {b['note']}")
     groups = {}
@@ -252,11 +304,16 @@ def write_results(benchmarks: list[dict], out: Path = RESULTS) -> None:
         if b.get("group") and "load_avg_1m_before" in b:
             groups.setdefault(b["group"], b)
     if groups:
-        notes.append("- **machine load** (1-minute load average on "
-                     f"{mach['cores']} cores, before -> after each benchmark; other work may "
-                     "share the machine): " + "; ".join(
-                         f"{g} {b['load_avg_1m_before']} -> {b['load_avg_1m_after']} "
-                         f"({b.get('group_seconds', 0):.0f} s)" for g, b in groups.items()))
+        notes.append(
+            "- **machine load** (1-minute load average on "
+            f"{mach['cores']} cores, before -> after each benchmark; other work may "
+            "share the machine): "
+            + "; ".join(
+                f"{g} {b['load_avg_1m_before']} -> {b['load_avg_1m_after']} "
+                f"({b.get('group_seconds', 0):.0f} s)"
+                for g, b in groups.items()
+            )
+        )
     if notes:
         lines += ["", "Notes:", ""] + notes
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -304,32 +361,45 @@ def run_benchmark(name: str, count: int) -> list[dict]:
         import traceback
 
         traceback.print_exc()
-        results = [skipped(f"{name}_failed", f"the benchmark raised {type(exc).__name__}: "
-                                             f"{str(exc)[:500]}")]
+        results = [skipped(f"{name}_failed", f"the benchmark raised {type(exc).__name__}: {str(exc)[:500]}")]
     finally:
         os.environ.clear()
         os.environ.update(saved)
     print(f"== {name}: {time.monotonic() - start:.0f} s ==", flush=True)
-    load = {"load_avg_1m_before": load_before, "load_avg_1m_after": round(os.getloadavg()[0], 2),
-            "group_seconds": round(time.monotonic() - start, 1)}
+    load = {
+        "load_avg_1m_before": load_before,
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        "group_seconds": round(time.monotonic() - start, 1),
+    }
     return [{"group": name, **r, **load} for r in results]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=repeats(),
-                        help="counted rounds after the warm-up (BENCH_REPEATS, default 2)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=repeats(),
+        help="counted rounds after the warm-up (BENCH_REPEATS, default 2)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--only", action="append",
-                        help="run only these benchmarks (repeatable or comma-separated; "
-                             f"BENCH_ONLY): {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--only",
+        action="append",
+        help="run only these benchmarks (repeatable or comma-separated; "
+        f"BENCH_ONLY): {', '.join(BENCHMARKS)}",
+    )
     parser.add_argument("--rows", type=int, help="= BENCH_ROWS")
     args = parser.parse_args(argv)
     if args.rows:
         os.environ["BENCH_ROWS"] = str(args.rows)
     os.environ["BENCH_REPEATS"] = str(args.repeats)
-    only = [n.strip() for spec in (args.only or [os.environ.get("BENCH_ONLY", "")])
-            for n in spec.split(",") if n.strip()]
+    only = [
+        n.strip()
+        for spec in (args.only or [os.environ.get("BENCH_ONLY", "")])
+        for n in spec.split(",")
+        if n.strip()
+    ]
     unknown = [n for n in only if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
@@ -342,8 +412,9 @@ def main(argv: list[str] | None = None) -> int:
         merge_results(results, args.out)
     else:
         write_results(results, args.out)
-    print(f"bench: {time.monotonic() - start:.0f} s in all; wrote {args.out} and "
-          f"{args.out.with_suffix('.md')}")
+    print(
+        f"bench: {time.monotonic() - start:.0f} s in all; wrote {args.out} and {args.out.with_suffix('.md')}"
+    )
     return 0
 
 

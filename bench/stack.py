@@ -54,14 +54,19 @@ def stack_problem() -> str | None:
         from mesh_assets import stack
         from mesh_assets.stack.layout import StackLayout
 
-        bad = [f"{s.name}: {s.detail.splitlines()[0]}" for s in stack.status(StackLayout.current())
-               if not s.healthy]
+        bad = [
+            f"{s.name}: {s.detail.splitlines()[0]}"
+            for s in stack.status(StackLayout.current())
+            if not s.healthy
+        ]
     except Exception as exc:  # noqa: BLE001 - any failure to ask is the answer
         return f"could not query the stack's status: {type(exc).__name__}: {exc}"
     if bad:
-        return ("the production stack is not up (" + "; ".join(bad) + "); start it with "
-                "`mesh stack up` (or `make stack-up`) and rerun `make bench` or "
-                "`bench/run.py --only stack`")
+        return (
+            "the production stack is not up (" + "; ".join(bad) + "); start it with "
+            "`mesh stack up` (or `make stack-up`) and rerun `make bench` or "
+            "`bench/run.py --only stack`"
+        )
     return None
 
 
@@ -74,16 +79,33 @@ def bench_trino_ingest(repeats: int) -> list[dict]:
     trino_rows = bench_run.env_int("BENCH_TRINO_INSERT_ROWS", 5_000)
     with tempfile.TemporaryDirectory(prefix="mesh-bench-trino-") as tmp:
         out = Path(tmp) / "results.json"
-        proc = subprocess.run([sys.executable, str(bench_run.BENCH_DIR / "trino_ingest.py"),
-                               "--rows", str(rows), "--trino-rows", str(trino_rows),
-                               "--repeats", str(repeats), "--out", str(out)],
-                              cwd=bench_run.ROOT, text=True, capture_output=True)
-        sys.stdout.write("".join(line + "\n" for line in proc.stdout.splitlines()  # its progress only
-                                 if line.startswith(("==", "  round", "Trino measured"))))
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(bench_run.BENCH_DIR / "trino_ingest.py"),
+                "--rows",
+                str(rows),
+                "--trino-rows",
+                str(trino_rows),
+                "--repeats",
+                str(repeats),
+                "--out",
+                str(out),
+            ],
+            cwd=bench_run.ROOT,
+            text=True,
+            capture_output=True,
+        )
+        sys.stdout.write(
+            "".join(
+                line + "\n"
+                for line in proc.stdout.splitlines()  # its progress only
+                if line.startswith(("==", "  round", "Trino measured"))
+            )
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"bench/trino_ingest.py failed:\n{proc.stderr[-3000:]}")
-        return [{**b, "source": "bench/trino_ingest.py"}
-                for b in json.loads(out.read_text())["benchmarks"]]
+        return [{**b, "source": "bench/trino_ingest.py"} for b in json.loads(out.read_text())["benchmarks"]]
 
 
 def bench_trino_queries(repeats: int) -> list[dict]:
@@ -120,8 +142,11 @@ def bench_trino_queries(repeats: int) -> list[dict]:
         ctas_s = time.perf_counter() - start
         counts = [sql(f"SELECT count(*) FROM {t}")[0][0] for t in (platform_table, trino_table)]
         assert counts == [loaded["rows"]] * 2, (counts, loaded)
-        print(f"-- TPC-H SF {sf:g} lineitem ({loaded['rows']:,} rows): platform ingest to the stack "
-              f"{loaded['s']:.1f} s ({loaded['files']} file(s)), Trino CTAS copy {ctas_s:.1f} s", flush=True)
+        print(
+            f"-- TPC-H SF {sf:g} lineitem ({loaded['rows']:,} rows): platform ingest to the stack "
+            f"{loaded['s']:.1f} s ({loaded['files']} file(s)), Trino CTAS copy {ctas_s:.1f} s",
+            flush=True,
+        )
         for qname in ("q1", "q6"):
             text = QUERIES[qname]["sql"]
 
@@ -130,18 +155,34 @@ def bench_trino_queries(repeats: int) -> list[dict]:
                     start = time.perf_counter()
                     rows = sql(text.replace("FROM lineitem", f"FROM {table}"))
                     return {"s": time.perf_counter() - start, "rows": [[str(v) for v in r] for r in rows]}
+
                 return run
-            ps, ts = bench_run.rounds(repeats, timed(platform_table), timed(trino_table),
-                                      label=lambda p, t: f"{qname} on Trino: platform-written "
-                                                         f"{p['s']:.2f} s, Trino-written {t['s']:.2f} s")
+
+            ps, ts = bench_run.rounds(
+                repeats,
+                timed(platform_table),
+                timed(trino_table),
+                label=lambda p, t: (
+                    f"{qname} on Trino: platform-written {p['s']:.2f} s, Trino-written {t['s']:.2f} s"
+                ),
+            )
             for p, t in zip(ps, ts):
                 assert p["rows"] == t["rows"], (qname, p["rows"], t["rows"])
-            out.append(bench_run._result(
-                f"stack_trino_tpch_{qname}_sf{sf:g}_platform_written_table", "s",
-                [p["s"] for p in ps], "the same query on a Trino-written copy (CREATE TABLE AS)",
-                [t["s"] for t in ts], sf=sf, rows=loaded["rows"], platform_files=loaded["files"],
-                platform_ingest_s=round(loaded["s"], 2), trino_ctas_s=round(ctas_s, 2),
-                note="client wall time (execute + fetch) through the Trino of `mesh stack up`"))
+            out.append(
+                bench_run._result(
+                    f"stack_trino_tpch_{qname}_sf{sf:g}_platform_written_table",
+                    "s",
+                    [p["s"] for p in ps],
+                    "the same query on a Trino-written copy (CREATE TABLE AS)",
+                    [t["s"] for t in ts],
+                    sf=sf,
+                    rows=loaded["rows"],
+                    platform_files=loaded["files"],
+                    platform_ingest_s=round(loaded["s"], 2),
+                    trino_ctas_s=round(ctas_s, 2),
+                    note="client wall time (execute + fetch) through the Trino of `mesh stack up`",
+                )
+            )
     finally:
         for name in ("lineitem", "lineitem_trino"):
             try:
@@ -162,8 +203,10 @@ def bench_stack(repeats: int) -> list[dict]:
         print(f"  skipped: {problem}", flush=True)
         return _skipped(problem)
     out = []
-    for fn, name in ((bench_trino_ingest, "stack_trino_ingest"),
-                     (bench_trino_queries, "stack_trino_tpch_queries")):
+    for fn, name in (
+        (bench_trino_ingest, "stack_trino_ingest"),
+        (bench_trino_queries, "stack_trino_tpch_queries"),
+    ):
         try:
             out += fn(repeats)
         except Exception as exc:  # one half failing keeps the other's figures

@@ -42,21 +42,27 @@ def flights(rows: int, seed: int = 13) -> pa.Table:
     rng = random.Random(seed)
     base = dt.datetime(2013, 1, 1)
     ts = [base + dt.timedelta(minutes=rng.randint(0, 525_600)) for _ in range(rows)]
-    return pa.table({
-        "id": pa.array(range(rows), pa.int64()),
-        "carrier": pa.array([rng.choice(CARRIERS) for _ in range(rows)]),
-        "origin": pa.array([rng.choice(AIRPORTS) for _ in range(rows)]),
-        "dest": pa.array([rng.choice(AIRPORTS) for _ in range(rows)]),
-        "dep_delay": pa.array([None if rng.random() < 0.03 else round(rng.gauss(12, 40), 1)
-                               for _ in range(rows)], pa.float64()),
-        "distance": pa.array([rng.randint(80, 4983) for _ in range(rows)], pa.int32()),
-        "flight_date": pa.array([t.date() for t in ts], pa.date32()),
-        "sched_dep": pa.array(ts, pa.timestamp("us")),
-    })
+    return pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "carrier": pa.array([rng.choice(CARRIERS) for _ in range(rows)]),
+            "origin": pa.array([rng.choice(AIRPORTS) for _ in range(rows)]),
+            "dest": pa.array([rng.choice(AIRPORTS) for _ in range(rows)]),
+            "dep_delay": pa.array(
+                [None if rng.random() < 0.03 else round(rng.gauss(12, 40), 1) for _ in range(rows)],
+                pa.float64(),
+            ),
+            "distance": pa.array([rng.randint(80, 4983) for _ in range(rows)], pa.int32()),
+            "flight_date": pa.array([t.date() for t in ts], pa.date32()),
+            "sched_dep": pa.array(ts, pa.timestamp("us")),
+        }
+    )
 
 
-TRINO_COLUMNS = ("id bigint, carrier varchar, origin varchar, dest varchar, dep_delay double, "
-                 "distance integer, flight_date date, sched_dep timestamp(6)")
+TRINO_COLUMNS = (
+    "id bigint, carrier varchar, origin varchar, dest varchar, dep_delay double, "
+    "distance integer, flight_date date, sched_dep timestamp(6)"
+)
 
 
 def _literal(value) -> str:
@@ -75,17 +81,19 @@ def _literal(value) -> str:
 
 def insert_statements(table: pa.Table, relation: str, batch: int) -> list[str]:
     rows = table.to_pylist()
-    return [f"INSERT INTO {relation} VALUES "
-            + ", ".join("(" + ", ".join(_literal(v) for v in row.values()) + ")"
-                        for row in rows[i:i + batch])
-            for i in range(0, len(rows), batch)]
+    return [
+        f"INSERT INTO {relation} VALUES "
+        + ", ".join("(" + ", ".join(_literal(v) for v in row.values()) + ")" for row in rows[i : i + batch])
+        for i in range(0, len(rows), batch)
+    ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the pyiceberg append")
-    parser.add_argument("--trino-rows", type=int, default=20_000,
-                        help="rows Trino ingests per round (extrapolated to --rows)")
+    parser.add_argument(
+        "--trino-rows", type=int, default=20_000, help="rows Trino ingests per round (extrapolated to --rows)"
+    )
     parser.add_argument("--batch", type=int, default=1000, help="rows per INSERT statement")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(bench_run.ROOT) / "bench" / "results.json")
@@ -109,8 +117,11 @@ def main() -> int:
     catalog.create_namespace(ns)
     data = flights(args.rows)
     sample = data.slice(0, min(args.trino_rows, args.rows))
-    print(f"== pyiceberg append of {args.rows:,} rows vs Trino INSERT VALUES ({args.batch} rows per "
-          f"statement) of {sample.num_rows:,} rows, {args.repeats} rounds after a warm-up ==", flush=True)
+    print(
+        f"== pyiceberg append of {args.rows:,} rows vs Trino INSERT VALUES ({args.batch} rows per "
+        f"statement) of {sample.num_rows:,} rows, {args.repeats} rounds after a warm-up ==",
+        flush=True,
+    )
     py_rates, trino_rates, py_secs = [], [], []
     try:
         for i in range(args.repeats + 1):
@@ -132,10 +143,12 @@ def main() -> int:
                 sql(f"DROP TABLE iceberg.{ns}.{name}")
 
             py_rate, trino_rate = args.rows / py_s, sample.num_rows / trino_s
-            print(f"  round {i}: pyiceberg {args.rows:,} rows in {py_s:.2f} s ({py_rate:,.0f} rows/s); "
-                  f"Trino {sample.num_rows:,} rows in {trino_s:.1f} s ({trino_rate:,.0f} rows/s, "
-                  f"{trino_s / len(statements):.2f} s per statement)" + (" (warm-up)" if i == 0 else ""),
-                  flush=True)
+            print(
+                f"  round {i}: pyiceberg {args.rows:,} rows in {py_s:.2f} s ({py_rate:,.0f} rows/s); "
+                f"Trino {sample.num_rows:,} rows in {trino_s:.1f} s ({trino_rate:,.0f} rows/s, "
+                f"{trino_s / len(statements):.2f} s per statement)" + (" (warm-up)" if i == 0 else ""),
+                flush=True,
+            )
             if i:
                 py_rates.append(py_rate)
                 trino_rates.append(trino_rate)
@@ -146,21 +159,36 @@ def main() -> int:
         catalog.drop_namespace(ns)
 
     extrapolated = [args.rows / r for r in trino_rates]
-    note = (f"Trino measured on {sample.num_rows:,} rows per round ({len(statements)} statements of "
-            f"{args.batch} rows); its {args.rows:,}-row time is extrapolated linearly from that rate")
+    note = (
+        f"Trino measured on {sample.num_rows:,} rows per round ({len(statements)} statements of "
+        f"{args.batch} rows); its {args.rows:,}-row time is extrapolated linearly from that rate"
+    )
     results = [
-        {"name": f"trino_insert_values_{args.batch}_per_statement_rate", "unit": "rows/s",
-         **bench_run.stats(trino_rates),
-         "baseline": {"name": f"pyiceberg bulk append of {args.rows:,} rows", "unit": "rows/s",
-                      **bench_run.stats(py_rates)},
-         "ratio_to_baseline": statistics.median(t / p for t, p in zip(trino_rates, py_rates)),
-         "note": note},
-        {"name": f"ingest_{args.rows}_rows_trino_insert_values_wall", "unit": "s",
-         **bench_run.stats(extrapolated),
-         "baseline": {"name": f"pyiceberg bulk append of {args.rows:,} rows", "unit": "s",
-                      **bench_run.stats(py_secs)},
-         "ratio_to_baseline": statistics.median(e / p for e, p in zip(extrapolated, py_secs)),
-         "extrapolated": True, "note": note},
+        {
+            "name": f"trino_insert_values_{args.batch}_per_statement_rate",
+            "unit": "rows/s",
+            **bench_run.stats(trino_rates),
+            "baseline": {
+                "name": f"pyiceberg bulk append of {args.rows:,} rows",
+                "unit": "rows/s",
+                **bench_run.stats(py_rates),
+            },
+            "ratio_to_baseline": statistics.median(t / p for t, p in zip(trino_rates, py_rates)),
+            "note": note,
+        },
+        {
+            "name": f"ingest_{args.rows}_rows_trino_insert_values_wall",
+            "unit": "s",
+            **bench_run.stats(extrapolated),
+            "baseline": {
+                "name": f"pyiceberg bulk append of {args.rows:,} rows",
+                "unit": "s",
+                **bench_run.stats(py_secs),
+            },
+            "ratio_to_baseline": statistics.median(e / p for e, p in zip(extrapolated, py_secs)),
+            "extrapolated": True,
+            "note": note,
+        },
     ]
     print(note)
     merge_results(results, args.out)

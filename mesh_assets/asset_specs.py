@@ -12,15 +12,20 @@ def asset_key(product: DataProduct) -> dg.AssetKey:
 
 
 def contract_column_schema(product: DataProduct) -> dg.TableSchema:
-    return dg.TableSchema(columns=[
-        dg.TableColumn(
-            name=c.name, type=c.type_name, description=c.description,
-            constraints=dg.TableColumnConstraints(nullable=not c.required,
-                                                  unique=c.unique or product.primary_key == (c.name,)),
-            tags={"classification": c.classification} if c.classification else {},
-        )
-        for c in product.columns
-    ])
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=c.name,
+                type=c.type_name,
+                description=c.description,
+                constraints=dg.TableColumnConstraints(
+                    nullable=not c.required, unique=c.unique or product.primary_key == (c.name,)
+                ),
+                tags={"classification": c.classification} if c.classification else {},
+            )
+            for c in product.columns
+        ]
+    )
 
 
 def owners(product: DataProduct) -> list[str]:

@@ -5,7 +5,6 @@ product) and, for products built by dbt, models under ``dbt_project/models/<name
 Platform-wide policy is applied here once, never per asset.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -15,7 +15,6 @@ generated: they are values (``domains.<name>`` in the chart's values files).
 ``MESH_EXECUTOR``): dagster-k8s's ``k8s_job_executor``, each step its own Job.
 """
 
-
 from __future__ import annotations
 
 import difflib
@@ -61,24 +60,32 @@ def domain_entries(domains_dir: Path | None = None) -> list[dict]:
         # Kubernetes names are DNS labels: lower_snake_case domains become lower-kebab-case.
         resource_name = name.replace("_", "-")
         if not DNS_LABEL.match(resource_name) or len(resource_name) > 40:
-            raise DeployError(f"domain {name!r} cannot name Kubernetes objects ({resource_name!r} "
-                              f"is not a DNS label of at most 40 characters); rename the domain")
-        entries.append({
-            "name": name,
-            "resourceName": resource_name,
-            "module": f"{domains_dir.name}.{name}.definitions",
-            "owner": str(meta.get("owner", "")),
-            "type": str(meta.get("type", "")),
-            "description": " ".join(str(meta.get("description", "")).split()),
-        })
+            raise DeployError(
+                f"domain {name!r} cannot name Kubernetes objects ({resource_name!r} "
+                f"is not a DNS label of at most 40 characters); rename the domain"
+            )
+        entries.append(
+            {
+                "name": name,
+                "resourceName": resource_name,
+                "module": f"{domains_dir.name}.{name}.definitions",
+                "owner": str(meta.get("owner", "")),
+                "type": str(meta.get("type", "")),
+                "description": " ".join(str(meta.get("description", "")).split()),
+            }
+        )
     if not entries:
         raise DeployError(f"no domains/*/domain.yaml under {domains_dir}")
     return entries
 
 
 def render_domains_file(domains_dir: Path | None = None) -> str:
-    body = yaml.safe_dump({"grpcPort": GRPC_PORT, "domains": domain_entries(domains_dir)},
-                          sort_keys=False, width=100, allow_unicode=True)
+    body = yaml.safe_dump(
+        {"grpcPort": GRPC_PORT, "domains": domain_entries(domains_dir)},
+        sort_keys=False,
+        width=100,
+        allow_unicode=True,
+    )
     return HEADER + body
 
 
@@ -89,9 +96,15 @@ def check_domains_file(target: Path | None = None, domains_dir: Path | None = No
     actual = target.read_text() if target.exists() else ""
     if actual == expected:
         return []
-    return list(difflib.unified_diff(actual.splitlines(), expected.splitlines(),
-                                     fromfile=f"{target} (committed)",
-                                     tofile="from domains/*/domain.yaml", lineterm=""))
+    return list(
+        difflib.unified_diff(
+            actual.splitlines(),
+            expected.splitlines(),
+            fromfile=f"{target} (committed)",
+            tofile="from domains/*/domain.yaml",
+            lineterm="",
+        )
+    )
 
 
 def write_domains_file(target: Path | None = None, domains_dir: Path | None = None) -> bool:

@@ -74,8 +74,9 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def register_table(con: duckdb.DuckDBPyConnection, table: Table, name: str,
-                   *, snapshot_id: int | None = None) -> str:
+def register_table(
+    con: duckdb.DuckDBPyConnection, table: Table, name: str, *, snapshot_id: int | None = None
+) -> str:
     """Make ``table`` (at ``snapshot_id`` or its current snapshot) readable as view ``name``
     (``view`` or ``schema.view``). Returns the quoted name to use in SQL."""
     parts = name.split(".")
@@ -98,8 +99,10 @@ def _try_iceberg_scan(con, kind: str, quoted: str, location: str, snapshot_id: i
         return False
     options = f", snapshot_from_id => {int(snapshot_id)}" if snapshot_id is not None else ""
     try:
-        con.execute(f"CREATE OR REPLACE {kind} {quoted} AS SELECT * FROM "
-                    f"iceberg_scan({sql_string(location)}{options})")
+        con.execute(
+            f"CREATE OR REPLACE {kind} {quoted} AS SELECT * FROM "
+            f"iceberg_scan({sql_string(location)}{options})"
+        )
     except duckdb.Error as exc:
         log.debug("iceberg_scan failed for %s, falling back to pyiceberg: %s", location, exc)
         return False
@@ -108,27 +111,31 @@ def _try_iceberg_scan(con, kind: str, quoted: str, location: str, snapshot_id: i
 
 # --- Trino (production) ------------------------------------------------------------------------
 
-def trino_connection(user: str | None = None, catalog: str | None = None,
-                     session_properties: dict[str, str] | None = None):
+
+def trino_connection(
+    user: str | None = None, catalog: str | None = None, session_properties: dict[str, str] | None = None
+):
     """A DB-API connection to the Trino of the settings (``MESH_TRINO_*``). A password, when
     Trino requires one, comes from ``MESH_TRINO_PASSWORD`` or ``MESH_TRINO_PASSWORD_FILE``."""
 
     import trino
 
-
     config = settings.trino_settings()
     password = settings.trino_password()
     auth = trino.auth.BasicAuthentication(user or config.user, password) if password else None
     return trino.dbapi.connect(
-        host=config.host, port=config.port, user=user or config.user,
+        host=config.host,
+        port=config.port,
+        user=user or config.user,
         catalog=catalog or config.catalog,
-        http_scheme="https" if password else "http", auth=auth,
-        session_properties=session_properties or {})
+        http_scheme="https" if password else "http",
+        auth=auth,
+        session_properties=session_properties or {},
+    )
 
 
 def trino_table(identifier: str, catalog: str | None = None) -> str:
     """``domain.product`` as a quoted Trino table name in the Iceberg catalog."""
 
     schema, table = identifier.split(".", 1)
-    return ".".join(quote(p) for p in (catalog or settings.trino_settings().catalog,
-                                       schema, table))
+    return ".".join(quote(p) for p in (catalog or settings.trino_settings().catalog, schema, table))

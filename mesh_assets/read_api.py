@@ -29,24 +29,29 @@ from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.versions import VersionError, resolve_as_of
 
 
-def read(identifier: str, *, columns: Sequence[str] | None = None, filter: Any = None,
-         as_of: str | int | None = None, limit: int | None = None, pandas: bool = False,
-         engine: str | None = None, user: str | None = None):
+def read(
+    identifier: str,
+    *,
+    columns: Sequence[str] | None = None,
+    filter: Any = None,
+    as_of: str | int | None = None,
+    limit: int | None = None,
+    pandas: bool = False,
+    engine: str | None = None,
+    user: str | None = None,
+):
     """Rows of product ``identifier`` (``domain.product``) as a ``pyarrow.Table``
     (a ``pandas.DataFrame`` with ``pandas=True``). ``engine="trino"`` reads through Trino
     (``filter`` is then a SQL predicate); the default reads the Iceberg table directly.
     ``user`` applies the access policy of that user (on both engines)."""
 
     if engine == "trino":
-        data = read_trino(identifier, columns=columns, filter=filter, as_of=as_of, limit=limit,
-                          user=user)
+        data = read_trino(identifier, columns=columns, filter=filter, as_of=as_of, limit=limit, user=user)
         return data.to_pandas() if pandas else data
     if engine not in (None, "duckdb", "iceberg"):
         raise ValueError(f"engine={engine!r}: expected 'duckdb' (direct) or 'trino'")
     if user is not None:
-
-        data = governed_read(identifier, columns=columns, filter=filter, as_of=as_of,
-                             limit=limit, user=user)
+        data = governed_read(identifier, columns=columns, filter=filter, as_of=as_of, limit=limit, user=user)
         return data.to_pandas() if pandas else data
 
     table = open_catalog().load_table(identifier)
@@ -54,7 +59,8 @@ def read(identifier: str, *, columns: Sequence[str] | None = None, filter: Any =
     scan = table.scan(
         row_filter=filter if filter is not None else AlwaysTrue(),
         selected_fields=tuple(columns) if columns else ("*",),
-        snapshot_id=snapshot_id, limit=limit,
+        snapshot_id=snapshot_id,
+        limit=limit,
     )
     data = scan.to_arrow()
     return data.to_pandas() if pandas else data
@@ -72,7 +78,6 @@ def trino_query(sql: str, *, as_of: str | int | None = None, user: str | None = 
     with ``as_of`` each product the query names is read at its snapshot for that id, tag or
     time (``FOR VERSION AS OF``), exactly the snapshot ``mesh query --as-of`` reads on DuckDB."""
 
-
     if as_of is not None:
         catalog = open_catalog()
         for (namespace,) in catalog.list_namespaces():
@@ -86,19 +91,24 @@ def trino_query(sql: str, *, as_of: str | int | None = None, user: str | None = 
                     snapshot_id = resolve_as_of(table, as_of)
                 except VersionError:
                     snapshot_id = resolve_as_of(table, None)
-                sql = pattern.sub(lambda _m, n=name, s=snapshot_id: _trino_version_clause(n, s),
-                                  sql)
+                sql = pattern.sub(lambda _m, n=name, s=snapshot_id: _trino_version_clause(n, s), sql)
     cursor = trino_connection(user=user).cursor()
     cursor.execute(sql)
     rows = cursor.fetchall()
     return [d[0] for d in cursor.description or []], rows
 
 
-def read_trino(identifier: str, *, columns: Sequence[str] | None = None, filter: str | None = None,
-               as_of: str | int | None = None, limit: int | None = None, user: str | None = None):
+def read_trino(
+    identifier: str,
+    *,
+    columns: Sequence[str] | None = None,
+    filter: str | None = None,
+    as_of: str | int | None = None,
+    limit: int | None = None,
+    user: str | None = None,
+):
     """``read()`` through Trino: same rows, as a ``pyarrow.Table``, with Trino's access
     control applied for ``user``. ``filter`` is a SQL predicate."""
-
 
     snapshot_id = resolve_as_of(open_catalog().load_table(identifier), as_of) if as_of else None
     select = ", ".join(quote(c) for c in columns) if columns else "*"
@@ -108,5 +118,8 @@ def read_trino(identifier: str, *, columns: Sequence[str] | None = None, filter:
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     names, rows = trino_query(sql, user=user)
-    return pa.Table.from_pylist([dict(zip(names, r)) for r in rows]) if rows else \
-        pa.table({n: pa.array([], pa.null()) for n in names})
+    return (
+        pa.Table.from_pylist([dict(zip(names, r)) for r in rows])
+        if rows
+        else pa.table({n: pa.array([], pa.null()) for n in names})
+    )

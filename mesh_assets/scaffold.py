@@ -37,15 +37,18 @@ def _check_name(kind: str, name: str) -> None:
 
 
 def contract_text(domain: str, product: str, owner: str, *, dbt: bool) -> str:
-    source = ("  - property: transform\n    value: dbt\n" if dbt else
-              f"  - property: source\n    value: {{format: csv, file: {product}.csv, "
-              f"demoData: \"domains.{domain}:sample_data/{product}.csv\"}}\n")
+    source = (
+        "  - property: transform\n    value: dbt\n"
+        if dbt
+        else f"  - property: source\n    value: {{format: csv, file: {product}.csv, "
+        f'demoData: "domains.{domain}:sample_data/{product}.csv"}}\n'
+    )
     return f"""apiVersion: v3.1.0
 kind: DataContract
 id: urn:datamesh:{domain}:{product}
 version: 1.0.0
 status: draft
-name: {product.replace('_', ' ').title()}
+name: {product.replace("_", " ").title()}
 domain: {domain}
 dataProduct: {product}
 description:
@@ -93,22 +96,28 @@ def new_product(project_dir: Path, domain: str, product: str, *, dbt: bool = Fal
         raise ScaffoldError(f"no domain {domain} (create it with `mesh new domain {domain}`)")
 
     owner = yaml.safe_load((domain_dir / "domain.yaml").read_text())["owner"]
-    written = [_write(domain_dir / "products" / f"{product}.yaml",
-                      contract_text(domain, product, owner, dbt=dbt))]
+    written = [
+        _write(domain_dir / "products" / f"{product}.yaml", contract_text(domain, product, owner, dbt=dbt))
+    ]
     if dbt:
-        written.append(_write(
-            project_dir / "dbt_project" / "models" / domain / f"{product}.sql",
-            f"-- {product}: replace with the product's logic. Read other products with\n"
-            f"-- {{{{ source('<domain>', '<product>') }}}}.\n"
-            "select 'a' as id, cast(1.0 as double) as value\n"))
+        written.append(
+            _write(
+                project_dir / "dbt_project" / "models" / domain / f"{product}.sql",
+                f"-- {product}: replace with the product's logic. Read other products with\n"
+                f"-- {{{{ source('<domain>', '<product>') }}}}.\n"
+                "select 'a' as id, cast(1.0 as double) as value\n",
+            )
+        )
     else:
-        written.append(_write(domain_dir / "sample_data" / f"{product}.csv",
-                              "id,value\na,1.5\nb,2.0\nc,0.25\n"))
+        written.append(
+            _write(domain_dir / "sample_data" / f"{product}.csv", "id,value\na,1.5\nb,2.0\nc,0.25\n")
+        )
     return written
 
 
-def new_domain(project_dir: Path, name: str, *, owner: str | None = None,
-               domain_type: str = "source-aligned") -> list[Path]:
+def new_domain(
+    project_dir: Path, name: str, *, owner: str | None = None, domain_type: str = "source-aligned"
+) -> list[Path]:
     _check_name("domain", name)
     domain_dir = project_dir / "domains" / name
     if domain_dir.exists():
@@ -116,14 +125,20 @@ def new_domain(project_dir: Path, name: str, *, owner: str | None = None,
     owner = owner or f"{name.replace('_', '-')}-team"
     written = [
         _write(domain_dir / "__init__.py", ""),
-        _write(domain_dir / "domain.yaml",
-               f"name: {name}\ndescription: >\n  What the {name} domain owns (edit me).\n"
-               f"owner: {owner}\ntype: {domain_type}\n"),
-        _write(domain_dir / "definitions.py",
-               f'"""Code location of the {name} domain."""\n\nfrom mesh_assets import '
-               "build_domain\n\ndefs = build_domain(__file__)\n"),
+        _write(
+            domain_dir / "domain.yaml",
+            f"name: {name}\ndescription: >\n  What the {name} domain owns (edit me).\n"
+            f"owner: {owner}\ntype: {domain_type}\n",
+        ),
+        _write(
+            domain_dir / "definitions.py",
+            f'"""Code location of the {name} domain."""\n\nfrom mesh_assets import '
+            "build_domain\n\ndefs = build_domain(__file__)\n",
+        ),
         _write(project_dir / "dbt_project" / "models" / name / ".gitkeep", ""),
-        _write(project_dir / "tests" / "domains" / f"test_{name}.py", f'''"""The {name} domain loads and its contracts hold."""
+        _write(
+            project_dir / "tests" / "domains" / f"test_{name}.py",
+            f'''"""The {name} domain loads and its contracts hold."""
 
 from mesh_assets.definitions import build_domain, load_domain
 from mesh_assets.settings import DOMAINS_DIR
@@ -134,15 +149,18 @@ def test_{name}_definitions_load(mesh_home):
     defs = build_domain(DOMAINS_DIR / "{name}")
     keys = {{tuple(k.path) for k in defs.resolve_asset_graph().materializable_asset_keys}}
     assert {{("{name}", p.name) for p in domain.products}} <= keys
-'''),
+''',
+        ),
     ]
     written += new_product(project_dir, name, "example")
     workspace = project_dir / "workspace.yaml"
     text = workspace.read_text()
     if not text.endswith("\n"):
         text += "\n"
-    workspace.write_text(text + f"  - python_module:\n      module_name: domains.{name}.definitions\n"
-                                f"      location_name: {name}\n")
+    workspace.write_text(
+        text + f"  - python_module:\n      module_name: domains.{name}.definitions\n"
+        f"      location_name: {name}\n"
+    )
     written.append(workspace)
     # the Helm chart serves one code location per domain: keep its list in sync
 

@@ -96,9 +96,11 @@ class MeshSettings:
             props["s3.path-style-access"] = "true"
             # without a region pyiceberg asks AWS itself where the bucket lives (no network here)
             props["s3.region"] = "us-east-1"
-        for key, env in (("s3.access-key-id", "AWS_ACCESS_KEY_ID"),
-                         ("s3.secret-access-key", "AWS_SECRET_ACCESS_KEY"),
-                         ("s3.region", "AWS_REGION")):
+        for key, env in (
+            ("s3.access-key-id", "AWS_ACCESS_KEY_ID"),
+            ("s3.secret-access-key", "AWS_SECRET_ACCESS_KEY"),
+            ("s3.region", "AWS_REGION"),
+        ):
             value = _secret(env)
             if value:
                 props[key] = value
@@ -132,8 +134,13 @@ def load_settings() -> MeshSettings:
 
 def ensure_local_dirs(settings: MeshSettings) -> None:
     """Create the folders the embedded default writes to (no-op for remote stores)."""
-    for path in (settings.home, settings.landing, settings.duckdb_dir, settings.dbt_dir / "external",
-                 settings.dagster_home):
+    for path in (
+        settings.home,
+        settings.landing,
+        settings.duckdb_dir,
+        settings.dbt_dir / "external",
+        settings.dagster_home,
+    ):
         path.mkdir(parents=True, exist_ok=True)
     if settings.warehouse.startswith("file://"):
         Path(settings.warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
@@ -167,8 +174,11 @@ def ensure_dagster_home(settings: MeshSettings) -> Path:
         raise ValueError(f"MESH_DAGSTER_STORAGE={storage!r}: expected 'sqlite' or 'postgres'")
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(DAGSTER_POSTGRES_YAML if storage == "postgres" else
-                          "# Dagster instance: SQLite storage in this folder (the default).\n")
+        config.write_text(
+            DAGSTER_POSTGRES_YAML
+            if storage == "postgres"
+            else "# Dagster instance: SQLite storage in this folder (the default).\n"
+        )
     return home
 
 
@@ -182,6 +192,7 @@ def use_dagster_home(settings: MeshSettings) -> Path:
 # --- services and switches beyond the core settings ---------------------------------------------
 # Each function reads the environment when called, so tests and `mesh stack env` can change it.
 
+
 @dataclass(frozen=True)
 class TrinoSettings:
     """Where the production engine listens: ``MESH_TRINO_HOST``/``_PORT``/``_USER``/``_CATALOG``.
@@ -194,10 +205,12 @@ class TrinoSettings:
 
 
 def trino_settings() -> TrinoSettings:
-    return TrinoSettings(host=os.environ.get("MESH_TRINO_HOST", "127.0.0.1"),
-                         port=int(os.environ.get("MESH_TRINO_PORT", "8080")),
-                         user=os.environ.get("MESH_TRINO_USER", "mesh"),
-                         catalog=os.environ.get("MESH_TRINO_CATALOG", "iceberg"))
+    return TrinoSettings(
+        host=os.environ.get("MESH_TRINO_HOST", "127.0.0.1"),
+        port=int(os.environ.get("MESH_TRINO_PORT", "8080")),
+        user=os.environ.get("MESH_TRINO_USER", "mesh"),
+        catalog=os.environ.get("MESH_TRINO_CATALOG", "iceberg"),
+    )
 
 
 def trino_password() -> str | None:
@@ -230,9 +243,11 @@ def openmetadata_host() -> str | None:
 def openmetadata_names() -> dict[str, str | None]:
     """The OpenMetadata side's names: ``OPENMETADATA_DATABASE_SERVICE``,
     ``OPENMETADATA_PIPELINE_SERVICE``, ``OPENMETADATA_DAGSTER_URL``."""
-    return {"database_service": os.environ.get("OPENMETADATA_DATABASE_SERVICE", "mesh"),
-            "pipeline_service": os.environ.get("OPENMETADATA_PIPELINE_SERVICE", "dagster"),
-            "dagster_url": (os.environ.get("OPENMETADATA_DAGSTER_URL") or "").rstrip("/") or None}
+    return {
+        "database_service": os.environ.get("OPENMETADATA_DATABASE_SERVICE", "mesh"),
+        "pipeline_service": os.environ.get("OPENMETADATA_PIPELINE_SERVICE", "dagster"),
+        "dagster_url": (os.environ.get("OPENMETADATA_DAGSTER_URL") or "").rstrip("/") or None,
+    }
 
 
 def access_users_file() -> Path:
@@ -313,7 +328,9 @@ class DbtRunContext:
 
 
 def dbt_run_context() -> DbtRunContext:
-    return DbtRunContext(run_id=os.environ.get(RUN_ID_ENV) or None,
-                         parents_file=os.environ.get(PARENTS_FILE_ENV) or None,
-                         partition_start=os.environ.get(PARTITION_START_ENV) or None,
-                         partition_end=os.environ.get(PARTITION_END_ENV) or None)
+    return DbtRunContext(
+        run_id=os.environ.get(RUN_ID_ENV) or None,
+        parents_file=os.environ.get(PARENTS_FILE_ENV) or None,
+        partition_start=os.environ.get(PARTITION_START_ENV) or None,
+        partition_end=os.environ.get(PARTITION_END_ENV) or None,
+    )

@@ -35,8 +35,8 @@ def cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class GoTool:
-    name: str      # the binary's name
-    package: str   # what `go install` builds
+    name: str  # the binary's name
+    package: str  # what `go install` builds
     version: str
 
 
@@ -57,20 +57,26 @@ def go_tool(name: str, tool: GoTool | None = None) -> Path:
         return binary
     go = shutil.which("go")
     if go is None:
-        raise ToolError(f"building {tool.name} needs the Go toolchain (`go` on PATH); install Go "
-                        f"or put a {tool.name} binary at {binary}")
+        raise ToolError(
+            f"building {tool.name} needs the Go toolchain (`go` on PATH); install Go "
+            f"or put a {tool.name} binary at {binary}"
+        )
     bin_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GOBIN": str(bin_dir), "CGO_ENABLED": "0"}
-    result = subprocess.run([go, "install", f"{tool.package}@{tool.version}"], env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [go, "install", f"{tool.package}@{tool.version}"], env=env, capture_output=True, text=True
+    )
     if result.returncode != 0 or not binary.exists():
-        raise ToolError(f"`go install {tool.package}@{tool.version}` failed "
-                        f"(exit {result.returncode}):\n{result.stderr[-2000:]}")
+        raise ToolError(
+            f"`go install {tool.package}@{tool.version}` failed "
+            f"(exit {result.returncode}):\n{result.stderr[-2000:]}"
+        )
     return binary
 
 
-def maven_url(group: str, artifact: str, version: str, ext: str = "jar",
-              classifier: str | None = None) -> str:
+def maven_url(
+    group: str, artifact: str, version: str, ext: str = "jar", classifier: str | None = None
+) -> str:
     name = f"{artifact}-{version}" + (f"-{classifier}" if classifier else "") + f".{ext}"
     return f"{MAVEN_CENTRAL}/{group.replace('.', '/')}/{artifact}/{version}/{name}"
 
@@ -96,19 +102,24 @@ def download(url: str, sha1: bool = True) -> Path:
             except urllib.error.HTTPError:
                 expected = None
             if expected and expected != digest.hexdigest():
-                raise ToolError(f"checksum mismatch for {url}: registry says {expected}, "
-                                f"downloaded {digest.hexdigest()}; retry the command")
+                raise ToolError(
+                    f"checksum mismatch for {url}: registry says {expected}, "
+                    f"downloaded {digest.hexdigest()}; retry the command"
+                )
         os.replace(tmp, target)
     except urllib.error.URLError as exc:
-        raise ToolError(f"download of {url} failed: {exc.reason}; check the network access to "
-                        f"the package registry (MESH_MAVEN_REPO overrides Maven Central)") from None
+        raise ToolError(
+            f"download of {url} failed: {exc.reason}; check the network access to "
+            f"the package registry (MESH_MAVEN_REPO overrides Maven Central)"
+        ) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
 
 
-def maven_artifact(group: str, artifact: str, version: str, ext: str = "jar",
-                   classifier: str | None = None) -> Path:
+def maven_artifact(
+    group: str, artifact: str, version: str, ext: str = "jar", classifier: str | None = None
+) -> Path:
     """An artifact from Maven Central, downloaded once into the cache."""
     return download(maven_url(group, artifact, version, ext, classifier))

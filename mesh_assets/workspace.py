@@ -48,6 +48,7 @@ class Domain:
 
 # --- paths ---------------------------------------------------------------------------------------
 
+
 def domain_path(domain: str, root: Path = DOMAINS_DIR) -> Path:
     return root / domain
 
@@ -88,6 +89,7 @@ def _root_of(product: DataProduct) -> Path:
 
 # --- loading -------------------------------------------------------------------------------------
 
+
 def load_contract(path: Path | str, *, domain: str | None = None) -> DataProduct:
     """The contract at ``path``, with its references to other products checked."""
     product = parse_contract(path, domain=domain)
@@ -126,20 +128,32 @@ def check_references(product: DataProduct) -> None:
         domain, name = target.split(".")
         path = contract_path(domain, name, _root_of(product))
         if not path.exists():
-            raise ContractError(product.path, f"{where}: references product {target}, which has no "
-                                f"contract ({domain}/{PRODUCTS}/{name}.yaml)",
-                                product=product.name, column=column)
+            raise ContractError(
+                product.path,
+                f"{where}: references product {target}, which has no "
+                f"contract ({domain}/{PRODUCTS}/{name}.yaml)",
+                product=product.name,
+                column=column,
+            )
         raw = yaml.safe_load(path.read_text()) or {}
         tables = raw.get("schema") or [{}]
         names = {p.get("name") for p in (tables[0] or {}).get("properties") or []}
         if key not in names:
-            raise ContractError(product.path, f"{where}: references {target}.{key}, a column "
-                                f"{target} does not declare", product=product.name, column=column)
+            raise ContractError(
+                product.path,
+                f"{where}: references {target}.{key}, a column {target} does not declare",
+                product=product.name,
+                column=column,
+            )
         custom = {c.get("property"): c.get("value") for c in raw.get("customProperties") or []}
         if domain != product.domain and custom.get("visibility") == "internal":
-            raise ContractError(product.path, f"{where}: references {target}, an internal product "
-                                f"of domain {domain}", product=product.name, column=column,
-                                hint="reference a public product")
+            raise ContractError(
+                product.path,
+                f"{where}: references {target}, an internal product of domain {domain}",
+                product=product.name,
+                column=column,
+                hint="reference a public product",
+            )
 
 
 def load_domain(path: Path | str) -> Domain:
@@ -149,24 +163,29 @@ def load_domain(path: Path | str) -> Domain:
         path = path.parent
     meta_file = domain_file(path)
     if not meta_file.exists():
-        raise ContractError(meta_file, "missing: every domain needs a domain.yaml "
-                            "(name, description, owner, type)")
+        raise ContractError(
+            meta_file, "missing: every domain needs a domain.yaml (name, description, owner, type)"
+        )
     meta = yaml.safe_load(meta_file.read_text()) or {}
     for key in ("name", "owner", "type"):
         if not meta.get(key):
             raise ContractError(meta_file, f"missing required field '{key}'")
     if meta["name"] != path.name:
-        raise ContractError(meta_file, f"name '{meta['name']}' must equal the folder name "
-                            f"'{path.name}'")
+        raise ContractError(meta_file, f"name '{meta['name']}' must equal the folder name '{path.name}'")
     if meta["type"] not in DOMAIN_TYPES:
-        raise ContractError(meta_file, f"type '{meta['type']}' is not one of "
-                            f"{', '.join(DOMAIN_TYPES)}")
-    return Domain(name=meta["name"], path=path, description=meta.get("description", "").strip(),
-                  owner=meta["owner"], type=meta["type"],
-                  products=tuple(load_domain_contracts(path)))
+        raise ContractError(meta_file, f"type '{meta['type']}' is not one of {', '.join(DOMAIN_TYPES)}")
+    return Domain(
+        name=meta["name"],
+        path=path,
+        description=meta.get("description", "").strip(),
+        owner=meta["owner"],
+        type=meta["type"],
+        products=tuple(load_domain_contracts(path)),
+    )
 
 
 # --- the workspace -------------------------------------------------------------------------------
+
 
 def workspace_domains(workspace_file: Path = WORKSPACE_FILE) -> list[str]:
     """Domains in workspace.yaml order (the location name is the domain)."""

@@ -26,8 +26,15 @@ def mesh_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "mesh"
     monkeypatch.setenv("MESH_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-    for var in ("MESH_CATALOG_URI", "MESH_WAREHOUSE", "MESH_LANDING", "MESH_ENGINE",
-                "MESH_S3_ENDPOINT", "MESH_DAGSTER_STORAGE", "MESH_CATALOG_NAME"):
+    for var in (
+        "MESH_CATALOG_URI",
+        "MESH_WAREHOUSE",
+        "MESH_LANDING",
+        "MESH_ENGINE",
+        "MESH_S3_ENDPOINT",
+        "MESH_DAGSTER_STORAGE",
+        "MESH_CATALOG_NAME",
+    ):
         monkeypatch.delenv(var, raising=False)
     (home / "dagster").mkdir(parents=True)
     return home
@@ -48,28 +55,37 @@ def stack_layout():
     layout = StackLayout.current()
     bad = [s for s in stack.status(layout) if not s.healthy]
     if bad:
-        pytest.fail("the production stack is not up (`make test` starts it; by hand: "
-                    "`.venv/bin/mesh stack up`):\n"
-                    + "\n".join(f"  {s.name} {s.port}: {s.detail}" for s in bad), pytrace=False)
+        pytest.fail(
+            "the production stack is not up (`make test` starts it; by hand: "
+            "`.venv/bin/mesh stack up`):\n" + "\n".join(f"  {s.name} {s.port}: {s.detail}" for s in bad),
+            pytrace=False,
+        )
     return layout
 
 
 @dataclass(frozen=True)
 class MaterializedMesh:
-    home: Path           # its MESH_HOME (DAGSTER_HOME is home / "dagster")
+    home: Path  # its MESH_HOME (DAGSTER_HOME is home / "dagster")
     reports: list[dict]  # one per domain run, as `mesh materialize` reports them
 
 
 def _report_json(report: dict) -> dict:
-    return {**report, "materialized": [k.path for k in report["materialized"]],
-            "checks": [[c.asset_key.path, c.check_name, c.passed, c.severity.value]
-                       for c in report["checks"]]}
+    return {
+        **report,
+        "materialized": [k.path for k in report["materialized"]],
+        "checks": [[c.asset_key.path, c.check_name, c.passed, c.severity.value] for c in report["checks"]],
+    }
 
 
 def _report_of(data: dict) -> dict:
-    return {**data, "materialized": [dg.AssetKey(p) for p in data["materialized"]],
-            "checks": [CheckOutcome(dg.AssetKey(k), name, passed, dg.AssetCheckSeverity(severity))
-                       for k, name, passed, severity in data["checks"]]}
+    return {
+        **data,
+        "materialized": [dg.AssetKey(p) for p in data["materialized"]],
+        "checks": [
+            CheckOutcome(dg.AssetKey(k), name, passed, dg.AssetCheckSeverity(severity))
+            for k, name, passed, severity in data["checks"]
+        ],
+    }
 
 
 @pytest.fixture(scope="session")

@@ -44,9 +44,17 @@ def test_code_location_loads(mesh_home, domain, module):
 
 def test_dagster_validates_the_workspace(mesh_home):
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate",
-         "-w", str(PROJECT_DIR / "workspace.yaml")],
-        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            str(PROJECT_DIR / "workspace.yaml"),
+        ],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for name, _ in LOCATIONS:
@@ -56,8 +64,12 @@ def test_dagster_validates_the_workspace(mesh_home):
 def test_analytics_depends_on_three_other_code_locations(mesh_home):
     defs = importlib.import_module("domains.analytics.definitions").defs
     graph = defs.resolve_asset_graph()
-    upstream_domains = {parent.path[0] for key in graph.materializable_asset_keys
-                        for parent in graph.get(key).parent_keys if parent.path[0] != "analytics"}
+    upstream_domains = {
+        parent.path[0]
+        for key in graph.materializable_asset_keys
+        for parent in graph.get(key).parent_keys
+        if parent.path[0] != "analytics"
+    }
     assert len(upstream_domains) >= 3 and upstream_domains <= {"reference", "fleet", "weather", "operations"}
     for key in upstream_domains:
         assert not any(k.path[0] == key for k in graph.materializable_asset_keys)  # other locations

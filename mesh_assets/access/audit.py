@@ -29,20 +29,22 @@ from mesh_assets.stack.layout import StackLayout
 
 @dataclass(frozen=True)
 class Decision:
-    time: str               # ISO 8601, UTC
+    time: str  # ISO 8601, UTC
     user: str
     groups: tuple[str, ...]
-    source: str             # duckdb | pyiceberg (local read path) | trino (through OPA)
-    operation: str          # SelectFromColumns, GetRowFilters, GetColumnMask, CreateTable, ...
-    product: str | None     # domain.product (None for operations on no table)
-    decision: str           # allow | deny | filter | mask | none
+    source: str  # duckdb | pyiceberg (local read path) | trino (through OPA)
+    operation: str  # SelectFromColumns, GetRowFilters, GetColumnMask, CreateTable, ...
+    product: str | None  # domain.product (None for operations on no table)
+    decision: str  # allow | deny | filter | mask | none
     detail: dict = field(default_factory=dict)
 
     def line(self) -> str:
         who = f"{self.user}" + (f" [{','.join(self.groups)}]" if self.groups else "")
         extra = "; ".join(f"{k}={v}" for k, v in sorted(self.detail.items()) if v not in (None, [], {}))
-        return (f"{self.time}  {self.source:9} {who:28} {self.operation:18} "
-                f"{self.product or '-':34} {self.decision.upper():6} {extra}").rstrip()
+        return (
+            f"{self.time}  {self.source:9} {who:28} {self.operation:18} "
+            f"{self.product or '-':34} {self.decision.upper():6} {extra}"
+        ).rstrip()
 
 
 def local_log() -> Path:
@@ -104,11 +106,17 @@ def _trino_decision(entry: dict) -> Decision | None:
         decision = "filter" if result else "none"
         detail["rowFilter"] = " AND ".join(r.get("expression", "") for r in result or []) or None
     elif operation == "GetColumnMask":
-        masks = result if isinstance(result, list) else ([{"index": 0, "viewExpression": result}]
-                                                         if result else [])
+        masks = (
+            result
+            if isinstance(result, list)
+            else ([{"index": 0, "viewExpression": result}] if result else [])
+        )
         decision = "mask" if masks else "none"
-        detail["masked"] = sorted((resources[m["index"]].get("column") or {}).get("columnName", "?")
-                                  for m in masks if m.get("index", 0) < len(resources))
+        detail["masked"] = sorted(
+            (resources[m["index"]].get("column") or {}).get("columnName", "?")
+            for m in masks
+            if m.get("index", 0) < len(resources)
+        )
     elif isinstance(result, list):  # a batch: the indexes allowed
         decision = "allow" if result else "deny"
     else:
@@ -116,10 +124,16 @@ def _trino_decision(entry: dict) -> Decision | None:
     columns = (action.get("resource") or {}).get("table", {}).get("columns")
     if columns:
         detail["columns"] = sorted(columns)
-    return Decision(time=_millis(str(entry.get("timestamp") or entry.get("time") or "")),
-                    user=str(identity.get("user") or "?"), groups=tuple(sorted(identity.get("groups") or ())),
-                    source="trino", operation=operation, product=_product_of(resources[0] or {}),
-                    decision=decision, detail=detail)
+    return Decision(
+        time=_millis(str(entry.get("timestamp") or entry.get("time") or "")),
+        user=str(identity.get("user") or "?"),
+        groups=tuple(sorted(identity.get("groups") or ())),
+        source="trino",
+        operation=operation,
+        product=_product_of(resources[0] or {}),
+        decision=decision,
+        detail=detail,
+    )
 
 
 def _millis(stamp: str) -> str:
@@ -155,15 +169,20 @@ def opa_log() -> Path | None:
     if settings.opa_decision_log() is not None:
         return settings.opa_decision_log()
     try:
-
         return StackLayout.current().log("opa")
     except Exception:  # noqa: BLE001 - no stack: no Trino decisions to show
         return None
 
 
-def query(*, user: str | None = None, product: str | None = None, source: str | None = None,
-          since: str | None = None, local_path: Path | None = None,
-          opa_path: Path | None = None) -> list[Decision]:
+def query(
+    *,
+    user: str | None = None,
+    product: str | None = None,
+    source: str | None = None,
+    since: str | None = None,
+    local_path: Path | None = None,
+    opa_path: Path | None = None,
+) -> list[Decision]:
     """Decisions of both logs, oldest first, filtered by user, product (``domain.product``;
     ``domain`` alone matches the domain's products) and source (``local`` or ``trino``)."""
     found: list[Decision] = []
@@ -173,11 +192,16 @@ def query(*, user: str | None = None, product: str | None = None, source: str | 
         path = opa_path or opa_log()
         if path is not None:
             found += read_opa_log(path)
+
     def keep(d: Decision) -> bool:
         if user and d.user != user:
             return False
-        if product and not (d.product == product or (d.product or "").startswith(product + ".")
-                            or (d.product or "").split("$", 1)[0] == product):
+        if product and not (
+            d.product == product
+            or (d.product or "").startswith(product + ".")
+            or (d.product or "").split("$", 1)[0] == product
+        ):
             return False
         return not since or d.time >= since
+
     return sorted((d for d in found if keep(d)), key=lambda d: d.time)

@@ -45,7 +45,7 @@ class AccessDenied(PermissionError):
 
 @dataclass(frozen=True)
 class TableDecision:
-    product: str                      # domain.table as read
+    product: str  # domain.table as read
     allow: bool
     row_filters: tuple[str, ...] = ()
     masks: dict[str, str] = field(default_factory=dict)  # column -> DuckDB expression
@@ -64,43 +64,84 @@ def groups_of(user: str) -> list[str]:
 
 def _context(user: str, groups: list[str]) -> dict:
 
-    return {"identity": {"user": user, "groups": groups},
-            "softwareStack": {"duckdbVersion": duckdb.__version__}}
+    return {
+        "identity": {"user": user, "groups": groups},
+        "softwareStack": {"duckdbVersion": duckdb.__version__},
+    }
 
 
 def _catalog() -> str:
     return settings.trino_settings().catalog
 
 
-def decide(user: str, schema: str, table: str, columns: list[tuple[str, str]], *,
-           source: str, groups: list[str] | None = None) -> TableDecision:
+def decide(
+    user: str,
+    schema: str,
+    table: str,
+    columns: list[tuple[str, str]],
+    *,
+    source: str,
+    groups: list[str] | None = None,
+) -> TableDecision:
     """The policy's decision for ``user`` reading ``schema.table`` (columns: name, DuckDB
     type), recorded in the audit log. Raises :class:`AccessDenied` when denied or when the
     policy cannot be asked."""
     groups = groups_of(user) if groups is None else groups
     product = f"{schema}.{table}"
-    input_doc = {"context": _context(user, groups),
-                 "table": {"catalogName": _catalog(), "schemaName": schema, "tableName": table,
-                           "columns": [{"name": n, "type": t} for n, t in columns]}}
+    input_doc = {
+        "context": _context(user, groups),
+        "table": {
+            "catalogName": _catalog(),
+            "schemaName": schema,
+            "tableName": table,
+            "columns": [{"name": n, "type": t} for n, t in columns],
+        },
+    }
     try:
         answer = ask("trino/local_table_decision", input_doc)
     except PolicyUnavailable as exc:
-        audit.record(audit.Decision(audit.now(), user, tuple(groups), source, "SelectFromColumns",
-                                    product, "deny", {"error": str(exc)[:300]}))
+        audit.record(
+            audit.Decision(
+                audit.now(),
+                user,
+                tuple(groups),
+                source,
+                "SelectFromColumns",
+                product,
+                "deny",
+                {"error": str(exc)[:300]},
+            )
+        )
         raise AccessDenied(f"Access Denied: the access policy could not be asked: {exc}") from None
     value = answer.value or {}
-    decision = TableDecision(product=product, allow=value.get("allow") is True,
-                             row_filters=tuple(value.get("rowFilters") or ()),
-                             masks=dict(value.get("columnMasks") or {}), source=answer.source)
+    decision = TableDecision(
+        product=product,
+        allow=value.get("allow") is True,
+        row_filters=tuple(value.get("rowFilters") or ()),
+        masks=dict(value.get("columnMasks") or {}),
+        source=answer.source,
+    )
     detail = {"columns": sorted(n for n, _ in columns), "policy": answer.source}
     if decision.allow:
         detail.update(masked=sorted(decision.masks), rowFilter=" OR ".join(decision.row_filters) or None)
-    audit.record(audit.Decision(audit.now(), user, tuple(groups), source, "SelectFromColumns",
-                                product, "allow" if decision.allow else "deny", detail))
+    audit.record(
+        audit.Decision(
+            audit.now(),
+            user,
+            tuple(groups),
+            source,
+            "SelectFromColumns",
+            product,
+            "allow" if decision.allow else "deny",
+            detail,
+        )
+    )
     if not decision.allow:
-        raise AccessDenied(f"Access Denied: Cannot select from columns "
-                           f"[{', '.join(sorted(n for n, _ in columns))}] in table or view "
-                           f"{_catalog()}.{product}")
+        raise AccessDenied(
+            f"Access Denied: Cannot select from columns "
+            f"[{', '.join(sorted(n for n, _ in columns))}] in table or view "
+            f"{_catalog()}.{product}"
+        )
     return decision
 
 
@@ -109,7 +150,8 @@ def governed_select(decision: TableDecision, columns: list[str], relation: str) 
     lets the user see it (``relation`` holds the stored rows)."""
     select = ", ".join(
         f"{decision.masks[c]} AS {quote_identifier(c)}" if c in decision.masks else quote_identifier(c)
-        for c in columns)
+        for c in columns
+    )
     sql = f"SELECT {select} FROM {relation}"
     if decision.row_filters:
         sql += " WHERE " + " AND ".join(f"({f})" for f in decision.row_filters)
@@ -121,26 +163,30 @@ def _duckdb_columns(con, arrow_schema) -> list[tuple[str, str]]:
     return [(name, str(dtype)) for name, dtype in zip(rel.columns, rel.types)]
 
 
-def _governed_table(con, table, snapshot_id, user: str, schema: str, name: str, *, source: str,
-                    groups: list[str], target: str) -> TableDecision:
+def _governed_table(
+    con, table, snapshot_id, user: str, schema: str, name: str, *, source: str, groups: list[str], target: str
+) -> TableDecision:
     """Create ``target`` in ``con``: the table at ``snapshot_id`` as the policy shows it to
     ``user`` (raises :class:`AccessDenied` first when denied)."""
 
     scan = table.scan(snapshot_id=snapshot_id)
     arrow_schema = schema_to_pyarrow(scan.projection(), include_field_ids=False)
-    decision = decide(user, schema, name, _duckdb_columns(con, arrow_schema), source=source,
-                      groups=groups)  # denied: raises before anything is read
+    decision = decide(
+        user, schema, name, _duckdb_columns(con, arrow_schema), source=source, groups=groups
+    )  # denied: raises before anything is read
     raw = scan.to_arrow() if snapshot_id is not None else arrow_schema.empty_table()
     con.register("__mesh_raw", raw)
     try:
-        con.execute(f"CREATE TABLE {target} AS "
-                    + governed_select(decision, list(raw.column_names), "__mesh_raw"))
+        con.execute(
+            f"CREATE TABLE {target} AS " + governed_select(decision, list(raw.column_names), "__mesh_raw")
+        )
     finally:
         con.unregister("__mesh_raw")
     return decision
 
 
 # --- mesh query --as-user -------------------------------------------------------------------
+
 
 def _parse(sql: str) -> dict:
 
@@ -150,8 +196,7 @@ def _parse(sql: str) -> dict:
     finally:
         con.close()
     if tree.get("error"):
-        raise AccessDenied(f"with a user, only one SELECT statement is allowed "
-                           f"({tree.get('error_message')})")
+        raise AccessDenied(f"with a user, only one SELECT statement is allowed ({tree.get('error_message')})")
     if len(tree.get("statements") or []) != 1:
         raise AccessDenied("with a user, only one SELECT statement is allowed")
     return tree
@@ -174,8 +219,9 @@ def referenced_tables(sql: str) -> list[tuple[str, str]]:
                 refs.append(node)
             elif kind == "TABLE_FUNCTION":
                 fn = (node.get("function") or {}).get("function_name", "?")
-                raise AccessDenied(f"table function {fn}() is not available with a user: it "
-                                   "reads around the access policy")
+                raise AccessDenied(
+                    f"table function {fn}() is not available with a user: it reads around the access policy"
+                )
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -204,7 +250,6 @@ def governed_query(sql: str, as_of: str | None, user: str):
     that user, then the SQL in a connection that can read nothing else. Returns
     ``(connection, relation)`` like :func:`mesh_assets.cli.products.query`."""
 
-
     tables = referenced_tables(sql)
     groups = groups_of(user)
     catalog = open_catalog()
@@ -222,8 +267,17 @@ def governed_query(sql: str, as_of: str | None, user: str):
                 continue
             snapshot_id = resolve_as_of(table, None)
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-        _governed_table(con, table, snapshot_id, user, schema, name, source="duckdb",
-                        groups=groups, target=f"{quote(schema)}.{quote(name)}")
+        _governed_table(
+            con,
+            table,
+            snapshot_id,
+            user,
+            schema,
+            name,
+            source="duckdb",
+            groups=groups,
+            target=f"{quote(schema)}.{quote(name)}",
+        )
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con, con.sql(sql)
@@ -231,24 +285,31 @@ def governed_query(sql: str, as_of: str | None, user: str):
 
 # --- read(..., user=) -----------------------------------------------------------------------
 
-def governed_read(identifier: str, *, columns=None, filter=None, as_of=None, limit=None,
-                  user: str):
+
+def governed_read(identifier: str, *, columns=None, filter=None, as_of=None, limit=None, user: str):
     """``read()`` for ``user``: the pyiceberg snapshot as the policy shows it, then the
     caller's ``filter`` over the visible (masked) values, as Trino applies a WHERE clause."""
-
 
     schema, name = identifier.split(".", 1)
     table = open_catalog().load_table(identifier)
     snapshot_id = resolve_as_of(table, as_of)
     con = duckdb.connect(config={"autoinstall_known_extensions": False})
     try:
-        _governed_table(con, table, snapshot_id, user, schema, name, source="pyiceberg",
-                        groups=groups_of(user), target="governed")
+        _governed_table(
+            con,
+            table,
+            snapshot_id,
+            user,
+            schema,
+            name,
+            source="pyiceberg",
+            groups=groups_of(user),
+            target="governed",
+        )
         data: pa.Table = con.execute("SELECT * FROM governed").to_arrow_table()
     finally:
         con.close()
     if filter is not None:
-
         expr = parser.parse(filter) if isinstance(filter, str) else filter
         data = data.filter(expression_to_pyarrow(bind(table.schema(), expr, case_sensitive=True)))
     if columns:

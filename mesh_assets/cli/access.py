@@ -15,11 +15,16 @@ from mesh_assets.contract.errors import ContractError
 def add_cli(subparsers) -> None:
     access = add_verb(subparsers, "access")
     verbs = access.add_subparsers(dest="access_command", required=True)
-    build = verbs.add_parser("build", help="write the OPA policy data and Trino's group file "
-                                           "from the contracts and access/users.yaml")
+    build = verbs.add_parser(
+        "build",
+        help="write the OPA policy data and Trino's group file from the contracts and access/users.yaml",
+    )
     build.set_defaults(fn=cmd_build)
-    audit = verbs.add_parser("audit", help="access decisions: Trino's (OPA decision log) and the "
-                                           "local read path's ($MESH_HOME/access/audit.jsonl)")
+    audit = verbs.add_parser(
+        "audit",
+        help="access decisions: Trino's (OPA decision log) and the "
+        "local read path's ($MESH_HOME/access/audit.jsonl)",
+    )
     audit.add_argument("--user", help="only this user's decisions")
     audit.add_argument("--product", metavar="DOMAIN[.PRODUCT]", help="only decisions on this product")
     audit.add_argument("--source", choices=["local", "trino"], help="only one enforcement point")
@@ -36,19 +41,19 @@ def cmd_build(args) -> int:
     except (AccessConfigError, ContractError) as exc:
         raise SystemExit(f"mesh access build: {exc}") from None
     state = "written" if built.changed else "unchanged"
-    print(f"policy data {state}: {built.data} ({built.products} products), Trino group file "
-          f"{built.groups} ({built.users} users)")
-    print("a running OPA and Trino pick the changes up by themselves (OPA --watch, "
-          "file.refresh-period=5s)")
+    print(
+        f"policy data {state}: {built.data} ({built.products} products), Trino group file "
+        f"{built.groups} ({built.users} users)"
+    )
+    print("a running OPA and Trino pick the changes up by themselves (OPA --watch, file.refresh-period=5s)")
     return 0
 
 
 def cmd_audit(args) -> int:
 
-
     found = query(user=args.user, product=args.product, source=args.source, since=args.since)
     if args.limit:
-        found = found[-args.limit:]
+        found = found[-args.limit :]
     if args.json:
         for decision in found:
             sys.stdout.write(json.dumps(asdict(decision), sort_keys=True) + "\n")

@@ -23,8 +23,7 @@ def cmd_helm_values(args) -> int:
             diff = check_domains_file(target)
             if diff:
                 print("\n".join(diff))
-                print(f"mesh: {target} is stale: run `mesh helm values` and commit it",
-                      file=sys.stderr)
+                print(f"mesh: {target} is stale: run `mesh helm values` and commit it", file=sys.stderr)
                 return 1
             print(f"{target}: in sync with {len(domain_entries())} domain(s)")
             return 0
@@ -40,7 +39,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     helm = add_verb(subparsers, "helm")
     helm_sub = helm.add_subparsers(dest="helm_command", required=True)
     values = helm_sub.add_parser("values", help="write the chart's domain list from domains/")
-    values.add_argument("--check", action="store_true",
-                        help="exit 1 when the committed file differs from domains/")
+    values.add_argument(
+        "--check", action="store_true", help="exit 1 when the committed file differs from domains/"
+    )
     values.add_argument("--output", help=f"file to write (default: {DOMAINS_FILE})")
     values.set_defaults(fn=cmd_helm_values)

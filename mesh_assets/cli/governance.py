@@ -1,6 +1,5 @@
 """``mesh lint`` (the federated governance rules) and ``mesh new`` (scaffolding)."""
 
-
 from __future__ import annotations
 
 import sys
@@ -36,23 +35,29 @@ def cmd_new(args) -> int:
         raise SystemExit(f"mesh: {exc}") from None
     for path in written:
         say(f"wrote {path.relative_to(PROJECT_DIR)}")
-    say("next: edit the contract(s), then `mesh lint` and `mesh materialize "
-         f"{args.name if args.new_command == 'domain' else args.domain}`")
+    say(
+        "next: edit the contract(s), then `mesh lint` and `mesh materialize "
+        f"{args.name if args.new_command == 'domain' else args.domain}`"
+    )
     return 0
 
 
 def add_cli(sub) -> None:
     lint = add_verb(sub, "lint")
-    lint.add_argument("--docs", action="store_true",
-                      help="print the rules reference (docs/governance.md) instead of checking")
+    lint.add_argument(
+        "--docs",
+        action="store_true",
+        help="print the rules reference (docs/governance.md) instead of checking",
+    )
     lint.set_defaults(fn=cmd_lint)
     new = add_verb(sub, "new")
     new_sub = new.add_subparsers(dest="new_command", required=True)
     nd = new_sub.add_parser("domain", help="a complete code location, registered in workspace.yaml")
     nd.add_argument("name")
     nd.add_argument("--owner", help="owner team (default: <name>-team)")
-    nd.add_argument("--type", default="source-aligned",
-                    choices=["source-aligned", "consumer-aligned", "aggregate"])
+    nd.add_argument(
+        "--type", default="source-aligned", choices=["source-aligned", "consumer-aligned", "aggregate"]
+    )
     nd.set_defaults(fn=cmd_new)
     npr = new_sub.add_parser("product", help="a contract (and with --dbt its model)")
     npr.add_argument("domain")

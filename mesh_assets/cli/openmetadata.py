@@ -22,17 +22,24 @@ def add_cli(subparsers) -> None:
     om = add_verb(subparsers, "openmetadata")
     verbs = om.add_subparsers(dest="openmetadata_command", required=True)
     export = verbs.add_parser(
-        "export", help="create or update domains, data products, tables, pipelines, lineage, "
-                       "test cases and their latest results in OpenMetadata")
+        "export",
+        help="create or update domains, data products, tables, pipelines, lineage, "
+        "test cases and their latest results in OpenMetadata",
+    )
     export.add_argument("domains", nargs="*", help="only these domains (default: all)")
-    export.add_argument("--host", default=openmetadata_host(),
-                        help="OpenMetadata URL, e.g. http://localhost:8585 (default: "
-                             "$OPENMETADATA_HOST); the bot JWT comes from OPENMETADATA_JWT_TOKEN "
-                             "or OPENMETADATA_JWT_TOKEN_FILE")
-    export.add_argument("--batch-size", type=int, default=8,
-                        help="requests sent concurrently within a phase (default 8)")
-    export.add_argument("--dry-run", action="store_true",
-                        help="print the calls that would be made (JSON lines), send nothing")
+    export.add_argument(
+        "--host",
+        default=openmetadata_host(),
+        help="OpenMetadata URL, e.g. http://localhost:8585 (default: "
+        "$OPENMETADATA_HOST); the bot JWT comes from OPENMETADATA_JWT_TOKEN "
+        "or OPENMETADATA_JWT_TOKEN_FILE",
+    )
+    export.add_argument(
+        "--batch-size", type=int, default=8, help="requests sent concurrently within a phase (default 8)"
+    )
+    export.add_argument(
+        "--dry-run", action="store_true", help="print the calls that would be made (JSON lines), send nothing"
+    )
     export.set_defaults(fn=cmd_export)
 
 
@@ -43,14 +50,24 @@ def cmd_export(args) -> int:
     if args.dry_run:
         plan = plan_export(collect(graphs), ExportConfig.from_env())
         for call in plan.calls:
-            body = (call.payload.to_json(lambda r: f"<{type(r).__name__} {r.type} {r.fqn}>")
-                    if call.payload is not None else None)
-            print(json.dumps({"method": call.method, "path": call.path, "entity": call.entity,
-                              "body": body}, sort_keys=True))
+            body = (
+                call.payload.to_json(lambda r: f"<{type(r).__name__} {r.type} {r.fqn}>")
+                if call.payload is not None
+                else None
+            )
+            print(
+                json.dumps(
+                    {"method": call.method, "path": call.path, "entity": call.entity, "body": body},
+                    sort_keys=True,
+                )
+            )
         for warning in plan.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        print(f"{len(plan.calls)} call(s) planned (pipeline statuses and check results are "
-              "read from the Dagster instance at export time)", file=sys.stderr)
+        print(
+            f"{len(plan.calls)} call(s) planned (pipeline statuses and check results are "
+            "read from the Dagster instance at export time)",
+            file=sys.stderr,
+        )
         return 0
     if not args.host:
         raise SystemExit("mesh: no OpenMetadata host: pass --host URL or set OPENMETADATA_HOST")

@@ -41,5 +41,6 @@ def check_status(evaluations) -> str:
     if not latest:
         return "not run"
     failed = sorted(name for name, e in latest.items() if not e.passed)
-    return (f"{len(latest) - len(failed)}/{len(latest)} passed"
-            + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return f"{len(latest) - len(failed)}/{len(latest)} passed" + (
+        f"; FAILED: {', '.join(failed)}" if failed else ""
+    )

@@ -1,7 +1,6 @@
 """``mesh products | history | rollback | lineage | query | contract diff | maintain | drop``:
 what consumers and operators ask of the published products."""
 
-
 from __future__ import annotations
 
 import csv as csvmod
@@ -31,15 +30,13 @@ from mesh_assets.workspace import all_products
 def _evaluations_of_run(instance, run_id: str, key: dg.AssetKey) -> list:
     """The check evaluations of ``key`` in run ``run_id`` (the run of its current version), in
     order: the same the demo summary counts."""
-    records = instance.get_records_for_run(
-        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     found = [r.event_log_entry.dagster_event.event_specific_data for r in records]
     return [e for e in found if e.asset_key == key]
 
 
 def cmd_products(args) -> int:
     """Owner, rows, current snapshot, last materialization and check status of every product."""
-
 
     settings = load_settings()
     catalog = open_catalog()
@@ -55,15 +52,13 @@ def cmd_products(args) -> int:
                     snapshot = str(snap.snapshot_id)
             key = dg.AssetKey(product.asset_key_path)
             event = instance.get_latest_materialization_event(key)
-            when = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.timestamp))
-                    if event else "never")
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.timestamp)) if event else "never"
             checks = check_status(_evaluations_of_run(instance, event.run_id, key)) if event else "not run"
             say(f"{product.identifier:34} {product.owner:18} {rows:>8}  {snapshot:>20}  {when:20} {checks}")
     return 0
 
 
 def _table(identifier: str):
-
 
     try:
         return open_catalog().load_table(identifier)
@@ -73,13 +68,17 @@ def _table(identifier: str):
 
 def cmd_history(args) -> int:
 
-    say(f"{'snapshot id':>20}  {'committed at (UTC)':19}  {'operation':9} {'rows':>9}  "
-         f"{'dagster run':36}  refs")
+    say(
+        f"{'snapshot id':>20}  {'committed at (UTC)':19}  {'operation':9} {'rows':>9}  "
+        f"{'dagster run':36}  refs"
+    )
     for row in history(_table(args.product)):
         mark = " *" if row["current"] else ""
-        say(f"{row['snapshot_id']:>20}  {row['committed_at']:%Y-%m-%d %H:%M:%S}  "
-             f"{row['operation']:9} {row['rows']:>9}  {row['run_id'] or '-':36}  "
-             f"{', '.join(row['refs'])}{mark}")
+        say(
+            f"{row['snapshot_id']:>20}  {row['committed_at']:%Y-%m-%d %H:%M:%S}  "
+            f"{row['operation']:9} {row['rows']:>9}  {row['run_id'] or '-':36}  "
+            f"{', '.join(row['refs'])}{mark}"
+        )
     return 0
 
 
@@ -96,7 +95,6 @@ def cmd_rollback(args) -> int:
 
 def cmd_lineage(args) -> int:
 
-
     _table(args.product)
     try:
         node = lineage(open_catalog(), args.product, args.snapshot)
@@ -112,9 +110,7 @@ def query(sql: str, as_of: str | None = None, user: str | None = None):
     (tables that did not exist yet are absent). With ``user``, the access policy applies as on
     Trino (:mod:`mesh_assets.access.enforce`): denied tables, row filters, column masks."""
     if user is not None:
-
         return governed_query(sql, as_of, user)
-
 
     catalog = open_catalog()
     con = engine.connect()
@@ -136,7 +132,6 @@ def query(sql: str, as_of: str | None = None, user: str | None = None):
 def cmd_query(args) -> int:
 
     if args.engine == "trino":
-
         try:
             names, rows = trino_query(args.sql, as_of=args.as_of, user=args.as_user)
         except Exception as exc:  # trino.exceptions.* carry Trino's own message
@@ -149,9 +144,11 @@ def cmd_query(args) -> int:
         else:
             con = duckdb.connect()
 
-            con.from_arrow(pa.Table.from_pylist([dict(zip(names, r)) for r in rows]) if rows else
-                           pa.table({n: pa.array([], pa.string()) for n in names})
-                           ).show(max_rows=args.max_rows)
+            con.from_arrow(
+                pa.Table.from_pylist([dict(zip(names, r)) for r in rows])
+                if rows
+                else pa.table({n: pa.array([], pa.string()) for n in names})
+            ).show(max_rows=args.max_rows)
         return 0
 
     try:
@@ -161,7 +158,6 @@ def cmd_query(args) -> int:
     if relation is None:
         return 0
     if args.format == "csv":
-
         writer = csvmod.writer(sys.stdout)
         writer.writerow(relation.columns)
         writer.writerows(relation.fetchall())
@@ -179,8 +175,10 @@ def cmd_contract_diff(args) -> int:
         raise SystemExit(f"mesh: no contract for {args.product} (see `mesh products`)")
     d = contract_diff(open_catalog(), product)
     if d is None:
-        say(f"{product.table_identifier}: no table yet; the first materialization creates it "
-             f"from contract {product.path}")
+        say(
+            f"{product.table_identifier}: no table yet; the first materialization creates it "
+            f"from contract {product.path}"
+        )
         return 0
     if d.is_empty:
         say(f"{product.table_identifier}: no change (contract {product.version} matches the table)")
@@ -188,9 +186,11 @@ def cmd_contract_diff(args) -> int:
     for line in d.describe():
         say(line)
     if d.breaking:
-        say(f"refused at the next write: breaking change(s); bump the contract to "
-             f"{product.major_version + 1}.0.0 to publish {product.identifier}_v"
-             f"{max(product.major_version + 1, 2)} beside the current table")
+        say(
+            f"refused at the next write: breaking change(s); bump the contract to "
+            f"{product.major_version + 1}.0.0 to publish {product.identifier}_v"
+            f"{max(product.major_version + 1, 2)} beside the current table"
+        )
         return 1
     say("applied automatically at the next write")
     return 0
@@ -207,10 +207,12 @@ def cmd_maintain(args) -> int:
             say(f"{product.identifier:28} no table yet")
             continue
         md = report.as_metadata()
-        say(f"{report.table:28} expired {md['expired_snapshots']} snapshot(s), "
-             f"{md['expired_refs']} tag(s)/audit branch(es); {'would remove' if args.dry_run else 'removed'} "
-             f"{md['orphan_files_removed']} orphan file(s), {md['orphan_bytes_removed']:,} bytes; "
-             f"{md['files_kept_too_young']} kept as too young")
+        say(
+            f"{report.table:28} expired {md['expired_snapshots']} snapshot(s), "
+            f"{md['expired_refs']} tag(s)/audit branch(es); {'would remove' if args.dry_run else 'removed'} "
+            f"{md['orphan_files_removed']} orphan file(s), {md['orphan_bytes_removed']:,} bytes; "
+            f"{md['files_kept_too_young']} kept as too young"
+        )
     return 0
 
 
@@ -243,11 +245,17 @@ def add_cli(sub) -> None:
     q.add_argument("--as-of", help="snapshot id, tag or ISO timestamp")
     q.add_argument("--format", choices=["table", "csv"], default="table")
     q.add_argument("--max-rows", type=int, default=40)
-    q.add_argument("--as-user", metavar="USER",
-                   help="apply the access policy for USER (denials, row filters, column masks)")
-    q.add_argument("--engine", choices=["duckdb", "trino"],
-                   default=default_engine(),
-                   help="duckdb (in process, default) or trino (the production engine)")
+    q.add_argument(
+        "--as-user",
+        metavar="USER",
+        help="apply the access policy for USER (denials, row filters, column masks)",
+    )
+    q.add_argument(
+        "--engine",
+        choices=["duckdb", "trino"],
+        default=default_engine(),
+        help="duckdb (in process, default) or trino (the production engine)",
+    )
     q.set_defaults(fn=cmd_query)
     maint = add_verb(sub, "maintain")
     maint.add_argument("products", nargs="*", metavar="DOMAIN.PRODUCT")

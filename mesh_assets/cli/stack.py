@@ -23,13 +23,13 @@ def _build_access(layout: StackLayout, say: Callable[[str], None] = print) -> No
         build(layout.access_dir)
     except (AccessConfigError, ContractError) as exc:
         if data_file(layout.access_dir).exists() and (layout.access_dir / "trino-groups.txt").exists():
-            say(f"warning: the access policy data was not rebuilt, the previous one stays in "
-                f"force: {exc}")
+            say(f"warning: the access policy data was not rebuilt, the previous one stays in force: {exc}")
             return
         raise StackError(f"the access policy data could not be built: {exc}") from None
 
 
 # --- command line ---------------------------------------------------------------------------
+
 
 def _cmd_up(args) -> int:
     try:
@@ -53,22 +53,27 @@ def _cmd_status(args) -> int:
         pid = s.pid if s.pid is not None else "-"
         print(f"{s.name:9} {HOST}:{s.port:<6} pid {pid!s:8} {health:8} {s.detail}")
     domains = ", ".join(_domains_or_unknown())
-    print(f"Trino: http://{HOST}:{layout.ports['trino']}, user {TRINO_USER}, catalog {TRINO_CATALOG}, "
-          f"schemas = domains ({domains}); warehouse {layout.warehouse} on {layout.s3_endpoint}")
-    print(f"access: OPA http://{HOST}:{layout.ports['opa']} decides for Trino (policy data "
-          f"{layout.access_dir}, decision log {layout.log('opa')}; `mesh access audit`)")
+    print(
+        f"Trino: http://{HOST}:{layout.ports['trino']}, user {TRINO_USER}, catalog {TRINO_CATALOG}, "
+        f"schemas = domains ({domains}); warehouse {layout.warehouse} on {layout.s3_endpoint}"
+    )
+    print(
+        f"access: OPA http://{HOST}:{layout.ports['opa']} decides for Trino (policy data "
+        f"{layout.access_dir}, decision log {layout.log('opa')}; `mesh access audit`)"
+    )
     if all(s.healthy for s in current):
         print('production settings: eval "$(mesh stack env)"')
         return 0
     down_ones = [s.name for s in current if not s.healthy]
-    print(f"stack NOT healthy: {', '.join(down_ones)} (`mesh stack up` starts what is missing; "
-          f"logs in {layout.logs_dir})")
+    print(
+        f"stack NOT healthy: {', '.join(down_ones)} (`mesh stack up` starts what is missing; "
+        f"logs in {layout.logs_dir})"
+    )
     return 1
 
 
 def _domains_or_unknown() -> list[str]:
     try:
-
         return workspace_domains()
     except Exception:  # noqa: BLE001 - status must print even with a broken workspace.yaml
         return ["?"]
@@ -90,7 +95,9 @@ def add_cli(subparsers) -> None:
     down_p = verbs.add_parser("down", help="stop every service")
     down_p.add_argument("--purge", action="store_true", help="also delete the stack's data and credentials")
     down_p.set_defaults(fn=_cmd_down)
-    verbs.add_parser("status", help="each service's port, pid and health (exit 1 if one fails)"
-                     ).set_defaults(fn=_cmd_status)
-    verbs.add_parser("env", help="export lines for production mode: eval \"$(mesh stack env)\""
-                     ).set_defaults(fn=_cmd_env)
+    verbs.add_parser("status", help="each service's port, pid and health (exit 1 if one fails)").set_defaults(
+        fn=_cmd_status
+    )
+    verbs.add_parser("env", help='export lines for production mode: eval "$(mesh stack env)"').set_defaults(
+        fn=_cmd_env
+    )

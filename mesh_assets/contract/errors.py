@@ -8,8 +8,15 @@ from pathlib import Path
 class ContractError(ValueError):
     """A contract cannot be used. The message names the file, product and column at fault."""
 
-    def __init__(self, path: Path | str, problem: str, *, product: str | None = None,
-                 column: str | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        path: Path | str,
+        problem: str,
+        *,
+        product: str | None = None,
+        column: str | None = None,
+        hint: str | None = None,
+    ):
         where = [f"contract {path}"]
         if product:
             where.append(f"product {product}")

@@ -11,7 +11,6 @@ from mesh_assets.contract import gx_catalog
 from mesh_assets.contract.model import QualityRule, parse_duration
 
 if TYPE_CHECKING:
-
     pass
 
 # expectation type -> (short check name, required kwargs). Pushdown-compiled, DuckDB and Trino.
@@ -59,13 +58,21 @@ def is_pushdown(rule: QualityRule) -> bool:
     return allowed is not None and set(rule.kwargs) <= allowed
 
 
-_ROW = {"expect_column_values_to_not_be_null", "expect_column_values_to_be_between",
-        "expect_column_values_to_be_in_set", "expect_column_values_to_match_regex"}
+_ROW = {
+    "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_between",
+    "expect_column_values_to_be_in_set",
+    "expect_column_values_to_match_regex",
+}
 _DUP = {"expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"}
 _REF = {"expect_column_values_to_be_in_other_product"}
-_AGG = {"expect_table_row_count_to_be_between": None, "expect_column_mean_to_be_between": "avg",
-        "expect_column_min_to_be_between": "min", "expect_column_max_to_be_between": "max",
-        "expect_column_values_to_be_fresh": "max"}
+_AGG = {
+    "expect_table_row_count_to_be_between": None,
+    "expect_column_mean_to_be_between": "avg",
+    "expect_column_min_to_be_between": "min",
+    "expect_column_max_to_be_between": "max",
+    "expect_column_values_to_be_fresh": "max",
+}
 
 
 def kind_of(expectation: str) -> str | None:
@@ -87,6 +94,8 @@ def max_age(kwargs: dict) -> dt.timedelta:
     if isinstance(value, dict):
         return dt.timedelta(**{k: float(v) for k, v in value.items()})
     return parse_duration(value)
+
+
 # core expectations GX cannot run on pandas (SQL-only metrics or a second data source)
 NOT_ON_PANDAS = {
     "expect_column_values_to_match_like_pattern": "LIKE patterns exist only for SQL data sources",

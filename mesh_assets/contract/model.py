@@ -34,21 +34,40 @@ def parse_duration(text: Any) -> timedelta:
 # --- types -------------------------------------------------------------------------------------
 
 _SIMPLE_TYPES: dict[str, it.IcebergType] = {
-    "string": it.StringType(), "varchar": it.StringType(), "text": it.StringType(),
+    "string": it.StringType(),
+    "varchar": it.StringType(),
+    "text": it.StringType(),
     "char": it.StringType(),
-    "boolean": it.BooleanType(), "bool": it.BooleanType(),
-    "tinyint": it.IntegerType(), "smallint": it.IntegerType(), "int": it.IntegerType(),
-    "integer": it.IntegerType(), "int32": it.IntegerType(),
-    "bigint": it.LongType(), "long": it.LongType(), "int64": it.LongType(),
-    "float": it.FloatType(), "real": it.FloatType(), "float32": it.FloatType(),
-    "double": it.DoubleType(), "float64": it.DoubleType(),
-    "date": it.DateType(), "time": it.TimeType(),
-    "timestamp": it.TimestampType(), "timestamptz": it.TimestamptzType(),
-    "binary": it.BinaryType(), "uuid": it.UUIDType(),
+    "boolean": it.BooleanType(),
+    "bool": it.BooleanType(),
+    "tinyint": it.IntegerType(),
+    "smallint": it.IntegerType(),
+    "int": it.IntegerType(),
+    "integer": it.IntegerType(),
+    "int32": it.IntegerType(),
+    "bigint": it.LongType(),
+    "long": it.LongType(),
+    "int64": it.LongType(),
+    "float": it.FloatType(),
+    "real": it.FloatType(),
+    "float32": it.FloatType(),
+    "double": it.DoubleType(),
+    "float64": it.DoubleType(),
+    "date": it.DateType(),
+    "time": it.TimeType(),
+    "timestamp": it.TimestampType(),
+    "timestamptz": it.TimestamptzType(),
+    "binary": it.BinaryType(),
+    "uuid": it.UUIDType(),
 }
 _LOGICAL_DEFAULTS: dict[str, str] = {
-    "string": "string", "integer": "bigint", "number": "double", "boolean": "boolean",
-    "date": "date", "timestamp": "timestamp", "time": "time",
+    "string": "string",
+    "integer": "bigint",
+    "number": "double",
+    "boolean": "boolean",
+    "date": "date",
+    "timestamp": "timestamp",
+    "time": "time",
 }
 _DECIMAL = re.compile(r"^decimal\((\d+)\s*,\s*(\d+)\)$")
 _SIZED = re.compile(r"^(varchar|char)\(\d+\)$")
@@ -57,8 +76,9 @@ _SIZED = re.compile(r"^(varchar|char)\(\d+\)$")
 def parse_type(physical: str | None, logical: str | None) -> it.PrimitiveType:
     """The Iceberg type of a contract column; raises ``KeyError`` naming the unknown type."""
     name = (physical or _LOGICAL_DEFAULTS.get(logical or "", logical or "")).strip().lower()
-    name = {"timestamp with time zone": "timestamptz",
-            "timestamp without time zone": "timestamp"}.get(name, name)
+    name = {"timestamp with time zone": "timestamptz", "timestamp without time zone": "timestamp"}.get(
+        name, name
+    )
     if name in _SIMPLE_TYPES:
         return _SIMPLE_TYPES[name]
     if _SIZED.match(name):
@@ -72,6 +92,7 @@ KNOWN_TYPES = sorted(set(_SIMPLE_TYPES) | {"decimal(p,s)", "varchar(n)"})
 
 
 # --- model -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Column:
@@ -96,7 +117,7 @@ class AccessRole:
     role: str
     access: str = "read"
     clearance: tuple[str, ...] = ()  # sensitive classifications this role sees in clear
-    row_filter: str | None = None    # canonical SQL predicate (mesh_assets.contract.row_filters)
+    row_filter: str | None = None  # canonical SQL predicate (mesh_assets.contract.row_filters)
     description: str | None = None
 
 
@@ -168,12 +189,14 @@ class DataProduct:
 
     def iceberg_schema(self) -> Schema:
         fields = [
-            it.NestedField(field_id=i, name=c.name, field_type=c.type, required=c.required,
-                           doc=c.description)
+            it.NestedField(field_id=i, name=c.name, field_type=c.type, required=c.required, doc=c.description)
             for i, c in enumerate(self.columns, start=1)
         ]
-        key_ids = [i for i, c in enumerate(self.columns, start=1)
-                   if c.primary_key_position is not None and c.required]
+        key_ids = [
+            i
+            for i, c in enumerate(self.columns, start=1)
+            if c.primary_key_position is not None and c.required
+        ]
         return Schema(*fields, identifier_field_ids=key_ids)
 
     def partition_spec(self):

@@ -26,7 +26,6 @@ customProperty ``masking`` (``hash``, ``partial``, ``null``; default ``hash`` fo
 else ``null``).
 """
 
-
 from __future__ import annotations
 
 import functools
@@ -64,6 +63,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 # --- loading -----------------------------------------------------------------------------------
 
+
 @functools.cache
 def _odcs_validator() -> jsonschema.protocols.Validator:
     schema = json.loads(OpenDataContractStandard.json_schema())
@@ -100,15 +100,24 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
     for table in raw.get("schema") or []:
         for prop in (table.get("properties") or []) if isinstance(table, dict) else []:
             if isinstance(prop, dict) and not prop.get("logicalType"):
-                raise ContractError(path, "missing 'logicalType'", product=product,
-                                    column=prop.get("name"), hint="ODCS logical types: string, "
-                                    "integer, number, boolean, date, timestamp, time; the exact "
-                                    "type goes in physicalType")
+                raise ContractError(
+                    path,
+                    "missing 'logicalType'",
+                    product=product,
+                    column=prop.get("name"),
+                    hint="ODCS logical types: string, "
+                    "integer, number, boolean, date, timestamp, time; the exact "
+                    "type goes in physicalType",
+                )
     first = jsonschema.exceptions.best_match(_odcs_validator().iter_errors(raw))
     if first is not None:
         location = "/".join(str(p) for p in first.absolute_path) or "(top level)"
-        raise ContractError(path, f"not a valid ODCS v3 contract at {location}: {first.message}",
-                            product=product, hint="see https://bitol-io.github.io/open-data-contract-standard/")
+        raise ContractError(
+            path,
+            f"not a valid ODCS v3 contract at {location}: {first.message}",
+            product=product,
+            hint="see https://bitol-io.github.io/open-data-contract-standard/",
+        )
     try:
         OpenDataContractStandard(**raw)
     except ValidationError as exc:
@@ -116,21 +125,31 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
 
     for key in ("domain", "dataProduct", "schema"):
         if not raw.get(key):
-            raise ContractError(path, f"missing required field '{key}'", product=product,
-                                hint="the platform needs domain, dataProduct and schema")
+            raise ContractError(
+                path,
+                f"missing required field '{key}'",
+                product=product,
+                hint="the platform needs domain, dataProduct and schema",
+            )
     if domain is not None and raw["domain"] != domain:
-        raise ContractError(path, f"domain is '{raw['domain']}' but the file lives in domain "
-                                  f"'{domain}'", product=product)
+        raise ContractError(
+            path, f"domain is '{raw['domain']}' but the file lives in domain '{domain}'", product=product
+        )
     if product != path.stem:
-        raise ContractError(path, f"dataProduct '{product}' must match the file name "
-                                  f"'{path.stem}.yaml'", product=product)
+        raise ContractError(
+            path, f"dataProduct '{product}' must match the file name '{path.stem}.yaml'", product=product
+        )
     for what, name in (("domain", raw["domain"]), ("dataProduct", product)):
         if not _NAME.match(name):
-            raise ContractError(path, f"{what} '{name}' must be lower_snake_case "
-                                      "(letters, digits, underscores)", product=product)
+            raise ContractError(
+                path,
+                f"{what} '{name}' must be lower_snake_case (letters, digits, underscores)",
+                product=product,
+            )
     if len(raw["schema"]) != 1:
-        raise ContractError(path, "schema must hold exactly one object (the product's table)",
-                            product=product)
+        raise ContractError(
+            path, "schema must hold exactly one object (the product's table)", product=product
+        )
     table = raw["schema"][0]
     props = table.get("properties") or []
     if not props:
@@ -142,28 +161,42 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
         if not name:
             raise ContractError(path, "a schema property has no name", product=product)
         if not _NAME.match(name):
-            raise ContractError(path, "column names must be lower_snake_case", product=product,
-                                column=name)
+            raise ContractError(path, "column names must be lower_snake_case", product=product, column=name)
         if name in {c.name for c in columns}:
             raise ContractError(path, "column is declared twice", product=product, column=name)
         try:
             col_type = parse_type(prop.get("physicalType"), prop.get("logicalType"))
         except KeyError as exc:
-            raise ContractError(path, f"unknown type '{exc.args[0]}'", product=product,
-                                column=name, hint=f"use one of {', '.join(KNOWN_TYPES)}") from None
+            raise ContractError(
+                path,
+                f"unknown type '{exc.args[0]}'",
+                product=product,
+                column=name,
+                hint=f"use one of {', '.join(KNOWN_TYPES)}",
+            ) from None
         classification = prop.get("classification")
         if classification is not None and classification not in CLASSIFICATIONS:
-            raise ContractError(path, f"classification '{classification}' is unknown",
-                                product=product, column=name,
-                                hint=f"use one of {', '.join(CLASSIFICATIONS)}: access "
-                                     "decisions are made from it")
-        columns.append(Column(
-            name=name, type=col_type, required=bool(prop.get("required")),
-            description=prop.get("description"), classification=classification,
-            primary_key_position=(prop.get("primaryKeyPosition") or 1) if prop.get("primaryKey") else None,
-            unique=bool(prop.get("unique")),
-            masking=_masking(path, product, name, col_type, classification, prop),
-        ))
+            raise ContractError(
+                path,
+                f"classification '{classification}' is unknown",
+                product=product,
+                column=name,
+                hint=f"use one of {', '.join(CLASSIFICATIONS)}: access decisions are made from it",
+            )
+        columns.append(
+            Column(
+                name=name,
+                type=col_type,
+                required=bool(prop.get("required")),
+                description=prop.get("description"),
+                classification=classification,
+                primary_key_position=(prop.get("primaryKeyPosition") or 1)
+                if prop.get("primaryKey")
+                else None,
+                unique=bool(prop.get("unique")),
+                masking=_masking(path, product, name, col_type, classification, prop),
+            )
+        )
 
     custom = _custom_properties(raw.get("customProperties"))
     team = raw.get("team")
@@ -178,39 +211,65 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
     source = custom.get("source")
     transform = custom.get("transform")
     if bool(source) == bool(transform):
-        raise ContractError(path, "set exactly one of customProperties 'source' (ingested "
-                                  "product) or 'transform: dbt' (dbt model)", product=product)
+        raise ContractError(
+            path,
+            "set exactly one of customProperties 'source' (ingested product) or 'transform: dbt' (dbt model)",
+            product=product,
+        )
     if transform is not None and transform != "dbt":
-        raise ContractError(path, f"transform '{transform}' is not supported", product=product,
-                            hint="use 'dbt'")
+        raise ContractError(
+            path, f"transform '{transform}' is not supported", product=product, hint="use 'dbt'"
+        )
     if source is not None and (not isinstance(source, dict) or not source.get("file")):
-        raise ContractError(path, "customProperties source needs at least 'file' (the raw "
-                                  "file name in the landing folder)", product=product)
+        raise ContractError(
+            path,
+            "customProperties source needs at least 'file' (the raw file name in the landing folder)",
+            product=product,
+        )
 
     visibility = custom.get("visibility", "public")
     if visibility not in ("public", "internal"):
-        raise ContractError(path, f"visibility '{visibility}' is not allowed", product=product,
-                            hint="use public (other domains may read it) or internal")
+        raise ContractError(
+            path,
+            f"visibility '{visibility}' is not allowed",
+            product=product,
+            hint="use public (other domains may read it) or internal",
+        )
     try:
         retention = parse_duration(custom.get("retention", "7d"))
     except ValueError:
-        raise ContractError(path, f"retention '{custom.get('retention')}' is not a duration",
-                            product=product, hint="use minutes, hours, days or weeks: 30m, "
-                            "12h, 7d, 2w") from None
+        raise ContractError(
+            path,
+            f"retention '{custom.get('retention')}' is not a duration",
+            product=product,
+            hint="use minutes, hours, days or weeks: 30m, 12h, 7d, 2w",
+        ) from None
     freshness = _freshness(path, product, raw.get("slaProperties") or [])
     by_name = {c.name: c for c in columns}
     partitioning = parse_partition_fields(path, product, table, by_name)
-    dagster_partitions = parse_dagster_partitions(path, product, custom.get("dagsterPartitions"),
-                                                  by_name)
+    dagster_partitions = parse_dagster_partitions(path, product, custom.get("dagsterPartitions"), by_name)
     description = raw.get("description") or {}
     info = DataProduct(
-        domain=raw["domain"], name=product, version=str(raw["version"]), path=path,
+        domain=raw["domain"],
+        name=product,
+        version=str(raw["version"]),
+        path=path,
         description=(table.get("description") or description.get("purpose") or "").strip(),
-        owner=owner, columns=tuple(columns), rules=(), source=source, transform=transform,
-        tags=tuple(raw.get("tags") or ()), status=raw.get("status") or "active", custom=custom,
-        partitioning=partitioning, dagster_partitions=dagster_partitions,
-        quarantine=bool(custom.get("quarantine")), retention=retention, visibility=visibility,
-        freshness=freshness, roles=_roles(path, product, raw.get("roles"), columns),
+        owner=owner,
+        columns=tuple(columns),
+        rules=(),
+        source=source,
+        transform=transform,
+        tags=tuple(raw.get("tags") or ()),
+        status=raw.get("status") or "active",
+        custom=custom,
+        partitioning=partitioning,
+        dagster_partitions=dagster_partitions,
+        quarantine=bool(custom.get("quarantine")),
+        retention=retention,
+        visibility=visibility,
+        freshness=freshness,
+        roles=_roles(path, product, raw.get("roles"), columns),
     )
 
     rules = rules_from_contract(info, table)
@@ -218,13 +277,13 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
     return DataProduct(**{**info.__dict__, "rules": tuple(rules), "dbt_tests": tuple(dbt_tests)})
 
 
-def _masking(path: Path, product: str, name: str, col_type: it.PrimitiveType,
-             classification: str | None, prop: dict) -> str | None:
+def _masking(
+    path: Path, product: str, name: str, col_type: it.PrimitiveType, classification: str | None, prop: dict
+) -> str | None:
     """How the column is shown to a reader without clearance for its classification: the
     column's customProperty ``masking``, else hash for pii text, else null. ``None`` for the
     columns every reader sees (public, internal, unclassified)."""
-    custom = {c.get("property"): c for c in prop.get("customProperties") or []
-              if isinstance(c, dict)}
+    custom = {c.get("property"): c for c in prop.get("customProperties") or [] if isinstance(c, dict)}
     is_text = isinstance(col_type, it.StringType)
     if "masking" not in custom:
         if classification not in SENSITIVE:
@@ -234,16 +293,30 @@ def _masking(path: Path, product: str, name: str, col_type: it.PrimitiveType,
     method = custom["masking"].get("value")
     method = "null" if method is None else str(method)
     if method not in MASKING_METHODS:
-        raise ContractError(path, f"masking '{method}' is unknown", product=product, column=name,
-                            hint=f"use one of {', '.join(MASKING_METHODS)}")
+        raise ContractError(
+            path,
+            f"masking '{method}' is unknown",
+            product=product,
+            column=name,
+            hint=f"use one of {', '.join(MASKING_METHODS)}",
+        )
     if classification not in SENSITIVE:
-        raise ContractError(path, f"masking applies to confidential and pii columns; this one "
-                                  f"is {classification or 'unclassified'}", product=product,
-                            column=name, hint="classify it confidential or pii, or drop masking")
+        raise ContractError(
+            path,
+            f"masking applies to confidential and pii columns; this one "
+            f"is {classification or 'unclassified'}",
+            product=product,
+            column=name,
+            hint="classify it confidential or pii, or drop masking",
+        )
     if method in ("hash", "partial") and not is_text:
-        raise ContractError(path, f"masking '{method}' needs a text column (this one is "
-                                  f"{col_type})", product=product, column=name,
-                            hint="use masking null for non-text columns")
+        raise ContractError(
+            path,
+            f"masking '{method}' needs a text column (this one is {col_type})",
+            product=product,
+            column=name,
+            hint="use masking null for non-text columns",
+        )
     return method
 
 
@@ -255,40 +328,74 @@ def _roles(path: Path, product: str, items: Any, columns: list[Column]) -> tuple
     for item in items or []:
         name = item.get("role")
         if not isinstance(name, str) or not _NAME.match(name):
-            raise ContractError(path, f"role {name!r} must be lower_snake_case (it names a group "
-                                      "of the identity provider)", product=product)
+            raise ContractError(
+                path,
+                f"role {name!r} must be lower_snake_case (it names a group of the identity provider)",
+                product=product,
+            )
         if name in {r.role for r in out}:
             raise ContractError(path, f"role '{name}' is declared twice", product=product)
         access = str(item.get("access") or "read").lower()
         if access not in ROLE_ACCESS:
-            raise ContractError(path, f"role '{name}': access '{access}' is not supported",
-                                product=product, hint="readers only (access: read): products "
-                                "are written by the platform's service user")
+            raise ContractError(
+                path,
+                f"role '{name}': access '{access}' is not supported",
+                product=product,
+                hint="readers only (access: read): products are written by the platform's service user",
+            )
         custom = _custom_properties(item.get("customProperties"))
         unknown = sorted(set(custom) - {"clearance", "rowFilter"})
         if unknown:
-            raise ContractError(path, f"role '{name}': unknown customProperties {unknown}",
-                                product=product, hint="known: clearance, rowFilter")
+            raise ContractError(
+                path,
+                f"role '{name}': unknown customProperties {unknown}",
+                product=product,
+                hint="known: clearance, rowFilter",
+            )
         clearance = custom.get("clearance") or []
         clearance = [clearance] if isinstance(clearance, str) else clearance
         if not isinstance(clearance, list) or any(c not in SENSITIVE for c in clearance):
-            raise ContractError(path, f"role '{name}': clearance {clearance!r} must list "
-                                      f"classifications among {', '.join(SENSITIVE)}",
-                                product=product)
+            raise ContractError(
+                path,
+                f"role '{name}': clearance {clearance!r} must list "
+                f"classifications among {', '.join(SENSITIVE)}",
+                product=product,
+            )
         row_filter = custom.get("rowFilter")
         if row_filter is not None:
             try:
                 row_filter = canonical(row_filter, [c.name for c in columns])
             except FilterError as exc:
-                raise ContractError(path, f"role '{name}': rowFilter {row_filter!r} {exc}",
-                                    product=product) from None
-        out.append(AccessRole(role=name, access=access, clearance=tuple(sorted(set(clearance))),
-                              row_filter=row_filter, description=item.get("description")))
+                raise ContractError(
+                    path, f"role '{name}': rowFilter {row_filter!r} {exc}", product=product
+                ) from None
+        out.append(
+            AccessRole(
+                role=name,
+                access=access,
+                clearance=tuple(sorted(set(clearance))),
+                row_filter=row_filter,
+                description=item.get("description"),
+            )
+        )
     return tuple(out)
 
 
-_SLA_UNITS = {"m": "m", "min": "m", "minute": "m", "minutes": "m", "h": "h", "hour": "h",
-              "hours": "h", "d": "d", "day": "d", "days": "d", "w": "w", "week": "w", "weeks": "w"}
+_SLA_UNITS = {
+    "m": "m",
+    "min": "m",
+    "minute": "m",
+    "minutes": "m",
+    "h": "h",
+    "hour": "h",
+    "hours": "h",
+    "d": "d",
+    "day": "d",
+    "days": "d",
+    "w": "w",
+    "week": "w",
+    "weeks": "w",
+}
 
 
 def _freshness(path: Path, product: str, sla: list[dict]) -> timedelta | None:
@@ -302,7 +409,10 @@ def _freshness(path: Path, product: str, sla: list[dict]) -> timedelta | None:
                 raise ValueError
             return parse_duration(f"{int(item['value'])}{unit}")
         except (KeyError, TypeError, ValueError):
-            raise ContractError(path, f"SLA {item.get('property')} needs an integer value and a "
-                                "unit", product=product,
-                                hint="e.g. {property: freshness, value: 24, unit: h}") from None
+            raise ContractError(
+                path,
+                f"SLA {item.get('property')} needs an integer value and a unit",
+                product=product,
+                hint="e.g. {property: freshness, value: 24, unit: h}",
+            ) from None
     return None

@@ -62,18 +62,28 @@ def parse_partition_fields(path: Path, product: str, table: dict, columns: dict)
         custom = {c["property"]: c.get("value") for c in prop.get("customProperties") or []}
         transform = str(custom.get("partitionTransform", "identity")).strip().lower()
         if not _TRANSFORM.match(transform):
-            raise ContractError(path, f"unknown partitionTransform '{transform}'", product=product,
-                                column=name, hint="use identity, year, month, day, hour, "
-                                "bucket[N] or truncate[N]")
+            raise ContractError(
+                path,
+                f"unknown partitionTransform '{transform}'",
+                product=product,
+                column=name,
+                hint="use identity, year, month, day, hour, bucket[N] or truncate[N]",
+            )
         if transform in ("year", "month", "day", "hour") and not isinstance(columns[name].type, _TIME_TYPES):
-            raise ContractError(path, f"partitionTransform {transform} needs a date or timestamp "
-                                f"column, not {columns[name].type}", product=product, column=name)
+            raise ContractError(
+                path,
+                f"partitionTransform {transform} needs a date or timestamp column, not {columns[name].type}",
+                product=product,
+                column=name,
+            )
         order = prop.get("partitionKeyPosition") or (1000 + position)
         fields.append((order, PartitionField(name, transform)))
     return tuple(f for _, f in sorted(fields, key=lambda x: x[0]))
 
 
-def parse_dagster_partitions(path: Path, product: str, value: Any, columns: dict) -> DagsterPartitioning | None:
+def parse_dagster_partitions(
+    path: Path, product: str, value: Any, columns: dict
+) -> DagsterPartitioning | None:
 
     if value is None:
         return None
@@ -81,26 +91,34 @@ def parse_dagster_partitions(path: Path, product: str, value: Any, columns: dict
         raise ContractError(path, "dagsterPartitions must be a mapping", product=product)
     kind, column = value.get("type"), value.get("column")
     if kind not in ("daily", "monthly", "static"):
-        raise ContractError(path, f"dagsterPartitions type '{kind}' is not supported",
-                            product=product, hint="use daily, monthly or static")
+        raise ContractError(
+            path,
+            f"dagsterPartitions type '{kind}' is not supported",
+            product=product,
+            hint="use daily, monthly or static",
+        )
     if column not in columns:
-        raise ContractError(path, "dagsterPartitions column is not declared in the schema",
-                            product=product, column=column)
+        raise ContractError(
+            path, "dagsterPartitions column is not declared in the schema", product=product, column=column
+        )
     if kind == "static":
         values = tuple(str(v) for v in value.get("values") or ())
         if not values:
             raise ContractError(path, "static dagsterPartitions need 'values'", product=product)
         return DagsterPartitioning(kind, column, values=values)
     if not isinstance(columns[column].type, _TIME_TYPES):
-        raise ContractError(path, f"{kind} dagsterPartitions need a date or timestamp column",
-                            product=product, column=column)
+        raise ContractError(
+            path, f"{kind} dagsterPartitions need a date or timestamp column", product=product, column=column
+        )
     if not value.get("start"):
         raise ContractError(path, f"{kind} dagsterPartitions need a 'start' date", product=product)
-    return DagsterPartitioning(kind, column, start=str(value["start"]),
-                               end=str(value["end"]) if value.get("end") else None)
+    return DagsterPartitioning(
+        kind, column, start=str(value["start"]), end=str(value["end"]) if value.get("end") else None
+    )
 
 
 # --- Iceberg -----------------------------------------------------------------------------------
+
 
 def iceberg_partition_spec(fields: tuple[PartitionField, ...], schema):
     """The Iceberg PartitionSpec of ``fields`` against the Iceberg ``schema``."""
@@ -112,12 +130,16 @@ def iceberg_partition_spec(fields: tuple[PartitionField, ...], schema):
         source = schema.find_field(f.column)
         transform = parse_transform(f.transform)
         suffix = "" if f.transform == "identity" else "_" + re.sub(r"\W", "", f.transform)
-        out.append(IcebergField(source_id=source.field_id, field_id=1000 + i,
-                                transform=transform, name=f"{f.column}{suffix}"))
+        out.append(
+            IcebergField(
+                source_id=source.field_id, field_id=1000 + i, transform=transform, name=f"{f.column}{suffix}"
+            )
+        )
     return PartitionSpec(*out)
 
 
 # --- Dagster -----------------------------------------------------------------------------------
+
 
 def dagster_partitions_def(p: DagsterPartitioning | None):
 
@@ -154,8 +176,10 @@ class PartitionSelection:
 
         if self.values:
             return In(self.column, set(self.values))
-        return And(GreaterThanOrEqual(self.column, self._literal(self.start, col_type)),
-                   LessThan(self.column, self._literal(self.end, col_type)))
+        return And(
+            GreaterThanOrEqual(self.column, self._literal(self.start, col_type)),
+            LessThan(self.column, self._literal(self.end, col_type)),
+        )
 
     def arrow_mask(self, batch: pa.RecordBatch) -> pa.Array:
         column = batch.column(self.column)
@@ -184,7 +208,7 @@ def selection_for_keys(p: DagsterPartitioning, first: str, last: str) -> Partiti
     """Rows of the key range ``first``..``last`` (inclusive), outside of a Dagster run."""
     if p.kind == "static":
         keys = list(p.values)
-        return PartitionSelection(p.column, values=tuple(keys[keys.index(first):keys.index(last) + 1]))
+        return PartitionSelection(p.column, values=tuple(keys[keys.index(first) : keys.index(last) + 1]))
     start = datetime.fromisoformat(first).replace(tzinfo=UTC)
     last_start = datetime.fromisoformat(last).replace(tzinfo=UTC)
     end = last_start + timedelta(days=1) if p.kind == "daily" else _next_month(last_start)

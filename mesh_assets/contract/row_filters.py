@@ -25,15 +25,31 @@ class FilterError(ValueError):
 
 
 _COMPARISONS = {
-    "COMPARE_EQUAL": "=", "COMPARE_NOTEQUAL": "<>", "COMPARE_LESSTHAN": "<",
-    "COMPARE_GREATERTHAN": ">", "COMPARE_LESSTHANOREQUALTO": "<=",
+    "COMPARE_EQUAL": "=",
+    "COMPARE_NOTEQUAL": "<>",
+    "COMPARE_LESSTHAN": "<",
+    "COMPARE_GREATERTHAN": ">",
+    "COMPARE_LESSTHANOREQUALTO": "<=",
     "COMPARE_GREATERTHANOREQUALTO": ">=",
 }
 _LIKE = {"~~": "LIKE", "!~~": "NOT LIKE"}
-_INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-             "UINTEGER", "UBIGINT"}
-_TYPED_LITERALS = {"DATE": "DATE", "TIMESTAMP": "TIMESTAMP", "TIMESTAMP WITH TIME ZONE": "TIMESTAMP",
-                   "TIMESTAMP_TZ": "TIMESTAMP"}
+_INTEGERS = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+}
+_TYPED_LITERALS = {
+    "DATE": "DATE",
+    "TIMESTAMP": "TIMESTAMP",
+    "TIMESTAMP WITH TIME ZONE": "TIMESTAMP",
+    "TIMESTAMP_TZ": "TIMESTAMP",
+}
 
 
 def quote_identifier(name: str) -> str:
@@ -47,8 +63,7 @@ def quote_literal(value: str) -> str:
 @functools.cache
 def _connection():
 
-    return duckdb.connect(config={"enable_external_access": False,
-                                  "autoinstall_known_extensions": False})
+    return duckdb.connect(config={"enable_external_access": False, "autoinstall_known_extensions": False})
 
 
 def parse_tree(predicate: str) -> dict:
@@ -57,8 +72,7 @@ def parse_tree(predicate: str) -> dict:
         raise FilterError("must be a non-empty SQL predicate")
     if ";" in predicate or "--" in predicate or "/*" in predicate:
         raise FilterError("must be one predicate: no ';', no comments")
-    raw = _connection().execute("SELECT json_serialize_sql(?)",
-                                [f"SELECT 1 WHERE {predicate}"]).fetchone()[0]
+    raw = _connection().execute("SELECT json_serialize_sql(?)", [f"SELECT 1 WHERE {predicate}"]).fetchone()[0]
     tree = json.loads(raw)
     if tree.get("error"):
         raise FilterError(f"is not valid SQL: {tree.get('error_message', 'parse error')}")
@@ -106,8 +120,10 @@ def _render(node: dict, columns: set[str]) -> str:
     if cls == "COMPARISON" and kind in _COMPARISONS:
         return f"({_render(node['left'], columns)} {_COMPARISONS[kind]} {_render(node['right'], columns)})"
     if cls == "BETWEEN":
-        return (f"({_render(node['input'], columns)} BETWEEN {_render(node['lower'], columns)} "
-                f"AND {_render(node['upper'], columns)})")
+        return (
+            f"({_render(node['input'], columns)} BETWEEN {_render(node['lower'], columns)} "
+            f"AND {_render(node['upper'], columns)})"
+        )
     if cls == "OPERATOR":
         children = node.get("children") or []
         if kind == "OPERATOR_NOT" and len(children) == 1:
@@ -122,15 +138,21 @@ def _render(node: dict, columns: set[str]) -> str:
     if cls == "FUNCTION" and node.get("is_operator") and node.get("function_name") in _LIKE:
         children = node.get("children") or []
         if len(children) == 2:
-            return (f"({_render(children[0], columns)} {_LIKE[node['function_name']]} "
-                    f"{_render(children[1], columns)})")
+            return (
+                f"({_render(children[0], columns)} {_LIKE[node['function_name']]} "
+                f"{_render(children[1], columns)})"
+            )
     if cls == "FUNCTION":
-        raise FilterError(f"calls function {node.get('function_name')!r}: row filters may only "
-                          "compare columns with literals (no functions)")
+        raise FilterError(
+            f"calls function {node.get('function_name')!r}: row filters may only "
+            "compare columns with literals (no functions)"
+        )
     if cls == "SUBQUERY":
         raise FilterError("contains a subquery: row filters may only compare columns with literals")
-    raise FilterError(f"uses {kind or cls}, which row filters do not support (comparisons, "
-                      "AND/OR/NOT, IN, BETWEEN, LIKE, IS NULL over columns and literals)")
+    raise FilterError(
+        f"uses {kind or cls}, which row filters do not support (comparisons, "
+        "AND/OR/NOT, IN, BETWEEN, LIKE, IS NULL over columns and literals)"
+    )
 
 
 def _constant(value: dict) -> str:

@@ -27,18 +27,25 @@ def artifacts_server(settings: MeshSettings, host: str = "127.0.0.1", port: int 
     return ThreadingHTTPServer((host, port), handler)
 
 
-def write_artifacts(settings: MeshSettings, domain: str, target_path: Path,
-                    catalog: IcebergCatalog, branch: str | None = None) -> Path:
+def write_artifacts(
+    settings: MeshSettings, domain: str, target_path: Path, catalog: IcebergCatalog, branch: str | None = None
+) -> Path:
     """Keep manifest.json and run_results.json of the run, and a catalog.json describing the
     Iceberg tables the models and sources really are (dbt's own ``docs generate`` would
     describe the DuckDB relations instead). Files are replaced atomically."""
     out = artifacts_dir(settings, domain)
     out.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((target_path / "manifest.json").read_text())
-    docs = {"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/catalog/v1.json",
-                         "generated_at": manifest["metadata"].get("generated_at"),
-                         "invocation_id": manifest["metadata"].get("invocation_id")},
-            "nodes": {}, "sources": {}, "errors": None}
+    docs = {
+        "metadata": {
+            "dbt_schema_version": "https://schemas.getdbt.com/dbt/catalog/v1.json",
+            "generated_at": manifest["metadata"].get("generated_at"),
+            "invocation_id": manifest["metadata"].get("invocation_id"),
+        },
+        "nodes": {},
+        "sources": {},
+        "errors": None,
+    }
     nodes = [(uid, n, "nodes") for uid, n in manifest["nodes"].items() if n["resource_type"] == "model"]
     nodes += [(uid, n, "sources") for uid, n in manifest["sources"].items()]
     iceberg = catalog.catalog()
@@ -54,19 +61,34 @@ def write_artifacts(settings: MeshSettings, domain: str, target_path: Path,
         snap = table.snapshot_by_id(head) if head is not None else None
         rows = int(snap.summary.additional_properties.get("total-records", 0)) if snap else 0
         docs[section][uid] = {
-            "metadata": {"type": "ICEBERG TABLE", "schema": node["schema"],
-                         "name": identifier.split(".")[1], "database": node.get("database"),
-                         "comment": None, "owner": None},
-            "columns": {f.name: {"type": str(f.field_type), "index": i, "name": f.name,
-                                 "comment": f.doc}
-                        for i, f in enumerate(table.schema().fields, start=1)},
-            "stats": {"row_count": {"id": "row_count", "label": "Row count", "value": rows,
-                                    "include": True, "description": "Rows in the current snapshot"}},
+            "metadata": {
+                "type": "ICEBERG TABLE",
+                "schema": node["schema"],
+                "name": identifier.split(".")[1],
+                "database": node.get("database"),
+                "comment": None,
+                "owner": None,
+            },
+            "columns": {
+                f.name: {"type": str(f.field_type), "index": i, "name": f.name, "comment": f.doc}
+                for i, f in enumerate(table.schema().fields, start=1)
+            },
+            "stats": {
+                "row_count": {
+                    "id": "row_count",
+                    "label": "Row count",
+                    "value": rows,
+                    "include": True,
+                    "description": "Rows in the current snapshot",
+                }
+            },
             "unique_id": uid,
         }
-    for name, content in (("manifest.json", (target_path / "manifest.json").read_text()),
-                          ("run_results.json", (target_path / "run_results.json").read_text()),
-                          ("catalog.json", json.dumps(docs, indent=1))):
+    for name, content in (
+        ("manifest.json", (target_path / "manifest.json").read_text()),
+        ("run_results.json", (target_path / "run_results.json").read_text()),
+        ("catalog.json", json.dumps(docs, indent=1)),
+    ):
         tmp = out / f".{name}.tmp"
         tmp.write_text(content)
         tmp.replace(out / name)

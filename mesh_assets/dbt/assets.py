@@ -69,17 +69,19 @@ class MeshDbtTranslator(DagsterDbtTranslator):
     """
 
     def __init__(self, domain: str, products: Mapping[str, DataProduct]):
-        super().__init__(DagsterDbtTranslatorSettings(
-            enable_asset_checks=True,
-            # with True, dagster-dbt would also attach the tests of every source upstream of the
-            # selected models (other domains' products included) to this location
-            enable_source_tests_as_checks=False,
-            # ``p.name`` and ``p.name_vN`` (a product's newer major version) are one product
-            enable_duplicate_source_asset_keys=True,
-            # no table metadata on the deps to other domains' products: their own code
-            # location describes them
-            enable_source_metadata=False,
-        ))
+        super().__init__(
+            DagsterDbtTranslatorSettings(
+                enable_asset_checks=True,
+                # with True, dagster-dbt would also attach the tests of every source upstream of the
+                # selected models (other domains' products included) to this location
+                enable_source_tests_as_checks=False,
+                # ``p.name`` and ``p.name_vN`` (a product's newer major version) are one product
+                enable_duplicate_source_asset_keys=True,
+                # no table metadata on the deps to other domains' products: their own code
+                # location describes them
+                enable_source_metadata=False,
+            )
+        )
         self.domain = domain
         self._products = products
 
@@ -91,8 +93,9 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         props = dbt_resource_props
         return props["source_name"] if props["resource_type"] == "source" else _domain_of(props)
 
-    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str,
-                       project: DbtProject | None) -> dg.AssetSpec:
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
         product = self._products.get(".".join(spec.key.path))
         if product is None or self.get_resource_props(manifest, unique_id)["resource_type"] != "model":
@@ -104,26 +107,39 @@ class MeshDbtTranslator(DagsterDbtTranslator):
             kinds={*spec.kinds, "iceberg"},
         ).merge_attributes(metadata=product_metadata(product))
 
-    def get_asset_check_spec(self, asset_spec: dg.AssetSpec, manifest: Mapping[str, Any],
-                             unique_id: str, project: DbtProject | None) -> dg.AssetCheckSpec | None:
+    def get_asset_check_spec(
+        self,
+        asset_spec: dg.AssetSpec,
+        manifest: Mapping[str, Any],
+        unique_id: str,
+        project: DbtProject | None,
+    ) -> dg.AssetCheckSpec | None:
         spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
         if spec is None or spec.asset_key.path[0] != self.domain:
             return None
         return dg.AssetCheckSpec(  # dagster-dbt's key, blocking and deps; a readable description
-            name=spec.name, asset=spec.asset_key, blocking=spec.blocking,
-            additional_deps=spec.additional_deps, metadata=spec.metadata,
-            description=check_description(manifest["nodes"][unique_id]))
+            name=spec.name,
+            asset=spec.asset_key,
+            blocking=spec.blocking,
+            additional_deps=spec.additional_deps,
+            metadata=spec.metadata,
+            description=check_description(manifest["nodes"][unique_id]),
+        )
 
 
 def dbt_project(settings: MeshSettings) -> DbtProject:
     """The project with the manifest ``mesh dbt prepare`` parsed for the current target."""
-    return DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR,
-                      target=settings.dbt_target,
-                      target_path=manifest_path(settings.dbt_target).parent.relative_to(DBT_PROJECT_DIR))
+    return DbtProject(
+        project_dir=DBT_PROJECT_DIR,
+        profiles_dir=DBT_PROJECT_DIR,
+        target=settings.dbt_target,
+        target_path=manifest_path(settings.dbt_target).parent.relative_to(DBT_PROJECT_DIR),
+    )
 
 
-def dbt_model_assets(domain: str, products: Sequence[DataProduct], settings: MeshSettings,
-                      manifest: Mapping[str, Any]) -> list[dg.AssetsDefinition]:
+def dbt_model_assets(
+    domain: str, products: Sequence[DataProduct], settings: MeshSettings, manifest: Mapping[str, Any]
+) -> list[dg.AssetsDefinition]:
     """The dbt models of ``domain``: one ``@dbt_assets`` per partitioning (a model is
     partitioned when its product's contract declares ``dagsterPartitions``)."""
     check_ports(manifest, domain)
@@ -139,33 +155,54 @@ def dbt_model_assets(domain: str, products: Sequence[DataProduct], settings: Mes
     out = []
     for partitioning, nodes in groups.items():
         suffix = f"_{partitioning.kind}_{partitioning.column}" if partitioning else ""
-        out.append(_domain_dbt_assets(domain, manifest, project, translator, by_id, settings,
-                                      nodes, f"{domain}_dbt_models{suffix}", partitioning))
+        out.append(
+            _domain_dbt_assets(
+                domain,
+                manifest,
+                project,
+                translator,
+                by_id,
+                settings,
+                nodes,
+                f"{domain}_dbt_models{suffix}",
+                partitioning,
+            )
+        )
     return out
 
 
 def _warm_up(catalog: IcebergCatalog) -> None:
     """Open the Iceberg catalog (importing pyiceberg, SQLAlchemy, pyarrow) while dbt works."""
+
     def run() -> None:
         try:
             catalog.catalog()
         except Exception:  # the real use reports any problem
             pass
+
     threading.Thread(target=run, daemon=True).start()
 
 
-def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, nodes, name,
-                       partitioning):
+def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, nodes, name, partitioning):
     partitions_def = dagster_partitions_def(partitioning)
     # the models of this partitioning (and, by dbt's eager indirect selection, their tests)
     select = " ".join(sorted(f"fqn:{'.'.join(n['fqn'])}" for n in nodes))
     # {model table: [tables it reads]}: each snapshot records exactly its own inputs
-    parents = json.dumps({table_of(manifest["nodes"][uid], by_id):
-                          sorted(parent_tables(manifest, uid, by_id))
-                          for uid in table_models(manifest, domain)})
+    parents = json.dumps(
+        {
+            table_of(manifest["nodes"][uid], by_id): sorted(parent_tables(manifest, uid, by_id))
+            for uid in table_models(manifest, domain)
+        }
+    )
 
-    @dbt_assets(manifest=manifest, select=select, name=name, project=project,
-                dagster_dbt_translator=translator, partitions_def=partitions_def)
+    @dbt_assets(
+        manifest=manifest,
+        select=select,
+        name=name,
+        project=project,
+        dagster_dbt_translator=translator,
+        partitions_def=partitions_def,
+    )
     def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource, catalog: IcebergCatalog):
         selection = selection_for(partitioning, context) if partitions_def else None
         bounds = partition_vars(selection)
@@ -178,14 +215,19 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
         with plugin_env(settings, run_id, parents_file, bounds):  # dbt starts in cli()
             # A failing dbt *test* is a failed asset check (blocking downstream when its
             # severity is error), not a failed step; a model or test that errors fails the step.
-            invocation = dbt.cli(dbt_args("build", domain, bounds), context=context,
-                                 target_path=target_path, raise_on_error=False)
+            invocation = dbt.cli(
+                dbt_args("build", domain, bounds),
+                context=context,
+                target_path=target_path,
+                raise_on_error=False,
+            )
         _warm_up(catalog)
         staged: list[str] = []
         for event in invocation.stream():
             if isinstance(event, dg.Output):
-                event = _with_iceberg_metadata(event, manifest, by_id, catalog, run_id, branch,
-                                               bounds, selection, staged)
+                event = _with_iceberg_metadata(
+                    event, manifest, by_id, catalog, run_id, branch, bounds, selection, staged
+                )
             yield event
         keep_parse()
         write_artifacts(settings, domain, target_path, catalog, branch)
@@ -195,8 +237,9 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
     return _models
 
 
-def _with_iceberg_metadata(output: dg.Output, manifest, by_id, catalog, run_id, branch, bounds,
-                           selection, staged: list[str]) -> dg.Output:
+def _with_iceberg_metadata(
+    output: dg.Output, manifest, by_id, catalog, run_id, branch, bounds, selection, staged: list[str]
+) -> dg.Output:
     """A model's output: on Trino, its staging table published to the product table first; the
     materialization carries the Iceberg snapshot it wrote (and its inputs)."""
     uid = output.metadata["unique_id"]
@@ -211,9 +254,14 @@ def _with_iceberg_metadata(output: dg.Output, manifest, by_id, catalog, run_id, 
     return output.with_metadata({**output.metadata, **metadata})
 
 
-def source_test_results(context: dg.AssetCheckExecutionContext, dbt: DbtCliResource, domain: str,
-                        manifest: Mapping[str, Any], test_ids: Sequence[str],
-                        settings: MeshSettings) -> Iterator[dg.AssetCheckResult]:
+def source_test_results(
+    context: dg.AssetCheckExecutionContext,
+    dbt: DbtCliResource,
+    domain: str,
+    manifest: Mapping[str, Any],
+    test_ids: Sequence[str],
+    settings: MeshSettings,
+) -> Iterator[dg.AssetCheckResult]:
     """Run dbt tests on the domain's sources (its ingested products) and yield their check
     results: dagster-dbt's evaluations outside an ``@dbt_assets`` step, as results of the
     calling ``@multi_asset_check``."""
@@ -225,14 +273,21 @@ def source_test_results(context: dg.AssetCheckExecutionContext, dbt: DbtCliResou
     names = [manifest["nodes"][t]["name"] for t in test_ids]
     keep_parse = reuse_parse(settings, f"{domain}_source_tests", target_path)
     with plugin_env(settings, run_id, parents_file, {}):
-        invocation = dbt.cli([*dbt_args("test", domain, {}), "--select", " ".join(names)],
-                             manifest=manifest, dagster_dbt_translator=translator,
-                             target_path=target_path, raise_on_error=False)
+        invocation = dbt.cli(
+            [*dbt_args("test", domain, {}), "--select", " ".join(names)],
+            manifest=manifest,
+            dagster_dbt_translator=translator,
+            target_path=target_path,
+            raise_on_error=False,
+        )
     for event in invocation.stream():
         if isinstance(event, dg.AssetCheckEvaluation):
-            yield dg.AssetCheckResult(asset_key=event.asset_key, check_name=event.check_name,
-                                      passed=event.passed, severity=event.severity,
-                                      metadata=event.metadata)
+            yield dg.AssetCheckResult(
+                asset_key=event.asset_key,
+                check_name=event.check_name,
+                passed=event.passed,
+                severity=event.severity,
+                metadata=event.metadata,
+            )
     keep_parse()
     raise_on_errors(invocation, f"dbt source tests of domain {domain}")
-

@@ -22,8 +22,7 @@ from mesh_assets.settings import MeshSettings
 UNIQUE_ID_KEY = "dagster_dbt/unique_id"  # dagster-dbt's metadata key of a node's unique_id
 
 
-def dbt_domain_assets(domain: str, products: Sequence[DataProduct],
-                      settings: MeshSettings) -> list:
+def dbt_domain_assets(domain: str, products: Sequence[DataProduct], settings: MeshSettings) -> list:
     """The dbt models of ``domain`` as assets, and its dbt source tests as checks (empty
     without either)."""
     manifest = json.loads(prepare(settings).read_text())
@@ -48,13 +47,19 @@ def source_test_check_spec(manifest: Mapping[str, Any], test_id: str) -> dg.Asse
     key = dg.AssetKey(asset_key_path(nodes[attached]))
     others = {dg.AssetKey(asset_key_path(nodes[p])) for p in parents if p != attached} - {key}
     severity = str((test.get("config") or {}).get("severity") or "error").lower()
-    return dg.AssetCheckSpec(name=test["name"], asset=key, blocking=severity == "error",
-                             additional_deps=sorted(others, key=lambda k: k.path),
-                             description=check_description(test), metadata={UNIQUE_ID_KEY: test_id})
+    return dg.AssetCheckSpec(
+        name=test["name"],
+        asset=key,
+        blocking=severity == "error",
+        additional_deps=sorted(others, key=lambda k: k.path),
+        description=check_description(test),
+        metadata={UNIQUE_ID_KEY: test_id},
+    )
 
 
-def source_test_checks(domain: str, manifest: Mapping[str, Any],
-                       settings: MeshSettings) -> dg.AssetChecksDefinition | None:
+def source_test_checks(
+    domain: str, manifest: Mapping[str, Any], settings: MeshSettings
+) -> dg.AssetChecksDefinition | None:
     """dbt tests declared on the domain's own sources (its products: the contract's
     ``engine: dbt`` rules of an ingested product), run as checks of those products."""
     sources = {uid for uid, s in manifest.get("sources", {}).items() if s["source_name"] == domain}
@@ -65,15 +70,18 @@ def source_test_checks(domain: str, manifest: Mapping[str, Any],
     if not specs:
         return None
 
-    @dg.multi_asset_check(specs=[s for s, _ in specs.values()], name=f"{domain}_dbt_source_tests",
-                          can_subset=True, required_resource_keys={"dbt"})
+    @dg.multi_asset_check(
+        specs=[s for s, _ in specs.values()],
+        name=f"{domain}_dbt_source_tests",
+        can_subset=True,
+        required_resource_keys={"dbt"},
+    )
     def _source_tests(context: dg.AssetCheckExecutionContext):
         # Lazy import of a heavy library: dagster-dbt, in the step that runs dbt only
         from mesh_assets.dbt.assets import source_test_results
 
         chosen = [specs[k][1] for k in context.selected_asset_check_keys]
-        yield from source_test_results(context, context.resources.dbt, domain, manifest, chosen,
-                                       settings)
+        yield from source_test_results(context, context.resources.dbt, domain, manifest, chosen, settings)
 
     return _source_tests
 
@@ -91,4 +99,5 @@ def dbt_resource(settings: MeshSettings) -> dg.ResourceDefinition:
 
     return dg.ResourceDefinition(
         resource_fn=make,
-        description=f"dbt CLI (dagster-dbt DbtCliResource): dbt_project/, target {settings.dbt_target}")
+        description=f"dbt CLI (dagster-dbt DbtCliResource): dbt_project/, target {settings.dbt_target}",
+    )

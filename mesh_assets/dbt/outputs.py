@@ -49,54 +49,77 @@ def conform_to_contract(data: pa.Table, product: DataProduct) -> pa.Table:
     if missing or extra:
         col = (missing or extra)[0]
         what = "does not produce" if missing else "produces undeclared"
-        raise DbtContractError(f"{where}, column {col}: the model {what} this column; make the "
-                               "model's SELECT and the contract's schema agree")
+        raise DbtContractError(
+            f"{where}, column {col}: the model {what} this column; make the "
+            "model's SELECT and the contract's schema agree"
+        )
     for field in target:
         if not field.nullable and data.column(field.name).null_count:
-            raise DbtContractError(f"{where}, column {field.name}: "
-                                   f"{data.column(field.name).null_count} null value(s) in a "
-                                   "required column")
+            raise DbtContractError(
+                f"{where}, column {field.name}: "
+                f"{data.column(field.name).null_count} null value(s) in a "
+                "required column"
+            )
     try:
         return data.select(target.names).cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise DbtContractError(f"{where}: the model's column types do not fit the contract: "
-                               f"{exc}") from None
+        raise DbtContractError(f"{where}: the model's column types do not fit the contract: {exc}") from None
 
 
-def _partition_window(product: DataProduct | None,
-                      bounds: tuple[str, str] | None) -> PartitionSelection | None:
+def _partition_window(
+    product: DataProduct | None, bounds: tuple[str, str] | None
+) -> PartitionSelection | None:
     run = dbt_run_context()
     start, end = bounds or (run.partition_start, run.partition_end)
     if product is None or product.dagster_partitions is None or not (start and end):
         return None
-    return PartitionSelection(product.dagster_partitions.column,
-                              start=datetime.fromisoformat(start), end=datetime.fromisoformat(end))
+    return PartitionSelection(
+        product.dagster_partitions.column,
+        start=datetime.fromisoformat(start),
+        end=datetime.fromisoformat(end),
+    )
 
 
-def write_model_output(table, data: pa.Table, properties: dict[str, str], *, row_filter=None,
-                       strategy: str | None = None, unique_key=None,
-                       branch: str | None = None) -> None:
+def write_model_output(
+    table,
+    data: pa.Table,
+    properties: dict[str, str],
+    *,
+    row_filter=None,
+    strategy: str | None = None,
+    unique_key=None,
+    branch: str | None = None,
+) -> None:
     """Commit a model's output: ``merge`` upserts on ``unique_key`` (rows of other keys stay);
     every other strategy replaces the rows of ``row_filter`` (the partition being built), or
     the whole table when there is none."""
     if strategy == "merge":
         keys = [unique_key] if isinstance(unique_key, str) else list(unique_key or [])
         if not keys:
-            raise DbtContractError(f"dbt model {'.'.join(table.name())}: incremental_strategy "
-                                   "merge needs a unique_key")
+            raise DbtContractError(
+                f"dbt model {'.'.join(table.name())}: incremental_strategy merge needs a unique_key"
+            )
         if table.current_snapshot() is None:
             table.append(data, snapshot_properties=properties, branch=branch or "main")
         else:
-            table.upsert(data, join_cols=keys, snapshot_properties=properties,
-                         branch=branch or "main")
+            table.upsert(data, join_cols=keys, snapshot_properties=properties, branch=branch or "main")
         return
     replace_rows(table, data.to_batches(), data.schema, properties, row_filter, branch)
 
 
-def store_model_output(catalog, domain: str, model: str, data: pa.Table, *,
-                       inputs: dict[str, int], parents: dict[str, list[str]] | None = None,
-                       strategy: str | None = None, unique_key=None, run_id: str | None = None,
-                       bounds: tuple[str, str] | None = None) -> tuple[str, int | None]:
+def store_model_output(
+    catalog,
+    domain: str,
+    model: str,
+    data: pa.Table,
+    *,
+    inputs: dict[str, int],
+    parents: dict[str, list[str]] | None = None,
+    strategy: str | None = None,
+    unique_key=None,
+    run_id: str | None = None,
+    bounds: tuple[str, str] | None = None,
+) -> tuple[str, int | None]:
     """Commit the output of model ``domain.model``; returns its table and new snapshot id.
 
     ``run_id`` (the Dagster run: audit branch) and ``bounds`` (ISO start/end of the partition
@@ -137,15 +160,26 @@ def store_model_output(catalog, domain: str, model: str, data: pa.Table, *,
             raise DbtContractError(
                 f"dbt model {product.identifier}: {outside} row(s) fall outside the partition "
                 f"being built ({window.describe()}); filter the model's input with "
-                "{{ mesh_partition_filter(...) }}")
+                "{{ mesh_partition_filter(...) }}"
+            )
     # Write-audit-publish: under Dagster the output waits on the run's audit branch until
     # the product's blocking checks pass (mesh_assets.quality.checks publishes it).
-    branch = audit_branch_name(run_id) if run_id and product is not None and any(
-        r.severity == "error" for r in product.rules) else None
+    branch = (
+        audit_branch_name(run_id)
+        if run_id and product is not None and any(r.severity == "error" for r in product.rules)
+        else None
+    )
     if branch is not None:
         table = open_audit_branch(table, branch)
-    write_model_output(table, data, properties, row_filter=row_filter, branch=branch,
-                       strategy=strategy, unique_key=unique_key)
+    write_model_output(
+        table,
+        data,
+        properties,
+        row_filter=row_filter,
+        branch=branch,
+        strategy=strategy,
+        unique_key=unique_key,
+    )
     return identifier, branch_head(table.refresh(), branch)
 
 
@@ -153,13 +187,18 @@ def table_of(node: Mapping[str, Any], products: Mapping[str, DataProduct]) -> st
     """The Iceberg table a model or source node reads or writes (for a product's model: the
     product's table, not the staging relation dbt-trino builds)."""
     name = node.get("identifier") or node.get("alias") or node["name"]
-    product = (products.get(f"{node['schema']}.{node['name']}")
-               if node["resource_type"] == "model" else None)
+    product = products.get(f"{node['schema']}.{node['name']}") if node["resource_type"] == "model" else None
     return product.table_identifier if product else f"{node['schema']}.{name}"
 
 
-def publish_staged_model(catalog: IcebergCatalog, node: Mapping[str, Any], inputs: set[str], *,
-                         run_id: str, bounds: Mapping[str, str]) -> str:
+def publish_staged_model(
+    catalog: IcebergCatalog,
+    node: Mapping[str, Any],
+    inputs: set[str],
+    *,
+    run_id: str,
+    bounds: Mapping[str, str],
+) -> str:
     """Trino mode: the rows dbt-trino built into ``<model>__staging`` are committed to the
     product's table the same way the DuckDB plugin commits them (contract conformance,
     partition replacement or merge, audit branch, recorded inputs)."""
@@ -175,10 +214,16 @@ def publish_staged_model(catalog: IcebergCatalog, node: Mapping[str, Any], input
             snapshots[identifier] = head
     config = node.get("config") or {}
     identifier, _ = store_model_output(
-        catalog.catalog(), node["schema"], node["name"], data, inputs=snapshots,
-        strategy=config.get("incremental_strategy"), unique_key=config.get("unique_key"),
-        run_id=run_id, bounds=(bounds["mesh_partition_start"], bounds["mesh_partition_end"])
-        if bounds else None)
+        catalog.catalog(),
+        node["schema"],
+        node["name"],
+        data,
+        inputs=snapshots,
+        strategy=config.get("incremental_strategy"),
+        unique_key=config.get("unique_key"),
+        run_id=run_id,
+        bounds=(bounds["mesh_partition_start"], bounds["mesh_partition_end"]) if bounds else None,
+    )
     return identifier
 
 
@@ -193,8 +238,9 @@ def drop_staging(staged: Sequence[str]) -> None:
         cursor.fetchall()
 
 
-def parent_tables(manifest: Mapping[str, Any], unique_id: str,
-                  products: Mapping[str, DataProduct]) -> set[str]:
+def parent_tables(
+    manifest: Mapping[str, Any], unique_id: str, products: Mapping[str, DataProduct]
+) -> set[str]:
     """The tables a model reads: its sources and table models, and those an ephemeral model it
     reads (inlined into its SQL, no table of its own) reads in turn."""
     out: set[str] = set()
@@ -215,8 +261,9 @@ def parent_tables(manifest: Mapping[str, Any], unique_id: str,
     return out
 
 
-def iceberg_output_metadata(catalog: IcebergCatalog, identifier: str, parents: set[str],
-                            branch: str) -> dict[str, Any]:
+def iceberg_output_metadata(
+    catalog: IcebergCatalog, identifier: str, parents: set[str], branch: str
+) -> dict[str, Any]:
     """Metadata of the snapshot the model wrote: the audit branch head when it is waiting for
     its checks, else main."""
     table = catalog.load_table(identifier)
@@ -226,8 +273,7 @@ def iceberg_output_metadata(catalog: IcebergCatalog, identifier: str, parents: s
     if snapshot is not None and snapshot.summary:
         recorded = json.loads(snapshot.summary.additional_properties.get(INPUTS_PROPERTY, "{}"))
     inputs = {ident: snap for ident, snap in recorded.items() if ident in parents}
-    metadata = snapshot_metadata(table, inputs=inputs,
-                                 snapshot_id=snapshot.snapshot_id if snapshot else None)
+    metadata = snapshot_metadata(table, inputs=inputs, snapshot_id=snapshot.snapshot_id if snapshot else None)
     if audited:
         metadata["wap/branch"] = branch
     return metadata

@@ -32,8 +32,9 @@ class Plugin(BasePlugin):
         self._catalog = open_catalog()
         self._snapshots: dict[str, int] = {}
         parents_file = dbt_run_context().parents_file
-        self._parents = (json.loads(open(parents_file).read())
-                         if parents_file and os.path.exists(parents_file) else None)
+        self._parents = (
+            json.loads(open(parents_file).read()) if parents_file and os.path.exists(parents_file) else None
+        )
 
     def default_materialization(self):
         return "view"
@@ -46,9 +47,11 @@ class Plugin(BasePlugin):
         try:
             table = self._catalog.load_table(identifier)
         except NoSuchTableError:
-            raise RuntimeError(f"dbt source {identifier}: the data product has no Iceberg table "
-                               f"yet; materialize [{source_config.schema}, "
-                               f"{source_config.identifier}] first") from None
+            raise RuntimeError(
+                f"dbt source {identifier}: the data product has no Iceberg table "
+                f"yet; materialize [{source_config.schema}, "
+                f"{source_config.identifier}] first"
+            ) from None
         # Within a Dagster run, a product this run wrote and has not published yet is read on
         # the run's audit branch: its dbt source tests check exactly the data being audited.
         run_id = dbt_run_context().run_id
@@ -62,8 +65,13 @@ class Plugin(BasePlugin):
     def store(self, target_config: TargetConfig):
         relation = target_config.relation
         identifier, snapshot = store_model_output(
-            self._catalog, relation.schema, relation.identifier,
-            pq.read_table(target_config.location.path), inputs=self._snapshots,
-            parents=self._parents, strategy=target_config.config.get("incremental_strategy"),
-            unique_key=target_config.config.get("unique_key"))
+            self._catalog,
+            relation.schema,
+            relation.identifier,
+            pq.read_table(target_config.location.path),
+            inputs=self._snapshots,
+            parents=self._parents,
+            strategy=target_config.config.get("incremental_strategy"),
+            unique_key=target_config.config.get("unique_key"),
+        )
         self._snapshots[identifier] = snapshot

@@ -34,11 +34,15 @@ def manifest_path(target: str) -> Path:
 
 def dbt_env(settings: MeshSettings) -> dict[str, str]:
     """Environment the dbt process needs (the profile reads these)."""
-    return {"MESH_HOME": str(settings.home), "MESH_DBT_TARGET": settings.dbt_target,
-            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    return {
+        "MESH_HOME": str(settings.home),
+        "MESH_DBT_TARGET": settings.dbt_target,
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
 
 
 # --- contracts -> dbt YAML ---------------------------------------------------------------------
+
 
 def contract_yaml(domain: str, products: Sequence[DataProduct]) -> dict[str, Any]:
     """The dbt source of a domain's products (other models read a product only through it) and
@@ -60,7 +64,7 @@ def _dbt_tests_by_column(p: DataProduct) -> dict[str | None, list]:
     """The contract's ``engine: dbt`` rules as dbt ``data_tests``, by column (None: table)."""
     tests: dict[str | None, list] = {}
     for column, test in p.dbt_tests:
-        (name, args), = test.items()
+        ((name, args),) = test.items()
         args = dict(args or {})
         config = args.pop("config", None)
         entry = {**({"arguments": args} if args else {}), **({"config": config} if config else {})}
@@ -71,14 +75,22 @@ def _dbt_tests_by_column(p: DataProduct) -> dict[str | None, list]:
 def _model_properties(p: DataProduct) -> dict[str, Any]:
     tests = _dbt_tests_by_column(p)
     model: dict[str, Any] = {
-        "name": p.name, "description": p.description,
-        "config": {"meta": {"mesh_product": p.identifier},
-                   "contract": {"enforced": "{{ target.type == 'trino' }}"}},
-        "columns": [{"name": c.name, "description": c.description or "",
-                     "data_type": trino_type(c.type),
-                     **({"constraints": [{"type": "not_null"}]} if c.required else {}),
-                     **({"data_tests": tests[c.name]} if c.name in tests else {})}
-                    for c in p.columns],
+        "name": p.name,
+        "description": p.description,
+        "config": {
+            "meta": {"mesh_product": p.identifier},
+            "contract": {"enforced": "{{ target.type == 'trino' }}"},
+        },
+        "columns": [
+            {
+                "name": c.name,
+                "description": c.description or "",
+                "data_type": trino_type(c.type),
+                **({"constraints": [{"type": "not_null"}]} if c.required else {}),
+                **({"data_tests": tests[c.name]} if c.name in tests else {}),
+            }
+            for c in p.columns
+        ],
     }
     if None in tests:
         model["data_tests"] = tests[None]
@@ -90,11 +102,20 @@ def trino_type(t) -> str:
 
     if isinstance(t, it.DecimalType):
         return f"decimal({t.precision},{t.scale})"
-    return {it.StringType: "varchar", it.BooleanType: "boolean", it.IntegerType: "integer",
-            it.LongType: "bigint", it.FloatType: "real", it.DoubleType: "double",
-            it.DateType: "date", it.TimeType: "time(6)", it.TimestampType: "timestamp(6)",
-            it.TimestamptzType: "timestamp(6) with time zone", it.BinaryType: "varbinary",
-            it.UUIDType: "uuid"}[type(t)]
+    return {
+        it.StringType: "varchar",
+        it.BooleanType: "boolean",
+        it.IntegerType: "integer",
+        it.LongType: "bigint",
+        it.FloatType: "real",
+        it.DoubleType: "double",
+        it.DateType: "date",
+        it.TimeType: "time(6)",
+        it.TimestampType: "timestamp(6)",
+        it.TimestamptzType: "timestamp(6) with time zone",
+        it.BinaryType: "varbinary",
+        it.UUIDType: "uuid",
+    }[type(t)]
 
 
 def _source_tables(p: DataProduct) -> list[dict[str, Any]]:
@@ -102,18 +123,32 @@ def _source_tables(p: DataProduct) -> list[dict[str, Any]]:
     move from one to the other when they are ready (see :mod:`mesh_assets.iceberg.schema`)."""
     # an ingested product's dbt rules are source tests (a dbt-built one's are model tests)
     tests = _dbt_tests_by_column(p) if p.transform != "dbt" else {}
-    entry = {"name": p.name, "description": p.description,
-             "columns": [{"name": c.name, "description": c.description or "",
-                          **({"data_tests": tests[c.name]} if c.name in tests else {})}
-                         for c in p.columns],
-             **({"data_tests": tests[None]} if None in tests else {})}
+    entry = {
+        "name": p.name,
+        "description": p.description,
+        "columns": [
+            {
+                "name": c.name,
+                "description": c.description or "",
+                **({"data_tests": tests[c.name]} if c.name in tests else {}),
+            }
+            for c in p.columns
+        ],
+        **({"data_tests": tests[None]} if None in tests else {}),
+    }
     if p.table_identifier == p.identifier:
         return [entry]
     versioned = p.table_identifier.split(".", 1)[1]
     meta = {"dagster": {"asset_key": p.asset_key_path}}
-    return [{**entry, "meta": meta},
-            {**entry, "name": versioned, "meta": meta,
-             "description": f"{p.description} (contract major version {p.major_version})"}]
+    return [
+        {**entry, "meta": meta},
+        {
+            **entry,
+            "name": versioned,
+            "meta": meta,
+            "description": f"{p.description} (contract major version {p.major_version})",
+        },
+    ]
 
 
 def write_contract_yaml(domains_dir: Path = DOMAINS_DIR) -> list[Path]:
@@ -123,9 +158,10 @@ def write_contract_yaml(domains_dir: Path = DOMAINS_DIR) -> list[Path]:
         models_dir.mkdir(parents=True, exist_ok=True)
         products = load_domain_contracts(domain_dir)
         path = models_dir / GENERATED_YAML
-        text = (f"# Generated from domains/{domain_dir.name}/products/*.yaml by `mesh dbt prepare`. "
-                "Do not edit.\n") + yaml.safe_dump(contract_yaml(domain_dir.name, products),
-                                                   sort_keys=False)
+        text = (
+            f"# Generated from domains/{domain_dir.name}/products/*.yaml by `mesh dbt prepare`. "
+            "Do not edit.\n"
+        ) + yaml.safe_dump(contract_yaml(domain_dir.name, products), sort_keys=False)
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
         written.append(path)
@@ -133,6 +169,7 @@ def write_contract_yaml(domains_dir: Path = DOMAINS_DIR) -> list[Path]:
 
 
 # --- manifest ----------------------------------------------------------------------------------
+
 
 def _newest_input_mtime() -> float:
     paths = [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
@@ -154,11 +191,18 @@ def prepare(settings: MeshSettings | None = None, *, force: bool = False) -> Pat
     target = settings.dbt_target
     manifest = manifest_path(target)
     manifest.parent.mkdir(parents=True, exist_ok=True)
+
     def fresh() -> bool:
-        return (not force and manifest.exists()
-                and manifest.stat().st_mtime >= _newest_input_mtime()
-                and all((DBT_PROJECT_DIR / "models" / d.name / GENERATED_YAML).exists()
-                        for d in DOMAINS_DIR.iterdir() if (d / "products").is_dir()))
+        return (
+            not force
+            and manifest.exists()
+            and manifest.stat().st_mtime >= _newest_input_mtime()
+            and all(
+                (DBT_PROJECT_DIR / "models" / d.name / GENERATED_YAML).exists()
+                for d in DOMAINS_DIR.iterdir()
+                if (d / "products").is_dir()
+            )
+        )
 
     if fresh():  # the common case at code-location load: no contract is read twice
         return manifest
@@ -167,14 +211,24 @@ def prepare(settings: MeshSettings | None = None, *, force: bool = False) -> Pat
         write_contract_yaml()
         if fresh():
             return manifest
-        cmd = [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR),
-               "--profiles-dir", str(DBT_PROJECT_DIR), "--target", target,
-               "--target-path", str(manifest.parent), "--quiet"]
-        result = subprocess.run(cmd, env={**os.environ, **dbt_env(settings)},
-                                capture_output=True, text=True)
+        cmd = [
+            dbt_executable(),
+            "parse",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target",
+            target,
+            "--target-path",
+            str(manifest.parent),
+            "--quiet",
+        ]
+        result = subprocess.run(cmd, env={**os.environ, **dbt_env(settings)}, capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"`dbt parse` failed for target {target}:\n"
-                               f"{result.stdout[-4000:]}{result.stderr[-4000:]}")
+            raise RuntimeError(
+                f"`dbt parse` failed for target {target}:\n{result.stdout[-4000:]}{result.stderr[-4000:]}"
+            )
     return manifest
 
 
@@ -198,8 +252,11 @@ def asset_key_path(props: Mapping[str, Any]) -> list[str]:
 
 def domain_models(manifest: Mapping[str, Any], domain: str) -> list[str]:
     """Every dbt model of ``domain``, ephemeral ones included."""
-    return [uid for uid, node in manifest.get("nodes", {}).items()
-            if node["resource_type"] == "model" and _domain_of(node) == domain]
+    return [
+        uid
+        for uid, node in manifest.get("nodes", {}).items()
+        if node["resource_type"] == "model" and _domain_of(node) == domain
+    ]
 
 
 def is_ephemeral(node: Mapping[str, Any]) -> bool:
@@ -213,8 +270,7 @@ def is_product_model(node: Mapping[str, Any]) -> bool:
 
 def table_models(manifest: Mapping[str, Any], domain: str) -> list[str]:
     """The models of ``domain`` that are tables (and assets): all but the ephemeral ones."""
-    return [uid for uid in domain_models(manifest, domain)
-            if not is_ephemeral(manifest["nodes"][uid])]
+    return [uid for uid in domain_models(manifest, domain) if not is_ephemeral(manifest["nodes"][uid])]
 
 
 class InternalModelError(ValueError):
@@ -225,14 +281,17 @@ def check_internal_models(manifest: Mapping[str, Any], domain: str) -> None:
     """Staging and intermediate models are not products: a model without a contract must be
     ephemeral, or it would be an Iceberg table of the domain that no contract describes."""
     tables = [manifest["nodes"][uid] for uid in table_models(manifest, domain)]
-    problems = [f"{domain}.{n['name']} ({n['original_file_path']})"
-                for n in tables if not is_product_model(n)]
+    problems = [
+        f"{domain}.{n['name']} ({n['original_file_path']})" for n in tables if not is_product_model(n)
+    ]
     if problems:
         raise InternalModelError(
             "dbt models without a data contract would be catalog tables: "
-            + ", ".join(problems) + ". Make each one ephemeral "
+            + ", ".join(problems)
+            + ". Make each one ephemeral "
             "(`{{ config(materialized='ephemeral') }}`) or give it a contract "
-            f"(domains/{domain}/products/<model>.yaml, transform: dbt).")
+            f"(domains/{domain}/products/<model>.yaml, transform: dbt)."
+        )
 
 
 def tests_of(manifest: Mapping[str, Any], targets: set[str]) -> list[str]:
@@ -259,8 +318,9 @@ class PortViolation(ValueError):
     """A domain reads another domain's internal product."""
 
 
-def check_ports(manifest: Mapping[str, Any], domain: str | None = None,
-                domains_dir: Path = DOMAINS_DIR) -> None:
+def check_ports(
+    manifest: Mapping[str, Any], domain: str | None = None, domains_dir: Path = DOMAINS_DIR
+) -> None:
     """Every cross-domain source a model reads must be a public product of its domain."""
 
     problems = []
@@ -273,19 +333,23 @@ def check_ports(manifest: Mapping[str, Any], domain: str | None = None,
                 continue
             path = domains_dir / source["source_name"] / "products" / f"{source['name']}.yaml"
             if path.exists() and contract_visibility(path) != "public":
-                problems.append(f"model {_domain_of(node)}.{node['name']} "
-                                f"({node['original_file_path']}) reads {source['source_name']}."
-                                f"{source['name']}, an internal product of domain "
-                                f"{source['source_name']} (contract {path})")
+                problems.append(
+                    f"model {_domain_of(node)}.{node['name']} "
+                    f"({node['original_file_path']}) reads {source['source_name']}."
+                    f"{source['name']}, an internal product of domain "
+                    f"{source['source_name']} (contract {path})"
+                )
     if problems:
-        raise PortViolation("domains may only depend on other domains' public products: "
-                            + "; ".join(problems) + ". Ask the owning team to publish it "
-                            "(visibility: public) or read one of its public products.")
+        raise PortViolation(
+            "domains may only depend on other domains' public products: "
+            + "; ".join(problems)
+            + ". Ask the owning team to publish it "
+            "(visibility: public) or read one of its public products."
+        )
 
 
 def dependency_order(domains: list[str]) -> list[str]:
     """``domains`` with every domain after the domains whose products its models read."""
-
 
     manifest = json.loads(prepare().read_text())
     needs: dict[str, set[str]] = {d: set() for d in domains}
@@ -300,7 +364,8 @@ def dependency_order(domains: list[str]) -> list[str]:
     while len(ordered) < len(domains):
         ready = [d for d in domains if d not in ordered and needs[d] <= set(ordered)]
         if not ready:
-            raise SystemExit(f"mesh: domains depend on each other in a cycle: "
-                             f"{sorted(set(domains) - set(ordered))}")
+            raise SystemExit(
+                f"mesh: domains depend on each other in a cycle: {sorted(set(domains) - set(ordered))}"
+            )
         ordered += ready
     return ordered

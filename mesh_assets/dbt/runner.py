@@ -53,8 +53,12 @@ class MeshDbtCli(DbtCliResource):
 def mesh_dbt_cli(settings: MeshSettings) -> MeshDbtCli:
     """The dbt project, its profiles and the target of the current mode; dbt from this
     interpreter's environment (dagster-dbt's default looks ``dbt`` up on PATH)."""
-    return MeshDbtCli(project_dir=os.fspath(DBT_PROJECT_DIR), profiles_dir=os.fspath(DBT_PROJECT_DIR),
-                      target=settings.dbt_target, dbt_executable=dbt_executable())
+    return MeshDbtCli(
+        project_dir=os.fspath(DBT_PROJECT_DIR),
+        profiles_dir=os.fspath(DBT_PROJECT_DIR),
+        target=settings.dbt_target,
+        dbt_executable=dbt_executable(),
+    )
 
 
 class DbtRunError(RuntimeError):
@@ -63,16 +67,20 @@ class DbtRunError(RuntimeError):
 
 def run_errors(run_results: Mapping[str, Any]) -> list[str]:
     """Nodes that errored in a dbt run (a test that ran and *failed* is not an error)."""
-    return [f"{r['unique_id']}: {(r.get('message') or '').strip()}"
-            for r in run_results.get("results", []) if r.get("status") in ("error", "runtime error")]
+    return [
+        f"{r['unique_id']}: {(r.get('message') or '').strip()}"
+        for r in run_results.get("results", [])
+        if r.get("status") in ("error", "runtime error")
+    ]
 
 
 def raise_on_errors(invocation: DbtCliInvocation, what: str) -> None:
     """After the stream: fail the step when dbt itself failed (exit code above 1: no
     run_results) or a node errored. A failed *test* is a failed asset check, not an error."""
     if invocation.process.returncode not in (0, 1):
-        raise invocation.get_error() or DbtRunError(f"{what}: dbt exited with "
-                                                    f"{invocation.process.returncode}")
+        raise invocation.get_error() or DbtRunError(
+            f"{what}: dbt exited with {invocation.process.returncode}"
+        )
     errors = run_errors(invocation.get_artifact("run_results.json"))
     if errors:
         raise DbtRunError(f"{what} failed:\n" + "\n".join(errors))
@@ -86,8 +94,9 @@ def run_dir(settings: MeshSettings, run_id: str, name: str) -> Path:
 
 
 @contextlib.contextmanager
-def plugin_env(settings: MeshSettings, run_id: str, parents_file: Path,
-               bounds: Mapping[str, str]) -> Iterator[None]:
+def plugin_env(
+    settings: MeshSettings, run_id: str, parents_file: Path, bounds: Mapping[str, str]
+) -> Iterator[None]:
     """The environment of the dbt process, set in this process around ``dbt.cli(...)`` only:
     ``cli()`` has no env parameter, it copies ``os.environ`` when it starts dbt. The profile
     reads MESH_HOME and the target; the plugin the run (audit branch), each model's inputs and
@@ -108,6 +117,7 @@ def plugin_env(settings: MeshSettings, run_id: str, parents_file: Path,
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
     try:
         apply(values.items())
         yield
@@ -135,6 +145,7 @@ def reuse_parse(settings: MeshSettings, name: str, target_path: Path):
             tmp = cache.with_suffix(".tmp")
             shutil.copyfile(produced, tmp)
             tmp.replace(cache)
+
     return keep
 
 
@@ -142,8 +153,10 @@ def partition_vars(selection) -> dict[str, str]:
     """dbt vars (and plugin env) of a partitioned run: the ISO bounds of its time window."""
     if selection is None or selection.values:
         return {}
-    return {"mesh_partition_start": selection.start.isoformat(),
-            "mesh_partition_end": selection.end.isoformat()}
+    return {
+        "mesh_partition_start": selection.start.isoformat(),
+        "mesh_partition_end": selection.end.isoformat(),
+    }
 
 
 def dbt_args(command: str, domain: str, bounds: Mapping[str, str]) -> list[str]:

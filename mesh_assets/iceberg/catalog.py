@@ -4,7 +4,6 @@ Everything that creates, loads or commits Iceberg tables goes through this modul
 the provenance each commit records (snapshot summary properties ``mesh.*``).
 """
 
-
 from __future__ import annotations
 
 import functools
@@ -60,8 +59,9 @@ def snapshot_id_metadata(snapshot_id: int) -> dg.TextMetadataValue:
     return dg.MetadataValue.text(str(snapshot_id))
 
 
-def snapshot_metadata(table: Table, *, inputs: dict[str, int] | None = None,
-                      snapshot_id: int | None = None) -> dict[str, Any]:
+def snapshot_metadata(
+    table: Table, *, inputs: dict[str, int] | None = None, snapshot_id: int | None = None
+) -> dict[str, Any]:
     """Materialization metadata of a snapshot (default: main's current one)."""
     snap = table.snapshot_by_id(snapshot_id) if snapshot_id is not None else table.current_snapshot()
     identifier = ".".join(table.name())
@@ -85,11 +85,17 @@ def snapshot_metadata(table: Table, *, inputs: dict[str, int] | None = None,
 
 
 def column_schema(table: Table) -> dg.TableSchema:
-    return dg.TableSchema(columns=[
-        dg.TableColumn(name=f.name, type=str(f.field_type), description=f.doc,
-                       constraints=dg.TableColumnConstraints(nullable=not f.required))
-        for f in table.schema().fields
-    ])
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=f.name,
+                type=str(f.field_type),
+                description=f.doc,
+                constraints=dg.TableColumnConstraints(nullable=not f.required),
+            )
+            for f in table.schema().fields
+        ]
+    )
 
 
 class IcebergCatalog(dg.ConfigurableResource):

@@ -35,9 +35,15 @@ class CommitConflictError(RuntimeError):
     """Concurrent writers kept winning for longer than the deadline; nothing was written."""
 
 
-def commit_with_retry(catalog: SqlCatalog, identifier: str, write: Callable[[Table], None], *,
-                      deadline_s: float = COMMIT_DEADLINE_S, base_s: float = 0.05,
-                      cap_s: float = 2.0) -> Table:
+def commit_with_retry(
+    catalog: SqlCatalog,
+    identifier: str,
+    write: Callable[[Table], None],
+    *,
+    deadline_s: float = COMMIT_DEADLINE_S,
+    base_s: float = 0.05,
+    cap_s: float = 2.0,
+) -> Table:
     """Run ``write(table)`` (which commits once) until it commits, against the latest metadata.
 
     pyiceberg retries a conflicting commit a few times itself; under heavy contention (16
@@ -59,14 +65,17 @@ def commit_with_retry(catalog: SqlCatalog, identifier: str, write: Callable[[Tab
                 raise CommitConflictError(
                     f"table {identifier}: commit failed {attempt} times over {waited:.0f} s "
                     "because other writers kept committing first; this write changed nothing. "
-                    "Retry later or reduce the number of concurrent writers.") from exc
-            time.sleep(random.uniform(0, min(cap_s, base_s * 2 ** attempt)))
+                    "Retry later or reduce the number of concurrent writers."
+                ) from exc
+            time.sleep(random.uniform(0, min(cap_s, base_s * 2**attempt)))
+
 
 MAIN = "main"
 COMMIT_ROWS = 1_000_000
 
 
 # --- writing -----------------------------------------------------------------------------------
+
 
 def _chunks(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.Table]:
     """Bounded slices of the stream: memory stays flat whatever the input size."""
@@ -81,8 +90,14 @@ def _chunks(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa
         yield pa.Table.from_batches(pending, schema=schema)
 
 
-def replace_rows(table: Table, batches: Iterable[pa.RecordBatch], schema: pa.Schema,
-                 properties: dict[str, str], row_filter=None, branch: str | None = None) -> int:
+def replace_rows(
+    table: Table,
+    batches: Iterable[pa.RecordBatch],
+    schema: pa.Schema,
+    properties: dict[str, str],
+    row_filter=None,
+    branch: str | None = None,
+) -> int:
     """Replace the rows matching ``row_filter`` (all rows when None) with ``batches``, in one
     atomic commit on ``branch`` (main when None). Returns the number of rows written."""
 

@@ -44,7 +44,7 @@ def _norm(path: str) -> str:
     """One spelling per file: ``file:///a/b`` and ``/a/b`` alike; ``s3://b/k`` -> ``b/k``."""
     for prefix in ("file://", "s3://", "s3a://", "gs://"):
         if path.startswith(prefix):
-            return path[len(prefix):]
+            return path[len(prefix) :]
     return path
 
 
@@ -71,10 +71,14 @@ def expire_audit_branches(table: "Table", *, older_than: datetime) -> list[str]:
     once their head is older than ``older_than``; until then they stay for inspection."""
 
     limit_ms = int(older_than.timestamp() * 1000)
-    stale = [name for name, ref in table.metadata.refs.items()
-             if ref.snapshot_ref_type == "branch" and name.startswith(AUDIT_PREFIX)
-             and (snap := table.snapshot_by_id(ref.snapshot_id)) is not None
-             and snap.timestamp_ms < limit_ms]
+    stale = [
+        name
+        for name, ref in table.metadata.refs.items()
+        if ref.snapshot_ref_type == "branch"
+        and name.startswith(AUDIT_PREFIX)
+        and (snap := table.snapshot_by_id(ref.snapshot_id)) is not None
+        and snap.timestamp_ms < limit_ms
+    ]
     if stale:
         manage = table.manage_snapshots()
         for name in stale:
@@ -125,8 +129,13 @@ class OrphanReport:
     dry_run: bool = False
 
 
-def remove_orphan_files(table: "Table", *, older_than: timedelta = SAFETY_WINDOW,
-                        now: datetime | None = None, dry_run: bool = False) -> OrphanReport:
+def remove_orphan_files(
+    table: "Table",
+    *,
+    older_than: timedelta = SAFETY_WINDOW,
+    now: datetime | None = None,
+    dry_run: bool = False,
+) -> OrphanReport:
     """Delete files under the table's location that no snapshot references and that are
     older than ``older_than`` (the safety window)."""
 
@@ -173,8 +182,9 @@ def _trino_duration(delta: timedelta) -> str:
     return f"{max(int(delta.total_seconds()), 0)}s"
 
 
-def maintain_with_trino(product: "DataProduct", catalog, *, now: datetime | None = None,
-                        safety_window: timedelta = SAFETY_WINDOW) -> MaintenanceReport:
+def maintain_with_trino(
+    product: "DataProduct", catalog, *, now: datetime | None = None, safety_window: timedelta = SAFETY_WINDOW
+) -> MaintenanceReport:
     """Production mode: Trino's own table procedures do the work where the data is:
     ``optimize`` (compaction, which pyiceberg lacks), ``expire_snapshots`` past the contract's
     retention and ``remove_orphan_files`` past the safety window. Tags and stale audit
@@ -189,17 +199,20 @@ def maintain_with_trino(product: "DataProduct", catalog, *, now: datetime | None
     files_before = referenced_files(table.refresh())
     # the contract's retention and the platform's safety window rule, not Trino's 7-day default
     catalog_name = trino_table(identifier).split(".")[0].strip('"')
-    cursor = trino_connection(session_properties={
-        f"{catalog_name}.expire_snapshots_min_retention": _trino_duration(product.retention),
-        f"{catalog_name}.remove_orphan_files_min_retention": _trino_duration(safety_window),
-    }).cursor()
+    cursor = trino_connection(
+        session_properties={
+            f"{catalog_name}.expire_snapshots_min_retention": _trino_duration(product.retention),
+            f"{catalog_name}.remove_orphan_files_min_retention": _trino_duration(safety_window),
+        }
+    ).cursor()
     name = trino_table(identifier)
     for statement in (
-            f"ALTER TABLE {name} EXECUTE optimize",
-            f"ALTER TABLE {name} EXECUTE expire_snapshots(retention_threshold => "
-            f"'{_trino_duration(product.retention)}')",
-            f"ALTER TABLE {name} EXECUTE remove_orphan_files(retention_threshold => "
-            f"'{_trino_duration(safety_window)}')"):
+        f"ALTER TABLE {name} EXECUTE optimize",
+        f"ALTER TABLE {name} EXECUTE expire_snapshots(retention_threshold => "
+        f"'{_trino_duration(product.retention)}')",
+        f"ALTER TABLE {name} EXECUTE remove_orphan_files(retention_threshold => "
+        f"'{_trino_duration(safety_window)}')",
+    ):
         cursor.execute(statement)
         cursor.fetchall()
     table = table.refresh()
@@ -209,8 +222,14 @@ def maintain_with_trino(product: "DataProduct", catalog, *, now: datetime | None
     return MaintenanceReport(identifier, refs, sorted(before - after), orphans)
 
 
-def maintain(product: "DataProduct", catalog, *, now: datetime | None = None,
-             safety_window: timedelta = SAFETY_WINDOW, dry_run: bool = False) -> MaintenanceReport | None:
+def maintain(
+    product: "DataProduct",
+    catalog,
+    *,
+    now: datetime | None = None,
+    safety_window: timedelta = SAFETY_WINDOW,
+    dry_run: bool = False,
+) -> MaintenanceReport | None:
     """Expire the product's snapshots past its retention, then remove orphan files (with
     Trino's procedures in production mode, ``MESH_ENGINE=trino``).
     None when the product has no table yet."""
@@ -227,14 +246,12 @@ def maintain(product: "DataProduct", catalog, *, now: datetime | None = None,
         tags = expire_tags(table, now=now)
         tags += expire_audit_branches(table.refresh(), older_than=now - product.retention)
         expired = expire_snapshots(table.refresh(), older_than=now - product.retention)
-    orphans = remove_orphan_files(table.refresh(), older_than=safety_window, now=now,
-                                  dry_run=dry_run)
+    orphans = remove_orphan_files(table.refresh(), older_than=safety_window, now=now, dry_run=dry_run)
     return MaintenanceReport(identifier, tags, expired, orphans)
 
 
 def maintenance_job(domain: str, products):
     """A Dagster job maintaining every product table of ``domain``, and its daily schedule."""
-
 
     @dg.op(name=f"maintain_{domain}_tables")
     def _maintain(context: dg.OpExecutionContext, catalog: IcebergCatalog):
@@ -243,15 +260,21 @@ def maintenance_job(domain: str, products):
             if report is None:
                 continue
             context.log.info(f"{report.table}: {report.as_metadata()}")
-            context.log_event(dg.AssetObservation(
-                asset_key=product.asset_key_path,
-                metadata={f"maintenance/{k}": v for k, v in report.as_metadata().items()}))
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=product.asset_key_path,
+                    metadata={f"maintenance/{k}": v for k, v in report.as_metadata().items()},
+                )
+            )
 
-    @dg.job(name=f"{domain}_maintenance", description=f"Expire snapshots and remove orphan "
-            f"files of the {domain} domain's tables.")
+    @dg.job(
+        name=f"{domain}_maintenance",
+        description=f"Expire snapshots and remove orphan files of the {domain} domain's tables.",
+    )
     def _job():
         _maintain()
 
-    schedule = dg.ScheduleDefinition(job=_job, cron_schedule="30 3 * * *",
-                                     default_status=dg.DefaultScheduleStatus.RUNNING)
+    schedule = dg.ScheduleDefinition(
+        job=_job, cron_schedule="30 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING
+    )
     return _job, schedule

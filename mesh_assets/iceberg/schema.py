@@ -80,8 +80,10 @@ class SchemaDiff:
         return [c.describe() for c in self.changes]
 
     def as_metadata(self) -> list[dict[str, Any]]:
-        return [{"kind": c.kind, "column": c.column, "old": c.old, "new": c.new,
-                 "additive": c.additive} for c in self.changes]
+        return [
+            {"kind": c.kind, "column": c.column, "old": c.old, "new": c.new, "additive": c.additive}
+            for c in self.changes
+        ]
 
 
 def _widens(old: it.IcebergType, new: it.IcebergType) -> bool:
@@ -89,8 +91,12 @@ def _widens(old: it.IcebergType, new: it.IcebergType) -> bool:
         return True
     if isinstance(old, it.FloatType) and isinstance(new, it.DoubleType):
         return True
-    return (isinstance(old, it.DecimalType) and isinstance(new, it.DecimalType)
-            and new.scale == old.scale and new.precision > old.precision)
+    return (
+        isinstance(old, it.DecimalType)
+        and isinstance(new, it.DecimalType)
+        and new.scale == old.scale
+        and new.precision > old.precision
+    )
 
 
 def diff(schema: "Schema", product: "DataProduct") -> SchemaDiff:
@@ -109,8 +115,9 @@ def diff(schema: "Schema", product: "DataProduct") -> SchemaDiff:
             continue
         if f.field_type != c.type:
             widen = _widens(f.field_type, c.type)
-            changes.append(Change("widen" if widen else "retype", name, str(f.field_type),
-                                  str(c.type), widen))
+            changes.append(
+                Change("widen" if widen else "retype", name, str(f.field_type), str(c.type), widen)
+            )
         if f.required and not c.required:
             changes.append(Change("make_optional", name, "required", "optional", True))
         elif not f.required and c.required:
@@ -128,8 +135,10 @@ def table_identifier(product: "DataProduct") -> str:
 
 def breaking_error(product: "DataProduct", table: str, d: SchemaDiff) -> BreakingSchemaChange:
     lines = "; ".join(c.describe() for c in d.breaking)
-    renamed = any(c.kind == "drop" for c in d.breaking) and any(c.kind in ("add", "add_required") for c in d.changes)
-    hint = (" (a rename shows as a drop plus an add: Iceberg cannot tell them apart)" if renamed else "")
+    renamed = any(c.kind == "drop" for c in d.breaking) and any(
+        c.kind in ("add", "add_required") for c in d.changes
+    )
+    hint = " (a rename shows as a drop plus an add: Iceberg cannot tell them apart)" if renamed else ""
     columns = ", ".join(sorted({c.column for c in d.breaking}))
     return BreakingSchemaChange(
         f"contract {product.path}, product {product.identifier}, column(s) {columns}: breaking "
@@ -156,8 +165,11 @@ def evolve(catalog, product: "DataProduct", *, properties: dict[str, str] | None
         table = catalog.load_table(identifier)
     except NoSuchTableError:
         table = catalog.create_table(
-            identifier, schema=product.iceberg_schema(), partition_spec=product.partition_spec(),
-            properties={**(properties or {}), "mesh.contract.version": product.version})
+            identifier,
+            schema=product.iceberg_schema(),
+            partition_spec=product.partition_spec(),
+            properties={**(properties or {}), "mesh.contract.version": product.version},
+        )
         return table, []
     d = diff(table.schema(), product)
     if d.breaking:
@@ -207,8 +219,7 @@ def _evolve_partitioning(table: "Table", product: "DataProduct") -> list[str]:
         for field in table.spec().fields:
             update.remove_field(field.name)
         for field in wanted.fields:
-            update.add_field(table.schema().find_column_name(field.source_id), field.transform,
-                             field.name)
+            update.add_field(table.schema().find_column_name(field.source_id), field.transform, field.name)
     table.refresh()
     return [f"~ partitioning: {live or 'unpartitioned'} -> {target or 'unpartitioned'}: additive"]
 

@@ -7,7 +7,6 @@ That is enough to answer "which exact inputs produced this version?" recursively
 and to read or restore any past version.
 """
 
-
 from __future__ import annotations
 
 import json
@@ -49,8 +48,10 @@ def resolve_as_of(table: Table, as_of: str | int | None) -> int | None:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise VersionError(f"table {_name(table)}: '{text}' is neither a snapshot id, a tag or "
-                           "branch, nor an ISO timestamp (see `mesh history`)") from None
+        raise VersionError(
+            f"table {_name(table)}: '{text}' is neither a snapshot id, a tag or "
+            "branch, nor an ISO timestamp (see `mesh history`)"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     snapshot = table.snapshot_as_of_timestamp(int(moment.timestamp() * 1000))
@@ -71,15 +72,17 @@ def history(table: Table) -> list[dict[str, Any]]:
         if snap is None:  # expired
             continue
         summary = _summary(snap)
-        rows.append({
-            "snapshot_id": snap.snapshot_id,
-            "committed_at": datetime.fromtimestamp(snap.timestamp_ms / 1000, UTC),
-            "operation": snap.summary.operation.value if snap.summary else "",
-            "rows": int(summary.get("total-records", 0)),
-            "run_id": summary.get("mesh.dagster.run_id", ""),
-            "refs": sorted(refs.get(snap.snapshot_id, [])),
-            "current": current is not None and snap.snapshot_id == current.snapshot_id,
-        })
+        rows.append(
+            {
+                "snapshot_id": snap.snapshot_id,
+                "committed_at": datetime.fromtimestamp(snap.timestamp_ms / 1000, UTC),
+                "operation": snap.summary.operation.value if snap.summary else "",
+                "rows": int(summary.get("total-records", 0)),
+                "run_id": summary.get("mesh.dagster.run_id", ""),
+                "refs": sorted(refs.get(snap.snapshot_id, [])),
+                "current": current is not None and snap.snapshot_id == current.snapshot_id,
+            }
+        )
     return rows
 
 
@@ -108,22 +111,32 @@ class LineageNode:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {"identifier": self.identifier, "snapshot_id": self.snapshot_id,
-                "run_id": self.run_id, "source_file": self.source_file,
-                "source_sha256": self.source_sha256, "missing": self.missing,
-                "inputs": [n.as_dict() for n in self.inputs]}
+        return {
+            "identifier": self.identifier,
+            "snapshot_id": self.snapshot_id,
+            "run_id": self.run_id,
+            "source_file": self.source_file,
+            "source_sha256": self.source_sha256,
+            "missing": self.missing,
+            "inputs": [n.as_dict() for n in self.inputs],
+        }
 
 
-def lineage(catalog: Catalog, identifier: str, snapshot: str | int | None = None,
-            *, _depth: int = 0) -> LineageNode:
+def lineage(
+    catalog: Catalog, identifier: str, snapshot: str | int | None = None, *, _depth: int = 0
+) -> LineageNode:
     """The exact input snapshots that produced ``identifier`` at ``snapshot``, recursively."""
     table = catalog.load_table(identifier)
     snapshot_id = resolve_as_of(table, snapshot)
     snap = table.snapshot_by_id(snapshot_id) if snapshot_id is not None else None
     summary = _summary(snap)
-    node = LineageNode(identifier, snapshot_id, run_id=summary.get("mesh.dagster.run_id", ""),
-                       source_file=summary.get("mesh.source.file", ""),
-                       source_sha256=summary.get("mesh.source.sha256", ""))
+    node = LineageNode(
+        identifier,
+        snapshot_id,
+        run_id=summary.get("mesh.dagster.run_id", ""),
+        source_file=summary.get("mesh.source.file", ""),
+        source_sha256=summary.get("mesh.source.sha256", ""),
+    )
     if _depth > 50:
         node.missing = "lineage deeper than 50 levels: stopped"
         return node

@@ -82,9 +82,11 @@ def publish(table: Table, branch: str) -> int:
         raise PublishConflictError(
             f"table {'.'.join(table.name())}: main moved to {main} after audit branch {branch} "
             f"was opened; the audited snapshot {head} stays on the branch, unpublished. "
-            "Re-run the materialization to write and check on top of the new main.")
+            "Re-run the materialization to write and check on top of the new main."
+        )
     table.manage_snapshots().set_current_snapshot(snapshot_id=head).remove_branch(branch).commit()
     return head
+
 
 CHECKED_TAG_PREFIX = "checked-"
 
@@ -100,8 +102,7 @@ def rollback(table: Table, snapshot: str | int) -> int:
     return snapshot_id
 
 
-def tag_checked(table: Table, snapshot_id: int, run_id: str, *,
-                max_age_ms: int | None = None) -> str:
+def tag_checked(table: Table, snapshot_id: int, run_id: str, *, max_age_ms: int | None = None) -> str:
     """Tag a snapshot that passed every blocking check: ``checked-<run>``, and move the
     ``last-checked`` tag to it."""
     name = f"{CHECKED_TAG_PREFIX}{run_id[:8]}"

@@ -13,8 +13,6 @@ contract sets ``quarantine: true``, go to ``<domain>.<product>__quarantine`` wit
 while the good rows are written. Nothing is dropped silently.
 """
 
-
-
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +59,12 @@ def landing_path(product: DataProduct, settings: MeshSettings | None = None) -> 
     return local_path(product, settings)
 
 
-def _in_selection(batches: Iterable[pa.RecordBatch], selection: PartitionSelection | None,
-                  every_partition: PartitionSelection | None, fail) -> Iterator[pa.RecordBatch]:
+def _in_selection(
+    batches: Iterable[pa.RecordBatch],
+    selection: PartitionSelection | None,
+    every_partition: PartitionSelection | None,
+    fail,
+) -> Iterator[pa.RecordBatch]:
     """Rows of ``selection``. A row that no partition of the product can hold (outside
     ``every_partition``) would never be written by any run: that stops the write."""
     for batch in batches:
@@ -73,9 +75,15 @@ def _in_selection(batches: Iterable[pa.RecordBatch], selection: PartitionSelecti
         yield batch if selection is None else batch.filter(selection.arrow_mask(batch))
 
 
-def ingest(product: DataProduct, catalog, *, selection: PartitionSelection | None = None,
-           settings: MeshSettings | None = None, run_id: str | None = None,
-           branch: str | None = None) -> IngestResult:
+def ingest(
+    product: DataProduct,
+    catalog,
+    *,
+    selection: PartitionSelection | None = None,
+    settings: MeshSettings | None = None,
+    run_id: str | None = None,
+    branch: str | None = None,
+) -> IngestResult:
     """Ingest the product's landing file: all rows, or the rows of ``selection``; committed to
     ``branch`` (write-audit-publish) or, when None, straight to main."""
     path = landing_path(product, settings)
@@ -108,22 +116,37 @@ def ingest(product: DataProduct, catalog, *, selection: PartitionSelection | Non
             counts["quarantined"] = bad
         else:
             good = read_batches(path, product)
+
         def homeless(n: int) -> IngestionError:
             p = product.dagster_partitions
-            return _fail(path, product, f"{n} row(s) fall outside every partition of the "
-                         f"product ({every.describe()}): no run would ever write them. Extend "
-                         f"dagsterPartitions in contract {product.path}", column=p.column)
+            return _fail(
+                path,
+                product,
+                f"{n} row(s) fall outside every partition of the "
+                f"product ({every.describe()}): no run would ever write them. Extend "
+                f"dagsterPartitions in contract {product.path}",
+                column=p.column,
+            )
 
         every = whole_range(product.dagster_partitions) if selection is not None else None
-        counts["written"] = replace_rows(live, _in_selection(good, selection, every, homeless),
-                                         schema, properties, row_filter, branch)
+        counts["written"] = replace_rows(
+            live, _in_selection(good, selection, every, homeless), schema, properties, row_filter, branch
+        )
 
     table = commit_with_retry(catalog, ".".join(table.name()), write)
-    return IngestResult(table, counts["written"], counts["quarantined"], selection,
-                        schema_changes, branch_head(table, branch), branch)
+    return IngestResult(
+        table,
+        counts["written"],
+        counts["quarantined"],
+        selection,
+        schema_changes,
+        branch_head(table, branch),
+        branch,
+    )
 
 
 # --- Dagster -----------------------------------------------------------------------------------
+
 
 def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
     """The Dagster asset that ingests ``product`` from its landing file.
@@ -136,14 +159,17 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
     if partitions_def is not None:
         spec = spec.replace_attributes(partitions_def=partitions_def)
 
-    @dg.multi_asset(specs=[spec], name=f"ingest_{product.name}",
-                    backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None)
+    @dg.multi_asset(
+        specs=[spec],
+        name=f"ingest_{product.name}",
+        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
+    )
     def _ingest(context: dg.AssetExecutionContext, catalog: IcebergCatalog):
-        selection = (selection_for(product.dagster_partitions, context)
-                     if partitions_def is not None else None)
+        selection = selection_for(product.dagster_partitions, context) if partitions_def is not None else None
         branch = audit_branch_name(wap_run_id(context.run))  # shared by re-executions
-        result = ingest(product, catalog.catalog(), selection=selection,
-                        run_id=context.run.run_id, branch=branch)
+        result = ingest(
+            product, catalog.catalog(), selection=selection, run_id=context.run.run_id, branch=branch
+        )
         table = result.table
         published = not any(r.severity == "error" for r in product.rules)
         if published:  # nothing to audit: no blocking rule
@@ -163,10 +189,12 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
             metadata["mesh/partition_rows"] = selection.describe()
         if result.schema_changes:
             metadata["mesh/schema_changes"] = dg.MetadataValue.json(result.schema_changes)
-        context.log.info(f"{product.identifier}: snapshot {result.snapshot_id} on {branch}, "
-                         f"{result.rows_written} rows written"
-                         + (f" for {selection.describe()}" if selection else "")
-                         + (f", {result.rows_quarantined} quarantined" if product.quarantine else ""))
+        context.log.info(
+            f"{product.identifier}: snapshot {result.snapshot_id} on {branch}, "
+            f"{result.rows_written} rows written"
+            + (f" for {selection.describe()}" if selection else "")
+            + (f", {result.rows_quarantined} quarantined" if product.quarantine else "")
+        )
         return dg.MaterializeResult(asset_key=product.asset_key_path, metadata=metadata)
 
     return _ingest

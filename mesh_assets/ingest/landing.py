@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 class LandingFile:
     """A product's raw file in the landing zone."""
 
-    uri: str          # what a person sees: a path or s3://bucket/key
-    signature: str    # changes whenever the file does (modification time and size)
+    uri: str  # what a person sees: a path or s3://bucket/key
+    signature: str  # changes whenever the file does (modification time and size)
 
 
 def landing_root(settings: MeshSettings | None = None) -> str:
@@ -50,10 +50,13 @@ def _s3(settings: MeshSettings):
     if endpoint:
         scheme, _, host = endpoint.partition("://")
         kwargs = {"endpoint_override": host or endpoint, "scheme": scheme if host else "https"}
-    return pafs.S3FileSystem(access_key=_secret("AWS_ACCESS_KEY_ID"),
-                             secret_key=_secret("AWS_SECRET_ACCESS_KEY"),
-                             region=aws_region(),
-                             allow_bucket_creation=False, **kwargs)
+    return pafs.S3FileSystem(
+        access_key=_secret("AWS_ACCESS_KEY_ID"),
+        secret_key=_secret("AWS_SECRET_ACCESS_KEY"),
+        region=aws_region(),
+        allow_bucket_creation=False,
+        **kwargs,
+    )
 
 
 def _key(product: DataProduct, root: str) -> str:
@@ -95,8 +98,12 @@ def local_path(product: DataProduct, settings: MeshSettings | None = None) -> Pa
 
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_name(cached.name + ".part")
-    pafs.copy_files(_key(product, root), str(tmp), source_filesystem=_s3(settings),
-                    destination_filesystem=pafs.LocalFileSystem())
+    pafs.copy_files(
+        _key(product, root),
+        str(tmp),
+        source_filesystem=_s3(settings),
+        destination_filesystem=pafs.LocalFileSystem(),
+    )
     tmp.replace(cached)
     marker.write_text(found.signature)
     return cached
@@ -104,7 +111,6 @@ def local_path(product: DataProduct, settings: MeshSettings | None = None) -> Pa
 
 def put(product: DataProduct, source: Path, settings: MeshSettings | None = None) -> str:
     """Place ``source`` as the product's raw file in the landing zone; returns where."""
-
 
     settings = settings or load_settings()
     root = landing_root(settings)
@@ -114,6 +120,7 @@ def put(product: DataProduct, source: Path, settings: MeshSettings | None = None
         shutil.copyfile(source, target)
         return str(target)
     key = _key(product, root)
-    pafs.copy_files(str(source), key, source_filesystem=pafs.LocalFileSystem(),
-                    destination_filesystem=_s3(settings))
+    pafs.copy_files(
+        str(source), key, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=_s3(settings)
+    )
     return f"s3://{key}"

@@ -1,7 +1,6 @@
 """Quarantine: with ``quarantine: true`` in the contract, rows that break it are parked in
 ``<domain>.<product>__quarantine`` with the reason, and the good rows are written."""
 
-
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,10 +19,15 @@ QUARANTINE_SUFFIX = "__quarantine"
 
 
 def quarantine_schema(product: DataProduct) -> pa.Schema:
-    return pa.schema([pa.field(c.name, pa.large_string()) for c in product.columns] + [
-        pa.field("_reason", pa.large_string()), pa.field("_line", pa.int64()),
-        pa.field("_source_file", pa.large_string()), pa.field("_partition", pa.large_string()),
-    ])
+    return pa.schema(
+        [pa.field(c.name, pa.large_string()) for c in product.columns]
+        + [
+            pa.field("_reason", pa.large_string()),
+            pa.field("_line", pa.int64()),
+            pa.field("_source_file", pa.large_string()),
+            pa.field("_partition", pa.large_string()),
+        ]
+    )
 
 
 def _split_and_park(path: Path, product: DataProduct, catalog, selection, properties):
@@ -38,10 +42,8 @@ def _split_and_park(path: Path, product: DataProduct, catalog, selection, proper
             bad_tables.append(bad)
     key = selection.describe() if selection else "*"
     schema = quarantine_schema(product)
-    found = schema.remove(schema.get_field_index("_partition")).remove(
-        schema.get_field_index("_source_file"))
-    bad = (pa.concat_tables([t.cast(found) for t in bad_tables]) if bad_tables
-           else found.empty_table())
+    found = schema.remove(schema.get_field_index("_partition")).remove(schema.get_field_index("_source_file"))
+    bad = pa.concat_tables([t.cast(found) for t in bad_tables]) if bad_tables else found.empty_table()
     bad = bad.append_column("_source_file", pa.array([path.name] * bad.num_rows, pa.large_string()))
     bad = bad.append_column("_partition", pa.array([key] * bad.num_rows, pa.large_string()))
     bad = bad.select(schema.names).cast(schema)
@@ -54,8 +56,9 @@ def _split_and_park(path: Path, product: DataProduct, catalog, selection, proper
         if not catalog.table_exists(identifier):
             catalog.create_table(identifier, schema=schema, properties=TABLE_PROPERTIES)
         row_filter = None if selection is None else EqualTo("_partition", key)
-        commit_with_retry(catalog, identifier, lambda t: replace_rows(
-            t, bad.to_batches(), schema, properties, row_filter))
+        commit_with_retry(
+            catalog, identifier, lambda t: replace_rows(t, bad.to_batches(), schema, properties, row_filter)
+        )
     return good_batches, bad.num_rows
 
 

@@ -55,6 +55,7 @@ def _fail(path: Path, product: DataProduct, problem: str, column: str | None = N
 
 # --- reading -----------------------------------------------------------------------------------
 
+
 def _format(path: Path, product: DataProduct) -> str:
     return (product.source.get("format") or path.suffix.lstrip(".")).lower()
 
@@ -62,8 +63,11 @@ def _format(path: Path, product: DataProduct) -> str:
 def _check_columns(path: Path, product: DataProduct) -> list[str]:
     """The file's column names, after checking they are exactly the contract's."""
     if not path.exists():
-        raise _fail(path, product, "the raw file is missing from the landing folder; copy it "
-                    "there (for the demo data: `mesh land`)")
+        raise _fail(
+            path,
+            product,
+            "the raw file is missing from the landing folder; copy it there (for the demo data: `mesh land`)",
+        )
     fmt = _format(path, product)
     if fmt == "csv":
         found = _csv_header(path, product)
@@ -75,13 +79,23 @@ def _check_columns(path: Path, product: DataProduct) -> list[str]:
     missing = [c for c in wanted if c not in found]
     extra = [c for c in found if c not in wanted]
     if missing:
-        raise _fail(path, product, f"the file has no column '{missing[0]}' declared in contract "
-                    f"{product.path} (file columns: {', '.join(found)}); fix the file or the "
-                    "contract", column=missing[0])
+        raise _fail(
+            path,
+            product,
+            f"the file has no column '{missing[0]}' declared in contract "
+            f"{product.path} (file columns: {', '.join(found)}); fix the file or the "
+            "contract",
+            column=missing[0],
+        )
     if extra:
-        raise _fail(path, product, f"the file has column '{extra[0]}' that contract "
-                    f"{product.path} does not declare; add it to the contract or drop it from "
-                    "the file", column=extra[0])
+        raise _fail(
+            path,
+            product,
+            f"the file has column '{extra[0]}' that contract "
+            f"{product.path} does not declare; add it to the contract or drop it from "
+            "the file",
+            column=extra[0],
+        )
     return found
 
 
@@ -90,8 +104,12 @@ def _csv_header(path: Path, product: DataProduct) -> list[str]:
     with path.open("rb") as f:
         first = f.readline()
     if not first.strip():
-        raise _fail(path, product, "the file is empty: expected a header line with the columns of "
-                    f"contract {product.path}, then one line per row")
+        raise _fail(
+            path,
+            product,
+            "the file is empty: expected a header line with the columns of "
+            f"contract {product.path}, then one line per row",
+        )
     try:
         text = first.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -100,9 +118,11 @@ def _csv_header(path: Path, product: DataProduct) -> list[str]:
 
 
 def _not_utf8(line: int, raw: bytes, exc: UnicodeDecodeError) -> str:
-    return (f"line {line}: the file is not UTF-8 text (byte 0x{raw[exc.start]:02x} at position "
-            f"{exc.start + 1}, as latin-1/cp1252 encoders write it); re-encode the file as UTF-8, "
-            "e.g. `iconv -f latin1 -t utf-8`")
+    return (
+        f"line {line}: the file is not UTF-8 text (byte 0x{raw[exc.start]:02x} at position "
+        f"{exc.start + 1}, as latin-1/cp1252 encoders write it); re-encode the file as UTF-8, "
+        "e.g. `iconv -f latin1 -t utf-8`"
+    )
 
 
 def _short(value, limit: int = 100):
@@ -126,8 +146,9 @@ def _unreadable(path: Path, product: DataProduct, exc: pa.ArrowInvalid) -> Inges
                     raw.decode("utf-8")
                 except UnicodeDecodeError as bad:
                     return _fail(path, product, _not_utf8(number, raw, bad), column=column)
-        return _fail(path, product, f"the file is not UTF-8 text ({message}); re-encode it as "
-                     "UTF-8", column=column)
+        return _fail(
+            path, product, f"the file is not UTF-8 text ({message}); re-encode it as UTF-8", column=column
+        )
     if "CSV parse error" not in message:
         return None
     invalid = []
@@ -136,10 +157,13 @@ def _unreadable(path: Path, product: DataProduct, exc: pa.ArrowInvalid) -> Inges
         if not invalid:
             invalid.append(row)
         return "skip"
+
     try:
-        for _ in pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=BATCH_BYTES,
-                                                                     use_threads=False),
-                                parse_options=pacsv.ParseOptions(invalid_row_handler=first_invalid)):
+        for _ in pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=BATCH_BYTES, use_threads=False),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=first_invalid),
+        ):
             if invalid:
                 break
     except pa.ArrowInvalid:
@@ -147,23 +171,31 @@ def _unreadable(path: Path, product: DataProduct, exc: pa.ArrowInvalid) -> Inges
     if invalid:
         row = invalid[0]
         where = f"line {row.number}" if row.number is not None else "a line"
-        detail = (f"{where}: expected {row.expected_columns} fields, found {row.actual_columns} "
-                  f"({_short(row.text, 200)!r})")
+        detail = (
+            f"{where}: expected {row.expected_columns} fields, found {row.actual_columns} "
+            f"({_short(row.text, 200)!r})"
+        )
     else:
         detail = _short(message.removeprefix("CSV parse error: "), 300)
-    return _fail(path, product, f"not valid CSV: {detail}; quote fields that contain the "
-                 "delimiter, a quote or a line break, and give every line the header's columns")
+    return _fail(
+        path,
+        product,
+        f"not valid CSV: {detail}; quote fields that contain the "
+        "delimiter, a quote or a line break, and give every line the header's columns",
+    )
 
 
 def _raw_batches(path: Path, product: DataProduct, types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
     if _format(path, product) == "parquet":
         yield from pq.ParquetFile(path).iter_batches(columns=list(types))
         return
-    options = pacsv.ConvertOptions(column_types=types, null_values=NULL_VALUES,
-                                   strings_can_be_null=True, include_columns=list(types))
+    options = pacsv.ConvertOptions(
+        column_types=types, null_values=NULL_VALUES, strings_can_be_null=True, include_columns=list(types)
+    )
     try:
-        yield from pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=BATCH_BYTES),
-                                  convert_options=options)
+        yield from pacsv.open_csv(
+            path, read_options=pacsv.ReadOptions(block_size=BATCH_BYTES), convert_options=options
+        )
     except pa.ArrowInvalid as exc:
         unreadable = _unreadable(path, product, exc)
         if unreadable is None:
@@ -198,9 +230,14 @@ def _first_bad_row(path: Path, product: DataProduct) -> IngestionError:
                 row.pop(key, None)
             row = {k: _short(v) for k, v in row.items()}
             column = reason.split(":", 1)[0].removeprefix("column ")
-            return _fail(path, product, f"line {line}: {reason.split(': ', 1)[1]} (row: {row}); "
-                         "fix the file, or set 'quarantine: true' in the contract to set such "
-                         "rows aside", column=column)
+            return _fail(
+                path,
+                product,
+                f"line {line}: {reason.split(': ', 1)[1]} (row: {row}); "
+                "fix the file, or set 'quarantine: true' in the contract to set such "
+                "rows aside",
+                column=column,
+            )
     return _fail(path, product, "the file does not fit the contract")
 
 
@@ -212,14 +249,23 @@ def _as_batch(data: pa.Table, schema: pa.Schema) -> pa.RecordBatch:
 
 # --- quarantine --------------------------------------------------------------------------------
 
+
 def _duckdb_type(t: it.IcebergType) -> str:
     if isinstance(t, it.DecimalType):
         return f"DECIMAL({t.precision}, {t.scale})"
     return {
-        it.StringType: "VARCHAR", it.BooleanType: "BOOLEAN", it.IntegerType: "INTEGER",
-        it.LongType: "BIGINT", it.FloatType: "FLOAT", it.DoubleType: "DOUBLE",
-        it.DateType: "DATE", it.TimeType: "TIME", it.TimestampType: "TIMESTAMP",
-        it.TimestamptzType: "TIMESTAMPTZ", it.BinaryType: "BLOB", it.UUIDType: "UUID",
+        it.StringType: "VARCHAR",
+        it.BooleanType: "BOOLEAN",
+        it.IntegerType: "INTEGER",
+        it.LongType: "BIGINT",
+        it.FloatType: "FLOAT",
+        it.DoubleType: "DOUBLE",
+        it.DateType: "DATE",
+        it.TimeType: "TIME",
+        it.TimestampType: "TIMESTAMP",
+        it.TimestamptzType: "TIMESTAMPTZ",
+        it.BinaryType: "BLOB",
+        it.UUIDType: "UUID",
     }[type(t)]
 
 
@@ -239,11 +285,12 @@ def split_batches(path: Path, product: DataProduct) -> Iterator[tuple[pa.RecordB
         q, t = engine.quote(c.name), _duckdb_type(c.type)
         casts.append(f"TRY_CAST({q} AS {t}) AS {q}")
         shown = f"CASE WHEN length({q}) > 100 THEN left({q}, 100) || '...' ELSE {q} END"
-        reasons.append(f"CASE WHEN {q} IS NOT NULL AND TRY_CAST({q} AS {t}) IS NULL THEN "
-                       f"'column {c.name}: value ''' || {shown} || ''' is not a valid {c.type}' END")
+        reasons.append(
+            f"CASE WHEN {q} IS NOT NULL AND TRY_CAST({q} AS {t}) IS NULL THEN "
+            f"'column {c.name}: value ''' || {shown} || ''' is not a valid {c.type}' END"
+        )
         if c.required:
-            reasons.append(f"CASE WHEN {q} IS NULL THEN 'column {c.name}: required value "
-                           "is missing' END")
+            reasons.append(f"CASE WHEN {q} IS NULL THEN 'column {c.name}: required value is missing' END")
     line = 2  # line 1 is the header
     texts = {c.name: pa.large_string() for c in product.columns}
     try:
@@ -251,12 +298,23 @@ def split_batches(path: Path, product: DataProduct) -> Iterator[tuple[pa.RecordB
             lines = pa.array(range(line, line + raw.num_rows), pa.int64())
             line += raw.num_rows
             con.register("raw", pa.Table.from_batches([raw]).append_column("_line", lines))
-            con.execute(f"CREATE OR REPLACE TEMP TABLE judged AS SELECT *, "
-                        f"concat_ws('; ', {', '.join(reasons)}) AS _reason FROM raw")
-            good = con.execute(f"SELECT {', '.join(casts)} FROM judged WHERE _reason = '' "
-                               "ORDER BY _line").arrow().read_all()
-            bad = con.execute("SELECT * EXCLUDE (_reason, _line), _reason, _line FROM judged "
-                              "WHERE _reason <> '' ORDER BY _line").arrow().read_all()
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE judged AS SELECT *, "
+                f"concat_ws('; ', {', '.join(reasons)}) AS _reason FROM raw"
+            )
+            good = (
+                con.execute(f"SELECT {', '.join(casts)} FROM judged WHERE _reason = '' ORDER BY _line")
+                .arrow()
+                .read_all()
+            )
+            bad = (
+                con.execute(
+                    "SELECT * EXCLUDE (_reason, _line), _reason, _line FROM judged "
+                    "WHERE _reason <> '' ORDER BY _line"
+                )
+                .arrow()
+                .read_all()
+            )
             yield _as_batch(good, target), (bad if bad.num_rows else None)
     finally:
         con.close()

@@ -30,10 +30,13 @@ def landing_sensor(domain: str, products: Sequence[DataProduct]) -> dg.SensorDef
     if not ingested:
         return None
 
-    @dg.sensor(name=f"{domain}_landing", minimum_interval_seconds=30,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               asset_selection=[dg.AssetKey(p.asset_key_path) for p in ingested],
-               description=f"New or changed raw files in the {domain} landing zone.")
+    @dg.sensor(
+        name=f"{domain}_landing",
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        asset_selection=[dg.AssetKey(p.asset_key_path) for p in ingested],
+        description=f"New or changed raw files in the {domain} landing zone.",
+    )
     def _sensor(context: dg.SensorEvaluationContext):
         seen = json.loads(context.cursor or "{}")
         for product in ingested:
@@ -51,11 +54,13 @@ def landing_sensor(domain: str, products: Sequence[DataProduct]) -> dg.SensorDef
             partitions = dagster_partitions_def(product.dagster_partitions)
             if partitions is not None:
                 keys = partitions.get_partition_keys()
-                tags |= {ASSET_PARTITION_RANGE_START_TAG: keys[0],
-                         ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
+                tags |= {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
             yield dg.RunRequest(
-                run_key=f"{product.identifier}:{signature}", asset_selection=[key], tags=tags,
-                asset_check_keys=[dg.AssetCheckKey(key, r.name) for r in product.rules])
+                run_key=f"{product.identifier}:{signature}",
+                asset_selection=[key],
+                tags=tags,
+                asset_check_keys=[dg.AssetCheckKey(key, r.name) for r in product.rules],
+            )
         context.update_cursor(json.dumps(seen, sort_keys=True))
 
     return _sensor

@@ -38,8 +38,16 @@ MASK = "***"
 class OpenMetadataError(RuntimeError):
     """OpenMetadata refused a request (4xx). ``entity`` and ``field`` say what to fix."""
 
-    def __init__(self, message: str, *, status: int | None = None, entity: str | None = None,
-                 field: str | None = None, method: str | None = None, path: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        entity: str | None = None,
+        field: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.entity, self.field = status, entity, field
         self.method, self.path = method, path
@@ -58,15 +66,14 @@ def api_base(host: str) -> str:
     """``http://om:8585``, ``http://om:8585/`` or ``http://om:8585/api`` -> ``.../api``."""
     host = host.strip().rstrip("/")
     if not re.match(r"^https?://", host):
-        raise ValueError(f"OpenMetadata host {host!r} must be an http(s) URL, e.g. "
-                         "http://localhost:8585")
+        raise ValueError(f"OpenMetadata host {host!r} must be an http(s) URL, e.g. http://localhost:8585")
     return host if host.endswith("/api") else host + "/api"
 
 
 _FIELD_PATTERNS = (
     re.compile(r'Unrecognized field "([^"]+)"'),
-    re.compile(r'(?:query param|param) ([\w.\[\]]+)'),
-    re.compile(r'^\[?([A-Za-z_][\w.\[\]]*) (?:must|size|is|should|does)\b'),
+    re.compile(r"(?:query param|param) ([\w.\[\]]+)"),
+    re.compile(r"^\[?([A-Za-z_][\w.\[\]]*) (?:must|size|is|should|does)\b"),
     re.compile(r'field[s]? ["\'`]?([A-Za-z_][\w.\[\]]*)'),
     re.compile(r'(?:for|of) ([A-Za-z_]\w*) ["\']'),
 )
@@ -84,9 +91,17 @@ def field_of(message: str) -> str | None:
 class OpenMetadataClient:
     """JSON over HTTP to ``<host>/api/v1/...`` with bounded retries."""
 
-    def __init__(self, host: str, token: str | None = None, *, timeout: float = 30.0,
-                 max_attempts: int = 5, backoff: float = 0.5, max_backoff: float = 10.0,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        host: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        max_attempts: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.base = api_base(host)
         self.__token = token  # name-mangled: never part of repr/vars dumps by accident
         self.timeout = timeout
@@ -110,8 +125,9 @@ class OpenMetadataClient:
 
     # --- requests ------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: Any = None, *, entity: str = "",
-                allow_404: bool = False) -> tuple[int, Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, *, entity: str = "", allow_404: bool = False
+    ) -> tuple[int, Any]:
         """``(status, parsed JSON or None)``. ``path`` starts with ``/v1/``."""
         url = self.base + path
         data = None if body is None else json.dumps(body).encode()
@@ -148,13 +164,24 @@ class OpenMetadataClient:
             if attempt < self.max_attempts:
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)
-                log.warning("openmetadata %s %s (%s): %s; retry %d/%d in %.1f s", method, path,
-                            entity or "-", last, attempt, self.max_attempts - 1, delay)
+                log.warning(
+                    "openmetadata %s %s (%s): %s; retry %d/%d in %.1f s",
+                    method,
+                    path,
+                    entity or "-",
+                    last,
+                    attempt,
+                    self.max_attempts - 1,
+                    delay,
+                )
                 self._sleep(delay)
         raise OpenMetadataUnavailable(
             f"OpenMetadata at {self.base} did not accept {method} {path}"
             f"{f' ({entity})' if entity else ''} after {self.max_attempts} attempts: {last}",
-            method=method, path=path, entity=entity or None)
+            method=method,
+            path=path,
+            entity=entity or None,
+        )
 
     def _server_message(self, raw: bytes) -> str:
         text = raw.decode(errors="replace")
@@ -166,23 +193,35 @@ class OpenMetadataClient:
             pass
         return self._mask(text.strip()[:1000]) or "(empty body)"
 
-    def _client_error(self, method: str, path: str, status: int, raw: bytes,
-                      entity: str) -> OpenMetadataError:
+    def _client_error(
+        self, method: str, path: str, status: int, raw: bytes, entity: str
+    ) -> OpenMetadataError:
         message = self._server_message(raw)
         what = entity or path
         if status in (401, 403):
-            hint = (f"set {TOKEN_ENV} (or {TOKEN_ENV}_FILE) to the JWT of an OpenMetadata bot "
-                    "allowed to create and edit entities")
-            return OpenMetadataError(f"OpenMetadata refused {method} {path} for {what} with HTTP "
-                                     f"{status} ({message}): {hint}", status=status,
-                                     entity=entity or None, method=method, path=path)
+            hint = (
+                f"set {TOKEN_ENV} (or {TOKEN_ENV}_FILE) to the JWT of an OpenMetadata bot "
+                "allowed to create and edit entities"
+            )
+            return OpenMetadataError(
+                f"OpenMetadata refused {method} {path} for {what} with HTTP {status} ({message}): {hint}",
+                status=status,
+                entity=entity or None,
+                method=method,
+                path=path,
+            )
         field = field_of(message)
         return OpenMetadataError(
-            f"OpenMetadata rejected {method} {path} for {what} with HTTP {status}: "
-            f"field {field!r}: {message}" if field else
-            f"OpenMetadata rejected {method} {path} for {what} with HTTP {status}: "
+            f"OpenMetadata rejected {method} {path} for {what} with HTTP {status}: field {field!r}: {message}"
+            if field
+            else f"OpenMetadata rejected {method} {path} for {what} with HTTP {status}: "
             f"{message} (the server named no field)",
-            status=status, entity=entity or None, field=field, method=method, path=path)
+            status=status,
+            entity=entity or None,
+            field=field,
+            method=method,
+            path=path,
+        )
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -191,8 +230,9 @@ class OpenMetadataClient:
 
     def get_by_name(self, collection: str, fqn: str, *, entity: str = "") -> dict | None:
         """``GET /v1/<collection>/name/<fqn>``; None when it does not exist."""
-        status, body = self.request("GET", f"/v1/{collection}/name/{quote(fqn)}",
-                                    entity=entity or fqn, allow_404=True)
+        status, body = self.request(
+            "GET", f"/v1/{collection}/name/{quote(fqn)}", entity=entity or fqn, allow_404=True
+        )
         return body if status != 404 else None
 
 

@@ -44,14 +44,24 @@ from mesh_assets.workspace import domain_file, domain_path, load_domain
 
 log = logging.getLogger("mesh_assets.openmetadata")
 
-DOMAIN_TYPES = {"source-aligned": "Source-aligned", "consumer-aligned": "Consumer-aligned",
-                "aggregate": "Aggregate"}
+DOMAIN_TYPES = {
+    "source-aligned": "Source-aligned",
+    "consumer-aligned": "Consumer-aligned",
+    "aggregate": "Aggregate",
+}
 DBT_UNIQUE_ID_KEY = "dagster_dbt/unique_id"  # dagster-dbt's metadata of a dbt node's asset or check
 CUSTOM_TABLE_TEST = "meshAssetCheck"
 CUSTOM_COLUMN_TEST = "meshColumnAssetCheck"
-COLLECTIONS = {"table": "tables", "team": "teams", "user": "users", "pipeline": "pipelines",
-               "domain": "domains", "dataProduct": "dataProducts",
-               "databaseSchema": "databaseSchemas", "database": "databases"}
+COLLECTIONS = {
+    "table": "tables",
+    "team": "teams",
+    "user": "users",
+    "pipeline": "pipelines",
+    "domain": "domains",
+    "dataProduct": "dataProducts",
+    "databaseSchema": "databaseSchemas",
+    "database": "databases",
+}
 
 
 @dataclass(frozen=True)
@@ -72,8 +82,12 @@ class ExportConfig:
     @classmethod
     def from_env(cls) -> ExportConfig:
         trino = trino_settings()
-        return cls(database=trino.catalog, trino_host_port=f"{trino.host}:{trino.port}",
-                   trino_user=trino.user, **openmetadata_names())
+        return cls(
+            database=trino.catalog,
+            trino_host_port=f"{trino.host}:{trino.port}",
+            trino_user=trino.user,
+            **openmetadata_names(),
+        )
 
 
 def _percent(part: int, total: int, *, empty: float) -> float:
@@ -92,13 +106,14 @@ def fqn_add(prefix: str, *parts: str) -> str:
 
 # --- facts ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CheckView:
     asset: tuple[str, ...]
     name: str
     description: str | None = None
     blocking: bool = False
-    rule: Any = None              # mesh_assets.contract.model.QualityRule of a contract check
+    rule: Any = None  # mesh_assets.contract.model.QualityRule of a contract check
     dbt_test: Mapping | None = None  # the dbt manifest's test node of a dbt test check
 
 
@@ -106,10 +121,10 @@ class CheckView:
 class AssetView:
     key: tuple[str, ...]
     domain: str
-    table: str                    # Iceberg identifier ``namespace.table``
+    table: str  # Iceberg identifier ``namespace.table``
     materializable: bool
     parents: tuple[tuple[str, ...], ...] = ()
-    product: Any = None           # mesh_assets.contract.model.DataProduct
+    product: Any = None  # mesh_assets.contract.model.DataProduct
     description: str | None = None
     dbt_unique_id: str | None = None
     checks: tuple[CheckView, ...] = ()
@@ -132,7 +147,7 @@ class RunFacts:
     """One Dagster run as a pipeline status."""
 
     run_id: str
-    status: str                   # OpenMetadata statusType
+    status: str  # OpenMetadata statusType
     start_ms: int
     end_ms: int | None
     tasks: tuple[tuple[str, str, int | None], ...]  # (task name, status, end ms)
@@ -152,11 +167,11 @@ class Evaluation:
 
 @dataclass
 class MeshView:
-    domains: dict[str, Any]                        # name -> mesh_assets.workspace.Domain
+    domains: dict[str, Any]  # name -> mesh_assets.workspace.Domain
     assets: dict[tuple[str, ...], AssetView]
-    primary: tuple[str, ...]                       # domains exported in full
-    manifests: dict[str, dict] = field(default_factory=dict)   # domain -> dbt manifest
-    catalogs: dict[str, dict] = field(default_factory=dict)    # domain -> dbt catalog.json
+    primary: tuple[str, ...]  # domains exported in full
+    manifests: dict[str, dict] = field(default_factory=dict)  # domain -> dbt manifest
+    catalogs: dict[str, dict] = field(default_factory=dict)  # domain -> dbt catalog.json
     warnings: list[str] = field(default_factory=list)
 
     def products(self):
@@ -189,12 +204,15 @@ def collect(graphs: Mapping[str, Any], settings=None) -> MeshView:
         artifacts = artifacts_dir(settings, name)
         manifest = _read_json(artifacts / "manifest.json")
         if manifest is None:
-            prepared = prepared if prepared is not None else (
-                _read_json(manifest_path(settings.dbt_target)) or {})
+            prepared = (
+                prepared if prepared is not None else (_read_json(manifest_path(settings.dbt_target)) or {})
+            )
             manifest = prepared
             if any(p.transform == "dbt" for p in view.domains[name].products):
-                view.warnings.append(f"domain {name}: no dbt artifacts in {artifacts} yet "
-                                     "(materialize its dbt models): no column-level lineage")
+                view.warnings.append(
+                    f"domain {name}: no dbt artifacts in {artifacts} yet "
+                    "(materialize its dbt models): no column-level lineage"
+                )
         view.manifests[name] = manifest
         view.catalogs[name] = _read_json(artifacts / "catalog.json") or {}
 
@@ -215,15 +233,25 @@ def collect(graphs: Mapping[str, Any], settings=None) -> MeshView:
             key = tuple(check_key.asset_key.path)
             spec = graph.get_check_spec(check_key)
             product = product_of(key)
-            rule = next((r for r in product.rules if r.name == check_key.name), None) \
-                if product is not None else None
+            rule = (
+                next((r for r in product.rules if r.name == check_key.name), None)
+                if product is not None
+                else None
+            )
             test = None
             if rule is None:
                 uid = (spec.metadata or {}).get(DBT_UNIQUE_ID_KEY)
                 test = _dbt_test(manifest, check_key.name, str(getattr(uid, "value", uid)) if uid else None)
-            checks_by_asset.setdefault(key, []).append(CheckView(
-                asset=key, name=check_key.name, description=spec.description,
-                blocking=bool(spec.blocking), rule=rule, dbt_test=test))
+            checks_by_asset.setdefault(key, []).append(
+                CheckView(
+                    asset=key,
+                    name=check_key.name,
+                    description=spec.description,
+                    blocking=bool(spec.blocking),
+                    rule=rule,
+                    dbt_test=test,
+                )
+            )
         for asset_key in graph.get_all_asset_keys():
             key = tuple(asset_key.path)
             node = graph.get(asset_key)
@@ -244,12 +272,16 @@ def collect(graphs: Mapping[str, Any], settings=None) -> MeshView:
                 named = str(getattr(named, "value", named) or "")
                 table = ".".join(named.split(".")[-2:]) if named.count(".") else ".".join(key[-2:])
             view.assets[key] = AssetView(
-                key=key, domain=key[0], table=table, materializable=materializable,
+                key=key,
+                domain=key[0],
+                table=table,
+                materializable=materializable,
                 parents=tuple(sorted(tuple(p.path) for p in node.parent_keys)) if materializable else (),
                 product=product,
                 description=(product.description if product is not None else node.description),
                 dbt_unique_id=uid,
-                checks=tuple(checks_by_asset.get(key, ())) if materializable else ())
+                checks=tuple(checks_by_asset.get(key, ())) if materializable else (),
+            )
     return view
 
 
@@ -271,8 +303,12 @@ def _dbt_model_id(manifest: Mapping, key: tuple[str, ...]) -> str | None:
     """The dbt model of asset ``[domain, model]`` (domain = its folder under models/)."""
     for uid, node in (manifest or {}).get("nodes", {}).items():
         node_fqn = node.get("fqn") or []
-        if (node.get("resource_type") == "model" and node.get("name") == key[-1]
-                and len(node_fqn) > 2 and node_fqn[1] == key[0]):
+        if (
+            node.get("resource_type") == "model"
+            and node.get("name") == key[-1]
+            and len(node_fqn) > 2
+            and node_fqn[1] == key[0]
+        ):
             return uid
     return None
 
@@ -281,8 +317,9 @@ def _dbt_test(manifest: Mapping, check_name: str, unique_id: str | None) -> Mapp
     nodes = manifest.get("nodes", {}) if manifest else {}
     if unique_id and unique_id in nodes:
         return nodes[unique_id]
-    return next((n for n in nodes.values()
-                 if n.get("resource_type") == "test" and n.get("name") == check_name), None)
+    return next(
+        (n for n in nodes.values() if n.get("resource_type") == "test" and n.get("name") == check_name), None
+    )
 
 
 # --- Dagster instance -> statuses and results ---------------------------------------------------
@@ -313,7 +350,8 @@ def run_facts(instance, view: MeshView, run_ids: Iterable[str] | None = None) ->
         run = record.dagster_run
         done: dict = {}
         for event in instance.get_records_for_run(
-                run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records:
+            run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+        ).records:
             entry = event.event_log_entry
             done[entry.dagster_event.asset_key] = int(entry.timestamp * 1000)
         selected = set(run.asset_selection or ()) | set(done)
@@ -326,13 +364,25 @@ def run_facts(instance, view: MeshView, run_ids: Iterable[str] | None = None) ->
                 continue
             tasks = []
             for key in sorted(mine, key=lambda k: k.path):
-                task_status = ("Successful" if key in done else
-                               "Failed" if status == "Failed" else
-                               "Pending" if status == "Pending" else "Skipped")
+                task_status = (
+                    "Successful"
+                    if key in done
+                    else "Failed"
+                    if status == "Failed"
+                    else "Pending"
+                    if status == "Pending"
+                    else "Skipped"
+                )
                 tasks.append((keys[key].task_name, task_status, done.get(key)))
-            out.setdefault(domain, []).append(RunFacts(
-                run_id=run.run_id, status=status, start_ms=int(start * 1000), end_ms=end,
-                tasks=tuple(tasks)))
+            out.setdefault(domain, []).append(
+                RunFacts(
+                    run_id=run.run_id,
+                    status=status,
+                    start_ms=int(start * 1000),
+                    end_ms=end,
+                    tasks=tuple(tasks),
+                )
+            )
     for runs in out.values():
         runs.sort(key=lambda r: r.start_ms)
     return out
@@ -347,9 +397,14 @@ def evaluation_of(record) -> Evaluation | None:
     if not hasattr(data, "passed"):
         return None
     metadata = {k: getattr(v, "value", v) for k, v in (data.metadata or {}).items()}
-    return Evaluation(asset=tuple(data.asset_key.path), check=data.check_name,
-                      timestamp_ms=int(event.timestamp * 1000), passed=bool(data.passed),
-                      metadata=metadata, run_id=event.run_id)
+    return Evaluation(
+        asset=tuple(data.asset_key.path),
+        check=data.check_name,
+        timestamp_ms=int(event.timestamp * 1000),
+        passed=bool(data.passed),
+        metadata=metadata,
+        run_id=event.run_id,
+    )
 
 
 def latest_evaluations(instance, view: MeshView) -> list[Evaluation]:
@@ -358,7 +413,8 @@ def latest_evaluations(instance, view: MeshView) -> list[Evaluation]:
     for asset in view.assets.values():
         for check in asset.checks:
             record = instance.get_latest_asset_check_evaluation_record(
-                dg.AssetCheckKey(dg.AssetKey(list(check.asset)), check.name))
+                dg.AssetCheckKey(dg.AssetKey(list(check.asset)), check.name)
+            )
             evaluation = evaluation_of(record) if record is not None else None
             if evaluation is not None:
                 out.append(evaluation)
@@ -366,6 +422,7 @@ def latest_evaluations(instance, view: MeshView) -> list[Evaluation]:
 
 
 # --- plan ----------------------------------------------------------------------------------------
+
 
 @dataclass
 class Call:
@@ -378,8 +435,8 @@ class Call:
     entity: str
     register: tuple[str, str] | None = None
     path_ref: m.FqnRef | None = None
-    ensure: bool = False          # GET by name first, create only when missing (teams)
-    time_series: bool = False     # a status or a result (not a structural entity)
+    ensure: bool = False  # GET by name first, create only when missing (teams)
+    time_series: bool = False  # a status or a result (not a structural entity)
 
 
 @dataclass
@@ -404,17 +461,30 @@ class Plan:
         for call in self.calls:
             if call.time_series:
                 continue
-            body = call.payload.to_json(lambda r: f"{type(r).__name__}:{r.type}:{r.fqn}") \
-                if call.payload is not None else None
+            body = (
+                call.payload.to_json(lambda r: f"{type(r).__name__}:{r.type}:{r.fqn}")
+                if call.payload is not None
+                else None
+            )
             h.update(json.dumps([call.method, call.path, body], sort_keys=True).encode())
         return h.hexdigest()
 
 
 _ICEBERG_TO_OM = {
-    "StringType": "STRING", "BooleanType": "BOOLEAN", "IntegerType": "INT", "LongType": "BIGINT",
-    "FloatType": "FLOAT", "DoubleType": "DOUBLE", "DateType": "DATE", "TimeType": "TIME",
-    "TimestampType": "TIMESTAMP", "TimestamptzType": "TIMESTAMPZ", "BinaryType": "BYTES",
-    "UUIDType": "UUID", "DecimalType": "DECIMAL", "FixedType": "FIXED",
+    "StringType": "STRING",
+    "BooleanType": "BOOLEAN",
+    "IntegerType": "INT",
+    "LongType": "BIGINT",
+    "FloatType": "FLOAT",
+    "DoubleType": "DOUBLE",
+    "DateType": "DATE",
+    "TimeType": "TIME",
+    "TimestampType": "TIMESTAMP",
+    "TimestamptzType": "TIMESTAMPZ",
+    "BinaryType": "BYTES",
+    "UUIDType": "UUID",
+    "DecimalType": "DECIMAL",
+    "FixedType": "FIXED",
 }
 
 
@@ -489,26 +559,50 @@ class _Planner:
             cols = []
             for i, c in enumerate(product.columns, start=1):
                 data_type, display, precision, scale = om_column_type(c.type)
-                constraint = ("PRIMARY_KEY" if pk == (c.name,) else
-                              "UNIQUE" if c.unique else "NOT_NULL" if c.required else None)
-                tags = ([m.TagLabel(fqn(self.c.classification, c.classification))]
-                        if c.classification else None)
-                cols.append(m.Column(name=c.name, dataType=data_type, dataTypeDisplay=display,
-                                     description=c.description or None, constraint=constraint,
-                                     ordinalPosition=i, precision=precision, scale=scale,
-                                     tags=tags))
+                constraint = (
+                    "PRIMARY_KEY"
+                    if pk == (c.name,)
+                    else "UNIQUE"
+                    if c.unique
+                    else "NOT_NULL"
+                    if c.required
+                    else None
+                )
+                tags = (
+                    [m.TagLabel(fqn(self.c.classification, c.classification))] if c.classification else None
+                )
+                cols.append(
+                    m.Column(
+                        name=c.name,
+                        dataType=data_type,
+                        dataTypeDisplay=display,
+                        description=c.description or None,
+                        constraint=constraint,
+                        ordinalPosition=i,
+                        precision=precision,
+                        scale=scale,
+                        tags=tags,
+                    )
+                )
             constraints = [m.TableConstraint("PRIMARY_KEY", list(pk))] if len(pk) > 1 else None
             return cols, constraints
         # a dbt model without a contract: the columns dbt's artifacts describe
         catalog = self.view.catalogs.get(asset.domain, {})
-        entry = (catalog.get("nodes", {}).get(asset.dbt_unique_id or "") or
-                 next((n for n in catalog.get("nodes", {}).values()
-                       if n.get("metadata", {}).get("name") == asset.table_name
-                       and n.get("metadata", {}).get("schema") == asset.schema), None))
-        manifest_node = self.view.manifests.get(asset.domain, {}).get("nodes", {}).get(
-            asset.dbt_unique_id or "", {})
-        described = {c: (v.get("description") or None)
-                     for c, v in (manifest_node.get("columns") or {}).items()}
+        entry = catalog.get("nodes", {}).get(asset.dbt_unique_id or "") or next(
+            (
+                n
+                for n in catalog.get("nodes", {}).values()
+                if n.get("metadata", {}).get("name") == asset.table_name
+                and n.get("metadata", {}).get("schema") == asset.schema
+            ),
+            None,
+        )
+        manifest_node = (
+            self.view.manifests.get(asset.domain, {}).get("nodes", {}).get(asset.dbt_unique_id or "", {})
+        )
+        described = {
+            c: (v.get("description") or None) for c, v in (manifest_node.get("columns") or {}).items()
+        }
         cols = []
         if entry:
             for c in sorted(entry.get("columns", {}).values(), key=lambda c: c.get("index", 0)):
@@ -516,18 +610,32 @@ class _Planner:
                     data_type, display, precision, scale = om_column_type(parse_type(c["type"], None))
                 except KeyError:
                     data_type, display, precision, scale = "UNKNOWN", str(c.get("type")), None, None
-                cols.append(m.Column(name=c["name"], dataType=data_type, dataTypeDisplay=display,
-                                     description=c.get("comment") or described.get(c["name"]),
-                                     ordinalPosition=c.get("index"), precision=precision,
-                                     scale=scale))
+                cols.append(
+                    m.Column(
+                        name=c["name"],
+                        dataType=data_type,
+                        dataTypeDisplay=display,
+                        description=c.get("comment") or described.get(c["name"]),
+                        ordinalPosition=c.get("index"),
+                        precision=precision,
+                        scale=scale,
+                    )
+                )
         else:
             for i, (name, c) in enumerate((manifest_node.get("columns") or {}).items(), start=1):
-                cols.append(m.Column(name=name, dataType="UNKNOWN",
-                                     dataTypeDisplay=c.get("data_type") or "unknown",
-                                     description=c.get("description") or None, ordinalPosition=i))
+                cols.append(
+                    m.Column(
+                        name=name,
+                        dataType="UNKNOWN",
+                        dataTypeDisplay=c.get("data_type") or "unknown",
+                        description=c.get("description") or None,
+                        ordinalPosition=i,
+                    )
+                )
         if not cols:
-            self.warnings.append(f"table {asset.table}: no contract and no dbt catalog entry: "
-                                 "exported without columns")
+            self.warnings.append(
+                f"table {asset.table}: no contract and no dbt catalog entry: exported without columns"
+            )
         return cols, None
 
     def plan(self, runs: Mapping[str, list[RunFacts]], evaluations: Sequence[Evaluation]) -> Plan:
@@ -535,114 +643,248 @@ class _Planner:
         tables = self.tables()
         table_domains = sorted({a.domain for a in tables} | set(view.primary))
         products = {a.product.identifier: a.product for a in tables if a.product is not None}
-        owners = sorted({view.domains[d].owner for d in table_domains if d in view.domains}
-                        | {p.owner for p in products.values()})
+        owners = sorted(
+            {view.domains[d].owner for d in table_domains if d in view.domains}
+            | {p.owner for p in products.values()}
+        )
         phases: list[Phase] = []
 
-        classes = sorted({col.classification for p in products.values() for col in p.columns
-                          if col.classification})
+        classes = sorted(
+            {col.classification for p in products.values() for col in p.columns if col.classification}
+        )
         if classes:
-            phases.append(Phase("classification", [Call(
-                "PUT", "/v1/classifications", m.CreateClassification(
-                    name=c.classification, displayName="Data classification",
-                    description="Column classification declared in the data mesh's ODCS data "
+            phases.append(
+                Phase(
+                    "classification",
+                    [
+                        Call(
+                            "PUT",
+                            "/v1/classifications",
+                            m.CreateClassification(
+                                name=c.classification,
+                                displayName="Data classification",
+                                description="Column classification declared in the data mesh's ODCS data "
                                 "contracts (`classification` of each schema property).",
-                    mutuallyExclusive=True),
-                f"classification {c.classification}")]))
-        tags = [Call("PUT", "/v1/tags", m.CreateTag(
-                    name=cls, classification=c.classification,
-                    description=f"Columns the data contracts classify as `{cls}`."),
-                    f"tag {fqn(c.classification, cls)}") for cls in classes]
-        teams = [Call("PUT", "/v1/teams", m.CreateTeam(
-                    name=o, displayName=o, description=f"Owner of data products of the mesh ({o})."),
-                      f"team {o}", register=("team", o), ensure=True)
-                 for o in owners if "@" not in o]
+                                mutuallyExclusive=True,
+                            ),
+                            f"classification {c.classification}",
+                        )
+                    ],
+                )
+            )
+        tags = [
+            Call(
+                "PUT",
+                "/v1/tags",
+                m.CreateTag(
+                    name=cls,
+                    classification=c.classification,
+                    description=f"Columns the data contracts classify as `{cls}`.",
+                ),
+                f"tag {fqn(c.classification, cls)}",
+            )
+            for cls in classes
+        ]
+        teams = [
+            Call(
+                "PUT",
+                "/v1/teams",
+                m.CreateTeam(name=o, displayName=o, description=f"Owner of data products of the mesh ({o})."),
+                f"team {o}",
+                register=("team", o),
+                ensure=True,
+            )
+            for o in owners
+            if "@" not in o
+        ]
         phases.append(Phase("owners and tags", tags + teams))
 
-        phases.append(Phase("domains", [Call(
-            "PUT", "/v1/domains", m.CreateDomain(
-                name=d, displayName=d.replace("_", " ").title(),
-                description=view.domains[d].description or f"The {d} domain of the mesh.",
-                domainType=DOMAIN_TYPES[view.domains[d].type],
-                owner=self.owner(view.domains[d].owner)),
-            f"domain {d}", register=("domain", d)) for d in table_domains if d in view.domains]))
-        phases.append(Phase("data products", [Call(
-            "PUT", "/v1/dataProducts", m.CreateDataProduct(
-                name=self.data_product_name(p), displayName=p.identifier,
-                description=p.description or f"Data product {p.identifier}.", domain=p.domain,
-                owner=self.owner(p.owner)),
-            f"data product {p.identifier}", register=("dataProduct", self.data_product_name(p)))
-            for p in sorted(products.values(), key=lambda p: p.identifier)]))
+        phases.append(
+            Phase(
+                "domains",
+                [
+                    Call(
+                        "PUT",
+                        "/v1/domains",
+                        m.CreateDomain(
+                            name=d,
+                            displayName=d.replace("_", " ").title(),
+                            description=view.domains[d].description or f"The {d} domain of the mesh.",
+                            domainType=DOMAIN_TYPES[view.domains[d].type],
+                            owner=self.owner(view.domains[d].owner),
+                        ),
+                        f"domain {d}",
+                        register=("domain", d),
+                    )
+                    for d in table_domains
+                    if d in view.domains
+                ],
+            )
+        )
+        phases.append(
+            Phase(
+                "data products",
+                [
+                    Call(
+                        "PUT",
+                        "/v1/dataProducts",
+                        m.CreateDataProduct(
+                            name=self.data_product_name(p),
+                            displayName=p.identifier,
+                            description=p.description or f"Data product {p.identifier}.",
+                            domain=p.domain,
+                            owner=self.owner(p.owner),
+                        ),
+                        f"data product {p.identifier}",
+                        register=("dataProduct", self.data_product_name(p)),
+                    )
+                    for p in sorted(products.values(), key=lambda p: p.identifier)
+                ],
+            )
+        )
 
         connection = None
         if c.service_type == "Trino" and c.trino_host_port:
-            connection = {"config": {"type": "Trino", "scheme": "trino",
-                                     "hostPort": c.trino_host_port,
-                                     "username": c.trino_user or "mesh", "catalog": c.database}}
-        services = [Call("PUT", "/v1/services/databaseServices", m.CreateDatabaseService(
-                        name=c.database_service, serviceType=c.service_type,
-                        displayName="Data mesh (Iceberg)", connection=connection,
-                        description="The Apache Iceberg tables of the data mesh's products, "
-                                    "served by Trino (exported by `mesh openmetadata export`)."),
-                        f"database service {c.database_service}",
-                        register=("databaseService", c.database_service))]
-        primaries = [d for d in view.primary if any(
-            a.materializable and a.domain == d for a in view.assets.values())]
+            connection = {
+                "config": {
+                    "type": "Trino",
+                    "scheme": "trino",
+                    "hostPort": c.trino_host_port,
+                    "username": c.trino_user or "mesh",
+                    "catalog": c.database,
+                }
+            }
+        services = [
+            Call(
+                "PUT",
+                "/v1/services/databaseServices",
+                m.CreateDatabaseService(
+                    name=c.database_service,
+                    serviceType=c.service_type,
+                    displayName="Data mesh (Iceberg)",
+                    connection=connection,
+                    description="The Apache Iceberg tables of the data mesh's products, "
+                    "served by Trino (exported by `mesh openmetadata export`).",
+                ),
+                f"database service {c.database_service}",
+                register=("databaseService", c.database_service),
+            )
+        ]
+        primaries = [
+            d for d in view.primary if any(a.materializable and a.domain == d for a in view.assets.values())
+        ]
         if primaries:
-            pipe_conn = ({"config": {"type": "Dagster", "host": c.dagster_url}}
-                         if c.dagster_url else None)
-            services.append(Call("PUT", "/v1/services/pipelineServices", m.CreatePipelineService(
-                name=c.pipeline_service, serviceType="Dagster", connection=pipe_conn,
-                displayName="Dagster (data mesh)",
-                description="Dagster code locations of the data mesh, one pipeline per domain."),
-                f"pipeline service {c.pipeline_service}",
-                register=("pipelineService", c.pipeline_service)))
+            pipe_conn = {"config": {"type": "Dagster", "host": c.dagster_url}} if c.dagster_url else None
+            services.append(
+                Call(
+                    "PUT",
+                    "/v1/services/pipelineServices",
+                    m.CreatePipelineService(
+                        name=c.pipeline_service,
+                        serviceType="Dagster",
+                        connection=pipe_conn,
+                        displayName="Dagster (data mesh)",
+                        description="Dagster code locations of the data mesh, one pipeline per domain.",
+                    ),
+                    f"pipeline service {c.pipeline_service}",
+                    register=("pipelineService", c.pipeline_service),
+                )
+            )
         phases.append(Phase("services", services))
-        phases.append(Phase("database", [Call(
-            "PUT", "/v1/databases", m.CreateDatabase(
-                name=c.database, service=c.database_service,
-                description="The Iceberg catalog of the mesh (a Trino catalog); one schema per "
-                            "domain."),
-            f"database {fqn(c.database_service, c.database)}",
-            register=("database", fqn(c.database_service, c.database)))]))
+        phases.append(
+            Phase(
+                "database",
+                [
+                    Call(
+                        "PUT",
+                        "/v1/databases",
+                        m.CreateDatabase(
+                            name=c.database,
+                            service=c.database_service,
+                            description="The Iceberg catalog of the mesh (a Trino catalog); one schema per "
+                            "domain.",
+                        ),
+                        f"database {fqn(c.database_service, c.database)}",
+                        register=("database", fqn(c.database_service, c.database)),
+                    )
+                ],
+            )
+        )
         schemas = sorted({a.schema for a in tables})
-        phases.append(Phase("schemas", [Call(
-            "PUT", "/v1/databaseSchemas", m.CreateDatabaseSchema(
-                name=s, database=fqn(c.database_service, c.database),
-                description=(view.domains[s].description if s in view.domains else None),
-                owner=self.owner(view.domains[s].owner) if s in view.domains else None,
-                domain=s if s in view.domains else None),
-            f"schema {self.schema_fqn(s)}", register=("databaseSchema", self.schema_fqn(s)))
-            for s in schemas]))
+        phases.append(
+            Phase(
+                "schemas",
+                [
+                    Call(
+                        "PUT",
+                        "/v1/databaseSchemas",
+                        m.CreateDatabaseSchema(
+                            name=s,
+                            database=fqn(c.database_service, c.database),
+                            description=(view.domains[s].description if s in view.domains else None),
+                            owner=self.owner(view.domains[s].owner) if s in view.domains else None,
+                            domain=s if s in view.domains else None,
+                        ),
+                        f"schema {self.schema_fqn(s)}",
+                        register=("databaseSchema", self.schema_fqn(s)),
+                    )
+                    for s in schemas
+                ],
+            )
+        )
 
         table_calls = []
         for asset in tables:
             columns, constraints = self.columns(asset)
             product = asset.product
-            table_calls.append(Call("PUT", "/v1/tables", m.CreateTable(
-                name=asset.table_name, databaseSchema=self.schema_fqn(asset.schema),
-                columns=columns, tableType="Iceberg", description=asset.description or None,
-                displayName=product.identifier if product is not None else None,
-                owner=self.owner(product.owner if product is not None else
-                                 view.domains[asset.domain].owner
-                                 if asset.domain in view.domains else None),
-                domain=asset.domain if asset.domain in view.domains else None,
-                dataProducts=[self.data_product_name(product)] if product is not None else None,
-                tableConstraints=constraints,
-                retentionPeriod=_iso_duration(product.retention) if product is not None else None),
-                f"table {self.table_fqn(asset)}", register=("table", self.table_fqn(asset))))
+            table_calls.append(
+                Call(
+                    "PUT",
+                    "/v1/tables",
+                    m.CreateTable(
+                        name=asset.table_name,
+                        databaseSchema=self.schema_fqn(asset.schema),
+                        columns=columns,
+                        tableType="Iceberg",
+                        description=asset.description or None,
+                        displayName=product.identifier if product is not None else None,
+                        owner=self.owner(
+                            product.owner
+                            if product is not None
+                            else view.domains[asset.domain].owner
+                            if asset.domain in view.domains
+                            else None
+                        ),
+                        domain=asset.domain if asset.domain in view.domains else None,
+                        dataProducts=[self.data_product_name(product)] if product is not None else None,
+                        tableConstraints=constraints,
+                        retentionPeriod=_iso_duration(product.retention) if product is not None else None,
+                    ),
+                    f"table {self.table_fqn(asset)}",
+                    register=("table", self.table_fqn(asset)),
+                )
+            )
         pipelines = [self.pipeline(d) for d in primaries]
         phases.append(Phase("tables and pipelines", table_calls + pipelines))
 
-        statuses = [Call("PUT", f"/v1/pipelines/{quote(self.pipeline_fqn(d))}/status",
-                         m.PipelineStatus(timestamp=r.start_ms, executionStatus=r.status,
-                                          taskStatus=[m.TaskStatus(name=t, executionStatus=s,
-                                                                   startTime=r.start_ms,
-                                                                   endTime=end or r.end_ms)
-                                                      for t, s, end in r.tasks]),
-                         f"status of pipeline {self.pipeline_fqn(d)} for run {r.run_id}",
-                         time_series=True)
-                    for d in primaries for r in runs.get(d, ())]
+        statuses = [
+            Call(
+                "PUT",
+                f"/v1/pipelines/{quote(self.pipeline_fqn(d))}/status",
+                m.PipelineStatus(
+                    timestamp=r.start_ms,
+                    executionStatus=r.status,
+                    taskStatus=[
+                        m.TaskStatus(name=t, executionStatus=s, startTime=r.start_ms, endTime=end or r.end_ms)
+                        for t, s, end in r.tasks
+                    ],
+                ),
+                f"status of pipeline {self.pipeline_fqn(d)} for run {r.run_id}",
+                time_series=True,
+            )
+            for d in primaries
+            for r in runs.get(d, ())
+        ]
         lineage = self.lineage()
         suites, definitions, cases = self.quality()
         phases.append(Phase("lineage, statuses, test suites", statuses + lineage + suites + definitions))
@@ -652,34 +894,57 @@ class _Planner:
 
     def pipeline(self, domain: str) -> Call:
         c, view = self.c, self.view
-        assets = sorted((a for a in view.assets.values() if a.materializable and a.domain == domain),
-                        key=lambda a: a.key)
+        assets = sorted(
+            (a for a in view.assets.values() if a.materializable and a.domain == domain), key=lambda a: a.key
+        )
         children: dict[tuple, list[str]] = {}
         for a in assets:
             for p in a.parents:
                 children.setdefault(p, []).append(a.task_name)
-        tasks = [m.Task(
-            name=a.task_name, displayName=a.product.identifier if a.product else ".".join(a.key),
-            description=a.description or None,
-            downstreamTasks=sorted(children.get(a.key, [])) or None,
-            taskType=("dbt model" if a.dbt_unique_id or (a.product and a.product.transform == "dbt")
-                      else "ingestion" if a.product and a.product.source else "asset"),
-            sourceUrl=f"{c.dagster_url}/assets/{a.task_name}" if c.dagster_url else None)
-            for a in assets]
+        tasks = [
+            m.Task(
+                name=a.task_name,
+                displayName=a.product.identifier if a.product else ".".join(a.key),
+                description=a.description or None,
+                downstreamTasks=sorted(children.get(a.key, [])) or None,
+                taskType=(
+                    "dbt model"
+                    if a.dbt_unique_id or (a.product and a.product.transform == "dbt")
+                    else "ingestion"
+                    if a.product and a.product.source
+                    else "asset"
+                ),
+                sourceUrl=f"{c.dagster_url}/assets/{a.task_name}" if c.dagster_url else None,
+            )
+            for a in assets
+        ]
         meta = view.domains[domain]
-        return Call("PUT", "/v1/pipelines", m.CreatePipeline(
-            name=domain, service=c.pipeline_service, displayName=f"{domain} (Dagster code location)",
-            description=meta.description or f"Assets of the {domain} domain.", tasks=tasks,
-            owner=self.owner(meta.owner), domain=domain,
-            sourceUrl=f"{c.dagster_url}/locations/{domain}/asset-groups/{domain}" if c.dagster_url else None),
-            f"pipeline {self.pipeline_fqn(domain)}", register=("pipeline", self.pipeline_fqn(domain)))
+        return Call(
+            "PUT",
+            "/v1/pipelines",
+            m.CreatePipeline(
+                name=domain,
+                service=c.pipeline_service,
+                displayName=f"{domain} (Dagster code location)",
+                description=meta.description or f"Assets of the {domain} domain.",
+                tasks=tasks,
+                owner=self.owner(meta.owner),
+                domain=domain,
+                sourceUrl=f"{c.dagster_url}/locations/{domain}/asset-groups/{domain}"
+                if c.dagster_url
+                else None,
+            ),
+            f"pipeline {self.pipeline_fqn(domain)}",
+            register=("pipeline", self.pipeline_fqn(domain)),
+        )
 
     def lineage(self) -> list[Call]:
 
         view = self.view
         calls = []
-        for asset in sorted((a for a in view.assets.values() if a.materializable and a.parents),
-                            key=lambda a: a.key):
+        for asset in sorted(
+            (a for a in view.assets.values() if a.materializable and a.parents), key=lambda a: a.key
+        ):
             manifest = view.manifests.get(asset.domain, {})
             sql = compiled_sql(manifest, asset.dbt_unique_id) if asset.dbt_unique_id else None
             edges = []
@@ -690,41 +955,65 @@ class _Planner:
                 for p in parents:
                     for namespace, name in relations[p.key]:
                         schema.setdefault(namespace, {})[name] = {
-                            col.name: col.dataTypeDisplay or "varchar" for col in self.columns(p)[0]}
+                            col.name: col.dataTypeDisplay or "varchar" for col in self.columns(p)[0]
+                        }
                 out_columns = [col.name for col in self.columns(asset)[0]]
                 try:
-                    edges = model_column_lineage(sql, dialect=dialect_of(manifest), schema=schema,
-                                                 columns=out_columns or None)
+                    edges = model_column_lineage(
+                        sql, dialect=dialect_of(manifest), schema=schema, columns=out_columns or None
+                    )
                 except ValueError as exc:
                     self.warnings.append(f"{asset.table}: no column lineage ({exc})")
             elif asset.dbt_unique_id:
-                self.warnings.append(f"{asset.table}: no compiled SQL in the dbt artifacts of "
-                                     f"domain {asset.domain}: table-level lineage only")
+                self.warnings.append(
+                    f"{asset.table}: no compiled SQL in the dbt artifacts of "
+                    f"domain {asset.domain}: table-level lineage only"
+                )
             to_fqn = self.table_fqn(asset)
             for parent in parents:
                 from_fqn = self.table_fqn(parent)
                 columns = []
                 for e in edges:
-                    sources = [fqn_add(from_fqn, col) for s, t, col in e.from_columns
-                               if (s, t) in relations[parent.key]]
+                    sources = [
+                        fqn_add(from_fqn, col)
+                        for s, t, col in e.from_columns
+                        if (s, t) in relations[parent.key]
+                    ]
                     if sources:
-                        columns.append(m.ColumnLineage(fromColumns=sources,
-                                                       toColumn=fqn_add(to_fqn, e.to_column),
-                                                       function=e.function))
-                calls.append(Call("PUT", "/v1/lineage", m.AddLineage(edge=m.EntitiesEdge(
-                    fromEntity=m.Ref("table", from_fqn), toEntity=m.Ref("table", to_fqn),
-                    description=f"Dagster asset {asset.task_name} depends on {parent.task_name}.",
-                    lineageDetails=m.LineageDetails(
-                        pipeline=m.Ref("pipeline", self.pipeline_fqn(asset.domain)),
-                        columnsLineage=columns or None, sqlQuery=sql or None,
-                        source="DbtLineage" if asset.dbt_unique_id else "PipelineLineage",
-                        description=f"{parent.table} -> {asset.table} "
-                                    f"({'dbt model' if asset.dbt_unique_id else 'Dagster asset'})"))),
-                    f"lineage {from_fqn} -> {to_fqn}"))
+                        columns.append(
+                            m.ColumnLineage(
+                                fromColumns=sources,
+                                toColumn=fqn_add(to_fqn, e.to_column),
+                                function=e.function,
+                            )
+                        )
+                calls.append(
+                    Call(
+                        "PUT",
+                        "/v1/lineage",
+                        m.AddLineage(
+                            edge=m.EntitiesEdge(
+                                fromEntity=m.Ref("table", from_fqn),
+                                toEntity=m.Ref("table", to_fqn),
+                                description=f"Dagster asset {asset.task_name} depends on {parent.task_name}.",
+                                lineageDetails=m.LineageDetails(
+                                    pipeline=m.Ref("pipeline", self.pipeline_fqn(asset.domain)),
+                                    columnsLineage=columns or None,
+                                    sqlQuery=sql or None,
+                                    source="DbtLineage" if asset.dbt_unique_id else "PipelineLineage",
+                                    description=f"{parent.table} -> {asset.table} "
+                                    f"({'dbt model' if asset.dbt_unique_id else 'Dagster asset'})",
+                                ),
+                            )
+                        ),
+                        f"lineage {from_fqn} -> {to_fqn}",
+                    )
+                )
         return calls
 
     def case_of(self, check: CheckView) -> tuple[str, str | None, list[m.TestCaseParameterValue]]:
         """(test definition, column or None, parameters) of an asset check."""
+
         def p(name, value):
             return m.TestCaseParameterValue(name, value if isinstance(value, str) else json.dumps(value))
 
@@ -739,12 +1028,21 @@ class _Planner:
             bounds = {
                 "expect_column_values_to_be_between": ("columnValuesToBeBetween", "minValue", "maxValue"),
                 "expect_table_row_count_to_be_between": ("tableRowCountToBeBetween", "minValue", "maxValue"),
-                "expect_column_mean_to_be_between": ("columnValueMeanToBeBetween",
-                                                     "minValueForMeanInCol", "maxValueForMeanInCol"),
-                "expect_column_min_to_be_between": ("columnValueMinToBeBetween",
-                                                    "minValueForMinInCol", "maxValueForMinInCol"),
-                "expect_column_max_to_be_between": ("columnValueMaxToBeBetween",
-                                                    "minValueForMaxInCol", "maxValueForMaxInCol"),
+                "expect_column_mean_to_be_between": (
+                    "columnValueMeanToBeBetween",
+                    "minValueForMeanInCol",
+                    "maxValueForMeanInCol",
+                ),
+                "expect_column_min_to_be_between": (
+                    "columnValueMinToBeBetween",
+                    "minValueForMinInCol",
+                    "maxValueForMinInCol",
+                ),
+                "expect_column_max_to_be_between": (
+                    "columnValueMaxToBeBetween",
+                    "minValueForMaxInCol",
+                    "maxValueForMaxInCol",
+                ),
             }
             if e == "expect_column_values_to_not_be_null":
                 return "columnValuesToBeNotNull", col, []
@@ -756,8 +1054,9 @@ class _Planner:
                 return "columnValuesToMatchRegex", col, [p("regex", kw["regex"])]
             if e in bounds:
                 name, lo_name, hi_name = bounds[e]
-                params = ([p(lo_name, low)] if low is not None else []) + \
-                         ([p(hi_name, high)] if high is not None else [])
+                params = ([p(lo_name, low)] if low is not None else []) + (
+                    [p(hi_name, high)] if high is not None else []
+                )
                 return name, col, params
             params = [p("expectation", e), p("kwargs", kw)]
             return (CUSTOM_COLUMN_TEST if col else CUSTOM_TABLE_TEST), col, params
@@ -792,10 +1091,19 @@ class _Planner:
                 continue
             table = self.table_fqn(asset)
             suite = fqn_add(table, "testSuite")
-            suites.append(Call("PUT", "/v1/dataQuality/testSuites/executable", m.CreateTestSuite(
-                name=table, executableEntityReference=table,
-                description=f"Dagster asset checks of {asset.task_name}."),
-                f"test suite of table {table}", register=("testSuite", suite)))
+            suites.append(
+                Call(
+                    "PUT",
+                    "/v1/dataQuality/testSuites/executable",
+                    m.CreateTestSuite(
+                        name=table,
+                        executableEntityReference=table,
+                        description=f"Dagster asset checks of {asset.task_name}.",
+                    ),
+                    f"test suite of table {table}",
+                    register=("testSuite", suite),
+                )
+            )
             for check in asset.checks:
                 definition, column, params = self.case_of(check)
                 if column and not self._has_column(asset, column):
@@ -803,31 +1111,59 @@ class _Planner:
                     if definition != CUSTOM_TABLE_TEST:
                         definition = CUSTOM_TABLE_TEST
                 used.add(definition)
-                link = (f"<#E::table::{table}::columns::{column}>" if column
-                        else f"<#E::table::{table}>")
+                link = f"<#E::table::{table}::columns::{column}>" if column else f"<#E::table::{table}>"
                 planned = fqn_add(table, *([column] if column else []), check.name)
-                kind = ("dbt test" if check.dbt_test is not None else
-                        "contract rule" if check.rule is not None else "asset check")
-                cases.append(Call("PUT", "/v1/dataQuality/testCases", m.CreateTestCase(
-                    name=check.name, displayName=check.name, testDefinition=definition,
-                    entityLink=link, testSuite=m.FqnRef("testSuite", suite),
-                    description=(f"{check.description or check.name} (Dagster asset check, "
-                                 f"{kind}, {'blocking' if check.blocking else 'non-blocking'})"),
-                    parameterValues=params or None),
-                    f"test case {planned}", register=("testCase", planned)))
+                kind = (
+                    "dbt test"
+                    if check.dbt_test is not None
+                    else "contract rule"
+                    if check.rule is not None
+                    else "asset check"
+                )
+                cases.append(
+                    Call(
+                        "PUT",
+                        "/v1/dataQuality/testCases",
+                        m.CreateTestCase(
+                            name=check.name,
+                            displayName=check.name,
+                            testDefinition=definition,
+                            entityLink=link,
+                            testSuite=m.FqnRef("testSuite", suite),
+                            description=(
+                                f"{check.description or check.name} (Dagster asset check, "
+                                f"{kind}, {'blocking' if check.blocking else 'non-blocking'})"
+                            ),
+                            parameterValues=params or None,
+                        ),
+                        f"test case {planned}",
+                        register=("testCase", planned),
+                    )
+                )
         definitions = []
         for name, entity_type in ((CUSTOM_TABLE_TEST, "TABLE"), (CUSTOM_COLUMN_TEST, "COLUMN")):
             if name in used:
-                definitions.append(Call("PUT", "/v1/dataQuality/testDefinitions", m.CreateTestDefinition(
-                    name=name, entityType=entity_type,
-                    displayName=f"Mesh asset check ({entity_type.lower()})",
-                    description="A Dagster asset check of the data mesh with no OpenMetadata "
-                                "equivalent; Dagster evaluates it and reports the result.",
-                    testPlatforms=["GreatExpectations", "DBT", "Other"],
-                    parameterDefinition=[
-                        m.TestCaseParameterDefinition("expectation", description="Expectation or dbt test"),
-                        m.TestCaseParameterDefinition("kwargs", description="Its arguments (JSON)")]),
-                    f"test definition {name}"))
+                definitions.append(
+                    Call(
+                        "PUT",
+                        "/v1/dataQuality/testDefinitions",
+                        m.CreateTestDefinition(
+                            name=name,
+                            entityType=entity_type,
+                            displayName=f"Mesh asset check ({entity_type.lower()})",
+                            description="A Dagster asset check of the data mesh with no OpenMetadata "
+                            "equivalent; Dagster evaluates it and reports the result.",
+                            testPlatforms=["GreatExpectations", "DBT", "Other"],
+                            parameterDefinition=[
+                                m.TestCaseParameterDefinition(
+                                    "expectation", description="Expectation or dbt test"
+                                ),
+                                m.TestCaseParameterDefinition("kwargs", description="Its arguments (JSON)"),
+                            ],
+                        ),
+                        f"test definition {name}",
+                    )
+                )
         return suites, definitions, cases
 
     def results(self, evaluations: Sequence[Evaluation]) -> list[Call]:
@@ -841,36 +1177,64 @@ class _Planner:
             md = ev.metadata
             errored = md.get("status") == "errored"
             status = "Aborted" if errored else "Success" if ev.passed else "Failed"
-            values = [m.TestResultValue(k, json.dumps(md[k]) if not isinstance(md[k], str) else md[k])
-                      for k in ("observed_value", "unexpected_count", "element_count", "severity",
-                                "iceberg/snapshot_id", "error") if md.get(k) is not None]
+            values = [
+                m.TestResultValue(k, json.dumps(md[k]) if not isinstance(md[k], str) else md[k])
+                for k in (
+                    "observed_value",
+                    "unexpected_count",
+                    "element_count",
+                    "severity",
+                    "iceberg/snapshot_id",
+                    "error",
+                )
+                if md.get(k) is not None
+            ]
             total, bad = md.get("element_count"), md.get("unexpected_count")
             counts = {}
             if isinstance(total, int) and isinstance(bad, int) and total >= bad:
-                counts = dict(passedRows=total - bad, failedRows=bad,
-                              passedRowsPercentage=_percent(total - bad, total, empty=100.0),
-                              failedRowsPercentage=_percent(bad, total, empty=0.0))
-            summary = (f"{ev.check}: {'errored' if errored else 'passed' if ev.passed else 'failed'}"
-                       + (f" (observed {md['observed_value']})"
-                          if md.get("observed_value") is not None else "")
-                       + (f" in Dagster run {ev.run_id}" if ev.run_id else ""))
-            calls.append(Call(
-                "PUT", "/v1/dataQuality/testCases/{fqn}/testCaseResult",
-                m.TestCaseResult(timestamp=ev.timestamp_ms, testCaseStatus=status, result=summary,
-                                 testResultValue=values or None, **counts),
-                f"result of test case {planned} at {ev.timestamp_ms}",
-                path_ref=m.FqnRef("testCase", planned), time_series=True))
+                counts = dict(
+                    passedRows=total - bad,
+                    failedRows=bad,
+                    passedRowsPercentage=_percent(total - bad, total, empty=100.0),
+                    failedRowsPercentage=_percent(bad, total, empty=0.0),
+                )
+            summary = (
+                f"{ev.check}: {'errored' if errored else 'passed' if ev.passed else 'failed'}"
+                + (f" (observed {md['observed_value']})" if md.get("observed_value") is not None else "")
+                + (f" in Dagster run {ev.run_id}" if ev.run_id else "")
+            )
+            calls.append(
+                Call(
+                    "PUT",
+                    "/v1/dataQuality/testCases/{fqn}/testCaseResult",
+                    m.TestCaseResult(
+                        timestamp=ev.timestamp_ms,
+                        testCaseStatus=status,
+                        result=summary,
+                        testResultValue=values or None,
+                        **counts,
+                    ),
+                    f"result of test case {planned} at {ev.timestamp_ms}",
+                    path_ref=m.FqnRef("testCase", planned),
+                    time_series=True,
+                )
+            )
         return calls
 
 
-def plan_export(view: MeshView, config: ExportConfig | None = None, *,
-                runs: Mapping[str, list[RunFacts]] | None = None,
-                evaluations: Sequence[Evaluation] = ()) -> Plan:
+def plan_export(
+    view: MeshView,
+    config: ExportConfig | None = None,
+    *,
+    runs: Mapping[str, list[RunFacts]] | None = None,
+    evaluations: Sequence[Evaluation] = (),
+) -> Plan:
     """Ordered phases of calls describing ``view`` (pure: no network, no Dagster)."""
     return _Planner(view, config or ExportConfig.from_env()).plan(runs or {}, evaluations)
 
 
 # --- sending -------------------------------------------------------------------------------------
+
 
 @dataclass
 class ExportReport:
@@ -882,8 +1246,7 @@ class ExportReport:
 
     def summary(self) -> str:
         parts = ", ".join(f"{k} {v}" for k, v in sorted(self.by_endpoint.items()))
-        return (f"{self.calls} call(s): {self.created} created, {self.updated} updated or "
-                f"unchanged ({parts})")
+        return f"{self.calls} call(s): {self.created} created, {self.updated} updated or unchanged ({parts})"
 
 
 class Exporter:
@@ -898,12 +1261,11 @@ class Exporter:
 
     def run(self, plan: Plan, *, time_series_only: bool = False) -> ExportReport:
         report = ExportReport(warnings=list(plan.warnings))
-        with ThreadPoolExecutor(max_workers=self.batch_size,
-                                thread_name_prefix="openmetadata") as pool:
+        with ThreadPoolExecutor(max_workers=self.batch_size, thread_name_prefix="openmetadata") as pool:
             for phase in plan.phases:
                 calls = [c for c in phase.calls if c.time_series or not time_series_only]
                 for start in range(0, len(calls), self.batch_size):
-                    batch = calls[start:start + self.batch_size]
+                    batch = calls[start : start + self.batch_size]
                     futures = [pool.submit(self._send, call) for call in batch]
                     errors = []
                     for call, future in zip(batch, futures):
@@ -933,9 +1295,13 @@ class Exporter:
                 self._remember(call, found)
                 return 200
             if call.payload is None:
-                raise OpenMetadataError(f"{call.entity} does not exist in OpenMetadata: create it "
-                                        "there (the exporter does not create users)",
-                                        status=404, entity=call.entity, field="owner")
+                raise OpenMetadataError(
+                    f"{call.entity} does not exist in OpenMetadata: create it "
+                    "there (the exporter does not create users)",
+                    status=404,
+                    entity=call.entity,
+                    field="owner",
+                )
         body = call.payload.to_json(lambda ref: self._resolve(ref, call)) if call.payload else None
         status, answer = self.client.request(call.method, path, body, entity=call.entity)
         if isinstance(answer, dict):
@@ -959,21 +1325,27 @@ class Exporter:
             return self._fqn(ref)
         key = (ref.type, ref.fqn)
         if key not in self.ids:
-            found = self.client.get_by_name(COLLECTIONS.get(ref.type, ref.type + "s"), ref.fqn,
-                                            entity=call.entity)
+            found = self.client.get_by_name(
+                COLLECTIONS.get(ref.type, ref.type + "s"), ref.fqn, entity=call.entity
+            )
             if (found is None or not found.get("id")) and ref.type == "user":
-                log.warning("openmetadata: %s: owner %s is not a user of OpenMetadata; exported "
-                            "without owner", call.entity, ref.fqn)
+                log.warning(
+                    "openmetadata: %s: owner %s is not a user of OpenMetadata; exported without owner",
+                    call.entity,
+                    ref.fqn,
+                )
                 return None
             if found is None or not found.get("id"):
                 raise OpenMetadataError(
                     f"{call.entity}: refers to {ref.type} {ref.fqn}, which OpenMetadata does "
                     "not know; export its domain first (`mesh openmetadata export`)",
-                    status=404, entity=call.entity, field=ref.type)
+                    status=404,
+                    entity=call.entity,
+                    field=ref.type,
+                )
             with self._lock:
                 self.ids[key] = found["id"]
-        return m.EntityReference(id=self.ids[key], type=ref.type,
-                                 fullyQualifiedName=ref.fqn).to_json()
+        return m.EntityReference(id=self.ids[key], type=ref.type, fullyQualifiedName=ref.fqn).to_json()
 
 
 def _endpoint(call: Call) -> str:
@@ -985,12 +1357,17 @@ def _endpoint(call: Call) -> str:
 
 # --- entry points --------------------------------------------------------------------------------
 
-def export_mesh(client: OpenMetadataClient, graphs: Mapping[str, Any], *,
-                config: ExportConfig | None = None, instance=None,
-                batch_size: int = 8) -> ExportReport:
+
+def export_mesh(
+    client: OpenMetadataClient,
+    graphs: Mapping[str, Any],
+    *,
+    config: ExportConfig | None = None,
+    instance=None,
+    batch_size: int = 8,
+) -> ExportReport:
     """Full, idempotent export of the domains of ``graphs`` (asset graphs by domain) with the
     latest pipeline status and check result of each from the Dagster instance."""
-
 
     settings = load_settings()
     view = collect(graphs, settings=settings)

@@ -29,9 +29,13 @@ class ColumnEdge:
     function: str | None = None
 
 
-def model_column_lineage(sql: str, *, dialect: str | None,
-                         schema: Mapping[str, Mapping[str, Mapping[str, str]]],
-                         columns: list[str] | None = None) -> list[ColumnEdge]:
+def model_column_lineage(
+    sql: str,
+    *,
+    dialect: str | None,
+    schema: Mapping[str, Mapping[str, Mapping[str, str]]],
+    columns: list[str] | None = None,
+) -> list[ColumnEdge]:
     """Column lineage of one compiled ``select``.
 
     ``schema``: ``{schema: {table: {column: type}}}`` of the tables it reads (lets sqlglot

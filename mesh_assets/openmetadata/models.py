@@ -71,6 +71,7 @@ class Payload:
 
 # --- shared types ------------------------------------------------------------------------------
 
+
 @dataclass
 class EntityReference(Payload):
     SCHEMA: ClassVar[str] = "type/entityReference.json"
@@ -90,6 +91,7 @@ class TagLabel(Payload):
 
 
 # --- classification, teams, domains --------------------------------------------------------------
+
 
 @dataclass
 class CreateClassification(Payload):
@@ -138,6 +140,7 @@ class CreateDataProduct(Payload):
 
 
 # --- database side -------------------------------------------------------------------------------
+
 
 @dataclass
 class CreateDatabaseService(Payload):
@@ -207,6 +210,7 @@ class CreateTable(Payload):
 
 # --- pipeline side -------------------------------------------------------------------------------
 
+
 @dataclass
 class CreatePipelineService(Payload):
     SCHEMA: ClassVar[str] = "api/services/createPipelineService.json"
@@ -261,6 +265,7 @@ class PipelineStatus(Payload):
 
 # --- lineage -------------------------------------------------------------------------------------
 
+
 @dataclass
 class ColumnLineage(Payload):
     SCHEMA: ClassVar[str] = "type/entityLineage.json#/definitions/columnLineage"
@@ -295,6 +300,7 @@ class AddLineage(Payload):
 
 
 # --- data quality --------------------------------------------------------------------------------
+
 
 @dataclass
 class CreateTestSuite(Payload):
@@ -364,8 +370,21 @@ class TestCaseResult(Payload):
 
 
 PAYLOAD_TYPES: tuple[type[Payload], ...] = (
-    CreateClassification, CreateTag, CreateTeam, CreateDomain, CreateDataProduct,
-    CreateDatabaseService, CreateDatabase, CreateDatabaseSchema, CreateTable,
-    CreatePipelineService, CreatePipeline, PipelineStatus, AddLineage, CreateTestSuite,
-    CreateTestDefinition, CreateTestCase, TestCaseResult,
+    CreateClassification,
+    CreateTag,
+    CreateTeam,
+    CreateDomain,
+    CreateDataProduct,
+    CreateDatabaseService,
+    CreateDatabase,
+    CreateDatabaseSchema,
+    CreateTable,
+    CreatePipelineService,
+    CreatePipeline,
+    PipelineStatus,
+    AddLineage,
+    CreateTestSuite,
+    CreateTestDefinition,
+    CreateTestCase,
+    TestCaseResult,
 )

@@ -33,11 +33,14 @@ HISTORY = 20  # check evaluations looked at per check and tick
 
 def openmetadata_sensor(domain: str) -> dg.SensorDefinition:
     @dg.sensor(
-        name=f"{domain}_openmetadata", minimum_interval_seconds=60,
-        default_status=(dg.DefaultSensorStatus.RUNNING if openmetadata_host()
-                        else dg.DefaultSensorStatus.STOPPED),
+        name=f"{domain}_openmetadata",
+        minimum_interval_seconds=60,
+        default_status=(
+            dg.DefaultSensorStatus.RUNNING if openmetadata_host() else dg.DefaultSensorStatus.STOPPED
+        ),
         description=f"Exports the {domain} domain's metadata, lineage, run status and check "
-                    f"results to OpenMetadata (needs {HOST_ENV}).")
+        f"results to OpenMetadata (needs {HOST_ENV}).",
+    )
     def _sensor(context: dg.SensorEvaluationContext):
         if not openmetadata_host():
             return dg.SkipReason(f"{HOST_ENV} is not set: nothing to export")
@@ -60,8 +63,8 @@ def export_new_events(context: dg.SensorEvaluationContext, domain: str):
     run_ids: set[str] = set(pending)
     for key in keys:
         result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=seen_m.get(key.to_user_string())),
-            limit=1)
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=seen_m.get(key.to_user_string())), limit=1
+        )
         if result.records:
             record = result.records[0]
             new_m[key.to_user_string()] = record.storage_id
@@ -73,7 +76,8 @@ def export_new_events(context: dg.SensorEvaluationContext, domain: str):
         name = check_key.to_user_string()
         last = seen_c.get(name)
         history = instance.event_log_storage.get_asset_check_execution_history(
-            check_key, limit=HISTORY if last is not None else 1)
+            check_key, limit=HISTORY if last is not None else 1
+        )
         for record in history:
             if last is not None and record.id <= last:
                 continue
@@ -97,7 +101,15 @@ def export_new_events(context: dg.SensorEvaluationContext, domain: str):
         context.log.warning(f"openmetadata: {warning}")
     context.log.info(f"openmetadata: domain {domain}: {report.summary()}")
     still_running = sorted({r.run_id for rs in runs.values() for r in rs if r.status == "Pending"})
-    context.update_cursor(json.dumps({
-        "materializations": {**seen_m, **new_m}, "checks": {**seen_c, **new_c},
-        "pending_runs": still_running, "digest": digest}, sort_keys=True))
+    context.update_cursor(
+        json.dumps(
+            {
+                "materializations": {**seen_m, **new_m},
+                "checks": {**seen_c, **new_c},
+                "pending_runs": still_running,
+                "digest": digest,
+            },
+            sort_keys=True,
+        )
+    )
     return dg.SkipReason(f"exported to OpenMetadata: {report.summary()}")

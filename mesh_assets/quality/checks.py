@@ -7,7 +7,6 @@ is tagged ``checked-<run>`` / ``last-checked`` and the branch is published to ma
 checks, ``warn`` rules report with severity WARN. Each run writes an HTML report.
 """
 
-
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -21,7 +20,6 @@ from mesh_assets.quality.run import evaluate, evaluate_on_trino, register_refere
 from mesh_assets.settings import load_settings
 
 if TYPE_CHECKING:
-
     from mesh_assets.contract.model import DataProduct
 
 
@@ -32,15 +30,21 @@ def tag_max_age_ms(product: "DataProduct") -> int:
 
 # --- Dagster asset checks ----------------------------------------------------------------------
 
+
 def check_specs(product: "DataProduct") -> list:
 
     key = dg.AssetKey(product.asset_key_path)
     return [
         dg.AssetCheckSpec(
-            name=rule.name, asset=key, blocking=rule.severity == "error",
+            name=rule.name,
+            asset=key,
+            blocking=rule.severity == "error",
             description=rule.description or f"{rule.expectation} {rule.kwargs}",
-            metadata={"expectation": rule.expectation, "severity": rule.severity,
-                      "engine": "sql" if is_pushdown(rule) else "great_expectations"},
+            metadata={
+                "expectation": rule.expectation,
+                "severity": rule.severity,
+                "engine": "sql" if is_pushdown(rule) else "great_expectations",
+            },
         )
         for rule in product.rules
     ]
@@ -55,13 +59,11 @@ def contract_checks(product: "DataProduct"):
     check's metadata (``quality/report``).
     """
 
-
     if not product.rules:
         return None
     key = dg.AssetKey(product.asset_key_path)
 
-    @dg.multi_asset_check(specs=check_specs(product), name=f"check_{product.name}",
-                          can_subset=True)
+    @dg.multi_asset_check(specs=check_specs(product), name=f"check_{product.name}", can_subset=True)
     def _checks(context: dg.AssetCheckExecutionContext, catalog: IcebergCatalog):
         selected = {k.name for k in context.selected_asset_check_keys}
         rules = [r for r in product.rules if r.name in selected]
@@ -79,30 +81,38 @@ def contract_checks(product: "DataProduct"):
             try:
                 relation = engine.register_table(con, table, "product", snapshot_id=snapshot_id)
                 lookups, ref_snapshots = register_references(con, catalog, product, rules)
-                results = evaluate(con, relation, rules, lookups=lookups,
-                                   columns=[c.name for c in product.columns])
+                results = evaluate(
+                    con, relation, rules, lookups=lookups, columns=[c.name for c in product.columns]
+                )
             finally:
                 con.close()
         all_blocking_passed = all(r.passed for r in results if r.rule.severity == "error")
         published = False
         if snapshot_id is not None and all_blocking_passed and len(rules) == len(product.rules):
-            tag = tag_checked(table, snapshot_id, context.run.run_id,
-                              max_age_ms=tag_max_age_ms(product))
+            tag = tag_checked(table, snapshot_id, context.run.run_id, max_age_ms=tag_max_age_ms(product))
             if branch is not None:
                 publish(table.refresh(), branch)
                 published = True
-            context.log.info(f"{product.identifier}: snapshot {snapshot_id} passed every "
-                             f"blocking check; tagged {tag}"
-                             + ("; published to main" if published else ""))
+            context.log.info(
+                f"{product.identifier}: snapshot {snapshot_id} passed every "
+                f"blocking check; tagged {tag}" + ("; published to main" if published else "")
+            )
         elif branch is not None:
-            context.log.warning(f"{product.identifier}: snapshot {snapshot_id} stays on branch "
-                                f"{branch}, unpublished: main is unchanged")
+            context.log.warning(
+                f"{product.identifier}: snapshot {snapshot_id} stays on branch "
+                f"{branch}, unpublished: main is unchanged"
+            )
         report = None
         try:
-
-            report = write_report(product, results, run_id=context.run.run_id,
-                                  snapshot_id=snapshot_id, branch=branch, published=published,
-                                  references=ref_snapshots)
+            report = write_report(
+                product,
+                results,
+                run_id=context.run.run_id,
+                snapshot_id=snapshot_id,
+                branch=branch,
+                published=published,
+                references=ref_snapshots,
+            )
         except OSError as exc:  # a report is a convenience; the verdicts stand without it
             context.log.warning(f"{product.identifier}: validation report not written: {exc}")
         for result in results:
@@ -120,9 +130,14 @@ def contract_checks(product: "DataProduct"):
                 metadata["wap/branch"] = branch
                 metadata["wap/published"] = published
             yield dg.AssetCheckResult(
-                asset_key=key, check_name=result.rule.name, passed=result.passed,
-                severity=(dg.AssetCheckSeverity.ERROR if result.rule.severity == "error"
-                          else dg.AssetCheckSeverity.WARN),
+                asset_key=key,
+                check_name=result.rule.name,
+                passed=result.passed,
+                severity=(
+                    dg.AssetCheckSeverity.ERROR
+                    if result.rule.severity == "error"
+                    else dg.AssetCheckSeverity.WARN
+                ),
                 metadata=metadata,
             )
 

@@ -36,19 +36,32 @@ SHAPES_MAX = 4  # at most this many distinct string shapes become one alternatio
 ROW_BAND = (0.5, 2.0)  # proposed row count band around the observed count
 
 _TYPES = {  # DuckDB / Trino type -> (logicalType, physicalType) of the contracts
-    "BIGINT": ("integer", "bigint"), "INTEGER": ("integer", "int"), "INT": ("integer", "int"),
-    "SMALLINT": ("integer", "int"), "TINYINT": ("integer", "int"), "HUGEINT": ("integer", "bigint"),
-    "DOUBLE": ("number", "double"), "FLOAT": ("number", "float"), "REAL": ("number", "float"),
-    "VARCHAR": ("string", "string"), "BOOLEAN": ("boolean", "boolean"), "DATE": ("date", "date"),
+    "BIGINT": ("integer", "bigint"),
+    "INTEGER": ("integer", "int"),
+    "INT": ("integer", "int"),
+    "SMALLINT": ("integer", "int"),
+    "TINYINT": ("integer", "int"),
+    "HUGEINT": ("integer", "bigint"),
+    "DOUBLE": ("number", "double"),
+    "FLOAT": ("number", "float"),
+    "REAL": ("number", "float"),
+    "VARCHAR": ("string", "string"),
+    "BOOLEAN": ("boolean", "boolean"),
+    "DATE": ("date", "date"),
     "TIMESTAMP": ("timestamp", "timestamp"),
     "TIMESTAMP WITH TIME ZONE": ("timestamp", "timestamptz"),
     "TIMESTAMP(6)": ("timestamp", "timestamp"),
-    "TIMESTAMP(6) WITH TIME ZONE": ("timestamp", "timestamptz"), "TIME": ("time", "time"),
+    "TIMESTAMP(6) WITH TIME ZONE": ("timestamp", "timestamptz"),
+    "TIME": ("time", "time"),
 }
 _NUMERIC = ("integer", "number")
 _PARSES = (("bigint", "BIGINT"), ("double", "DOUBLE"), ("date", "DATE"), ("timestamp", "TIMESTAMP"))
-_CLASSES = (("upper", "[A-Z]", "A-Z"), ("lower", "[a-z]", "a-z"), ("digit", "[0-9]", "0-9"),
-            ("other", "[^A-Za-z0-9]", None))
+_CLASSES = (
+    ("upper", "[A-Z]", "A-Z"),
+    ("lower", "[a-z]", "a-z"),
+    ("digit", "[0-9]", "0-9"),
+    ("other", "[^A-Za-z0-9]", None),
+)
 
 
 @dataclass
@@ -89,8 +102,13 @@ def column_types(con, relation: str) -> list[tuple[str, str]]:
     return [(row[0], row[1]) for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
 
 
-def stats_query(relation: str, columns: Sequence[tuple[str, str]], *,
-                dialect: str | Dialect = "duckdb", sample_percent: float | None = None) -> str:
+def stats_query(
+    relation: str,
+    columns: Sequence[tuple[str, str]],
+    *,
+    dialect: str | Dialect = "duckdb",
+    sample_percent: float | None = None,
+) -> str:
     """One aggregate over ``relation`` with every column's statistics."""
     d = get_dialect(dialect)
     source = d.sample(relation, sample_percent) if sample_percent else relation
@@ -103,8 +121,7 @@ def stats_query(relation: str, columns: Sequence[tuple[str, str]], *,
         if logical == "boolean":
             selects += ["NULL", "NULL", "NULL"]
         else:
-            selects += [f"min({c})", f"max({c})",
-                        f"avg({c})" if logical in _NUMERIC else "NULL"]
+            selects += [f"min({c})", f"max({c})", f"avg({c})" if logical in _NUMERIC else "NULL"]
         if logical == "string":
             selects += [f"min(length({c}))", f"max(length({c}))"]
             selects += [d.count_if(d.regex(c, _literal(rx))) for _, rx, _ in _CLASSES]
@@ -123,9 +140,14 @@ def _shape_expr(d: Dialect, col: str) -> str:
     return expr
 
 
-def profile_relation(con, relation: str, columns: Sequence[tuple[str, str]] | None = None, *,
-                     dialect: str | Dialect = "duckdb", sample_percent: float | None = None
-                     ) -> tuple[int, list[ColumnProfile]]:
+def profile_relation(
+    con,
+    relation: str,
+    columns: Sequence[tuple[str, str]] | None = None,
+    *,
+    dialect: str | Dialect = "duckdb",
+    sample_percent: float | None = None,
+) -> tuple[int, list[ColumnProfile]]:
     """(row count, column profiles) of ``relation`` through a DuckDB or DB-API connection."""
 
     d = get_dialect(dialect)
@@ -136,8 +158,7 @@ def profile_relation(con, relation: str, columns: Sequence[tuple[str, str]] | No
     profiles = []
     for name, sql_type in columns:
         logical, physical = _type(sql_type)
-        p = ColumnProfile(name=name, sql_type=sql_type, logical=logical, physical=physical,
-                          rows=rows)
+        p = ColumnProfile(name=name, sql_type=sql_type, logical=logical, physical=physical, rows=rows)
         p.nonnull, p.distinct = int(row[i] or 0), int(row[i + 1] or 0)
         p.min, p.max, p.mean = row[i + 2], row[i + 3], row[i + 4]
         i += 5
@@ -145,21 +166,34 @@ def profile_relation(con, relation: str, columns: Sequence[tuple[str, str]] | No
             p.min_len, p.max_len = row[i], row[i + 1]
             p.classes = {k: int(row[i + 2 + j] or 0) for j, (k, _, _) in enumerate(_CLASSES)}
             i += 2 + len(_CLASSES)
-            p.parses_as = [t for j, (t, _) in enumerate(_PARSES)
-                           if p.nonnull and int(row[i + j] or 0) == p.nonnull]
+            p.parses_as = [
+                t for j, (t, _) in enumerate(_PARSES) if p.nonnull and int(row[i + j] or 0) == p.nonnull
+            ]
             i += len(_PARSES)
         profiles.append(p)
     source = d.sample(relation, sample_percent) if sample_percent else relation
     for p in profiles:
         c = d.quote(p.name)
         if p.nonnull and p.distinct <= VALUE_SET_MAX and p.logical in ("string", "integer"):
-            found = _fetch(con, d, f"SELECT DISTINCT {c} FROM {source} WHERE {c} IS NOT NULL "
-                                   f"ORDER BY 1 {d.limit(VALUE_SET_MAX + 1)}", [], many=True)
+            found = _fetch(
+                con,
+                d,
+                f"SELECT DISTINCT {c} FROM {source} WHERE {c} IS NOT NULL "
+                f"ORDER BY 1 {d.limit(VALUE_SET_MAX + 1)}",
+                [],
+                many=True,
+            )
             p.values = [r[0] for r in found]
         if p.is_text and p.nonnull and p.max_len is not None and p.max_len <= 64:
-            found = _fetch(con, d, f"SELECT {_shape_expr(d, c)} AS shape, count(*) AS n FROM "
-                                   f"{source} WHERE {c} IS NOT NULL GROUP BY 1 ORDER BY 2 DESC "
-                                   f"{d.limit(SHAPES_MAX + 1)}", [], many=True)
+            found = _fetch(
+                con,
+                d,
+                f"SELECT {_shape_expr(d, c)} AS shape, count(*) AS n FROM "
+                f"{source} WHERE {c} IS NOT NULL GROUP BY 1 ORDER BY 2 DESC "
+                f"{d.limit(SHAPES_MAX + 1)}",
+                [],
+                many=True,
+            )
             p.shapes = [r[0] for r in found] if len(found) <= SHAPES_MAX else None
     return rows, profiles
 
@@ -181,7 +215,11 @@ def propose_regex(p: ColumnProfile) -> str | None:
     """A regex every value matches, for strings that look formatted (codes, identifiers)."""
     if not p.is_text or not p.nonnull or p.min_len is None or p.max_len is None or p.max_len > 64:
         return None
-    if p.values is not None and len(p.values) <= VALUE_SET_MAX and p.distinct * VALUE_SET_MIN_REPEAT <= p.nonnull:
+    if (
+        p.values is not None
+        and len(p.values) <= VALUE_SET_MAX
+        and p.distinct * VALUE_SET_MIN_REPEAT <= p.nonnull
+    ):
         return None  # a value set says more
     if not p.classes.get("other") and p.min_len > 0:
         chars = "".join(c for k, _, c in _CLASSES if c and p.classes.get(k))
@@ -194,8 +232,12 @@ def propose_regex(p: ColumnProfile) -> str | None:
 
 
 def _gx(expectation: str, kwargs: dict, description: str) -> dict:
-    return {"type": "custom", "engine": "great-expectations", "description": description,
-            "implementation": {"type": expectation, "kwargs": kwargs}}
+    return {
+        "type": "custom",
+        "engine": "great-expectations",
+        "description": description,
+        "implementation": {"type": expectation, "kwargs": kwargs},
+    }
 
 
 def _value(v: Any) -> Any:
@@ -208,8 +250,7 @@ def _value(v: Any) -> Any:
     return v
 
 
-def propose(rows: int, profiles: Sequence[ColumnProfile], *, table_name: str,
-            sampled: bool = False) -> dict:
+def propose(rows: int, profiles: Sequence[ColumnProfile], *, table_name: str, sampled: bool = False) -> dict:
     """The ODCS ``schema`` snippet (one table) with the proposed rules."""
     props = []
     for p in profiles:
@@ -219,33 +260,63 @@ def propose(rows: int, profiles: Sequence[ColumnProfile], *, table_name: str,
             prop["required"] = True
         elif rows and p.nonnull and p.nonnull / rows >= 0.95:
             mostly = math.floor(p.nonnull / rows * 100) / 100
-            quality.append(_gx("expect_column_values_to_not_be_null", {"mostly": mostly},
-                               f"observed {rows - p.nonnull:,} null(s) in {rows:,} rows"))
+            quality.append(
+                _gx(
+                    "expect_column_values_to_not_be_null",
+                    {"mostly": mostly},
+                    f"observed {rows - p.nonnull:,} null(s) in {rows:,} rows",
+                )
+            )
         if not sampled and p.nonnull > 1 and p.distinct == p.nonnull and p.logical != "boolean":
             prop["unique"] = True
-        small = (p.values is not None and len(p.values) <= VALUE_SET_MAX
-                 and p.distinct * VALUE_SET_MIN_REPEAT <= p.nonnull)
+        small = (
+            p.values is not None
+            and len(p.values) <= VALUE_SET_MAX
+            and p.distinct * VALUE_SET_MIN_REPEAT <= p.nonnull
+        )
         if small:
-            quality.append({"type": "library", "metric": "invalidValues",
-                            "arguments": {"validValues": [_value(v) for v in p.values]},
-                            "mustBe": 0,
-                            "description": f"observed {len(p.values)} distinct value(s)"})
+            quality.append(
+                {
+                    "type": "library",
+                    "metric": "invalidValues",
+                    "arguments": {"validValues": [_value(v) for v in p.values]},
+                    "mustBe": 0,
+                    "description": f"observed {len(p.values)} distinct value(s)",
+                }
+            )
         elif p.logical in _NUMERIC + ("date", "timestamp") and p.min is not None:
-            quality.append(_gx("expect_column_values_to_be_between",
-                               {"min_value": _value(p.min), "max_value": _value(p.max)},
-                               "observed range" + (f", mean {float(p.mean):.4g}" if p.mean is not None else "")))
+            quality.append(
+                _gx(
+                    "expect_column_values_to_be_between",
+                    {"min_value": _value(p.min), "max_value": _value(p.max)},
+                    "observed range" + (f", mean {float(p.mean):.4g}" if p.mean is not None else ""),
+                )
+            )
         if (regex := propose_regex(p)) is not None:
-            quality.append(_gx("expect_column_values_to_match_regex", {"regex": regex},
-                               f"every value matches; lengths {p.min_len}-{p.max_len}"))
+            quality.append(
+                _gx(
+                    "expect_column_values_to_match_regex",
+                    {"regex": regex},
+                    f"every value matches; lengths {p.min_len}-{p.max_len}",
+                )
+            )
         if quality:
             prop["quality"] = quality
         props.append(prop)
     lo, hi = math.floor(rows * ROW_BAND[0]), math.ceil(rows * ROW_BAND[1])
-    table = {"name": table_name,
-             "quality": [{"type": "library", "metric": "rowCount", "mustBeBetween": [lo, hi],
-                          "severity": "warn",
-                          "description": f"observed {rows:,} rows; band {ROW_BAND[0]}x-{ROW_BAND[1]}x"}],
-             "properties": props}
+    table = {
+        "name": table_name,
+        "quality": [
+            {
+                "type": "library",
+                "metric": "rowCount",
+                "mustBeBetween": [lo, hi],
+                "severity": "warn",
+                "description": f"observed {rows:,} rows; band {ROW_BAND[0]}x-{ROW_BAND[1]}x",
+            }
+        ],
+        "properties": props,
+    }
     return {"schema": [table]}
 
 
@@ -270,26 +341,31 @@ def type_notes(profiles: Sequence[ColumnProfile], product=None) -> list[str]:
     notes = []
     for p in profiles:
         if p.is_text and p.parses_as:
-            notes.append(f"{p.name}: every value parses as {p.parses_as[0]} "
-                         f"(stored as {p.physical})")
+            notes.append(f"{p.name}: every value parses as {p.parses_as[0]} (stored as {p.physical})")
         if product is not None:
             try:
                 declared = str(product.column(p.name).type)
             except KeyError:
                 notes.append(f"{p.name}: in the table but not in the contract")
                 continue
-            observed = {"string": "string", "int": "int", "bigint": "long", "double": "double",
-                        "float": "float", "date": "date", "timestamp": "timestamp",
-                        "timestamptz": "timestamptz", "boolean": "boolean"}.get(p.physical, p.physical)
+            observed = {
+                "string": "string",
+                "int": "int",
+                "bigint": "long",
+                "double": "double",
+                "float": "float",
+                "date": "date",
+                "timestamp": "timestamp",
+                "timestamptz": "timestamptz",
+                "boolean": "boolean",
+            }.get(p.physical, p.physical)
             if declared != observed and not declared.startswith("decimal"):
                 notes.append(f"{p.name}: contract type {declared}, table type {p.sql_type}")
     return notes
 
 
-def profile_product(identifier: str, *, as_of: str | None = None,
-                    sample_percent: float | None = None) -> str:
+def profile_product(identifier: str, *, as_of: str | None = None, sample_percent: float | None = None) -> str:
     """The proposal for ``domain.product`` (its Iceberg table, current snapshot or ``as_of``)."""
-
 
     domain, name = identifier.split(".", 1)
     path = contract_path(domain, name)
@@ -306,10 +382,11 @@ def profile_product(identifier: str, *, as_of: str | None = None,
         con.close()
     snippet = propose(rows, profiles, table_name=name, sampled=bool(sample_percent))
     where = path.relative_to(PROJECT_DIR) if product else f"domains/{domain}/products/{name}.yaml"
-    header = [f"mesh profile {identifier}: rules proposed from snapshot {snapshot_id} of "
-              f"{table_id} ({rows:,} rows{f', {sample_percent}% sample' if sample_percent else ''}),",
-              f"computed {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} in SQL "
-              "(DuckDB over Iceberg).",
-              f"Review, then merge what holds by intent into {where} (ODCS v3 quality format)."]
+    header = [
+        f"mesh profile {identifier}: rules proposed from snapshot {snapshot_id} of "
+        f"{table_id} ({rows:,} rows{f', {sample_percent}% sample' if sample_percent else ''}),",
+        f"computed {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} in SQL (DuckDB over Iceberg).",
+        f"Review, then merge what holds by intent into {where} (ODCS v3 quality format).",
+    ]
     header += [f"note: {n}" for n in type_notes(profiles, product)]
     return render(snippet, header=header)

@@ -35,7 +35,6 @@ th{background:#f2f4f8}code{font-size:.85rem;white-space:pre-wrap}
 
 def report_dir(product: DataProduct, home: Path | None = None) -> Path:
     if home is None:
-
         home = load_settings().home
     return Path(home) / "quality" / "reports" / product.domain / product.name
 
@@ -48,9 +47,17 @@ def _cell(value) -> str:
     return html.escape(str(value))
 
 
-def render(product: DataProduct, results: Sequence[RuleResult], *, run_id: str,
-           snapshot_id: int | None, branch: str | None = None, published: bool = False,
-           references: dict[str, int] | None = None, generated: dt.datetime | None = None) -> str:
+def render(
+    product: DataProduct,
+    results: Sequence[RuleResult],
+    *,
+    run_id: str,
+    snapshot_id: int | None,
+    branch: str | None = None,
+    published: bool = False,
+    references: dict[str, int] | None = None,
+    generated: dt.datetime | None = None,
+) -> str:
     generated = generated or dt.datetime.now(dt.UTC)
     counts = {s: sum(1 for r in results if r.status == s) for s in ("passed", "failed", "errored")}
     blocking_ok = all(r.passed for r in results if r.rule.severity == "error")
@@ -74,9 +81,11 @@ def render(product: DataProduct, results: Sequence[RuleResult], *, run_id: str,
             f"<td>{_cell(md.get('unexpected_sample'))}</td>"
             f"<td><code>{_cell(r.error)}</code>"
             + "".join(f"<br>{_cell(k)}: {_cell(v)}" for k, v in r.details.items())
-            + "</td></tr>")
-    refs = "".join(f"<li>{_cell(k)} at snapshot {_cell(v)}</li>"
-                   for k, v in sorted((references or {}).items()))
+            + "</td></tr>"
+        )
+    refs = "".join(
+        f"<li>{_cell(k)} at snapshot {_cell(v)}</li>" for k, v in sorted((references or {}).items())
+    )
     where = f"snapshot {snapshot_id}" + (f" on audit branch {branch}" if branch else " (main)")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -85,14 +94,14 @@ def render(product: DataProduct, results: Sequence[RuleResult], *, run_id: str,
 <h1>Data quality: {_cell(product.identifier)}</h1>
 <p>Run <code>{_cell(run_id)}</code> read Iceberg table
 <code>{_cell(product.table_identifier)}</code>, {_cell(where)};
-{'published to main' if published else 'not published by this run'}.
-Generated {_cell(generated.isoformat(timespec='seconds'))}. Contract
+{"published to main" if published else "not published by this run"}.
+Generated {_cell(generated.isoformat(timespec="seconds"))}. Contract
 <code>{_cell(product.path.name)}</code> (version {_cell(product.version)}), owner
 {_cell(product.owner)}.</p>
-<p class="summary"><span class="{'passed' if blocking_ok else 'failed'}">{verdict}</span>
-<span class="passed">{counts['passed']} passed</span><span class="failed">{counts['failed']}
-failed</span><span class="errored">{counts['errored']} errored</span></p>
-{f'<p>Referenced products:</p><ul>{refs}</ul>' if refs else ''}
+<p class="summary"><span class="{"passed" if blocking_ok else "failed"}">{verdict}</span>
+<span class="passed">{counts["passed"]} passed</span><span class="failed">{counts["failed"]}
+failed</span><span class="errored">{counts["errored"]} errored</span></p>
+{f"<p>Referenced products:</p><ul>{refs}</ul>" if refs else ""}
 <table><thead><tr><th>rule</th><th>status</th><th>severity</th><th>expectation</th><th>engine</th>
 <th>observed</th><th>rows</th><th>unexpected</th><th>sample</th><th>error / details</th></tr></thead>
 <tbody>
@@ -102,14 +111,31 @@ failed</span><span class="errored">{counts['errored']} errored</span></p>
 """
 
 
-def write_report(product: DataProduct, results: Sequence[RuleResult], *, run_id: str,
-                 snapshot_id: int | None, branch: str | None = None, published: bool = False,
-                 references: dict[str, int] | None = None, home: Path | None = None) -> Path:
+def write_report(
+    product: DataProduct,
+    results: Sequence[RuleResult],
+    *,
+    run_id: str,
+    snapshot_id: int | None,
+    branch: str | None = None,
+    published: bool = False,
+    references: dict[str, int] | None = None,
+    home: Path | None = None,
+) -> Path:
     """Write the run's report; returns its path."""
     target = report_dir(product, home) / f"{run_id}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".html.part")
-    tmp.write_text(render(product, results, run_id=run_id, snapshot_id=snapshot_id,
-                          branch=branch, published=published, references=references))
+    tmp.write_text(
+        render(
+            product,
+            results,
+            run_id=run_id,
+            snapshot_id=snapshot_id,
+            branch=branch,
+            published=published,
+            references=references,
+        )
+    )
     tmp.replace(target)
     return target

@@ -19,6 +19,7 @@ SAMPLE_SIZE = 5
 
 # --- results -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class RuleResult:
     rule: QualityRule

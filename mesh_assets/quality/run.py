@@ -1,7 +1,6 @@
 """Running a product's rules: pushdown SQL for what the compiler supports, Great Expectations
 for the rest, never skipped. The only place that chooses between the two engines."""
 
-
 from __future__ import annotations
 
 import datetime as dt
@@ -26,9 +25,16 @@ if TYPE_CHECKING:
     from mesh_assets.contract.model import DataProduct
 
 
-def run_suite(connection, relation: str, rules: Sequence[QualityRule], *,
-              dialect: str | Dialect = "duckdb", lookups: dict[str, str] | None = None,
-              now: dt.datetime | None = None, columns: Sequence[str] | None = None) -> list[RuleResult]:
+def run_suite(
+    connection,
+    relation: str,
+    rules: Sequence[QualityRule],
+    *,
+    dialect: str | Dialect = "duckdb",
+    lookups: dict[str, str] | None = None,
+    now: dt.datetime | None = None,
+    columns: Sequence[str] | None = None,
+) -> list[RuleResult]:
     """Every rule of a product on ``relation`` through ``connection`` (DuckDB, or any DB-API
     connection with ``dialect="trino"``), in the order given.
 
@@ -41,14 +47,15 @@ def run_suite(connection, relation: str, rules: Sequence[QualityRule], *,
     fallback = [i for i, r in enumerate(rules) if not is_pushdown(r)]
     out: list[RuleResult | None] = [None] * len(rules)
     if pushdown:
-        results = run_pushdown(connection, relation, [rules[i] for i in pushdown],
-                               dialect=dialect, lookups=lookups, now=now)
+        results = run_pushdown(
+            connection, relation, [rules[i] for i in pushdown], dialect=dialect, lookups=lookups, now=now
+        )
         for i, result in zip(pushdown, results):
             out[i] = result
     if fallback:
-
-        results = validate_relation(connection, relation, [rules[i] for i in fallback],
-                                    dialect=dialect, columns=columns)
+        results = validate_relation(
+            connection, relation, [rules[i] for i in fallback], dialect=dialect, columns=columns
+        )
         for i, result in zip(fallback, results):
             out[i] = result
     return list(out)  # type: ignore[arg-type]
@@ -56,24 +63,28 @@ def run_suite(connection, relation: str, rules: Sequence[QualityRule], *,
 
 # --- evaluation (the SQL compiler lives in mesh_assets.quality.sql) ----------------------------
 
-def evaluate(con: duckdb.DuckDBPyConnection, relation: str,
-             rules: tuple[QualityRule, ...] | list[QualityRule], *,
-             lookups: dict[str, str] | None = None, now: dt.datetime | None = None,
-             columns: list[str] | None = None) -> list[RuleResult]:
+
+def evaluate(
+    con: duckdb.DuckDBPyConnection,
+    relation: str,
+    rules: tuple[QualityRule, ...] | list[QualityRule],
+    *,
+    lookups: dict[str, str] | None = None,
+    now: dt.datetime | None = None,
+    columns: list[str] | None = None,
+) -> list[RuleResult]:
     """Evaluate ``rules`` on ``relation`` (a quoted name or table function) in DuckDB: the
     pushdown rules in one SQL statement, the others through GX. A rule whose SQL errors (a regex
     DuckDB rejects, a range on a text column) is reported as *errored*, not passed and not
     silently failed. On Trino: :func:`mesh_assets.quality.run.run_suite` with a DB-API
     connection and ``dialect="trino"``."""
-    return run_suite(con, relation, list(rules), dialect="duckdb", lookups=lookups, now=now,
-                     columns=columns)
+    return run_suite(con, relation, list(rules), dialect="duckdb", lookups=lookups, now=now, columns=columns)
 
 
 def register_references(con, catalog, product: DataProduct, rules) -> tuple[dict[str, str], dict[str, int]]:
     """Views of the *current* (main) snapshot of every product the rules reference:
     (``domain.product`` -> relation, ``domain.product`` -> snapshot id). A product without a
     table or snapshot is left out; its rules report as errored."""
-
 
     lookups: dict[str, str] = {}
     snapshots: dict[str, int] = {}
@@ -85,8 +96,9 @@ def register_references(con, catalog, product: DataProduct, rules) -> tuple[dict
         snapshot = table.current_snapshot()
         if snapshot is None:
             continue
-        lookups[ref] = engine.register_table(con, table, "ref_" + ref.replace(".", "__"),
-                                             snapshot_id=snapshot.snapshot_id)
+        lookups[ref] = engine.register_table(
+            con, table, "ref_" + ref.replace(".", "__"), snapshot_id=snapshot.snapshot_id
+        )
         snapshots[ref] = snapshot.snapshot_id
     return lookups, snapshots
 
@@ -107,8 +119,13 @@ def evaluate_on_trino(catalog, product: DataProduct, rules, snapshot_id: int | N
             snapshots[ref] = current.snapshot_id
     connection = trino_connection()
     try:
-        return run_suite(connection, trino_relation(product.table_identifier, snapshot_id),
-                         list(rules), dialect="trino", lookups=lookups,
-                         columns=[c.name for c in product.columns]), snapshots
+        return run_suite(
+            connection,
+            trino_relation(product.table_identifier, snapshot_id),
+            list(rules),
+            dialect="trino",
+            lookups=lookups,
+            columns=[c.name for c in product.columns],
+        ), snapshots
     finally:
         connection.close()

@@ -18,7 +18,6 @@ distinct counts, sampling (``USING SAMPLE`` vs ``TABLESAMPLE BERNOULLI``) and sn
 relations (``iceberg_scan(..., snapshot_from_id)`` vs ``FOR VERSION AS OF``).
 """
 
-
 from __future__ import annotations
 
 import datetime as dt
@@ -35,6 +34,7 @@ from mesh_assets.contract.model import QualityRule
 from mesh_assets.quality.results import SAMPLE_SIZE, RuleResult, map_percent, map_success
 
 # --- dialects ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Dialect:
@@ -100,7 +100,6 @@ def trino_relation(identifier: str, snapshot_id: int | None = None, *, catalog: 
     return rel + (f" FOR VERSION AS OF {int(snapshot_id)}" if snapshot_id is not None else "")
 
 
-
 def _as_datetime(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -144,6 +143,7 @@ def freshness_threshold(kwargs: dict, now: dt.datetime, observed: Any = None) ->
 
 
 # --- compilation -------------------------------------------------------------------------------
+
 
 @dataclass
 class Plan:
@@ -203,12 +203,16 @@ def _ref_predicate(rule: QualityRule, d: Dialect, lookups: dict[str, str], alias
     kw = rule.kwargs
     ref = lookups[kw["product"]]
     col = f"{alias}{d.quote(kw['column'])}"
-    return (f"{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {ref} AS r "
-            f"WHERE r.{d.quote(kw['key'])} = {col})")
+    return f"{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {ref} AS r WHERE r.{d.quote(kw['key'])} = {col})"
 
 
-def compile_suite(rules: Sequence[QualityRule], relation: str, *, dialect: str | Dialect = "duckdb",
-                  lookups: dict[str, str] | None = None) -> Plan:
+def compile_suite(
+    rules: Sequence[QualityRule],
+    relation: str,
+    *,
+    dialect: str | Dialect = "duckdb",
+    lookups: dict[str, str] | None = None,
+) -> Plan:
     """The single statement evaluating every pushdown rule of ``rules`` on ``relation``.
 
     ``lookups`` maps a referenced product (``domain.product``) to the relation holding its
@@ -225,19 +229,25 @@ def compile_suite(rules: Sequence[QualityRule], relation: str, *, dialect: str |
         col = d.quote(kw["column"]) if "column" in kw else None
         slots.append((rule, kind, len(selects)))
         if kind == "row":
-            selects += [d.count_if(bad_rows_predicate(rule, d, params)),
-                        f"count({col})" if col else "count(*)"]
+            selects += [
+                d.count_if(bad_rows_predicate(rule, d, params)),
+                f"count({col})" if col else "count(*)",
+            ]
         elif kind == "dup":
             cols, keep = _dup_filter(rule, d)
             key = ", ".join(cols)
-            selects += [f"(SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {relation} "
-                        f"WHERE {keep} GROUP BY {key} HAVING count(*) > 1) AS dup)",
-                        f"count({col})" if "column_list" not in kw else d.count_if(keep)]
+            selects += [
+                f"(SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {relation} "
+                f"WHERE {keep} GROUP BY {key} HAVING count(*) > 1) AS dup)",
+                f"count({col})" if "column_list" not in kw else d.count_if(keep),
+            ]
         elif kind == "ref":
             if kw["product"] not in lookups:
                 raise KeyError(kw["product"])
-            selects += [f"(SELECT count(*) FROM {relation} AS t "
-                        f"WHERE {_ref_predicate(rule, d, lookups, 't.')})", f"count({col})"]
+            selects += [
+                f"(SELECT count(*) FROM {relation} AS t WHERE {_ref_predicate(rule, d, lookups, 't.')})",
+                f"count({col})",
+            ]
         else:
             fn = _AGG[rule.expectation]
             selects.append(f"{fn}({col})" if fn else "count(*)")
@@ -245,8 +255,13 @@ def compile_suite(rules: Sequence[QualityRule], relation: str, *, dialect: str |
     return Plan(sql=sql, params=params, slots=slots)
 
 
-def sample_query(rule: QualityRule, relation: str, *, dialect: str | Dialect = "duckdb",
-                 lookups: dict[str, str] | None = None) -> tuple[str, list]:
+def sample_query(
+    rule: QualityRule,
+    relation: str,
+    *,
+    dialect: str | Dialect = "duckdb",
+    lookups: dict[str, str] | None = None,
+) -> tuple[str, list]:
     """SQL for up to SAMPLE_SIZE distinct values (or keys) that break ``rule``."""
     d = get_dialect(dialect)
     params: list = []
@@ -258,15 +273,19 @@ def sample_query(rule: QualityRule, relation: str, *, dialect: str | Dialect = "
         return f"SELECT DISTINCT {col} FROM {relation} WHERE {bad} {d.limit(SAMPLE_SIZE)}", params
     if kind == "ref":
         col = d.quote(kw["column"])
-        return (f"SELECT DISTINCT t.{col} FROM {relation} AS t WHERE "
-                f"{_ref_predicate(rule, d, lookups or {}, 't.')} {d.limit(SAMPLE_SIZE)}"), params
+        return (
+            f"SELECT DISTINCT t.{col} FROM {relation} AS t WHERE "
+            f"{_ref_predicate(rule, d, lookups or {}, 't.')} {d.limit(SAMPLE_SIZE)}"
+        ), params
     cols, keep = _dup_filter(rule, d)
     key = ", ".join(cols)
-    return (f"SELECT {key} FROM {relation} WHERE {keep} GROUP BY {key} HAVING count(*) > 1 "
-            f"{d.limit(SAMPLE_SIZE)}"), params
+    return (
+        f"SELECT {key} FROM {relation} WHERE {keep} GROUP BY {key} HAVING count(*) > 1 {d.limit(SAMPLE_SIZE)}"
+    ), params
 
 
 # --- execution ---------------------------------------------------------------------------------
+
 
 def _fetch(connection, dialect: Dialect, sql: str, params: list, many: bool = False):
     """Run through DuckDB's connection API or any DB-API 2.0 connection (Trino's included)."""
@@ -280,13 +299,13 @@ def _fetch(connection, dialect: Dialect, sql: str, params: list, many: bool = Fa
 
 def _db_errors(dialect: Dialect) -> tuple[type[BaseException], ...]:
     if dialect.name == "duckdb":
-
         return (duckdb.Error,)
     return (Exception,)  # DB-API drivers raise their own Error hierarchy
 
 
-def _judge(rule: QualityRule, kind: str, values: Sequence, start: int, total: int,
-           now: dt.datetime, engine: str) -> RuleResult:
+def _judge(
+    rule: QualityRule, kind: str, values: Sequence, start: int, total: int, now: dt.datetime, engine: str
+) -> RuleResult:
     kw = rule.kwargs
     if kind == "agg":
         observed = _plain_number(values[start])
@@ -298,27 +317,40 @@ def _judge(rule: QualityRule, kind: str, values: Sequence, start: int, total: in
             passed = observed is not None and observed >= threshold
         else:
             passed = between(observed, kw)
-        return RuleResult(rule, passed=passed, observed_value=observed, element_count=total,
-                          engine=engine, details=details)
+        return RuleResult(
+            rule, passed=passed, observed_value=observed, element_count=total, engine=engine, details=details
+        )
     unexpected, nonnull = int(values[start] or 0), int(values[start + 1] or 0)
     if rule.expectation == "expect_column_values_to_not_be_null":
         considered, pct_base = total, None
     else:
         considered, pct_base = nonnull, nonnull
     mostly = float(kw.get("mostly", 1.0))
-    return RuleResult(rule, passed=map_success(total, considered, unexpected, mostly),
-                      observed_value=unexpected, element_count=total,
-                      unexpected_count=unexpected,
-                      unexpected_percent=map_percent(total, pct_base, unexpected), engine=engine)
+    return RuleResult(
+        rule,
+        passed=map_success(total, considered, unexpected, mostly),
+        observed_value=unexpected,
+        element_count=total,
+        unexpected_count=unexpected,
+        unexpected_percent=map_percent(total, pct_base, unexpected),
+        engine=engine,
+    )
 
 
 def _plain_number(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
 
 
-def run_pushdown(connection, relation: str, rules: Sequence[QualityRule], *,
-                 dialect: str | Dialect = "duckdb", lookups: dict[str, str] | None = None,
-                 now: dt.datetime | None = None, samples: bool = True) -> list[RuleResult]:
+def run_pushdown(
+    connection,
+    relation: str,
+    rules: Sequence[QualityRule],
+    *,
+    dialect: str | Dialect = "duckdb",
+    lookups: dict[str, str] | None = None,
+    now: dt.datetime | None = None,
+    samples: bool = True,
+) -> list[RuleResult]:
     """Evaluate pushdown ``rules`` in one statement; when it fails, rule by rule, so that a rule
     whose SQL errors (a regex the engine rejects, a range on a text column) is *errored* and the
     others still evaluate."""
@@ -331,9 +363,13 @@ def run_pushdown(connection, relation: str, rules: Sequence[QualityRule], *,
     runnable = []
     for i, rule in enumerate(rules):
         if kind_of(rule.expectation) == "ref" and rule.kwargs["product"] not in lookups:
-            out[i] = RuleResult(rule, passed=False, engine=engine,
-                                error=f"referenced product {rule.kwargs['product']} has no "
-                                      "readable snapshot (not materialized yet?)")
+            out[i] = RuleResult(
+                rule,
+                passed=False,
+                engine=engine,
+                error=f"referenced product {rule.kwargs['product']} has no "
+                "readable snapshot (not materialized yet?)",
+            )
         else:
             runnable.append(i)
     if not runnable:
@@ -348,9 +384,16 @@ def run_pushdown(connection, relation: str, rules: Sequence[QualityRule], *,
             try:
                 judged.append(_judge(rule, kind, row, start, total, now, engine))
             except (TypeError, ValueError) as exc:  # e.g. a bound of another type than the data
-                judged.append(RuleResult(rule, passed=False, observed_value=row[start],
-                                         element_count=total, engine=engine,
-                                         error=f"{type(exc).__name__}: {exc}"))
+                judged.append(
+                    RuleResult(
+                        rule,
+                        passed=False,
+                        observed_value=row[start],
+                        element_count=total,
+                        engine=engine,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                )
         return judged
 
     try:
@@ -361,8 +404,9 @@ def run_pushdown(connection, relation: str, rules: Sequence[QualityRule], *,
             try:
                 out[i] = once([i])[0]
             except errors as exc:
-                out[i] = RuleResult(rules[i], passed=False, engine=engine,
-                                    error=f"{type(exc).__name__}: {exc}")
+                out[i] = RuleResult(
+                    rules[i], passed=False, engine=engine, error=f"{type(exc).__name__}: {exc}"
+                )
     if samples:
         for i, result in enumerate(out):
             if result is None or result.error or not result.unexpected_count:

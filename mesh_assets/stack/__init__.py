@@ -15,7 +15,6 @@ and write the same tables. State lives in ``$MESH_HOME/stack`` (see :mod:`.layou
 data in ``$MESH_HOME/access``.
 """
 
-
 from __future__ import annotations
 
 import fcntl
@@ -48,8 +47,17 @@ from mesh_assets.stack.processes import port_is_free, port_owner, tail
 from mesh_assets.stack.trino import Trino
 from mesh_assets.workspace import workspace_domains
 
-__all__ = ["StackError", "StackLayout", "ServiceStatus", "up", "down", "status", "production_env",
-           "catalog_properties", "add_cli"]
+__all__ = [
+    "StackError",
+    "StackLayout",
+    "ServiceStatus",
+    "up",
+    "down",
+    "status",
+    "production_env",
+    "catalog_properties",
+    "add_cli",
+]
 
 SERVICES = ("postgres", "s3", "opa", "trino")  # `down` stops them in reverse order
 READY_TIMEOUT_S = {"postgres": 60, "s3": 30, "opa": 30, "trino": 300}
@@ -65,8 +73,12 @@ class ServiceStatus:
 
 
 def _services(layout: StackLayout) -> dict:
-    return {"postgres": Postgres(layout), "s3": ObjectStore(layout), "opa": Opa(layout),
-            "trino": Trino(layout)}
+    return {
+        "postgres": Postgres(layout),
+        "s3": ObjectStore(layout),
+        "opa": Opa(layout),
+        "trino": Trino(layout),
+    }
 
 
 @contextmanager
@@ -87,8 +99,10 @@ def status(layout: StackLayout | None = None) -> list[ServiceStatus]:
         if pid is None:
             recorded = proc.recorded_pid()
             if recorded is not None:
-                detail = (f"NOT RUNNING: process {recorded} (from {proc.pidfile}) is gone; "
-                          f"`mesh stack up` starts it again. Last lines of {proc.log}:\n{tail(proc.log, 15)}")
+                detail = (
+                    f"NOT RUNNING: process {recorded} (from {proc.pidfile}) is gone; "
+                    f"`mesh stack up` starts it again. Last lines of {proc.log}:\n{tail(proc.log, 15)}"
+                )
             else:
                 detail = "not running (never started, or stopped by `mesh stack down`)"
             out.append(ServiceStatus(name, service.port, None, False, detail))
@@ -96,13 +110,19 @@ def status(layout: StackLayout | None = None) -> list[ServiceStatus]:
         try:
             out.append(ServiceStatus(name, service.port, pid, True, service.health()))
         except Exception as exc:  # noqa: BLE001 - any failure of the check is the answer
-            out.append(ServiceStatus(name, service.port, pid, False,
-                                     f"running but not healthy: {type(exc).__name__}: {exc}"))
+            out.append(
+                ServiceStatus(
+                    name, service.port, pid, False, f"running but not healthy: {type(exc).__name__}: {exc}"
+                )
+            )
     return out
 
 
-def up(*, prepare: Callable[[StackLayout, Callable[[str], None]], None] | None = None,
-       say: Callable[[str], None] = print) -> list[ServiceStatus]:
+def up(
+    *,
+    prepare: Callable[[StackLayout, Callable[[str], None]], None] | None = None,
+    say: Callable[[str], None] = print,
+) -> list[ServiceStatus]:
     """Start whatever part of the stack is not running; a no-op (that says so) when all is up.
 
     ``prepare(layout, say)`` runs first: it writes what the services read from
@@ -112,8 +132,10 @@ def up(*, prepare: Callable[[StackLayout, Callable[[str], None]], None] | None =
         try:
             return _up(layout, prepare, say)
         except StackError as exc:
-            raise StackError(f"{exc}\n(what did start keeps running: `mesh stack status` shows it, "
-                             "`mesh stack down` stops it)") from None
+            raise StackError(
+                f"{exc}\n(what did start keeps running: `mesh stack status` shows it, "
+                "`mesh stack down` stops it)"
+            ) from None
 
 
 def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[ServiceStatus]:
@@ -122,8 +144,10 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
     services = _services(recorded)
     running = {name for name, s in services.items() if s.process.pid() is not None}
     if running and recorded.ports != layout.ports:
-        raise StackError(f"the stack in {layout.root} already runs on ports {recorded.ports}; "
-                         f"`mesh stack down` first to move it to {layout.ports}")
+        raise StackError(
+            f"the stack in {layout.root} already runs on ports {recorded.ports}; "
+            f"`mesh stack down` first to move it to {layout.ports}"
+        )
     if prepare is not None:
         prepare(recorded if running else layout, say)
     trino: Trino = services["trino"]
@@ -136,22 +160,28 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
     if running == set(SERVICES):
         current = status(recorded)
         if all(s.healthy for s in current):
-            say(f"stack already up, nothing to do ({time.monotonic() - t0:.1f} s): "
-                + ", ".join(f"{s.name} {HOST}:{s.port} pid {s.pid}" for s in current))
+            say(
+                f"stack already up, nothing to do ({time.monotonic() - t0:.1f} s): "
+                + ", ".join(f"{s.name} {HOST}:{s.port} pid {s.pid}" for s in current)
+            )
             return current
     layout = recorded if running else layout
     services = _services(layout)
     for name in SERVICES:
         if name not in running and not port_is_free(layout.ports[name]):
-            raise StackError(f"port {layout.ports[name]} on {HOST}, wanted by {name}, is taken by "
-                             f"{port_owner(layout.ports[name])}: stop that program or choose another "
-                             f"port with {PORT_ENV[name]}=...")
+            raise StackError(
+                f"port {layout.ports[name]} on {HOST}, wanted by {name}, is taken by "
+                f"{port_owner(layout.ports[name])}: stop that program or choose another "
+                f"port with {PORT_ENV[name]}=..."
+            )
     layout.ensure_dirs()
     made = layout.ensure_secrets()
     pg: Postgres = services["postgres"]
     if "postgres-superuser" in made and pg.initialized():
-        raise StackError(f"{pg.data} exists but its credentials in {layout.secrets_dir} were lost; "
-                         "`mesh stack down --purge` deletes the stack's data to start over")
+        raise StackError(
+            f"{pg.data} exists but its credentials in {layout.secrets_dir} were lost; "
+            "`mesh stack down --purge` deletes the stack's data to start over"
+        )
     if made:
         say(f"generated credentials {', '.join(made)} in {layout.secrets_dir} (mode 0600)")
 
@@ -191,10 +221,12 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
     bad = [s for s in current if not s.healthy]
     if bad:
         raise StackError("; ".join(f"{s.name}: {s.detail}" for s in bad))
-    say(f"stack up in {time.monotonic() - t0:.1f} s: PostgreSQL {HOST}:{layout.ports['postgres']}, "
+    say(
+        f"stack up in {time.monotonic() - t0:.1f} s: PostgreSQL {HOST}:{layout.ports['postgres']}, "
         f"S3 {layout.s3_endpoint} (bucket {BUCKET}), OPA {opa.url}, "
         f"Trino http://{HOST}:{layout.ports['trino']} "
-        f"(catalog {TRINO_CATALOG}, schemas {', '.join(domains)}, access control OPA)")
+        f"(catalog {TRINO_CATALOG}, schemas {', '.join(domains)}, access control OPA)"
+    )
     say('production settings: eval "$(mesh stack env)"')
     return current
 
@@ -202,8 +234,10 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
 def _report_started(say, name: str, started: dict, layout: StackLayout) -> None:
     if name in started:
         pid, at = started[name]
-        say(f"{name}: pid {pid} on {HOST}:{layout.ports[name]}, ready {time.monotonic() - at:.1f} s "
-            f"after start (log {layout.log(name)})")
+        say(
+            f"{name}: pid {pid} on {HOST}:{layout.ports[name]}, ready {time.monotonic() - at:.1f} s "
+            f"after start (log {layout.log(name)})"
+        )
 
 
 def _install(say, need: set[str]) -> dict[str, Path]:
@@ -234,7 +268,6 @@ def _ensure_catalog(layout: StackLayout) -> list[str]:
     """The JDBC catalog's tables (pyiceberg creates them; Trino does not) and one namespace
     (= Trino schema) per domain of workspace.yaml."""
     from pyiceberg.catalog.sql import SqlCatalog
-
 
     catalog = SqlCatalog(layout.catalog_name, **catalog_properties(layout))
     domains = workspace_domains()
@@ -267,12 +300,15 @@ def down(*, purge: bool = False, say: Callable[[str], None] = print) -> None:
 def catalog_properties(layout: StackLayout | None = None) -> dict[str, str]:
     """pyiceberg SqlCatalog properties for the stack, credentials included (never log them)."""
     layout = layout or StackLayout.current()
-    return {"uri": layout.catalog_uri(layout.secret("catalog-password")),
-            "warehouse": layout.warehouse,
-            "s3.endpoint": layout.s3_endpoint, "s3.path-style-access": "true",
-            "s3.region": S3_REGION,
-            "s3.access-key-id": layout.secret("s3-access-key"),
-            "s3.secret-access-key": layout.secret("s3-secret-key")}
+    return {
+        "uri": layout.catalog_uri(layout.secret("catalog-password")),
+        "warehouse": layout.warehouse,
+        "s3.endpoint": layout.s3_endpoint,
+        "s3.path-style-access": "true",
+        "s3.region": S3_REGION,
+        "s3.access-key-id": layout.secret("s3-access-key"),
+        "s3.secret-access-key": layout.secret("s3-secret-key"),
+    }
 
 
 def production_env(layout: StackLayout | None = None, *, resolve_secrets: bool = False) -> dict[str, str]:

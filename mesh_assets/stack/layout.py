@@ -29,8 +29,12 @@ CATALOG_DB = CATALOG_USER = "mesh"
 DAGSTER_DB = DAGSTER_USER = "dagster"
 
 DEFAULT_PORTS = {"postgres": 5432, "s3": 9000, "trino": 8080, "opa": 8181}
-PORT_ENV = {"postgres": "MESH_PG_PORT", "s3": "MESH_S3_PORT", "trino": "MESH_TRINO_PORT",
-            "opa": "MESH_OPA_PORT"}
+PORT_ENV = {
+    "postgres": "MESH_PG_PORT",
+    "s3": "MESH_S3_PORT",
+    "trino": "MESH_TRINO_PORT",
+    "opa": "MESH_OPA_PORT",
+}
 
 # name -> (alphabet, length); S3 access keys look like AWS's (upper-case alphanumerics)
 SECRETS = {
@@ -48,9 +52,9 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True)
 class StackLayout:
-    root: Path                 # $MESH_HOME/stack
-    ports: dict[str, int]      # service -> TCP port on HOST
-    catalog_name: str          # pyiceberg SqlCatalog name = Trino jdbc-catalog.catalog-name
+    root: Path  # $MESH_HOME/stack
+    ports: dict[str, int]  # service -> TCP port on HOST
+    catalog_name: str  # pyiceberg SqlCatalog name = Trino jdbc-catalog.catalog-name
 
     @classmethod
     def from_env(cls) -> StackLayout:
@@ -76,8 +80,9 @@ class StackLayout:
             recorded = json.loads(state.read_text())
             # a service added since the stack was started runs on its configured port
             ports = {**layout.ports, **{k: int(v) for k, v in recorded["ports"].items()}}
-            return cls(root=layout.root, ports=ports,
-                       catalog_name=recorded.get("catalog_name", layout.catalog_name))
+            return cls(
+                root=layout.root, ports=ports, catalog_name=recorded.get("catalog_name", layout.catalog_name)
+            )
         return layout
 
     # --- paths -------------------------------------------------------------------------
@@ -131,8 +136,9 @@ class StackLayout:
         os.chmod(self.secrets_dir, 0o700)
 
     def write_state(self) -> None:
-        self.state_file.write_text(json.dumps({"ports": self.ports, "catalog_name": self.catalog_name},
-                                              indent=2) + "\n")
+        self.state_file.write_text(
+            json.dumps({"ports": self.ports, "catalog_name": self.catalog_name}, indent=2) + "\n"
+        )
 
     def ensure_secrets(self) -> list[str]:
         """Generate the credentials that do not exist yet; returns the names generated."""
@@ -154,9 +160,11 @@ class StackLayout:
         try:
             return path.read_text().strip()
         except FileNotFoundError:
-            raise StackError(f"credential file {path} is missing; `mesh stack up` creates it "
-                             "(if the stack's data exists without it, `mesh stack down --purge` "
-                             "starts over)") from None
+            raise StackError(
+                f"credential file {path} is missing; `mesh stack up` creates it "
+                "(if the stack's data exists without it, `mesh stack down --purge` "
+                "starts over)"
+            ) from None
 
     def describe(self) -> dict:
         return {**asdict(self), "root": str(self.root)}

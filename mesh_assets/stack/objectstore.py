@@ -40,13 +40,23 @@ class ObjectStore:
     def start(self, gateway: Path) -> int:
         for path in (self.data, self.meta):
             path.mkdir(parents=True, exist_ok=True)
-        env = {"PATH": settings.inherited_path(),
-               # the root credentials reach the gateway through its environment, not argv
-               "ROOT_ACCESS_KEY_ID": self.layout.secret("s3-access-key"),
-               "ROOT_SECRET_ACCESS_KEY": self.layout.secret("s3-secret-key"),
-               "VGW_REGION": S3_REGION}
-        argv = [str(gateway), "--port", f"{HOST}:{self.port}", "--quiet",
-                "posix", "--sidecar", str(self.meta), str(self.data)]
+        env = {
+            "PATH": settings.inherited_path(),
+            # the root credentials reach the gateway through its environment, not argv
+            "ROOT_ACCESS_KEY_ID": self.layout.secret("s3-access-key"),
+            "ROOT_SECRET_ACCESS_KEY": self.layout.secret("s3-secret-key"),
+            "VGW_REGION": S3_REGION,
+        }
+        argv = [
+            str(gateway),
+            "--port",
+            f"{HOST}:{self.port}",
+            "--quiet",
+            "posix",
+            "--sidecar",
+            str(self.meta),
+            str(self.data),
+        ]
         return self.process.start(argv, env=env, cwd=self.layout.root)
 
     def filesystem(self, *, timeout_s: float = 5.0):
@@ -55,9 +65,14 @@ class ObjectStore:
         return fs.S3FileSystem(
             access_key=self.layout.secret("s3-access-key"),
             secret_key=self.layout.secret("s3-secret-key"),
-            endpoint_override=f"{HOST}:{self.port}", scheme="http", region=S3_REGION,
-            connect_timeout=timeout_s, request_timeout=timeout_s, allow_bucket_creation=True,
-            retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=2))
+            endpoint_override=f"{HOST}:{self.port}",
+            scheme="http",
+            region=S3_REGION,
+            connect_timeout=timeout_s,
+            request_timeout=timeout_s,
+            allow_bucket_creation=True,
+            retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=2),
+        )
 
     def ensure_bucket(self) -> bool:
         """Create the warehouse bucket unless it exists (also the readiness probe at start)."""

@@ -59,16 +59,32 @@ class Opa:
         config.write_text(CONFIG)
         # the policy folder `mesh access build` writes: the Rego files and data.json
         policy = self.layout.access_dir / "opa"
-        argv = [str(opa), "run", "--server", "--addr", f"{HOST}:{self.port}",
-                "--config-file", str(config), "--watch", "--ignore", ".*", "--log-format", "json",
-                "--log-level", "error", str(policy)]
-        return self.process.start(argv, env={"PATH": "/usr/bin:/bin", "HOME": str(self.base)},
-                                  cwd=self.base)
+        argv = [
+            str(opa),
+            "run",
+            "--server",
+            "--addr",
+            f"{HOST}:{self.port}",
+            "--config-file",
+            str(config),
+            "--watch",
+            "--ignore",
+            ".*",
+            "--log-format",
+            "json",
+            "--log-level",
+            "error",
+            str(policy),
+        ]
+        return self.process.start(argv, env={"PATH": "/usr/bin:/bin", "HOME": str(self.base)}, cwd=self.base)
 
     def _get(self, path: str, body: dict | None = None):
         request = urllib.request.Request(
-            f"{self.url}{path}", data=json.dumps(body).encode() if body is not None else None,
-            headers={"Content-Type": "application/json"}, method="POST" if body is not None else "GET")
+            f"{self.url}{path}",
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"},
+            method="POST" if body is not None else "GET",
+        )
         with urllib.request.urlopen(request, timeout=3) as response:
             return json.loads(response.read() or b"{}")
 
@@ -84,13 +100,21 @@ class Opa:
         if not port_accepts(self.port):
             raise ConnectionError(f"nothing accepts connections on {HOST}:{self.port}")
         self._get("/health")
-        probe = {"input": {"context": {"identity": {"user": TRINO_USER, "groups": []},
-                                       "softwareStack": {"trinoVersion": "health"}},
-                           "action": {"operation": "ExecuteQuery"}}}
+        probe = {
+            "input": {
+                "context": {
+                    "identity": {"user": TRINO_USER, "groups": []},
+                    "softwareStack": {"trinoVersion": "health"},
+                },
+                "action": {"operation": "ExecuteQuery"},
+            }
+        }
         if self._get("/v1/data/trino/allow", probe).get("result") is not True:
-            raise ConnectionError("the policy does not allow the platform's service user: is "
-                                  f"{self.layout.access_dir / 'opa' / 'data.json'} built (`mesh access "
-                                  "build`)?")
+            raise ConnectionError(
+                "the policy does not allow the platform's service user: is "
+                f"{self.layout.access_dir / 'opa' / 'data.json'} built (`mesh access "
+                "build`)?"
+            )
         products = self._get("/v1/data/mesh/products").get("result") or {}
         return f"OPA {version()}, policy trino loaded, {len(products)} products"
 

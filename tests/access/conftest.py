@@ -38,6 +38,7 @@ def planes_doc() -> dict:
 @pytest.fixture
 def write_contract(tmp_path):
     """``write_contract(doc, name=None)`` -> path of ``<tmp>/fleet/products/<name>.yaml``."""
+
     def write(doc: dict, name: str | None = None) -> Path:
         doc = copy.deepcopy(doc)
         name = name or doc["dataProduct"]
@@ -45,4 +46,5 @@ def write_contract(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
+
     return write

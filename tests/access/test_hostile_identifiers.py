@@ -46,7 +46,7 @@ def test_the_loader_refuses_hostile_column_names(planes_doc, write_contract, nam
 @pytest.mark.parametrize("name", ['pla"nes', "pla'nes", "planes; drop", "Planes"])
 def test_the_loader_refuses_hostile_product_names(planes_doc, write_contract, name):
     planes_doc["dataProduct"] = name
-    path = write_contract(planes_doc, name=name)   # the file name matches: only the name is wrong
+    path = write_contract(planes_doc, name=name)  # the file name matches: only the name is wrong
     with pytest.raises(ContractError) as err:
         load_contract(path)
     assert f"dataProduct '{name}' must be lower_snake_case" in str(err.value)
@@ -60,7 +60,7 @@ def test_the_loader_refuses_hostile_domain_names(planes_doc, write_contract, nam
 
 
 def test_the_loader_refuses_hostile_role_names(planes_doc, write_contract):
-    planes_doc["roles"] = [{"role": "analyst:alice,bob", "access": "read"}]   # a group file line
+    planes_doc["roles"] = [{"role": "analyst:alice,bob", "access": "read"}]  # a group file line
     with pytest.raises(ContractError, match="must be lower_snake_case"):
         load_contract(write_contract(planes_doc))
 
@@ -85,26 +85,42 @@ def test_the_policy_quotes_column_names_in_mask_expressions(tmp_path, opa_binary
     """Even a column name the loader would refuse is one quoted identifier in the mask OPA
     returns, for both engines (defence in depth: the data is generated, never hand-written)."""
     name = 'x"; DROP TABLE y; --'
-    data = {"mesh": {"catalog": "iceberg", "platform": {"users": ["mesh"], "groups": []},
-                     "tables": {"d": {"t": "d.t"}},
-                     "products": {"d.t": {"roles": {"analyst": {"access": "read", "clearance": []}},
-                                          "columns": {name: {"classification": "pii",
-                                                             "masking": "hash"}}}}}}
+    data = {
+        "mesh": {
+            "catalog": "iceberg",
+            "platform": {"users": ["mesh"], "groups": []},
+            "tables": {"d": {"t": "d.t"}},
+            "products": {
+                "d.t": {
+                    "roles": {"analyst": {"access": "read", "clearance": []}},
+                    "columns": {name: {"classification": "pii", "masking": "hash"}},
+                }
+            },
+        }
+    }
     (tmp_path / "opa").mkdir()
     (tmp_path / "opa" / "data.json").write_text(json.dumps(data))
-    column = {"catalogName": "iceberg", "schemaName": "d", "tableName": "t", "columnName": name,
-              "columnType": "varchar"}
+    column = {
+        "catalogName": "iceberg",
+        "schemaName": "d",
+        "tableName": "t",
+        "columnName": name,
+        "columnType": "varchar",
+    }
     masks = {}
     for dialect, stack in (("trino", {"trinoVersion": "476"}), ("duckdb", {"duckdbVersion": "1"})):
-        answer = evaluate("trino/columnMask", {
-            "context": {"identity": {"user": "alice", "groups": ["analyst"]}, "softwareStack": stack},
-            "action": {"operation": "GetColumnMask", "resource": {"column": column}}},
-            data_dir=tmp_path)
+        answer = evaluate(
+            "trino/columnMask",
+            {
+                "context": {"identity": {"user": "alice", "groups": ["analyst"]}, "softwareStack": stack},
+                "action": {"operation": "GetColumnMask", "resource": {"column": column}},
+            },
+            data_dir=tmp_path,
+        )
         masks[dialect] = answer.value["expression"]
     assert masks["trino"] == 'lower(to_hex(sha256(to_utf8("x""; DROP TABLE y; --"))))'
     assert masks["duckdb"] == 'sha256("x""; DROP TABLE y; --")'
     con = duckdb.connect()
     con.execute(f"CREATE TABLE y AS SELECT 'N1' AS {quote(name)}")
-    assert con.execute(f"SELECT {masks['duckdb']} FROM y").fetchone()[0] == \
-        hashlib.sha256(b"N1").hexdigest()
+    assert con.execute(f"SELECT {masks['duckdb']} FROM y").fetchone()[0] == hashlib.sha256(b"N1").hexdigest()
     assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'y'").fetchone() == (1,)

@@ -45,9 +45,23 @@ def mesh(mesh_home, opa_eval):
     planes = load_contract(DOMAINS_DIR / "fleet" / "products" / "planes.yaml")
     hour = datetime(2013, 1, 1, 5, tzinfo=UTC)
     for product, rows in (
-        (flights, [{"origin": o, "tailnum": t, "carrier": c, "flight": f, "dest": d,
-                    "time_hour": hour, "year": 2013, "month": 1, "day": 1}
-                   for o, t, c, f, d in FLIGHTS]),
+        (
+            flights,
+            [
+                {
+                    "origin": o,
+                    "tailnum": t,
+                    "carrier": c,
+                    "flight": f,
+                    "dest": d,
+                    "time_hour": hour,
+                    "year": 2013,
+                    "month": 1,
+                    "day": 1,
+                }
+                for o, t, c, f, d in FLIGHTS
+            ],
+        ),
         (planes, [{"tailnum": t, "year": 2000 + i} for i, t in enumerate(PLANES)]),
     ):
         catalog.create_namespace_if_not_exists(product.domain)
@@ -62,14 +76,15 @@ def sha(value: str) -> str:
 
 def test_rows_masks_and_filters_per_user(mesh):
     everything = read("operations.flights", columns=["origin", "tailnum"])
-    assert everything.num_rows == 5                        # no user: the platform's own read
+    assert everything.num_rows == 5  # no user: the platform's own read
     alice = read("operations.flights", columns=["origin", "tailnum"], user="alice").to_pylist()
-    assert sorted(r["origin"] for r in alice) == ["JFK", "JFK", "JFK"]   # analyst: JFK only
+    assert sorted(r["origin"] for r in alice) == ["JFK", "JFK", "JFK"]  # analyst: JFK only
     assert sorted(r["tailnum"] or "" for r in alice) == sorted(["", sha("N14228"), sha("N24211")])
     carol = read("operations.flights", columns=["origin", "tailnum"], user="carol")
     assert carol.num_rows == 5 and "N619AA" in carol.column("tailnum").to_pylist()
-    with pytest.raises(AccessDenied, match="Access Denied: Cannot select from columns .* "
-                                           "iceberg.operations.flights"):
+    with pytest.raises(
+        AccessDenied, match="Access Denied: Cannot select from columns .* iceberg.operations.flights"
+    ):
         read("operations.flights", user="bob")
     with pytest.raises(PermissionError):
         read("fleet.planes", user="nobody")
@@ -87,8 +102,10 @@ def test_the_callers_filter_applies_to_what_the_user_sees(mesh):
 
 
 def test_governed_query_joins_on_hashed_keys(mesh):
-    sql = ("select f.origin, f.tailnum, p.year from operations.flights f "
-           "join fleet.planes p on p.tailnum = f.tailnum order by 1, 3")
+    sql = (
+        "select f.origin, f.tailnum, p.year from operations.flights f "
+        "join fleet.planes p on p.tailnum = f.tailnum order by 1, 3"
+    )
     con, relation = query(sql, user="alice")
     rows = relation.fetchall()
     con.close()
@@ -99,14 +116,17 @@ def test_governed_query_joins_on_hashed_keys(mesh):
     con.close()
 
 
-@pytest.mark.parametrize("sql,problem", [
-    ("select * from bob.flights", None),   # not a product table: DuckDB reports it missing
-    ("select * from read_parquet('x.parquet')", "table function read_parquet"),
-    ("select * from flights", "is not a product"),
-    ("create table x as select 1", "only one SELECT"),
-    ("select 1; select 2", "only one SELECT"),
-    ("select * from memory.main.flights", "catalog 'memory'"),
-])
+@pytest.mark.parametrize(
+    "sql,problem",
+    [
+        ("select * from bob.flights", None),  # not a product table: DuckDB reports it missing
+        ("select * from read_parquet('x.parquet')", "table function read_parquet"),
+        ("select * from flights", "is not a product"),
+        ("create table x as select 1", "only one SELECT"),
+        ("select 1; select 2", "only one SELECT"),
+        ("select * from memory.main.flights", "catalog 'memory'"),
+    ],
+)
 def test_the_governed_connection_reads_nothing_else(mesh, sql, problem):
     import duckdb
 
@@ -130,15 +150,29 @@ def test_files_cannot_be_read_from_a_governed_connection(mesh):
 
 
 def test_cli_as_user_and_the_audit_log(mesh, capsys):
-    assert main(["query", "--engine", "duckdb", "--as-user", "alice", "--format", "csv",
-                 "select origin, count(*) n from operations.flights group by 1"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "--engine",
+                "duckdb",
+                "--as-user",
+                "alice",
+                "--format",
+                "csv",
+                "select origin, count(*) n from operations.flights group by 1",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.splitlines() == ["origin,n", "JFK,3"]
     with pytest.raises(SystemExit, match="Access Denied"):
         main(["query", "--engine", "duckdb", "--as-user", "bob", "select * from fleet.planes"])
     decisions = list(read_local(mesh / "access" / "audit.jsonl"))
     assert [(d.user, d.product, d.decision, d.source) for d in decisions] == [
         ("alice", "operations.flights", "allow", "duckdb"),
-        ("bob", "fleet.planes", "deny", "duckdb")]
+        ("bob", "fleet.planes", "deny", "duckdb"),
+    ]
     assert decisions[0].detail["masked"] == ["tailnum"]
     assert decisions[0].detail["rowFilter"] == "(\"origin\" = 'JFK')"
     assert decisions[0].detail["policy"] == "opa eval"

@@ -10,8 +10,13 @@ from mesh_assets.access.policy_data import build
 
 TRINO = {"trinoVersion": "476"}
 DUCKDB = {"duckdbVersion": "1.5.5"}
-GROUPS = {"mesh": [], "alice": ["analyst"], "bob": [], "carol": ["analyst", "pii_reader"],
-          "mallory": ["pii_reader"]}
+GROUPS = {
+    "mesh": [],
+    "alice": ["analyst"],
+    "bob": [],
+    "carol": ["analyst", "pii_reader"],
+    "mallory": ["pii_reader"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +25,12 @@ def policy(tmp_path_factory, opa_binary):
     build(directory)
 
     def ask(rule: str, user: str, action: dict, stack: dict = TRINO):
-        input_doc = {"context": {"identity": {"user": user, "groups": GROUPS.get(user, [])},
-                                 "softwareStack": stack}, "action": action}
+        input_doc = {
+            "context": {"identity": {"user": user, "groups": GROUPS.get(user, [])}, "softwareStack": stack},
+            "action": action,
+        }
         return evaluate(rule, input_doc, data_dir=directory).value
+
     return ask
 
 
@@ -34,9 +42,19 @@ def column(name, type_="varchar", schema="operations", table_name="flights"):
     return {"column": {**table(schema, table_name), "columnName": name, "columnType": type_}}
 
 
-WRITES = ["CreateTable", "DropTable", "InsertIntoTable", "DeleteFromTable", "TruncateTable",
-          "RenameTable", "SetTableProperties", "AddColumn", "DropColumn", "ExecuteTableProcedure",
-          "CreateView"]
+WRITES = [
+    "CreateTable",
+    "DropTable",
+    "InsertIntoTable",
+    "DeleteFromTable",
+    "TruncateTable",
+    "RenameTable",
+    "SetTableProperties",
+    "AddColumn",
+    "DropColumn",
+    "ExecuteTableProcedure",
+    "CreateView",
+]
 
 
 @pytest.mark.parametrize("operation", WRITES)
@@ -46,13 +64,24 @@ def test_the_platform_user_may_do_anything_readers_may_not(policy, operation):
     assert policy("trino/allow", "carol", action) is False
 
 
-@pytest.mark.parametrize("operation,resource", [
-    ("CreateSchema", {"schema": {"catalogName": "iceberg", "schemaName": "x"}}),
-    ("DropSchema", {"schema": {"catalogName": "iceberg", "schemaName": "operations"}}),
-    ("ExecuteProcedure", {"function": {"catalogName": "iceberg", "schemaName": "system",
-                                       "functionName": "rollback_to_snapshot"}}),
-    ("ReadSystemInformation", None),
-])
+@pytest.mark.parametrize(
+    "operation,resource",
+    [
+        ("CreateSchema", {"schema": {"catalogName": "iceberg", "schemaName": "x"}}),
+        ("DropSchema", {"schema": {"catalogName": "iceberg", "schemaName": "operations"}}),
+        (
+            "ExecuteProcedure",
+            {
+                "function": {
+                    "catalogName": "iceberg",
+                    "schemaName": "system",
+                    "functionName": "rollback_to_snapshot",
+                }
+            },
+        ),
+        ("ReadSystemInformation", None),
+    ],
+)
 def test_ddl_and_procedures_are_the_platform_s(policy, operation, resource):
     action = {"operation": operation, **({"resource": resource} if resource else {})}
     assert policy("trino/allow", "mesh", action) is True
@@ -75,9 +104,13 @@ def test_reading_a_product_needs_a_role_of_its_contract(policy):
 
 def test_readers_may_call_system_functions_not_the_catalog_s(policy):
     """iceberg.system.table_changes reads a table's rows without its filters and masks."""
+
     def call(catalog, schema, name):
-        return {"operation": "ExecuteFunction", "resource": {"function": {
-            "catalogName": catalog, "schemaName": schema, "functionName": name}}}
+        return {
+            "operation": "ExecuteFunction",
+            "resource": {"function": {"catalogName": catalog, "schemaName": schema, "functionName": name}},
+        }
+
     assert policy("trino/allow", "alice", call("system", "builtin", "sha256")) is True
     assert policy("trino/allow", "alice", call("iceberg", "system", "table_changes")) is False
     assert policy("trino/allow", "mesh", call("iceberg", "system", "table_changes")) is True
@@ -85,25 +118,35 @@ def test_readers_may_call_system_functions_not_the_catalog_s(policy):
 
 def test_every_user_may_run_queries_and_see_what_they_can_read(policy):
     assert policy("trino/allow", "bob", {"operation": "ExecuteQuery"}) is True
-    tables = {"operation": "FilterTables", "filterResources": [
-        {"table": table(name=n)} for n in ("flights", "flights__quarantine", "daily_performance")]}
+    tables = {
+        "operation": "FilterTables",
+        "filterResources": [
+            {"table": table(name=n)} for n in ("flights", "flights__quarantine", "daily_performance")
+        ],
+    }
     assert policy("trino/batch", "alice", tables) == [0, 2]
     assert policy("trino/batch", "bob", tables) == []
     assert policy("trino/batch", "mesh", tables) == [0, 1, 2]
-    schemas = {"operation": "FilterSchemas", "filterResources": [
-        {"schema": {"catalogName": "iceberg", "schemaName": s}}
-        for s in ("operations", "information_schema", "stack_test_x")]}
+    schemas = {
+        "operation": "FilterSchemas",
+        "filterResources": [
+            {"schema": {"catalogName": "iceberg", "schemaName": s}}
+            for s in ("operations", "information_schema", "stack_test_x")
+        ],
+    }
     assert policy("trino/batch", "alice", schemas) == [0, 1]
     assert policy("trino/batch", "bob", schemas) == [1]
-    catalogs = {"operation": "FilterCatalogs", "filterResources": [
-        {"catalog": {"name": c}} for c in ("iceberg", "system", "postgres")]}
+    catalogs = {
+        "operation": "FilterCatalogs",
+        "filterResources": [{"catalog": {"name": c}} for c in ("iceberg", "system", "postgres")],
+    }
     assert policy("trino/batch", "alice", catalogs) == [0, 1]
 
 
 def test_row_filters_by_role(policy):
     action = {"operation": "GetRowFilters", "resource": {"table": table()}}
     assert policy("trino/rowFilters", "alice", action) == [{"expression": "(\"origin\" = 'JFK')"}]
-    assert policy("trino/rowFilters", "carol", action) == []    # pii_reader has no filter
+    assert policy("trino/rowFilters", "carol", action) == []  # pii_reader has no filter
     assert policy("trino/rowFilters", "mesh", action) == []
     planes = {"operation": "GetRowFilters", "resource": {"table": table("fleet", "planes")}}
     assert policy("trino/rowFilters", "alice", planes) == []
@@ -112,19 +155,23 @@ def test_row_filters_by_role(policy):
 def test_column_masks_by_clearance_rendered_for_the_engine_that_asks(policy):
     tailnum = {"operation": "GetColumnMask", "resource": column("tailnum")}
     assert policy("trino/columnMask", "alice", tailnum) == {
-        "expression": 'lower(to_hex(sha256(to_utf8("tailnum"))))'}
+        "expression": 'lower(to_hex(sha256(to_utf8("tailnum"))))'
+    }
     assert policy("trino/columnMask", "alice", tailnum, DUCKDB) == {"expression": 'sha256("tailnum")'}
-    assert policy("trino/columnMask", "carol", tailnum) is None        # cleared for pii
+    assert policy("trino/columnMask", "carol", tailnum) is None  # cleared for pii
     assert policy("trino/columnMask", "mesh", tailnum) is None
     origin = {"operation": "GetColumnMask", "resource": column("origin")}
-    assert policy("trino/columnMask", "alice", origin) is None         # public
-    cancelled = {"operation": "GetColumnMask",
-                 "resource": column("cancelled", "bigint", table_name="daily_performance")}
+    assert policy("trino/columnMask", "alice", origin) is None  # public
+    cancelled = {
+        "operation": "GetColumnMask",
+        "resource": column("cancelled", "bigint", table_name="daily_performance"),
+    }
     # carol's pii clearance does not cover confidential columns
     assert policy("trino/columnMask", "carol", cancelled) == {"expression": "CAST(NULL AS bigint)"}
     batch = {"operation": "GetColumnMask", "filterResources": [column("origin"), column("tailnum")]}
     assert policy("trino/batchColumnMasks", "alice", batch) == [
-        {"index": 1, "viewExpression": {"expression": 'lower(to_hex(sha256(to_utf8("tailnum"))))'}}]
+        {"index": 1, "viewExpression": {"expression": 'lower(to_hex(sha256(to_utf8("tailnum"))))'}}
+    ]
     assert policy("trino/batchColumnMasks", "carol", batch) == []
 
 
@@ -132,13 +179,26 @@ def test_local_table_decision_is_trinos_three_questions(tmp_path, opa_binary):
     build(tmp_path)
 
     def ask(user):  # the local read path's input carries the table instead of an action
-        return evaluate("trino/local_table_decision", {
-            "context": {"identity": {"user": user, "groups": GROUPS[user]}, "softwareStack": DUCKDB},
-            "table": {**table(), "columns": [{"name": "tailnum", "type": "VARCHAR"},
-                                             {"name": "origin", "type": "VARCHAR"}]}},
-            data_dir=tmp_path).value
-    assert ask("alice") == {"allow": True, "rowFilters": ["(\"origin\" = 'JFK')"],
-                            "columnMasks": {"tailnum": 'sha256("tailnum")'}}
+        return evaluate(
+            "trino/local_table_decision",
+            {
+                "context": {"identity": {"user": user, "groups": GROUPS[user]}, "softwareStack": DUCKDB},
+                "table": {
+                    **table(),
+                    "columns": [
+                        {"name": "tailnum", "type": "VARCHAR"},
+                        {"name": "origin", "type": "VARCHAR"},
+                    ],
+                },
+            },
+            data_dir=tmp_path,
+        ).value
+
+    assert ask("alice") == {
+        "allow": True,
+        "rowFilters": ["(\"origin\" = 'JFK')"],
+        "columnMasks": {"tailnum": 'sha256("tailnum")'},
+    }
     assert ask("carol") == {"allow": True, "rowFilters": [], "columnMasks": {}}
     assert ask("bob")["allow"] is False
     assert ask("mesh") == {"allow": True, "rowFilters": [], "columnMasks": {}}
@@ -150,10 +210,11 @@ def test_decision_log_drops_only_allowed_bookkeeping(tmp_path, opa_binary):
     def dropped(operation, result):
         event = {"input": {"action": {"operation": operation}}, "result": result}
         return evaluate("system/log/drop", event, data_dir=tmp_path).value is True
+
     assert dropped("ExecuteQuery", True) and dropped("FilterTables", [0, 1])
-    assert not dropped("ExecuteQuery", False)             # denials are always kept
+    assert not dropped("ExecuteQuery", False)  # denials are always kept
     assert not dropped("FilterTables", [])
-    assert not dropped("SelectFromColumns", True)         # reads are kept
+    assert not dropped("SelectFromColumns", True)  # reads are kept
     assert not dropped("CreateTable", True)
 
 
@@ -162,9 +223,9 @@ def test_the_policy_passes_opa_check_strict_and_is_formatted(opa_binary):
 
     from mesh_assets.access.policy_data import POLICY_DIR
 
-    check = subprocess.run([str(opa_binary), "check", "--strict", str(POLICY_DIR)],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [str(opa_binary), "check", "--strict", str(POLICY_DIR)], capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout + check.stderr
-    fmt = subprocess.run([str(opa_binary), "fmt", "--list", str(POLICY_DIR)],
-                         capture_output=True, text=True)
+    fmt = subprocess.run([str(opa_binary), "fmt", "--list", str(POLICY_DIR)], capture_output=True, text=True)
     assert fmt.returncode == 0 and fmt.stdout.strip() == "", fmt.stdout

@@ -31,9 +31,14 @@ def _sentinel(name: str) -> str:
     return f"SENTINEL{uuid.uuid4().hex[:12].upper()}{name.replace('_', '')[:12]}"
 
 
-ENV_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MESH_CATALOG_PASSWORD",
-               "MESH_TRINO_PASSWORD", "DAGSTER_PG_PASSWORD")
-FILE_SECRETS = ("OPENMETADATA_JWT_TOKEN",)   # mounted like a Kubernetes Secret (NAME_FILE)
+ENV_SECRETS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "MESH_CATALOG_PASSWORD",
+    "MESH_TRINO_PASSWORD",
+    "DAGSTER_PG_PASSWORD",
+)
+FILE_SECRETS = ("OPENMETADATA_JWT_TOKEN",)  # mounted like a Kubernetes Secret (NAME_FILE)
 
 
 def find(sentinels: dict[str, str], data: bytes | str, where: str) -> list[str]:
@@ -66,12 +71,24 @@ def test_the_scanner_finds_a_sentinel_in_a_sqlite_database(tmp_path):
 def test_no_credential_reaches_logs_events_metadata_or_payloads(mesh_home, tmp_path):
     started = time.time()
     sentinels = {name: _sentinel(name) for name in ENV_SECRETS + FILE_SECRETS}
-    secret_files = tmp_path / "secrets"        # outside MESH_HOME: the mount, not the output
+    secret_files = tmp_path / "secrets"  # outside MESH_HOME: the mount, not the output
     secret_files.mkdir()
-    env = {**os.environ, "MESH_HOME": str(mesh_home), "DAGSTER_HOME": str(mesh_home / "dagster"),
-           "MESH_OPA_URL": "eval", "OPENMETADATA_HOST": "http://127.0.0.1:9"}
-    for name in ("MESH_CATALOG_URI", "MESH_WAREHOUSE", "MESH_LANDING", "MESH_ENGINE",
-                 "MESH_S3_ENDPOINT", "MESH_DAGSTER_STORAGE", "MESH_OPA_DECISION_LOG"):
+    env = {
+        **os.environ,
+        "MESH_HOME": str(mesh_home),
+        "DAGSTER_HOME": str(mesh_home / "dagster"),
+        "MESH_OPA_URL": "eval",
+        "OPENMETADATA_HOST": "http://127.0.0.1:9",
+    }
+    for name in (
+        "MESH_CATALOG_URI",
+        "MESH_WAREHOUSE",
+        "MESH_LANDING",
+        "MESH_ENGINE",
+        "MESH_S3_ENDPOINT",
+        "MESH_DAGSTER_STORAGE",
+        "MESH_OPA_DECISION_LOG",
+    ):
         env.pop(name, None)
     for name in ENV_SECRETS:
         env[name] = sentinels[name]
@@ -82,23 +99,30 @@ def test_no_credential_reaches_logs_events_metadata_or_payloads(mesh_home, tmp_p
     outputs: dict[str, str] = {}
 
     def mesh(*args: str, ok: bool = True, extra: dict | None = None) -> None:
-        result = subprocess.run([MESH, *args], env={**env, **(extra or {})}, capture_output=True,
-                                text=True, timeout=900)
+        result = subprocess.run(
+            [MESH, *args], env={**env, **(extra or {})}, capture_output=True, text=True, timeout=900
+        )
         outputs[" ".join(args)] = result.stdout + result.stderr
         if ok:
             assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     mesh("info")
     mesh("land", "reference")
-    mesh("materialize", "reference")          # ingestion, dbt (timezones), every check
+    mesh("materialize", "reference")  # ingestion, dbt (timezones), every check
     mesh("products")
     mesh("query", "--engine", "duckdb", "--as-user", "alice", "select count(*) from reference.airports")
-    mesh("openmetadata", "export", "--dry-run", "reference")   # the payload, with a token set
+    mesh("openmetadata", "export", "--dry-run", "reference")  # the payload, with a token set
     # the real export, to a host that refuses: retries and the final error, token in hand
     mesh("openmetadata", "export", "reference", ok=False)
     # a catalog whose URI takes the password, unreachable: the error must not show it
-    mesh("query", "--engine", "duckdb", "select 1 from reference.airlines", ok=False,
-         extra={"MESH_CATALOG_URI": "postgresql+psycopg2://mesh:{password}@127.0.0.1:9/mesh"})
+    mesh(
+        "query",
+        "--engine",
+        "duckdb",
+        "select 1 from reference.airlines",
+        ok=False,
+        extra={"MESH_CATALOG_URI": "postgresql+psycopg2://mesh:{password}@127.0.0.1:9/mesh"},
+    )
     assert "openmetadata export --dry-run reference" in outputs
     assert '"method": "PUT"' in outputs["openmetadata export --dry-run reference"]
     assert "Connection refused" in outputs["openmetadata export reference"]
@@ -107,8 +131,8 @@ def test_no_credential_reaches_logs_events_metadata_or_payloads(mesh_home, tmp_p
     hits: list[str] = []
     for command, text in outputs.items():
         hits += find(sentinels, text, f"output of `mesh {command}`")
-    hits += scan_tree(sentinels, mesh_home)    # Dagster storage, logs, dbt, catalog, audit log
-    for folder in ("target", "logs"):          # dbt's own files in the project, if it wrote any
+    hits += scan_tree(sentinels, mesh_home)  # Dagster storage, logs, dbt, catalog, audit log
+    for folder in ("target", "logs"):  # dbt's own files in the project, if it wrote any
         if (PROJECT_DIR / "dbt_project" / folder).exists():
             hits += scan_tree(sentinels, PROJECT_DIR / "dbt_project" / folder, newer_than=started)
 
@@ -127,10 +151,12 @@ def test_no_credential_reaches_logs_events_metadata_or_payloads(mesh_home, tmp_p
                 events += 1
                 hits += find(sentinels, serialize_value(entry), f"event of run {run.run_id}")
         materializations = instance.fetch_materializations(
-            dg.AssetKey(["reference", "airports"]), limit=10).records
+            dg.AssetKey(["reference", "airports"]), limit=10
+        ).records
         assert materializations and materializations[0].asset_materialization.metadata
         for record in materializations:
-            hits += find(sentinels, serialize_value(record.asset_materialization.metadata),
-                         "materialization metadata")
+            hits += find(
+                sentinels, serialize_value(record.asset_materialization.metadata), "materialization metadata"
+            )
     assert events > 50
     assert hits == []

@@ -42,15 +42,24 @@ def prod_env(stack_layout, tmp_path_factory):
         from mesh_assets.iceberg.catalog import open_catalog
 
         catalog = open_catalog()
-        missing = [p for p in NEEDED if not catalog.table_exists(p)
-                   or catalog.load_table(p).current_snapshot() is None
-                   or catalog.load_table(p).scan(limit=1).to_arrow().num_rows == 0]
+        missing = [
+            p
+            for p in NEEDED
+            if not catalog.table_exists(p)
+            or catalog.load_table(p).current_snapshot() is None
+            or catalog.load_table(p).scan(limit=1).to_arrow().num_rows == 0
+        ]
         if missing:
             full = {**os.environ, **env}
             # operations' dbt tests read reference.airlines: its domain comes first
             for verb in ("land", "materialize"):
-                result = subprocess.run([MESH, verb, "reference", "fleet", "operations"], env=full,
-                                        capture_output=True, text=True, timeout=1800)
+                result = subprocess.run(
+                    [MESH, verb, "reference", "fleet", "operations"],
+                    env=full,
+                    capture_output=True,
+                    text=True,
+                    timeout=1800,
+                )
                 assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         yield {**os.environ, **env}
 
@@ -94,16 +103,21 @@ def test_a_user_without_a_role_is_denied_by_trino_and_locally(prod_env):
 
         read("fleet.planes", user="bob")
     for engine in ("trino", "duckdb"):
-        result = subprocess.run([MESH, "query", "--engine", engine, "--as-user", "bob",
-                                 "select * from fleet.planes"], env=prod_env,
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [MESH, "query", "--engine", engine, "--as-user", "bob", "select * from fleet.planes"],
+            env=prod_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode != 0 and "Access Denied" in result.stderr, (engine, result.stderr)
     # both enforcement points wrote the decisions down
     denied = audit_query(user="bob", product="operations.flights", since=t0)
     assert {(d.source, d.decision) for d in denied} >= {("trino", "deny"), ("duckdb", "deny")}
-    assert {(d.source, d.decision) for d in audit_query(user="bob", product="fleet.planes",
-                                                        since=t0)} >= {("trino", "deny"),
-                                                                       ("pyiceberg", "deny")}
+    assert {(d.source, d.decision) for d in audit_query(user="bob", product="fleet.planes", since=t0)} >= {
+        ("trino", "deny"),
+        ("pyiceberg", "deny"),
+    }
 
 
 def test_no_way_around_the_filters_and_masks_on_trino(prod_env):
@@ -116,7 +130,7 @@ def test_no_way_around_the_filters_and_masks_on_trino(prod_env):
     for sql in (
         "select count(*) from TABLE(iceberg.system.table_changes('operations', 'flights', "
         f"{snapshot.parent_snapshot_id or 0}, {snapshot.snapshot_id}))",
-        'select * from operations."flights$files"',          # column bounds of every file
+        'select * from operations."flights$files"',  # column bounds of every file
         'select * from operations."flights$partitions"',
         "create view operations.v as select * from operations.flights",
     ):
@@ -126,8 +140,9 @@ def test_no_way_around_the_filters_and_masks_on_trino(prod_env):
     stats = {r[0]: r for r in trino_rows("show stats for operations.flights", "alice")}
     assert stats[None][4] == trino_rows("select count(*) from operations.flights", "alice")[0][0]
     assert stats["tailnum"][1:] == (None,) * 6
-    old = trino_rows("select distinct origin from operations.flights "
-                     f"for version as of {snapshot.snapshot_id}", "alice")
+    old = trino_rows(
+        f"select distinct origin from operations.flights for version as of {snapshot.snapshot_id}", "alice"
+    )
     assert old == [("JFK",)]
 
 
@@ -159,17 +174,16 @@ def test_trino_and_the_local_path_return_the_same_rows(prod_env, user, sql):
 def test_what_each_user_sees(prod_env):
     sql = "select origin, tailnum, count(*) from operations.flights group by 1, 2"
     alice, carol, mesh = (trino_rows(sql, u) for u in ("alice", "carol", "mesh"))
-    assert carol == mesh                                     # cleared, no row filter
-    assert {r[0] for r in alice} == {"JFK"}                  # analyst: the row filter
+    assert carol == mesh  # cleared, no row filter
+    assert {r[0] for r in alice} == {"JFK"}  # analyst: the row filter
     jfk = [r for r in mesh if r[0] == "JFK"]
     assert sum(r[2] for r in alice) == sum(r[2] for r in jfk)
     # the mask is sha256 of the stored value, in both engines
     expected = sorted(((o, sha(t) if t is not None else None, n) for o, t, n in jfk), key=_order)
     assert alice == expected
     daily = trino_rows("select count(*), count(cancelled) from operations.daily_performance", "carol")
-    assert daily[0][0] > 0 and daily[0][1] == 0              # confidential: NULL without clearance
-    assert trino_rows("select count(cancelled) > 0 from operations.daily_performance",
-                      "mesh") == [(True,)]
+    assert daily[0][0] > 0 and daily[0][1] == 0  # confidential: NULL without clearance
+    assert trino_rows("select count(cancelled) > 0 from operations.daily_performance", "mesh") == [(True,)]
 
 
 @pytest.mark.parametrize("user", ["alice", "carol"])
@@ -178,8 +192,7 @@ def test_read_api_on_both_engines_for_a_user(prod_env, user):
 
     cols = ["origin", "tailnum", "flight", "time_hour"]
     local = read("operations.flights", columns=cols, filter="dest == 'ATL'", user=user)
-    trino = read("operations.flights", columns=cols, filter="dest = 'ATL'", engine="trino",
-                 user=user)
+    trino = read("operations.flights", columns=cols, filter="dest = 'ATL'", engine="trino", user=user)
     key = lambda r: tuple("" if v is None else str(v) for v in r.values())  # noqa: E731
     assert local.num_rows == trino.num_rows > 0
     assert sorted(map(key, local.to_pylist())) == sorted(map(key, trino.to_pylist()))
@@ -189,9 +202,13 @@ def test_cli_as_user_on_both_engines(prod_env):
     sql = "select origin, count(*) as n, min(tailnum) as t from operations.flights group by 1"
     out = {}
     for engine in ("trino", "duckdb"):
-        result = subprocess.run([MESH, "query", "--engine", engine, "--as-user", "alice",
-                                 "--format", "csv", sql], env=prod_env, capture_output=True,
-                                text=True, timeout=300)
+        result = subprocess.run(
+            [MESH, "query", "--engine", engine, "--as-user", "alice", "--format", "csv", sql],
+            env=prod_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         out[engine] = sorted(result.stdout.splitlines()[1:])
     assert out["trino"] == out["duckdb"]
@@ -215,18 +232,37 @@ def test_mask_renderings_agree_between_engines(prod_env, tmp_path, write_contrac
         props[name]["customProperties"] = [{"property": "masking", "value": method}]
     build(tmp_path, products=[load_contract(write_contract(planes_doc))], users=load_users())
     values = ["N14228", "A", "", "é漢字-x", None]
-    trino_values = ", ".join("(CAST(NULL AS varchar))" if v is None else
-                             "('" + v.replace("'", "''") + "')" for v in values)
+    trino_values = ", ".join(
+        "(CAST(NULL AS varchar))" if v is None else "('" + v.replace("'", "''") + "')" for v in values
+    )
     for name in ("model", "manufacturer", "type"):
         expressions = {}
-        for dialect, stack_info, type_name in (("trino", {"trinoVersion": "476"}, "varchar"),
-                                               ("duckdb", {"duckdbVersion": "1"}, "VARCHAR")):
-            answer = evaluate("trino/columnMask", {
-                "context": {"identity": {"user": "alice", "groups": ["analyst"]},
-                            "softwareStack": stack_info},
-                "action": {"operation": "GetColumnMask", "resource": {"column": {
-                    "catalogName": "iceberg", "schemaName": "fleet", "tableName": "planes",
-                    "columnName": name, "columnType": type_name}}}}, data_dir=tmp_path)
+        for dialect, stack_info, type_name in (
+            ("trino", {"trinoVersion": "476"}, "varchar"),
+            ("duckdb", {"duckdbVersion": "1"}, "VARCHAR"),
+        ):
+            answer = evaluate(
+                "trino/columnMask",
+                {
+                    "context": {
+                        "identity": {"user": "alice", "groups": ["analyst"]},
+                        "softwareStack": stack_info,
+                    },
+                    "action": {
+                        "operation": "GetColumnMask",
+                        "resource": {
+                            "column": {
+                                "catalogName": "iceberg",
+                                "schemaName": "fleet",
+                                "tableName": "planes",
+                                "columnName": name,
+                                "columnType": type_name,
+                            }
+                        },
+                    },
+                },
+                data_dir=tmp_path,
+            )
             expressions[dialect] = answer.value["expression"]
         cursor = trino_connection().cursor()
         cursor.execute(f'SELECT {expressions["trino"]} FROM (VALUES {trino_values}) AS t("{name}")')
@@ -251,10 +287,12 @@ def test_the_platform_keeps_full_access_and_readers_cannot_write(prod_env):
         mesh.execute(f'CREATE TABLE iceberg."{schema}".t AS SELECT 1 AS x')
         mesh.fetchall()
         alice = trino_connection(user="alice").cursor()
-        for sql in (f'DROP TABLE iceberg."{schema}".t',
-                    f'INSERT INTO iceberg."{schema}".t VALUES 2',
-                    f'CREATE TABLE iceberg."{schema}".u AS SELECT 1 AS x',
-                    f'SELECT * FROM iceberg."{schema}".t'):
+        for sql in (
+            f'DROP TABLE iceberg."{schema}".t',
+            f'INSERT INTO iceberg."{schema}".t VALUES 2',
+            f'CREATE TABLE iceberg."{schema}".u AS SELECT 1 AS x',
+            f'SELECT * FROM iceberg."{schema}".t',
+        ):
             with pytest.raises(trino.exceptions.TrinoUserError, match="Access Denied"):
                 alice.execute(sql)
                 alice.fetchall()

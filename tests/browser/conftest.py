@@ -36,8 +36,14 @@ from mesh_assets.workspace import workspace_domains
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = PROJECT_DIR / "test-artifacts" / "browser"
 BIN = Path(sys.executable).parent
@@ -75,8 +81,10 @@ class DagsterUI:
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         request = urllib.request.Request(
-            f"{self.url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-            headers={"Content-Type": "application/json"})
+            f"{self.url}/graphql",
+            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             body = json.load(response)
         assert not body.get("errors"), body["errors"]
@@ -96,13 +104,13 @@ class _Process:
     def __init__(self, name: str, argv: list[str], env: dict, logs: Path):
         self.name, self.log = name, logs / f"{name}.log"
         self._out = self.log.open("w")
-        self.proc = subprocess.Popen(argv, cwd=PROJECT_DIR, env=env, stdout=self._out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, cwd=PROJECT_DIR, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
-            pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{_tail(self.log)}",
-                        pytrace=False)
+            pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{_tail(self.log)}", pytrace=False)
 
     def stop(self) -> None:
         pgid = self.proc.pid  # start_new_session: the group is ours alone
@@ -140,15 +148,20 @@ def _wait(what: str, ready, timeout_s: float, processes: list[_Process]) -> None
         except (OSError, urllib.error.URLError, AssertionError, KeyError, TypeError):
             pass
         time.sleep(2)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}:\n"
-                + "\n".join(f"--- {p.log}\n{_tail(p.log)}" for p in processes), pytrace=False)
+    pytest.fail(
+        f"timed out after {timeout_s:.0f} s waiting for {what}:\n"
+        + "\n".join(f"--- {p.log}\n{_tail(p.log)}" for p in processes),
+        pytrace=False,
+    )
 
 
 @pytest.fixture(scope="session")
 def chromium() -> Path:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium "
-                    "(make test runs it)", pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing: `make browser` installs Debian's chromium (make test runs it)",
+            pytrace=False,
+        )
     return CHROMIUM
 
 
@@ -162,16 +175,27 @@ def dagster_ui(tmp_path_factory, materialized_mesh) -> Iterator[DagsterUI]:
     home = tmp_path_factory.mktemp("browser") / "mesh"
     shutil.copytree(materialized_mesh.home, home, ignore=shutil.ignore_patterns("warehouse", "reports.json"))
     dagster_home = home / "dagster"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MESH_", "DAGSTER_", "AWS_")) or k == "MESH_PROJECT_DIR"}
-    env |= {"MESH_HOME": str(home), "DAGSTER_HOME": str(dagster_home), "PYTHONUNBUFFERED": "1",
-            "MESH_WAREHOUSE": (materialized_mesh.home / "warehouse").as_uri()}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MESH_", "DAGSTER_", "AWS_")) or k == "MESH_PROJECT_DIR"
+    }
+    env |= {
+        "MESH_HOME": str(home),
+        "DAGSTER_HOME": str(dagster_home),
+        "PYTHONUNBUFFERED": "1",
+        "MESH_WAREHOUSE": (materialized_mesh.home / "warehouse").as_uri(),
+    }
     port = _free_port()
     ui = DagsterUI(url=f"http://127.0.0.1:{port}", mesh_home=home, logs=ARTIFACTS)
     started: list[_Process] = []
     try:
-        webserver = _Process("dagster-webserver", [str(BIN / "dagster-webserver"), "-w", "workspace.yaml",
-                                                   "-h", "127.0.0.1", "-p", str(port)], env, ARTIFACTS)
+        webserver = _Process(
+            "dagster-webserver",
+            [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            env,
+            ARTIFACTS,
+        )
         started.append(webserver)
 
         def all_loaded() -> bool:
@@ -183,12 +207,15 @@ def dagster_ui(tmp_path_factory, materialized_mesh) -> Iterator[DagsterUI]:
             for repository in entry["locationOrLoadError"].get("repositories", []):
                 for sensor in repository["sensors"]:
                     if sensor["name"].endswith("_landing") and sensor["sensorState"]["status"] == "RUNNING":
-                        result = ui.graphql("""mutation($id: String) { stopSensor(id: $id) { __typename
+                        result = ui.graphql(
+                            """mutation($id: String) { stopSensor(id: $id) { __typename
                             ... on StopSensorMutationResult { instigationState { status } } } }""",
-                                            {"id": sensor["sensorState"]["id"]})
+                            {"id": sensor["sensorState"]["id"]},
+                        )
                         assert result["stopSensor"]["instigationState"]["status"] == "STOPPED", result
-        daemon = _Process("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-                          env, ARTIFACTS)
+        daemon = _Process(
+            "dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, ARTIFACTS
+        )
         started.append(daemon)
         ui.processes = started
         yield ui
@@ -203,8 +230,12 @@ def browser_context(chromium, tmp_path_factory):
 
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(chromium),
-            headless=True, args=CHROMIUM_ARGS, viewport={"width": 1600, "height": 1000})
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(chromium),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1600, "height": 1000},
+        )
         context.set_default_timeout(UI_TIMEOUT_MS)
         context.set_default_navigation_timeout(UI_TIMEOUT_MS)
         yield context

@@ -74,8 +74,10 @@ def _drawn_edges(page) -> set[tuple[str, str]]:
 
     def inside(point, box, margin=0.0) -> bool:
         x, y = point
-        return (box["x"] - margin <= x <= box["x"] + box["w"] + margin
-                and box["y"] - margin <= y <= box["y"] + box["h"] + margin)
+        return (
+            box["x"] - margin <= x <= box["x"] + box["w"] + margin
+            and box["y"] - margin <= y <= box["y"] + box["h"] + margin
+        )
 
     def name(box) -> str:
         if box in groups:
@@ -101,9 +103,11 @@ def _expect_edges(page, expected: set[tuple[str, str]], timeout_s: float = GRAPH
         if streak == 3 or time.monotonic() > deadline:
             break
         page.wait_for_timeout(250)
-    assert streak == 3, (f"after {timeout_s} s the graph draws {sorted(drawn)}; expected "
-                         f"{sorted(expected)}: missing {sorted(expected - drawn)}, "
-                         f"unexpected {sorted(drawn - expected)}")
+    assert streak == 3, (
+        f"after {timeout_s} s the graph draws {sorted(drawn)}; expected "
+        f"{sorted(expected)}: missing {sorted(expected - drawn)}, "
+        f"unexpected {sorted(drawn - expected)}"
+    )
 
 
 def test_every_domain_code_location_loads(dagster_ui, page):
@@ -145,16 +149,21 @@ def test_global_asset_graph_links_the_domains(dagster_ui, page):
     expect(page.get_by_text("Global asset lineage")).to_be_visible()
     for domain in DOMAINS:
         expect(page.locator(f'[data-tooltip="{domain}"]').first).to_be_visible()
-    domain_edges = {(upstream.split("/")[0], key.split("/")[0]) for key, upstream in edges
-                    if upstream.split("/")[0] != key.split("/")[0]}
+    domain_edges = {
+        (upstream.split("/")[0], key.split("/")[0])
+        for key, upstream in edges
+        if upstream.split("/")[0] != key.split("/")[0]
+    }
     assert {(b.split("/")[0], a.split("/")[0]) for a, b in CROSS_DOMAIN_EDGES} <= domain_edges
     _expect_edges(page, domain_edges)
     _shot(page, "02-global-asset-lineage")
 
     # A consumer product's upstream lineage (depth 1, the page's default): the products of the
     # domains it reads, each with its arrow to the product, and nothing else.
-    for product, upstream in [("analytics/delays_by_carrier_month", {"reference": "airlines", "operations": "flights"}),
-                              ("weather/station_daily", {"reference": "airports", "weather": "observations"})]:
+    for product, upstream in [
+        ("analytics/delays_by_carrier_month", {"reference": "airlines", "operations": "flights"}),
+        ("weather/station_daily", {"reference": "airports", "weather": "observations"}),
+    ]:
         page.goto(f"{dagster_ui.url}/assets/{product}")
         page.get_by_role("tab", name="Lineage").click()
         page.get_by_role("button", name=re.compile("Upstream")).click()
@@ -196,8 +205,9 @@ def test_materialize_a_product_from_its_page(dagster_ui, page):
         dagster_ui.check_alive()
     expect(status.first).to_have_text("Success")
     expect(page.get_by_text(f"{len(checks)} checks")).to_be_visible()
-    run = dagster_ui.graphql("""query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }""",
-                             {"id": run_id})
+    run = dagster_ui.graphql(
+        """query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }""", {"id": run_id}
+    )
     assert run["runOrError"]["status"] == "SUCCESS"
 
     # The asset's checks: every contract rule succeeded, evaluated on this run's audit branch.

@@ -42,8 +42,12 @@ class Rendered:
             if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
                 specs.append((f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]))
             elif doc["kind"] == "CronJob":
-                specs.append((f"CronJob/{doc['metadata']['name']}",
-                              doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]))
+                specs.append(
+                    (
+                        f"CronJob/{doc['metadata']['name']}",
+                        doc["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+                    )
+                )
             elif doc["kind"] == "Pod":
                 specs.append((f"Pod/{doc['metadata']['name']}", doc["spec"]))
         return specs
@@ -52,21 +56,42 @@ class Rendered:
 def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120)
     if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n"
-                             f"{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
 def template(helm: Path, values_file: Path, *extra: str, check: bool = True):
-    return run_helm(helm, "template", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE,
-                    "--kube-version", KUBE_VERSION, "-f", str(values_file), *extra, check=check)
+    return run_helm(
+        helm,
+        "template",
+        RELEASE,
+        str(CHART_DIR),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+        "-f",
+        str(values_file),
+        *extra,
+        check=check,
+    )
 
 
 # --- policies shared by the rendered manifests and the Jobs dagster-k8s builds ----------------
 
 # Volume types restricted-v2 (and PodSecurity "restricted") allow.
-ALLOWED_VOLUMES = {"configMap", "downwardAPI", "emptyDir", "persistentVolumeClaim", "projected",
-                   "secret", "csi", "ephemeral"}
+ALLOWED_VOLUMES = {
+    "configMap",
+    "downwardAPI",
+    "emptyDir",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+    "csi",
+    "ephemeral",
+}
 CREDENTIAL_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|API_KEY|PRIVATE_KEY", re.I)
 
 
@@ -110,8 +135,9 @@ def assert_container_has_resources_and_probes(where: str, container: dict) -> No
         assert container.get(probe), f"{where}: no {probe}"
 
 
-def credential_env_problems(where: str, env: list[dict], secret_names: set[str],
-                            secrets_mount: str) -> list[str]:
+def credential_env_problems(
+    where: str, env: list[dict], secret_names: set[str], secrets_mount: str
+) -> list[str]:
     """Credentials in an env list that are not references to the configured Secrets."""
     problems = []
     for var in env:
@@ -120,7 +146,7 @@ def credential_env_problems(where: str, env: list[dict], secret_names: set[str],
             if not str(var.get("value", "")).startswith(secrets_mount + "/"):
                 problems.append(f"{where}: {name} points outside the mounted secrets")
         elif CREDENTIAL_NAME.search(name):
-            ref = (var.get("valueFrom") or var.get("value_from") or {})
+            ref = var.get("valueFrom") or var.get("value_from") or {}
             ref = ref.get("secretKeyRef") or ref.get("secret_key_ref")
             if "value" in var or not ref:
                 problems.append(f"{where}: {name} is not a secretKeyRef")

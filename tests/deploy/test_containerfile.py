@@ -63,7 +63,7 @@ def test_runtime_user_is_numeric_and_not_root():
     user = users[-1].split(":")[0]
     assert user.isdigit() and int(user) != 0, f"USER {users[-1]}: numeric, non-root"
     # and it is the last word on the matter: nothing after it switches back
-    after = runtime[[w for w, _ in runtime].index("USER"):]
+    after = runtime[[w for w, _ in runtime].index("USER") :]
     assert not any(w == "USER" and r.split(":")[0] in ("0", "root") for w, r in after)
 
 

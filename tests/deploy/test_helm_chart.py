@@ -26,8 +26,18 @@ ROUTE_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "route.openshift.
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
 def test_helm_lint(helm, value_set):
-    result = run_helm(helm, "lint", str(CHART_DIR), "--strict", "--namespace", NAMESPACE,
-                      "--kube-version", KUBE_VERSION, "-f", str(VALUE_SETS[value_set]))
+    result = run_helm(
+        helm,
+        "lint",
+        str(CHART_DIR),
+        "--strict",
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+        "-f",
+        str(VALUE_SETS[value_set]),
+    )
     assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
 
 
@@ -42,18 +52,28 @@ def test_every_manifest_validates_against_its_schema(rendered):
 
 
 def test_the_route_schema_rejects_what_openshift_rejects():
-    route = {"apiVersion": "route.openshift.io/v1", "kind": "Route", "metadata": {"name": "ui"},
-             "spec": {"to": {"kind": "Service", "name": "web"}, "port": {"targetPort": "http"},
-                      "tls": {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}}}
+    route = {
+        "apiVersion": "route.openshift.io/v1",
+        "kind": "Route",
+        "metadata": {"name": "ui"},
+        "spec": {
+            "to": {"kind": "Service", "name": "web"},
+            "port": {"targetPort": "http"},
+            "tls": {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"},
+        },
+    }
     jsonschema.Draft202012Validator(ROUTE_SCHEMA).validate(route)
     bad = [
-        {"to": {"kind": "Deployment", "name": "web"}},                      # only Service
-        {"to": {"kind": "Service", "name": "web", "weight": 300}},          # weight 0..256
+        {"to": {"kind": "Deployment", "name": "web"}},  # only Service
+        {"to": {"kind": "Service", "name": "web", "weight": 300}},  # weight 0..256
         {"to": {"kind": "Service", "name": "web"}, "tls": {"termination": "none"}},
-        {"to": {"kind": "Service", "name": "web"}, "path": "/x",
-         "tls": {"termination": "passthrough"}},                            # path + passthrough
+        {
+            "to": {"kind": "Service", "name": "web"},
+            "path": "/x",
+            "tls": {"termination": "passthrough"},
+        },  # path + passthrough
         {"to": {"kind": "Service", "name": "web"}, "hots": "typo.example.com"},
-        {"port": {"targetPort": "http"}},                                   # `to` is required
+        {"port": {"targetPort": "http"}},  # `to` is required
     ]
     for spec in bad:
         with pytest.raises(jsonschema.ValidationError):
@@ -61,14 +81,18 @@ def test_the_route_schema_rejects_what_openshift_rejects():
 
 
 def test_one_code_server_per_domain(rendered, domains):
-    code_servers = [d for d in rendered.of_kind("Deployment")
-                    if d["metadata"]["labels"]["app.kubernetes.io/component"] == "code-server"]
+    code_servers = [
+        d
+        for d in rendered.of_kind("Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "code-server"
+    ]
     served = sorted(d["metadata"]["labels"]["datamesh.io/domain"] for d in code_servers)
     assert served == sorted(e["name"] for e in domains)
     services = {s["metadata"]["name"]: s for s in rendered.of_kind("Service")}
     for deployment in code_servers:
-        domain = next(e for e in domains
-                      if e["name"] == deployment["metadata"]["labels"]["datamesh.io/domain"])
+        domain = next(
+            e for e in domains if e["name"] == deployment["metadata"]["labels"]["datamesh.io/domain"]
+        )
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["command"] == ["dagster", "api", "grpc"]
         assert f"--module-name={domain['module']}" in container["args"]
@@ -80,8 +104,9 @@ def test_one_code_server_per_domain(rendered, domains):
 
 
 def test_workspace_lists_every_domain_at_its_service(rendered, domains):
-    workspace = yaml.safe_load(rendered.get("ConfigMap", f"{RELEASE}-datamesh-workspace")
-                               ["data"]["workspace.yaml"])
+    workspace = yaml.safe_load(
+        rendered.get("ConfigMap", f"{RELEASE}-datamesh-workspace")["data"]["workspace.yaml"]
+    )
     entries = [e["grpc_server"] for e in workspace["load_from"]]
     assert sorted(e["location_name"] for e in entries) == sorted(d["name"] for d in domains)
     ports = {s["metadata"]["name"]: s["spec"]["ports"][0]["port"] for s in rendered.of_kind("Service")}
@@ -101,8 +126,7 @@ def test_ui_is_a_route_on_openshift_and_an_ingress_elsewhere(rendered_sets):
     openshift, kubernetes = rendered_sets["openshift"], rendered_sets["kubernetes"]
     (route,) = openshift.of_kind("Route")
     assert not openshift.of_kind("Ingress")
-    assert route["spec"]["to"] == {"kind": "Service", "name": f"{RELEASE}-datamesh-webserver",
-                                   "weight": 100}
+    assert route["spec"]["to"] == {"kind": "Service", "name": f"{RELEASE}-datamesh-webserver", "weight": 100}
     assert route["spec"]["tls"]["termination"] == "edge"
     (ingress,) = kubernetes.of_kind("Ingress")
     assert not kubernetes.of_kind("Route")
@@ -116,8 +140,9 @@ def test_pod_disruption_budgets_exactly_where_replicas_exceed_one(rendered):
         name = deployment["metadata"]["name"]
         if deployment["spec"]["replicas"] > 1:
             assert name in pdbs, f"{name} has {deployment['spec']['replicas']} replicas, no PDB"
-            assert (pdbs[name]["spec"]["selector"]["matchLabels"]
-                    == deployment["spec"]["selector"]["matchLabels"])
+            assert (
+                pdbs[name]["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+            )
         else:
             assert name not in pdbs
     if rendered.name == "openshift":  # values-openshift.yaml runs 2 webservers, 2 analytics
@@ -129,12 +154,16 @@ def test_per_domain_values_reach_the_code_server_and_its_runs(rendered_sets):
     deployment = docs.get("Deployment", f"{RELEASE}-datamesh-cs-operations")
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     context = json.loads(env["DAGSTER_CONTAINER_CONTEXT"]["value"])["k8s"]
-    assert context["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"},
-                                    "limits": {"cpu": "2", "memory": "6Gi"}}
+    assert context["resources"] == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"cpu": "2", "memory": "6Gi"},
+    }
     other = docs.get("Deployment", f"{RELEASE}-datamesh-cs-fleet")
     env = {e["name"]: e for e in other["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert json.loads(env["DAGSTER_CONTAINER_CONTEXT"]["value"])["k8s"]["resources"]["limits"] == \
-        {"cpu": "2", "memory": "4Gi"}  # runs.resources defaults
+    assert json.loads(env["DAGSTER_CONTAINER_CONTEXT"]["value"])["k8s"]["resources"]["limits"] == {
+        "cpu": "2",
+        "memory": "4Gi",
+    }  # runs.resources defaults
 
 
 def test_unknown_domain_in_values_fails_the_render(render, tmp_path):
@@ -152,8 +181,9 @@ def test_image_is_required(render, tmp_path):
 
 def test_step_isolation_opens_the_api_to_runs_only_when_enabled(render, rendered_sets):
     def runs_policy(docs):
-        return next(d for d in docs if d["kind"] == "NetworkPolicy"
-                    and d["metadata"]["name"].endswith("-runs"))
+        return next(
+            d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-runs")
+        )
 
     ports = lambda policy: {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}  # noqa: E731
     assert 6443 not in ports(runs_policy(rendered_sets["openshift"].docs))
@@ -171,7 +201,9 @@ def test_one_image_by_reference_everywhere(rendered):
         for container in spec["containers"]:
             assert container["image"] == expected, where
         assert [s["name"] for s in spec.get("imagePullSecrets", [])] == values.get("pullSecrets", []), where
-    instance = yaml.safe_load(rendered.get("ConfigMap", f"{RELEASE}-datamesh-instance")["data"]["dagster.yaml"])
+    instance = yaml.safe_load(
+        rendered.get("ConfigMap", f"{RELEASE}-datamesh-instance")["data"]["dagster.yaml"]
+    )
     assert instance["run_launcher"]["config"]["job_image"] == expected
 
 
@@ -185,7 +217,8 @@ def test_openmetadata_settings_and_egress(rendered_sets):
         assert 8585 in {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
     # without a host (values-kubernetes.yaml) nothing about OpenMetadata is rendered
     kubernetes = rendered_sets["kubernetes"]
-    assert not any(k.startswith("OPENMETADATA") for k in
-                   kubernetes.get("ConfigMap", f"{RELEASE}-datamesh-mesh")["data"])
+    assert not any(
+        k.startswith("OPENMETADATA") for k in kubernetes.get("ConfigMap", f"{RELEASE}-datamesh-mesh")["data"]
+    )
     policy = kubernetes.get("NetworkPolicy", f"{RELEASE}-datamesh-runs")
     assert 8585 not in {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}

@@ -87,7 +87,8 @@ def test_workspace_loads_through_dagster(rendered, domains, tmp_path):
     origins = location_origins_from_yaml_paths([str(path)])
     assert all(isinstance(o, GrpcServerCodeLocationOrigin) for o in origins)
     assert {o.location_name: (o.host, o.port) for o in origins} == {
-        d["name"]: (f"{FULL}-cs-{d['resourceName']}", 3030) for d in domains}
+        d["name"]: (f"{FULL}-cs-{d['resourceName']}", 3030) for d in domains
+    }
 
 
 def code_server(rendered, domain: dict) -> tuple[list[str], dict[str, dict]]:
@@ -120,21 +121,29 @@ def test_webserver_daemon_and_probe_command_lines_parse(rendered, tmp_path):
 
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(rendered.get("ConfigMap", f"{FULL}-workspace")["data"]["workspace.yaml"])
-    local = lambda args: [a.replace("/opt/dagster/workspace/workspace.yaml", str(workspace))  # noqa: E731
-                          for a in args]
-    commands = {("dagster-webserver",): dagster_webserver, ("dagster-daemon", "run"): run_command,
-                ("dagster-daemon", "liveness-check"): liveness_check_command,
-                ("dagster", "api", "grpc-health-check"): grpc_health_check_command,
-                ("dagster", "api", "grpc"): grpc_command}
+
+    def local(args):
+        return [a.replace("/opt/dagster/workspace/workspace.yaml", str(workspace)) for a in args]
+
+    commands = {
+        ("dagster-webserver",): dagster_webserver,
+        ("dagster-daemon", "run"): run_command,
+        ("dagster-daemon", "liveness-check"): liveness_check_command,
+        ("dagster", "api", "grpc-health-check"): grpc_health_check_command,
+        ("dagster", "api", "grpc"): grpc_command,
+    }
     seen = set()
     for _where, spec in rendered.pod_specs():
         for container in spec["containers"]:
             lines = [container["command"] + container.get("args", [])]
-            lines += [container[p]["exec"]["command"] for p in ("startupProbe", "readinessProbe", "livenessProbe")
-                      if "exec" in container.get(p, {})]
+            lines += [
+                container[p]["exec"]["command"]
+                for p in ("startupProbe", "readinessProbe", "livenessProbe")
+                if "exec" in container.get(p, {})
+            ]
             for line in lines:
-                prefix = next(p for p in commands if tuple(line[:len(p)]) == p)
-                commands[prefix].make_context(" ".join(prefix), local(line[len(prefix):]))
+                prefix = next(p for p in commands if tuple(line[: len(p)]) == p)
+                commands[prefix].make_context(" ".join(prefix), local(line[len(prefix) :]))
                 seen.add(prefix)
     assert seen == set(commands)
 
@@ -149,17 +158,24 @@ def launcher(instance_config, tmp_path):
     result = process_config(K8sRunLauncher.config_type(), config)
     assert result.success, result.errors
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "nowhere",
-        "clusters": [{"name": "nowhere", "cluster": {"server": "https://127.0.0.1:9"}}],
-        "users": [{"name": "nobody", "user": {}}],
-        "contexts": [{"name": "nowhere", "context": {"cluster": "nowhere", "user": "nobody"}}],
-    }))
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "nowhere",
+                "clusters": [{"name": "nowhere", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "nobody", "user": {}}],
+                "contexts": [{"name": "nowhere", "context": {"cluster": "nowhere", "user": "nobody"}}],
+            }
+        )
+    )
     batch_api = mock.MagicMock(name="BatchV1Api")
-    launcher = K8sRunLauncher(**{**result.value, "load_incluster_config": False,
-                                 "kubeconfig_file": str(kubeconfig)},
-                              k8s_client_batch_api=batch_api,
-                              k8s_client_core_api=mock.MagicMock(name="CoreV1Api"))
+    launcher = K8sRunLauncher(
+        **{**result.value, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)},
+        k8s_client_batch_api=batch_api,
+        k8s_client_core_api=mock.MagicMock(name="CoreV1Api"),
+    )
     (tmp_path / "instance").mkdir()
     with DagsterInstance.local_temp(str(tmp_path / "instance")) as instance:
         launcher.register_instance(instance)
@@ -179,8 +195,11 @@ def launch_run_of(domain: dict, rendered, launcher) -> dict:
         entry_point=["dagster"],
         container_context=json.loads(env["DAGSTER_CONTAINER_CONTEXT"]["value"]),
     )
-    run = DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()),
-                     job_code_origin=JobPythonOrigin("__ASSET_JOB", origin))
+    run = DagsterRun(
+        job_name="__ASSET_JOB",
+        run_id=str(uuid.uuid4()),
+        job_code_origin=JobPythonOrigin("__ASSET_JOB", origin),
+    )
     instance.add_run(run)
     batch_api.reset_mock()
     launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
@@ -193,9 +212,12 @@ def test_k8s_run_launcher_builds_a_valid_job_for_each_domain(rendered, domains, 
     values = yaml.safe_load(rendered.values_file.read_text())
     defaults = yaml.safe_load((Path(rendered.values_file).parent / "values.yaml").read_text())
     policies = {p["metadata"]["name"]: p for p in rendered.of_kind("NetworkPolicy")}
-    image = rendered.get("Deployment", f"{FULL}-webserver")["spec"]["template"]["spec"]["containers"][0]["image"]
-    secret_names = {s["name"] for s in {**defaults["secrets"], **(values.get("secrets") or {})}.values()
-                    if s.get("name")}
+    image = rendered.get("Deployment", f"{FULL}-webserver")["spec"]["template"]["spec"]["containers"][0][
+        "image"
+    ]
+    secret_names = {
+        s["name"] for s in {**defaults["secrets"], **(values.get("secrets") or {})}.values() if s.get("name")
+    }
     for domain in domains:
         job = launch_run_of(domain, rendered, launcher)
         kubernetes_validate.validate(job, KUBE_VERSION, strict=True)
@@ -204,16 +226,22 @@ def test_k8s_run_launcher_builds_a_valid_job_for_each_domain(rendered, domains, 
         assert_pod_is_restricted(where, pod)
         (container,) = pod["containers"]
         assert_container_has_resources(where, container)
-        expected = ((values.get("domains") or {}).get(domain["name"], {}).get("run", {}).get("resources")
-                    or defaults["runs"]["resources"])
+        expected = (values.get("domains") or {}).get(domain["name"], {}).get("run", {}).get(
+            "resources"
+        ) or defaults["runs"]["resources"]
         assert container["resources"] == expected, domain["name"]
         assert container["image"] == image
         assert container["args"][:3] == ["dagster", "api", "execute_run"]
         env = {e["name"]: e for e in container["env"]}
         assert env["MESH_DOMAIN"]["value"] == domain["name"]
-        assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == defaults["secrets"]["dagsterPostgres"]["name"]
+        assert (
+            env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"]
+            == defaults["secrets"]["dagsterPostgres"]["name"]
+        )
         assert env["MESH_CATALOG_PASSWORD_FILE"]["value"].startswith(defaults["paths"]["secrets"])
-        assert not credential_env_problems(where, container["env"], secret_names, defaults["paths"]["secrets"])
+        assert not credential_env_problems(
+            where, container["env"], secret_names, defaults["paths"]["secrets"]
+        )
         assert {"configMapRef": {"name": f"{FULL}-mesh"}} in container["envFrom"]
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
         assert mounts["dagster-instance"] == "/opt/dagster/dagster_home/dagster.yaml"
@@ -232,8 +260,15 @@ def test_k8s_run_launcher_builds_a_valid_job_for_each_domain(rendered, domains, 
 def test_mesh_settings_reach_runs_through_the_mesh_config_map(rendered):
     data = rendered.get("ConfigMap", f"{FULL}-mesh")["data"]
     assert data["MESH_ENGINE"] == "trino"
-    for key in ("MESH_CATALOG_URI", "MESH_WAREHOUSE", "MESH_HOME", "MESH_LANDING",
-                "MESH_TRINO_HOST", "MESH_TRINO_PORT", "MESH_CATALOG_NAME"):
+    for key in (
+        "MESH_CATALOG_URI",
+        "MESH_WAREHOUSE",
+        "MESH_HOME",
+        "MESH_LANDING",
+        "MESH_TRINO_HOST",
+        "MESH_TRINO_PORT",
+        "MESH_CATALOG_NAME",
+    ):
         assert data[key], key
     assert "{password}" in data["MESH_CATALOG_URI"]  # substituted from the mounted Secret
 

@@ -43,8 +43,9 @@ def test_every_container_has_requests_limits_and_probes(rendered):
 
 
 def _role_rules(rendered) -> list[dict]:
-    assert not rendered.of_kind("ClusterRole") and not rendered.of_kind("ClusterRoleBinding"), \
+    assert not rendered.of_kind("ClusterRole") and not rendered.of_kind("ClusterRoleBinding"), (
         "the chart is namespaced: no cluster-wide RBAC"
+    )
     (role,) = rendered.of_kind("Role")
     return role["rules"]
 
@@ -61,16 +62,33 @@ def dagster_k8s_api_calls() -> set[tuple[str, str, str]]:
     """(apiGroup, resource, verb) of every Kubernetes API call in dagster-k8s's run launcher,
     step executor and their client, read from the installed sources."""
     package = Path(dagster_k8s.__file__).parent
-    verbs = {"create": "create", "delete": "delete", "list": "list", "read": "get",
-             "patch": "patch", "replace": "update", "watch": "watch"}
-    plural = {"job": "jobs", "pod": "pods", "event": "events", "service": "services",
-              "deployment": "deployments", "config_map": "configmaps", "secret": "secrets"}
+    verbs = {
+        "create": "create",
+        "delete": "delete",
+        "list": "list",
+        "read": "get",
+        "patch": "patch",
+        "replace": "update",
+        "watch": "watch",
+    }
+    plural = {
+        "job": "jobs",
+        "pod": "pods",
+        "event": "events",
+        "service": "services",
+        "deployment": "deployments",
+        "config_map": "configmaps",
+        "secret": "secrets",
+    }
     calls = set()
     for source in ("client.py", "launcher.py", "executor.py"):
         text = (package / source).read_text()
         for api, method in re.findall(r"\b(core_api|batch_api|apps_api)\.([a-z_]+)\(", text):
-            match = re.fullmatch(r"(create|delete|list|read|patch|replace)_namespaced_([a-z_]+?)"
-                                 r"(_status|_log)?", method)
+            match = re.fullmatch(
+                r"(create|delete|list|read|patch|replace)_namespaced_([a-z_]+?)"
+                r"(_status|_log)?",
+                method,
+            )
             assert match, f"dagster_k8s/{source} calls {api}.{method}: map it to an RBAC rule"
             verb, kind, sub = match.groups()
             group = {"core_api": "", "batch_api": "batch", "apps_api": "apps"}[api]
@@ -80,17 +98,29 @@ def dagster_k8s_api_calls() -> set[tuple[str, str, str]]:
 
 
 def test_rbac_grants_exactly_what_dagster_k8s_calls(rendered):
-    granted = {(group, resource, verb) for rule in _role_rules(rendered)
-               for group in rule["apiGroups"] for resource in rule["resources"]
-               for verb in rule["verbs"]}
+    granted = {
+        (group, resource, verb)
+        for rule in _role_rules(rendered)
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
     needed = dagster_k8s_api_calls()
-    assert needed == granted, (f"missing: {sorted(needed - granted)}; "
-                               f"granted but never called: {sorted(granted - needed)}")
+    assert needed == granted, (
+        f"missing: {sorted(needed - granted)}; granted but never called: {sorted(granted - needed)}"
+    )
     # and the result, spelled out (a dagster-k8s upgrade that changes it shows here)
-    assert needed == {("batch", "jobs", "create"), ("batch", "jobs", "delete"),
-                      ("batch", "jobs", "list"), ("batch", "jobs/status", "get"),
-                      ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "delete"),
-                      ("", "pods/log", "get"), ("", "events", "list")}
+    assert needed == {
+        ("batch", "jobs", "create"),
+        ("batch", "jobs", "delete"),
+        ("batch", "jobs", "list"),
+        ("batch", "jobs/status", "get"),
+        ("", "pods", "get"),
+        ("", "pods", "list"),
+        ("", "pods", "delete"),
+        ("", "pods/log", "get"),
+        ("", "events", "list"),
+    }
 
 
 def test_only_the_run_launcher_pods_carry_an_api_token(rendered):
@@ -113,8 +143,10 @@ def plaintext_secret_problems(rendered) -> list[str]:
     secrets = {**values["secrets"], **(overrides.get("secrets") or {})}
     names = configured_secret_names(secrets)
     mount = values["paths"]["secrets"]
-    problems = [f"the chart creates Secret {s['metadata']['name']} (references only)"
-                for s in rendered.of_kind("Secret")]
+    problems = [
+        f"the chart creates Secret {s['metadata']['name']} (references only)"
+        for s in rendered.of_kind("Secret")
+    ]
     for where, spec in rendered.pod_specs():
         for container in spec["containers"]:
             env = container.get("env", [])
@@ -158,8 +190,10 @@ def _selects(selector: dict, labels: dict) -> bool:
 
 
 def test_network_policies_deny_by_default_and_allow_per_component(rendered):
-    policies = {p["metadata"]["name"].removeprefix(f"{RELEASE}-datamesh-"): p
-                for p in rendered.of_kind("NetworkPolicy")}
+    policies = {
+        p["metadata"]["name"].removeprefix(f"{RELEASE}-datamesh-"): p
+        for p in rendered.of_kind("NetworkPolicy")
+    }
     assert set(policies) == {"default-deny", "webserver", "daemon", "code-servers", "runs"}
     deny = policies["default-deny"]["spec"]
     assert deny["policyTypes"] == ["Ingress", "Egress"]
@@ -174,13 +208,17 @@ def test_network_policies_deny_by_default_and_allow_per_component(rendered):
     for deployment in rendered.of_kind("Deployment"):
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert _selects(deny["podSelector"], labels), deployment["metadata"]["name"]
-        allowing = [n for n, p in policies.items()
-                    if n != "default-deny" and _selects(p["spec"]["podSelector"], labels)]
+        allowing = [
+            n
+            for n, p in policies.items()
+            if n != "default-deny" and _selects(p["spec"]["podSelector"], labels)
+        ]
         assert len(allowing) == 1, (deployment["metadata"]["name"], allowing)
     # code servers: gRPC from the webserver and the daemon only
     (ingress,) = policies["code-servers"]["spec"]["ingress"]
-    components = sorted(peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-                        for peer in ingress["from"])
+    components = sorted(
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in ingress["from"]
+    )
     assert components == ["daemon", "webserver"]
     assert policies["daemon"]["spec"]["ingress"] == [] and policies["runs"]["spec"]["ingress"] == []
 
@@ -189,9 +227,13 @@ def test_network_policies_deny_by_default_and_allow_per_component(rendered):
 def test_launcher_components_reach_the_kubernetes_api(rendered, component):
     policy = rendered.get("NetworkPolicy", f"{RELEASE}-datamesh-{component}")
     overrides = yaml.safe_load(rendered.values_file.read_text())
-    api_ports = {p["port"] for p in (overrides.get("networkPolicy", {}).get("kubeApi") or
-                                     yaml.safe_load((CHART_DIR / "values.yaml").read_text())
-                                     ["networkPolicy"]["kubeApi"])["ports"]}
+    api_ports = {
+        p["port"]
+        for p in (
+            overrides.get("networkPolicy", {}).get("kubeApi")
+            or yaml.safe_load((CHART_DIR / "values.yaml").read_text())["networkPolicy"]["kubeApi"]
+        )["ports"]
+    }
     ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
     assert api_ports <= ports
 
@@ -204,8 +246,12 @@ def test_the_policies_catch_violations(render):
         out = render(VALUE_SETS["openshift"], *args).stdout
         return Rendered("broken", VALUE_SETS["openshift"], [d for d in yaml.safe_load_all(out) if d])
 
-    broken = rendered_with("--set", "podSecurityContext.runAsUser=1000",
-                           "--set", "containerSecurityContext.allowPrivilegeEscalation=true")
+    broken = rendered_with(
+        "--set",
+        "podSecurityContext.runAsUser=1000",
+        "--set",
+        "containerSecurityContext.allowPrivilegeEscalation=true",
+    )
     where, spec = broken.pod_specs()[0]
     with pytest.raises(AssertionError, match="runAsUser"):
         assert_pod_is_restricted(where, spec)
@@ -213,9 +259,14 @@ def test_the_policies_catch_violations(render):
     with pytest.raises(AssertionError, match="allowPrivilegeEscalation"):
         assert_pod_is_restricted(where, spec)
 
-    leaky = rendered_with("--set", "mesh.extraEnv.MESH_TRINO_PASSWORD=hunter2hunter2",
-                          "--set", "domains.weather.env[0].name=OPENMETADATA_TOKEN",
-                          "--set", "domains.weather.env[0].value=placeholder-not-a-token")
+    leaky = rendered_with(
+        "--set",
+        "mesh.extraEnv.MESH_TRINO_PASSWORD=hunter2hunter2",
+        "--set",
+        "domains.weather.env[0].name=OPENMETADATA_TOKEN",
+        "--set",
+        "domains.weather.env[0].value=placeholder-not-a-token",
+    )
     problems = plaintext_secret_problems(leaky)
     assert any("key MESH_TRINO_PASSWORD" in p for p in problems), problems
     assert any("OPENMETADATA_TOKEN is not a secretKeyRef" in p for p in problems), problems
@@ -223,4 +274,6 @@ def test_the_policies_catch_violations(render):
     no_limits = rendered_with("--set", "webserver.resources.limits=null")
     web = no_limits.get("Deployment", f"{RELEASE}-datamesh-webserver")
     with pytest.raises(AssertionError, match="no limits"):
-        assert_container_has_resources_and_probes("webserver", web["spec"]["template"]["spec"]["containers"][0])
+        assert_container_has_resources_and_probes(
+            "webserver", web["spec"]["template"]["spec"]["containers"][0]
+        )

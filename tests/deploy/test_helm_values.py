@@ -42,13 +42,11 @@ def test_every_domain_folder_is_listed_with_its_module():
 def domains_copy(tmp_path):
     target = tmp_path / "domains"
     for name in ("reference", "fleet"):
-        shutil.copytree(DOMAINS_DIR / name, target / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(DOMAINS_DIR / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
     return target
 
 
-def test_check_reports_a_new_domain_until_the_file_is_rewritten(domains_copy, tmp_path, monkeypatch,
-                                                                 capsys):
+def test_check_reports_a_new_domain_until_the_file_is_rewritten(domains_copy, tmp_path, monkeypatch, capsys):
     out = tmp_path / "domains.yaml"
     monkeypatch.setattr("mesh_assets.settings.DOMAINS_DIR", domains_copy)
     assert cli.main(["helm", "values", "--check", "--output", str(out)]) == 1  # no file yet
@@ -58,15 +56,17 @@ def test_check_reports_a_new_domain_until_the_file_is_rewritten(domains_copy, tm
     # a team adds a domain (snake_case name: Kubernetes names get kebab-case)
     shutil.copytree(domains_copy / "fleet", domains_copy / "air_cargo")
     (domains_copy / "air_cargo" / "domain.yaml").write_text(
-        "name: air_cargo\ndescription: Freight.\nowner: cargo-team\ntype: source-aligned\n")
+        "name: air_cargo\ndescription: Freight.\nowner: cargo-team\ntype: source-aligned\n"
+    )
     capsys.readouterr()
     assert cli.main(["helm", "values", "--check", "--output", str(out)]) == 1
     captured = capsys.readouterr()
     assert "+- name: air_cargo" in captured.out and "is stale" in captured.err
     assert cli.main(["helm", "values", "--output", str(out)]) == 0
     entries = yaml.safe_load(out.read_text())["domains"]
-    assert {"name": "air_cargo", "resourceName": "air-cargo"}.items() <= \
-        next(e for e in entries if e["name"] == "air_cargo").items()
+    assert {"name": "air_cargo", "resourceName": "air-cargo"}.items() <= next(
+        e for e in entries if e["name"] == "air_cargo"
+    ).items()
 
 
 def test_generation_is_deterministic_and_refuses_bad_domains(domains_copy):

@@ -14,14 +14,23 @@ FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 def _anchors(path) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
     text = FENCE.sub("", path.read_text())
-    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
-            for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
+    return {
+        re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)
+    }
 
 
 def test_the_documentation_pages_exist():
     names = {p.name for p in PAGES}
-    assert {"architecture.md", "install.md", "tutorial.md", "operations.md", "governance.md",
-            "security.md", "connect.md"} <= names
+    assert {
+        "architecture.md",
+        "install.md",
+        "tutorial.md",
+        "operations.md",
+        "governance.md",
+        "security.md",
+        "connect.md",
+    } <= names
     readme = (PROJECT_DIR / "README.md").read_text()
     for page in names - {"README.md"}:
         assert f"(docs/{page})" in readme, f"README does not link docs/{page}"

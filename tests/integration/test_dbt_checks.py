@@ -21,8 +21,7 @@ def _materialize():
 def test_failing_dbt_test_is_a_failed_asset_check(mesh_home):
     land(mesh_home, "reference", "airlines.csv")
     airports = (NYCFLIGHTS / "airports.csv").read_text()
-    land(mesh_home, "reference", "airports.csv",
-         airports + "XXX,Test Field,10.0,10.0,100,3,N,Africa/Test\n")
+    land(mesh_home, "reference", "airports.csv", airports + "XXX,Test Field,10.0,10.0,100,3,N,Africa/Test\n")
     result = _materialize()
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert evaluations[ACCEPTED].passed is False
@@ -36,7 +35,8 @@ def test_failing_dbt_test_is_a_failed_asset_check(mesh_home):
     branch = audit_branch_name(result.run_id)
     rows = read("reference.timezones", as_of=branch).to_pylist()
     assert {"tzone": "Africa/Test", "utc_offset_hours": 3} in [
-        {k: r[k] for k in ("tzone", "utc_offset_hours")} for r in rows]
+        {k: r[k] for k in ("tzone", "utc_offset_hours")} for r in rows
+    ]
 
 
 def test_dbt_artifacts_are_kept_and_served_over_http(mesh_home):

@@ -41,5 +41,6 @@ def test_monthly_dbt_model_adds_a_partition_without_rewriting_others(mesh_home):
     assert job.execute_in_process(partition_key="2013-02-01", instance=instance).success
     assert len(open_catalog().load_table("weather.station_daily").scan().to_arrow()) == 31 * 3 + 28 * 3
     md = instance.get_latest_materialization_event(
-        dg.AssetKey(["weather", "station_daily"])).asset_materialization.metadata
+        dg.AssetKey(["weather", "station_daily"])
+    ).asset_materialization.metadata
     assert md["mesh/partition_rows"].value.startswith("2013-02-01")

@@ -10,11 +10,16 @@ from mesh_assets.settings import DOMAINS_DIR
 
 def test_source_test_is_a_warn_check_on_the_ingested_product(mesh_home):
     planes = (NYCFLIGHTS / "planes.csv").read_text()
-    land(mesh_home, "fleet", "planes.csv",
-         planes + "N0STEAM,2004,Fixed wing single engine,STEPHENSON,ROCKET,1,2,NA,Steam\n")
+    land(
+        mesh_home,
+        "fleet",
+        "planes.csv",
+        planes + "N0STEAM,2004,Fixed wing single engine,STEPHENSON,ROCKET,1,2,NA,Steam\n",
+    )
     defs = build_domain(DOMAINS_DIR / "fleet")
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     [name] = [n for n in evaluations if n.startswith("source_accepted_values_fleet_planes_engine")]
     check = evaluations[name]

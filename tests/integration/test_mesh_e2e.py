@@ -35,7 +35,12 @@ def test_run_succeeds_with_every_check_passing(mesh):
     assert all(r["success"] for r in reports)
     products = {tuple(p.asset_key_path) for p in all_products()}
     assert len(products) == 11 and {p[0] for p in products} == {
-        "reference", "fleet", "weather", "operations", "analytics"}
+        "reference",
+        "fleet",
+        "weather",
+        "operations",
+        "analytics",
+    }
     # staging and intermediate models are ephemeral: only products are materialized
     assert {tuple(k.path) for r in reports for k in r["materialized"]} == products
     failed = [c for r in reports for c in r["checks"] if not c[2]]
@@ -43,7 +48,11 @@ def test_run_succeeds_with_every_check_passing(mesh):
     names = {(tuple(c[0].path), c[1]) for r in reports for c in r["checks"]}
     assert (("reference", "airports"), "unique_faa") in names
     # dbt tests show up as asset checks of the dbt model
-    dbt_tests = {n for k, n in names if k == ("reference", "timezones") and n.startswith(("relationships", "accepted_values"))}
+    dbt_tests = {
+        n
+        for k, n in names
+        if k == ("reference", "timezones") and n.startswith(("relationships", "accepted_values"))
+    }
     assert len(dbt_tests) == 2
 
 
@@ -53,15 +62,30 @@ def test_tables_read_back_with_pyiceberg(mesh):
     assert len(airlines) == len(_raw("airlines.csv")) == 16
     assert {r["carrier"]: r["name"] for r in airlines}["UA"] == "United Air Lines Inc."
     airports = catalog.load_table("reference.airports").scan(row_filter="faa == 'JFK'").to_arrow()
-    assert airports.to_pylist() == [{
-        "faa": "JFK", "name": "John F Kennedy Intl", "lat": 40.639751, "lon": -73.778925,
-        "alt": 13, "tz": -5, "dst": "A", "tzone": "America/New_York"}]
+    assert airports.to_pylist() == [
+        {
+            "faa": "JFK",
+            "name": "John F Kennedy Intl",
+            "lat": 40.639751,
+            "lon": -73.778925,
+            "alt": 13,
+            "tz": -5,
+            "dst": "A",
+            "tzone": "America/New_York",
+        }
+    ]
 
 
 def test_dbt_model_is_an_iceberg_table_matching_the_raw_data(mesh):
     table = open_catalog().load_table("reference.timezones")
     assert [f.name for f in table.schema().fields] == [
-        "tzone", "airport_count", "utc_offset_hours", "observes_dst", "mean_altitude_ft", "max_altitude_ft"]
+        "tzone",
+        "airport_count",
+        "utc_offset_hours",
+        "observes_dst",
+        "mean_altitude_ft",
+        "max_altitude_ft",
+    ]
     assert table.schema().find_field("tzone").required
     rows = {r["tzone"]: r for r in table.scan().to_arrow().to_pylist()}
     expected = Counter(r["tzone"] for r in _raw("airports.csv") if r["tzone"] not in ("", "NA"))
@@ -74,7 +98,9 @@ def test_tables_read_back_with_duckdb(mesh):
     for identifier, rows in [("reference.airlines", 16), ("reference.airports", 1458)]:
         table = open_catalog().load_table(identifier)
         # straight from the Iceberg metadata file, as any DuckDB user would
-        assert con.execute(f"select count(*) from iceberg_scan('{table.metadata_location}')").fetchone() == (rows,)
+        assert con.execute(f"select count(*) from iceberg_scan('{table.metadata_location}')").fetchone() == (
+            rows,
+        )
     table = open_catalog().load_table("reference.airports")
     view = engine.register_table(con, table, "airports")
     assert con.execute(f"select name from {view} where faa = 'LGA'").fetchone() == ("La Guardia",)
@@ -84,6 +110,7 @@ def test_materializations_record_iceberg_provenance(mesh):
     home, _ = mesh
     catalog = open_catalog()
     with dg.DagsterInstance.get() as instance:
+
         def latest(*path):
             event = instance.get_latest_materialization_event(dg.AssetKey(list(path)))
             return event.asset_materialization.metadata
@@ -104,9 +131,12 @@ def test_materializations_record_iceberg_provenance(mesh):
         assert md["iceberg/input_snapshots"].value == {"reference.airports": airports_snapshot}
         # which are no tables of the catalog, nor assets
         assert not {"stg_reference__airports", "int_reference__airport_zones"} & {
-            name for _, name in catalog.list_tables("reference")}
-        assert instance.get_latest_materialization_event(
-            dg.AssetKey(["reference", "stg_reference__airports"])) is None
+            name for _, name in catalog.list_tables("reference")
+        }
+        assert (
+            instance.get_latest_materialization_event(dg.AssetKey(["reference", "stg_reference__airports"]))
+            is None
+        )
 
 
 def test_provenance_chain_across_two_domains(mesh):
@@ -116,15 +146,23 @@ def test_provenance_chain_across_two_domains(mesh):
     assert node.snapshot_id == daily.current_snapshot().snapshot_id
     upstream = {n.identifier: n for n in node.inputs}
     assert set(upstream) == {"reference.airports", "weather.observations"}
-    assert upstream["reference.airports"].snapshot_id == catalog.load_table("reference.airports").current_snapshot().snapshot_id
+    assert (
+        upstream["reference.airports"].snapshot_id
+        == catalog.load_table("reference.airports").current_snapshot().snapshot_id
+    )
     assert upstream["weather.observations"].source_file == "weather.csv"
     assert len(upstream["weather.observations"].source_sha256) == 64
-    assert node.run_id and upstream["reference.airports"].run_id and node.run_id != upstream["reference.airports"].run_id
+    assert (
+        node.run_id
+        and upstream["reference.airports"].run_id
+        and node.run_id != upstream["reference.airports"].run_id
+    )
     # the cross-domain dbt model reads the named station from the other domain
     rows = daily.scan(row_filter="origin == 'JFK'").to_arrow()
     assert set(rows.column("station_name").to_pylist()) == {"John F Kennedy Intl"}
     assert sum(rows.column("observations").to_pylist()) == sum(
-        1 for r in _raw("weather.csv") if r["origin"] == "JFK")
+        1 for r in _raw("weather.csv") if r["origin"] == "JFK"
+    )
 
 
 def test_checked_snapshots_are_tagged(mesh):

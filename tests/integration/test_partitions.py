@@ -31,8 +31,12 @@ def _month_counts() -> Counter:
 
 def _run(product, instance, **kwargs):
     """The ingestion asset and its checks: new data reaches main once its checks pass."""
-    return dg.materialize([ingestion_asset(product), contract_checks(product)],
-                          resources={"catalog": IcebergCatalog()}, instance=instance, **kwargs)
+    return dg.materialize(
+        [ingestion_asset(product), contract_checks(product)],
+        resources={"catalog": IcebergCatalog()},
+        instance=instance,
+        **kwargs,
+    )
 
 
 def test_partition_rewrite_replaces_exactly_that_partition(mesh_home, observations):
@@ -66,8 +70,11 @@ def test_partition_rewrite_replaces_exactly_that_partition(mesh_home, observatio
 def test_backfill_of_a_range_is_one_run_and_one_commit(mesh_home, observations):
     land(mesh_home, "weather", "weather.csv")
     instance = dg.DagsterInstance.ephemeral()
-    result = _run(observations, instance, tags={ASSET_PARTITION_RANGE_START_TAG: "2013-03-01",
-                                                ASSET_PARTITION_RANGE_END_TAG: "2013-05-01"})
+    result = _run(
+        observations,
+        instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: "2013-03-01", ASSET_PARTITION_RANGE_END_TAG: "2013-05-01"},
+    )
     assert result.success
     counts = _month_counts()
     table = open_catalog().load_table("weather.observations")
@@ -81,11 +88,15 @@ def test_backfill_of_a_range_is_one_run_and_one_commit(mesh_home, observations):
 
 def test_quarantine_keeps_good_rows_and_sets_bad_ones_aside(mesh_home, observations):
     header = "origin,year,month,day,hour,temp,dewp,humid,wind_dir,wind_speed,wind_gust,precip,pressure,visib,time_hour"
-    good = ["EWR,2013,1,1,1,39.02,26.06,59.37,270,10.3,NA,0,1012,10,2013-01-01T06:00:00Z",
-            "JFK,2013,1,1,1,39.02,26.96,61.63,250,8.05,NA,0,1012.3,10,2013-01-01T06:00:00Z"]
-    bad = ["LGA,2013,1,1,1,warm,26.96,61.63,250,8.05,NA,0,1012.3,10,2013-01-01T06:00:00Z",
-           ",2013,1,1,2,39.9,26.96,61.63,250,8.05,NA,0,1012.3,10,2013-01-01T07:00:00Z",
-           "LGA,2013,2,1,1,39.0,26.96,61.63,250,8.05,NA,0,1012.3,10,2013-02-01T06:00:00Z"]
+    good = [
+        "EWR,2013,1,1,1,39.02,26.06,59.37,270,10.3,NA,0,1012,10,2013-01-01T06:00:00Z",
+        "JFK,2013,1,1,1,39.02,26.96,61.63,250,8.05,NA,0,1012.3,10,2013-01-01T06:00:00Z",
+    ]
+    bad = [
+        "LGA,2013,1,1,1,warm,26.96,61.63,250,8.05,NA,0,1012.3,10,2013-01-01T06:00:00Z",
+        ",2013,1,1,2,39.9,26.96,61.63,250,8.05,NA,0,1012.3,10,2013-01-01T07:00:00Z",
+        "LGA,2013,2,1,1,39.0,26.96,61.63,250,8.05,NA,0,1012.3,10,2013-02-01T06:00:00Z",
+    ]
     land(mesh_home, "weather", "weather.csv", "\n".join([header] + good + bad[:2] + [bad[2]]) + "\n")
     instance = dg.DagsterInstance.ephemeral()
     for _ in range(2):  # a rerun converges: same rows written, same rows quarantined

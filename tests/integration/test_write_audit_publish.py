@@ -16,9 +16,13 @@ KEY = dg.AssetKey(["reference", "airlines"])
 
 
 def _run(product, instance, **kwargs):
-    return dg.materialize([ingestion_asset(product), contract_checks(product)],
-                          resources={"catalog": IcebergCatalog()}, instance=instance,
-                          raise_on_error=False, **kwargs)
+    return dg.materialize(
+        [ingestion_asset(product), contract_checks(product)],
+        resources={"catalog": IcebergCatalog()},
+        instance=instance,
+        raise_on_error=False,
+        **kwargs,
+    )
 
 
 def test_failed_blocking_check_leaves_main_untouched(mesh_home):
@@ -39,7 +43,9 @@ def test_failed_blocking_check_leaves_main_untouched(mesh_home):
     branch = audit_branch_name(result.run_id)
     rejected = table.metadata.refs[branch].snapshot_id  # kept for inspection ...
     assert len(read("reference.airlines", as_of=branch)) == 13
-    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "match_regex_carrier")
+    evaluation = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "match_regex_carrier"
+    )
     assert not evaluation.passed
     assert evaluation.metadata["wap/branch"].value == branch  # ... and named in the check
     assert evaluation.metadata["iceberg/snapshot_id"].value == str(rejected)

@@ -29,9 +29,15 @@ from urllib.parse import unquote, urlsplit
 import om_spec as spec
 
 BUILTIN_TEST_DEFINITIONS = {
-    "columnValuesToBeNotNull", "columnValuesToBeUnique", "columnValuesToBeBetween",
-    "columnValuesToBeInSet", "columnValuesToMatchRegex", "tableRowCountToBeBetween",
-    "columnValueMeanToBeBetween", "columnValueMinToBeBetween", "columnValueMaxToBeBetween",
+    "columnValuesToBeNotNull",
+    "columnValuesToBeUnique",
+    "columnValuesToBeBetween",
+    "columnValuesToBeInSet",
+    "columnValuesToMatchRegex",
+    "tableRowCountToBeBetween",
+    "columnValueMeanToBeBetween",
+    "columnValueMinToBeBetween",
+    "columnValueMaxToBeBetween",
     "tableCustomSQLQuery",
 }
 
@@ -42,24 +48,53 @@ ROUTES = [
     ("PUT", r"/api/v1/teams", "api/teams/createTeam.json", "team"),
     ("PUT", r"/api/v1/domains", "api/domains/createDomain.json", "domain"),
     ("PUT", r"/api/v1/dataProducts", "api/domains/createDataProduct.json", "dataProduct"),
-    ("PUT", r"/api/v1/services/databaseServices", "api/services/createDatabaseService.json", "databaseService"),
+    (
+        "PUT",
+        r"/api/v1/services/databaseServices",
+        "api/services/createDatabaseService.json",
+        "databaseService",
+    ),
     ("PUT", r"/api/v1/databases", "api/data/createDatabase.json", "database"),
     ("PUT", r"/api/v1/databaseSchemas", "api/data/createDatabaseSchema.json", "databaseSchema"),
     ("PUT", r"/api/v1/tables", "api/data/createTable.json", "table"),
-    ("PUT", r"/api/v1/services/pipelineServices", "api/services/createPipelineService.json", "pipelineService"),
+    (
+        "PUT",
+        r"/api/v1/services/pipelineServices",
+        "api/services/createPipelineService.json",
+        "pipelineService",
+    ),
     ("PUT", r"/api/v1/pipelines", "api/data/createPipeline.json", "pipeline"),
-    ("PUT", r"/api/v1/pipelines/(?P<fqn>[^/]+)/status", "entity/data/pipeline.json#/definitions/pipelineStatus", "pipelineStatus"),
+    (
+        "PUT",
+        r"/api/v1/pipelines/(?P<fqn>[^/]+)/status",
+        "entity/data/pipeline.json#/definitions/pipelineStatus",
+        "pipelineStatus",
+    ),
     ("PUT", r"/api/v1/lineage", "api/lineage/addLineage.json", "lineage"),
     ("PUT", r"/api/v1/dataQuality/testSuites/executable", "api/tests/createTestSuite.json", "testSuite"),
     ("PUT", r"/api/v1/dataQuality/testDefinitions", "api/tests/createTestDefinition.json", "testDefinition"),
     ("PUT", r"/api/v1/dataQuality/testCases", "api/tests/createTestCase.json", "testCase"),
-    ("PUT", r"/api/v1/dataQuality/testCases/(?P<fqn>[^/]+)/testCaseResult", "tests/basic.json#/definitions/testCaseResult", "testCaseResult"),
+    (
+        "PUT",
+        r"/api/v1/dataQuality/testCases/(?P<fqn>[^/]+)/testCaseResult",
+        "tests/basic.json#/definitions/testCaseResult",
+        "testCaseResult",
+    ),
 ]
-COLLECTIONS = {"teams": "team", "users": "user", "tables": "table", "pipelines": "pipeline",
-               "domains": "domain", "dataProducts": "dataProduct", "databases": "database",
-               "databaseSchemas": "databaseSchema", "dataQuality/testCases": "testCase",
-               "dataQuality/testSuites": "testSuite", "classifications": "classification",
-               "tags": "tag"}
+COLLECTIONS = {
+    "teams": "team",
+    "users": "user",
+    "tables": "table",
+    "pipelines": "pipeline",
+    "domains": "domain",
+    "dataProducts": "dataProduct",
+    "databases": "database",
+    "databaseSchemas": "databaseSchema",
+    "dataQuality/testCases": "testCase",
+    "dataQuality/testSuites": "testSuite",
+    "classifications": "classification",
+    "tags": "tag",
+}
 
 
 HOLD = "hold"  # a fault: leave the request unanswered (the client times out)
@@ -75,7 +110,7 @@ def _fqn(*parts: str) -> str:
 @dataclass
 class Recorded:
     method: str
-    path: str               # as sent (percent-encoded)
+    path: str  # as sent (percent-encoded)
     headers: dict
     body: object
     status: int = 0
@@ -90,11 +125,11 @@ class NotFound(Exception):
 class FakeOpenMetadata:
     token: str | None = None
     calls: list[Recorded] = field(default_factory=list)
-    entities: dict[str, dict[str, dict]] = field(default_factory=dict)   # type -> fqn -> entity
-    series: dict[str, dict[tuple, dict]] = field(default_factory=dict)   # kind -> key -> body
+    entities: dict[str, dict[str, dict]] = field(default_factory=dict)  # type -> fqn -> entity
+    series: dict[str, dict[tuple, dict]] = field(default_factory=dict)  # kind -> key -> body
     schema_errors: list[str] = field(default_factory=list)
     faults: list[tuple[str, str, int | str, str | None]] = field(default_factory=list)
-    held: list[Recorded] = field(default_factory=list)   # the requests left unanswered
+    held: list[Recorded] = field(default_factory=list)  # the requests left unanswered
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -121,9 +156,13 @@ class FakeOpenMetadata:
         Any other gets ``ANSWERED_TIMEOUT_S`` (or the client's, if longer): what the fake
         answers never times out, however loaded the machine. The fault is claimed here, when
         the request is sent, so concurrent requests cannot race for it."""
+
         def wrapped(request, *args, **kwargs):
-            if isinstance(request, urllib.request.Request) and self.server is not None \
-                    and request.full_url.startswith(self.url + "/"):
+            if (
+                isinstance(request, urllib.request.Request)
+                and self.server is not None
+                and request.full_url.startswith(self.url + "/")
+            ):
                 with self._lock:
                     fault = self._next_fault(request.get_method(), request.full_url)
                     hold = fault is not None and fault[2] == HOLD
@@ -135,6 +174,7 @@ class FakeOpenMetadata:
                 elif isinstance(kwargs.get("timeout"), (int, float)):
                     kwargs["timeout"] = max(kwargs["timeout"], ANSWERED_TIMEOUT_S)
             return urlopen(request, *args, **kwargs)
+
         return wrapped
 
     def release(self, timeout_s: float = 60.0) -> list[Recorded]:
@@ -142,11 +182,15 @@ class FakeOpenMetadata:
         the server even reads it), then drop them unanswered. Returns them."""
         with self._arrived:
             unclaimed = [f for f in self.faults if f[2] == HOLD]
-            assert not unclaimed, (f"no request was held for {unclaimed}: not sent, or sent "
-                                   "without client_urlopen (the fake_om fixture)")
+            assert not unclaimed, (
+                f"no request was held for {unclaimed}: not sent, or sent "
+                "without client_urlopen (the fake_om fixture)"
+            )
             if not self._arrived.wait_for(lambda: len(self.held) >= self._claimed, timeout_s):
-                raise AssertionError(f"{self._claimed - len(self.held)} held request(s) never "
-                                     f"reached the server in {timeout_s:g} s")
+                raise AssertionError(
+                    f"{self._claimed - len(self.held)} held request(s) never "
+                    f"reached the server in {timeout_s:g} s"
+                )
             held = list(self.held)
         self._released.set()
         return held
@@ -209,8 +253,9 @@ class FakeOpenMetadata:
     # --- OpenMetadata behaviour ------------------------------------------------------------
 
     def _next_fault(self, method: str, raw_path: str):
-        return next((f for f in self.faults if f[0] == method
-                     and re.fullmatch(f[1], urlsplit(raw_path).path)), None)
+        return next(
+            (f for f in self.faults if f[0] == method and re.fullmatch(f[1], urlsplit(raw_path).path)), None
+        )
 
     def handle(self, method: str, raw_path: str, headers: dict, body) -> tuple[int | None, object]:
         record = Recorded(method, raw_path, headers, body)
@@ -275,15 +320,22 @@ class FakeOpenMetadata:
     def _store(self, kind: str, fqn: str, body: dict):
         store = self.entities.setdefault(kind, {})
         created = fqn not in store
-        entity = {**body, "id": store[fqn]["id"] if not created else str(uuid.uuid4()),
-                  "fullyQualifiedName": fqn}
+        entity = {
+            **body,
+            "id": store[fqn]["id"] if not created else str(uuid.uuid4()),
+            "fullyQualifiedName": fqn,
+        }
         store[fqn] = entity
         return (201 if created else 200), entity
 
     def _put_entity(self, kind: str, body: dict, params: dict):
-        parent = {"tag": ("classification", "classification"), "database": ("databaseService", "service"),
-                  "databaseSchema": ("database", "database"), "table": ("databaseSchema", "databaseSchema"),
-                  "pipeline": ("pipelineService", "service")}.get(kind)
+        parent = {
+            "tag": ("classification", "classification"),
+            "database": ("databaseService", "service"),
+            "databaseSchema": ("database", "database"),
+            "table": ("databaseSchema", "databaseSchema"),
+            "pipeline": ("pipelineService", "service"),
+        }.get(kind)
         if parent:
             parent_fqn = body[parent[1]]
             self._need(parent[0], parent_fqn)

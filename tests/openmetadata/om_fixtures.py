@@ -26,8 +26,9 @@ SENTINEL_JWT = "sentinel-openmetadata-bot-token-c0ffee"  # a placeholder, not a 
 def materialized(materialized_mesh) -> Path:
     """The session's materialized mesh (tests/conftest.py): real dbt artifacts in
     ``$MESH_HOME/dbt/artifacts/<domain>/`` and a real Dagster instance with runs and checks."""
-    assert all(r["success"] for r in materialized_mesh.reports), \
-        [r for r in materialized_mesh.reports if not r["success"]]
+    assert all(r["success"] for r in materialized_mesh.reports), [
+        r for r in materialized_mesh.reports if not r["success"]
+    ]
     return materialized_mesh.home
 
 

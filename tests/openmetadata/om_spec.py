@@ -24,8 +24,10 @@ def _python_patterns(node):
     """The schemas' regexes are Java's: drop the ``(?U)`` flag (Unicode character classes,
     which Python's ``re`` has by default and does not accept as an inline flag)."""
     if isinstance(node, dict):
-        return {k: (v.replace("(?U)", "") if k == "pattern" and isinstance(v, str)
-                    else _python_patterns(v)) for k, v in node.items()}
+        return {
+            k: (v.replace("(?U)", "") if k == "pattern" and isinstance(v, str) else _python_patterns(v))
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_python_patterns(v) for v in node]
     return node
@@ -40,10 +42,11 @@ def registry_and_files() -> tuple[referencing.Registry, dict[str, dict]]:
     with zipfile.ZipFile(jar) as archive:
         for name in archive.namelist():
             if name.startswith(PREFIX) and name.endswith(".json"):
-                files[name[len(PREFIX):]] = _python_patterns(json.loads(archive.read(name)))
+                files[name[len(PREFIX) :]] = _python_patterns(json.loads(archive.read(name)))
     resources: dict[str, referencing.Resource] = {
         BASE + path: referencing.jsonschema.DRAFT7.create_resource(contents)
-        for path, contents in files.items()}
+        for path, contents in files.items()
+    }
     for path, contents in files.items():  # a file's own path wins over another file's $id
         claimed = contents.get("$id") if isinstance(contents, dict) else None
         if claimed and claimed not in resources:
@@ -61,8 +64,7 @@ def validator(schema_path: str) -> jsonschema.protocols.Validator:
     contents = files[path]
     base = contents.get("$id") or BASE + path
     schema = {"$ref": urljoin(base, "#" + pointer)} if pointer else {"$ref": base}
-    return jsonschema.Draft7Validator(schema, registry=registry,
-                                     format_checker=jsonschema.FormatChecker())
+    return jsonschema.Draft7Validator(schema, registry=registry, format_checker=jsonschema.FormatChecker())
 
 
 def errors(schema_path: str, payload) -> list[str]:

@@ -42,16 +42,27 @@ def reference_view() -> MeshView:
     for p in domain.products:
         if p.source:
             assets[tuple(p.asset_key_path)] = AssetView(
-                key=tuple(p.asset_key_path), domain="reference", table=p.table_identifier,
-                materializable=True, product=p, description=p.description,
-                checks=tuple(CheckView(tuple(p.asset_key_path), r.name, r.description, True, rule=r)
-                             for r in p.rules))
+                key=tuple(p.asset_key_path),
+                domain="reference",
+                table=p.table_identifier,
+                materializable=True,
+                product=p,
+                description=p.description,
+                checks=tuple(
+                    CheckView(tuple(p.asset_key_path), r.name, r.description, True, rule=r) for r in p.rules
+                ),
+            )
     return MeshView(domains={"reference": domain}, assets=assets, primary=("reference",))
 
 
 def reference_plan():
-    evaluation = Evaluation(("reference", "airlines"), "unique_carrier", 1_700_000_000_000, True,
-                            {"element_count": 16, "unexpected_count": 0, "observed_value": 0})
+    evaluation = Evaluation(
+        ("reference", "airlines"),
+        "unique_carrier",
+        1_700_000_000_000,
+        True,
+        {"element_count": 16, "unexpected_count": 0, "observed_value": 0},
+    )
     return plan_export(reference_view(), CONFIG, evaluations=[evaluation])
 
 
@@ -78,12 +89,20 @@ def test_small_export_is_schema_valid_and_ordered(fake_om):
         if route:
             assert om_spec.errors(route[2], call.body) == []
     assert report.created == report.calls and report.calls > 20
-    assert set(fake_om.entities["table"]) == {"mesh.iceberg.reference.airlines",
-                                               "mesh.iceberg.reference.airports"}
-    assert fake_om.entities["databaseService"]["mesh"]["connection"] == {"config": {
-        "type": "Trino", "scheme": "trino", "hostPort": "trino:8080", "username": "mesh",
-        "catalog": "iceberg"}}
-    result, = fake_om.series["testCaseResult"].values()
+    assert set(fake_om.entities["table"]) == {
+        "mesh.iceberg.reference.airlines",
+        "mesh.iceberg.reference.airports",
+    }
+    assert fake_om.entities["databaseService"]["mesh"]["connection"] == {
+        "config": {
+            "type": "Trino",
+            "scheme": "trino",
+            "hostPort": "trino:8080",
+            "username": "mesh",
+            "catalog": "iceberg",
+        }
+    }
+    (result,) = fake_om.series["testCaseResult"].values()
     assert result["testCaseStatus"] == "Success" and result["passedRows"] == 16
 
 
@@ -147,12 +166,19 @@ def test_the_jwt_never_leaks(fake_om, caplog, capsys, monkeypatch, tmp_path):
     with pytest.raises(OpenMetadataError) as failure:
         Exporter(om).run(reference_plan())
     fake_om.release()
-    texts = [str(failure.value), repr(failure.value), repr(failure.value.args), repr(om),
-             "".join(traceback.format_exception(failure.value)), caplog.text,
-             *capsys.readouterr()]
+    texts = [
+        str(failure.value),
+        repr(failure.value),
+        repr(failure.value.args),
+        repr(om),
+        "".join(traceback.format_exception(failure.value)),
+        caplog.text,
+        *capsys.readouterr(),
+    ]
     texts += [repr(c.body) for c in fake_om.calls]  # what the exporter sent
-    leaks = [t[max(0, t.find(SENTINEL_JWT) - 300):t.find(SENTINEL_JWT) + 80]
-             for t in texts if SENTINEL_JWT in t]
+    leaks = [
+        t[max(0, t.find(SENTINEL_JWT) - 300) : t.find(SENTINEL_JWT) + 80] for t in texts if SENTINEL_JWT in t
+    ]
     assert leaks == []
     assert "***" in str(failure.value)
     assert {c.headers.get("Authorization") for c in fake_om.calls} == {f"Bearer {SENTINEL_JWT}"}
@@ -160,11 +186,16 @@ def test_the_jwt_never_leaks(fake_om, caplog, capsys, monkeypatch, tmp_path):
 
 
 def test_payload_models_drop_unset_fields_and_resolve_references():
-    table = m.CreateTable(name="t", databaseSchema="s.d.x", columns=[m.Column("c", "STRING")],
-                          owner=m.Ref("team", "x"))
+    table = m.CreateTable(
+        name="t", databaseSchema="s.d.x", columns=[m.Column("c", "STRING")], owner=m.Ref("team", "x")
+    )
     assert table.to_json(lambda r: {"id": "1", "type": r.type}) == {
-        "name": "t", "databaseSchema": "s.d.x", "columns": [{"name": "c", "dataType": "STRING"}],
-        "tableType": "Iceberg", "owner": {"id": "1", "type": "team"}}
+        "name": "t",
+        "databaseSchema": "s.d.x",
+        "columns": [{"name": "c", "dataType": "STRING"}],
+        "tableType": "Iceberg",
+        "owner": {"id": "1", "type": "team"},
+    }
     assert "owner" not in table.to_json(lambda r: None)
     with pytest.raises(ValueError):
         table.to_json()

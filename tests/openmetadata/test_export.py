@@ -54,8 +54,7 @@ def test_every_payload_is_valid_against_the_official_schemas(exported):
         assert om_spec.errors(route[2], call.body) == []
         checked += 1
     # every kind of payload the exporter knows was sent and validated
-    assert {_route(c.method, c.path)[3] for c in fake.calls if c.method == "PUT"} == {
-        r[3] for r in ROUTES}
+    assert {_route(c.method, c.path)[3] for c in fake.calls if c.method == "PUT"} == {r[3] for r in ROUTES}
     assert checked > 200
 
 
@@ -70,8 +69,7 @@ def test_the_jwt_is_in_no_payload_and_only_in_the_auth_header(exported):
 
 def test_endpoints_methods_and_order(exported):
     fake, _ = exported
-    order = [(_route(c.method, c.path) or (None, None, None, f"GET {c.path}"))[3]
-             for c in fake.calls]
+    order = [(_route(c.method, c.path) or (None, None, None, f"GET {c.path}"))[3] for c in fake.calls]
     assert {c.method for c in fake.calls} == {"GET", "PUT"}
     assert all(c.status in (200, 201, 404) for c in fake.calls)
     assert all(c.status != 404 or c.method == "GET" for c in fake.calls)
@@ -100,8 +98,12 @@ def test_domains_data_products_and_tables(exported):
     fake, _ = exported
     domains = fake.entities["domain"]
     assert {d: e["domainType"] for d, e in domains.items()} == {
-        "reference": "Source-aligned", "fleet": "Source-aligned", "weather": "Source-aligned",
-        "operations": "Source-aligned", "analytics": "Consumer-aligned"}
+        "reference": "Source-aligned",
+        "fleet": "Source-aligned",
+        "weather": "Source-aligned",
+        "operations": "Source-aligned",
+        "analytics": "Consumer-aligned",
+    }
     teams = {e["id"]: name for name, e in fake.entities["team"].items()}
     assert teams[domains["analytics"]["owner"]["id"]] == "analytics-team"
     products = fake.entities["dataProduct"]
@@ -111,11 +113,22 @@ def test_domains_data_products_and_tables(exported):
     assert set(fake.entities["databaseSchema"]) == {f"mesh.iceberg.{d}" for d in domains}
 
     tables = fake.entities["table"]
-    assert set(tables) == {f"mesh.iceberg.{t}" for t in (
-        "reference.airlines", "reference.airports", "reference.timezones", "fleet.planes", "weather.observations",
-        "weather.station_daily", "operations.flights", "operations.daily_performance",
-        "analytics.delays_by_weather", "analytics.delays_by_carrier_month",
-        "analytics.delays_by_aircraft_age")}
+    assert set(tables) == {
+        f"mesh.iceberg.{t}"
+        for t in (
+            "reference.airlines",
+            "reference.airports",
+            "reference.timezones",
+            "fleet.planes",
+            "weather.observations",
+            "weather.station_daily",
+            "operations.flights",
+            "operations.daily_performance",
+            "analytics.delays_by_weather",
+            "analytics.delays_by_carrier_month",
+            "analytics.delays_by_aircraft_age",
+        )
+    }
     airlines = tables["mesh.iceberg.reference.airlines"]
     assert airlines["tableType"] == "Iceberg"
     assert airlines["domain"] == "reference" and airlines["dataProducts"] == ["reference-airlines"]
@@ -124,12 +137,19 @@ def test_domains_data_products_and_tables(exported):
     carrier = airlines["columns"][0]
     assert carrier["name"] == "carrier" and carrier["dataType"] == "STRING"
     assert carrier["constraint"] == "PRIMARY_KEY" and carrier["description"]
-    assert carrier["tags"] == [{"tagFQN": "DataClassification.public", "source": "Classification",
-                                "labelType": "Automated", "state": "Confirmed"}]
+    assert carrier["tags"] == [
+        {
+            "tagFQN": "DataClassification.public",
+            "source": "Classification",
+            "labelType": "Automated",
+            "state": "Confirmed",
+        }
+    ]
     # a compound primary key is a table constraint
     carrier_month = tables["mesh.iceberg.analytics.delays_by_carrier_month"]
     assert carrier_month["tableConstraints"] == [
-        {"constraintType": "PRIMARY_KEY", "columns": ["carrier", "month"]}]
+        {"constraintType": "PRIMARY_KEY", "columns": ["carrier", "month"]}
+    ]
     # dbt models without a contract (staging, intermediate) are ephemeral: no table to export
     assert not any("stg_" in fqn or "int_" in fqn for fqn in tables)
 
@@ -140,8 +160,7 @@ def test_one_pipeline_per_domain_with_assets_as_tasks_and_run_status(exported, g
     assert set(pipelines) == {f"dagster.{d}" for d in graphs}
     for domain, graph in graphs.items():
         tasks = {t["name"] for t in pipelines[f"dagster.{domain}"]["tasks"]}
-        assert tasks == {k.to_user_string() for k in graph.materializable_asset_keys
-                         if k.path[0] == domain}
+        assert tasks == {k.to_user_string() for k in graph.materializable_asset_keys if k.path[0] == domain}
     reference = {t["name"]: t for t in pipelines["dagster.reference"]["tasks"]}
     # the mart reads the ingested product through ephemeral staging and intermediate models
     assert reference["reference/airports"]["downstreamTasks"] == ["reference/timezones"]
@@ -158,14 +177,16 @@ def test_a_lineage_edge_per_asset_dependency_with_its_pipeline(exported, graphs)
     edges = {}
     for (src, dst), body in fake.series["lineage"].items():
         details = body["edge"]["lineageDetails"]
-        edges[(ids[src][1]["fullyQualifiedName"], ids[dst][1]["fullyQualifiedName"])] = \
-            ids[details["pipeline"]["id"]][1]["fullyQualifiedName"]
+        edges[(ids[src][1]["fullyQualifiedName"], ids[dst][1]["fullyQualifiedName"])] = ids[
+            details["pipeline"]["id"]
+        ][1]["fullyQualifiedName"]
     expected = {}
     for domain, graph in graphs.items():
         for key in graph.materializable_asset_keys:
             for parent in graph.get(key).parent_keys:
-                expected[(f"mesh.iceberg.{'.'.join(parent.path)}",
-                          f"mesh.iceberg.{'.'.join(key.path)}")] = f"dagster.{domain}"
+                expected[(f"mesh.iceberg.{'.'.join(parent.path)}", f"mesh.iceberg.{'.'.join(key.path)}")] = (
+                    f"dagster.{domain}"
+                )
     assert edges == expected
     assert len(edges) == 10
 
@@ -173,8 +194,10 @@ def test_a_lineage_edge_per_asset_dependency_with_its_pipeline(exported, graphs)
 def _column_lineage(fake, source, target):
     ids = {e["fullyQualifiedName"]: e["id"] for e in fake.entities["table"].values()}
     body = fake.series["lineage"][(ids[f"mesh.iceberg.{source}"], ids[f"mesh.iceberg.{target}"])]
-    return {c["toColumn"].rsplit(".", 1)[1]: sorted(f.rsplit(".", 1)[1] for f in c["fromColumns"])
-            for c in body["edge"]["lineageDetails"].get("columnsLineage", [])}, body
+    return {
+        c["toColumn"].rsplit(".", 1)[1]: sorted(f.rsplit(".", 1)[1] for f in c["fromColumns"])
+        for c in body["edge"]["lineageDetails"].get("columnsLineage", [])
+    }, body
 
 
 def test_cross_domain_column_lineage_from_the_dbt_manifest_is_exact(exported):
@@ -188,16 +211,22 @@ def test_cross_domain_column_lineage_from_the_dbt_manifest_is_exact(exported):
     assert columns["mesh.iceberg.analytics.delays_by_weather.mean_dep_delay_min"] == {
         "fromColumns": ["mesh.iceberg.operations.flights.dep_delay"],
         "toColumn": "mesh.iceberg.analytics.delays_by_weather.mean_dep_delay_min",
-        "function": "AVG(dep_delay)"}
+        "function": "AVG(dep_delay)",
+    }
     from_weather, _ = _column_lineage(fake, "weather.observations", "analytics.delays_by_weather")
     assert from_weather == {"condition": ["origin", "precip", "visib", "wind_speed"]}
     assert _column_lineage(fake, "reference.airlines", "analytics.delays_by_carrier_month")[0] == {
-        "carrier_name": ["name"]}
+        "carrier_name": ["name"]
+    }
     assert _column_lineage(fake, "operations.flights", "analytics.delays_by_carrier_month")[0] == {
-        "carrier": ["carrier"], "month": ["month"], "mean_arr_delay_min": ["arr_delay"],
-        "delayed_share": ["arr_delay"]}
+        "carrier": ["carrier"],
+        "month": ["month"],
+        "mean_arr_delay_min": ["arr_delay"],
+        "delayed_share": ["arr_delay"],
+    }
     assert _column_lineage(fake, "fleet.planes", "analytics.delays_by_aircraft_age")[0] == {
-        "age_band_years": ["year"]}
+        "age_band_years": ["year"]
+    }
     # within a domain too, through the ephemeral staging and intermediate models (CTEs of the
     # mart's compiled SQL) down to the ingested product's columns
     within = _column_lineage(fake, "reference.airports", "reference.timezones")[0]
@@ -228,8 +257,11 @@ def test_a_test_case_per_asset_check_and_its_latest_result(exported, graphs):
     assert {fqn for fqn, _ in results} <= set(cases)
     assert len(results) >= len(checks) - 2  # checks never evaluated have no result
     assert {r["testCaseStatus"] for r in results.values()} == {"Success"}
-    result = next(r for (fqn, _), r in results.items()
-                  if fqn == "mesh.iceberg.reference.airlines.carrier.not_null_carrier")
+    result = next(
+        r
+        for (fqn, _), r in results.items()
+        if fqn == "mesh.iceberg.reference.airlines.carrier.not_null_carrier"
+    )
     assert result["failedRows"] == 0 and result["passedRows"] == 16
 
 

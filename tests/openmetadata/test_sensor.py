@@ -30,7 +30,8 @@ def test_without_a_host_the_sensor_is_stopped_and_does_nothing(domain_defs, monk
 
 
 def test_sensor_exports_new_materializations_and_each_check_evaluation(
-        om_home_copy, domain_defs, fake_om, monkeypatch):
+    om_home_copy, domain_defs, fake_om, monkeypatch
+):
     monkeypatch.setenv("OPENMETADATA_HOST", fake_om.url)
     monkeypatch.setenv("OPENMETADATA_JWT_TOKEN", SENTINEL_JWT)
     defs = domain_defs["analytics"]
@@ -48,8 +49,10 @@ def test_sensor_exports_new_materializations_and_each_check_evaluation(
         assert status["executionStatus"] == "Successful"
         cursor = json.loads(first.cursor)
         assert set(cursor["materializations"]) == {
-            "analytics/delays_by_weather", "analytics/delays_by_carrier_month",
-            "analytics/delays_by_aircraft_age"}
+            "analytics/delays_by_weather",
+            "analytics/delays_by_carrier_month",
+            "analytics/delays_by_aircraft_age",
+        }
 
         # nothing new: nothing sent
         sent = len(fake_om.calls)
@@ -58,15 +61,23 @@ def test_sensor_exports_new_materializations_and_each_check_evaluation(
         assert len(fake_om.calls) == sent
 
         # a new evaluation: exactly its result (the metadata did not change)
-        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-            asset_key=dg.AssetKey(["analytics", "delays_by_weather"]),
-            check_name="row_count_between", passed=False,
-            metadata={"observed_value": 1, "element_count": 1}))
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey(["analytics", "delays_by_weather"]),
+                check_name="row_count_between",
+                passed=False,
+                metadata={"observed_value": 1, "element_count": 1},
+            )
+        )
         third = dg.build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor)
         sensor(third)
         new = fake_om.calls[sent:]
-        assert [(c.method, c.path) for c in new] == [(
-            "PUT", "/api/v1/dataQuality/testCases/"
-                   "mesh.iceberg.analytics.delays_by_weather.row_count_between/testCaseResult")]
+        assert [(c.method, c.path) for c in new] == [
+            (
+                "PUT",
+                "/api/v1/dataQuality/testCases/"
+                "mesh.iceberg.analytics.delays_by_weather.row_count_between/testCaseResult",
+            )
+        ]
         assert new[0].body["testCaseStatus"] == "Failed"
         assert SENTINEL_JWT not in third.cursor and SENTINEL_JWT not in first.cursor

@@ -23,11 +23,19 @@ REFERENCE_TABLES = ("reference.airlines", "reference.airports", "reference.timez
 
 # --- processes ---------------------------------------------------------------------------------
 
+
 def start(cmd: list[str], **kwargs) -> subprocess.Popen:
     """A process in its own session: killing its group kills everything it started (dbt
     included), as the end of a pod or a killed terminal would."""
-    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=REPO, **kwargs)
+    return subprocess.Popen(
+        cmd,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+        **kwargs,
+    )
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -62,8 +70,9 @@ def descendants(pid: int) -> list[tuple[int, str]]:
     return out
 
 
-def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None,
-             interval: float = 0.05):
+def wait_for(
+    predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, interval: float = 0.05
+):
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds
     (or when ``proc`` exits first)."""
     deadline = time.monotonic() + timeout
@@ -90,19 +99,28 @@ def step_event(instance, step_key: str, event: str = "STEP_START"):
         if not runs or runs[0].run_id in known:
             return None
         records = instance.get_records_for_run(
-            runs[0].run_id, of_type=getattr(dg.DagsterEventType, event)).records
+            runs[0].run_id, of_type=getattr(dg.DagsterEventType, event)
+        ).records
         return runs[0].run_id if any(r.event_log_entry.step_key == step_key for r in records) else None
+
     return found
 
 
 def mesh_materialize(domain: str, env: dict | None = None, timeout: float = 600) -> str:
-    proc = subprocess.run([MESH, "materialize", domain], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [MESH, "materialize", domain],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
 
 
 # --- data ----------------------------------------------------------------------------------------
+
 
 def airports_version(bump: int) -> str:
     """The real airports file with every altitude raised by ``bump`` feet: a valid new version
@@ -150,12 +168,16 @@ def mesh_defs():
     from mesh_assets.settings import DOMAINS_DIR
 
     parts = [build_domain(DOMAINS_DIR / d) for d in MESH_JOB_DOMAINS]
-    job = dg.define_asset_job("mesh_job", selection=dg.AssetSelection.all()
-                              | dg.AssetSelection.all_asset_checks())
-    return dg.Definitions(assets=[a for p in parts for a in p.assets],
-                          asset_checks=[c for p in parts for c in (p.asset_checks or [])],
-                          jobs=[job], resources=parts[0].resources,
-                          executor=dg.in_process_executor)
+    job = dg.define_asset_job(
+        "mesh_job", selection=dg.AssetSelection.all() | dg.AssetSelection.all_asset_checks()
+    )
+    return dg.Definitions(
+        assets=[a for p in parts for a in p.assets],
+        asset_checks=[c for p in parts for c in (p.asset_checks or [])],
+        jobs=[job],
+        resources=parts[0].resources,
+        executor=dg.in_process_executor,
+    )
 
 
 def mesh_job():

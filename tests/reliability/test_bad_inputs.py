@@ -80,27 +80,67 @@ def csv_bytes(*lines: str, header: str = HEADER) -> bytes:
 
 # (case, raw bytes, column the error must name or None, words the message must contain)
 REFUSED = [
-    ("malformed: unterminated quote", csv_bytes('k9,1,1.5,"no end quote,2024-01-01', *GOOD[:2]),
-     None, ["not valid CSV", "line 2", "expected 5 fields"]),
-    ("malformed: too many fields", csv_bytes(*GOOD[:2], "k9,1,1.5,x,2024-01-01,surplus"),
-     None, ["not valid CSV", "line 4", "found 6"]),
-    ("wrong type", csv_bytes(*GOOD[:3], "k9,seven,1.5,x,2024-01-01"),
-     "qty", ["line 5", "'seven' is not a valid int"]),
-    ("wrong type: date", csv_bytes("k9,1,1.5,x,2024-13-45", *GOOD[:1]),
-     "day", ["line 2", "'2024-13-45' is not a valid date"]),
-    ("missing column", csv_bytes("k9,1,1.5,2024-01-01", header="id,qty,price,day"),
-     "label", ["has no column 'label'"]),
-    ("extra column", csv_bytes("k9,1,1.5,x,2024-01-01,z", header=HEADER + ",comment"),
-     "comment", ["has column 'comment'", "does not declare"]),
-    ("latin-1 value", ("\n".join([HEADER, *GOOD[:2], "k9,1,1.5,café crème,2024-01-01"]) + "\n")
-     .encode("latin-1"), "label", ["line 4", "not UTF-8", "0xe9", "iconv"]),
-    ("latin-1 header", ("id,qty,price,label,day,é\n" + "k9,1,1.5,x,2024-01-01,z\n").encode("latin-1"),
-     None, ["line 1", "not UTF-8"]),
+    (
+        "malformed: unterminated quote",
+        csv_bytes('k9,1,1.5,"no end quote,2024-01-01', *GOOD[:2]),
+        None,
+        ["not valid CSV", "line 2", "expected 5 fields"],
+    ),
+    (
+        "malformed: too many fields",
+        csv_bytes(*GOOD[:2], "k9,1,1.5,x,2024-01-01,surplus"),
+        None,
+        ["not valid CSV", "line 4", "found 6"],
+    ),
+    (
+        "wrong type",
+        csv_bytes(*GOOD[:3], "k9,seven,1.5,x,2024-01-01"),
+        "qty",
+        ["line 5", "'seven' is not a valid int"],
+    ),
+    (
+        "wrong type: date",
+        csv_bytes("k9,1,1.5,x,2024-13-45", *GOOD[:1]),
+        "day",
+        ["line 2", "'2024-13-45' is not a valid date"],
+    ),
+    (
+        "missing column",
+        csv_bytes("k9,1,1.5,2024-01-01", header="id,qty,price,day"),
+        "label",
+        ["has no column 'label'"],
+    ),
+    (
+        "extra column",
+        csv_bytes("k9,1,1.5,x,2024-01-01,z", header=HEADER + ",comment"),
+        "comment",
+        ["has column 'comment'", "does not declare"],
+    ),
+    (
+        "latin-1 value",
+        ("\n".join([HEADER, *GOOD[:2], "k9,1,1.5,café crème,2024-01-01"]) + "\n").encode("latin-1"),
+        "label",
+        ["line 4", "not UTF-8", "0xe9", "iconv"],
+    ),
+    (
+        "latin-1 header",
+        ("id,qty,price,label,day,é\n" + "k9,1,1.5,x,2024-01-01,z\n").encode("latin-1"),
+        None,
+        ["line 1", "not UTF-8"],
+    ),
     ("empty file", b"", None, ["the file is empty"]),
-    ("10 MB field in an integer column", csv_bytes(*GOOD[:1], "k9," + "9" * BIG + ",1.5,x,2024-01-01"),
-     "qty", ["line 3", "is not a valid int", "characters"]),
-    ("missing required value", csv_bytes(*GOOD[:2], ",1,1.5,x,2024-01-01"),
-     "id", ["line 4", "required value is missing"]),
+    (
+        "10 MB field in an integer column",
+        csv_bytes(*GOOD[:1], "k9," + "9" * BIG + ",1.5,x,2024-01-01"),
+        "qty",
+        ["line 3", "is not a valid int", "characters"],
+    ),
+    (
+        "missing required value",
+        csv_bytes(*GOOD[:2], ",1,1.5,x,2024-01-01"),
+        "id",
+        ["line 4", "required value is missing"],
+    ),
 ]
 
 
@@ -123,9 +163,15 @@ def test_refused_files_name_the_problem_and_change_nothing(mesh_home, tmp_path, 
     assert before[1] == [f"k{i}" for i in range(5)]
     quarantine_table = product.table_identifier + QUARANTINE_SUFFIX
     assert not catalog.table_exists(quarantine_table)
-    cases = REFUSED if not quarantine else [
-        c for c in REFUSED  # these are whole-file problems: refused in quarantine mode too
-        if c[0].startswith(("malformed", "missing column", "extra column", "latin-1", "empty"))]
+    cases = (
+        REFUSED
+        if not quarantine
+        else [
+            c
+            for c in REFUSED  # these are whole-file problems: refused in quarantine mode too
+            if c[0].startswith(("malformed", "missing column", "extra column", "latin-1", "empty"))
+        ]
+    )
     for case, raw, column, words in cases:
         write_raw(mesh_home, name, raw)
         with pytest.raises(IngestionError) as caught:
@@ -155,10 +201,12 @@ def test_a_ten_megabyte_string_field_lands_whole(mesh_home, tmp_path):
 def test_quarantine_sets_bad_rows_aside_and_every_good_row_lands_once(mesh_home, tmp_path):
     product = contract(tmp_path, "items_q", quarantine=True)
     catalog = open_catalog()
-    bad = ["b1,seven,1.5,x,2024-01-01",          # wrong type
-           ",1,1.5,x,2024-01-01",                # missing required id
-           "b3,1,1.5,x,2024-13-45",              # impossible date
-           "b4," + "9" * BIG + ",1.5,x,2024-01-01"]  # a 10 MB integer
+    bad = [
+        "b1,seven,1.5,x,2024-01-01",  # wrong type
+        ",1,1.5,x,2024-01-01",  # missing required id
+        "b3,1,1.5,x,2024-13-45",  # impossible date
+        "b4," + "9" * BIG + ",1.5,x,2024-01-01",
+    ]  # a 10 MB integer
     lines = [GOOD[0], bad[0], GOOD[1], bad[1], GOOD[2], bad[2], GOOD[3], bad[3], GOOD[4]]
     write_raw(mesh_home, "items_q", csv_bytes(*lines))
     for attempt in range(2):  # a rerun of the same file converges: no row twice anywhere
@@ -167,8 +215,9 @@ def test_quarantine_sets_bad_rows_aside_and_every_good_row_lands_once(mesh_home,
         ids = catalog.load_table(product.table_identifier).scan().to_arrow().column("id").to_pylist()
         assert sorted(ids) == [f"k{i}" for i in range(5)], attempt  # each good row exactly once
         parked = catalog.load_table(product.table_identifier + QUARANTINE_SUFFIX).scan().to_arrow()
-        rows = sorted(parked.select(["_line", "_reason", "_source_file"]).to_pylist(),
-                      key=lambda r: r["_line"])
+        rows = sorted(
+            parked.select(["_line", "_reason", "_source_file"]).to_pylist(), key=lambda r: r["_line"]
+        )
         assert [r["_line"] for r in rows] == [3, 5, 7, 9], attempt
         assert {r["_source_file"] for r in rows} == {"items_q.csv"}
         assert "column qty: value 'seven' is not a valid int" in rows[0]["_reason"]
@@ -182,8 +231,11 @@ def test_quarantine_sets_bad_rows_aside_and_every_good_row_lands_once(mesh_home,
 
 def test_duplicated_primary_keys_are_refused_by_the_blocking_check_and_main_is_untouched(mesh_home, tmp_path):
     product = contract(tmp_path, "items", quarantine=False)
-    defs = dg.Definitions(assets=[ingestion_asset(product)], asset_checks=[contract_checks(product)],
-                          resources={"catalog": IcebergCatalog()})
+    defs = dg.Definitions(
+        assets=[ingestion_asset(product)],
+        asset_checks=[contract_checks(product)],
+        resources={"catalog": IcebergCatalog()},
+    )
     job = defs.resolve_implicit_global_asset_job_def()
     catalog = open_catalog()
 

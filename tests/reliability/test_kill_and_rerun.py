@@ -74,8 +74,12 @@ def concurrent_writers(tmp_path, writers: int, appends: int) -> None:
     catalog.create_table("stress.appends", schema=pa.schema([("writer", pa.int32()), ("seq", pa.int32())]))
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    procs = [subprocess.Popen([sys.executable, str(script), str(w), str(appends)],
-                              stderr=subprocess.PIPE, text=True) for w in range(writers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(w), str(appends)], stderr=subprocess.PIPE, text=True
+        )
+        for w in range(writers)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=900)
         assert p.returncode == 0, err[-2000:]
@@ -128,6 +132,7 @@ def test_sigkill_during_a_write_leaves_a_consistent_table(mesh_home, tmp_path, k
 
 # --- a real Dagster run, killed -------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def clean_states(tmp_path_factory):
     """What clean runs of `mesh materialize reference` produce: version 0 (the real files) and
@@ -166,8 +171,13 @@ def _run_and_kill(scenario: str, instance) -> str:
         kill_group(proc)
         return "run"
     # dbt: wait for the dbt subprocess of the run, let it work, then kill it or the whole run
-    dbt = wait_for(lambda: [p for p, cmd in descendants(proc.pid) if "/dbt " in cmd and " build " in cmd],
-                   300, "the dbt build subprocess", proc, interval=0.02)
+    dbt = wait_for(
+        lambda: [p for p, cmd in descendants(proc.pid) if "/dbt " in cmd and " build " in cmd],
+        300,
+        "the dbt build subprocess",
+        proc,
+        interval=0.02,
+    )
     time.sleep(0.5)
     if scenario == "dbt subprocess":
         killed = 0

@@ -45,8 +45,14 @@ def land_all(home: Path) -> None:
 
 
 def run_job(parent_run_id: str | None = None) -> tuple[str, bool]:
-    proc = subprocess.run([sys.executable, "-c", RUN_MESH_JOB, *([parent_run_id] if parent_run_id else [])],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_MESH_JOB, *([parent_run_id] if parent_run_id else [])],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RUN ")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     _, run_id, success = lines[-1].split()
@@ -91,15 +97,21 @@ def kill_after_steps_then_reexecute(mesh_home, clean_run, steps_before_kill: int
             runs = instance.get_runs(limit=1)
             if not runs:
                 return None
-            done = instance.get_records_for_run(runs[0].run_id,
-                                                of_type=dg.DagsterEventType.STEP_SUCCESS).records
+            done = instance.get_records_for_run(
+                runs[0].run_id, of_type=dg.DagsterEventType.STEP_SUCCESS
+            ).records
             return runs[0] if len(done) >= steps_before_kill else None
+
         run = wait_for(enough_steps, 600, f"{steps_before_kill} successful steps", proc, interval=0.02)
         kill_group(proc)
         run = instance.get_run_by_id(run.run_id)
         assert run.status == dg.DagsterRunStatus.STARTED  # the process died mid-run
-        succeeded = {r.event_log_entry.step_key for r in instance.get_records_for_run(
-            run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records}
+        succeeded = {
+            r.event_log_entry.step_key
+            for r in instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS
+            ).records
+        }
         # what the run monitor does for a run whose process is gone
         instance.report_run_failed(run, "run process killed (SIGKILL) by the reliability test")
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
@@ -109,8 +121,12 @@ def kill_after_steps_then_reexecute(mesh_home, clean_run, steps_before_kill: int
     with dg.DagsterInstance.get() as instance:
         child = instance.get_run_by_id(reexecuted)
         assert child.parent_run_id == run.run_id and child.root_run_id == run.run_id
-        rerun_steps = {r.event_log_entry.step_key for r in instance.get_records_for_run(
-            reexecuted, of_type=dg.DagsterEventType.STEP_SUCCESS).records}
+        rerun_steps = {
+            r.event_log_entry.step_key
+            for r in instance.get_records_for_run(
+                reexecuted, of_type=dg.DagsterEventType.STEP_SUCCESS
+            ).records
+        }
         assert not rerun_steps & succeeded, "a step that had succeeded ran again"
         checks = latest_checks(instance, mesh_defs())
     assert contents(open_catalog(), TABLES) == clean_tables

@@ -42,8 +42,9 @@ def test_soak_sigkill_of_dagster_runs_at_every_point(mesh_home, clean_states):
     rng = random.Random(SEED)
     offsets = [f"at {rng.uniform(0.5, 15.0):.1f}" for _ in range(6)]
     print(f"SOAK_SEED={SEED}")
-    seen = kill_and_rerun(mesh_home, clean_states, ["ingestion", "before publish", "dbt subprocess",
-                                                     "run during dbt", *offsets])
+    seen = kill_and_rerun(
+        mesh_home, clean_states, ["ingestion", "before publish", "dbt subprocess", "run during dbt", *offsets]
+    )
     print("\n".join(seen))
 
 

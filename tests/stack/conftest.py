@@ -33,10 +33,12 @@ def trino(stack_layout):
 @pytest.fixture(scope="session")
 def trino_sql(trino):
     """``trino_sql("SELECT ...")`` -> all rows, as lists."""
+
     def run(sql: str) -> list[list]:
         cur = trino.cursor()
         cur.execute(sql)
         return cur.fetchall()
+
     return run
 
 

@@ -30,19 +30,33 @@ def sample_table(rows: int, seed: int = 7) -> pa.Table:
         return None if rng.random() < 0.05 else value
 
     start = dt.datetime(2024, 1, 1)
-    return pa.table({
-        "id": pa.array(range(rows), pa.int64()),
-        "qty": pa.array([maybe(rng.randint(-1000, 1000)) for _ in range(rows)], pa.int32()),
-        "amount": pa.array([maybe(rng.uniform(-1e6, 1e6)) for _ in range(rows)], pa.float64()),
-        "price": pa.array([maybe(decimal.Decimal(rng.randint(0, 10**8)) / 100) for _ in range(rows)],
-                          pa.decimal128(12, 2)),
-        "name": pa.array([maybe(f"n{rng.randint(0, 500)}-é") for _ in range(rows)], pa.string()),
-        "flag": pa.array([maybe(rng.random() < 0.3) for _ in range(rows)], pa.bool_()),
-        "day": pa.array([maybe(dt.date(2024, 1, 1) + dt.timedelta(days=rng.randint(0, 700)))
-                         for _ in range(rows)], pa.date32()),
-        "ts": pa.array([maybe(start + dt.timedelta(seconds=rng.randint(0, 10**8), microseconds=rng.randint(0, 999_999)))
-                        for _ in range(rows)], pa.timestamp("us")),
-    })
+    return pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "qty": pa.array([maybe(rng.randint(-1000, 1000)) for _ in range(rows)], pa.int32()),
+            "amount": pa.array([maybe(rng.uniform(-1e6, 1e6)) for _ in range(rows)], pa.float64()),
+            "price": pa.array(
+                [maybe(decimal.Decimal(rng.randint(0, 10**8)) / 100) for _ in range(rows)],
+                pa.decimal128(12, 2),
+            ),
+            "name": pa.array([maybe(f"n{rng.randint(0, 500)}-é") for _ in range(rows)], pa.string()),
+            "flag": pa.array([maybe(rng.random() < 0.3) for _ in range(rows)], pa.bool_()),
+            "day": pa.array(
+                [maybe(dt.date(2024, 1, 1) + dt.timedelta(days=rng.randint(0, 700))) for _ in range(rows)],
+                pa.date32(),
+            ),
+            "ts": pa.array(
+                [
+                    maybe(
+                        start
+                        + dt.timedelta(seconds=rng.randint(0, 10**8), microseconds=rng.randint(0, 999_999))
+                    )
+                    for _ in range(rows)
+                ],
+                pa.timestamp("us"),
+            ),
+        }
+    )
 
 
 def arrow_profile(table: pa.Table) -> dict:
@@ -81,7 +95,7 @@ def sql_profile(run, relation: str, table: pa.Table) -> dict:
     row = run(f"SELECT {', '.join(exprs)} FROM {relation}")
     out, i = {"rows": row[0]}, 1
     for name, n in layout:
-        vals = row[i:i + n]
+        vals = row[i : i + n]
         i += n
         out[name] = {"count": vals[0], "min": vals[1], "max": vals[2]}
         if n == 4:
@@ -97,10 +111,13 @@ def assert_profiles_equal(got: dict, expected: dict, engine_name: str) -> None:
         for key, want in stats.items():
             have = got[name][key]
             if isinstance(want, float) and want is not None:
-                assert have is not None and math.isclose(float(have), want, rel_tol=1e-9, abs_tol=1e-6), \
+                assert have is not None and math.isclose(float(have), want, rel_tol=1e-9, abs_tol=1e-6), (
                     f"{engine_name}: {name}.{key} = {have}, pyarrow says {want}"
+                )
             elif isinstance(want, decimal.Decimal):
-                assert decimal.Decimal(have) == want, f"{engine_name}: {name}.{key} = {have}, pyarrow says {want}"
+                assert decimal.Decimal(have) == want, (
+                    f"{engine_name}: {name}.{key} = {have}, pyarrow says {want}"
+                )
             else:
                 assert have == want, f"{engine_name}: {name}.{key} = {have!r}, pyarrow says {want!r}"
 
@@ -163,10 +180,12 @@ def test_trino_writes_and_pyiceberg_and_duckdb_read_it(iceberg_catalog, trino_sq
     view = engine.register_table(con, table, "orders")
     assert_profiles_equal(duckdb_profile(con, view, arrow), expected, "DuckDB vs pyiceberg")
     # and independently of pyarrow: DuckDB's numbers are Trino's
-    by_channel_trino = trino_sql(f"SELECT channel, count(*), sum(amount) FROM {rel} "
-                                 "GROUP BY channel ORDER BY channel NULLS FIRST")
-    by_channel_duck = con.execute(f"SELECT channel, count(*), sum(amount) FROM {view} "
-                                  "GROUP BY channel ORDER BY channel NULLS FIRST").fetchall()
+    by_channel_trino = trino_sql(
+        f"SELECT channel, count(*), sum(amount) FROM {rel} GROUP BY channel ORDER BY channel NULLS FIRST"
+    )
+    by_channel_duck = con.execute(
+        f"SELECT channel, count(*), sum(amount) FROM {view} GROUP BY channel ORDER BY channel NULLS FIRST"
+    ).fetchall()
     assert [(c, n) for c, n, _ in by_channel_trino] == [(c, n) for c, n, _ in by_channel_duck]
     for (_, _, a), (_, _, b) in zip(by_channel_trino, by_channel_duck, strict=True):
         assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-12)
@@ -178,7 +197,7 @@ def test_time_travel_matches_between_trino_and_pyiceberg(iceberg_catalog, trino_
     table.append(data.slice(0, 1000))
     table.append(data.slice(1000, 1000))
     table = table.refresh()
-    table.delete("id < 100")                                            # pyiceberg delete
+    table.delete("id < 100")  # pyiceberg delete
     rel = f'iceberg."{namespace}".history'
     trino_sql(f"INSERT INTO {rel} VALUES (50000, 1, 'from-trino', DATE '2030-01-01')")
     trino_sql(f"DELETE FROM {rel} WHERE id BETWEEN 100 AND 149")  # Trino delete
@@ -190,7 +209,8 @@ def test_time_travel_matches_between_trino_and_pyiceberg(iceberg_catalog, trino_
     for snapshot_id in snapshots:
         via_pyiceberg = table.scan(snapshot_id=snapshot_id).to_arrow().sort_by("id")
         via_trino = trino_sql(f"SELECT * FROM {rel} FOR VERSION AS OF {snapshot_id} ORDER BY id")
-        assert via_trino == [list(r.values()) for r in via_pyiceberg.to_pylist()], \
+        assert via_trino == [list(r.values()) for r in via_pyiceberg.to_pylist()], (
             f"snapshot {snapshot_id} differs"
+        )
         counts.append(via_pyiceberg.num_rows)
     assert counts[:2] == [1000, 2000] and counts[-1] == 2000 - 100 + 1 - 50

@@ -27,8 +27,7 @@ pytestmark = pytest.mark.stack
 def production(stack_layout, tmp_path_factory):
     """``mesh demo`` in production mode; yields the environment it ran with."""
     home = tmp_path_factory.mktemp("prod") / "mesh"
-    env = {**os.environ, **stack.production_env(stack_layout, resolve_secrets=True),
-           "MESH_HOME": str(home)}
+    env = {**os.environ, **stack.production_env(stack_layout, resolve_secrets=True), "MESH_HOME": str(home)}
     result = subprocess.run([MESH, "demo"], env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return env
@@ -63,20 +62,29 @@ def test_every_product_reads_the_same_on_trino_and_pyiceberg(in_production):
         table = catalog.load_table(product.table_identifier)
         data = table.scan().to_arrow()
         assert data.num_rows > 0, product.identifier
-        numeric = [f.name for f in data.schema
-                   if str(f.type).startswith(("int", "double", "float", "decimal"))]
-        select = ["count(*)"] + [f"count({quote(c)})" for c in data.column_names] + [
-            f"sum(cast({quote(c)} as double))" for c in numeric]
-        cursor.execute(f"SELECT {', '.join(select)} FROM {trino_table(product.table_identifier)} "
-                       f"FOR VERSION AS OF {table.current_snapshot().snapshot_id}")
+        numeric = [
+            f.name for f in data.schema if str(f.type).startswith(("int", "double", "float", "decimal"))
+        ]
+        select = (
+            ["count(*)"]
+            + [f"count({quote(c)})" for c in data.column_names]
+            + [f"sum(cast({quote(c)} as double))" for c in numeric]
+        )
+        cursor.execute(
+            f"SELECT {', '.join(select)} FROM {trino_table(product.table_identifier)} "
+            f"FOR VERSION AS OF {table.current_snapshot().snapshot_id}"
+        )
         [row] = cursor.fetchall()
-        expected = [data.num_rows] + [data.num_rows - data.column(c).null_count
-                                      for c in data.column_names]
-        assert list(row[:len(expected)]) == expected, product.identifier
-        for name, got in zip(numeric, row[len(expected):]):
+        expected = [data.num_rows] + [data.num_rows - data.column(c).null_count for c in data.column_names]
+        assert list(row[: len(expected)]) == expected, product.identifier
+        for name, got in zip(numeric, row[len(expected) :]):
             want = pc.sum(pc.cast(data.column(name), "float64")).as_py() or 0.0
-            assert math.isclose(got or 0.0, want, rel_tol=1e-9, abs_tol=1e-6), \
-                (product.identifier, name, got, want)
+            assert math.isclose(got or 0.0, want, rel_tol=1e-9, abs_tol=1e-6), (
+                product.identifier,
+                name,
+                got,
+                want,
+            )
 
 
 def test_dbt_trino_model_equals_the_same_sql_on_duckdb(in_production):
@@ -85,8 +93,9 @@ def test_dbt_trino_model_equals_the_same_sql_on_duckdb(in_production):
     from mesh_assets.cli.products import query
     from mesh_assets.read_api import read
 
-    built = read("analytics.delays_by_carrier_month").sort_by([("carrier", "ascending"),
-                                                               ("month", "ascending")])
+    built = read("analytics.delays_by_carrier_month").sort_by(
+        [("carrier", "ascending"), ("month", "ascending")]
+    )
     con, relation = query("""
         select f.carrier, a.name as carrier_name, f.month, count(*) as flights,
                avg(f.arr_delay) as mean_arr_delay_min
@@ -95,8 +104,7 @@ def test_dbt_trino_model_equals_the_same_sql_on_duckdb(in_production):
     expected = relation.fetchall()
     con.close()
     assert len(expected) == built.num_rows == 185
-    rows = built.select(["carrier", "carrier_name", "month", "flights",
-                         "mean_arr_delay_min"]).to_pylist()
+    rows = built.select(["carrier", "carrier_name", "month", "flights", "mean_arr_delay_min"]).to_pylist()
     for want, got in zip(expected, rows):
         assert (got["carrier"], got["carrier_name"], got["month"], got["flights"]) == want[:4]
         assert math.isclose(got["mean_arr_delay_min"], want[4], rel_tol=1e-9)
@@ -121,8 +129,7 @@ def test_read_api_on_both_engines(in_production):
     from mesh_assets.read_api import read
 
     direct = read("reference.airports", columns=["faa", "tz"], filter="tz = -5")
-    through_trino = read("reference.airports", columns=["faa", "tz"], filter="tz = -5",
-                         engine="trino")
+    through_trino = read("reference.airports", columns=["faa", "tz"], filter="tz = -5", engine="trino")
     assert sorted(direct.column("faa").to_pylist()) == sorted(through_trino.column("faa").to_pylist())
     assert direct.num_rows > 400
 
@@ -135,7 +142,8 @@ def test_checks_ran_on_trino_and_dagster_runs_are_in_postgres(in_production):
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert isinstance(instance.run_storage, RunStorage)
         records = instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(dg.AssetKey(["reference", "airports"]), "unique_faa"), limit=1)
+            dg.AssetCheckKey(dg.AssetKey(["reference", "airports"]), "unique_faa"), limit=1
+        )
         assert records, "no check evaluation recorded in PostgreSQL"
         evaluation = records[0].event.dagster_event.event_specific_data
         assert evaluation.passed
@@ -165,8 +173,13 @@ def test_maintenance_uses_trino_procedures(in_production):
     table = open_catalog().load_table("operations.flights")
     files_before = len(list(table.scan().plan_files()))
     rows_before = table.scan().to_arrow().num_rows
-    result = subprocess.run([MESH, "maintain", "operations.flights"], env=in_production,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [MESH, "maintain", "operations.flights"],
+        env=in_production,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "operations.flights" in result.stdout
     table = table.refresh()

@@ -30,8 +30,9 @@ MESH = str(Path(sys.executable).parent / "mesh")
 
 
 def mesh(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([MESH, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [MESH, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def pids(layout: StackLayout) -> dict[str, int | None]:
@@ -53,8 +54,13 @@ def test_stack_up_twice_is_a_no_op(stack_layout):
 def test_env_names_credential_files_and_never_shows_a_credential(stack_layout, monkeypatch):
     result = mesh("stack", "env")
     assert result.returncode == 0
-    for name in ("catalog-password", "dagster-password", "postgres-superuser", "s3-access-key",
-                 "s3-secret-key"):
+    for name in (
+        "catalog-password",
+        "dagster-password",
+        "postgres-superuser",
+        "s3-access-key",
+        "s3-secret-key",
+    ):
         assert stack_layout.secret(name) not in result.stdout
         assert (stack_layout.secret_path(name).stat().st_mode & 0o777) == 0o600
     assert "export MESH_ENGINE=trino" in result.stdout
@@ -68,15 +74,20 @@ def test_env_names_credential_files_and_never_shows_a_credential(stack_layout, m
 
 def test_dagster_instance_storage_reaches_postgres(stack_layout, tmp_path):
     """The production env gives Dagster an instance whose runs live in the stack's PostgreSQL."""
-    env = {**stack.production_env(stack_layout, resolve_secrets=True),
-           "DAGSTER_HOME": str(tmp_path / "dagster")}
-    code = ("from mesh_assets.settings import ensure_dagster_home, load_settings\n"
-            "ensure_dagster_home(load_settings())\n"
-            "import dagster as dg\n"
-            "with dg.DagsterInstance.get() as instance:\n"
-            "    print(type(instance.run_storage).__name__, instance.get_runs_count())\n")
-    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
-                            capture_output=True, text=True)
+    env = {
+        **stack.production_env(stack_layout, resolve_secrets=True),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+    }
+    code = (
+        "from mesh_assets.settings import ensure_dagster_home, load_settings\n"
+        "ensure_dagster_home(load_settings())\n"
+        "import dagster as dg\n"
+        "with dg.DagsterInstance.get() as instance:\n"
+        "    print(type(instance.run_storage).__name__, instance.get_runs_count())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[0] == "PostgresRunStorage"
 
@@ -93,9 +104,14 @@ def second_stack(stack_layout):
     ``postgres`` user, which a pytest tmp_path is not), free ports, a small Trino heap."""
     home = Path(tempfile.mkdtemp(prefix="mesh-stack-test-"))
     home.chmod(0o755)
-    env = {"MESH_HOME": str(home), "MESH_PG_PORT": str(_free_port()), "MESH_S3_PORT": str(_free_port()),
-           "MESH_TRINO_PORT": str(_free_port()), "MESH_OPA_PORT": str(_free_port()),
-           "MESH_TRINO_HEAP": "1G"}
+    env = {
+        "MESH_HOME": str(home),
+        "MESH_PG_PORT": str(_free_port()),
+        "MESH_S3_PORT": str(_free_port()),
+        "MESH_TRINO_PORT": str(_free_port()),
+        "MESH_OPA_PORT": str(_free_port()),
+        "MESH_TRINO_HEAP": "1G",
+    }
     yield env
     mesh("stack", "down", "--purge", env=env)
     shutil.rmtree(home, ignore_errors=True)
@@ -109,8 +125,10 @@ def test_second_stack_reports_a_taken_port_then_a_killed_trino(second_stack):
         squatter.listen()
         result = mesh("stack", "up", env=env)
     assert result.returncode == 1
-    assert f"port {env['MESH_PG_PORT']} on 127.0.0.1, wanted by postgres, is taken by pid {os.getpid()}" \
+    assert (
+        f"port {env['MESH_PG_PORT']} on 127.0.0.1, wanted by postgres, is taken by pid {os.getpid()}"
         in result.stderr
+    )
     assert "MESH_PG_PORT" in result.stderr
 
     # 2. from scratch on free ports (downloads cached): up, healthy
@@ -139,6 +157,7 @@ def test_second_stack_reports_a_taken_port_then_a_killed_trino(second_stack):
 
 
 # --- failure messages that need no stack ----------------------------------------------------
+
 
 def test_a_failed_download_says_what_and_where(tmp_path, monkeypatch):
     monkeypatch.setenv("MESH_TOOLS_CACHE", str(tmp_path / "cache"))

@@ -12,8 +12,9 @@ from mesh_assets.settings import DOMAINS_DIR
 
 def _evaluate(sensor, cursor):
     defs = build_domain(DOMAINS_DIR / "weather")
-    context = dg.build_sensor_context(cursor=cursor, instance=dg.DagsterInstance.ephemeral(),
-                                      definitions=defs)
+    context = dg.build_sensor_context(
+        cursor=cursor, instance=dg.DagsterInstance.ephemeral(), definitions=defs
+    )
     requests = list(sensor.evaluate_tick(context).run_requests)
     return requests, context.cursor
 
@@ -55,12 +56,12 @@ def test_a_fresh_sensor_does_not_reingest_what_was_ingested_from_the_same_file(m
     ingest(load_contract(DOMAINS_DIR / "fleet" / "products" / "planes.yaml"), open_catalog())
     defs = build_domain(DOMAINS_DIR / "fleet")
     sensor = defs.get_sensor_def("fleet_landing")
-    context = dg.build_sensor_context(cursor=None, instance=dg.DagsterInstance.ephemeral(),
-                                      definitions=defs)
+    context = dg.build_sensor_context(cursor=None, instance=dg.DagsterInstance.ephemeral(), definitions=defs)
     assert list(sensor.evaluate_tick(context).run_requests) == []
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file changes
-    context = dg.build_sensor_context(cursor=context.cursor, definitions=defs,
-                                      instance=dg.DagsterInstance.ephemeral())
+    context = dg.build_sensor_context(
+        cursor=context.cursor, definitions=defs, instance=dg.DagsterInstance.ephemeral()
+    )
     [request] = list(sensor.evaluate_tick(context).run_requests)
     assert request.asset_selection == [dg.AssetKey(["fleet", "planes"])]

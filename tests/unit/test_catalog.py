@@ -37,8 +37,14 @@ def test_breaking_drift_is_refused_and_a_table_can_be_dropped(mesh_home, timezon
 
 
 def _model_output(**overrides):
-    data = {"tzone": ["America/New_York"], "airport_count": [519], "utc_offset_hours": [-5],
-            "observes_dst": [True], "mean_altitude_ft": [500.5], "max_altitude_ft": [4000]}
+    data = {
+        "tzone": ["America/New_York"],
+        "airport_count": [519],
+        "utc_offset_hours": [-5],
+        "observes_dst": [True],
+        "mean_altitude_ft": [500.5],
+        "max_altitude_ft": [4000],
+    }
     data.update(overrides)
     return pa.table({k: v for k, v in data.items() if v is not None})
 
@@ -49,12 +55,15 @@ def test_model_output_is_cast_to_the_contract(timezones):
     assert not out.schema.field("tzone").nullable
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"max_altitude_ft": None}, "column max_altitude_ft: the model does not produce"),
-    ({"extra": [1]}, "column extra: the model produces undeclared"),
-    ({"tzone": [None]}, "column tzone: 1 null value"),
-    ({"airport_count": ["many"]}, "types do not fit the contract"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"max_altitude_ft": None}, "column max_altitude_ft: the model does not produce"),
+        ({"extra": [1]}, "column extra: the model produces undeclared"),
+        ({"tzone": [None]}, "column tzone: 1 null value"),
+        ({"airport_count": ["many"]}, "types do not fit the contract"),
+    ],
+)
 def test_model_output_violating_the_contract_is_refused(timezones, overrides, message):
     with pytest.raises(DbtContractError, match=message) as err:
         conform_to_contract(_model_output(**overrides), timezones)
@@ -66,13 +75,33 @@ def test_merge_strategy_upserts_on_the_unique_key(mesh_home, timezones):
 
     table = ensure_table(open_catalog(), timezones)
     schema = timezones.arrow_schema()
-    first = conform_to_contract(pa.table({
-        "tzone": ["A", "B"], "airport_count": [1, 2], "utc_offset_hours": [-5, -6],
-        "observes_dst": [True, True], "mean_altitude_ft": [1.0, 2.0], "max_altitude_ft": [1, 2]}), timezones)
+    first = conform_to_contract(
+        pa.table(
+            {
+                "tzone": ["A", "B"],
+                "airport_count": [1, 2],
+                "utc_offset_hours": [-5, -6],
+                "observes_dst": [True, True],
+                "mean_altitude_ft": [1.0, 2.0],
+                "max_altitude_ft": [1, 2],
+            }
+        ),
+        timezones,
+    )
     write_model_output(table, first, {}, strategy="merge", unique_key="tzone")
-    second = conform_to_contract(pa.table({
-        "tzone": ["B", "C"], "airport_count": [20, 3], "utc_offset_hours": [-6, -7],
-        "observes_dst": [True, False], "mean_altitude_ft": [2.0, 3.0], "max_altitude_ft": [2, 3]}), timezones)
+    second = conform_to_contract(
+        pa.table(
+            {
+                "tzone": ["B", "C"],
+                "airport_count": [20, 3],
+                "utc_offset_hours": [-6, -7],
+                "observes_dst": [True, False],
+                "mean_altitude_ft": [2.0, 3.0],
+                "max_altitude_ft": [2, 3],
+            }
+        ),
+        timezones,
+    )
     write_model_output(table.refresh(), second, {}, strategy="merge", unique_key=["tzone"])
     rows = {r["tzone"]: r["airport_count"] for r in table.refresh().scan().to_arrow().to_pylist()}
     assert rows == {"A": 1, "B": 20, "C": 3}

@@ -69,8 +69,13 @@ def test_asset_spec_is_derived_from_the_contract(reference_dir):
 def test_checks_are_derived_from_the_contract(reference_dir):
     airlines = load_contract(reference_dir / "products" / "airlines.yaml")
     rules = {r.name: r for r in airlines.rules}
-    assert set(rules) == {"not_null_carrier", "not_null_name", "unique_carrier",
-                          "row_count_between", "match_regex_carrier"}
+    assert set(rules) == {
+        "not_null_carrier",
+        "not_null_name",
+        "unique_carrier",
+        "row_count_between",
+        "match_regex_carrier",
+    }
     assert rules["not_null_carrier"].expectation == "expect_column_values_to_not_be_null"
     assert rules["row_count_between"].kwargs == {"min_value": 10, "max_value": 100}
     assert rules["match_regex_carrier"].kwargs == {"regex": "^[A-Z0-9]{2}$", "column": "carrier"}
@@ -124,18 +129,25 @@ def test_missing_logical_type_names_the_column(tmp_path, airlines_doc):
 
 
 def test_rule_on_undeclared_column(tmp_path, airlines_doc):
-    airlines_doc["schema"][0]["quality"].append({
-        "type": "custom", "engine": "great-expectations",
-        "implementation": {"type": "expect_column_values_to_not_be_null",
-                           "kwargs": {"column": "iata"}}})
+    airlines_doc["schema"][0]["quality"].append(
+        {
+            "type": "custom",
+            "engine": "great-expectations",
+            "implementation": {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "iata"}},
+        }
+    )
     with pytest.raises(ContractError, match="column iata: .*does not declare"):
         load_contract(_write(tmp_path, airlines_doc))
 
 
 def test_unknown_expectation(tmp_path, airlines_doc):
-    airlines_doc["schema"][0]["quality"].append({
-        "type": "custom", "engine": "great-expectations",
-        "implementation": {"type": "expect_the_unexpected", "kwargs": {}}})
+    airlines_doc["schema"][0]["quality"].append(
+        {
+            "type": "custom",
+            "engine": "great-expectations",
+            "implementation": {"type": "expect_the_unexpected", "kwargs": {}},
+        }
+    )
     with pytest.raises(ContractError, match="unknown expectation 'expect_the_unexpected'"):
         load_contract(_write(tmp_path, airlines_doc))
 
@@ -153,13 +165,17 @@ def test_contract_in_the_wrong_domain_folder(tmp_path, airlines_doc):
 def test_dbt_rule_on_an_ingested_product_is_a_dbt_source_test(tmp_path, airlines_doc):
     from mesh_assets.dbt.project import contract_yaml
 
-    airlines_doc["schema"][0]["properties"][0]["quality"].append({
-        "type": "custom", "engine": "dbt", "severity": "warn",
-        "implementation": {"accepted_values": {"values": ["AA"]}}})
+    airlines_doc["schema"][0]["properties"][0]["quality"].append(
+        {
+            "type": "custom",
+            "engine": "dbt",
+            "severity": "warn",
+            "implementation": {"accepted_values": {"values": ["AA"]}},
+        }
+    )
     product = load_contract(_write(tmp_path, airlines_doc))
     [source] = contract_yaml(product.domain, [product])["sources"]
     column = source["tables"][0]["columns"][0]
-    assert column["data_tests"] == [{"accepted_values": {
-        "arguments": {"values": ["AA"]}, "config": {"severity": "warn"}}}]
-
-
+    assert column["data_tests"] == [
+        {"accepted_values": {"arguments": {"values": ["AA"]}, "config": {"severity": "warn"}}}
+    ]

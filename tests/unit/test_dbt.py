@@ -36,7 +36,9 @@ def test_sources_are_generated_from_contracts():
     tables = {t["name"]: t for t in source["tables"]}
     assert set(tables) == {"observations", "station_daily"}
     assert tables["observations"]["columns"][0] == {
-        "name": "origin", "description": "Weather station, the FAA code of the airport."}
+        "name": "origin",
+        "description": "Weather station, the FAA code of the airport.",
+    }
 
 
 def test_models_are_keyed_and_grouped_by_domain(translator, manifest):
@@ -53,18 +55,22 @@ def test_models_are_keyed_and_grouped_by_domain(translator, manifest):
 def test_cross_domain_source_maps_to_the_producing_domains_asset(translator, manifest):
     spec = _spec(translator, manifest, "station_daily")
     assert {d.asset_key for d in spec.deps} == {
-        dg.AssetKey(["weather", "observations"]), dg.AssetKey(["reference", "airports"])}
+        dg.AssetKey(["weather", "observations"]),
+        dg.AssetKey(["reference", "airports"]),
+    }
 
 
 def test_each_domain_owns_only_its_models(manifest):
     def names(domain):
         return {manifest["nodes"][u]["name"] for u in domain_models(manifest, domain)}
-    assert names("reference") == {"stg_reference__airports", "int_reference__airport_zones",
-                                  "timezones"}
+
+    assert names("reference") == {"stg_reference__airports", "int_reference__airport_zones", "timezones"}
     assert names("weather") == {"station_daily"}
+
     # staging and intermediate models are not products: ephemeral, so no table and no asset
     def tables(d):
         return {manifest["nodes"][u]["name"] for u in table_models(manifest, d)}
+
     assert tables("reference") == {"timezones"}
     assert tables("weather") == {"station_daily"}
 
@@ -102,8 +108,9 @@ def test_model_properties_and_dbt_tests_come_from_the_contract():
     columns = {c["name"]: c for c in model["columns"]}
     assert columns["airport_count"]["data_type"] == "bigint"
     assert columns["tzone"]["constraints"] == [{"type": "not_null"}]
-    assert columns["tzone"]["data_tests"] == [{"relationships": {"arguments": {
-        "to": "source('reference', 'airports')", "field": "tzone"}}}]
+    assert columns["tzone"]["data_tests"] == [
+        {"relationships": {"arguments": {"to": "source('reference', 'airports')", "field": "tzone"}}}
+    ]
     assert "accepted_values" in columns["utc_offset_hours"]["data_tests"][0]
 
 
@@ -129,8 +136,11 @@ def test_reading_another_domains_internal_product_is_refused(tmp_path, reference
 
 
 def _test_id(manifest, prefix):
-    return next(u for u, n in manifest["nodes"].items()
-                if n["resource_type"] == "test" and n["name"].startswith(prefix))
+    return next(
+        u
+        for u, n in manifest["nodes"].items()
+        if n["resource_type"] == "test" and n["name"].startswith(prefix)
+    )
 
 
 def _check_spec(translator, manifest, test_id):
@@ -170,10 +180,12 @@ def test_domain_definitions_carry_dbt_checks_without_importing_dagster_dbt():
     import subprocess
     import sys
 
-    code = ("import sys; from domains.fleet.definitions import defs; "
-            "keys = {k.name for k in defs.resolve_asset_graph().asset_check_keys}; "
-            "assert any(n.startswith('source_accepted_values_fleet_planes_engine') for n in keys), keys; "
-            "assert 'dagster_dbt' not in sys.modules and 'dbt' not in sys.modules, 'dbt imported at load'")
+    code = (
+        "import sys; from domains.fleet.definitions import defs; "
+        "keys = {k.name for k in defs.resolve_asset_graph().asset_check_keys}; "
+        "assert any(n.startswith('source_accepted_values_fleet_planes_engine') for n in keys), keys; "
+        "assert 'dagster_dbt' not in sys.modules and 'dbt' not in sys.modules, 'dbt imported at load'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -188,9 +200,17 @@ def test_build_args_select_exactly_the_models_with_their_vars(manifest):
     [models] = dbt_model_assets("weather", products, load_settings(), manifest)
     # dagster-dbt runs `dbt build --select <this>` (or the subset a run selects)
     assert models.op.tags[DAGSTER_DBT_SELECT_METADATA_KEY] == "fqn:datamesh.weather.marts.station_daily"
-    args = dbt_args("build", "weather", {"mesh_partition_start": "2013-01-01T00:00:00+00:00",
-                                         "mesh_partition_end": "2013-02-01T00:00:00+00:00"})
+    args = dbt_args(
+        "build",
+        "weather",
+        {
+            "mesh_partition_start": "2013-01-01T00:00:00+00:00",
+            "mesh_partition_end": "2013-02-01T00:00:00+00:00",
+        },
+    )
     assert args[0] == "build" and "--select" not in args
     assert json.loads(args[args.index("--vars") + 1]) == {
-        "mesh_domain": "weather", "mesh_partition_start": "2013-01-01T00:00:00+00:00",
-        "mesh_partition_end": "2013-02-01T00:00:00+00:00"}
+        "mesh_domain": "weather",
+        "mesh_partition_start": "2013-01-01T00:00:00+00:00",
+        "mesh_partition_end": "2013-02-01T00:00:00+00:00",
+    }

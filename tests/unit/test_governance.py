@@ -17,9 +17,16 @@ def project(tmp_path):
     for domain in ("reference", "weather"):
         shutil.copytree(DOMAINS_DIR / domain, tmp_path / "domains" / domain)
     (tmp_path / "dbt_project" / "models" / "weather").mkdir(parents=True)
-    (tmp_path / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [
-        {"python_module": {"module_name": f"domains.{d}.definitions", "location_name": d}}
-        for d in ("reference", "weather")]}))
+    (tmp_path / "workspace.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "load_from": [
+                    {"python_module": {"module_name": f"domains.{d}.definitions", "location_name": d}}
+                    for d in ("reference", "weather")
+                ]
+            }
+        )
+    )
     return tmp_path
 
 
@@ -57,6 +64,7 @@ def test_mesh002_description(project):
     def strip(doc):
         doc["schema"][0].pop("description")
         doc.pop("description")
+
     _edit(airlines(project), strip)
     assert "MESH002" in _rules(project)
 
@@ -81,6 +89,7 @@ def test_mesh005_public_product_without_blocking_rule(project):
                 rule["severity"] = "warn"
         for rule in doc["schema"][0]["quality"]:
             rule["severity"] = "warn"
+
     _edit(airlines(project), relax)
     assert {"MESH005", "MESH006"} <= _rules(project)
 
@@ -106,14 +115,27 @@ def test_mesh009_secret_in_config(project):
     violation = next(v for v in lint_project(project) if v.rule == "MESH009")
     assert violation.line == 2
     (project / "domains" / "weather" / "extra.yaml").write_text(
-        "db:\n  password: \"{{ env_var('DB_PASSWORD') }}\"\n  password_file: {env: DB_FILE}\n")
+        "db:\n  password: \"{{ env_var('DB_PASSWORD') }}\"\n  password_file: {env: DB_FILE}\n"
+    )
     assert "MESH009" not in _rules(project)
 
 
 def test_mesh010_workspace_lists_the_domains(project):
-    (project / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [
-        {"python_module": {"module_name": "domains.reference.definitions", "location_name": "reference"}},
-        {"python_module": {"module_name": "domains.ghost.definitions", "location_name": "ghost"}}]}))
+    (project / "workspace.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "load_from": [
+                    {
+                        "python_module": {
+                            "module_name": "domains.reference.definitions",
+                            "location_name": "reference",
+                        }
+                    },
+                    {"python_module": {"module_name": "domains.ghost.definitions", "location_name": "ghost"}},
+                ]
+            }
+        )
+    )
     messages = [v.message for v in lint_project(project) if v.rule == "MESH010"]
     assert any("weather is not a code location" in m for m in messages)
     assert any("ghost has no domains/ghost/domain.yaml" in m for m in messages)

@@ -30,10 +30,13 @@ def test_real_file_is_ingested_and_reingesting_is_idempotent(mesh_home, airports
     assert len(summary["mesh.source.sha256"]) == 64
 
 
-@pytest.mark.parametrize("header,column,problem", [
-    ("faa,name,lat,lon,alt,tz,dst", "tzone", "has no column 'tzone'"),
-    ("faa,name,lat,lon,alt,tz,dst,tzone,iata", "iata", "does not declare"),
-])
+@pytest.mark.parametrize(
+    "header,column,problem",
+    [
+        ("faa,name,lat,lon,alt,tz,dst", "tzone", "has no column 'tzone'"),
+        ("faa,name,lat,lon,alt,tz,dst,tzone,iata", "iata", "does not declare"),
+    ],
+)
 def test_columns_must_match_the_contract(mesh_home, airports, header, column, problem):
     row = "JFK,John F Kennedy Intl,40.64,-73.78,13,-5,A" + (",America/New_York" * (header.count(",") - 6))
     path = land(mesh_home, "reference", "airports.csv", f"{header}\n{row}\n")
@@ -47,7 +50,12 @@ def test_columns_must_match_the_contract(mesh_home, airports, header, column, pr
 
 
 def test_unparseable_value_names_the_column(mesh_home, airports):
-    land(mesh_home, "reference", "airports.csv", GOOD + "LGA,La Guardia,40.77,-73.87,high,-5,A,America/New_York\n")
+    land(
+        mesh_home,
+        "reference",
+        "airports.csv",
+        GOOD + "LGA,La Guardia,40.77,-73.87,high,-5,A,America/New_York\n",
+    )
     with pytest.raises(IngestionError) as err:
         ingest(airports, open_catalog())
     message = str(err.value)
@@ -57,7 +65,9 @@ def test_unparseable_value_names_the_column(mesh_home, airports):
 
 def test_null_in_required_column_is_refused(mesh_home, airports):
     land(mesh_home, "reference", "airports.csv", GOOD + "LGA,,40.77,-73.87,22,-5,A,America/New_York\n")
-    with pytest.raises(IngestionError, match="column name: line 3: required value is missing .row: .'faa': 'LGA'"):
+    with pytest.raises(
+        IngestionError, match="column name: line 3: required value is missing .row: .'faa': 'LGA'"
+    ):
         ingest(airports, open_catalog())
 
 

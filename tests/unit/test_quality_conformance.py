@@ -31,8 +31,16 @@ from mesh_assets.quality.gx import validate_dataframe
 from mesh_assets.quality.run import evaluate
 
 NOW = dt.datetime(2024, 6, 10, 12, 0, tzinfo=dt.UTC)
-SCHEMA = pa.schema([("s", pa.string()), ("n", pa.int64()), ("x", pa.float64()),
-                    ("ts", pa.timestamp("us")), ("k1", pa.string()), ("k2", pa.int64())])
+SCHEMA = pa.schema(
+    [
+        ("s", pa.string()),
+        ("n", pa.int64()),
+        ("x", pa.float64()),
+        ("ts", pa.timestamp("us")),
+        ("k1", pa.string()),
+        ("k2", pa.int64()),
+    ]
+)
 REF_KEYS = ["a", "b", "é", "日本"]
 T = dt.datetime
 
@@ -44,22 +52,39 @@ def table(**cols):
 
 
 FIXTURES = {
-    "nulls": table(s=["a", None, "b", None, "zz"], n=[1, None, 5, None, 11],
-                   x=[0.5, None, None, 2.5, -1.0],
-                   ts=[T(2024, 6, 9), None, T(2024, 6, 1), None, None],
-                   k1=["a", None, "a", None, "b"], k2=[1, None, 1, None, None]),
+    "nulls": table(
+        s=["a", None, "b", None, "zz"],
+        n=[1, None, 5, None, 11],
+        x=[0.5, None, None, 2.5, -1.0],
+        ts=[T(2024, 6, 9), None, T(2024, 6, 1), None, None],
+        k1=["a", None, "a", None, "b"],
+        k2=[1, None, 1, None, None],
+    ),
     "empty": table(s=[], n=[], x=[], ts=[], k1=[], k2=[]),
-    "duplicates": table(s=["a", "a", "b", "b", "b", "c"], n=[1, 1, 2, 3, 3, 3],
-                        x=[1.0, 1.0, 1.0, 2.0, 2.0, 2.0],
-                        ts=[T(2024, 6, 10, 11)] * 6,
-                        k1=["a", "a", "b", None, None, "c"], k2=[1, 1, 2, 7, 7, None]),
-    "unicode": table(s=["é", "日本", "a", "🙂", "É", "ab"], n=[0, 10, 5, 5, 10, 0],
-                     x=[0.0, -0.0, 1e-9, 3.5, 2.25, 10.0],
-                     ts=[T(2023, 1, 1), T(2024, 6, 9, 12), T(2024, 6, 9, 12, 0, 1), None, None, None],
-                     k1=["é", "é", "日本", "日本", "a", None], k2=[1, 2, 1, 1, 1, None]),
-    "boundary": table(s=["a", "b", "c", "d"], n=[0, 10, 0, 11], x=[0.0, 10.0, 5.0, 10.000001],
-                      ts=[T(2024, 6, 9, 12), T(2024, 6, 9, 11, 59, 59), None, T(2020, 1, 1)],
-                      k1=["a", "b", "c", "d"], k2=[1, 2, 3, 4]),
+    "duplicates": table(
+        s=["a", "a", "b", "b", "b", "c"],
+        n=[1, 1, 2, 3, 3, 3],
+        x=[1.0, 1.0, 1.0, 2.0, 2.0, 2.0],
+        ts=[T(2024, 6, 10, 11)] * 6,
+        k1=["a", "a", "b", None, None, "c"],
+        k2=[1, 1, 2, 7, 7, None],
+    ),
+    "unicode": table(
+        s=["é", "日本", "a", "🙂", "É", "ab"],
+        n=[0, 10, 5, 5, 10, 0],
+        x=[0.0, -0.0, 1e-9, 3.5, 2.25, 10.0],
+        ts=[T(2023, 1, 1), T(2024, 6, 9, 12), T(2024, 6, 9, 12, 0, 1), None, None, None],
+        k1=["é", "é", "日本", "日本", "a", None],
+        k2=[1, 2, 1, 1, 1, None],
+    ),
+    "boundary": table(
+        s=["a", "b", "c", "d"],
+        n=[0, 10, 0, 11],
+        x=[0.0, 10.0, 5.0, 10.000001],
+        ts=[T(2024, 6, 9, 12), T(2024, 6, 9, 11, 59, 59), None, T(2020, 1, 1)],
+        k1=["a", "b", "c", "d"],
+        k2=[1, 2, 3, 4],
+    ),
 }
 
 
@@ -71,39 +96,70 @@ CASES = [
     r("not_null_s", "expect_column_values_to_not_be_null", column="s"),
     r("not_null_n_mostly", "expect_column_values_to_not_be_null", column="n", mostly=0.7),
     r("between_n", "expect_column_values_to_be_between", column="n", min_value=0, max_value=10),
-    r("between_n_strict", "expect_column_values_to_be_between", column="n", min_value=0,
-      max_value=10, strict_min=True, strict_max=True),
+    r(
+        "between_n_strict",
+        "expect_column_values_to_be_between",
+        column="n",
+        min_value=0,
+        max_value=10,
+        strict_min=True,
+        strict_max=True,
+    ),
     r("between_x_min", "expect_column_values_to_be_between", column="x", min_value=-0.0),
-    r("between_n_mostly", "expect_column_values_to_be_between", column="n", min_value=0,
-      max_value=10, mostly=0.75),
+    r(
+        "between_n_mostly",
+        "expect_column_values_to_be_between",
+        column="n",
+        min_value=0,
+        max_value=10,
+        mostly=0.75,
+    ),
     r("in_set_s", "expect_column_values_to_be_in_set", column="s", value_set=["a", "b", "é", "日本"]),
-    r("in_set_s_mostly", "expect_column_values_to_be_in_set", column="s", value_set=["a", "b"],
-      mostly=0.5),
+    r("in_set_s_mostly", "expect_column_values_to_be_in_set", column="s", value_set=["a", "b"], mostly=0.5),
     r("in_set_n", "expect_column_values_to_be_in_set", column="n", value_set=[0, 1, 10]),
     r("regex_s", "expect_column_values_to_match_regex", column="s", regex="^[a-z]+$"),
     r("regex_s_search", "expect_column_values_to_match_regex", column="s", regex="b"),
-    r("regex_s_two_chars", "expect_column_values_to_match_regex", column="s", regex="^.{2}$",
-      mostly=0.3),
+    r("regex_s_two_chars", "expect_column_values_to_match_regex", column="s", regex="^.{2}$", mostly=0.3),
     r("unique_s", "expect_column_values_to_be_unique", column="s"),
     r("unique_n", "expect_column_values_to_be_unique", column="n"),
     r("unique_n_mostly", "expect_column_values_to_be_unique", column="n", mostly=0.5),
     r("compound", "expect_compound_columns_to_be_unique", column_list=["k1", "k2"]),
-    r("compound_any_missing", "expect_compound_columns_to_be_unique", column_list=["k1", "k2"],
-      ignore_row_if="any_value_is_missing"),
+    r(
+        "compound_any_missing",
+        "expect_compound_columns_to_be_unique",
+        column_list=["k1", "k2"],
+        ignore_row_if="any_value_is_missing",
+    ),
     r("row_count", "expect_table_row_count_to_be_between", min_value=1, max_value=5),
     r("row_count_strict", "expect_table_row_count_to_be_between", min_value=4, strict_min=True),
     r("mean_n", "expect_column_mean_to_be_between", column="n", min_value=2, max_value=5),
     r("mean_x", "expect_column_mean_to_be_between", column="x", max_value=2.5, strict_max=True),
     r("min_n", "expect_column_min_to_be_between", column="n", min_value=0, max_value=1),
     r("max_n", "expect_column_max_to_be_between", column="n", max_value=10),
-    r("max_ts", "expect_column_max_to_be_between", column="ts",
-      min_value=dt.datetime(2024, 6, 1), max_value=dt.datetime(2024, 6, 10)),
+    r(
+        "max_ts",
+        "expect_column_max_to_be_between",
+        column="ts",
+        min_value=dt.datetime(2024, 6, 1),
+        max_value=dt.datetime(2024, 6, 10),
+    ),
     r("fresh_ts", "expect_column_values_to_be_fresh", column="ts", max_age={"hours": 24}),
     r("fresh_ts_week", "expect_column_values_to_be_fresh", column="ts", max_age="1w"),
-    r("ref_s", "expect_column_values_to_be_in_other_product", column="s",
-      product="reference.codes", key="code"),
-    r("ref_k1_mostly", "expect_column_values_to_be_in_other_product", column="k1",
-      product="reference.codes", key="code", mostly=0.6),
+    r(
+        "ref_s",
+        "expect_column_values_to_be_in_other_product",
+        column="s",
+        product="reference.codes",
+        key="code",
+    ),
+    r(
+        "ref_k1_mostly",
+        "expect_column_values_to_be_in_other_product",
+        column="k1",
+        product="reference.codes",
+        key="code",
+        mostly=0.6,
+    ),
 ]
 
 
@@ -135,8 +191,9 @@ def gx_results():
         con.register("codes", ref)
         ours = evaluate(con, "t", CASES, lookups={"reference.codes": "codes"}, now=NOW)
         con.close()
-        theirs = validate_dataframe(data.to_pandas(), CASES, now=NOW,
-                                    reference_keys={("reference.codes", "code"): REF_KEYS})
+        theirs = validate_dataframe(
+            data.to_pandas(), CASES, now=NOW, reference_keys={("reference.codes", "code"): REF_KEYS}
+        )
         out[name] = (ours, theirs)
     return out
 
@@ -151,10 +208,18 @@ def test_pushdown_matches_great_expectations(gx_results, fixture):
         assert a.error is None, (case.name, a.error)
         assert b.error is None, (case.name, b.error)
         assert b.engine == "great_expectations" and a.engine == "sql:duckdb"
-        got = {"passed": a.passed, "unexpected_count": a.unexpected_count,
-               "unexpected_percent": a.unexpected_percent, "element_count": a.element_count}
-        want = {"passed": b.passed, "unexpected_count": b.unexpected_count,
-                "unexpected_percent": b.unexpected_percent, "element_count": b.element_count}
+        got = {
+            "passed": a.passed,
+            "unexpected_count": a.unexpected_count,
+            "unexpected_percent": a.unexpected_percent,
+            "element_count": a.element_count,
+        }
+        want = {
+            "passed": b.passed,
+            "unexpected_count": b.unexpected_count,
+            "unexpected_percent": b.unexpected_percent,
+            "element_count": b.element_count,
+        }
         if a.unexpected_count is None:  # aggregates: GX reports an observed value
             got["observed"], want["observed"] = a.observed_value, b.observed_value
         for key in got:
@@ -168,17 +233,23 @@ def test_pushdown_matches_great_expectations(gx_results, fixture):
 def test_fixtures_exercise_both_verdicts(gx_results):
     """The comparison is meaningful: across fixtures every case both passes and fails somewhere
     (or is vacuously true on the empty table and fails elsewhere)."""
-    one_sided = [case.name for i, case in enumerate(CASES)
-                 if {gx_results[f][0][i].passed for f in FIXTURES} != {True, False}]
+    one_sided = [
+        case.name
+        for i, case in enumerate(CASES)
+        if {gx_results[f][0][i].passed for f in FIXTURES} != {True, False}
+    ]
     assert not one_sided
 
 
 def test_gx_reports_errors_as_errored_not_failed():
     data = FIXTURES["nulls"].to_pandas()
-    [bad, unknown_kwarg] = validate_dataframe(data, [
-        r("bad_regex", "expect_column_values_to_match_regex", column="s", regex="(unclosed"),
-        r("bad_kwarg", "expect_column_values_to_be_between", column="n", min_value=0, colour="red"),
-    ])
+    [bad, unknown_kwarg] = validate_dataframe(
+        data,
+        [
+            r("bad_regex", "expect_column_values_to_match_regex", column="s", regex="(unclosed"),
+            r("bad_kwarg", "expect_column_values_to_be_between", column="n", min_value=0, colour="red"),
+        ],
+    )
     assert bad.passed is False and bad.metadata()["status"] == "errored"
     assert "regular expression" in bad.error.lower() or "regex" in bad.error.lower()
     assert unknown_kwarg.metadata()["status"] == "errored"

@@ -36,39 +36,75 @@ def project(tmp_path):
     shutil.copytree(DOMAINS_DIR / "reference", tmp_path / "domains" / "reference")
     ops = tmp_path / "domains" / "ops"
     (ops / "products").mkdir(parents=True)
-    (ops / "domain.yaml").write_text("name: ops\ndescription: Test domain.\nowner: ops-team\n"
-                                     "type: source-aligned\n")
-    (tmp_path / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [
-        {"python_module": {"module_name": f"domains.{d}.definitions", "location_name": d}}
-        for d in ("reference", "ops")]}))
+    (ops / "domain.yaml").write_text(
+        "name: ops\ndescription: Test domain.\nowner: ops-team\ntype: source-aligned\n"
+    )
+    (tmp_path / "workspace.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "load_from": [
+                    {"python_module": {"module_name": f"domains.{d}.definitions", "location_name": d}}
+                    for d in ("reference", "ops")
+                ]
+            }
+        )
+    )
     return tmp_path
 
 
 def legs(project, column_quality=None, table_quality=None):
     """Write domains/ops/products/legs.yaml; returns its path."""
+
     def prop(name, logical, physical, **extra):
-        return {"name": name, "logicalType": logical, "physicalType": physical,
-                "description": name, "classification": "public", **extra}
-    props = [prop("leg_id", "integer", "bigint", required=True, primaryKey=True),
-             prop("carrier", "string", "string"), prop("departed_at", "timestamp", "timestamp"),
-             prop("seats", "integer", "int")]
+        return {
+            "name": name,
+            "logicalType": logical,
+            "physicalType": physical,
+            "description": name,
+            "classification": "public",
+            **extra,
+        }
+
+    props = [
+        prop("leg_id", "integer", "bigint", required=True, primaryKey=True),
+        prop("carrier", "string", "string"),
+        prop("departed_at", "timestamp", "timestamp"),
+        prop("seats", "integer", "int"),
+    ]
     for p in props:
         if p["name"] in (column_quality or {}):
             p["quality"] = column_quality[p["name"]]
-    doc = {"apiVersion": "v3.1.0", "kind": "DataContract", "id": "urn:test:ops:legs",
-           "version": "1.0.0", "status": "active", "domain": "ops", "dataProduct": "legs",
-           "team": {"name": "ops-team"},
-           "schema": [{"name": "legs", "physicalType": "table", "description": "Legs.",
-                       "properties": props, "quality": table_quality or []}],
-           "customProperties": [{"property": "source", "value": {"format": "csv", "file": "legs.csv"}}]}
+    doc = {
+        "apiVersion": "v3.1.0",
+        "kind": "DataContract",
+        "id": "urn:test:ops:legs",
+        "version": "1.0.0",
+        "status": "active",
+        "domain": "ops",
+        "dataProduct": "legs",
+        "team": {"name": "ops-team"},
+        "schema": [
+            {
+                "name": "legs",
+                "physicalType": "table",
+                "description": "Legs.",
+                "properties": props,
+                "quality": table_quality or [],
+            }
+        ],
+        "customProperties": [{"property": "source", "value": {"format": "csv", "file": "legs.csv"}}],
+    }
     path = project / "domains" / "ops" / "products" / "legs.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
 def gx(expectation, severity=None, name=None, **kwargs):
-    q = {"type": "custom", "engine": "great-expectations",
-         "implementation": {"type": expectation, "kwargs": kwargs}}
+    q = {
+        "type": "custom",
+        "engine": "great-expectations",
+        "implementation": {"type": expectation, "kwargs": kwargs},
+    }
     if severity:
         q["severity"] = severity
     if name:
@@ -78,44 +114,96 @@ def gx(expectation, severity=None, name=None, **kwargs):
 
 # --- contracts ---------------------------------------------------------------------------------
 
+
 def test_freshness_reference_and_gx_only_rules_load(project):
-    path = legs(project, column_quality={
-        "departed_at": [gx("expect_column_values_to_be_fresh", max_age={"hours": 6})],
-        "carrier": [gx("expect_column_values_to_be_in_other_product", severity="warn",
-                       product="reference.airlines", key="carrier"),
-                    gx("expect_column_value_lengths_to_be_between", min_value=2, max_value=2)],
-    }, table_quality=[gx("expect_column_pair_values_a_to_be_greater_than_b",
-                         column_A="leg_id", column_B="seats", or_equal=True)])
+    path = legs(
+        project,
+        column_quality={
+            "departed_at": [gx("expect_column_values_to_be_fresh", max_age={"hours": 6})],
+            "carrier": [
+                gx(
+                    "expect_column_values_to_be_in_other_product",
+                    severity="warn",
+                    product="reference.airlines",
+                    key="carrier",
+                ),
+                gx("expect_column_value_lengths_to_be_between", min_value=2, max_value=2),
+            ],
+        },
+        table_quality=[
+            gx(
+                "expect_column_pair_values_a_to_be_greater_than_b",
+                column_A="leg_id",
+                column_B="seats",
+                or_equal=True,
+            )
+        ],
+    )
     rules = {r.name: r for r in load_contract(path).rules}
     assert rules["fresh_departed_at"].severity == "error"
     assert rules["in_product_carrier"].severity == "warn"
-    assert rules["value_lengths_to_be_between_carrier"].expectation == \
-        "expect_column_value_lengths_to_be_between"
+    assert (
+        rules["value_lengths_to_be_between_carrier"].expectation
+        == "expect_column_value_lengths_to_be_between"
+    )
     assert "pair_values_a_to_be_greater_than_b_leg_id_seats" in rules
     assert is_pushdown(rules["fresh_departed_at"]) and is_pushdown(rules["in_product_carrier"])
     assert not is_pushdown(rules["value_lengths_to_be_between_carrier"])
 
 
-@pytest.mark.parametrize("quality,message", [
-    ({"carrier": [gx("expect_column_values_to_be_purple", name="purple")]},
-     "quality rule 'purple' (expect_column_values_to_be_purple): unknown expectation"),
-    ({"carrier": [gx("expect_column_value_lengths_to_be_between", min_value=1,
-                     column="carrrier")]}, "column carrrier: quality rule"),
-    ({None: [gx("expect_column_pair_values_to_be_equal", column_A="carrier", column_B="nope")]},
-     "column nope"),
-    ({"carrier": [gx("expect_column_values_to_match_regex", regex="x", colour="red")]},
-     "has no kwarg(s) colour"),
-    ({"carrier": [gx("expect_column_values_to_match_like_pattern", like_pattern="A%")]},
-     "cannot run on this platform"),
-    ({"seats": [gx("expect_column_values_to_be_fresh", max_age={"hours": 1})]},
-     "freshness needs a date or timestamp column"),
-    ({"departed_at": [gx("expect_column_values_to_be_fresh", max_age="soon")]},
-     "max_age must be a positive duration"),
-    ({"carrier": [gx("expect_column_values_to_be_in_other_product", product="reference.nope",
-                     key="carrier")]}, "references product reference.nope, which has no contract"),
-    ({"carrier": [gx("expect_column_values_to_be_in_other_product", product="reference.airlines",
-                     key="code")]}, "references reference.airlines.code, a column"),
-])
+@pytest.mark.parametrize(
+    "quality,message",
+    [
+        (
+            {"carrier": [gx("expect_column_values_to_be_purple", name="purple")]},
+            "quality rule 'purple' (expect_column_values_to_be_purple): unknown expectation",
+        ),
+        (
+            {"carrier": [gx("expect_column_value_lengths_to_be_between", min_value=1, column="carrrier")]},
+            "column carrrier: quality rule",
+        ),
+        (
+            {None: [gx("expect_column_pair_values_to_be_equal", column_A="carrier", column_B="nope")]},
+            "column nope",
+        ),
+        (
+            {"carrier": [gx("expect_column_values_to_match_regex", regex="x", colour="red")]},
+            "has no kwarg(s) colour",
+        ),
+        (
+            {"carrier": [gx("expect_column_values_to_match_like_pattern", like_pattern="A%")]},
+            "cannot run on this platform",
+        ),
+        (
+            {"seats": [gx("expect_column_values_to_be_fresh", max_age={"hours": 1})]},
+            "freshness needs a date or timestamp column",
+        ),
+        (
+            {"departed_at": [gx("expect_column_values_to_be_fresh", max_age="soon")]},
+            "max_age must be a positive duration",
+        ),
+        (
+            {
+                "carrier": [
+                    gx("expect_column_values_to_be_in_other_product", product="reference.nope", key="carrier")
+                ]
+            },
+            "references product reference.nope, which has no contract",
+        ),
+        (
+            {
+                "carrier": [
+                    gx(
+                        "expect_column_values_to_be_in_other_product",
+                        product="reference.airlines",
+                        key="code",
+                    )
+                ]
+            },
+            "references reference.airlines.code, a column",
+        ),
+    ],
+)
 def test_bad_rules_fail_load_and_lint_naming_file_and_rule(project, quality, message):
     table_quality = quality.pop(None, None)
     path = legs(project, column_quality=quality, table_quality=table_quality)
@@ -123,6 +211,7 @@ def test_bad_rules_fail_load_and_lint_naming_file_and_rule(project, quality, mes
         load_contract(path)
     assert str(path) in str(err.value) and message in str(err.value)
     from mesh_assets.definitions import build_domain  # definitions load fails the same way
+
     with pytest.raises(ContractError, match="legs"):
         build_domain(project / "domains" / "ops")
     [violation] = [v for v in lint_project(project) if v.rule == "MESH001"]
@@ -134,8 +223,14 @@ def test_reference_to_an_internal_product_of_another_domain_is_refused(project):
     doc = yaml.safe_load(airlines.read_text())
     doc["customProperties"].append({"property": "visibility", "value": "internal"})
     airlines.write_text(yaml.safe_dump(doc, sort_keys=False))
-    path = legs(project, column_quality={"carrier": [gx(
-        "expect_column_values_to_be_in_other_product", product="reference.airlines", key="carrier")]})
+    path = legs(
+        project,
+        column_quality={
+            "carrier": [
+                gx("expect_column_values_to_be_in_other_product", product="reference.airlines", key="carrier")
+            ]
+        },
+    )
     with pytest.raises(ContractError, match="internal product"):
         load_contract(path)
 
@@ -143,19 +238,24 @@ def test_reference_to_an_internal_product_of_another_domain_is_refused(project):
 def test_gx_catalog_matches_the_installed_great_expectations():
     from mesh_assets.quality.gx import CATALOG_FILE, generate_catalog
 
-    assert CATALOG_FILE.read_text() == generate_catalog(), \
+    assert CATALOG_FILE.read_text() == generate_catalog(), (
         "run: python -m mesh_assets.quality.gx --write-catalog"
+    )
 
 
 def test_definitions_load_does_not_import_great_expectations(mesh_home):
-    code = ("import sys, domains.reference.definitions, domains.operations.definitions;"
-            "print(sorted(m for m in sys.modules if m.startswith(('great_expectations', 'pandas'))))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True,
-                         text=True, timeout=300, check=True).stdout
+    code = (
+        "import sys, domains.reference.definitions, domains.operations.definitions;"
+        "print(sorted(m for m in sys.modules if m.startswith(('great_expectations', 'pandas'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300, check=True
+    ).stdout
     assert "great_expectations" not in out
 
 
 # --- GX suites ---------------------------------------------------------------------------------
+
 
 def test_committed_suites_are_in_sync_and_load_in_great_expectations():
     from mesh_assets.cli.quality import suite_status
@@ -168,25 +268,39 @@ def test_committed_suites_are_in_sync_and_load_in_great_expectations():
         data = json.loads(path.read_text())
         suite = gx.ExpectationSuite(**data)
         assert suite.name == data["name"] and len(suite.expectations) == len(data["expectations"])
-        assert [e["type"] for e in suite.to_json_dict()["expectations"]] == \
-            [e["type"] for e in data["expectations"]]
+        assert [e["type"] for e in suite.to_json_dict()["expectations"]] == [
+            e["type"] for e in data["expectations"]
+        ]
 
 
 def test_platform_expectations_map_onto_gx_core_expectations(project):
     from mesh_assets.quality.gx import _import_gx, suite_dict
 
-    path = legs(project, column_quality={
-        "departed_at": [gx("expect_column_values_to_be_fresh", severity="warn", max_age={"hours": 6})],
-        "carrier": [gx("expect_column_values_to_be_in_other_product", product="reference.airlines",
-                       key="carrier", mostly=0.99)]})
+    path = legs(
+        project,
+        column_quality={
+            "departed_at": [gx("expect_column_values_to_be_fresh", severity="warn", max_age={"hours": 6})],
+            "carrier": [
+                gx(
+                    "expect_column_values_to_be_in_other_product",
+                    product="reference.airlines",
+                    key="carrier",
+                    mostly=0.99,
+                )
+            ],
+        },
+    )
     suite = suite_dict(load_contract(path))
     by_rule = {e["meta"]["mesh"]["rule"]: e for e in suite["expectations"]}
     fresh, ref = by_rule["fresh_departed_at"], by_rule["in_product_carrier"]
     assert fresh["type"] == "expect_column_max_to_be_between" and fresh["severity"] == "warning"
     assert fresh["kwargs"]["min_value"] == {"$PARAMETER": "now() - timedelta(hours=6)"}
     assert ref["type"] == "expect_column_values_to_be_in_set"
-    assert ref["kwargs"] == {"column": "carrier", "mostly": 0.99,
-                             "value_set": {"$PARAMETER": "mesh_keys__reference__airlines__carrier"}}
+    assert ref["kwargs"] == {
+        "column": "carrier",
+        "mostly": 0.99,
+        "value_set": {"$PARAMETER": "mesh_keys__reference__airlines__carrier"},
+    }
     assert ref["meta"]["mesh"]["platform_expectation"]["kwargs"]["product"] == "reference.airlines"
     gx_suite = _import_gx().ExpectationSuite(**suite)  # GX accepts it, parameters and all
     assert len(gx_suite.expectations) == len(suite["expectations"])
@@ -196,8 +310,11 @@ def test_platform_expectations_map_onto_gx_core_expectations(project):
 
 ALL_PUSHDOWN = [
     QualityRule("a", "expect_column_values_to_not_be_null", {"column": "carrier", "mostly": 0.9}),
-    QualityRule("b", "expect_column_values_to_be_between", {"column": "seats", "min_value": 1,
-                                                             "max_value": 500, "strict_max": True}),
+    QualityRule(
+        "b",
+        "expect_column_values_to_be_between",
+        {"column": "seats", "min_value": 1, "max_value": 500, "strict_max": True},
+    ),
     QualityRule("c", "expect_column_values_to_be_in_set", {"column": "carrier", "value_set": ["AA", "B6"]}),
     QualityRule("d", "expect_column_values_to_match_regex", {"column": "carrier", "regex": "^[A-Z]{2}$"}),
     QualityRule("e", "expect_column_values_to_be_unique", {"column": "leg_id"}),
@@ -207,8 +324,11 @@ ALL_PUSHDOWN = [
     QualityRule("i", "expect_column_min_to_be_between", {"column": "seats", "min_value": 0}),
     QualityRule("j", "expect_column_max_to_be_between", {"column": "seats", "max_value": 900}),
     QualityRule("k", "expect_column_values_to_be_fresh", {"column": "departed_at", "max_age": "1d"}),
-    QualityRule("l", "expect_column_values_to_be_in_other_product",
-                {"column": "carrier", "product": "reference.airlines", "key": "carrier"}),
+    QualityRule(
+        "l",
+        "expect_column_values_to_be_in_other_product",
+        {"column": "carrier", "product": "reference.airlines", "key": "carrier"},
+    ),
 ]
 
 
@@ -224,15 +344,17 @@ def test_trino_sql_is_generated_and_parses_as_trino():
     [tree] = sqlglot.parse(plan.sql, read="trino")
     assert tree is not None and tree.find(sqlglot.exp.Select)
     for rule in ALL_PUSHDOWN:
-        if rule.expectation in ("expect_column_values_to_not_be_null", "expect_column_values_to_be_unique",
-                                "expect_column_values_to_be_in_other_product"):
+        if rule.expectation in (
+            "expect_column_values_to_not_be_null",
+            "expect_column_values_to_be_unique",
+            "expect_column_values_to_be_in_other_product",
+        ):
             sql, params = sample_query(rule, relation, dialect="trino", lookups=lookups)
             assert sqlglot.parse_one(sql, read="trino") is not None
 
 
 def test_duckdb_and_trino_sql_differ_only_where_the_dialects_do():
-    duck = compile_suite(ALL_PUSHDOWN, '"t"', dialect="duckdb",
-                         lookups={"reference.airlines": '"r"'})
+    duck = compile_suite(ALL_PUSHDOWN, '"t"', dialect="duckdb", lookups={"reference.airlines": '"r"'})
     assert "regexp_matches(" in duck.sql and "FILTER (WHERE" in duck.sql
     sqlglot.parse_one(duck.sql, read="duckdb")
 
@@ -258,6 +380,7 @@ class _DbApi:
 
             def fetchall(self):
                 return self._rel.fetchall()
+
         return Cursor()
 
 
@@ -265,32 +388,46 @@ def test_run_suite_takes_any_dbapi_connection():
     from mesh_assets.quality.run import run_suite
 
     con = duckdb.connect()
-    con.execute("CREATE TABLE legs AS SELECT * FROM (VALUES (1, 'AA', 100), (2, 'ZZ', 200)) "
-                "v(leg_id, carrier, seats)")
+    con.execute(
+        "CREATE TABLE legs AS SELECT * FROM (VALUES (1, 'AA', 100), (2, 'ZZ', 200)) v(leg_id, carrier, seats)"
+    )
     con.execute("CREATE TABLE airlines AS SELECT 'AA' AS carrier")
-    rules = [ALL_PUSHDOWN[2], ALL_PUSHDOWN[11],
-             QualityRule("lengths", "expect_column_value_lengths_to_equal", {"column": "carrier", "value": 2})]
+    rules = [
+        ALL_PUSHDOWN[2],
+        ALL_PUSHDOWN[11],
+        QualityRule("lengths", "expect_column_value_lengths_to_equal", {"column": "carrier", "value": 2}),
+    ]
     # "duckdb-dbapi" is not a dialect: use the generic path with DuckDB's SQL
     from mesh_assets.quality.sql import Dialect
-    results = run_suite(_DbApi(con), "legs", rules, dialect=Dialect("duckdb"),
-                        lookups={"reference.airlines": "airlines"})
+
+    results = run_suite(
+        _DbApi(con), "legs", rules, dialect=Dialect("duckdb"), lookups={"reference.airlines": "airlines"}
+    )
     assert [(r.passed, r.unexpected_count) for r in results] == [(False, 1), (False, 1), (True, 0)]
     assert results[1].sample == ("ZZ",) and results[2].engine == "great_expectations"
 
 
 # --- evaluation details --------------------------------------------------------------------------
 
+
 def test_freshness_compares_in_utc_for_naive_aware_and_date_columns():
     now = dt.datetime(2024, 6, 10, 12, tzinfo=UTC)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'America/New_York'")
-    con.register("t", pa.table({
-        "naive": pa.array([dt.datetime(2024, 6, 9, 13)], pa.timestamp("us")),
-        "aware": pa.array([dt.datetime(2024, 6, 9, 11, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
-        "day": pa.array([dt.date(2024, 6, 9)], pa.date32()),
-    }))
-    rules = [QualityRule(c, "expect_column_values_to_be_fresh", {"column": c, "max_age": {"hours": 24}})
-             for c in ("naive", "aware", "day")]
+    con.register(
+        "t",
+        pa.table(
+            {
+                "naive": pa.array([dt.datetime(2024, 6, 9, 13)], pa.timestamp("us")),
+                "aware": pa.array([dt.datetime(2024, 6, 9, 11, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+                "day": pa.array([dt.date(2024, 6, 9)], pa.date32()),
+            }
+        ),
+    )
+    rules = [
+        QualityRule(c, "expect_column_values_to_be_fresh", {"column": c, "max_age": {"hours": 24}})
+        for c in ("naive", "aware", "day")
+    ]
     naive, aware, day = evaluate(con, "t", rules, now=now)
     assert naive.passed and not aware.passed and day.passed
     assert naive.metadata()["observed_value"] == "2024-06-09T13:00:00"
@@ -309,17 +446,23 @@ def test_report_escapes_values(tmp_path):
     from mesh_assets.quality.results import RuleResult
 
     product = load_contract(DOMAINS_DIR / "reference" / "products" / "airlines.yaml")
-    rule = QualityRule("<script>", "expect_column_values_to_be_in_set",
-                       {"column": "carrier", "value_set": ["<b>"]})
-    path = write_report(product, [RuleResult(rule, passed=False, unexpected_count=1,
-                                             unexpected_percent=50.0, sample=("<img>",))],
-                        run_id="r1", snapshot_id=7, home=tmp_path)
+    rule = QualityRule(
+        "<script>", "expect_column_values_to_be_in_set", {"column": "carrier", "value_set": ["<b>"]}
+    )
+    path = write_report(
+        product,
+        [RuleResult(rule, passed=False, unexpected_count=1, unexpected_percent=50.0, sample=("<img>",))],
+        run_id="r1",
+        snapshot_id=7,
+        home=tmp_path,
+    )
     text = path.read_text()
     assert path == tmp_path / "quality" / "reports" / "reference" / "airlines" / "r1.html"
     assert "<script>" not in text and "&lt;script&gt;" in text and "&lt;img&gt;" in text
 
 
 # --- on real Iceberg tables ----------------------------------------------------------------------
+
 
 def test_profile_proposals_hold_on_the_table_they_come_from(mesh_home):
     from mesh_assets.cli import main
@@ -335,18 +478,27 @@ def test_profile_proposals_hold_on_the_table_they_come_from(mesh_home):
     table = snippet["schema"][0]
     props = {p["name"]: p for p in table["properties"]}
     assert props["tailnum"]["required"] is True and props["tailnum"].get("unique") is True
-    assert any(q.get("implementation", {}).get("type") == "expect_column_values_to_match_regex"
-               for q in props["tailnum"]["quality"])
+    assert any(
+        q.get("implementation", {}).get("type") == "expect_column_values_to_match_regex"
+        for q in props["tailnum"]["quality"]
+    )
     assert {q.get("metric") for q in props["engines"]["quality"]} == {"invalidValues"}
     assert table["quality"][0]["metric"] == "rowCount"
 
     planes = load_contract(DOMAINS_DIR / "fleet" / "products" / "planes.yaml")
-    columns = tuple(replace(c, required=bool(props[c.name].get("required")),
-                            unique=bool(props[c.name].get("unique")), primary_key_position=None)
-                    for c in planes.columns)
+    columns = tuple(
+        replace(
+            c,
+            required=bool(props[c.name].get("required")),
+            unique=bool(props[c.name].get("unique")),
+            primary_key_position=None,
+        )
+        for c in planes.columns
+    )
     proposed = rules_from_contract(replace(planes, columns=columns), table)
     assert len(proposed) > 15
     from mesh_assets import engine
+
     con = engine.connect()
     relation = engine.register_table(con, open_catalog().load_table("fleet.planes"), "p")
     results = evaluate(con, relation, proposed)
@@ -366,29 +518,53 @@ def test_checks_run_fallback_and_reference_rules_and_link_a_report(mesh_home, tm
     shutil.copytree(DOMAINS_DIR / "reference", project / "domains" / "reference")
     ops = project / "domains" / "ops"
     (ops / "products").mkdir(parents=True)
-    path = legs(project, column_quality={
-        "carrier": [gx("expect_column_values_to_be_in_other_product", product="reference.airlines",
-                       key="carrier", severity="warn"),
-                    gx("expect_column_value_lengths_to_equal", value=2)],
-        "departed_at": [gx("expect_column_values_to_be_fresh", max_age={"days": 36500})]})
+    path = legs(
+        project,
+        column_quality={
+            "carrier": [
+                gx(
+                    "expect_column_values_to_be_in_other_product",
+                    product="reference.airlines",
+                    key="carrier",
+                    severity="warn",
+                ),
+                gx("expect_column_value_lengths_to_equal", value=2),
+            ],
+            "departed_at": [gx("expect_column_values_to_be_fresh", max_age={"days": 36500})],
+        },
+    )
     land(mesh_home, "reference", "airlines.csv")
     ingest(load_contract(project / "domains" / "reference" / "products" / "airlines.yaml"), open_catalog())
-    land(mesh_home, "ops", "legs.csv", "leg_id,carrier,departed_at,seats\n1,AA,2024-01-01 10:00:00,100\n"
-                                       "2,ZZZ,2024-01-02 10:00:00,150\n")
+    land(
+        mesh_home,
+        "ops",
+        "legs.csv",
+        "leg_id,carrier,departed_at,seats\n1,AA,2024-01-01 10:00:00,100\n2,ZZZ,2024-01-02 10:00:00,150\n",
+    )
     product = load_contract(path)
-    result = dg.materialize([ingestion_asset(product), contract_checks(product)],
-                            resources={"catalog": IcebergCatalog()}, raise_on_error=False,
-                            instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(
+        [ingestion_asset(product), contract_checks(product)],
+        resources={"catalog": IcebergCatalog()},
+        raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
     ev = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    ref, lengths, fresh = ev["in_product_carrier"], ev["value_lengths_to_equal_carrier"], ev["fresh_departed_at"]
+    ref, lengths, fresh = (
+        ev["in_product_carrier"],
+        ev["value_lengths_to_equal_carrier"],
+        ev["fresh_departed_at"],
+    )
     assert not ref.passed and ref.severity == dg.AssetCheckSeverity.WARN
     assert ref.metadata["unexpected_sample"].value == ["ZZZ"]
-    assert ref.metadata["reference/snapshot_id"].value == \
-        str(open_catalog().load_table("reference.airlines").current_snapshot().snapshot_id)
+    assert ref.metadata["reference/snapshot_id"].value == str(
+        open_catalog().load_table("reference.airlines").current_snapshot().snapshot_id
+    )
     assert not lengths.passed and lengths.metadata["engine"].value == "great_expectations"
     assert lengths.metadata["unexpected_count"].value == 1
     assert lengths.metadata["unexpected_sample"].value == ["ZZZ"]
     assert fresh.passed and fresh.metadata["observed_value"].value == "2024-01-02T10:00:00"
     report = ref.metadata["quality/report"].value
-    assert report.endswith(f"{result.run_id}.html") and "value_lengths_to_equal_carrier" in open(report).read()
+    assert (
+        report.endswith(f"{result.run_id}.html") and "value_lengths_to_equal_carrier" in open(report).read()
+    )
     assert lengths.metadata["wap/published"].value is False  # a blocking GX rule failed: not published

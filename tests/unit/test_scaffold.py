@@ -18,20 +18,30 @@ def test_new_domain_is_a_complete_code_location(tmp_path, mesh_home):
     shutil.copy(PROJECT_DIR / "workspace.yaml", tmp_path / "workspace.yaml")
     written = new_domain(tmp_path, "billing", owner="billing-team")
     names = {p.relative_to(tmp_path).as_posix() for p in written}
-    assert {"domains/billing/domain.yaml", "domains/billing/definitions.py",
-            "domains/billing/products/example.yaml", "domains/billing/sample_data/example.csv",
-            "tests/domains/test_billing.py", "workspace.yaml"} <= names
+    assert {
+        "domains/billing/domain.yaml",
+        "domains/billing/definitions.py",
+        "domains/billing/products/example.yaml",
+        "domains/billing/sample_data/example.csv",
+        "tests/domains/test_billing.py",
+        "workspace.yaml",
+    } <= names
     entries = yaml.safe_load((tmp_path / "workspace.yaml").read_text())["load_from"]
-    assert entries[-1]["python_module"] == {"module_name": "domains.billing.definitions",
-                                            "location_name": "billing"}
+    assert entries[-1]["python_module"] == {
+        "module_name": "domains.billing.definitions",
+        "location_name": "billing",
+    }
     [product] = load_domain_contracts(tmp_path / "domains" / "billing")
     assert product.identifier == "billing.example" and product.owner == "billing-team"
     # the sample product materializes and passes its checks as generated
     landing = mesh_home / "landing" / "billing"
     landing.mkdir(parents=True)
     shutil.copy(tmp_path / "domains" / "billing" / "sample_data" / "example.csv", landing)
-    result = dg.materialize([ingestion_asset(product), contract_checks(product)],
-                            resources={"catalog": IcebergCatalog()}, instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(
+        [ingestion_asset(product), contract_checks(product)],
+        resources={"catalog": IcebergCatalog()},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
     assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
     assert len(open_catalog().load_table("billing.example").scan().to_arrow()) == 3
 

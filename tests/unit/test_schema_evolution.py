@@ -20,9 +20,21 @@ def airports(reference_dir, mesh_home):
     product = load_contract(reference_dir / "products" / "airports.yaml")
     table, applied = evolve_table(open_catalog(), product)
     assert applied == []
-    table.append(pa.table({
-        "faa": ["JFK"], "name": ["John F Kennedy Intl"], "lat": [40.6], "lon": [-73.8],
-        "alt": [13], "tz": [-5], "dst": ["A"], "tzone": ["America/New_York"]}, schema=product.arrow_schema()))
+    table.append(
+        pa.table(
+            {
+                "faa": ["JFK"],
+                "name": ["John F Kennedy Intl"],
+                "lat": [40.6],
+                "lon": [-73.8],
+                "alt": [13],
+                "tz": [-5],
+                "dst": ["A"],
+                "tzone": ["America/New_York"],
+            },
+            schema=product.arrow_schema(),
+        )
+    )
     return product
 
 
@@ -39,14 +51,30 @@ def _with(product, version=None, **changes):
 
 
 ADDITIVE = [
-    ("new optional column", {"_add": [Column("elevation_m", it.DoubleType(), description="metres")]},
-     "+ column elevation_m (double, optional): additive", lambda s: s.find_field("elevation_m").field_type == it.DoubleType()),
-    ("int -> long", {"alt": {"type": it.LongType()}},
-     "~ column alt: int -> long: additive", lambda s: s.find_field("alt").field_type == it.LongType()),
-    ("required -> optional", {"name": {"required": False}},
-     "~ column name: required -> optional: additive", lambda s: not s.find_field("name").required),
-    ("new description", {"tz": {"description": "UTC offset, hours"}},
-     "~ column tz: description changed: additive", lambda s: s.find_field("tz").doc == "UTC offset, hours"),
+    (
+        "new optional column",
+        {"_add": [Column("elevation_m", it.DoubleType(), description="metres")]},
+        "+ column elevation_m (double, optional): additive",
+        lambda s: s.find_field("elevation_m").field_type == it.DoubleType(),
+    ),
+    (
+        "int -> long",
+        {"alt": {"type": it.LongType()}},
+        "~ column alt: int -> long: additive",
+        lambda s: s.find_field("alt").field_type == it.LongType(),
+    ),
+    (
+        "required -> optional",
+        {"name": {"required": False}},
+        "~ column name: required -> optional: additive",
+        lambda s: not s.find_field("name").required,
+    ),
+    (
+        "new description",
+        {"tz": {"description": "UTC offset, hours"}},
+        "~ column tz: description changed: additive",
+        lambda s: s.find_field("tz").doc == "UTC offset, hours",
+    ),
 ]
 
 
@@ -70,11 +98,31 @@ def test_float_to_double_is_additive(mesh_home, airports):
 
 BREAKING = [
     ("drop", {"tzone": None}, "- column tzone (string) dropped: breaking", "tzone"),
-    ("rename", {"tzone": None, "_add": [Column("time_zone", it.StringType())]}, "a rename shows as a drop plus an add", "tzone"),
+    (
+        "rename",
+        {"tzone": None, "_add": [Column("time_zone", it.StringType())]},
+        "a rename shows as a drop plus an add",
+        "tzone",
+    ),
     ("narrowing", {"lat": {"type": it.FloatType()}}, "~ column lat: double -> float: breaking", "lat"),
-    ("incompatible type", {"dst": {"type": it.IntegerType()}}, "~ column dst: string -> int: breaking", "dst"),
-    ("new required column", {"_add": [Column("iata", it.StringType(), required=True)]}, "+ column iata (string, required): breaking", "iata"),
-    ("optional -> required", {"alt": {"required": True}}, "~ column alt: optional -> required: breaking", "alt"),
+    (
+        "incompatible type",
+        {"dst": {"type": it.IntegerType()}},
+        "~ column dst: string -> int: breaking",
+        "dst",
+    ),
+    (
+        "new required column",
+        {"_add": [Column("iata", it.StringType(), required=True)]},
+        "+ column iata (string, required): breaking",
+        "iata",
+    ),
+    (
+        "optional -> required",
+        {"alt": {"required": True}},
+        "~ column alt: optional -> required: breaking",
+        "alt",
+    ),
 ]
 
 
@@ -121,8 +169,20 @@ def test_partitioning_change_evolves_the_spec_and_keeps_old_files(airports):
     table, applied = evolve_table(catalog, by_tz)
     assert applied == ["~ partitioning: unpartitioned -> [('tzone', 'identity')]: additive"]
     assert [f.name for f in table.spec().fields] == ["tzone"]
-    table.append(pa.table({
-        "faa": ["LGA"], "name": ["La Guardia"], "lat": [40.7], "lon": [-73.8], "alt": [22],
-        "tz": [-5], "dst": ["A"], "tzone": ["America/New_York"]}, schema=airports.arrow_schema()))
+    table.append(
+        pa.table(
+            {
+                "faa": ["LGA"],
+                "name": ["La Guardia"],
+                "lat": [40.7],
+                "lon": [-73.8],
+                "alt": [22],
+                "tz": [-5],
+                "dst": ["A"],
+                "tzone": ["America/New_York"],
+            },
+            schema=airports.arrow_schema(),
+        )
+    )
     assert sorted(r["faa"] for r in table.scan().to_arrow().to_pylist()) == ["JFK", "LGA"]
     assert evolve_table(catalog, by_tz)[1] == []  # converged

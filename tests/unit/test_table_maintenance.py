@@ -108,8 +108,10 @@ def test_stale_audit_branches_are_removed_after_retention(airlines):
 
     product, table = airlines
     table = open_audit_branch(table, "audit-deadbeef")
-    table.append(pa.table({"carrier": ["ZZ"], "name": ["rejected"]}, schema=product.arrow_schema()),
-                 branch="audit-deadbeef")
+    table.append(
+        pa.table({"carrier": ["ZZ"], "name": ["rejected"]}, schema=product.arrow_schema()),
+        branch="audit-deadbeef",
+    )
     assert maintain(product, open_catalog()).expired_refs == []  # young: kept for inspection
     report = maintain(product, open_catalog(), now=LATER)
     assert "audit-deadbeef" in report.expired_refs

@@ -15,7 +15,8 @@ from mesh_assets.read_api import read
 from mesh_assets.workspace import load_contract
 
 SMALL = "carrier,name\nAA,American Airlines Inc.\nUA,United Air Lines Inc.\n" + "".join(
-    f"Z{i},Carrier {i}\n" for i in range(8))
+    f"Z{i},Carrier {i}\n" for i in range(8)
+)
 
 
 @pytest.fixture
