@@ -23,10 +23,11 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.expressions import AlwaysTrue
 
-from mesh_assets.access.enforce import governed_read
+from mesh_assets import engine
+from mesh_assets.access.enforce import governed_query, governed_read
 from mesh_assets.engine import quote, trino_connection, trino_table
 from mesh_assets.iceberg.catalog import open_catalog
-from mesh_assets.iceberg.versions import VersionError, resolve_as_of
+from mesh_assets.iceberg.versions import VersionError, is_timestamp, resolve_as_of
 
 
 def read(
@@ -123,3 +124,28 @@ def read_trino(
         if rows
         else pa.table({n: pa.array([], pa.null()) for n in names})
     )
+
+
+def query(sql: str, as_of: str | None = None, user: str | None = None):
+    """Run ``sql`` in DuckDB over every product (``domain.product``), optionally time travelled:
+    a snapshot id applies to its table, a tag to the tables that have it, a timestamp to all
+    (tables that did not exist yet are absent). With ``user``, the access policy applies as on
+    Trino (:mod:`mesh_assets.access.enforce`): denied tables, row filters, column masks."""
+    if user is not None:
+        return governed_query(sql, as_of, user)
+
+    catalog = open_catalog()
+    con = engine.connect()
+    is_time = is_timestamp(as_of)
+    for (namespace,) in catalog.list_namespaces():
+        for ident in catalog.list_tables(namespace):
+            table = catalog.load_table(ident)
+            try:
+                snapshot_id = resolve_as_of(table, as_of)
+            except VersionError:
+                if is_time:
+                    continue
+                snapshot_id = resolve_as_of(table, None)
+            if snapshot_id is not None:
+                engine.register_table(con, table, ".".join(ident), snapshot_id=snapshot_id)
+    return con, con.sql(sql)

@@ -77,6 +77,11 @@ def domain_folders(root: Path = DOMAINS_DIR) -> list[Path]:
     return sorted(p.parent for p in root.glob(f"*/{DOMAIN_FILE}"))
 
 
+def folders_with_products(root: Path = DOMAINS_DIR) -> list[Path]:
+    """Folders under ``root`` that hold a products folder (the dbt sources come from these)."""
+    return sorted(p.parent for p in root.glob(f"*/{PRODUCTS}") if p.is_dir())
+
+
 def expectations_path(product: DataProduct) -> Path:
     """Where the product's GX suite is written, beside its contract."""
     return product.path.parent.parent / EXPECTATIONS / f"{product.name}.json"

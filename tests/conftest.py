@@ -14,9 +14,8 @@ import pytest
 from meshtest import point_at
 
 from mesh_assets import cli
-from mesh_assets.cli.output import CheckOutcome
-from mesh_assets.cli.run import materialize
 from mesh_assets.dbt.project import dependency_order
+from mesh_assets.materialize import CheckOutcome, materialize
 from mesh_assets.settings import DOMAINS_DIR
 from mesh_assets.workspace import workspace_domains
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 from mesh_assets.workspace import WorkspaceError, select_domains
 
 
@@ -18,20 +16,6 @@ def chosen_domains(names: list[str]) -> list[str]:
         return select_domains(names)
     except WorkspaceError as exc:
         raise SystemExit(f"mesh: {exc}") from None
-
-
-class CheckOutcome(NamedTuple):
-    """One asset check evaluation as the command line reports it."""
-
-    asset_key: Any
-    check_name: str
-    passed: bool
-    severity: Any  # dagster.AssetCheckSeverity
-
-    @classmethod
-    def of(cls, evaluation) -> CheckOutcome:
-        """From a ``dagster.AssetCheckEvaluation``."""
-        return cls(evaluation.asset_key, evaluation.check_name, evaluation.passed, evaluation.severity)
 
 
 def check_status(evaluations) -> str:

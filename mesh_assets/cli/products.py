@@ -13,16 +13,14 @@ import duckdb
 import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
 
-from mesh_assets import engine
-from mesh_assets.access.enforce import governed_query
 from mesh_assets.cli import add_verb
 from mesh_assets.cli.output import check_status, say
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.maintenance import maintain
 from mesh_assets.iceberg.schema import contract_diff
-from mesh_assets.iceberg.versions import VersionError, history, is_timestamp, lineage, resolve_as_of
+from mesh_assets.iceberg.versions import VersionError, history, lineage
 from mesh_assets.iceberg.wap import rollback
-from mesh_assets.read_api import trino_query
+from mesh_assets.read_api import query, trino_query
 from mesh_assets.settings import default_engine, load_settings, use_dagster_home
 from mesh_assets.workspace import all_products
 
@@ -102,31 +100,6 @@ def cmd_lineage(args) -> int:
         raise SystemExit(f"mesh: {exc}") from None
     say(json.dumps(node.as_dict(), indent=2) if args.json else "\n".join(node.lines()))
     return 0
-
-
-def query(sql: str, as_of: str | None = None, user: str | None = None):
-    """Run ``sql`` in DuckDB over every product (``domain.product``), optionally time travelled:
-    a snapshot id applies to its table, a tag to the tables that have it, a timestamp to all
-    (tables that did not exist yet are absent). With ``user``, the access policy applies as on
-    Trino (:mod:`mesh_assets.access.enforce`): denied tables, row filters, column masks."""
-    if user is not None:
-        return governed_query(sql, as_of, user)
-
-    catalog = open_catalog()
-    con = engine.connect()
-    is_time = is_timestamp(as_of)
-    for (namespace,) in catalog.list_namespaces():
-        for ident in catalog.list_tables(namespace):
-            table = catalog.load_table(ident)
-            try:
-                snapshot_id = resolve_as_of(table, as_of)
-            except VersionError:
-                if is_time:
-                    continue
-                snapshot_id = resolve_as_of(table, None)
-            if snapshot_id is not None:
-                engine.register_table(con, table, ".".join(ident), snapshot_id=snapshot_id)
-    return con, con.sql(sql)
 
 
 def cmd_query(args) -> int:

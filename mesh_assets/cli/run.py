@@ -10,16 +10,15 @@ import zipfile
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from mesh_assets.cli import add_verb
-from mesh_assets.cli.output import CheckOutcome, check_status, chosen_domains, say
+from mesh_assets.cli.output import check_status, chosen_domains, say
 from mesh_assets.dbt.artifacts import artifacts_server
 from mesh_assets.dbt.project import dependency_order, prepare
-from mesh_assets.definitions import build_domain
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.ingest.landing import landing_file, local_path, put
-from mesh_assets.settings import ensure_local_dirs, load_settings, use_dagster_home
+from mesh_assets.materialize import materialize
+from mesh_assets.settings import ensure_local_dirs, load_settings
 from mesh_assets.workspace import all_products, domain_path, load_domain_contracts, workspace_domains
 
 
@@ -101,62 +100,6 @@ def cmd_dbt_serve(args) -> int:
     return 0
 
 
-def materialize(domains: list[str]) -> list[dict]:
-    """Run every asset and check of ``domains`` in the persistent Dagster instance."""
-
-    settings = load_settings()
-    ensure_local_dirs(settings)
-    use_dagster_home(settings)
-    reports = []
-    with dg.DagsterInstance.get() as instance:
-        for domain in domains:
-            say(f"== materializing domain {domain} ==")
-            defs = build_domain(domain_path(domain))
-            job = defs.resolve_implicit_global_asset_job_def()
-            for keys, tags in _runs(defs):
-                start = time.monotonic()
-                result = job.execute_in_process(
-                    instance=instance,
-                    raise_on_error=False,
-                    asset_selection=keys,
-                    tags=tags,
-                    run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-                )
-                reports.append(
-                    {
-                        "domain": domain,
-                        "success": result.success,
-                        "run_id": result.run_id,
-                        "seconds": time.monotonic() - start,
-                        "materialized": list(
-                            dict.fromkeys(e.asset_key for e in result.get_asset_materialization_events())
-                        ),
-                        "checks": [CheckOutcome.of(c) for c in result.get_asset_check_evaluations()],
-                    }
-                )
-    return reports
-
-
-def _runs(defs) -> list[tuple[list, dict]]:
-    """One run per partitioning: unpartitioned assets together; each partitioned group as a
-    single-run backfill of all its partitions."""
-
-    graph = defs.resolve_asset_graph()
-    groups: dict = {}
-    for key in graph.materializable_asset_keys:
-        groups.setdefault(graph.get(key).partitions_def, []).append(key)
-    # Runs go in dependency order: a group runs after the groups holding its upstream assets.
-    order = {key: i for i, key in enumerate(graph.toposorted_asset_keys)}
-    runs = []
-    for partitions_def, keys in sorted(groups.items(), key=lambda g: max(order[k] for k in g[1])):
-        tags = {}
-        if partitions_def is not None:
-            all_keys = partitions_def.get_partition_keys()
-            tags = {ASSET_PARTITION_RANGE_START_TAG: all_keys[0], ASSET_PARTITION_RANGE_END_TAG: all_keys[-1]}
-        runs.append((keys, tags))
-    return runs
-
-
 def print_summary(reports: list[dict]) -> bool:
 
     catalog = open_catalog()
@@ -191,7 +134,7 @@ def print_summary(reports: list[dict]) -> bool:
 
 
 def cmd_materialize(args) -> int:
-    reports = materialize(dependency_order(chosen_domains(args.domains)))
+    reports = materialize(dependency_order(chosen_domains(args.domains)), say)
     return 0 if print_summary(reports) else 1
 
 
@@ -200,7 +143,7 @@ def cmd_demo(args) -> int:
     settings = load_settings()
     cmd_land(argparse.Namespace(domains=[]))
     cmd_dbt(argparse.Namespace(force=False))
-    reports = materialize(dependency_order(workspace_domains()))
+    reports = materialize(dependency_order(workspace_domains()), say)
     ok = print_summary(reports)
     say(
         f"\nwhole mesh {'materialized' if ok else 'FAILED'} in {time.monotonic() - start:.1f} s "

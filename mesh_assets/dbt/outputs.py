@@ -25,10 +25,18 @@ from mesh_assets.contract.partitions import PartitionSelection
 from mesh_assets.dbt.project import is_ephemeral
 from mesh_assets.engine import trino_connection, trino_table
 from mesh_assets.iceberg.catalog import IcebergCatalog, evolve_table, snapshot_metadata
-from mesh_assets.iceberg.commit import INPUTS_PROPERTY, SCHEMA_CHANGES_PROPERTY, replace_rows
+from mesh_assets.iceberg.commit import (
+    CONTRACT_VERSION_PROPERTY,
+    INPUTS_PROPERTY,
+    PARTITION_PROPERTY,
+    PRODUCER_PROPERTY,
+    RUN_ID_PROPERTY,
+    SCHEMA_CHANGES_PROPERTY,
+    replace_rows,
+)
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head, open_audit_branch
-from mesh_assets.settings import DOMAINS_DIR, dbt_run_context
-from mesh_assets.workspace import load_contract
+from mesh_assets.settings import dbt_run_context
+from mesh_assets.workspace import contract_path, load_contract
 
 
 class DbtContractError(ValueError):
@@ -36,7 +44,7 @@ class DbtContractError(ValueError):
 
 
 def model_contract(domain: str, model: str) -> DataProduct | None:
-    path = DOMAINS_DIR / domain / "products" / f"{model}.yaml"
+    path = contract_path(domain, model)
     return load_contract(path, domain=domain) if path.exists() else None
 
 
@@ -142,18 +150,18 @@ def store_model_output(
         inputs = {t: s for t, s in inputs.items() if t in parents[identifier]}
     properties = {
         INPUTS_PROPERTY: json.dumps(inputs, sort_keys=True),
-        "mesh.producer": "dbt",
+        PRODUCER_PROPERTY: "dbt",
     }
     if run_id:
-        properties["mesh.dagster.run_id"] = run_id
+        properties[RUN_ID_PROPERTY] = run_id
     if product is not None:
-        properties["mesh.contract.version"] = product.version
+        properties[CONTRACT_VERSION_PROPERTY] = product.version
     if applied:
         properties[SCHEMA_CHANGES_PROPERTY] = json.dumps(applied)
     row_filter = None
     window = _partition_window(product, bounds)
     if window is not None:
-        properties["mesh.partition"] = window.describe()
+        properties[PARTITION_PROPERTY] = window.describe()
         row_filter = window.iceberg_filter(product.column(window.column).type)
         outside = len(data) - len(data.filter(window.arrow_mask(data)))
         if outside:

@@ -18,7 +18,12 @@ from pyiceberg import types as it
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.parser import contract_visibility
 from mesh_assets.settings import DBT_PROJECT_DIR, DOMAINS_DIR, MeshSettings, load_settings
-from mesh_assets.workspace import all_contract_files, load_domain_contracts
+from mesh_assets.workspace import (
+    all_contract_files,
+    contract_path,
+    folders_with_products,
+    load_domain_contracts,
+)
 
 PLUGIN_ALIAS = "mesh_iceberg"
 GENERATED_YAML = "_mesh_products.yml"
@@ -153,7 +158,7 @@ def _source_tables(p: DataProduct) -> list[dict[str, Any]]:
 
 def write_contract_yaml(domains_dir: Path = DOMAINS_DIR) -> list[Path]:
     written = []
-    for domain_dir in sorted(p for p in domains_dir.iterdir() if (p / "products").is_dir()):
+    for domain_dir in folders_with_products(domains_dir):
         models_dir = DBT_PROJECT_DIR / "models" / domain_dir.name
         models_dir.mkdir(parents=True, exist_ok=True)
         products = load_domain_contracts(domain_dir)
@@ -199,8 +204,7 @@ def prepare(settings: MeshSettings | None = None, *, force: bool = False) -> Pat
             and manifest.stat().st_mtime >= _newest_input_mtime()
             and all(
                 (DBT_PROJECT_DIR / "models" / d.name / GENERATED_YAML).exists()
-                for d in DOMAINS_DIR.iterdir()
-                if (d / "products").is_dir()
+                for d in folders_with_products()
             )
         )
 
@@ -331,7 +335,7 @@ def check_ports(
             source = manifest.get("sources", {}).get(parent)
             if source is None or source["source_name"] == _domain_of(node):
                 continue
-            path = domains_dir / source["source_name"] / "products" / f"{source['name']}.yaml"
+            path = contract_path(source["source_name"], source["name"], domains_dir)
             if path.exists() and contract_visibility(path) != "public":
                 problems.append(
                     f"model {_domain_of(node)}.{node['name']} "

@@ -24,8 +24,17 @@ import pyarrow as pa
 if TYPE_CHECKING:
     from pyiceberg.table import Table
 
-INPUTS_PROPERTY = "mesh.inputs"
-SCHEMA_CHANGES_PROPERTY = "mesh.schema_changes"
+# Provenance every commit of the platform records in its snapshot summary (and the contract
+# version also as a table property).
+INPUTS_PROPERTY = "mesh.inputs"  # JSON {input table: snapshot id read}
+SCHEMA_CHANGES_PROPERTY = "mesh.schema_changes"  # JSON list of changes applied before the commit
+RUN_ID_PROPERTY = "mesh.dagster.run_id"  # the Dagster run that wrote it
+CONTRACT_VERSION_PROPERTY = "mesh.contract.version"
+PARTITION_PROPERTY = "mesh.partition"  # the Dagster partition (range) the commit replaced
+SOURCE_FILE_PROPERTY = "mesh.source.file"  # ingested products: the landing file ...
+SOURCE_SHA256_PROPERTY = "mesh.source.sha256"  # ... the checksum of its bytes ...
+SOURCE_SIGNATURE_PROPERTY = "mesh.source.signature"  # ... and its landing signature (sensors)
+PRODUCER_PROPERTY = "mesh.producer"  # dbt-built products: "dbt"
 
 
 COMMIT_DEADLINE_S = 300.0

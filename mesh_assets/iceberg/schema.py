@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from pyiceberg import types as it
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 
+from mesh_assets.iceberg.commit import CONTRACT_VERSION_PROPERTY
+
 if TYPE_CHECKING:
     from pyiceberg.schema import Schema
     from pyiceberg.table import Table
@@ -168,16 +170,16 @@ def evolve(catalog, product: "DataProduct", *, properties: dict[str, str] | None
             identifier,
             schema=product.iceberg_schema(),
             partition_spec=product.partition_spec(),
-            properties={**(properties or {}), "mesh.contract.version": product.version},
+            properties={**(properties or {}), CONTRACT_VERSION_PROPERTY: product.version},
         )
         return table, []
     d = diff(table.schema(), product)
     if d.breaking:
         raise breaking_error(product, identifier, d)
     applied = _apply(table, product, d) + _evolve_partitioning(table, product)
-    if table.properties.get("mesh.contract.version") != product.version:
+    if table.properties.get(CONTRACT_VERSION_PROPERTY) != product.version:
         with table.transaction() as tx:
-            tx.set_properties({"mesh.contract.version": product.version})
+            tx.set_properties({CONTRACT_VERSION_PROPERTY: product.version})
         table = table.refresh()
     return table, applied
 

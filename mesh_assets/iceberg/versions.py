@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mesh_assets.iceberg.commit import INPUTS_PROPERTY
+from mesh_assets.iceberg.commit import (
+    INPUTS_PROPERTY,
+    RUN_ID_PROPERTY,
+    SOURCE_FILE_PROPERTY,
+    SOURCE_SHA256_PROPERTY,
+)
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -78,7 +83,7 @@ def history(table: Table) -> list[dict[str, Any]]:
                 "committed_at": datetime.fromtimestamp(snap.timestamp_ms / 1000, UTC),
                 "operation": snap.summary.operation.value if snap.summary else "",
                 "rows": int(summary.get("total-records", 0)),
-                "run_id": summary.get("mesh.dagster.run_id", ""),
+                "run_id": summary.get(RUN_ID_PROPERTY, ""),
                 "refs": sorted(refs.get(snap.snapshot_id, [])),
                 "current": current is not None and snap.snapshot_id == current.snapshot_id,
             }
@@ -133,9 +138,9 @@ def lineage(
     node = LineageNode(
         identifier,
         snapshot_id,
-        run_id=summary.get("mesh.dagster.run_id", ""),
-        source_file=summary.get("mesh.source.file", ""),
-        source_sha256=summary.get("mesh.source.sha256", ""),
+        run_id=summary.get(RUN_ID_PROPERTY, ""),
+        source_file=summary.get(SOURCE_FILE_PROPERTY, ""),
+        source_sha256=summary.get(SOURCE_SHA256_PROPERTY, ""),
     )
     if _depth > 50:
         node.missing = "lineage deeper than 50 levels: stopped"

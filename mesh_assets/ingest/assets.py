@@ -31,7 +31,17 @@ from mesh_assets.contract.partitions import (
     whole_range,
 )
 from mesh_assets.iceberg.catalog import IcebergCatalog, evolve_table, snapshot_metadata
-from mesh_assets.iceberg.commit import INPUTS_PROPERTY, commit_with_retry, replace_rows
+from mesh_assets.iceberg.commit import (
+    CONTRACT_VERSION_PROPERTY,
+    INPUTS_PROPERTY,
+    PARTITION_PROPERTY,
+    RUN_ID_PROPERTY,
+    SOURCE_FILE_PROPERTY,
+    SOURCE_SHA256_PROPERTY,
+    SOURCE_SIGNATURE_PROPERTY,
+    commit_with_retry,
+    replace_rows,
+)
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head, open_audit_branch, publish, wap_run_id
 from mesh_assets.ingest.landing import landing_file, local_path
 from mesh_assets.ingest.quarantine import _split_and_park
@@ -97,17 +107,17 @@ def ingest(
     col_type = product.column(selection.column).type if selection else None
     row_filter = selection.iceberg_filter(col_type) if selection else None
     properties = {
-        "mesh.source.file": path.name,
-        "mesh.source.sha256": file_sha256(path),
+        SOURCE_FILE_PROPERTY: path.name,
+        SOURCE_SHA256_PROPERTY: file_sha256(path),
         # what the landing sensor compares (mesh_assets.definitions): the file as it landed
-        "mesh.source.signature": getattr(landing_file(product, settings), "signature", ""),
-        "mesh.contract.version": product.version,
+        SOURCE_SIGNATURE_PROPERTY: getattr(landing_file(product, settings), "signature", ""),
+        CONTRACT_VERSION_PROPERTY: product.version,
         INPUTS_PROPERTY: "{}",
     }
     if run_id:
-        properties["mesh.dagster.run_id"] = run_id
+        properties[RUN_ID_PROPERTY] = run_id
     if selection:
-        properties["mesh.partition"] = selection.describe()
+        properties[PARTITION_PROPERTY] = selection.describe()
     counts = {"written": 0, "quarantined": 0}
 
     def write(live: "Table") -> None:
@@ -181,7 +191,7 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
         metadata["wap/published"] = published
         landed = landing_file(product)
         metadata["mesh/source_file"] = landed.uri if landed else str(landing_path(product))
-        metadata["mesh/source_sha256"] = summary["mesh.source.sha256"]
+        metadata["mesh/source_sha256"] = summary[SOURCE_SHA256_PROPERTY]
         metadata["mesh/rows_written"] = dg.MetadataValue.int(result.rows_written)
         if product.quarantine:
             metadata["mesh/rows_quarantined"] = dg.MetadataValue.int(result.rows_quarantined)

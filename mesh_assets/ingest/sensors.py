@@ -10,6 +10,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.partitions import dagster_partitions_def
 from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.commit import SOURCE_SIGNATURE_PROPERTY
 from mesh_assets.ingest.landing import landing_file
 
 
@@ -21,7 +22,7 @@ def _already_ingested(product: DataProduct, signature: str) -> bool:
         return False
     snapshot = catalog.load_table(product.table_identifier).current_snapshot()
     summary = snapshot.summary.additional_properties if snapshot and snapshot.summary else {}
-    return summary.get("mesh.source.signature") == signature
+    return summary.get(SOURCE_SIGNATURE_PROPERTY) == signature
 
 
 def landing_sensor(domain: str, products: Sequence[DataProduct]) -> dg.SensorDefinition | None:

@@ -15,8 +15,7 @@ import pytest
 from mesh_assets.access.audit import read_local
 from mesh_assets.access.enforce import AccessDenied
 from mesh_assets.cli import main
-from mesh_assets.cli.products import query
-from mesh_assets.read_api import read
+from mesh_assets.read_api import query, read
 from mesh_assets.settings import DOMAINS_DIR
 from mesh_assets.workspace import load_contract
 

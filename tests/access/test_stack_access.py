@@ -76,7 +76,7 @@ def trino_rows(sql: str, user: str) -> list[tuple]:
 
 
 def local_rows(sql: str, user: str) -> list[tuple]:
-    from mesh_assets.cli.products import query
+    from mesh_assets.read_api import query
 
     con, relation = query(sql, user=user)
     try:

@@ -11,9 +11,9 @@ import pytest
 from meshtest import NYCFLIGHTS, point_at
 
 from mesh_assets import cli, engine
-from mesh_assets.cli.run import materialize
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.versions import lineage
+from mesh_assets.materialize import materialize
 from mesh_assets.workspace import all_products
 
 

@@ -90,8 +90,7 @@ def test_every_product_reads_the_same_on_trino_and_pyiceberg(in_production):
 def test_dbt_trino_model_equals_the_same_sql_on_duckdb(in_production):
     """A cross-domain mart built by dbt-trino holds exactly what DuckDB computes from the same
     input snapshots; pyiceberg and DuckDB read the table the platform committed."""
-    from mesh_assets.cli.products import query
-    from mesh_assets.read_api import read
+    from mesh_assets.read_api import query, read
 
     built = read("analytics.delays_by_carrier_month").sort_by(
         [("carrier", "ascending"), ("month", "ascending")]
@@ -111,9 +110,8 @@ def test_dbt_trino_model_equals_the_same_sql_on_duckdb(in_production):
 
 
 def test_time_travel_on_trino_returns_what_duckdb_returns(in_production):
-    from mesh_assets.cli.products import query
     from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.read_api import trino_query
+    from mesh_assets.read_api import query, trino_query
 
     table = open_catalog().load_table("reference.airports")
     sql = "select count(*), sum(alt), min(faa), max(faa) from reference.airports"
