@@ -13,7 +13,6 @@ file on its own; everything that loads contracts from the repository goes throug
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,7 +206,6 @@ def select_domains(names: list[str]) -> list[str]:
     return names or known
 
 
-def all_products() -> Iterator[DataProduct]:
+def all_products() -> list[DataProduct]:
     """Every product of every domain of workspace.yaml."""
-    for domain in workspace_domains():
-        yield from load_domain_contracts(domain_path(domain))
+    return [p for domain in workspace_domains() for p in load_domain_contracts(domain_path(domain))]

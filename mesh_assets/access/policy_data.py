@@ -187,7 +187,7 @@ def build(
     """Write the policy data and Trino's group file into ``directory`` (``$MESH_HOME/access``)."""
     directory = directory or access_dir()
     data_file(directory).parent.mkdir(parents=True, exist_ok=True)
-    products = list(all_products()) if products is None else products
+    products = all_products() if products is None else products
     users = users or load_users()
     data = json.dumps(policy_data(products, users), indent=2, sort_keys=True) + "\n"
     changed = _write(data_file(directory), data)

@@ -48,7 +48,7 @@ def domains_copy(tmp_path):
 
 def test_check_reports_a_new_domain_until_the_file_is_rewritten(domains_copy, tmp_path, monkeypatch, capsys):
     out = tmp_path / "domains.yaml"
-    monkeypatch.setattr("mesh_assets.settings.DOMAINS_DIR", domains_copy)
+    monkeypatch.setattr("mesh_assets.deploy.DOMAINS_DIR", domains_copy)
     assert cli.main(["helm", "values", "--check", "--output", str(out)]) == 1  # no file yet
     assert cli.main(["helm", "values", "--output", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
