@@ -177,6 +177,11 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
     layout.ensure_dirs()
     made = layout.ensure_secrets()
     pg: Postgres = services["postgres"]
+    if "postgres-superuser" in made and pg.initialized() and pg.orphaned():
+        # a cluster kept outside MESH_HOME for a MESH_HOME at this path that was deleted (a CI
+        # clone in the same folder as the last): nothing can log in to it any more
+        say(f"postgres: removing {pg.data}, left by a deleted MESH_HOME at {layout.root.parent}")
+        shutil.rmtree(pg.data.parent)
     if "postgres-superuser" in made and pg.initialized():
         raise StackError(
             f"{pg.data} exists but its credentials in {layout.secrets_dir} were lost; "

@@ -107,6 +107,12 @@ class Postgres:
         key = hashlib.sha1(str(self.layout.root.resolve()).encode()).hexdigest()[:12]
         return home / "datamesh" / key / "data"
 
+    def orphaned(self) -> bool:
+        """The cluster lives outside MESH_HOME and this MESH_HOME has no link to it: it was made
+        for a MESH_HOME at the same path that has since been deleted."""
+        local = self.layout.root / "postgres" / "data"
+        return local != self.data and not local.is_symlink()
+
     @property
     def port(self) -> int:
         return self.layout.ports[NAME]
