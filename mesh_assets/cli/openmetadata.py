@@ -13,7 +13,9 @@ from mesh_assets.cli import add_verb
 from mesh_assets.cli.output import chosen_domains
 from mesh_assets.definitions import build_domain
 from mesh_assets.openmetadata.client import OpenMetadataClient, OpenMetadataError
-from mesh_assets.openmetadata.export import ExportConfig, collect, export_mesh, plan_export
+from mesh_assets.openmetadata.collect import collect
+from mesh_assets.openmetadata.export import export_mesh
+from mesh_assets.openmetadata.plan import ExportConfig, plan_export
 from mesh_assets.settings import openmetadata_host
 from mesh_assets.workspace import domain_path
 

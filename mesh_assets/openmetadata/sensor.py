@@ -17,14 +17,9 @@ import json
 import dagster as dg
 
 from mesh_assets.openmetadata.client import OpenMetadataClient
-from mesh_assets.openmetadata.export import (
-    ExportConfig,
-    Exporter,
-    collect,
-    evaluation_of,
-    plan_export,
-    run_facts,
-)
+from mesh_assets.openmetadata.collect import collect, evaluation_of, run_facts
+from mesh_assets.openmetadata.plan import ExportConfig, plan_export
+from mesh_assets.openmetadata.send import Exporter
 from mesh_assets.settings import openmetadata_host
 
 HOST_ENV = "OPENMETADATA_HOST"

@@ -20,15 +20,9 @@ from mesh_assets.openmetadata.client import (
     api_base,
     field_of,
 )
-from mesh_assets.openmetadata.export import (
-    AssetView,
-    CheckView,
-    Evaluation,
-    ExportConfig,
-    Exporter,
-    MeshView,
-    plan_export,
-)
+from mesh_assets.openmetadata.collect import AssetView, CheckView, Evaluation, MeshView
+from mesh_assets.openmetadata.plan import ExportConfig, plan_export
+from mesh_assets.openmetadata.send import Exporter
 from mesh_assets.settings import DOMAINS_DIR
 from mesh_assets.workspace import load_domain
 
