@@ -41,8 +41,9 @@ PARTITION_START_ENV = "MESH_PARTITION_START"
 PARTITION_END_ENV = "MESH_PARTITION_END"
 
 
-def _secret(name: str) -> str | None:
-    """A credential from ``NAME`` or from the file named by ``NAME_FILE`` (Kubernetes Secrets)."""
+def secret(name: str) -> str | None:
+    """A credential from ``NAME`` or from the file named by ``NAME_FILE`` (Kubernetes Secrets);
+    never log the result."""
     if os.environ.get(name):
         return os.environ[name]
     path = os.environ.get(f"{name}_FILE")
@@ -87,7 +88,7 @@ class MeshSettings:
     def catalog_properties(self) -> dict[str, str]:
         """pyiceberg SqlCatalog properties, credentials included (never log the result)."""
         uri = self.catalog_uri
-        password = _secret("MESH_CATALOG_PASSWORD")
+        password = secret("MESH_CATALOG_PASSWORD")
         if password and "{password}" in uri:
             uri = uri.replace("{password}", password)
         props = {"uri": uri, "warehouse": self.warehouse}
@@ -101,7 +102,7 @@ class MeshSettings:
             ("s3.secret-access-key", "AWS_SECRET_ACCESS_KEY"),
             ("s3.region", "AWS_REGION"),
         ):
-            value = _secret(env)
+            value = secret(env)
             if value:
                 props[key] = value
         return props
@@ -215,11 +216,6 @@ def trino_settings() -> TrinoSettings:
 
 def trino_password() -> str | None:
     return secret("MESH_TRINO_PASSWORD")
-
-
-def secret(name: str) -> str | None:
-    """A credential from ``NAME`` or the file named by ``NAME_FILE``; never log the result."""
-    return _secret(name)
 
 
 def aws_region() -> str:

@@ -23,18 +23,7 @@ from mesh_assets.workspace import workspace_domains
 @pytest.fixture
 def mesh_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "mesh"
-    monkeypatch.setenv("MESH_HOME", str(home))
-    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-    for var in (
-        "MESH_CATALOG_URI",
-        "MESH_WAREHOUSE",
-        "MESH_LANDING",
-        "MESH_ENGINE",
-        "MESH_S3_ENDPOINT",
-        "MESH_DAGSTER_STORAGE",
-        "MESH_CATALOG_NAME",
-    ):
-        monkeypatch.delenv(var, raising=False)
+    point_at(monkeypatch, home)
     (home / "dagster").mkdir(parents=True)
     return home
 

@@ -16,6 +16,7 @@ from pyiceberg.exceptions import NoSuchTableError
 
 from mesh_assets import engine
 from mesh_assets.cli import add_verb
+from mesh_assets.cli.output import say
 from mesh_assets.contract.expectations import is_pushdown, kind_of
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.versions import VersionError, resolve_as_of
@@ -34,10 +35,6 @@ from mesh_assets.workspace import (
     referenced_contract,
     workspace_domains,
 )
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def _products(domains: list[str] | None = None):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from pyarrow import fs as pafs
 
-from mesh_assets.settings import MeshSettings, _secret, aws_region, load_settings
+from mesh_assets.settings import MeshSettings, aws_region, load_settings, secret
 
 if TYPE_CHECKING:
     from mesh_assets.contract.model import DataProduct
@@ -51,8 +51,8 @@ def _s3(settings: MeshSettings):
         scheme, _, host = endpoint.partition("://")
         kwargs = {"endpoint_override": host or endpoint, "scheme": scheme if host else "https"}
     return pafs.S3FileSystem(
-        access_key=_secret("AWS_ACCESS_KEY_ID"),
-        secret_key=_secret("AWS_SECRET_ACCESS_KEY"),
+        access_key=secret("AWS_ACCESS_KEY_ID"),
+        secret_key=secret("AWS_SECRET_ACCESS_KEY"),
         region=aws_region(),
         allow_bucket_creation=False,
         **kwargs,

@@ -1,7 +1,7 @@
 """A small HTTP client for OpenMetadata's REST API: stdlib only, JSON in and out.
 
 * Auth: the bot's JWT as a bearer token, read from ``OPENMETADATA_JWT_TOKEN`` or the file named
-  by ``OPENMETADATA_JWT_TOKEN_FILE`` (:func:`mesh_assets.settings._secret`). The token lives in
+  by ``OPENMETADATA_JWT_TOKEN_FILE`` (:func:`mesh_assets.settings.secret`). The token lives in
   one private attribute and the request header; it is never logged, never part of an exception
   message (any echo of it by the server is masked) and never in a payload.
 * Retries: 5xx, 429, timeouts and dropped connections are retried with exponential backoff and
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mesh_assets import settings
-from mesh_assets.settings import _secret
+from mesh_assets.settings import secret
 
 log = logging.getLogger("mesh_assets.openmetadata")
 
@@ -59,7 +59,7 @@ class OpenMetadataUnavailable(OpenMetadataError):
 
 def token_from_env() -> str | None:
 
-    return _secret(TOKEN_ENV)
+    return secret(TOKEN_ENV)
 
 
 def api_base(host: str) -> str:
