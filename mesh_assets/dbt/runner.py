@@ -33,7 +33,7 @@ from mesh_assets.settings import (
 
 class MeshDbtCli(DbtCliResource):
     """dagster-dbt's resource without two costs a dbt step pays for nothing here (7-8 s per
-    step on this machine). Both are private hooks of dagster-dbt 0.29 (pinned in pyproject):
+    step measured on 2 cores). Both are private hooks of dagster-dbt 0.29 (pinned in pyproject):
 
     * the dbt adapter it initialises in the Dagster process (``_initialize_dbt_core_adapter``):
       only ``fetch_row_counts()``/``fetch_column_metadata()`` use it, and the platform reads row
