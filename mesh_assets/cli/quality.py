@@ -24,7 +24,7 @@ from mesh_assets.quality.gx import suite_json, suite_path
 from mesh_assets.quality.profiling import profile_product
 from mesh_assets.quality.report import write_report
 from mesh_assets.quality.run import evaluate, register_references
-from mesh_assets.quality.sql import compile_suite, trino_relation
+from mesh_assets.quality.sql import compile_suite, nan_as_null, trino_relation
 from mesh_assets.settings import PROJECT_DIR
 from mesh_assets.workspace import (
     domain_file,
@@ -109,7 +109,10 @@ def cmd_sql(args) -> int:
     else:
         relation = '"product"'
         lookups = {ref: '"ref_' + ref.replace(".", "__") + '"' for ref in refs}
-    plan = compile_suite(rules, relation, dialect=args.dialect, lookups=lookups)
+    columns = [(c.name, c.type_name) for c in product.columns]
+    plan = compile_suite(
+        rules, nan_as_null(relation, columns, args.dialect), dialect=args.dialect, lookups=lookups
+    )
     say(f"-- {product.identifier}: {len(rules)} rule(s) in one statement ({args.dialect})")
     say(plan.sql + ";")
     say(f"-- parameters: {plan.params!r}")

@@ -9,6 +9,14 @@ Verdicts, ``mostly`` and percentages are computed in Python from the returned co
 Great Expectations 1.x computes them (``tests/unit/test_quality_conformance.py`` proves it), so
 no integer-division or float-rounding difference between dialects can change a verdict.
 
+NaN is missing, as in GX (on pandas NaN and NULL are the same value): the statement reads the
+relation through :func:`nan_as_null`, so a NaN counts as unexpected for not-null only, is left
+out of ``between``/``in_set``/uniqueness and of their ``mostly`` base, and out of mean, min and
+max. The engines disagree on NaN otherwise (DuckDB: NaN equals itself and sorts above +inf, so
+``max`` returns it; Trino: every comparison with NaN is false, ``max`` skips it; both return NaN
+for ``avg``). +inf and -inf are ordinary values on all three sides: outside any finite range,
+equal to themselves, ``avg`` of both is NaN, reported as no observed value (a failure), as GX does.
+
 Values from contracts reach SQL only as bound ``?`` parameters (both DuckDB and the Trino DB-API
 client use qmark), column names only as quoted identifiers.
 
@@ -66,6 +74,9 @@ class Dialect:
     def approx_distinct(self, expr: str) -> str:
         return f"approx_count_distinct({expr})" if self.name == "duckdb" else f"approx_distinct({expr})"
 
+    def is_nan(self, expr: str) -> str:
+        return f"isnan({expr})" if self.name == "duckdb" else f"is_nan({expr})"
+
     def as_double(self, expr: str) -> str:
         return f"CAST({expr} AS DOUBLE)"
 
@@ -98,6 +109,38 @@ def trino_relation(identifier: str, snapshot_id: int | None = None, *, catalog: 
     schema, table = identifier.split(".", 1)
     rel = f"{d.quote(catalog)}.{d.quote(schema)}.{d.quote(table)}"
     return rel + (f" FOR VERSION AS OF {int(snapshot_id)}" if snapshot_id is not None else "")
+
+
+# floating-point column types as DuckDB (FLOAT, DOUBLE) and Trino (real, double) describe them
+FLOATING_TYPES = frozenset({"float", "double", "real"})
+
+
+def describe(connection, dialect: str | Dialect, relation: str) -> list[tuple[str, str]]:
+    """(name, type) of every column of ``relation``, as the engine reads it (no row is read)."""
+    d = get_dialect(dialect)
+    if d.name == "duckdb" and hasattr(connection, "sql"):
+        cur = connection.execute(f"SELECT * FROM {relation} LIMIT 0")
+    else:
+        cur = connection.cursor()
+        cur.execute(f"SELECT * FROM {relation} LIMIT 0")
+        cur.fetchall()  # Trino's client knows the columns once the query has finished
+    return [(c[0], str(c[1])) for c in cur.description]
+
+
+def nan_as_null(relation: str, columns: Sequence[tuple[str, str]], dialect: str | Dialect) -> str:
+    """``relation`` as Great Expectations on pandas sees it: NaN in a floating-point column is
+    NULL (``columns``: (name, type) of every column). Unchanged without such a column."""
+    d = get_dialect(dialect)
+    if not any(t.lower() in FLOATING_TYPES for _, t in columns):
+        return relation
+    select = []
+    for name, type_name in columns:
+        col = d.quote(name)
+        if type_name.lower() in FLOATING_TYPES:
+            select.append(f"CASE WHEN {d.is_nan(col)} THEN NULL ELSE {col} END AS {col}")
+        else:
+            select.append(col)
+    return f"(SELECT {', '.join(select)} FROM {relation})"
 
 
 def _as_datetime(value: Any) -> Any:
@@ -338,6 +381,9 @@ def _judge(
 
 
 def _plain_number(value: Any) -> Any:
+    """A Decimal as float; NaN (``avg`` of +inf and -inf) as None: GX reports no value."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
     return float(value) if isinstance(value, Decimal) else value
 
 
@@ -351,9 +397,10 @@ def run_pushdown(
     now: dt.datetime | None = None,
     samples: bool = True,
 ) -> list[RuleResult]:
-    """Evaluate pushdown ``rules`` in one statement; when it fails, rule by rule, so that a rule
-    whose SQL errors (a regex the engine rejects, a range on a text column) is *errored* and the
-    others still evaluate."""
+    """Evaluate pushdown ``rules`` in one statement over ``relation`` read through
+    :func:`nan_as_null`; when it fails, rule by rule, so that a rule whose SQL errors (a regex the
+    engine rejects, a range on a text column) is *errored* and the others still evaluate. When
+    ``relation`` cannot be read at all, every rule is errored with the engine's message."""
     d = get_dialect(dialect)
     now = now or dt.datetime.now(dt.UTC)
     lookups = lookups or {}
@@ -373,6 +420,12 @@ def run_pushdown(
         else:
             runnable.append(i)
     if not runnable:
+        return list(out)  # type: ignore[arg-type]
+    try:
+        relation = nan_as_null(relation, describe(connection, d, relation), d)
+    except errors as exc:
+        for i in runnable:
+            out[i] = RuleResult(rules[i], passed=False, engine=engine, error=f"{type(exc).__name__}: {exc}")
         return list(out)  # type: ignore[arg-type]
 
     def once(indexes: list[int]) -> list[RuleResult]:

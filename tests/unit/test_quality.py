@@ -160,3 +160,14 @@ def test_an_erroring_rule_is_reported_as_errored_not_failed(con):
     assert bad.passed is False and bad.metadata()["status"] == "errored"
     assert "regex" in bad.metadata()["error"].lower() or "Error" in bad.metadata()["error"]
     assert ok.passed and ok.metadata()["status"] == "passed"
+
+
+def test_an_unreadable_relation_errors_every_rule_with_the_engine_message(con):
+    rules = [
+        rule("expect_column_values_to_not_be_null", "a", column="code"),
+        rule("expect_table_row_count_to_be_between", "b", min_value=1),
+    ]
+    results = evaluate(con, "no_such_table", rules)
+    assert [r.status for r in results] == ["errored", "errored"]
+    for result in results:
+        assert result.error.startswith("CatalogException: Catalog Error: Table with name no_such_table")
