@@ -148,17 +148,30 @@ def test_checks_ran_on_trino_and_dagster_runs_are_in_postgres(in_production):
         assert evaluation.metadata["engine"].value == "sql:trino"
 
 
-def test_landing_zone_is_an_s3_prefix(in_production):
-    """`mesh land` put the raw files in S3; ingestion read them from there (the source file
-    recorded in each snapshot is the S3 object)."""
-    from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.ingest.landing import landing_file
-    from mesh_assets.settings import DOMAINS_DIR
-    from mesh_assets.workspace import load_contract
+def test_landing_zone_is_an_s3_prefix(in_production, stack_layout):
+    """`mesh land` put the raw files in S3 (listed through the S3 API, byte for byte the demo
+    files) and none in a local landing folder; ingestion read them from there (the source file
+    recorded in the snapshot, the download cache next to it)."""
+    from meshtest import NYCFLIGHTS
+    from pyarrow import fs
 
-    product = load_contract(DOMAINS_DIR / "reference" / "products" / "airlines.yaml")
-    landed = landing_file(product)
-    assert landed is not None and landed.uri == "s3://warehouse/landing/reference/airlines.csv"
+    from mesh_assets.iceberg.catalog import open_catalog
+    from mesh_assets.stack.objectstore import ObjectStore
+
+    s3 = ObjectStore(stack_layout).filesystem()
+    prefix = "warehouse/landing/reference"
+    listed = s3.get_file_info(fs.FileSelector(prefix, allow_not_found=True))
+    assert sorted(info.path for info in listed if info.type == fs.FileType.File) == [
+        f"{prefix}/airlines.csv",
+        f"{prefix}/airports.csv",
+    ]
+    for name in ("airlines.csv", "airports.csv"):
+        with s3.open_input_stream(f"{prefix}/{name}") as stream:
+            assert stream.read() == (NYCFLIGHTS / name).read_bytes(), name
+    home = Path(in_production["MESH_HOME"])
+    assert not (home / "landing").exists()
+    cached = sorted(p.name for p in (home / "landing-cache" / "reference").glob("*.csv"))
+    assert cached == ["airlines.csv", "airports.csv"]
     summary = open_catalog().load_table("reference.airlines").current_snapshot().summary
     assert summary.additional_properties["mesh.source.file"] == "airlines.csv"
 

@@ -17,13 +17,13 @@ import yaml
 from meshtest import land
 
 from mesh_assets.contract.errors import ContractError
-from mesh_assets.contract.expectations import is_pushdown
+from mesh_assets.contract.expectations import is_pushdown, kind_of
 from mesh_assets.contract.model import QualityRule
 from mesh_assets.contract.rules import rules_from_contract
 from mesh_assets.governance import lint_project
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.quality.run import evaluate
-from mesh_assets.quality.sql import compile_suite, sample_query, trino_relation
+from mesh_assets.quality.sql import compile_suite, nan_as_null, sample_query, trino_relation
 from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
 from mesh_assets.workspace import load_contract
 
@@ -263,6 +263,7 @@ def test_committed_suites_are_in_sync_and_load_in_great_expectations():
 
     expected, stale = suite_status()
     assert not stale, f"stale GX suites (run `mesh quality suites`): {stale}"
+    assert len(expected) == 11  # one suite per product of the demo mesh, every product has rules
     gx = _import_gx()
     for path in expected:
         data = json.loads(path.read_text())
@@ -353,10 +354,52 @@ def test_trino_sql_is_generated_and_parses_as_trino():
             assert sqlglot.parse_one(sql, read="trino") is not None
 
 
+# what DuckDB's SQL of the compiler spells differently in Trino's
+# what DuckDB's SQL of the compiler spells differently in Trino's
+DIALECT_DIFFERENCES = {
+    "count(*) FILTER (WHERE ": "count_if(",  # the FILTER clause's ")" closes count_if
+    "regexp_matches(": "regexp_like(",
+    "isnan(": "is_nan(",
+}
+
+
+def _in_trino_spelling(duckdb_sql: str) -> str:
+    for spelled, in_trino in DIALECT_DIFFERENCES.items():
+        duckdb_sql = duckdb_sql.replace(spelled, in_trino)
+    return duckdb_sql
+
+
 def test_duckdb_and_trino_sql_differ_only_where_the_dialects_do():
-    duck = compile_suite(ALL_PUSHDOWN, '"t"', dialect="duckdb", lookups={"reference.airlines": '"r"'})
-    assert "regexp_matches(" in duck.sql and "FILTER (WHERE" in duck.sql
-    sqlglot.parse_one(duck.sql, read="duckdb")
+    """The statement and the sample queries of every pushdown expectation, compiled for both
+    dialects over a relation with a double column (NaN read as NULL): each parses in its own
+    dialect, the parameters are the same, and DuckDB's text with the dialect differences
+    replaced is Trino's text, character for character."""
+    names = ["leg_id", "carrier", "seats", "departed_at"]
+    types = {
+        "duckdb": ["BIGINT", "VARCHAR", "DOUBLE", "TIMESTAMP"],
+        "trino": ["bigint", "varchar", "double", "timestamp(6)"],
+    }
+    lookups = {"reference.airlines": '"r"'}
+    compiled = {}
+    for dialect in types:
+        relation = nan_as_null('"t"', list(zip(names, types[dialect])), dialect)
+        plan = compile_suite(ALL_PUSHDOWN, relation, dialect=dialect, lookups=lookups)
+        samples = [
+            sample_query(rule, relation, dialect=dialect, lookups=lookups)
+            for rule in ALL_PUSHDOWN
+            if kind_of(rule.expectation) != "agg"
+        ]
+        for sql in [plan.sql] + [sql for sql, _ in samples]:
+            assert sqlglot.parse_one(sql, read=dialect) is not None
+        compiled[dialect] = (plan, samples)
+    (duck, duck_samples), (trino, trino_samples) = compiled["duckdb"], compiled["trino"]
+    for spelled, in_trino in DIALECT_DIFFERENCES.items():
+        assert spelled in duck.sql and in_trino in trino.sql and in_trino not in duck.sql
+    assert _in_trino_spelling(duck.sql) == trino.sql
+    assert duck.params == trino.params == [1, 500, "AA", "B6", "^[A-Z]{2}$"]
+    assert len(duck_samples) == len(trino_samples) == 7
+    for (duck_sql, duck_params), (trino_sql, trino_params) in zip(duck_samples, trino_samples):
+        assert _in_trino_spelling(duck_sql) == trino_sql and duck_params == trino_params
 
 
 class _DbApi:
