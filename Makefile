@@ -39,10 +39,11 @@ test: install browser lint
 	$(BIN)/mesh lint
 	$(BIN)/mesh quality suites --check
 	$(BIN)/mesh stack up
-	@# what needs no service runs on every core; the stack's tests and the kill/re-execution
-	@# tests (their timing is the point) run one at a time after it
-	$(BIN)/pytest -q -n auto -m "not soak and not stack" --ignore=tests/reliability tests
-	$(BIN)/pytest -q -m "not soak" tests/reliability tests/stack tests/access/test_stack_access.py
+	@# what needs no service runs on every core; the stack's tests (marker stack, wherever they
+	@# are) and the kill/re-execution tests (marker reliability: their timing is the point) run
+	@# one at a time after it
+	$(BIN)/pytest -q -n auto -m "not soak and not stack and not reliability" tests
+	$(BIN)/pytest -q -m "not soak and (stack or reliability)" tests
 
 # Debian's Chromium for the browser tests (tests/browser/, Playwright drives it headless; no
 # browser download). Idempotent: nothing to do when /usr/bin/chromium is there.
@@ -53,7 +54,7 @@ browser:
 	  || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }; fi
 
 test-unit: install
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -m "not stack" tests/unit
 
 # The slow half of the reliability suite (tests/reliability/, marker soak; SOAK_SEED=N replays).
 soak: install

@@ -19,6 +19,28 @@ from mesh_assets.materialize import CheckOutcome, materialize
 from mesh_assets.settings import DOMAINS_DIR
 from mesh_assets.workspace import workspace_domains
 
+RELIABILITY = Path(__file__).parent / "reliability"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Markers follow what a test needs, before ``-m`` selects: every test of tests/reliability
+    is ``reliability`` (run one at a time: its timing is the point), and a test that uses the
+    running production stack (the ``stack_layout`` fixture, directly or through another
+    fixture) must be marked ``stack``, or collection stops naming it, so that ``-m "not stack"``
+    never reaches a service."""
+    unmarked = []
+    for item in items:
+        if item.path.is_relative_to(RELIABILITY):
+            item.add_marker(pytest.mark.reliability)
+        if "stack_layout" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("stack"):
+            unmarked.append(item.nodeid)
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use the production stack but are not marked `stack` "
+            "(add `pytestmark = pytest.mark.stack` or `@pytest.mark.stack`):\n  " + "\n  ".join(unmarked)
+        )
+
 
 @pytest.fixture
 def mesh_home(tmp_path, monkeypatch) -> Path:
