@@ -25,6 +25,8 @@ import argparse
 import importlib
 import sys
 
+from mesh_assets.cli.output import install_log_summary
+
 # verb -> (module of mesh_assets.cli that implements it, one-line help). ``mesh --help`` needs only
 # this table; a verb's module (and the platform layers it calls) is imported when it runs.
 VERBS: dict[str, tuple[str, str]] = {
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if owner != module:
             add_verb(subparsers, name)  # listed by --help; its module loads when it is used
     args = parser.parse_args(argv)
+    install_log_summary()
     return args.fn(args)
 
 
