@@ -23,14 +23,19 @@ from mesh_assets.workspace import (
 )
 
 
+class InstanceUnavailable(RuntimeError):
+    """The persistent Dagster instance could not be opened (its storage is unreachable)."""
+
+
 def materialize(domains: list[str], say: Callable[[str], None] = print) -> list[dict]:
-    """Run every asset and check of ``domains`` in the persistent Dagster instance."""
+    """Run every asset and check of ``domains`` in the persistent Dagster instance; raises
+    :class:`InstanceUnavailable` when that instance cannot be opened."""
 
     settings = load_settings()
     ensure_local_dirs(settings)
     use_dagster_home(settings)
     reports = []
-    with dg.DagsterInstance.get() as instance:
+    with _open_instance(settings.dagster_home) as instance:
         for domain in domains:
             say(f"== materializing domain {domain} ==")
             defs = build_domain(domain_path(domain))
@@ -61,6 +66,26 @@ def materialize(domains: list[str], say: Callable[[str], None] = print) -> list[
                     }
                 )
     return reports
+
+
+def _open_instance(home) -> dg.DagsterInstance:
+    try:
+        return dg.DagsterInstance.get()
+    except Exception as exc:  # noqa: BLE001 - whatever its storage raised, nothing can run
+        root = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        causes = " <- ".join(f"{type(e).__name__}: {_first_line(e)}" for e in dict.fromkeys((exc, root)))
+        raise InstanceUnavailable(
+            f"the Dagster instance in {home} could not be opened ({causes}): is the "
+            "database of its dagster.yaml up? On the local stack `mesh stack status` shows it and "
+            "`mesh stack up` starts it"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _runs(defs) -> list[tuple[list, dict]]:

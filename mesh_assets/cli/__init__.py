@@ -71,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         if owner != module:
             add_verb(subparsers, name)  # listed by --help; its module loads when it is used
     args = parser.parse_args(argv)
-    install_log_summary()
-    return args.fn(args)
+    repeats = install_log_summary()
+    try:
+        return args.fn(args)
+    finally:
+        repeats.flush()
 
 
 if __name__ == "__main__":

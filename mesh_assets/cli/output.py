@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 
 from mesh_assets.workspace import WorkspaceError, select_domains
@@ -80,8 +79,7 @@ class RepeatedMessages(logging.Filter):
 
 def install_log_summary() -> RepeatedMessages:
     """The logging of mesh commands: repeated root-logger records collapse
-    (:class:`RepeatedMessages`); the count still held back is logged at exit."""
+    (:class:`RepeatedMessages`; the command flushes its count when it ends)."""
     summary = RepeatedMessages()
     logging.getLogger().addFilter(summary)
-    atexit.register(summary.flush)
     return summary

@@ -16,7 +16,7 @@ from mesh_assets.cli.output import check_status, chosen_domains, say
 from mesh_assets.dbt.artifacts import artifacts_server
 from mesh_assets.dbt.project import dependency_order, prepare
 from mesh_assets.ingest.landing import landing_file, local_path, put
-from mesh_assets.materialize import materialize
+from mesh_assets.materialize import InstanceUnavailable, materialize
 from mesh_assets.settings import ensure_local_dirs, load_settings
 from mesh_assets.workspace import all_products, domain_path, load_domain_contracts, workspace_domains
 
@@ -134,9 +134,15 @@ def print_summary(reports: list[dict]) -> bool:
     return ok
 
 
+def _materialize(domains: list[str]) -> list[dict]:
+    try:
+        return materialize(dependency_order(domains), say)
+    except InstanceUnavailable as exc:
+        raise SystemExit(f"mesh: {exc}") from None
+
+
 def cmd_materialize(args) -> int:
-    reports = materialize(dependency_order(chosen_domains(args.domains)), say)
-    return 0 if print_summary(reports) else 1
+    return 0 if print_summary(_materialize(chosen_domains(args.domains))) else 1
 
 
 def cmd_demo(args) -> int:
@@ -144,8 +150,7 @@ def cmd_demo(args) -> int:
     settings = load_settings()
     cmd_land(argparse.Namespace(domains=[]))
     cmd_dbt(argparse.Namespace(force=False))
-    reports = materialize(dependency_order(workspace_domains()), say)
-    ok = print_summary(reports)
+    ok = print_summary(_materialize(workspace_domains()))
     say(
         f"\nwhole mesh {'materialized' if ok else 'FAILED'} in {time.monotonic() - start:.1f} s "
         f"(state in {settings.home})"
