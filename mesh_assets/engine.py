@@ -111,19 +111,95 @@ def _try_iceberg_scan(con, kind: str, quoted: str, location: str, snapshot_id: i
 
 # --- Trino (production) ------------------------------------------------------------------------
 
+# Iceberg's JDBC catalog (inside Trino) says this when the PostgreSQL connection it kept died:
+# the first catalog query after PostgreSQL restarted fails with it, before anything ran, and
+# the next one reconnects. Nothing else is retried.
+TRANSIENT_CATALOG_ERROR = "Cannot check and eventually update SQL schema"
+# Trino's OPA access control says this for every query while it cannot reach OPA.
+OPA_UNREACHABLE_ERROR = "Failed to query OPA backend"
+
+
+class PolicyServiceUnreachable(ConnectionError):
+    """Trino refused a query because it could not ask the policy service (OPA)."""
+
+
+def is_transient_catalog_error(message: str) -> bool:
+    """Trino's catalog lost its PostgreSQL connection (a restart): running again succeeds."""
+    return TRANSIENT_CATALOG_ERROR in message
+
+
+def policy_service_unreachable(message: str, url: str | None = None) -> PolicyServiceUnreachable | None:
+    """The error that names the unreachable policy service (``url``, else ``MESH_OPA_URL``) and
+    what to do, when ``message`` (a Trino error's) says that Trino could not ask OPA; None
+    otherwise."""
+    if OPA_UNREACHABLE_ERROR not in message:
+        return None
+    where = url or settings.opa_url() or "the OPA that Trino's access-control.properties names"
+    return PolicyServiceUnreachable(
+        f"the policy service (OPA, {where}) is unreachable, and Trino refuses every query "
+        f"without it (Trino: {OPA_UNREACHABLE_ERROR}). `mesh stack status` shows why; "
+        "`mesh stack up` starts it again"
+    )
+
+
+class TrinoCursor:
+    """A Trino DB-API cursor whose ``execute`` runs a statement once more after a
+    :data:`TRANSIENT_CATALOG_ERROR` and raises :class:`PolicyServiceUnreachable` when Trino
+    could not ask OPA. Everything else is the driver's cursor."""
+
+    def __init__(self, cursor, *, opa_url: str | None = None):
+        self._cursor = cursor
+        self._opa_url = opa_url  # named in the error (default: MESH_OPA_URL)
+
+    def execute(self, operation, params=None):
+        from trino.exceptions import TrinoQueryError
+
+        for attempt in (1, 2):
+            try:
+                self._cursor.execute(operation, params)
+                return self
+            except TrinoQueryError as exc:
+                if attempt == 1 and is_transient_catalog_error(exc.message):
+                    log.warning(
+                        "Trino: %s (its catalog reconnects); running the statement again", exc.message
+                    )
+                    continue
+                unreachable = policy_service_unreachable(exc.message, self._opa_url)
+                if unreachable is None:
+                    raise
+                raise unreachable from exc
+
+    def __iter__(self):
+        return iter(self._cursor)
+
+    def __getattr__(self, name: str):
+        return getattr(self._cursor, name)
+
+
+@functools.cache
+def _connection_class():
+    import trino
+
+    class TrinoConnection(trino.dbapi.Connection):
+        def cursor(self, *args, **kwargs) -> TrinoCursor:
+            return TrinoCursor(super().cursor(*args, **kwargs))
+
+    return TrinoConnection
+
 
 def trino_connection(
     user: str | None = None, catalog: str | None = None, session_properties: dict[str, str] | None = None
 ):
-    """A DB-API connection to the Trino of the settings (``MESH_TRINO_*``). A password, when
-    Trino requires one, comes from ``MESH_TRINO_PASSWORD`` or ``MESH_TRINO_PASSWORD_FILE``."""
+    """A DB-API connection to the Trino of the settings (``MESH_TRINO_*``) whose cursors are
+    :class:`TrinoCursor`. A password, when Trino requires one, comes from
+    ``MESH_TRINO_PASSWORD`` or ``MESH_TRINO_PASSWORD_FILE``."""
 
     import trino
 
     config = settings.trino_settings()
     password = settings.trino_password()
     auth = trino.auth.BasicAuthentication(user or config.user, password) if password else None
-    return trino.dbapi.connect(
+    return _connection_class()(
         host=config.host,
         port=config.port,
         user=user or config.user,

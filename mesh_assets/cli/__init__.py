@@ -25,6 +25,8 @@ import argparse
 import importlib
 import sys
 
+from mesh_assets.cli.output import install_log_summary
+
 # verb -> (module of mesh_assets.cli that implements it, one-line help). ``mesh --help`` needs only
 # this table; a verb's module (and the platform layers it calls) is imported when it runs.
 VERBS: dict[str, tuple[str, str]] = {
@@ -69,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         if owner != module:
             add_verb(subparsers, name)  # listed by --help; its module loads when it is used
     args = parser.parse_args(argv)
-    return args.fn(args)
+    repeats = install_log_summary()
+    try:
+        return args.fn(args)
+    finally:
+        repeats.flush()
 
 
 if __name__ == "__main__":

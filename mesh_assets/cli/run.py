@@ -15,9 +15,8 @@ from mesh_assets.cli import add_verb
 from mesh_assets.cli.output import check_status, chosen_domains, say
 from mesh_assets.dbt.artifacts import artifacts_server
 from mesh_assets.dbt.project import dependency_order, prepare
-from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.ingest.landing import landing_file, local_path, put
-from mesh_assets.materialize import materialize
+from mesh_assets.materialize import InstanceUnavailable, materialize
 from mesh_assets.settings import ensure_local_dirs, load_settings
 from mesh_assets.workspace import all_products, domain_path, load_domain_contracts, workspace_domains
 
@@ -101,41 +100,49 @@ def cmd_dbt_serve(args) -> int:
 
 
 def print_summary(reports: list[dict]) -> bool:
+    """Per run, each product it was asked for: the rows and snapshot it wrote and its checks,
+    or NOT MATERIALIZED and why. True when everything materialized and no blocking check
+    failed. Reads nothing but the reports (a service being down does not stop the summary)."""
 
-    catalog = open_catalog()
-    tables = {tuple(p.asset_key_path): p for p in all_products()}  # major-version table names
+    tables = {p.identifier: p.table_identifier for p in all_products()}  # major-version table names
     ok = True
     say("\n== summary ==")
     say(f"{'product':36} {'rows':>8}  {'snapshot id':>20}  checks")
     for report in reports:
         ok &= report["success"]
         for key in report["materialized"]:
-            product = tables.get(tuple(key.path))
-            identifier = product.table_identifier if product else ".".join(key.path)
-            snap = catalog.load_table(identifier).current_snapshot()
-            rows = snap.summary.additional_properties.get("total-records", "?") if snap else 0
+            name = ".".join(key.path)
+            written = report["written"][name]
             mine = [c for c in report["checks"] if c.asset_key == key]
             ok &= not any(not c.passed and c.severity == dg.AssetCheckSeverity.ERROR for c in mine)
-            status = check_status(mine)
-            say(f"{identifier:36} {rows:>8}  {snap.snapshot_id if snap else '-':>20}  {status}")
+            rows = written["rows"] if written["rows"] is not None else "?"
+            snapshot = written["snapshot_id"] if written["snapshot_id"] is not None else "-"
+            say(f"{tables.get(name, name):36} {rows:>8}  {snapshot:>20}  {check_status(mine)}")
+        for name, why in report["not_materialized"].items():
+            ok = False
+            say(f"{tables.get(name, name):36} {'-':>8}  {'-':>20}  NOT MATERIALIZED: {why}")
         say(
             f"   domain {report['domain']}: run {report['run_id']} "
             f"{'succeeded' if report['success'] else 'FAILED'} in {report['seconds']:.1f} s"
         )
-    done = {tuple(k.path) for report in reports for k in report["materialized"]}
+    done = {name for report in reports for name in (*report["written"], *report["not_materialized"])}
     domains = {report["domain"] for report in reports}
-    missing = [
-        p.identifier for p in all_products() if p.domain in domains and tuple(p.asset_key_path) not in done
-    ]
+    missing = [p.identifier for p in all_products() if p.domain in domains and p.identifier not in done]
     if missing:
         ok = False
-        say(f"NOT MATERIALIZED: {', '.join(missing)}")
+        say(f"NOT MATERIALIZED (in no run): {', '.join(missing)}")
     return ok
 
 
+def _materialize(domains: list[str]) -> list[dict]:
+    try:
+        return materialize(dependency_order(domains), say)
+    except InstanceUnavailable as exc:
+        raise SystemExit(f"mesh: {exc}") from None
+
+
 def cmd_materialize(args) -> int:
-    reports = materialize(dependency_order(chosen_domains(args.domains)), say)
-    return 0 if print_summary(reports) else 1
+    return 0 if print_summary(_materialize(chosen_domains(args.domains))) else 1
 
 
 def cmd_demo(args) -> int:
@@ -143,8 +150,7 @@ def cmd_demo(args) -> int:
     settings = load_settings()
     cmd_land(argparse.Namespace(domains=[]))
     cmd_dbt(argparse.Namespace(force=False))
-    reports = materialize(dependency_order(workspace_domains()), say)
-    ok = print_summary(reports)
+    ok = print_summary(_materialize(workspace_domains()))
     say(
         f"\nwhole mesh {'materialized' if ok else 'FAILED'} in {time.monotonic() - start:.1f} s "
         f"(state in {settings.home})"

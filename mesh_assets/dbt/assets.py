@@ -19,13 +19,14 @@ imports it only for a domain that has dbt models.
 
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
+    DbtCliInvocation,
     DbtCliResource,
     DbtProject,
     dbt_assets,
@@ -51,7 +52,16 @@ from mesh_assets.dbt.project import (
     manifest_path,
     table_models,
 )
-from mesh_assets.dbt.runner import dbt_args, partition_vars, plugin_env, raise_on_errors, reuse_parse, run_dir
+from mesh_assets.dbt.runner import (
+    catalog_reconnecting,
+    dbt_args,
+    partition_vars,
+    plugin_env,
+    raise_on_errors,
+    reuse_parse,
+    run_dir,
+)
+from mesh_assets.engine import TRANSIENT_CATALOG_ERROR
 from mesh_assets.iceberg.catalog import IcebergCatalog
 from mesh_assets.iceberg.wap import audit_branch_name, wap_run_id
 from mesh_assets.settings import DBT_PROJECT_DIR, MeshSettings
@@ -212,29 +222,61 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
         parents_file = target_path / "mesh_parents.json"
         parents_file.write_text(parents)
         keep_parse = reuse_parse(settings, name, target_path)
-        with plugin_env(settings, run_id, parents_file, bounds):  # dbt starts in cli()
-            # A failing dbt *test* is a failed asset check (blocking downstream when its
-            # severity is error), not a failed step; a model or test that errors fails the step.
-            invocation = dbt.cli(
-                dbt_args("build", domain, bounds),
-                context=context,
-                target_path=target_path,
-                raise_on_error=False,
-            )
-        _warm_up(catalog)
         staged: list[str] = []
-        for event in invocation.stream():
+
+        def start() -> DbtCliInvocation:
+            with plugin_env(settings, run_id, parents_file, bounds):  # dbt starts in cli()
+                # A failing dbt *test* is a failed asset check (blocking downstream when its
+                # severity is error), not a failed step; a model or test that errors fails the step.
+                invocation = dbt.cli(
+                    dbt_args("build", domain, bounds),
+                    context=context,
+                    target_path=target_path,
+                    raise_on_error=False,
+                )
+            _warm_up(catalog)
+            return invocation
+
+        def with_metadata(event):
             if isinstance(event, dg.Output):
-                event = _with_iceberg_metadata(
+                return _with_iceberg_metadata(
                     event, manifest, by_id, catalog, run_id, branch, bounds, selection, staged
                 )
-            yield event
+            return event
+
+        invocation = yield from _dbt_events(
+            start, with_metadata, context.log, f"dbt build of domain {domain}"
+        )
         keep_parse()
-        write_artifacts(settings, domain, target_path, catalog, branch)
+        if invocation.process.returncode in (0, 1):  # dbt ran: run_results.json exists
+            write_artifacts(settings, domain, target_path, catalog, branch)
         drop_staging(staged)
         raise_on_errors(invocation, f"dbt build of domain {domain}")
 
     return _models
+
+
+def _dbt_events(
+    start: Callable[[], DbtCliInvocation], convert: Callable[[Any], Any], log, what: str
+) -> Generator[Any, None, DbtCliInvocation]:
+    """Stream the events of the dbt invocation ``start()`` begins, each through ``convert``
+    (None drops it), and return the invocation. When dbt stopped before running anything
+    because Trino's Iceberg catalog was reconnecting to PostgreSQL, it is started once more."""
+    for attempt in (1, 2):
+        invocation = start()
+        produced = False
+        for event in invocation.stream():
+            produced = True
+            converted = convert(event)
+            if converted is not None:
+                yield converted
+        if attempt == 2 or produced or not catalog_reconnecting(invocation):
+            break
+        log.warning(
+            f"{what}: Trino's Iceberg catalog was reconnecting to PostgreSQL "
+            f"({TRANSIENT_CATALOG_ERROR}) before anything ran; running it once more"
+        )
+    return invocation
 
 
 def _with_iceberg_metadata(
@@ -272,22 +314,30 @@ def source_test_results(
     parents_file.write_text("{}")
     names = [manifest["nodes"][t]["name"] for t in test_ids]
     keep_parse = reuse_parse(settings, f"{domain}_source_tests", target_path)
-    with plugin_env(settings, run_id, parents_file, {}):
-        invocation = dbt.cli(
-            [*dbt_args("test", domain, {}), "--select", " ".join(names)],
-            manifest=manifest,
-            dagster_dbt_translator=translator,
-            target_path=target_path,
-            raise_on_error=False,
-        )
-    for event in invocation.stream():
+
+    def start() -> DbtCliInvocation:
+        with plugin_env(settings, run_id, parents_file, {}):
+            return dbt.cli(
+                [*dbt_args("test", domain, {}), "--select", " ".join(names)],
+                manifest=manifest,
+                dagster_dbt_translator=translator,
+                target_path=target_path,
+                raise_on_error=False,
+            )
+
+    def check_result(event):
         if isinstance(event, dg.AssetCheckEvaluation):
-            yield dg.AssetCheckResult(
+            return dg.AssetCheckResult(
                 asset_key=event.asset_key,
                 check_name=event.check_name,
                 passed=event.passed,
                 severity=event.severity,
                 metadata=event.metadata,
             )
+        return None
+
+    invocation = yield from _dbt_events(
+        start, check_result, context.log, f"dbt source tests of domain {domain}"
+    )
     keep_parse()
     raise_on_errors(invocation, f"dbt source tests of domain {domain}")

@@ -21,6 +21,7 @@ from dbt.version import __version__ as dbt_version
 from packaging import version
 
 from mesh_assets.dbt.project import dbt_env, dbt_executable
+from mesh_assets.engine import is_transient_catalog_error
 from mesh_assets.settings import (
     DBT_PROJECT_DIR,
     PARENTS_FILE_ENV,
@@ -84,6 +85,13 @@ def raise_on_errors(invocation: DbtCliInvocation, what: str) -> None:
     errors = run_errors(invocation.get_artifact("run_results.json"))
     if errors:
         raise DbtRunError(f"{what} failed:\n" + "\n".join(errors))
+
+
+def catalog_reconnecting(invocation: DbtCliInvocation) -> bool:
+    """dbt stopped before running anything (exit 2) because Trino's Iceberg catalog was
+    reconnecting to PostgreSQL (:func:`mesh_assets.engine.is_transient_catalog_error`): the
+    same build, run again, works."""
+    return invocation.process.returncode == 2 and is_transient_catalog_error(str(invocation.get_error()))
 
 
 def run_dir(settings: MeshSettings, run_id: str, name: str) -> Path:

@@ -43,7 +43,7 @@ from mesh_assets.stack.layout import (
 from mesh_assets.stack.objectstore import ObjectStore
 from mesh_assets.stack.opa import Opa
 from mesh_assets.stack.postgres import Postgres
-from mesh_assets.stack.processes import port_is_free, port_owner, tail
+from mesh_assets.stack.processes import port_is_free, port_owner
 from mesh_assets.stack.trino import Trino
 from mesh_assets.workspace import workspace_domains
 
@@ -101,11 +101,16 @@ def status(layout: StackLayout | None = None) -> list[ServiceStatus]:
             if recorded is not None:
                 detail = (
                     f"NOT RUNNING: process {recorded} (from {proc.pidfile}) is gone; "
-                    f"`mesh stack up` starts it again. Last lines of {proc.log}:\n{tail(proc.log, 15)}"
+                    f"`mesh stack up` starts it again. Last lines of {proc.log}:\n{proc.last_words(15)}"
                 )
             else:
                 detail = "not running (never started, or stopped by `mesh stack down`)"
             out.append(ServiceStatus(name, service.port, None, False, detail))
+            continue
+        if name == "trino" and not next(s for s in out if s.name == "opa").healthy:
+            # every query would wait for OPA (a minute when it is stalled) and be refused
+            detail = "running, but refuses every query while OPA fails (see the opa line)"
+            out.append(ServiceStatus(name, service.port, pid, False, detail))
             continue
         try:
             out.append(ServiceStatus(name, service.port, pid, True, service.health()))

@@ -12,6 +12,8 @@ kept by ``system.log.drop`` (``mesh access audit`` reads them).
 from __future__ import annotations
 
 import json
+import os
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from mesh_assets.stack.layout import HOST, TRINO_USER, StackLayout
 from mesh_assets.stack.processes import ServiceProcess, port_accepts
 
 NAME = "opa"
+TIMEOUT_S = 3.0
 
 CONFIG = """\
 # Written by `mesh stack up`. Decision logs: one JSON line per kept decision on the console
@@ -29,6 +32,25 @@ decision_logs:
   console: true
   drop_decision: /system/log/drop
 """
+
+
+def own_messages(log: Path, lines: int) -> str:
+    """OPA's own lines of ``log`` since it last started (errors, warnings, a crash's text),
+    without the decision log lines around them: those say who was allowed what, not why OPA
+    failed. Reads the last 1 MiB of the log."""
+    try:
+        with log.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - (1 << 20)))
+            text = f.read().decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "    (no log file)"
+    if size > 1 << 20:
+        text = text[1:]  # cut by the window
+    own = [line for line in text if '"decision_id"' not in line]
+    starts = [i for i, line in enumerate(own) if "mesh stack: starting" in line]
+    since_start = [line for line in own[starts[-1] if starts else 0 :] if line.strip()]
+    return "\n".join("    " + line for line in since_start[-lines:])
 
 
 def binary() -> Path:
@@ -42,7 +64,7 @@ def version() -> str:
 class Opa:
     def __init__(self, layout: StackLayout):
         self.layout = layout
-        self.process = ServiceProcess(NAME, layout, marker="opa run --server")
+        self.process = ServiceProcess(NAME, layout, marker="opa run --server", log_excerpt=own_messages)
         self.base = layout.root / "opa"
 
     @property
@@ -85,7 +107,7 @@ class Opa:
             headers={"Content-Type": "application/json"},
             method="POST" if body is not None else "GET",
         )
-        with urllib.request.urlopen(request, timeout=3) as response:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             return json.loads(response.read() or b"{}")
 
     def ready(self) -> bool:
@@ -95,11 +117,25 @@ class Opa:
         return True
 
     def health(self) -> str:
-        """'...' or raises: /health answers, the policy is loaded and allows the platform."""
+        """'...' or raises ``ConnectionError`` naming the cause: the port refuses connections,
+        ``/health`` answers an HTTP error or nothing in time, or the policy does not allow
+        the platform's service user."""
 
         if not port_accepts(self.port):
-            raise ConnectionError(f"nothing accepts connections on {HOST}:{self.port}")
-        self._get("/health")
+            raise ConnectionError(f"port refused: nothing accepts connections on {HOST}:{self.port}")
+        try:
+            self._get("/health")
+        except urllib.error.HTTPError as exc:
+            raise ConnectionError(
+                f"health endpoint error: GET {self.url}/health answered HTTP {exc.code} "
+                f"{exc.reason}: {exc.read()[:300].decode(errors='replace')}"
+            ) from None
+        except (urllib.error.URLError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConnectionError(
+                f"health endpoint error: GET {self.url}/health did not answer within {TIMEOUT_S:.0f} s "
+                f"({reason}): the process is stalled or overloaded"
+            ) from None
         probe = {
             "input": {
                 "context": {

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mesh_assets.stack.layout import HOST, StackError, StackLayout
@@ -25,6 +25,8 @@ class ServiceProcess:
     name: str
     layout: StackLayout
     marker: str  # a substring of the command line that identifies the program
+    # (log, lines) -> the part of the log that tells why the service failed: its tail by default
+    log_excerpt: Callable[[Path, int], str] = field(default=lambda log, lines: tail(log, lines))
 
     @property
     def port(self) -> int:
@@ -80,8 +82,12 @@ class ServiceProcess:
         self.pidfile.write_text(f"{proc.pid}\n")
         return proc.pid
 
+    def last_words(self, lines: int = 30) -> str:
+        """What the log says about a failure (:attr:`log_excerpt`)."""
+        return self.log_excerpt(self.log, lines)
+
     def died_error(self, what: str) -> StackError:
-        return StackError(f"{self.name} {what}; the last lines of {self.log}:\n{tail(self.log)}")
+        return StackError(f"{self.name} {what}; the last lines of {self.log}:\n{self.last_words()}")
 
     def wait_until(
         self, ready: Callable[[], bool], timeout_s: float, *, what: str = "to accept connections"

