@@ -3,22 +3,36 @@
 Full and idempotent: every entity is created or updated (PUT), so running it again changes
 nothing. ``--api`` chooses the API version (default: the server's). ``--dry-run`` prints every
 call an export would make, statuses and results included, without a host or a token.
+
+``mesh openmetadata dbt-config DOMAIN`` writes the config of OpenMetadata's own dbt workflow
+for the domain's artifacts (served, on S3 or local), naming the exporter's database service.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+
+import yaml
 
 from mesh_assets.cli import add_verb
 from mesh_assets.cli.output import chosen_domains
+from mesh_assets.dbt.artifacts import artifacts_dir
 from mesh_assets.definitions import build_domain
 from mesh_assets.openmetadata.api import CHOICES, negotiate
 from mesh_assets.openmetadata.client import OpenMetadataClient, OpenMetadataError
+from mesh_assets.openmetadata.dbt_workflow import (
+    SERVED,
+    ArtifactSource,
+    dbt_workflow,
+    read_manifest,
+    unmatched_nodes,
+)
 from mesh_assets.openmetadata.export import export_mesh, plan_mesh
-from mesh_assets.openmetadata.plan import ExportConfig, placeholder
-from mesh_assets.settings import openmetadata_api_version, openmetadata_host
-from mesh_assets.workspace import domain_path
+from mesh_assets.openmetadata.plan import ExportConfig, fqn, placeholder
+from mesh_assets.settings import load_settings, openmetadata_api_version, openmetadata_host
+from mesh_assets.workspace import domain_path, load_domain, workspace_domains
 
 
 def add_cli(subparsers) -> None:
@@ -55,6 +69,25 @@ def add_cli(subparsers) -> None:
         "results included; send nothing",
     )
     export.set_defaults(fn=cmd_export)
+
+    dbt = verbs.add_parser(
+        "dbt-config",
+        help="write the config of OpenMetadata's dbt workflow for a domain (`metadata ingest -c FILE`)",
+    )
+    dbt.add_argument("domain")
+    dbt.add_argument(
+        "--host", default=openmetadata_host(), help="OpenMetadata URL (default: $OPENMETADATA_HOST)"
+    )
+    where = dbt.add_mutually_exclusive_group()
+    where.add_argument(
+        "--http",
+        metavar="URL",
+        help=f"base URL of the served artifacts (`mesh dbt serve`; default {SERVED})",
+    )
+    where.add_argument("--s3", metavar="S3_URL", help="s3://bucket/prefix holding <domain>/manifest.json...")
+    where.add_argument("--local", metavar="DIR", help="a folder holding <domain>/manifest.json...")
+    dbt.add_argument("-o", "--output", help="write the YAML here (default: standard output)")
+    dbt.set_defaults(fn=cmd_dbt_config)
 
 
 def cmd_export(args) -> int:
@@ -102,4 +135,47 @@ def _dry_run(args, graphs) -> int:
         f"({series} of them pipeline statuses and test case results)",
         file=sys.stderr,
     )
+    return 0
+
+
+def cmd_dbt_config(args) -> int:
+    """The dbt workflow config of a domain; a warning per dbt node OpenMetadata would not find
+    among the exported tables."""
+    if not args.host:
+        raise SystemExit("mesh: no OpenMetadata host: pass --host URL or set OPENMETADATA_HOST")
+    domain = chosen_domains([args.domain])[0]
+    settings = load_settings()
+    source = (
+        ArtifactSource("s3", args.s3)
+        if args.s3
+        else ArtifactSource("local", args.local)
+        if args.local
+        else ArtifactSource("http", args.http or SERVED)
+    )
+    config = ExportConfig.from_env()
+    try:
+        manifest = read_manifest(artifacts_dir(settings, domain))
+        workflow = dbt_workflow(
+            domain, manifest, source=source, host=args.host, config=config, settings=settings
+        )
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"mesh: openmetadata dbt-config {domain}: {exc}") from None
+    tables = {
+        fqn(config.database_service, config.database, *p.table_identifier.split(".", 1))
+        for d in workspace_domains()
+        for p in load_domain(domain_path(d)).products
+    }
+    for uid, missing in unmatched_nodes(manifest, config, tables).items():
+        print(
+            f"warning: dbt node {uid} is looked up as {missing}, which the export does not create: "
+            "OpenMetadata's dbt workflow will skip it",
+            file=sys.stderr,
+        )
+    text = f"# OpenMetadata's dbt workflow for domain {domain}: metadata ingest -c <this file>\n"
+    text += yaml.safe_dump(workflow, sort_keys=False)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
     return 0

@@ -8,7 +8,8 @@
 ``export``   contracts + domains + Dagster asset graphs + dbt artifacts + Dagster instance ->
              ordered create-or-update calls
 ``sensor``   a Dagster sensor per domain (stopped and a no-op without OPENMETADATA_HOST)
-``cli``      ``mesh openmetadata export``
+``dbt_workflow``  the config of OpenMetadata's own dbt workflow for a domain's artifacts
+``cli``      ``mesh openmetadata export`` and ``mesh openmetadata dbt-config``
 
 Only ``sensor`` is imported by code-location loading; it imports the rest lazily.
 """

@@ -358,3 +358,52 @@ def test_dry_run_prints_every_call_the_export_makes(exported, om_home, capsys):
     result = next(p for p in printed if p["kind"] == "TestCaseResult")
     assert result["method"] == "POST"
     assert urlsplit(result["path"]).path.startswith("/v1/dataQuality/testCases/testCaseResults/mesh.iceberg.")
+
+
+def test_dbt_workflow_config_finds_the_exported_tables(exported, om_home, capsys, monkeypatch):
+    """`mesh openmetadata dbt-config DOMAIN`: OpenMetadata's dbt workflow, pointed at the
+    served artifacts and the exporter's database service, looks every materialized model and
+    source up as a table the export created (no duplicates, none missing); the token is a
+    reference, never its value; a node named otherwise (a trino-target `__staging` alias) is
+    warned about."""
+    import copy
+
+    import yaml
+
+    from mesh_assets import cli
+    from mesh_assets.openmetadata.dbt_workflow import lookups, unmatched_nodes
+    from mesh_assets.openmetadata.plan import ExportConfig
+
+    fake, _ = exported
+    tables = set(fake.entities["table"])
+    config = ExportConfig.from_env()
+    for domain in ("reference", "weather", "operations", "analytics"):
+        manifest = json.loads((om_home / "dbt" / "artifacts" / domain / "manifest.json").read_text())
+        found = lookups(manifest, config)
+        assert found and set(found.values()) <= tables, set(found.values()) - tables
+    monkeypatch.setenv("OPENMETADATA_JWT_TOKEN", SENTINEL_JWT)
+    assert cli.main(["openmetadata", "dbt-config", "analytics", "--host", "http://om:8585"]) == 0
+    out, err = capsys.readouterr()
+    assert SENTINEL_JWT not in out and "warning" not in err
+    workflow = yaml.safe_load(out)
+    source = workflow["source"]
+    assert source["serviceName"] == "mesh" and source["type"] == "dbt"
+    dbt = source["sourceConfig"]["config"]
+    assert dbt["catalogMapping"] == {"analytics": "iceberg"}  # the domain's DuckDB database
+    assert dbt["dbtConfigSource"] == {
+        "dbtConfigType": "http",
+        "dbtManifestHttpPath": "http://127.0.0.1:8765/analytics/manifest.json",
+        "dbtCatalogHttpPath": "http://127.0.0.1:8765/analytics/catalog.json",
+        "dbtRunResultsHttpPath": "http://127.0.0.1:8765/analytics/run_results.json",
+    }
+    assert workflow["workflowConfig"]["openMetadataServerConfig"] == {
+        "hostPort": "http://om:8585/api",
+        "authProvider": "openmetadata",
+        "securityConfig": {"jwtToken": "${OPENMETADATA_JWT_TOKEN}"},
+    }
+    manifest = json.loads((om_home / "dbt/artifacts/analytics/manifest.json").read_text())
+    staged = copy.deepcopy(manifest)
+    staged["nodes"]["model.datamesh.delays_by_weather"]["alias"] = "delays_by_weather__staging"
+    assert unmatched_nodes(staged, config, tables) == {
+        "model.datamesh.delays_by_weather": "mesh.iceberg.analytics.delays_by_weather__staging"
+    }
