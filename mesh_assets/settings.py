@@ -246,6 +246,11 @@ def openmetadata_names() -> dict[str, str | None]:
     }
 
 
+def openmetadata_api_version() -> str:
+    """``OPENMETADATA_API_VERSION``: ``2``, ``1`` or ``auto`` (from the server's version)."""
+    return os.environ.get("OPENMETADATA_API_VERSION") or "auto"
+
+
 def access_users_file() -> Path:
     """``MESH_ACCESS_USERS``: users and groups of the access policy (default ``access/users.yaml``)."""
     return Path(os.environ.get("MESH_ACCESS_USERS", PROJECT_DIR / "access" / "users.yaml"))

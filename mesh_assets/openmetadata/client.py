@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mesh_assets import settings
+from mesh_assets.openmetadata.api import VERSION_PATH
 from mesh_assets.settings import secret
 
 log = logging.getLogger("mesh_assets.openmetadata")
@@ -211,6 +212,11 @@ class OpenMetadataClient:
                 path=path,
             )
         field = field_of(message)
+        if "Unrecognized field" in message:
+            message += (
+                " (this server's API has no such field: choose its version with --api or "
+                "OPENMETADATA_API_VERSION, or leave it to auto)"
+            )
         return OpenMetadataError(
             f"OpenMetadata rejected {method} {path} for {what} with HTTP {status}: field {field!r}: {message}"
             if field
@@ -227,6 +233,19 @@ class OpenMetadataClient:
 
     def put(self, path: str, body: Any, *, entity: str = "") -> tuple[int, Any]:
         return self.request("PUT", path, body, entity=entity)
+
+    def server_version(self) -> str:
+        """The server's version (``GET /v1/system/version``), e.g. ``2.0.7``."""
+        _, body = self.request("GET", VERSION_PATH, entity="the server's version")
+        version = body.get("version") if isinstance(body, dict) else None
+        if not version:
+            raise OpenMetadataError(
+                f"OpenMetadata at {self.base} answered GET {VERSION_PATH} without a version: "
+                "check that the host is OpenMetadata's URL, or choose the API with --api 1 or --api 2",
+                method="GET",
+                path=VERSION_PATH,
+            )
+        return str(version)
 
     def get_by_name(self, collection: str, fqn: str, *, entity: str = "") -> dict | None:
         """``GET /v1/<collection>/name/<fqn>``; None when it does not exist."""

@@ -1,10 +1,15 @@
 """Typed payloads of the OpenMetadata REST API, as the exporter sends them.
 
-Each class mirrors one request body of OpenMetadata's API; attribute names are the JSON field
-names (camelCase, on purpose: a payload reads exactly like the documentation). ``SCHEMA`` names
-the official JSON Schema the body is validated against in the tests, a path inside the
-``json/schema/`` folder of ``org.open-metadata:openmetadata-spec`` :data:`SPEC_VERSION`
-(``file.json`` or ``file.json#/definitions/name``).
+Each class mirrors one request body of OpenMetadata's 2.x API; attribute names are the JSON
+field names (camelCase, on purpose: a payload reads exactly like the documentation). The 1.x
+shape of a body is derived in one place, :mod:`mesh_assets.openmetadata.api`.
+
+The tests check every body against both official definitions: ``SDK_MODEL`` names the
+pydantic model of ``openmetadata-ingestion`` :data:`SDK_VERSION` (under
+``metadata.generated.schema.``) that validates its 2.x shape, ``SCHEMA`` the JSON Schema of
+its 1.x shape, a path inside the ``json/schema/`` folder of
+``org.open-metadata:openmetadata-spec`` :data:`SPEC_VERSION` (``file.json`` or
+``file.json#/definitions/name``).
 
 Fields left ``None`` are not sent. A payload may hold :class:`Ref` / :class:`FqnRef`
 placeholders for entities created earlier in the same export: the exporter replaces them by
@@ -17,10 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
-# The newest openmetadata-spec on Maven Central (1.4.x API: `owner` is one entity reference,
-# test results are PUT to /dataQuality/testCases/{fqn}/testCaseResult).
+# The newest openmetadata-spec on Maven Central: the JSON Schemas of the 1.x shape.
 SPEC_VERSION = "1.4.0"
 SPEC_GROUP, SPEC_ARTIFACT = "org.open-metadata", "openmetadata-spec"
+# The official Python SDK whose generated models define the 2.x shape (tests only: it is never
+# a dependency of the platform).
+SDK_PACKAGE, SDK_VERSION = "openmetadata-ingestion", "2.0.7.0"
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,8 @@ def to_json(value: Any, resolve: Callable[[Any], Any] | None = None) -> Any:
             if item is not None and (item := to_json(item, resolve)) is not None:
                 out[f.name] = item  # a reference that resolves to None is left out
         return out
-    if isinstance(value, (list, tuple)):
-        return [to_json(v, resolve) for v in value]
+    if isinstance(value, (list, tuple)):  # a reference that resolves to None is left out
+        return [item for v in value if (item := to_json(v, resolve)) is not None]
     if isinstance(value, dict):
         return {k: to_json(v, resolve) for k, v in value.items() if v is not None}
     return value
@@ -64,6 +71,7 @@ def to_json(value: Any, resolve: Callable[[Any], Any] | None = None) -> Any:
 
 class Payload:
     SCHEMA: ClassVar[str]
+    SDK_MODEL: ClassVar[str]
 
     def to_json(self, resolve: Callable[[Any], Any] | None = None) -> dict[str, Any]:
         return to_json(self, resolve)
@@ -75,6 +83,7 @@ class Payload:
 @dataclass
 class EntityReference(Payload):
     SCHEMA: ClassVar[str] = "type/entityReference.json"
+    SDK_MODEL: ClassVar[str] = "type.entityReference.EntityReference"
     id: str
     type: str
     fullyQualifiedName: str | None = None
@@ -84,6 +93,7 @@ class EntityReference(Payload):
 @dataclass
 class TagLabel(Payload):
     SCHEMA: ClassVar[str] = "type/tagLabel.json"
+    SDK_MODEL: ClassVar[str] = "type.tagLabel.TagLabel"
     tagFQN: str
     source: str = "Classification"
     labelType: str = "Automated"
@@ -96,6 +106,7 @@ class TagLabel(Payload):
 @dataclass
 class CreateClassification(Payload):
     SCHEMA: ClassVar[str] = "api/classification/createClassification.json"
+    SDK_MODEL: ClassVar[str] = "api.classification.createClassification.CreateClassificationRequest"
     name: str
     description: str
     displayName: str | None = None
@@ -105,6 +116,7 @@ class CreateClassification(Payload):
 @dataclass
 class CreateTag(Payload):
     SCHEMA: ClassVar[str] = "api/classification/createTag.json"
+    SDK_MODEL: ClassVar[str] = "api.classification.createTag.CreateTagRequest"
     name: str
     description: str
     classification: str
@@ -113,6 +125,7 @@ class CreateTag(Payload):
 @dataclass
 class CreateTeam(Payload):
     SCHEMA: ClassVar[str] = "api/teams/createTeam.json"
+    SDK_MODEL: ClassVar[str] = "api.teams.createTeam.CreateTeamRequest"
     name: str
     teamType: str = "Group"
     displayName: str | None = None
@@ -122,21 +135,23 @@ class CreateTeam(Payload):
 @dataclass
 class CreateDomain(Payload):
     SCHEMA: ClassVar[str] = "api/domains/createDomain.json"
+    SDK_MODEL: ClassVar[str] = "api.domains.createDomain.CreateDomainRequest"
     name: str
     description: str
     domainType: str  # Source-aligned, Consumer-aligned, Aggregate
     displayName: str | None = None
-    owner: EntityReference | Ref | None = None
+    owners: list[EntityReference | Ref] | None = None
 
 
 @dataclass
 class CreateDataProduct(Payload):
     SCHEMA: ClassVar[str] = "api/domains/createDataProduct.json"
+    SDK_MODEL: ClassVar[str] = "api.domains.createDataProduct.CreateDataProductRequest"
     name: str
     description: str
-    domain: str | None = None
+    domains: list[str]
     displayName: str | None = None
-    owner: EntityReference | Ref | None = None
+    owners: list[EntityReference | Ref] | None = None
 
 
 # --- database side -------------------------------------------------------------------------------
@@ -145,6 +160,7 @@ class CreateDataProduct(Payload):
 @dataclass
 class CreateDatabaseService(Payload):
     SCHEMA: ClassVar[str] = "api/services/createDatabaseService.json"
+    SDK_MODEL: ClassVar[str] = "api.services.createDatabaseService.CreateDatabaseServiceRequest"
     name: str
     serviceType: str  # Trino, Iceberg, ...
     description: str | None = None
@@ -155,6 +171,7 @@ class CreateDatabaseService(Payload):
 @dataclass
 class CreateDatabase(Payload):
     SCHEMA: ClassVar[str] = "api/data/createDatabase.json"
+    SDK_MODEL: ClassVar[str] = "api.data.createDatabase.CreateDatabaseRequest"
     name: str
     service: str
     description: str | None = None
@@ -163,16 +180,18 @@ class CreateDatabase(Payload):
 @dataclass
 class CreateDatabaseSchema(Payload):
     SCHEMA: ClassVar[str] = "api/data/createDatabaseSchema.json"
+    SDK_MODEL: ClassVar[str] = "api.data.createDatabaseSchema.CreateDatabaseSchemaRequest"
     name: str
     database: str
     description: str | None = None
-    owner: EntityReference | Ref | None = None
-    domain: str | None = None
+    owners: list[EntityReference | Ref] | None = None
+    domains: list[str] | None = None
 
 
 @dataclass
 class Column(Payload):
     SCHEMA: ClassVar[str] = "entity/data/table.json#/definitions/column"
+    SDK_MODEL: ClassVar[str] = "entity.data.table.Column"
     name: str
     dataType: str
     dataTypeDisplay: str | None = None
@@ -187,6 +206,7 @@ class Column(Payload):
 @dataclass
 class TableConstraint(Payload):
     SCHEMA: ClassVar[str] = "entity/data/table.json#/definitions/tableConstraint"
+    SDK_MODEL: ClassVar[str] = "entity.data.table.TableConstraint"
     constraintType: str  # UNIQUE, PRIMARY_KEY, FOREIGN_KEY
     columns: list[str]
 
@@ -194,15 +214,16 @@ class TableConstraint(Payload):
 @dataclass
 class CreateTable(Payload):
     SCHEMA: ClassVar[str] = "api/data/createTable.json"
+    SDK_MODEL: ClassVar[str] = "api.data.createTable.CreateTableRequest"
     name: str
     databaseSchema: str
     columns: list[Column]
     tableType: str = "Iceberg"
     description: str | None = None
     displayName: str | None = None
-    owner: EntityReference | Ref | None = None
+    owners: list[EntityReference | Ref] | None = None
     tags: list[TagLabel] | None = None
-    domain: str | None = None
+    domains: list[str] | None = None
     dataProducts: list[str] | None = None
     tableConstraints: list[TableConstraint] | None = None
     retentionPeriod: str | None = None  # ISO 8601 duration
@@ -214,6 +235,7 @@ class CreateTable(Payload):
 @dataclass
 class CreatePipelineService(Payload):
     SCHEMA: ClassVar[str] = "api/services/createPipelineService.json"
+    SDK_MODEL: ClassVar[str] = "api.services.createPipelineService.CreatePipelineServiceRequest"
     name: str
     serviceType: str = "Dagster"
     description: str | None = None
@@ -224,6 +246,7 @@ class CreatePipelineService(Payload):
 @dataclass
 class Task(Payload):
     SCHEMA: ClassVar[str] = "entity/data/pipeline.json#/definitions/task"
+    SDK_MODEL: ClassVar[str] = "entity.data.pipeline.Task"
     name: str
     displayName: str | None = None
     description: str | None = None
@@ -235,13 +258,14 @@ class Task(Payload):
 @dataclass
 class CreatePipeline(Payload):
     SCHEMA: ClassVar[str] = "api/data/createPipeline.json"
+    SDK_MODEL: ClassVar[str] = "api.data.createPipeline.CreatePipelineRequest"
     name: str
     service: str
     description: str | None = None
     displayName: str | None = None
     tasks: list[Task] | None = None
-    owner: EntityReference | Ref | None = None
-    domain: str | None = None
+    owners: list[EntityReference | Ref] | None = None
+    domains: list[str] | None = None
     sourceUrl: str | None = None
     pipelineLocation: str | None = None
 
@@ -249,6 +273,7 @@ class CreatePipeline(Payload):
 @dataclass
 class TaskStatus(Payload):
     SCHEMA: ClassVar[str] = "entity/data/pipeline.json#/definitions/taskStatus"
+    SDK_MODEL: ClassVar[str] = "entity.data.pipeline.TaskStatus"
     name: str
     executionStatus: str  # Successful, Failed, Pending, Skipped
     startTime: int | None = None
@@ -258,6 +283,7 @@ class TaskStatus(Payload):
 @dataclass
 class PipelineStatus(Payload):
     SCHEMA: ClassVar[str] = "entity/data/pipeline.json#/definitions/pipelineStatus"
+    SDK_MODEL: ClassVar[str] = "entity.data.pipeline.PipelineStatus"
     timestamp: int  # epoch milliseconds: the run's start (one status per run)
     executionStatus: str
     taskStatus: list[TaskStatus] | None = None
@@ -269,6 +295,7 @@ class PipelineStatus(Payload):
 @dataclass
 class ColumnLineage(Payload):
     SCHEMA: ClassVar[str] = "type/entityLineage.json#/definitions/columnLineage"
+    SDK_MODEL: ClassVar[str] = "type.entityLineage.ColumnLineage"
     fromColumns: list[str]
     toColumn: str
     function: str | None = None
@@ -277,6 +304,7 @@ class ColumnLineage(Payload):
 @dataclass
 class LineageDetails(Payload):
     SCHEMA: ClassVar[str] = "type/entityLineage.json#/definitions/lineageDetails"
+    SDK_MODEL: ClassVar[str] = "type.entityLineage.LineageDetails"
     pipeline: EntityReference | Ref | None = None
     columnsLineage: list[ColumnLineage] | None = None
     sqlQuery: str | None = None
@@ -287,6 +315,7 @@ class LineageDetails(Payload):
 @dataclass
 class EntitiesEdge(Payload):
     SCHEMA: ClassVar[str] = "type/entityLineage.json#/definitions/entitiesEdge"
+    SDK_MODEL: ClassVar[str] = "type.entityLineage.EntitiesEdge"
     fromEntity: EntityReference | Ref
     toEntity: EntityReference | Ref
     description: str | None = None
@@ -296,6 +325,7 @@ class EntitiesEdge(Payload):
 @dataclass
 class AddLineage(Payload):
     SCHEMA: ClassVar[str] = "api/lineage/addLineage.json"
+    SDK_MODEL: ClassVar[str] = "api.lineage.addLineage.AddLineageRequest"
     edge: EntitiesEdge
 
 
@@ -305,14 +335,16 @@ class AddLineage(Payload):
 @dataclass
 class CreateTestSuite(Payload):
     SCHEMA: ClassVar[str] = "api/tests/createTestSuite.json"
+    SDK_MODEL: ClassVar[str] = "api.tests.createTestSuite.CreateTestSuiteRequest"
     name: str
-    executableEntityReference: str | None = None
+    basicEntityReference: str | None = None  # the table's FQN (1.x: executableEntityReference)
     description: str | None = None
 
 
 @dataclass
 class TestCaseParameterDefinition(Payload):
     SCHEMA: ClassVar[str] = "tests/testDefinition.json#/definitions/testCaseParameterDefinition"
+    SDK_MODEL: ClassVar[str] = "tests.testDefinition.TestCaseParameterDefinition"
     name: str
     dataType: str = "STRING"
     description: str | None = None
@@ -322,10 +354,11 @@ class TestCaseParameterDefinition(Payload):
 @dataclass
 class CreateTestDefinition(Payload):
     SCHEMA: ClassVar[str] = "api/tests/createTestDefinition.json"
+    SDK_MODEL: ClassVar[str] = "api.tests.createTestDefinition.CreateTestDefinitionRequest"
     name: str
     description: str
     entityType: str  # TABLE or COLUMN
-    testPlatforms: list[str] = field(default_factory=lambda: ["Other"])
+    testPlatforms: list[str] = field(default_factory=lambda: ["Other"])  # 1.x: DBT for dbt
     displayName: str | None = None
     parameterDefinition: list[TestCaseParameterDefinition] | None = None
 
@@ -333,6 +366,7 @@ class CreateTestDefinition(Payload):
 @dataclass
 class TestCaseParameterValue(Payload):
     SCHEMA: ClassVar[str] = "tests/testCase.json#/definitions/testCaseParameterValue"
+    SDK_MODEL: ClassVar[str] = "tests.testCase.TestCaseParameterValue"
     name: str
     value: str
 
@@ -340,10 +374,11 @@ class TestCaseParameterValue(Payload):
 @dataclass
 class CreateTestCase(Payload):
     SCHEMA: ClassVar[str] = "api/tests/createTestCase.json"
+    SDK_MODEL: ClassVar[str] = "api.tests.createTestCase.CreateTestCaseRequest"
     name: str
     testDefinition: str
     entityLink: str
-    testSuite: str | FqnRef
+    testSuite: str | FqnRef  # 1.x only: 2.x puts a case in its table's basic test suite
     description: str | None = None
     displayName: str | None = None
     parameterValues: list[TestCaseParameterValue] | None = None
@@ -352,6 +387,7 @@ class CreateTestCase(Payload):
 @dataclass
 class TestResultValue(Payload):
     SCHEMA: ClassVar[str] = "tests/basic.json#/definitions/testResultValue"
+    SDK_MODEL: ClassVar[str] = "tests.basic.TestResultValue"
     name: str
     value: str
 
@@ -359,10 +395,11 @@ class TestResultValue(Payload):
 @dataclass
 class TestCaseResult(Payload):
     SCHEMA: ClassVar[str] = "tests/basic.json#/definitions/testCaseResult"
+    SDK_MODEL: ClassVar[str] = "api.tests.createTestCaseResult.CreateTestCaseResult"
     timestamp: int  # epoch milliseconds of the Dagster check evaluation
     testCaseStatus: str  # Success, Failed, Aborted, Queued
+    testResultValue: list[TestResultValue]  # required by 2.x, possibly empty
     result: str | None = None
-    testResultValue: list[TestResultValue] | None = None
     passedRows: int | None = None
     failedRows: int | None = None
     passedRowsPercentage: float | None = None

@@ -1,11 +1,13 @@
 """Plan: a :class:`~mesh_assets.openmetadata.collect.MeshView` -> ordered phases of
 create-or-update calls (services before databases before tables before lineage), with the
-OpenMetadata payloads (:mod:`mesh_assets.openmetadata.models`). Nothing is sent here."""
+OpenMetadata payloads (:mod:`mesh_assets.openmetadata.models`) for one API version
+(:mod:`mesh_assets.openmetadata.api`). Nothing is sent here."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -13,6 +15,7 @@ from datetime import timedelta
 from mesh_assets.contract.model import parse_type
 from mesh_assets.dbt.project import trino_type
 from mesh_assets.openmetadata import models as m
+from mesh_assets.openmetadata.api import DEFAULT, ApiVersion
 from mesh_assets.openmetadata.client import quote
 from mesh_assets.openmetadata.collect import AssetView, CheckView, Evaluation, MeshView, RunFacts
 from mesh_assets.openmetadata.lineage import compiled_sql, dialect_of, model_column_lineage
@@ -108,6 +111,11 @@ class Call:
     ensure: bool = False  # GET by name first, create only when missing (teams)
     time_series: bool = False  # a status or a result (not a structural entity)
 
+    def planned_path(self) -> str:
+        """The path with the planned FQN in place of ``{fqn}`` (the exporter uses the FQN the
+        server gave the entity, which is the same unless the server renamed it)."""
+        return self.path.replace("{fqn}", quote(self.path_ref.fqn)) if self.path_ref else self.path
+
 
 @dataclass
 class Phase:
@@ -118,11 +126,16 @@ class Phase:
 @dataclass
 class Plan:
     phases: list[Phase]
+    api: ApiVersion = DEFAULT
     warnings: list[str] = field(default_factory=list)
 
     @property
     def calls(self) -> list[Call]:
         return [c for p in self.phases for c in p.calls]
+
+    def body(self, call: Call, resolve) -> dict | None:
+        """The JSON body of ``call`` in this plan's API version."""
+        return self.api.body(call.payload, resolve) if call.payload is not None else None
 
     def structure_digest(self) -> str:
         """A digest of every structural payload (no statuses or results): unchanged metadata
@@ -131,11 +144,7 @@ class Plan:
         for call in self.calls:
             if call.time_series:
                 continue
-            body = (
-                call.payload.to_json(lambda r: f"{type(r).__name__}:{r.type}:{r.fqn}")
-                if call.payload is not None
-                else None
-            )
+            body = self.body(call, lambda r: f"{type(r).__name__}:{r.type}:{r.fqn}")
             h.update(json.dumps([call.method, call.path, body], sort_keys=True).encode())
         return h.hexdigest()
 
@@ -182,9 +191,19 @@ def _iso_duration(delta: timedelta) -> str:
     return out + ("T" + time_part if time_part else ("" if days else "T0S"))
 
 
+def placeholder(ref: m.Ref | m.FqnRef):
+    """What a reference is printed as when nothing is sent (``--dry-run``): the planned FQN,
+    and for an entity reference an id derived from type and FQN (uuid5; a real export uses
+    the id the server gave)."""
+    if isinstance(ref, m.FqnRef):
+        return ref.fqn
+    ident = uuid.uuid5(uuid.NAMESPACE_URL, f"openmetadata:{ref.type}:{ref.fqn}")
+    return m.EntityReference(id=str(ident), type=ref.type, fullyQualifiedName=ref.fqn).to_json()
+
+
 class _Planner:
-    def __init__(self, view: MeshView, config: ExportConfig):
-        self.view, self.c = view, config
+    def __init__(self, view: MeshView, config: ExportConfig, api: ApiVersion):
+        self.view, self.c, self.api = view, config, api
         self.warnings = list(view.warnings)
         self._columns: dict[tuple, tuple] = {}
 
@@ -202,12 +221,12 @@ class _Planner:
     def data_product_name(product) -> str:
         return f"{product.domain}-{product.name}"  # '-' never occurs in mesh names
 
-    def owner(self, name: str | None) -> m.Ref | None:
+    def owners(self, name: str | None) -> list[m.Ref] | None:
         if not name:
             return None
         if "@" in name:
-            return m.Ref("user", name.split("@", 1)[0])
-        return m.Ref("team", name)
+            return [m.Ref("user", name.split("@", 1)[0])]
+        return [m.Ref("team", name)]
 
     # entities
     def tables(self) -> list[AssetView]:
@@ -381,7 +400,7 @@ class _Planner:
                             displayName=d.replace("_", " ").title(),
                             description=view.domains[d].description or f"The {d} domain of the mesh.",
                             domainType=DOMAIN_TYPES[view.domains[d].type],
-                            owner=self.owner(view.domains[d].owner),
+                            owners=self.owners(view.domains[d].owner),
                         ),
                         f"domain {d}",
                         register=("domain", d),
@@ -402,8 +421,8 @@ class _Planner:
                             name=self.data_product_name(p),
                             displayName=p.identifier,
                             description=p.description or f"Data product {p.identifier}.",
-                            domain=p.domain,
-                            owner=self.owner(p.owner),
+                            domains=[p.domain],
+                            owners=self.owners(p.owner),
                         ),
                         f"data product {p.identifier}",
                         register=("dataProduct", self.data_product_name(p)),
@@ -492,8 +511,8 @@ class _Planner:
                             name=s,
                             database=fqn(c.database_service, c.database),
                             description=(view.domains[s].description if s in view.domains else None),
-                            owner=self.owner(view.domains[s].owner) if s in view.domains else None,
-                            domain=s if s in view.domains else None,
+                            owners=self.owners(view.domains[s].owner) if s in view.domains else None,
+                            domains=[s] if s in view.domains else None,
                         ),
                         f"schema {self.schema_fqn(s)}",
                         register=("databaseSchema", self.schema_fqn(s)),
@@ -518,14 +537,14 @@ class _Planner:
                         tableType="Iceberg",
                         description=asset.description or None,
                         displayName=product.identifier if product is not None else None,
-                        owner=self.owner(
+                        owners=self.owners(
                             product.owner
                             if product is not None
                             else view.domains[asset.domain].owner
                             if asset.domain in view.domains
                             else None
                         ),
-                        domain=asset.domain if asset.domain in view.domains else None,
+                        domains=[asset.domain] if asset.domain in view.domains else None,
                         dataProducts=[self.data_product_name(product)] if product is not None else None,
                         tableConstraints=constraints,
                         retentionPeriod=_iso_duration(product.retention) if product is not None else None,
@@ -560,7 +579,7 @@ class _Planner:
         phases.append(Phase("lineage, statuses, test suites", statuses + lineage + suites + definitions))
         phases.append(Phase("test cases", cases))
         phases.append(Phase("test results", self.results(evaluations)))
-        return Plan([p for p in phases if p.calls], warnings=self.warnings)
+        return Plan([p for p in phases if p.calls], api=self.api, warnings=self.warnings)
 
     def pipeline(self, domain: str) -> Call:
         c, view = self.c, self.view
@@ -598,8 +617,8 @@ class _Planner:
                 displayName=f"{domain} (Dagster code location)",
                 description=meta.description or f"Assets of the {domain} domain.",
                 tasks=tasks,
-                owner=self.owner(meta.owner),
-                domain=domain,
+                owners=self.owners(meta.owner),
+                domains=[domain],
                 sourceUrl=f"{c.dagster_url}/locations/{domain}/asset-groups/{domain}"
                 if c.dagster_url
                 else None,
@@ -764,10 +783,10 @@ class _Planner:
             suites.append(
                 Call(
                     "PUT",
-                    "/v1/dataQuality/testSuites/executable",
+                    self.api.test_suites_path,
                     m.CreateTestSuite(
                         name=table,
-                        executableEntityReference=table,
+                        basicEntityReference=table,
                         description=f"Dagster asset checks of {asset.task_name}.",
                     ),
                     f"test suite of table {table}",
@@ -823,7 +842,7 @@ class _Planner:
                             displayName=f"Mesh asset check ({entity_type.lower()})",
                             description="A Dagster asset check of the data mesh with no OpenMetadata "
                             "equivalent; Dagster evaluates it and reports the result.",
-                            testPlatforms=["GreatExpectations", "DBT", "Other"],
+                            testPlatforms=["GreatExpectations", "dbt", "Other"],
                             parameterDefinition=[
                                 m.TestCaseParameterDefinition(
                                     "expectation", description="Expectation or dbt test"
@@ -875,13 +894,13 @@ class _Planner:
             )
             calls.append(
                 Call(
-                    "PUT",
-                    "/v1/dataQuality/testCases/{fqn}/testCaseResult",
+                    self.api.result_method,
+                    self.api.result_path,
                     m.TestCaseResult(
                         timestamp=ev.timestamp_ms,
                         testCaseStatus=status,
                         result=summary,
-                        testResultValue=values or None,
+                        testResultValue=values,
                         **counts,
                     ),
                     f"result of test case {planned} at {ev.timestamp_ms}",
@@ -898,6 +917,8 @@ def plan_export(
     *,
     runs: Mapping[str, list[RunFacts]] | None = None,
     evaluations: Sequence[Evaluation] = (),
+    api: ApiVersion = DEFAULT,
 ) -> Plan:
-    """Ordered phases of calls describing ``view`` (pure: no network, no Dagster)."""
-    return _Planner(view, config or ExportConfig.from_env()).plan(runs or {}, evaluations)
+    """Ordered phases of calls describing ``view`` for OpenMetadata API ``api`` (pure: no
+    network, no Dagster)."""
+    return _Planner(view, config or ExportConfig.from_env(), api).plan(runs or {}, evaluations)

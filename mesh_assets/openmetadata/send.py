@@ -49,7 +49,7 @@ class Exporter:
                 calls = [c for c in phase.calls if c.time_series or not time_series_only]
                 for start in range(0, len(calls), self.batch_size):
                     batch = calls[start : start + self.batch_size]
-                    futures = [pool.submit(self._send, call) for call in batch]
+                    futures = [pool.submit(self._send, plan, call) for call in batch]
                     errors = []
                     for call, future in zip(batch, futures):
                         try:
@@ -67,7 +67,7 @@ class Exporter:
                 log.info("openmetadata: phase %s done (%d call(s))", phase.name, len(calls))
         return report
 
-    def _send(self, call: Call) -> int:
+    def _send(self, plan: Plan, call: Call) -> int:
         path = call.path
         if call.path_ref is not None:
             path = path.replace("{fqn}", quote(self._fqn(call.path_ref)))
@@ -83,9 +83,9 @@ class Exporter:
                     "there (the exporter does not create users)",
                     status=404,
                     entity=call.entity,
-                    field="owner",
+                    field="owners",
                 )
-        body = call.payload.to_json(lambda ref: self._resolve(ref, call)) if call.payload else None
+        body = plan.body(call, lambda ref: self._resolve(ref, call))
         status, answer = self.client.request(call.method, path, body, entity=call.entity)
         if isinstance(answer, dict):
             self._remember(call, answer)
@@ -132,7 +132,7 @@ class Exporter:
 
 
 def _endpoint(call: Call) -> str:
-    parts = [p for p in call.path.split("/") if p and p != "v1"]
-    if call.path_ref is not None or (len(parts) > 2 and parts[0] == "pipelines"):
+    parts = [p for p in call.path.split("/") if p not in ("", "v1", "{fqn}")]
+    if parts[0] == "pipelines" and len(parts) > 1:
         return f"{parts[0]}/{parts[-1]}"
-    return "/".join(parts[:2]) if parts and parts[0] in ("services", "dataQuality") else parts[0]
+    return "/".join(parts[: {"dataQuality": 3, "services": 2}.get(parts[0], 1)])

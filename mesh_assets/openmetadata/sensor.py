@@ -4,7 +4,8 @@ check evaluations.
 Without ``OPENMETADATA_HOST`` the sensor is created stopped and, if started anyway, skips at
 once (one environment lookup, no import of the exporter). With it, each tick looks for
 materializations and check evaluations of the domain's assets newer than its cursor; when
-there are some, it exports the domain (tables, pipeline, lineage, test cases: skipped when
+there are some, it asks the server's API version (unless ``OPENMETADATA_API_VERSION`` sets
+it) and exports the domain (tables, pipeline, lineage, test cases: skipped when
 their digest did not change since the last export), the status of the runs involved and one
 test case result per new check evaluation. A failed export leaves the cursor where it was (the
 next tick retries) and fails the tick with the exporter's message.
@@ -16,11 +17,12 @@ import json
 
 import dagster as dg
 
+from mesh_assets.openmetadata.api import negotiate
 from mesh_assets.openmetadata.client import OpenMetadataClient
 from mesh_assets.openmetadata.collect import collect, evaluation_of, run_facts
 from mesh_assets.openmetadata.plan import ExportConfig, plan_export
 from mesh_assets.openmetadata.send import Exporter
-from mesh_assets.settings import openmetadata_host
+from mesh_assets.settings import openmetadata_api_version, openmetadata_host
 
 HOST_ENV = "OPENMETADATA_HOST"
 HISTORY = 20  # check evaluations looked at per check and tick
@@ -86,11 +88,12 @@ def export_new_events(context: dg.SensorEvaluationContext, domain: str):
     if not (new_m or new_c or pending):
         return dg.SkipReason(f"no new materialization or check evaluation in domain {domain}")
 
+    client = OpenMetadataClient.from_env()
+    api = negotiate(openmetadata_api_version(), client.server_version)
     view = collect({domain: graph})
     runs = run_facts(instance, view, run_ids)
-    plan = plan_export(view, ExportConfig.from_env(), runs=runs, evaluations=evaluations)
+    plan = plan_export(view, ExportConfig.from_env(), runs=runs, evaluations=evaluations, api=api)
     digest = plan.structure_digest()
-    client = OpenMetadataClient.from_env()
     report = Exporter(client).run(plan, time_series_only=digest == cursor.get("digest"))
     for warning in report.warnings:
         context.log.warning(f"openmetadata: {warning}")

@@ -1,11 +1,16 @@
 """A fake OpenMetadata on loopback (stdlib ``http.server`` in a thread).
 
-It answers like OpenMetadata 1.4 for the calls the exporter makes: PUT is create-or-update,
-entities are stored by fully qualified name (201 when created, 200 when updated, same id),
-referenced parents must exist (404 otherwise), statuses and results are stored by timestamp,
-lineage edges by (from, to). Every request is recorded (method, path, headers, body); every
-body is validated against the official JSON Schema of its endpoint (400 naming the field when
-invalid). Faults can be injected: statuses to answer first, or ``HOLD``: a request left
+It answers like OpenMetadata ``version`` (2.0.7 by default, or 1.4.0) for the calls the
+exporter makes: ``GET /api/v1/system/version``; PUT is create-or-update, entities are stored
+by fully qualified name (201 when created, 200 when updated, same id), referenced parents must
+exist (404 otherwise), statuses and results are stored by timestamp, lineage edges by (from,
+to). Each version has its own endpoints (:data:`ROUTES`; 2.x moved test suites to
+``.../testSuites/basic`` and results to ``POST .../testCases/testCaseResults/{fqn}``; an
+endpoint of the other version is a 404). Every request is recorded (method, path, headers,
+body); every body is validated as that version's server does (400 naming the field): a 1.x
+body against the official 1.4 JSON Schema (``om_spec``), a 2.x body against the fields of the
+SDK's 2.x models (``om2_spec``: an unknown field is ``Unrecognized field "x"``). Faults can be
+injected: statuses to answer first, or ``HOLD``: a request left
 unanswered, so that the client times out.
 
 Timeouts without timing: a held request is never answered before the client gives up (it waits
@@ -26,7 +31,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-import om_spec as spec
+import om2_spec
+import om_spec
 
 BUILTIN_TEST_DEFINITIONS = {
     "columnValuesToBeNotNull",
@@ -41,46 +47,102 @@ BUILTIN_TEST_DEFINITIONS = {
     "tableCustomSQLQuery",
 }
 
-# (method, path regex) -> (schema of the body, entity type stored)
-ROUTES = [
-    ("PUT", r"/api/v1/classifications", "api/classification/createClassification.json", "classification"),
-    ("PUT", r"/api/v1/tags", "api/classification/createTag.json", "tag"),
-    ("PUT", r"/api/v1/teams", "api/teams/createTeam.json", "team"),
-    ("PUT", r"/api/v1/domains", "api/domains/createDomain.json", "domain"),
-    ("PUT", r"/api/v1/dataProducts", "api/domains/createDataProduct.json", "dataProduct"),
+# (method, path regex, body definition, entity type stored); the body definition is a 1.4 JSON
+# Schema path for 1.x, an SDK model (om2_fields.json) for 2.x
+_COMMON = [
     (
-        "PUT",
-        r"/api/v1/services/databaseServices",
+        "classifications",
+        "api/classification/createClassification.json",
+        "api.classification.createClassification.CreateClassificationRequest",
+        "classification",
+    ),
+    ("tags", "api/classification/createTag.json", "api.classification.createTag.CreateTagRequest", "tag"),
+    ("teams", "api/teams/createTeam.json", "api.teams.createTeam.CreateTeamRequest", "team"),
+    ("domains", "api/domains/createDomain.json", "api.domains.createDomain.CreateDomainRequest", "domain"),
+    (
+        "dataProducts",
+        "api/domains/createDataProduct.json",
+        "api.domains.createDataProduct.CreateDataProductRequest",
+        "dataProduct",
+    ),
+    (
+        "services/databaseServices",
         "api/services/createDatabaseService.json",
+        "api.services.createDatabaseService.CreateDatabaseServiceRequest",
         "databaseService",
     ),
-    ("PUT", r"/api/v1/databases", "api/data/createDatabase.json", "database"),
-    ("PUT", r"/api/v1/databaseSchemas", "api/data/createDatabaseSchema.json", "databaseSchema"),
-    ("PUT", r"/api/v1/tables", "api/data/createTable.json", "table"),
     (
-        "PUT",
-        r"/api/v1/services/pipelineServices",
+        "databases",
+        "api/data/createDatabase.json",
+        "api.data.createDatabase.CreateDatabaseRequest",
+        "database",
+    ),
+    (
+        "databaseSchemas",
+        "api/data/createDatabaseSchema.json",
+        "api.data.createDatabaseSchema.CreateDatabaseSchemaRequest",
+        "databaseSchema",
+    ),
+    ("tables", "api/data/createTable.json", "api.data.createTable.CreateTableRequest", "table"),
+    (
+        "services/pipelineServices",
         "api/services/createPipelineService.json",
+        "api.services.createPipelineService.CreatePipelineServiceRequest",
         "pipelineService",
     ),
-    ("PUT", r"/api/v1/pipelines", "api/data/createPipeline.json", "pipeline"),
     (
-        "PUT",
-        r"/api/v1/pipelines/(?P<fqn>[^/]+)/status",
+        "pipelines",
+        "api/data/createPipeline.json",
+        "api.data.createPipeline.CreatePipelineRequest",
+        "pipeline",
+    ),
+    (
+        "pipelines/(?P<fqn>[^/]+)/status",
         "entity/data/pipeline.json#/definitions/pipelineStatus",
+        "entity.data.pipeline.PipelineStatus",
         "pipelineStatus",
     ),
-    ("PUT", r"/api/v1/lineage", "api/lineage/addLineage.json", "lineage"),
-    ("PUT", r"/api/v1/dataQuality/testSuites/executable", "api/tests/createTestSuite.json", "testSuite"),
-    ("PUT", r"/api/v1/dataQuality/testDefinitions", "api/tests/createTestDefinition.json", "testDefinition"),
-    ("PUT", r"/api/v1/dataQuality/testCases", "api/tests/createTestCase.json", "testCase"),
+    ("lineage", "api/lineage/addLineage.json", "api.lineage.addLineage.AddLineageRequest", "lineage"),
     (
-        "PUT",
-        r"/api/v1/dataQuality/testCases/(?P<fqn>[^/]+)/testCaseResult",
-        "tests/basic.json#/definitions/testCaseResult",
-        "testCaseResult",
+        "dataQuality/testDefinitions",
+        "api/tests/createTestDefinition.json",
+        "api.tests.createTestDefinition.CreateTestDefinitionRequest",
+        "testDefinition",
+    ),
+    (
+        "dataQuality/testCases",
+        "api/tests/createTestCase.json",
+        "api.tests.createTestCase.CreateTestCaseRequest",
+        "testCase",
     ),
 ]
+ROUTES = {
+    1: [("PUT", rf"/api/v1/{path}", schema, kind) for path, schema, _, kind in _COMMON]
+    + [
+        ("PUT", r"/api/v1/dataQuality/testSuites/executable", "api/tests/createTestSuite.json", "testSuite"),
+        (
+            "PUT",
+            r"/api/v1/dataQuality/testCases/(?P<fqn>[^/]+)/testCaseResult",
+            "tests/basic.json#/definitions/testCaseResult",
+            "testCaseResult",
+        ),
+    ],
+    2: [("PUT", rf"/api/v1/{path}", model, kind) for path, _, model, kind in _COMMON]
+    + [
+        (
+            "PUT",
+            r"/api/v1/dataQuality/testSuites/basic",
+            "api.tests.createTestSuite.CreateTestSuiteRequest",
+            "testSuite",
+        ),
+        (
+            "POST",
+            r"/api/v1/dataQuality/testCases/testCaseResults/(?P<fqn>[^/]+)",
+            "api.tests.createTestCaseResult.CreateTestCaseResult",
+            "testCaseResult",
+        ),
+    ],
+}
 COLLECTIONS = {
     "teams": "team",
     "users": "user",
@@ -124,6 +186,7 @@ class NotFound(Exception):
 @dataclass
 class FakeOpenMetadata:
     token: str | None = None
+    version: str = "2.0.7"  # what GET /api/v1/system/version answers; picks the API
     calls: list[Recorded] = field(default_factory=list)
     entities: dict[str, dict[str, dict]] = field(default_factory=dict)  # type -> fqn -> entity
     series: dict[str, dict[tuple, dict]] = field(default_factory=dict)  # kind -> key -> body
@@ -223,7 +286,7 @@ class FakeOpenMetadata:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out and went away (a timeout test)
 
-            do_GET = do_PUT = do_POST = _handle
+            do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -238,11 +301,19 @@ class FakeOpenMetadata:
 
     # --- queries for tests -----------------------------------------------------------------
 
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    def route(self, method: str, path: str):
+        """``(method, regex, body definition, kind)`` of a request to this version, or None."""
+        return _route(method, path, self.major)
+
     def put_calls(self, kind: str) -> list[Recorded]:
-        """Recorded PUTs of one route kind (e.g. ``table``, ``lineage``)."""
+        """Recorded writes (PUT or POST) of one route kind (e.g. ``table``, ``lineage``)."""
         out = []
         for call in self.calls:
-            route = _route(call.method, call.path)
+            route = self.route(call.method, call.path)
             if route and route[3] == kind:
                 out.append(call)
         return out
@@ -289,6 +360,8 @@ class FakeOpenMetadata:
 
     def _dispatch(self, method: str, raw_path: str, body):
         path = urlsplit(raw_path).path
+        if (method, path) == ("GET", "/api/v1/system/version"):
+            return 200, {"version": self.version, "revision": "fake", "timestamp": 1_761_550_000_000}
         if method == "GET":
             m = re.fullmatch(r"/api/v1/(.+)/name/([^/]+)", path)
             kind = COLLECTIONS.get(m.group(1)) if m else None
@@ -296,14 +369,18 @@ class FakeOpenMetadata:
             if entity is None:
                 raise NotFound(f"{kind or path} instance for {m.group(2) if m else path} not found")
             return 200, entity
-        route = _route(method, path)
+        route = self.route(method, path)
         if route is None:
-            return 405, {"code": 405, "message": f"no route {method} {path}"}
-        errors = spec.errors(route[2], body)
+            return 404, {"code": 404, "message": "HTTP 404 Not Found"}
+        if self.major >= 2:
+            errors = om2_spec.errors(route[2], body)
+            message = errors[0] if errors else None
+        else:
+            errors = om_spec.errors(route[2], body)
+            message = f"[{errors[0].split(' at ', 1)[1]}]" if errors else None
         if errors:
             self.schema_errors += errors
-            first = errors[0].split(" at ", 1)[1]
-            return 400, {"code": 400, "message": f"[{first}]"}
+            return 400, {"code": 400, "message": message}
         kind = route[3]
         params = re.fullmatch(route[1], path).groupdict()
         return getattr(self, f"_put_{kind}", self._put_entity)(kind, body, params)
@@ -342,9 +419,11 @@ class FakeOpenMetadata:
             fqn = f"{parent_fqn}.{_fqn(body['name'])}"
         else:
             fqn = _fqn(body["name"])
-        self._need_ref(body.get("owner"))
-        if body.get("domain"):
-            self._need("domain", body["domain"])
+        for owner in [body.get("owner")] if self.major < 2 else body.get("owners") or ():
+            self._need_ref(owner)
+        for domain in [body.get("domain")] if self.major < 2 else body.get("domains") or ():
+            if domain:
+                self._need("domain", domain)
         for product in body.get("dataProducts") or ():
             self._need("dataProduct", product)
         for column in body.get("columns") or ():
@@ -353,15 +432,17 @@ class FakeOpenMetadata:
         return self._store(kind, fqn, body)
 
     def _put_testSuite(self, kind, body, params):
-        self._need("table", body["executableEntityReference"])
-        return self._store(kind, body["executableEntityReference"] + ".testSuite", body)
+        table = body["basicEntityReference" if self.major >= 2 else "executableEntityReference"]
+        self._need("table", table)
+        return self._store(kind, table + ".testSuite", body)
 
     def _put_testCase(self, kind, body, params):
         m = re.fullmatch(r"<#E::table::(.+?)(?:::columns::(.+))?>", body["entityLink"])
         table = self._need("table", m.group(1))
         if m.group(2) and m.group(2) not in {c["name"] for c in table["columns"]}:
             raise NotFound(f"column {m.group(2)} of {m.group(1)} not found")
-        self._need("testSuite", body["testSuite"])
+        if self.major < 2:
+            self._need("testSuite", body["testSuite"])
         if body["testDefinition"] not in BUILTIN_TEST_DEFINITIONS:
             self._need("testDefinition", body["testDefinition"])
         prefix = m.group(1) + (f".{_fqn(m.group(2))}" if m.group(2) else "")
@@ -398,9 +479,9 @@ class FakeOpenMetadata:
         return (201 if created else 200), body
 
 
-def _route(method: str, path: str):
+def _route(method: str, path: str, major: int):
     path = urlsplit(path).path
-    for route in ROUTES:
+    for route in ROUTES[major]:
         if route[0] == method and re.fullmatch(route[1], path):
             return route
     return None

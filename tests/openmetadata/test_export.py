@@ -1,6 +1,7 @@
-"""The full export (`mesh openmetadata export`) of a materialized mesh to a fake OpenMetadata:
-payloads valid against the official JSON Schemas, endpoints, order, entities, lineage (column
-level across domains, exact), test cases and results, idempotency."""
+"""The full export (`mesh openmetadata export`) of a materialized mesh to a fake OpenMetadata
+2.0.7 (and 1.4.0 for the 1.x path): payloads the server accepts (2.x: the SDK's fields; 1.x:
+the official 1.4 JSON Schemas), endpoints, order, entities, lineage (column level across
+domains, exact), test cases and results, idempotency, the dry run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from urllib.parse import urlsplit
 
 import om_spec
 import pytest
-from om_fake_server import ROUTES, FakeOpenMetadata, _route
+from om_fake_server import ROUTES, FakeOpenMetadata
 from om_fixtures import (  # noqa: F401 (fixtures)
     SENTINEL_JWT,
     domain_defs,
@@ -41,21 +42,47 @@ def exported(materialized, graphs):
     server.stop()
 
 
-def test_every_payload_is_valid_against_the_official_schemas(exported):
+def test_every_payload_is_what_a_2x_server_accepts(exported):
     fake, _ = exported
     assert fake.schema_errors == []
-    checked = 0
-    for call in fake.calls:
-        route = _route(call.method, call.path)
-        if call.method == "GET":
-            assert call.body is None
-            continue
-        assert route is not None, f"unexpected endpoint {call.method} {call.path}"
-        assert om_spec.errors(route[2], call.body) == []
-        checked += 1
-    # every kind of payload the exporter knows was sent and validated
-    assert {_route(c.method, c.path)[3] for c in fake.calls if c.method == "PUT"} == {r[3] for r in ROUTES}
-    assert checked > 200
+    assert fake.calls[0].path == "/api/v1/system/version"  # the API was negotiated first
+    writes = [c for c in fake.calls if c.method != "GET"]
+    assert all(c.status in (200, 201) for c in writes), [
+        (c.path, c.response) for c in writes if c.status > 201
+    ]
+    # every kind of payload the exporter knows was sent, each to its 2.x endpoint
+    assert {fake.route(c.method, c.path)[3] for c in writes} == {r[3] for r in ROUTES[2]}
+    assert len(writes) > 200
+
+
+def test_the_1x_path_is_valid_against_the_official_1_4_schemas(materialized, graphs):
+    """A 1.4 server gets the 1.x shape: one ``owner`` and ``domain``, test cases naming their
+    executable suite, results PUT to ``.../{fqn}/testCaseResult``; every body valid against
+    the JSON Schemas of openmetadata-spec 1.4.0."""
+    fake = FakeOpenMetadata(token=SENTINEL_JWT, version="1.4.0").start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            point_at(mp, materialized)
+            report = export_mesh(OpenMetadataClient(fake.url, SENTINEL_JWT), graphs)
+    finally:
+        fake.stop()
+    assert fake.schema_errors == []
+    writes = [c for c in fake.calls if c.method != "GET"]
+    assert {c.method for c in writes} == {"PUT"}
+    for call in writes:
+        assert om_spec.errors(fake.route(call.method, call.path)[2], call.body) == []
+    assert {fake.route(c.method, c.path)[3] for c in writes} == {r[3] for r in ROUTES[1]}
+    assert report.calls == len(writes)
+    teams = {e["id"]: name for name, e in fake.entities["team"].items()}
+    airlines = fake.entities["table"]["mesh.iceberg.reference.airlines"]
+    assert airlines["domain"] == "reference" and teams[airlines["owner"]["id"]] == "reference-data-team"
+    assert "owners" not in airlines and "domains" not in airlines
+    case = fake.entities["testCase"]["mesh.iceberg.reference.airlines.carrier.not_null_carrier"]
+    assert case["testSuite"] == "mesh.iceberg.reference.airlines.testSuite"
+    definition = fake.entities["testDefinition"]["meshAssetCheck"]
+    assert definition["testPlatforms"] == ["GreatExpectations", "DBT", "Other"]
+    results = fake.put_calls("testCaseResult")
+    assert results and all(c.path.endswith("/testCaseResult") for c in results)
 
 
 def test_the_jwt_is_in_no_payload_and_only_in_the_auth_header(exported):
@@ -69,8 +96,11 @@ def test_the_jwt_is_in_no_payload_and_only_in_the_auth_header(exported):
 
 def test_endpoints_methods_and_order(exported):
     fake, _ = exported
-    order = [(_route(c.method, c.path) or (None, None, None, f"GET {c.path}"))[3] for c in fake.calls]
-    assert {c.method for c in fake.calls} == {"GET", "PUT"}
+    order = [(fake.route(c.method, c.path) or (None, None, None, f"GET {c.path}"))[3] for c in fake.calls]
+    assert {(c.method, fake.route(c.method, c.path)[3]) for c in fake.calls if c.method == "POST"} == {
+        ("POST", "testCaseResult")
+    }
+    assert {c.method for c in fake.calls} == {"GET", "PUT", "POST"}
     assert all(c.status in (200, 201, 404) for c in fake.calls)
     assert all(c.status != 404 or c.method == "GET" for c in fake.calls)
 
@@ -105,10 +135,10 @@ def test_domains_data_products_and_tables(exported):
         "analytics": "Consumer-aligned",
     }
     teams = {e["id"]: name for name, e in fake.entities["team"].items()}
-    assert teams[domains["analytics"]["owner"]["id"]] == "analytics-team"
+    assert [teams[o["id"]] for o in domains["analytics"]["owners"]] == ["analytics-team"]
     products = fake.entities["dataProduct"]
     assert len(products) == 11
-    assert products["analytics-delays_by_weather"]["domain"] == "analytics"
+    assert products["analytics-delays_by_weather"]["domains"] == ["analytics"]
     assert fake.entities["databaseService"]["mesh"]["serviceType"] == "Trino"
     assert set(fake.entities["databaseSchema"]) == {f"mesh.iceberg.{d}" for d in domains}
 
@@ -131,8 +161,8 @@ def test_domains_data_products_and_tables(exported):
     }
     airlines = tables["mesh.iceberg.reference.airlines"]
     assert airlines["tableType"] == "Iceberg"
-    assert airlines["domain"] == "reference" and airlines["dataProducts"] == ["reference-airlines"]
-    assert teams[airlines["owner"]["id"]] == "reference-data-team"
+    assert airlines["domains"] == ["reference"] and airlines["dataProducts"] == ["reference-airlines"]
+    assert [teams[o["id"]] for o in airlines["owners"]] == ["reference-data-team"]
     assert airlines["retentionPeriod"].startswith("P")
     carrier = airlines["columns"][0]
     assert carrier["name"] == "carrier" and carrier["dataType"] == "STRING"
@@ -246,7 +276,9 @@ def test_a_test_case_per_asset_check_and_its_latest_result(exported, graphs):
     not_null = cases["mesh.iceberg.reference.airlines.carrier.not_null_carrier"]
     assert not_null["testDefinition"] == "columnValuesToBeNotNull"
     assert not_null["entityLink"] == "<#E::table::mesh.iceberg.reference.airlines::columns::carrier>"
-    assert not_null["testSuite"] == "mesh.iceberg.reference.airlines.testSuite"
+    assert "testSuite" not in not_null  # 2.x: the table's basic test suite holds it
+    suite = fake.entities["testSuite"]["mesh.iceberg.reference.airlines.testSuite"]
+    assert suite["basicEntityReference"] == "mesh.iceberg.reference.airlines"
     in_set = cases["mesh.iceberg.analytics.delays_by_weather.condition.in_set_condition"]
     assert in_set["testDefinition"] == "columnValuesToBeInSet"
     assert json.loads(in_set["parameterValues"][0]["value"])[0] == "clear"
@@ -287,12 +319,91 @@ def test_dbt_artifacts_stay_available_for_openmetadata_dbt_workflow(om_home):
     assert SENTINEL_JWT not in (om_home / "dbt/artifacts/analytics/manifest.json").read_text()
 
 
-def test_dry_run_prints_the_plan_without_a_host(om_home, capsys, monkeypatch):
+def _without_ids(value):
+    """A body with each entity reference as (type, FQN): ids differ between runs."""
+    if isinstance(value, dict):
+        if set(value) == {"id", "type", "fullyQualifiedName"}:
+            return (value["type"], value["fullyQualifiedName"])
+        return {k: _without_ids(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_ids(v) for v in value]
+    return value
+
+
+def test_dry_run_prints_every_call_the_export_makes(exported, om_home, capsys):
+    """Without a host, the dry run plans for 2.x and prints exactly the writes of a real
+    export (same order within each phase, same bodies but the ids), pipeline statuses and
+    test case results included."""
     from mesh_assets import cli
 
-    assert cli.main(["openmetadata", "export", "--dry-run", "reference"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    calls = [json.loads(line) for line in out]
-    assert calls[0]["path"] == "/v1/classifications"
-    assert any(c["path"] == "/v1/tables" and c["body"]["name"] == "timezones" for c in calls)
-    assert all(urlsplit(c["path"]).path.startswith("/v1/") for c in calls)
+    fake, _ = exported
+    assert cli.main(["openmetadata", "export", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    printed = [json.loads(line) for line in out.splitlines()]
+    starts = [i for i, c in enumerate(fake.calls) if c.path == "/api/v1/system/version"] + [len(fake.calls)]
+    sent = [c for c in fake.calls[starts[0] : starts[1]] if c.method != "GET"]  # the first export
+    assert sorted((p["method"], "/api" + p["path"]) for p in printed) == sorted(
+        (c.method, c.path) for c in sent
+    )
+    by_call = {(c.method, c.path, json.dumps(_without_ids(c.body), sort_keys=True)) for c in sent}
+    assert {
+        (p["method"], "/api" + p["path"], json.dumps(_without_ids(p["body"]), sort_keys=True))
+        for p in printed
+    } == by_call
+    kinds = [p["kind"] for p in printed]
+    statuses, results = kinds.count("PipelineStatus"), kinds.count("TestCaseResult")
+    assert statuses == len(fake.series["pipelineStatus"]) == 5
+    assert results == len(fake.series["testCaseResult"]) > 70
+    assert f"{len(printed)} call(s) planned for the OpenMetadata 2.x API ({statuses + results} of them" in err
+    result = next(p for p in printed if p["kind"] == "TestCaseResult")
+    assert result["method"] == "POST"
+    assert urlsplit(result["path"]).path.startswith("/v1/dataQuality/testCases/testCaseResults/mesh.iceberg.")
+
+
+def test_dbt_workflow_config_finds_the_exported_tables(exported, om_home, capsys, monkeypatch):
+    """`mesh openmetadata dbt-config DOMAIN`: OpenMetadata's dbt workflow, pointed at the
+    served artifacts and the exporter's database service, looks every materialized model and
+    source up as a table the export created (no duplicates, none missing); the token is a
+    reference, never its value; a node named otherwise (a trino-target `__staging` alias) is
+    warned about."""
+    import copy
+
+    import yaml
+
+    from mesh_assets import cli
+    from mesh_assets.openmetadata.dbt_workflow import lookups, unmatched_nodes
+    from mesh_assets.openmetadata.plan import ExportConfig
+
+    fake, _ = exported
+    tables = set(fake.entities["table"])
+    config = ExportConfig.from_env()
+    for domain in ("reference", "weather", "operations", "analytics"):
+        manifest = json.loads((om_home / "dbt" / "artifacts" / domain / "manifest.json").read_text())
+        found = lookups(manifest, config)
+        assert found and set(found.values()) <= tables, set(found.values()) - tables
+    monkeypatch.setenv("OPENMETADATA_JWT_TOKEN", SENTINEL_JWT)
+    assert cli.main(["openmetadata", "dbt-config", "analytics", "--host", "http://om:8585"]) == 0
+    out, err = capsys.readouterr()
+    assert SENTINEL_JWT not in out and "warning" not in err
+    workflow = yaml.safe_load(out)
+    source = workflow["source"]
+    assert source["serviceName"] == "mesh" and source["type"] == "dbt"
+    dbt = source["sourceConfig"]["config"]
+    assert dbt["catalogMapping"] == {"analytics": "iceberg"}  # the domain's DuckDB database
+    assert dbt["dbtConfigSource"] == {
+        "dbtConfigType": "http",
+        "dbtManifestHttpPath": "http://127.0.0.1:8765/analytics/manifest.json",
+        "dbtCatalogHttpPath": "http://127.0.0.1:8765/analytics/catalog.json",
+        "dbtRunResultsHttpPath": "http://127.0.0.1:8765/analytics/run_results.json",
+    }
+    assert workflow["workflowConfig"]["openMetadataServerConfig"] == {
+        "hostPort": "http://om:8585/api",
+        "authProvider": "openmetadata",
+        "securityConfig": {"jwtToken": "${OPENMETADATA_JWT_TOKEN}"},
+    }
+    manifest = json.loads((om_home / "dbt/artifacts/analytics/manifest.json").read_text())
+    staged = copy.deepcopy(manifest)
+    staged["nodes"]["model.datamesh.delays_by_weather"]["alias"] = "delays_by_weather__staging"
+    assert unmatched_nodes(staged, config, tables) == {
+        "model.datamesh.delays_by_weather": "mesh.iceberg.analytics.delays_by_weather__staging"
+    }

@@ -73,11 +73,12 @@ def test_sensor_exports_new_materializations_and_each_check_evaluation(
         sensor(third)
         new = fake_om.calls[sent:]
         assert [(c.method, c.path) for c in new] == [
+            ("GET", "/api/v1/system/version"),  # each export speaks the server's API
             (
-                "PUT",
-                "/api/v1/dataQuality/testCases/"
-                "mesh.iceberg.analytics.delays_by_weather.row_count_between/testCaseResult",
-            )
+                "POST",
+                "/api/v1/dataQuality/testCases/testCaseResults/"
+                "mesh.iceberg.analytics.delays_by_weather.row_count_between",
+            ),
         ]
-        assert new[0].body["testCaseStatus"] == "Failed"
+        assert new[1].body["testCaseStatus"] == "Failed" and new[1].status == 201
         assert SENTINEL_JWT not in third.cursor and SENTINEL_JWT not in first.cursor
