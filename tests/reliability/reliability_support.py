@@ -50,30 +50,6 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def descendants(pid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of every live descendant of ``pid`` (read from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            try:
-                cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            out.append((child, cmdline.decode(errors="replace").strip()))
-            todo.append(child)
-    return out
-
-
 def wait_for(
     predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, interval: float = 0.05
 ):
@@ -201,10 +177,11 @@ RUN_MESH_JOB = """
 import sys
 import dagster as dg
 from reliability_support import mesh_job
+from mesh_assets.runs import worker_tags
 with dg.DagsterInstance.get() as instance:
     options = (dg.ReexecutionOptions.from_failure(sys.argv[1], instance) if len(sys.argv) > 1
                else None)
     result = dg.execute_job(dg.reconstructable(mesh_job), instance, reexecution_options=options,
-                            raise_on_error=False)
+                            tags=worker_tags(), raise_on_error=False)
     print("RUN", result.run_id, result.success, flush=True)
 """
