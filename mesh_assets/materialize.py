@@ -17,6 +17,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from mesh_assets.definitions import build_domain
+from mesh_assets.runs import fail_dead_runs, worker_tags
 from mesh_assets.settings import ensure_local_dirs, load_settings, use_dagster_home
 from mesh_assets.workspace import (
     domain_path,
@@ -28,14 +29,17 @@ class InstanceUnavailable(RuntimeError):
 
 
 def materialize(domains: list[str], say: Callable[[str], None] = print) -> list[dict]:
-    """Run every asset and check of ``domains`` in the persistent Dagster instance; raises
-    :class:`InstanceUnavailable` when that instance cannot be opened."""
+    """Run every asset and check of ``domains`` in the persistent Dagster instance, after
+    failing the runs of this machine whose worker process died (:mod:`mesh_assets.runs`);
+    raises :class:`InstanceUnavailable` when that instance cannot be opened."""
 
     settings = load_settings()
     ensure_local_dirs(settings)
     use_dagster_home(settings)
     reports = []
     with _open_instance(settings.dagster_home) as instance:
+        for run_id in fail_dead_runs(instance):
+            say(f"run {run_id} marked failed: its worker process is gone (killed or crashed)")
         for domain in domains:
             say(f"== materializing domain {domain} ==")
             defs = build_domain(domain_path(domain))
@@ -46,7 +50,7 @@ def materialize(domains: list[str], say: Callable[[str], None] = print) -> list[
                     instance=instance,
                     raise_on_error=False,
                     asset_selection=keys,
-                    tags=tags,
+                    tags={**tags, **worker_tags()},
                     run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
                 )
                 materializations = {e.asset_key: e for e in result.get_asset_materialization_events()}

@@ -15,6 +15,7 @@ variable                      meaning                                      embed
 ``MESH_ENGINE``               ``duckdb`` or ``trino`` (= dbt target)       ``duckdb``
 ``MESH_LANDING``              landing zone: a folder or ``s3://b/prefix``   ``$MESH_HOME/landing``
 ``MESH_DAGSTER_STORAGE``      ``sqlite`` or ``postgres`` (Dagster instance)  ``sqlite``
+``MESH_TEST_PAUSE_AT``        reliability tests only: stop at a checkpoint   (unset)
 ============================  ===========================================  =========================
 
 Credentials are never settings: the catalog URI may reference ``MESH_CATALOG_PASSWORD`` (read
@@ -25,6 +26,7 @@ from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``. None of them is ever log
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,10 +149,34 @@ def ensure_local_dirs(settings: MeshSettings) -> None:
         Path(settings.warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
 
 
+# How a dagster.yaml mesh wrote begins (now, and before run monitoring): mesh rewrites those.
+DAGSTER_YAML_MARK = "# Written by mesh"
+MESH_DAGSTER_YAML_STARTS = (DAGSTER_YAML_MARK, "# Dagster instance: SQLite storage")
+
+# Both storages. Run monitoring and run retries are carried out by the dagster daemon (its
+# monitoring and event log consumer daemons); see docs/operations.md.
+DAGSTER_RUNS_YAML = """\
+run_monitoring:
+  enabled: true
+  # The default run launcher cannot check a run worker's health (Dagster asks only the
+  # Kubernetes launcher): the daemon fails runs that did not start within the timeout, and
+  # `mesh materialize` and each domain's maintenance job fail the runs of this machine whose
+  # worker process is gone (mesh_assets.runs).
+  start_timeout_seconds: 300
+  cancel_timeout_seconds: 300
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 60
+  # no max_runtime_seconds: that launcher cannot stop an in-process run, only mislabel it
+run_retries:
+  # a failed run launched through the daemon or the UI (sensor, schedule) is re-executed from
+  # its failure (Dagster's default strategy FROM_FAILURE; tag dagster/max_retries overrides)
+  enabled: true
+  max_retries: 2
+"""
+
 # Dagster instance storage in PostgreSQL (dagster-postgres). The file names environment
 # variables only, so it holds no credential; Dagster resolves them when the instance starts.
 DAGSTER_POSTGRES_YAML = """\
-# Written by mesh (MESH_DAGSTER_STORAGE=postgres). Values come from the environment.
 storage:
   postgres:
     postgres_db:
@@ -165,21 +191,28 @@ storage:
 """
 
 
+def dagster_yaml(storage: str) -> str:
+    """The dagster.yaml mesh writes for ``storage`` (``sqlite`` or ``postgres``)."""
+    if storage == "postgres":
+        head = f"{DAGSTER_YAML_MARK} (MESH_DAGSTER_STORAGE=postgres). Values come from the environment.\n"
+        return head + DAGSTER_POSTGRES_YAML + DAGSTER_RUNS_YAML
+    return f"{DAGSTER_YAML_MARK}: SQLite storage in this folder (the default).\n" + DAGSTER_RUNS_YAML
+
+
 def ensure_dagster_home(settings: MeshSettings) -> Path:
-    """Create DAGSTER_HOME; with ``MESH_DAGSTER_STORAGE=postgres`` give it a dagster.yaml that
-    keeps runs, events and schedules in PostgreSQL. An existing dagster.yaml is left alone."""
+    """Create DAGSTER_HOME with a dagster.yaml for ``MESH_DAGSTER_STORAGE`` (``sqlite``: runs,
+    events and schedules in this folder; ``postgres``: in PostgreSQL), run monitoring and run
+    retries on. A dagster.yaml that mesh did not write is left alone."""
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     storage = os.environ.get("MESH_DAGSTER_STORAGE", "sqlite")
     if storage not in ("sqlite", "postgres"):
         raise ValueError(f"MESH_DAGSTER_STORAGE={storage!r}: expected 'sqlite' or 'postgres'")
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(
-            DAGSTER_POSTGRES_YAML
-            if storage == "postgres"
-            else "# Dagster instance: SQLite storage in this folder (the default).\n"
-        )
+    wanted = dagster_yaml(storage)
+    current = config.read_text() if config.exists() else None
+    if current is None or (current.startswith(MESH_DAGSTER_YAML_STARTS) and current != wanted):
+        config.write_text(wanted)
     return home
 
 
@@ -335,3 +368,36 @@ def dbt_run_context() -> DbtRunContext:
         partition_start=os.environ.get(PARTITION_START_ENV) or None,
         partition_end=os.environ.get(PARTITION_END_ENV) or None,
     )
+
+
+# --- a test hook: stopping a process at a named checkpoint --------------------------------------
+
+PAUSE_ENV = "MESH_TEST_PAUSE_AT"
+PAUSE_LIMIT_SECONDS = 900
+
+
+def pause_marker(checkpoint: str) -> Path:
+    """The file a process writes when it stops at ``checkpoint`` (it holds the process id)."""
+    return load_settings().home / "paused" / checkpoint
+
+
+def pause_at(checkpoint: str, product: str | None = None) -> None:
+    """Stop here for good when ``MESH_TEST_PAUSE_AT`` names this checkpoint (``checkpoint`` or
+    ``checkpoint:domain.product``): the reliability tests kill the process exactly there.
+
+    Only the first process that reaches the checkpoint stops: it writes
+    :func:`pause_marker` (its pid) and sleeps; every later process, a rerun or a retry with the
+    same environment, passes. After ``PAUSE_LIMIT_SECONDS`` unkilled it fails, so a forgotten
+    process ends. Without the variable (production, every other test) this does nothing."""
+    wanted = os.environ.get(PAUSE_ENV)
+    if wanted not in (checkpoint, f"{checkpoint}:{product}"):
+        return
+    marker = pause_marker(checkpoint)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with marker.open("x") as out:
+            out.write(str(os.getpid()))
+    except FileExistsError:
+        return
+    time.sleep(PAUSE_LIMIT_SECONDS)
+    raise RuntimeError(f"{PAUSE_ENV}={wanted}: paused {PAUSE_LIMIT_SECONDS} s and nobody killed this process")

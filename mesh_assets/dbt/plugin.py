@@ -24,7 +24,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from mesh_assets.dbt.outputs import store_model_output
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head
-from mesh_assets.settings import dbt_run_context
+from mesh_assets.settings import dbt_run_context, pause_at
 
 
 class Plugin(BasePlugin):
@@ -64,6 +64,7 @@ class Plugin(BasePlugin):
 
     def store(self, target_config: TargetConfig):
         relation = target_config.relation
+        pause_at("dbt_store", f"{relation.schema}.{relation.identifier}")  # a test hook, see pause_at
         identifier, snapshot = store_model_output(
             self._catalog,
             relation.schema,

@@ -26,6 +26,7 @@ from pyarrow import fs as pafs
 from mesh_assets.engine import trino_connection, trino_table
 from mesh_assets.iceberg.catalog import IcebergCatalog
 from mesh_assets.iceberg.wap import AUDIT_PREFIX
+from mesh_assets.runs import fail_dead_runs
 from mesh_assets.settings import load_settings
 
 if TYPE_CHECKING:
@@ -251,10 +252,13 @@ def maintain(
 
 
 def maintenance_job(domain: str, products):
-    """A Dagster job maintaining every product table of ``domain``, and its daily schedule."""
+    """A Dagster job maintaining every product table of ``domain``, and its daily schedule.
+    It first fails the runs of this machine whose worker process died (:mod:`mesh_assets.runs`)."""
 
     @dg.op(name=f"maintain_{domain}_tables")
     def _maintain(context: dg.OpExecutionContext, catalog: IcebergCatalog):
+        for run_id in fail_dead_runs(context.instance):
+            context.log.warning(f"run {run_id} marked failed: its worker process is gone")
         for product in products:
             report = maintain(product, catalog.catalog())
             if report is None:

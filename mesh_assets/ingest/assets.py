@@ -46,7 +46,7 @@ from mesh_assets.iceberg.wap import audit_branch_name, branch_head, open_audit_b
 from mesh_assets.ingest.landing import landing_file, local_path
 from mesh_assets.ingest.quarantine import _split_and_park
 from mesh_assets.ingest.readers import IngestionError, _check_columns, _fail, file_sha256, read_batches
-from mesh_assets.settings import MeshSettings
+from mesh_assets.settings import MeshSettings, pause_at
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -102,6 +102,7 @@ def ingest(
         next(read_batches(path, product), None)  # a bad first batch fails before any table exists
     table, schema_changes = evolve_table(catalog, product)
     if branch is not None:
+        pause_at("before_audit_branch", product.identifier)  # a test hook, see pause_at
         table = open_audit_branch(table, branch)
     schema = product.arrow_schema()
     col_type = product.column(selection.column).type if selection else None
@@ -180,6 +181,7 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
         result = ingest(
             product, catalog.catalog(), selection=selection, run_id=context.run.run_id, branch=branch
         )
+        pause_at("audit_written", product.identifier)  # a test hook, see pause_at
         table = result.table
         published = not any(r.severity == "error" for r in product.rules)
         if published:  # nothing to audit: no blocking rule

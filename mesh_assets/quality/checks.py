@@ -17,7 +17,7 @@ from mesh_assets.iceberg.catalog import IcebergCatalog, snapshot_id_metadata
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head, publish, tag_checked, wap_run_id
 from mesh_assets.quality.report import write_report
 from mesh_assets.quality.run import evaluate, evaluate_on_trino, register_references
-from mesh_assets.settings import load_settings
+from mesh_assets.settings import load_settings, pause_at
 
 if TYPE_CHECKING:
     from mesh_assets.contract.model import DataProduct
@@ -89,10 +89,12 @@ def contract_checks(product: "DataProduct"):
         all_blocking_passed = all(r.passed for r in results if r.rule.severity == "error")
         published = False
         if snapshot_id is not None and all_blocking_passed and len(rules) == len(product.rules):
+            pause_at("before_publish", product.identifier)  # test hooks, see pause_at
             tag = tag_checked(table, snapshot_id, context.run.run_id, max_age_ms=tag_max_age_ms(product))
             if branch is not None:
                 publish(table.refresh(), branch)
                 published = True
+                pause_at("after_publish", product.identifier)
             context.log.info(
                 f"{product.identifier}: snapshot {snapshot_id} passed every "
                 f"blocking check; tagged {tag}" + ("; published to main" if published else "")

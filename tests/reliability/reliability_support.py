@@ -16,6 +16,8 @@ from pathlib import Path
 
 from meshtest import NYCFLIGHTS
 
+from mesh_assets.settings import PAUSE_ENV, pause_marker
+
 REPO = Path(__file__).resolve().parents[2]
 MESH = str(Path(sys.executable).parent / "mesh")
 REFERENCE_TABLES = ("reference.airlines", "reference.airports", "reference.timezones")
@@ -24,18 +26,20 @@ REFERENCE_TABLES = ("reference.airlines", "reference.airports", "reference.timez
 # --- processes ---------------------------------------------------------------------------------
 
 
-def start(cmd: list[str], **kwargs) -> subprocess.Popen:
+def start(cmd: list[str], log: Path, **kwargs) -> subprocess.Popen:
     """A process in its own session: killing its group kills everything it started (dbt
-    included), as the end of a pod or a killed terminal would."""
-    return subprocess.Popen(
-        cmd,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO,
-        **kwargs,
-    )
+    included), as the end of a pod or a killed terminal would. Its output goes to ``log`` (a
+    pipe nobody reads would fill up and stop the process)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cmd, start_new_session=True, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=REPO, **kwargs
+        )
+    proc.log = log
+    return proc
+
+
+def output(proc: subprocess.Popen) -> str:
+    return proc.log.read_text(errors="replace")
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -43,31 +47,7 @@ def kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.communicate()
-
-
-def descendants(pid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of every live descendant of ``pid`` (read from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            try:
-                cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            out.append((child, cmdline.decode(errors="replace").strip()))
-            todo.append(child)
-    return out
+    proc.wait()
 
 
 def wait_for(
@@ -81,29 +61,37 @@ def wait_for(
         if found:
             return found
         if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"the process ended ({proc.returncode}) before {what}:\n{out[-3000:]}")
+            raise AssertionError(
+                f"the process ended ({proc.returncode}) before {what}:\n{output(proc)[-3000:]}"
+            )
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def step_event(instance, step_key: str, event: str = "STEP_START"):
-    """A predicate: a run of ``instance`` newer than the runs already there has logged
-    ``event`` for ``step_key``; returns that run's id."""
+def pause_env(point: str) -> dict[str, str]:
+    """The environment that stops a process at ``point`` (``checkpoint:domain.product``, see
+    ``mesh_assets.settings.pause_at``)."""
+    return {**os.environ, PAUSE_ENV: point}
+
+
+def wait_paused(checkpoint: str, proc: subprocess.Popen, timeout: float = 300) -> int:
+    """Wait until a process stopped at ``checkpoint`` (its marker holds the pid); returns the pid."""
+    marker = pause_marker(checkpoint)
+    return int(
+        wait_for(lambda: marker.exists() and marker.read_text(), timeout, f"a stop at {checkpoint}", proc)
+    )
+
+
+def cmdline(pid: int) -> str:
+    return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+
+
+def failure_message(instance, run_id: str) -> str:
+    """The message of the run's failure event ('' when it has none)."""
     import dagster as dg
 
-    known = {r.run_id for r in instance.get_runs()}
-
-    def found():
-        runs = instance.get_runs(limit=1)
-        if not runs or runs[0].run_id in known:
-            return None
-        records = instance.get_records_for_run(
-            runs[0].run_id, of_type=getattr(dg.DagsterEventType, event)
-        ).records
-        return runs[0].run_id if any(r.event_log_entry.step_key == step_key for r in records) else None
-
-    return found
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    return records[-1].event_log_entry.dagster_event.message if records else ""
 
 
 def mesh_materialize(domain: str, env: dict | None = None, timeout: float = 600) -> str:
@@ -189,10 +177,11 @@ RUN_MESH_JOB = """
 import sys
 import dagster as dg
 from reliability_support import mesh_job
+from mesh_assets.runs import worker_tags
 with dg.DagsterInstance.get() as instance:
     options = (dg.ReexecutionOptions.from_failure(sys.argv[1], instance) if len(sys.argv) > 1
                else None)
     result = dg.execute_job(dg.reconstructable(mesh_job), instance, reexecution_options=options,
-                            raise_on_error=False)
+                            tags=worker_tags(), raise_on_error=False)
     print("RUN", result.run_id, result.success, flush=True)
 """

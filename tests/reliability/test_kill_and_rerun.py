@@ -4,11 +4,15 @@
 * SIGKILL during an ingestion rewrite, at several points: the previous snapshot or the new
   complete one, never a half-written table, and a rerun converges;
 * SIGKILL of a real `mesh materialize reference` (a Dagster run: ingestion to the audit branch,
-  checks, publish, dbt mart over ephemeral staging/intermediate stored to Iceberg) while it ingests and
-  while dbt builds, and of the dbt subprocess alone: every product table is at its previous
-  version or at the new complete one, and a rerun gives exactly what a clean run gives.
+  checks, publish, dbt mart over ephemeral staging/intermediate stored to Iceberg) stopped at
+  each decisive point by the platform's test hook (``MESH_TEST_PAUSE_AT``): during ingestion
+  before the audit branch, after writing to it before the checks, after the checks before
+  publishing, in the dbt process (only dbt is killed), after publishing. Each time main, the
+  audit branch and the tags hold exactly what that point implies, the killed run ends FAILURE
+  (marked by the next `mesh materialize`, with why), a rerun gives exactly what a clean run
+  gives, and maintenance removes the audit branches the killed runs left.
 
-Slower variants (more kill points, random offsets) are in test_soak.py (``make soak``).
+Slower variants (random offsets) are in test_soak.py (``make soak``).
 """
 
 import os
@@ -17,26 +21,35 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 import pytest
-from meshtest import NYCFLIGHTS, land
+from meshtest import NYCFLIGHTS, land, point_at
 from reliability_support import (
     MESH,
     REFERENCE_TABLES,
     airports_version,
+    cmdline,
     contents,
-    descendants,
+    failure_message,
     kill_group,
     mesh_materialize,
+    output,
+    pause_env,
     start,
-    step_event,
     table_state,
-    wait_for,
+    wait_paused,
 )
 
 from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.maintenance import maintain
+from mesh_assets.iceberg.wap import audit_branch_name
+from mesh_assets.runs import WORKER_PID_TAG
+from mesh_assets.settings import DOMAINS_DIR
+from mesh_assets.workspace import load_contract
 
 WRITER = textwrap.dedent("""
     import sys
@@ -130,105 +143,155 @@ def test_sigkill_during_a_write_leaves_a_consistent_table(mesh_home, tmp_path, k
     kill_during_rewrite(mesh_home, tmp_path, kill_after_s)
 
 
-# --- a real Dagster run, killed -------------------------------------------------------------------
+# --- a real Dagster run, killed at each decisive point ----------------------------------------
 
 
 @pytest.fixture(scope="module")
-def clean_states(tmp_path_factory):
-    """What clean runs of `mesh materialize reference` produce: version 0 (the real files) and
-    version 1 (every airport altitude + 1 ft), each in its own MESH_HOME."""
-    states = {}
-    for version in (0, 1):
-        home = tmp_path_factory.mktemp(f"clean{version}") / "mesh"
-        env = {"MESH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
-        (home / "dagster").mkdir(parents=True)
-        land(home, "reference", "airlines.csv")
-        land(home, "reference", "airports.csv", airports_version(version))
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in env.items():
-                mp.setenv(key, value)
-            mesh_materialize("reference")
-            states[version] = contents(open_catalog())
-        assert all(states[version][t] for t in REFERENCE_TABLES), states[version]
-    assert states[0] != states[1]
-    for t in ("reference.airports", "reference.timezones"):
-        assert states[0][t] != states[1][t], t  # both the ingested table and the mart change
-    return states
+def clean_version_1(tmp_path_factory):
+    """What a clean `mesh materialize reference` of version 1 (every airport altitude + 1 ft)
+    produces, in a MESH_HOME of its own."""
+    home = tmp_path_factory.mktemp("clean1") / "mesh"
+    (home / "dagster").mkdir(parents=True)
+    land(home, "reference", "airlines.csv")
+    land(home, "reference", "airports.csv", airports_version(1))
+    with pytest.MonkeyPatch.context() as mp:
+        point_at(mp, home)
+        mesh_materialize("reference")
+        state = contents(open_catalog())
+    assert all(state[t] for t in REFERENCE_TABLES), state
+    return state
 
 
-def _run_and_kill(scenario: str, instance) -> str:
-    """Start `mesh materialize reference` and kill it at the scenario's point; returns what was
-    killed."""
-    step = {"ingestion": "ingest_airports", "before publish": "check_airports"}.get(scenario)
-    started = step_event(instance, step) if step else None  # knows the runs before this one
-    proc = start([MESH, "materialize", "reference"])
-    if scenario.startswith("at "):  # a time offset from the start
-        time.sleep(float(scenario.split()[1]))
+# Where `mesh materialize reference` is stopped and killed, and what main must then hold for
+# airports and timezones (the ingested table and the dbt mart over it): "old" = the version
+# before the run, "new" = the version the run was writing. The killed run's audit branch on
+# airports holds the complete new version exactly when data was written and not published.
+KILL_POINTS = {
+    "before_audit_branch:reference.airports": ("old", "old", False),
+    "audit_written:reference.airports": ("old", "old", True),
+    "before_publish:reference.airports": ("old", "old", True),
+    "dbt_store:reference.timezones": ("new", "old", False),  # only the dbt process is killed
+    "after_publish:reference.airports": ("new", "old", False),
+}
+
+
+def kill_at(point: str, log: Path) -> tuple[str, int, str]:
+    """Run `mesh materialize reference` until it stops at ``point``, then SIGKILL it (the whole
+    run; for ``dbt_store`` only the dbt process, while it is running). Returns the run id, the
+    pid killed and the command's output."""
+    checkpoint = point.split(":")[0]
+    proc = start([MESH, "materialize", "reference"], log, env=pause_env(point))
+    try:
+        pid = wait_paused(checkpoint, proc)
+        with dg.DagsterInstance.get() as instance:
+            [run] = instance.get_runs(limit=1)
+        if checkpoint != "dbt_store":
+            assert run.tags[WORKER_PID_TAG] == str(proc.pid) == str(pid)
+            kill_group(proc)
+            return run.run_id, pid, ""
+        assert pid != proc.pid and " build " in cmdline(pid) and "/dbt " in cmdline(pid), cmdline(pid)
+        os.kill(pid, signal.SIGKILL)  # raises ProcessLookupError if dbt were not running
+        proc.wait(timeout=300)  # the run goes on, and must fail rather than hang
+        assert proc.returncode == 1, output(proc)[-3000:]
+        return run.run_id, pid, output(proc)
+    finally:
         kill_group(proc)
-        return "run"
-    if step:
-        wait_for(started, 300, f"step {step} to start", proc, interval=0.02)
-        kill_group(proc)
-        return "run"
-    # dbt: wait for the dbt subprocess of the run, let it work, then kill it or the whole run
-    dbt = wait_for(
-        lambda: [p for p, cmd in descendants(proc.pid) if "/dbt " in cmd and " build " in cmd],
-        300,
-        "the dbt build subprocess",
-        proc,
-        interval=0.02,
-    )
-    time.sleep(0.5)
-    if scenario == "dbt subprocess":
-        killed = 0
-        for pid in dbt:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:  # dbt was already done: nothing was interrupted
-                pass
-        out, _ = proc.communicate(timeout=600)  # the run goes on and must fail, not hang
-        if killed:
-            assert proc.returncode != 0, out[-3000:]
-            assert "dbt" in out, out[-3000:]
-        return "dbt" if killed else "nothing (dbt had finished)"
-    kill_group(proc)  # "run during dbt"
-    return "run"
 
 
-def kill_and_rerun(mesh_home, clean_states, scenarios: list[str]) -> list[str]:
-    """Materialize version 0, then for each scenario: land the other version, kill the run at
-    that point, check every table is at the old or the new complete version, rerun and check
-    the result equals a clean run. Returns what each kill found (old/new per table)."""
+def on_main_line(table, snapshot_id: int) -> bool:
+    """Whether ``snapshot_id`` is main's current snapshot or one of its ancestors."""
+    current = table.current_snapshot()
+    ancestor = current.snapshot_id if current else None
+    while ancestor is not None:
+        if ancestor == snapshot_id:
+            return True
+        ancestor = table.snapshot_by_id(ancestor).parent_snapshot_id
+    return False
+
+
+def assert_tags_point_at_published_snapshots(catalog) -> None:
+    """``last-checked`` and every ``checked-*`` tag name a snapshot that main holds or held."""
+    for identifier in REFERENCE_TABLES:
+        table = catalog.load_table(identifier)
+        for name, ref in table.metadata.refs.items():
+            if ref.snapshot_ref_type == "tag" and (name == "last-checked" or name.startswith("checked-")):
+                assert on_main_line(table, ref.snapshot_id), (identifier, name)
+
+
+def kill_and_rerun(mesh_home, clean: dict[int, dict], points: list[str]) -> None:
+    """Materialize version 0, then for each kill point: land the other version, kill the run
+    there, assert what main, the audit branch, the tags and the run's status are, rerun and
+    assert the rerun gives exactly what a clean run gives and marked the killed run failed.
+    Finally maintenance removes the audit branches the killed runs left."""
     land(mesh_home, "reference", "airlines.csv")
     land(mesh_home, "reference", "airports.csv", airports_version(0))
     mesh_materialize("reference")
     catalog = open_catalog()
-    assert contents(catalog) == clean_states[0]
-    current, seen = 0, []
-    for scenario in scenarios:
+    clean[0] = contents(catalog)  # a fresh MESH_HOME: this first run is a clean run of version 0
+    current, left_branches = 0, set()
+    for point in points:
         new = 1 - current
         before = {t: table_state(catalog, t) for t in REFERENCE_TABLES}
         land(mesh_home, "reference", "airports.csv", airports_version(new))
+        run_id, pid, out = kill_at(point, mesh_home.parent / f"{point.split(':')[0]}.log")
+        airports_side, timezones_side, branch_kept = KILL_POINTS[point]
+        version = {"old": current, "new": new}
+        assert contents(catalog, ["reference.airlines"]) == {
+            "reference.airlines": clean[new]["reference.airlines"]
+        }
+        for table_name, side in (
+            ("reference.airports", airports_side),
+            ("reference.timezones", timezones_side),
+        ):
+            snapshot, rows = table_state(catalog, table_name)
+            assert rows == clean[version[side]][table_name], (point, table_name, side)
+            assert (snapshot == before[table_name][0]) == (side == "old"), (point, table_name)
+        airports = catalog.load_table("reference.airports")
+        branch = audit_branch_name(run_id)
+        assert (branch in airports.metadata.refs) == branch_kept, (point, airports.metadata.refs)
+        if branch_kept:  # the complete new version waits there, unpublished
+            data = airports.scan().use_ref(branch).to_arrow()
+            assert (
+                sorted(tuple("" if v is None else str(v) for v in r.values()) for r in data.to_pylist())
+                == (clean[new]["reference.airports"])
+            )
+            left_branches.add(branch)
+        assert_tags_point_at_published_snapshots(catalog)
+
         with dg.DagsterInstance.get() as instance:
-            _run_and_kill(scenario, instance)
-        after = {t: table_state(catalog, t) for t in REFERENCE_TABLES}
-        found = []
-        for t in REFERENCE_TABLES:
-            snapshot, rows = after[t]
-            if snapshot == before[t][0]:
-                assert rows == before[t][1] == clean_states[current][t], (scenario, t)
-                found.append(f"{t}=old")
-            else:  # a new snapshot on main: exactly the new version, complete
-                assert rows == clean_states[new][t], (scenario, t, "half-written or wrong version")
-                found.append(f"{t}=new")
-        seen.append(f"{scenario}: {', '.join(found)}")
-        mesh_materialize("reference")  # a rerun converges ...
-        assert contents(catalog) == clean_states[new], scenario  # ... to what a clean run gives
+            status = instance.get_run_by_id(run_id).status
+            failed = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+        if point.startswith("dbt_store"):  # the run's process lived on and failed the run itself
+            assert status == dg.DagsterRunStatus.FAILURE, point
+            assert [r.event_log_entry.step_key for r in failed] == ["reference_dbt_models"], out[-3000:]
+        else:  # nobody saw the process die: the run stays STARTED until the next mesh command
+            assert status == dg.DagsterRunStatus.STARTED, (point, status)
+
+        rerun = mesh_materialize("reference")  # a rerun converges ...
+        assert contents(catalog) == clean[new], point  # ... to what a clean run gives
+        with dg.DagsterInstance.get() as instance:
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE, point
+            if not point.startswith("dbt_store"):
+                assert f"run {run_id} marked failed: its worker process is gone" in rerun
+                message = failure_message(instance, run_id)
+                assert message.startswith(f"The run's worker process (pid {pid} on "), message
+                assert "it was killed or crashed" in message, message
+        for identifier in REFERENCE_TABLES:
+            table = catalog.load_table(identifier)
+            assert table.metadata.refs["last-checked"].snapshot_id == table.current_snapshot().snapshot_id
         current = new
-    return seen
+
+    later = datetime.now(UTC) + timedelta(days=400)  # past every contract's retention
+    for identifier in REFERENCE_TABLES:
+        product = load_contract(DOMAINS_DIR / "reference" / "products" / f"{identifier.split('.')[1]}.yaml")
+        maintain(product, catalog, now=later)
+    airports = catalog.load_table("reference.airports")
+    assert left_branches and not left_branches & set(airports.metadata.refs)
+    assert not [
+        r for t in REFERENCE_TABLES for r in catalog.load_table(t).metadata.refs if r.startswith("audit-")
+    ]
+    assert contents(catalog) == clean[current]  # maintenance changed no data
 
 
-def test_sigkill_of_a_dagster_run_and_of_dbt_then_rerun_converges(mesh_home, clean_states):
-    seen = kill_and_rerun(mesh_home, clean_states, ["ingestion", "dbt subprocess", "run during dbt"])
-    print("\n".join(seen))
+def test_dagster_run_killed_at_each_decisive_point_then_rerun_converges(mesh_home, clean_version_1):
+    kill_and_rerun(mesh_home, {1: clean_version_1}, list(KILL_POINTS))

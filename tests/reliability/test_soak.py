@@ -1,26 +1,39 @@
 """The slow half of the reliability suite (``make soak``; excluded from ``make test`` by
-``-m "not soak"``): the same invariants as the fast tests, at more points and more often.
+``-m "not soak"``): the same invariants as the fast tests, more often and at random moments.
 
 * 32 concurrent writers x 5 commits each;
 * SIGKILL during an ingestion rewrite at 12 random offsets (seeded, printed);
-* SIGKILL of `mesh materialize reference` at every step boundary that matters and at random
-  time offsets, each followed by a rerun that must equal a clean run;
-* a mesh run killed after each of 1..8 successful steps, then re-executed from the failure.
+* SIGKILL of `mesh materialize reference` at random time offsets: every table at its previous
+  version or the new complete one, and a rerun equals a clean run;
+* a mesh run killed at each checkpoint of the platform, then re-executed from the failure.
 
 ``SOAK_SEED`` fixes the random offsets (default: a new seed each run, printed).
 """
 
 import os
 import random
+import time
 
 import pytest
-from test_kill_and_rerun import (  # noqa: F401  (clean_states is a fixture)
-    clean_states,
+from meshtest import land
+from reliability_support import (
+    MESH,
+    REFERENCE_TABLES,
+    airports_version,
+    contents,
+    kill_group,
+    mesh_materialize,
+    start,
+    table_state,
+)
+from test_kill_and_rerun import (  # noqa: F401  (clean_version_1 is a fixture)
+    clean_version_1,
     concurrent_writers,
-    kill_and_rerun,
     kill_during_rewrite,
 )
-from test_reexecution import clean_run, kill_after_steps_then_reexecute  # noqa: F401
+from test_reexecution import TABLES, clean_run, kill_at, land_all, run_job  # noqa: F401
+
+from mesh_assets.iceberg.catalog import open_catalog
 
 pytestmark = pytest.mark.soak
 
@@ -38,16 +51,45 @@ def test_soak_sigkill_during_a_rewrite_at_random_offsets(mesh_home, tmp_path, i)
     kill_during_rewrite(mesh_home, tmp_path, offset)
 
 
-def test_soak_sigkill_of_dagster_runs_at_every_point(mesh_home, clean_states):
+def test_soak_sigkill_of_dagster_runs_at_random_offsets(mesh_home, clean_version_1):
     rng = random.Random(SEED)
-    offsets = [f"at {rng.uniform(0.5, 15.0):.1f}" for _ in range(6)]
     print(f"SOAK_SEED={SEED}")
-    seen = kill_and_rerun(
-        mesh_home, clean_states, ["ingestion", "before publish", "dbt subprocess", "run during dbt", *offsets]
-    )
-    print("\n".join(seen))
+    land(mesh_home, "reference", "airlines.csv")
+    land(mesh_home, "reference", "airports.csv", airports_version(0))
+    mesh_materialize("reference")
+    catalog = open_catalog()
+    clean = {0: contents(catalog), 1: clean_version_1}
+    current = 0
+    for i in range(6):
+        new, offset = 1 - current, rng.uniform(0.5, 15.0)
+        before = {t: table_state(catalog, t) for t in REFERENCE_TABLES}
+        land(mesh_home, "reference", "airports.csv", airports_version(new))
+        proc = start([MESH, "materialize", "reference"], mesh_home.parent / f"offset{i}.log")
+        time.sleep(offset)
+        kill_group(proc)
+        for t in REFERENCE_TABLES:
+            snapshot, rows = table_state(catalog, t)
+            expected = clean[current][t] if snapshot == before[t][0] else clean[new][t]
+            assert rows == expected, (offset, t, "half-written or wrong version")
+        mesh_materialize("reference")
+        assert contents(catalog) == clean[new], offset
+        current = new
 
 
-@pytest.mark.parametrize("steps", range(1, 9))
-def test_soak_reexecution_from_failure_after_each_step(mesh_home, clean_run, steps):
-    print(kill_after_steps_then_reexecute(mesh_home, clean_run, steps_before_kill=steps))
+@pytest.mark.parametrize(
+    "point",
+    [
+        "before_audit_branch:reference.airports",
+        "audit_written:reference.airports",
+        "before_publish:reference.airports",
+        "after_publish:reference.airports",
+        "dbt_store:reference.timezones",
+        "audit_written:fleet.planes",
+    ],
+)
+def test_soak_reexecution_from_failure_after_a_kill_at_each_checkpoint(mesh_home, clean_run, point):
+    land_all(mesh_home)
+    killed = kill_at(point, mesh_home.parent / "killed.log")
+    _, success = run_job(parent_run_id=killed)
+    assert success
+    assert contents(open_catalog(), TABLES) == clean_run[0]

@@ -176,24 +176,32 @@ def test_landing_zone_is_an_s3_prefix(in_production, stack_layout):
     assert summary.additional_properties["mesh.source.file"] == "airlines.csv"
 
 
-def test_maintenance_uses_trino_procedures(in_production):
+def test_maintenance_compacts_small_files_with_trino(in_production):
     """`mesh maintain` in production mode runs Trino's optimize, expire_snapshots and
-    remove_orphan_files: the rows stay, the table is compacted to no more files than before."""
+    remove_orphan_files: fleet.planes rewritten first as four small files (same rows) is compacted
+    into fewer files by a `replace` commit, and reads exactly as before."""
     from mesh_assets.iceberg.catalog import open_catalog
 
-    table = open_catalog().load_table("operations.flights")
+    table = open_catalog().load_table("fleet.planes")
+    data = table.scan().to_arrow().sort_by("tailnum")
+    quarter = -(-data.num_rows // 4)
+    table.overwrite(data.slice(0, quarter))
+    for start in range(quarter, data.num_rows, quarter):
+        table.append(data.slice(start, quarter))
+    table = table.refresh()
     files_before = len(list(table.scan().plan_files()))
-    rows_before = table.scan().to_arrow().num_rows
+    assert files_before >= 4
+    assert table.scan().to_arrow().sort_by("tailnum").equals(data)
     result = subprocess.run(
-        [MESH, "maintain", "operations.flights"],
+        [MESH, "maintain", "fleet.planes"],
         env=in_production,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "operations.flights" in result.stdout
+    assert result.stdout.startswith("fleet.planes "), result.stdout
     table = table.refresh()
-    assert table.scan().to_arrow().num_rows == rows_before
-    assert len(list(table.scan().plan_files())) <= files_before
-    assert table.current_snapshot().summary.operation.value in ("append", "overwrite", "replace")
+    assert table.current_snapshot().summary.operation.value == "replace"  # optimize's commit
+    assert len(list(table.scan().plan_files())) < files_before
+    assert table.scan().to_arrow().sort_by("tailnum").equals(data)

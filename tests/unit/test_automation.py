@@ -41,8 +41,61 @@ def test_freshness_and_automation_come_from_the_contracts(mesh_home):
     observations = graph.get(dg.AssetKey(["weather", "observations"]))
     assert observations.freshness_policy.fail_window.to_timedelta() == timedelta(hours=24)
     assert observations.automation_condition is None  # ingestion is driven by the sensor
-    daily = graph.get(dg.AssetKey(["weather", "station_daily"]))
-    assert daily.automation_condition is not None  # updates when its upstream products do
+
+
+def _requested(result) -> list[str]:
+    return sorted(r.key.to_user_string() for r in result.results if r.true_subset.size)
+
+
+def test_a_derived_product_is_requested_when_its_upstream_product_is_materialized(mesh_home):
+    """Dagster's own evaluator of automation conditions, against the mesh's instance: the dbt mart
+    reference.timezones is requested after a real run materialized reference.airports, and not
+    again while nothing new happened."""
+    defs = build_domain(DOMAINS_DIR / "reference")
+    land(mesh_home, "reference", "airports.csv")
+    with dg.DagsterInstance.get() as instance:
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert _requested(result) == []  # its input was never materialized
+        airports = dg.AssetKey(["reference", "airports"])
+        run = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=[airports]
+        )
+        assert run.success
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        assert _requested(result) == ["reference/timezones"] and result.total_requested == 1
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        assert _requested(result) == []  # nothing new: nothing requested
+
+
+def test_a_consumer_product_waits_for_all_its_inputs_across_domains(mesh_home):
+    """Across code locations (analytics reads four other domains' products): a consumer product is
+    requested once every product it reads was materialized by its own domain, not before, and
+    not again until one of them changes."""
+    defs = build_domain(DOMAINS_DIR / "analytics")
+    graph = defs.resolve_asset_graph()
+    consumers = sorted(graph.materializable_asset_keys)
+    upstream = sorted({p for k in consumers for p in graph.get(k).parent_keys} - set(consumers))
+    late = dg.AssetKey(["weather", "observations"])  # the last input to arrive
+    assert late in upstream and len(upstream) >= 4
+
+    def readers(key) -> list[str]:
+        return sorted(k.to_user_string() for k in consumers if key in graph.get(k).parent_keys)
+
+    others = sorted(k.to_user_string() for k in consumers if late not in graph.get(k).parent_keys)
+    assert readers(late) and others
+    with dg.DagsterInstance.get() as instance:
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert _requested(result) == []
+        for key in upstream:
+            if key != late:
+                instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        assert _requested(result) == others  # the readers of the late input wait for it
+        instance.report_runless_asset_event(dg.AssetMaterialization(late))
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        assert _requested(result) == readers(late)
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        assert _requested(result) == []
 
 
 def test_a_fresh_sensor_does_not_reingest_what_was_ingested_from_the_same_file(mesh_home):

@@ -1,0 +1,81 @@
+"""Runs whose worker process died are failed, not left ``STARTED`` for ever.
+
+Dagster's run monitoring (the daemon, configured in the dagster.yaml that
+:func:`mesh_assets.settings.ensure_dagster_home` writes) finds a dead run worker only through
+the run launcher's ``check_run_worker_health``, which the default launcher does not offer; and
+a run executed in the process that asked for it (``mesh materialize``: ``execute_in_process``)
+is launched by nobody. So the platform records which process executes each run it starts
+(:func:`worker_tags`: host, pid, process start time) and :func:`fail_dead_runs` reports the runs
+of this machine whose process is gone as failed through the instance, with a message saying
+why. ``mesh materialize`` calls it before it starts, each domain's maintenance job every night.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.events import JobFailureData, RunFailureReason
+
+WORKER_HOST_TAG = "mesh/worker_host"
+WORKER_PID_TAG = "mesh/worker_pid"
+WORKER_START_TAG = "mesh/worker_start"  # the process start time (clock ticks after boot)
+
+UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def _start_ticks(pid: int) -> str:
+    """When process ``pid`` started (``/proc/<pid>/stat`` field 22), '' when unknown. A pid the
+    system reused for another process has another start time."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def worker_tags() -> dict[str, str]:
+    """Run tags naming this process as the run's worker."""
+    pid = os.getpid()
+    return {
+        WORKER_HOST_TAG: socket.gethostname(),
+        WORKER_PID_TAG: str(pid),
+        WORKER_START_TAG: _start_ticks(pid),
+    }
+
+
+def worker_alive(pid: int, start: str) -> bool:
+    """Whether process ``pid`` of this machine, started at ``start``, still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return not start or _start_ticks(pid) in ("", start)
+
+
+def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Report as failed every unfinished run whose worker (per :func:`worker_tags`) ran on this
+    machine and is gone; returns their run ids. Runs of other machines are left to theirs."""
+    host = socket.gethostname()
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=UNFINISHED, tags={WORKER_HOST_TAG: host})
+    )
+    failed = []
+    for record in records:
+        run = record.dagster_run
+        pid = int(run.tags[WORKER_PID_TAG])
+        if worker_alive(pid, run.tags.get(WORKER_START_TAG, "")):
+            continue
+        instance.report_run_failed(
+            run,
+            f"The run's worker process (pid {pid} on {host}) ended while the run was "
+            f"{run.status.value}: it was killed or crashed. What it had not published stays off "
+            "main; re-execute the run from its failure, or materialize again.",
+            JobFailureData(error=None, failure_reason=RunFailureReason.UNEXPECTED_TERMINATION),
+        )
+        failed.append(run.run_id)
+    return failed
