@@ -32,10 +32,13 @@ def write_artifacts(
 ) -> Path:
     """Keep manifest.json and run_results.json of the run, and a catalog.json describing the
     Iceberg tables the models and sources really are (dbt's own ``docs generate`` would
-    describe the DuckDB relations instead). Files are replaced atomically."""
+    describe the DuckDB relations instead). The kept manifest names each product model by its
+    product table, not by the ``<model>__staging`` relation dbt-trino built it into, so
+    OpenMetadata's dbt workflow finds the tables the exporter created. Files are replaced
+    atomically."""
     out = artifacts_dir(settings, domain)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = json.loads((target_path / "manifest.json").read_text())
+    manifest = _published_names(json.loads((target_path / "manifest.json").read_text()))
     docs = {
         "metadata": {
             "dbt_schema_version": "https://schemas.getdbt.com/dbt/catalog/v1.json",
@@ -85,7 +88,7 @@ def write_artifacts(
             "unique_id": uid,
         }
     for name, content in (
-        ("manifest.json", (target_path / "manifest.json").read_text()),
+        ("manifest.json", json.dumps(manifest)),
         ("run_results.json", (target_path / "run_results.json").read_text()),
         ("catalog.json", json.dumps(docs, indent=1)),
     ):
@@ -93,3 +96,17 @@ def write_artifacts(
         tmp.write_text(content)
         tmp.replace(out / name)
     return out
+
+
+STAGING_SUFFIX = "__staging"  # dbt_project/macros/generate_alias_name.sql
+
+
+def _published_names(manifest: dict) -> dict:
+    """``manifest`` with each product model's alias and relation name set to its product table."""
+    for node in manifest["nodes"].values():
+        alias = node.get("alias") or ""
+        if node["resource_type"] == "model" and alias == node["name"] + STAGING_SUFFIX:
+            node["alias"] = node["name"]
+            if node.get("relation_name"):
+                node["relation_name"] = node["relation_name"].replace(alias, node["name"])
+    return manifest

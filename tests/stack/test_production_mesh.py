@@ -8,6 +8,7 @@ idempotent (every write replaces what it owns), so the test and ``make demo-prod
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -107,6 +108,21 @@ def test_dbt_trino_model_equals_the_same_sql_on_duckdb(in_production):
     for want, got in zip(expected, rows):
         assert (got["carrier"], got["carrier_name"], got["month"], got["flights"]) == want[:4]
         assert math.isclose(got["mean_arr_delay_min"], want[4], rel_tol=1e-9)
+
+
+def test_kept_dbt_manifest_names_product_tables_not_staging_relations(in_production):
+    """dbt-trino builds each product model into ``<model>__staging``; the manifest the platform
+    keeps for OpenMetadata's dbt workflow names the product table, so the workflow finds the
+    tables the exporter created (mesh openmetadata dbt-config warns about nothing)."""
+    home = Path(in_production["MESH_HOME"])
+    manifest = json.loads((home / "dbt" / "artifacts" / "analytics" / "manifest.json").read_text())
+    models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+    assert models["delays_by_weather"]["alias"] == "delays_by_weather"
+    assert models["delays_by_weather"]["relation_name"] == '"iceberg"."analytics"."delays_by_weather"'
+    result = subprocess.run(
+        [MESH, "openmetadata", "dbt-config", "analytics"], env=in_production, capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
 def test_time_travel_on_trino_returns_what_duckdb_returns(in_production):
