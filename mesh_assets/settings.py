@@ -24,9 +24,11 @@ from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``. None of them is ever log
 
 from __future__ import annotations
 
+import getpass
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 PROJECT_DIR = Path(os.environ.get("MESH_PROJECT_DIR", Path(__file__).resolve().parent.parent))
 DOMAINS_DIR = PROJECT_DIR / "domains"
@@ -86,11 +88,14 @@ class MeshSettings:
         return self.home / "dbt"
 
     def catalog_properties(self) -> dict[str, str]:
-        """pyiceberg SqlCatalog properties, credentials included (never log the result)."""
+        """pyiceberg SqlCatalog properties, credentials included (never log the result).
+
+        The password is percent-encoded into the URI: ``@``, ``/``, ``#`` or ``:`` in it would
+        otherwise end the userinfo part and send the rest to SQLAlchemy as host or database."""
         uri = self.catalog_uri
         password = secret("MESH_CATALOG_PASSWORD")
         if password and "{password}" in uri:
-            uri = uri.replace("{password}", password)
+            uri = uri.replace("{password}", quote(password, safe=""))
         props = {"uri": uri, "warehouse": self.warehouse}
         if self.s3_endpoint:
             props["s3.endpoint"] = self.s3_endpoint
@@ -165,9 +170,21 @@ storage:
 """
 
 
+# Every concurrency pool admits one step at a time: each product's writing steps carry the pool
+# of that product (mesh_assets.asset_specs.writer_pool), so two runs never write it at once.
+DAGSTER_CONCURRENCY_YAML = """\
+concurrency:
+  pools:
+    default_limit: 1
+"""
+DAGSTER_SQLITE_YAML = "# Dagster instance: SQLite storage in this folder (the default).\n"
+
+
 def ensure_dagster_home(settings: MeshSettings) -> Path:
-    """Create DAGSTER_HOME; with ``MESH_DAGSTER_STORAGE=postgres`` give it a dagster.yaml that
-    keeps runs, events and schedules in PostgreSQL. An existing dagster.yaml is left alone."""
+    """Create DAGSTER_HOME with a dagster.yaml: SQLite storage, or with
+    ``MESH_DAGSTER_STORAGE=postgres`` runs, events and schedules in PostgreSQL; both limit every
+    concurrency pool to one step. A dagster.yaml written by someone else is left alone; one that
+    mesh wrote before pools existed gets the ``concurrency`` section added."""
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     storage = os.environ.get("MESH_DAGSTER_STORAGE", "sqlite")
@@ -175,11 +192,13 @@ def ensure_dagster_home(settings: MeshSettings) -> Path:
         raise ValueError(f"MESH_DAGSTER_STORAGE={storage!r}: expected 'sqlite' or 'postgres'")
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(
-            DAGSTER_POSTGRES_YAML
-            if storage == "postgres"
-            else "# Dagster instance: SQLite storage in this folder (the default).\n"
-        )
+        base = DAGSTER_POSTGRES_YAML if storage == "postgres" else DAGSTER_SQLITE_YAML
+        config.write_text(base + DAGSTER_CONCURRENCY_YAML)
+    else:
+        text = config.read_text()
+        written_by_mesh = text.startswith((DAGSTER_SQLITE_YAML, DAGSTER_POSTGRES_YAML.splitlines()[0]))
+        if written_by_mesh and "\nconcurrency:" not in f"\n{text}":
+            config.write_text(text + DAGSTER_CONCURRENCY_YAML)
     return home
 
 
@@ -216,6 +235,30 @@ def trino_settings() -> TrinoSettings:
 
 def trino_password() -> str | None:
     return secret("MESH_TRINO_PASSWORD")
+
+
+def commit_deadline_s() -> float:
+    """``MESH_COMMIT_DEADLINE_S``: how long a commit keeps retrying while concurrent writers win
+    (default 300 s; 0 gives up at the first conflict)."""
+    text = os.environ.get("MESH_COMMIT_DEADLINE_S", "300")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"MESH_COMMIT_DEADLINE_S={text!r}: expected a number of seconds, 0 or more")
+    return value
+
+
+def mesh_user() -> str:
+    """``MESH_USER``: who runs an operator command (``mesh rollback`` records it); default the
+    operating-system user (``uid:<n>`` where the uid has no name, as on OpenShift)."""
+    if os.environ.get("MESH_USER"):
+        return os.environ["MESH_USER"]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
 
 
 def aws_region() -> str:
