@@ -148,7 +148,9 @@ def test_quarantined_rows_become_visible_only_when_their_run_publishes(mesh_home
         passed = _run(observations, instance, partition_key="2013-01-01")
         assert passed.success
         parked = read(quarantine)
-        assert parked.select(["_line", "_reason"]).to_pylist() == held.select(["_line", "_reason"]).to_pylist()
+        assert (
+            parked.select(["_line", "_reason"]).to_pylist() == held.select(["_line", "_reason"]).to_pylist()
+        )
         table = catalog.load_table(quarantine)
         assert not [r for r in table.metadata.refs if r == audit_branch_name(passed.run_id)]
     assert read("weather.observations").num_rows == 2
