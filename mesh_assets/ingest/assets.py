@@ -175,7 +175,7 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
         specs=[spec],
         name=f"ingest_{product.name}",
         backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
-        pool=writer_pool(product),  # with its checks: one run at a time writes this table
+        pool=writer_pool(product),  # shared with its checks: one step at a time writes this table
     )
     def _ingest(context: dg.AssetExecutionContext, catalog: IcebergCatalog):
         selection = selection_for(product.dagster_partitions, context) if partitions_def is not None else None
