@@ -62,3 +62,16 @@ def asset_spec(product: DataProduct, *, kinds: set[str], deps=()) -> dg.AssetSpe
         metadata=product_metadata(product),
         deps=deps,
     )
+
+
+def dbt_pool(domain: str) -> str:
+    """The Dagster concurrency pool of a domain's dbt step: it builds every dbt model of the
+    domain in one DuckDB file (a single writer at a time) and commits each model's table."""
+    return f"mesh/{domain}/dbt"
+
+
+def writer_pool(product: DataProduct) -> str:
+    """The Dagster concurrency pool of the steps that write and publish ``product``'s table (the
+    instance limits every pool to one step, ``settings.DAGSTER_CONCURRENCY_YAML``): its own for an
+    ingested product, the domain's dbt pool for a product built by dbt."""
+    return dbt_pool(product.domain) if product.transform == "dbt" else f"mesh/{product.table_identifier}"

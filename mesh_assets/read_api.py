@@ -5,7 +5,9 @@
                                filter="tz = -5", as_of="last-checked")
     df = mesh_assets.read("weather.observations", pandas=True)
 
-``as_of`` takes a snapshot id, a tag or branch, or an ISO timestamp. ``filter`` is a pyiceberg
+``as_of`` takes a snapshot id, a tag or branch, or an ISO timestamp; one the product does not
+have raises :class:`~mesh_assets.iceberg.versions.VersionError` naming what it has (never the
+current data in its place). ``filter`` is a pyiceberg
 row filter (a string such as ``"origin = 'JFK' and temp > 80"`` or an expression); it prunes
 partitions and files before anything is read.
 
@@ -27,7 +29,7 @@ from mesh_assets import engine
 from mesh_assets.access.enforce import governed_query, governed_read
 from mesh_assets.engine import quote, trino_connection, trino_table
 from mesh_assets.iceberg.catalog import open_catalog
-from mesh_assets.iceberg.versions import VersionError, is_timestamp, resolve_as_of
+from mesh_assets.iceberg.versions import resolve_as_of, resolve_as_of_tables
 
 
 def read(
@@ -73,26 +75,33 @@ def _trino_version_clause(identifier: str, snapshot_id: int | None) -> str:
     return f"{clause} FOR VERSION AS OF {int(snapshot_id)}" if snapshot_id is not None else clause
 
 
+def named_tables(sql: str, identifiers) -> list[str]:
+    """The ``domain.product`` names among ``identifiers`` that ``sql`` mentions (unquoted)."""
+    return [name for name in identifiers if _mention(name).search(sql)]
+
+
+def _mention(name: str) -> re.Pattern:
+    return re.compile(rf'(?<![\w."]){re.escape(name)}(?![\w"])')
+
+
+def _tables(catalog) -> dict[str, Any]:
+    """Every table of the catalog by ``domain.product`` name (not loaded)."""
+    return {".".join(i): i for (ns,) in catalog.list_namespaces() for i in catalog.list_tables(ns)}
+
+
 def trino_query(sql: str, *, as_of: str | int | None = None, user: str | None = None):
     """Run ``sql`` on Trino (the production engine, where access policies apply) and return
     ``(column names, rows)``. Tables are named ``domain.product`` as everywhere in the mesh;
     with ``as_of`` each product the query names is read at its snapshot for that id, tag or
-    time (``FOR VERSION AS OF``), exactly the snapshot ``mesh query --as-of`` reads on DuckDB."""
+    time (``FOR VERSION AS OF``), resolved exactly as ``mesh query --as-of`` does on DuckDB
+    (:func:`~mesh_assets.iceberg.versions.resolve_as_of_tables`: unknown versions raise)."""
 
     if as_of is not None:
         catalog = open_catalog()
-        for (namespace,) in catalog.list_namespaces():
-            for ident in catalog.list_tables(namespace):
-                name = ".".join(ident)
-                pattern = re.compile(rf'(?<![\w."]){re.escape(name)}(?![\w"])')
-                if not pattern.search(sql):
-                    continue
-                table = catalog.load_table(ident)
-                try:
-                    snapshot_id = resolve_as_of(table, as_of)
-                except VersionError:
-                    snapshot_id = resolve_as_of(table, None)
-                sql = pattern.sub(lambda _m, n=name, s=snapshot_id: _trino_version_clause(n, s), sql)
+        idents = _tables(catalog)
+        named = {n: catalog.load_table(idents[n]) for n in named_tables(sql, idents)}
+        for name, snapshot_id in resolve_as_of_tables(named, as_of).items():
+            sql = _mention(name).sub(lambda _m, n=name, s=snapshot_id: _trino_version_clause(n, s), sql)
     cursor = trino_connection(user=user).cursor()
     cursor.execute(sql)
     rows = cursor.fetchall()
@@ -127,25 +136,22 @@ def read_trino(
 
 
 def query(sql: str, as_of: str | None = None, user: str | None = None):
-    """Run ``sql`` in DuckDB over every product (``domain.product``), optionally time travelled:
-    a snapshot id applies to its table, a tag to the tables that have it, a timestamp to all
-    (tables that did not exist yet are absent). With ``user``, the access policy applies as on
+    """Run ``sql`` in DuckDB over every product (``domain.product``), optionally time travelled
+    (:func:`~mesh_assets.iceberg.versions.resolve_as_of_tables` over the products the SQL
+    names: a snapshot id or tag applies to the tables that have it, a time to all; a version
+    none of them has raises ``VersionError``). With ``user``, the access policy applies as on
     Trino (:mod:`mesh_assets.access.enforce`): denied tables, row filters, column masks."""
     if user is not None:
         return governed_query(sql, as_of, user)
 
     catalog = open_catalog()
     con = engine.connect()
-    is_time = is_timestamp(as_of)
-    for (namespace,) in catalog.list_namespaces():
-        for ident in catalog.list_tables(namespace):
-            table = catalog.load_table(ident)
-            try:
-                snapshot_id = resolve_as_of(table, as_of)
-            except VersionError:
-                if is_time:
-                    continue
-                snapshot_id = resolve_as_of(table, None)
-            if snapshot_id is not None:
-                engine.register_table(con, table, ".".join(ident), snapshot_id=snapshot_id)
+    idents = _tables(catalog)
+    tables = {name: catalog.load_table(ident) for name, ident in idents.items()}
+    named = set(named_tables(sql, idents))
+    snapshots = {name: resolve_as_of(table, None) for name, table in tables.items() if name not in named}
+    snapshots |= resolve_as_of_tables({n: tables[n] for n in named}, as_of)
+    for name, snapshot_id in snapshots.items():
+        if snapshot_id is not None:
+            engine.register_table(con, tables[name], name, snapshot_id=snapshot_id)
     return con, con.sql(sql)

@@ -25,10 +25,12 @@ from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``. None of them is ever log
 
 from __future__ import annotations
 
+import getpass
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 PROJECT_DIR = Path(os.environ.get("MESH_PROJECT_DIR", Path(__file__).resolve().parent.parent))
 DOMAINS_DIR = PROJECT_DIR / "domains"
@@ -88,11 +90,14 @@ class MeshSettings:
         return self.home / "dbt"
 
     def catalog_properties(self) -> dict[str, str]:
-        """pyiceberg SqlCatalog properties, credentials included (never log the result)."""
+        """pyiceberg SqlCatalog properties, credentials included (never log the result).
+
+        The password is percent-encoded into the URI: ``@``, ``/``, ``#`` or ``:`` in it would
+        otherwise end the userinfo part and send the rest to SQLAlchemy as host or database."""
         uri = self.catalog_uri
         password = secret("MESH_CATALOG_PASSWORD")
         if password and "{password}" in uri:
-            uri = uri.replace("{password}", password)
+            uri = uri.replace("{password}", quote(password, safe=""))
         props = {"uri": uri, "warehouse": self.warehouse}
         if self.s3_endpoint:
             props["s3.endpoint"] = self.s3_endpoint
@@ -191,18 +196,32 @@ storage:
 """
 
 
+# Every concurrency pool admits one step at a time: each product's writing steps carry the pool
+# of that product (mesh_assets.asset_specs.writer_pool), so two runs never write it at once.
+DAGSTER_CONCURRENCY_YAML = """\
+concurrency:
+  pools:
+    default_limit: 1
+"""
+
+
 def dagster_yaml(storage: str) -> str:
     """The dagster.yaml mesh writes for ``storage`` (``sqlite`` or ``postgres``)."""
     if storage == "postgres":
         head = f"{DAGSTER_YAML_MARK} (MESH_DAGSTER_STORAGE=postgres). Values come from the environment.\n"
-        return head + DAGSTER_POSTGRES_YAML + DAGSTER_RUNS_YAML
-    return f"{DAGSTER_YAML_MARK}: SQLite storage in this folder (the default).\n" + DAGSTER_RUNS_YAML
+        return head + DAGSTER_POSTGRES_YAML + DAGSTER_RUNS_YAML + DAGSTER_CONCURRENCY_YAML
+    return (
+        f"{DAGSTER_YAML_MARK}: SQLite storage in this folder (the default).\n"
+        + DAGSTER_RUNS_YAML
+        + DAGSTER_CONCURRENCY_YAML
+    )
 
 
 def ensure_dagster_home(settings: MeshSettings) -> Path:
     """Create DAGSTER_HOME with a dagster.yaml for ``MESH_DAGSTER_STORAGE`` (``sqlite``: runs,
     events and schedules in this folder; ``postgres``: in PostgreSQL), run monitoring and run
-    retries on. A dagster.yaml that mesh did not write is left alone."""
+    retries on, every concurrency pool limited to one step. A dagster.yaml that mesh did not
+    write is left alone; one that an older mesh wrote is brought up to date."""
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     storage = os.environ.get("MESH_DAGSTER_STORAGE", "sqlite")
@@ -249,6 +268,30 @@ def trino_settings() -> TrinoSettings:
 
 def trino_password() -> str | None:
     return secret("MESH_TRINO_PASSWORD")
+
+
+def commit_deadline_s() -> float:
+    """``MESH_COMMIT_DEADLINE_S``: how long a commit keeps retrying while concurrent writers win
+    (default 300 s; 0 gives up at the first conflict)."""
+    text = os.environ.get("MESH_COMMIT_DEADLINE_S", "300")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"MESH_COMMIT_DEADLINE_S={text!r}: expected a number of seconds, 0 or more")
+    return value
+
+
+def mesh_user() -> str:
+    """``MESH_USER``: who runs an operator command (``mesh rollback`` records it); default the
+    operating-system user (``uid:<n>`` where the uid has no name, as on OpenShift)."""
+    if os.environ.get("MESH_USER"):
+        return os.environ["MESH_USER"]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
 
 
 def aws_region() -> str:

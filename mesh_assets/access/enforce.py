@@ -36,7 +36,7 @@ from mesh_assets.access.policy_data import load_users
 from mesh_assets.contract.row_filters import quote_identifier
 from mesh_assets.engine import quote
 from mesh_assets.iceberg.catalog import open_catalog
-from mesh_assets.iceberg.versions import VersionError, is_timestamp, resolve_as_of
+from mesh_assets.iceberg.versions import resolve_as_of, resolve_as_of_tables
 
 
 class AccessDenied(PermissionError):
@@ -250,22 +250,19 @@ def governed_query(sql: str, as_of: str | None, user: str):
     that user, then the SQL in a connection that can read nothing else. Returns
     ``(connection, relation)`` like :func:`mesh_assets.cli.products.query`."""
 
-    tables = referenced_tables(sql)
     groups = groups_of(user)
     catalog = open_catalog()
-    is_time = is_timestamp(as_of)
-    con = duckdb.connect(config={"autoinstall_known_extensions": False})
-    for schema, name in tables:
+    loaded = {}
+    for schema, name in referenced_tables(sql):
         try:
-            table = catalog.load_table((schema, name))
+            loaded[(schema, name)] = catalog.load_table((schema, name))
         except Exception:  # noqa: BLE001 - not a table: DuckDB says so when the SQL runs
             continue
-        try:
-            snapshot_id = resolve_as_of(table, as_of)
-        except VersionError:
-            if is_time:
-                continue
-            snapshot_id = resolve_as_of(table, None)
+    # the same resolution as mesh query without --as-user: an unknown version is an error
+    snapshots = resolve_as_of_tables({f"{s}.{n}": t for (s, n), t in loaded.items()}, as_of)
+    con = duckdb.connect(config={"autoinstall_known_extensions": False})
+    for (schema, name), table in loaded.items():
+        snapshot_id = snapshots[f"{schema}.{name}"]
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
         _governed_table(
             con,

@@ -13,15 +13,16 @@ import duckdb
 import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
 
+from mesh_assets.access import audit
 from mesh_assets.cli import add_verb
 from mesh_assets.cli.output import check_status, say
 from mesh_assets.iceberg.catalog import open_catalog
-from mesh_assets.iceberg.maintenance import maintain
+from mesh_assets.iceberg.maintenance import dagster_run_states, maintain
 from mesh_assets.iceberg.schema import contract_diff
 from mesh_assets.iceberg.versions import VersionError, history, lineage
-from mesh_assets.iceberg.wap import rollback
+from mesh_assets.iceberg.wap import RollbackRefused, rollback
 from mesh_assets.read_api import query, trino_query
-from mesh_assets.settings import default_engine, load_settings, use_dagster_home
+from mesh_assets.settings import default_engine, load_settings, mesh_user, use_dagster_home
 from mesh_assets.workspace import all_products
 
 
@@ -80,14 +81,43 @@ def cmd_history(args) -> int:
     return 0
 
 
+def _audit_rollback(product: str, user: str, decision: str, detail: dict) -> None:
+    audit.record(
+        audit.Decision(
+            time=audit.now(),
+            user=user,
+            groups=(),
+            source="mesh",
+            operation="Rollback",
+            product=product,
+            decision=decision,
+            detail=detail,
+        )
+    )
+
+
 def cmd_rollback(args) -> int:
+    """Make a past snapshot current; refused for one that never passed the blocking checks
+    unless forced with a reason. Every rollback, and every refusal, is in the audit log."""
 
     table = _table(args.product)
+    user = mesh_user()
+    if args.reason is not None and not args.force:
+        raise SystemExit("mesh: --reason goes with --force (a checked snapshot needs no reason)")
     try:
-        snapshot_id = rollback(table, args.snapshot)
+        done = rollback(table, args.snapshot, user=user, reason=args.reason or "", force=args.force)
+    except RollbackRefused as exc:
+        _audit_rollback(args.product, user, "deny", {"snapshot": str(args.snapshot), "reason": args.reason})
+        raise SystemExit(f"mesh: {exc}") from None
     except VersionError as exc:
         raise SystemExit(f"mesh: {exc}") from None
-    say(f"{args.product} now reads snapshot {snapshot_id}")
+    _audit_rollback(args.product, user, "forced" if done.forced else "allow", done.record())
+    say(
+        f"{args.product} now reads snapshot {done.restored} (rollback snapshot {done.snapshot_id}, "
+        f"by {done.user} at {done.at}" + (f", forced: {done.reason}" if done.forced else "") + ")"
+    )
+    if not done.checked:
+        say(f"warning: snapshot {done.restored} never passed the blocking checks; consumers now read it")
     return 0
 
 
@@ -107,6 +137,8 @@ def cmd_query(args) -> int:
     if args.engine == "trino":
         try:
             names, rows = trino_query(args.sql, as_of=args.as_of, user=args.as_user)
+        except VersionError as exc:
+            raise SystemExit(f"mesh: --as-of {args.as_of}: {exc}") from None
         except Exception as exc:  # trino.exceptions.* carry Trino's own message
             raise SystemExit(f"mesh: query failed on Trino: {getattr(exc, 'message', exc)}") from None
 
@@ -126,6 +158,8 @@ def cmd_query(args) -> int:
 
     try:
         con, relation = query(args.sql, args.as_of, user=args.as_user)
+    except VersionError as exc:
+        raise SystemExit(f"mesh: --as-of {args.as_of}: {exc}") from None
     except (duckdb.Error, PermissionError) as exc:  # PermissionError: the access policy denied
         raise SystemExit(f"mesh: query failed: {exc}") from None
     if relation is None:
@@ -170,22 +204,31 @@ def cmd_contract_diff(args) -> int:
 
 
 def cmd_maintain(args) -> int:
-    """Expire snapshots past each contract's retention and remove orphan files."""
+    """Remove expired tags and the audit branches of runs no longer running (asking the mesh's
+    Dagster instance), expire snapshots past each contract's retention, remove orphan files."""
 
     catalog = open_catalog()
+    use_dagster_home(load_settings())
     products = [p for p in all_products() if not args.products or p.identifier in args.products]
-    for product in products:
-        report = maintain(product, catalog, dry_run=args.dry_run)
-        if report is None:
-            say(f"{product.identifier:28} no table yet")
-            continue
-        md = report.as_metadata()
-        say(
-            f"{report.table:28} expired {md['expired_snapshots']} snapshot(s), "
-            f"{md['expired_refs']} tag(s)/audit branch(es); {'would remove' if args.dry_run else 'removed'} "
-            f"{md['orphan_files_removed']} orphan file(s), {md['orphan_bytes_removed']:,} bytes; "
-            f"{md['files_kept_too_young']} kept as too young"
-        )
+    with dg.DagsterInstance.get() as instance:
+        run_states = dagster_run_states(instance)
+        for product in products:
+            report = maintain(product, catalog, dry_run=args.dry_run, run_states=run_states)
+            if report is None:
+                say(f"{product.identifier:28} no table yet")
+                continue
+            md = report.as_metadata()
+            say(
+                f"{report.table:28} expired {md['expired_snapshots']} snapshot(s), "
+                f"{md['expired_refs']} tag(s)/audit branch(es); "
+                f"{'would remove' if args.dry_run else 'removed'} "
+                f"{md['orphan_files_removed']} orphan file(s), {md['orphan_bytes_removed']:,} bytes; "
+                f"{md['files_kept_too_young']} kept as too young"
+            )
+            if report.removed_branches:
+                say(
+                    f"{'':28} removed audit branch(es) of runs no longer running: {md['removed_audit_branches']}"
+                )
     return 0
 
 
@@ -207,6 +250,12 @@ def add_cli(sub) -> None:
     rb = add_verb(sub, "rollback")
     rb.add_argument("product", metavar="DOMAIN.PRODUCT")
     rb.add_argument("snapshot", help="snapshot id, tag or ISO timestamp")
+    rb.add_argument(
+        "--force", action="store_true", help="roll back to a snapshot that never passed the blocking checks"
+    )
+    rb.add_argument(
+        "--reason", metavar="TEXT", help="why (required with --force; recorded with the rollback)"
+    )
     rb.set_defaults(fn=cmd_rollback)
     lin = add_verb(sub, "lineage")
     lin.add_argument("product", metavar="DOMAIN.PRODUCT")

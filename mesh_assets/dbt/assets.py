@@ -32,7 +32,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from mesh_assets.asset_specs import owners, product_metadata, product_tags
+from mesh_assets.asset_specs import dbt_pool, owners, product_metadata, product_tags
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.partitions import dagster_partitions_def, selection_for
 from mesh_assets.dbt.artifacts import write_artifacts
@@ -212,6 +212,7 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
         project=project,
         dagster_dbt_translator=translator,
         partitions_def=partitions_def,
+        pool=dbt_pool(domain),  # one dbt step of the domain at a time: one DuckDB file, its tables
     )
     def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource, catalog: IcebergCatalog):
         selection = selection_for(partitioning, context) if partitions_def else None

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.partitions import PartitionSelection
@@ -32,6 +32,7 @@ from mesh_assets.iceberg.commit import (
     PRODUCER_PROPERTY,
     RUN_ID_PROPERTY,
     SCHEMA_CHANGES_PROPERTY,
+    commit_with_retry,
     replace_rows,
 )
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head, open_audit_branch
@@ -145,7 +146,10 @@ def store_model_output(
             table = catalog.load_table(identifier)
         except NoSuchTableError:
             catalog.create_namespace_if_not_exists(domain)
-            table = catalog.create_table(identifier, schema=data.schema)
+            try:
+                table = catalog.create_table(identifier, schema=data.schema)
+            except TableAlreadyExistsError:  # a concurrent first write created it meanwhile
+                table = catalog.load_table(identifier)
     if parents is not None and identifier in parents:
         inputs = {t: s for t, s in inputs.items() if t in parents[identifier]}
     properties = {
@@ -179,16 +183,20 @@ def store_model_output(
     )
     if branch is not None:
         table = open_audit_branch(table, branch)
-    write_model_output(
-        table,
-        data,
-        properties,
-        row_filter=row_filter,
-        branch=branch,
-        strategy=strategy,
-        unique_key=unique_key,
+    committed = commit_with_retry(
+        catalog,
+        identifier,
+        lambda live: write_model_output(
+            live,
+            data,
+            properties,
+            row_filter=row_filter,
+            branch=branch,
+            strategy=strategy,
+            unique_key=unique_key,
+        ),
     )
-    return identifier, branch_head(table.refresh(), branch)
+    return identifier, branch_head(committed.table, branch)
 
 
 def table_of(node: Mapping[str, Any], products: Mapping[str, DataProduct]) -> str:

@@ -8,25 +8,41 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import dagster as dg
 
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.iceberg.commit import INPUTS_PROPERTY, SCHEMA_CHANGES_PROPERTY
 from mesh_assets.iceberg.schema import evolve
-from mesh_assets.settings import MeshSettings, ensure_local_dirs, load_settings
+from mesh_assets.settings import MeshSettings, ensure_local_dirs, load_settings, secret
 
 if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a catalog opens
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.table import Table
 TABLE_PROPERTIES = {
-    # pyiceberg's own retry of a conflicting commit, before commit_with_retry's
-    "commit.retry.num-retries": "10",
+    # no retry inside pyiceberg: every conflict reaches the platform's one retry policy
+    # (mesh_assets.iceberg.commit.commit_with_retry), which re-reads the table and counts it
+    "commit.retry.num-retries": "0",
     # bounds the Arrow bytes buffered per data file when streaming (default 512 MiB)
     "write.target-file-size-bytes": str(128 << 20),
     "write.parquet.compression-codec": "zstd",
 }
+
+
+class CatalogError(RuntimeError):
+    """The Iceberg catalog could not be opened; the message never contains its password."""
+
+
+def _without_password(text: str) -> str:
+    """``text`` with the catalog password (as given and percent-encoded) and the password part
+    of any ``scheme://user:password@`` replaced by ``***``."""
+    password = secret("MESH_CATALOG_PASSWORD")
+    for form in sorted({password, quote(password, safe="")} if password else set(), key=len, reverse=True):
+        text = text.replace(form, "***")
+    return re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", text)
 
 
 @functools.lru_cache(maxsize=8)
@@ -34,7 +50,15 @@ def _catalog(settings: MeshSettings) -> SqlCatalog:
     from pyiceberg.catalog.sql import SqlCatalog
 
     ensure_local_dirs(settings)
-    return SqlCatalog(settings.catalog_name, **settings.catalog_properties())
+    try:
+        return SqlCatalog(settings.catalog_name, **settings.catalog_properties())
+    except Exception as exc:  # SQLAlchemy and drivers may echo the URI: never pass it on as is
+        raise CatalogError(
+            f"cannot open the Iceberg catalog {settings.catalog_name} at "
+            f"{_without_password(settings.catalog_uri)}: {type(exc).__name__}: "
+            f"{_without_password(str(exc))}. Check MESH_CATALOG_URI and the catalog password "
+            "(MESH_CATALOG_PASSWORD or MESH_CATALOG_PASSWORD_FILE)."
+        ) from None
 
 
 def open_catalog(settings: MeshSettings | None = None) -> SqlCatalog:

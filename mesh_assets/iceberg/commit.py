@@ -1,27 +1,25 @@
-"""Committing to an Iceberg table: one retry policy for every writer, row replacement in one
-transaction, and the provenance keys each commit records in its snapshot summary."""
+"""Committing to an Iceberg table: one retry policy for every catalog mutation, row replacement
+in one transaction, and the provenance keys each commit records in its snapshot summary."""
 
 from __future__ import annotations
 
+import logging
 import random
+import re
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue
 
+from mesh_assets.settings import commit_deadline_s
+
 if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a catalog opens
-    from pyiceberg.catalog.sql import SqlCatalog
-    from pyiceberg.table import Table
-
-import warnings
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
-
-import pyarrow as pa
-
-if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
 
 # Provenance every commit of the platform records in its snapshot summary (and the contract
@@ -36,47 +34,101 @@ SOURCE_SHA256_PROPERTY = "mesh.source.sha256"  # ... the checksum of its bytes .
 SOURCE_SIGNATURE_PROPERTY = "mesh.source.signature"  # ... and its landing signature (sensors)
 PRODUCER_PROPERTY = "mesh.producer"  # dbt-built products: "dbt"
 
+log = logging.getLogger(__name__)
 
-COMMIT_DEADLINE_S = 300.0
+# pyiceberg (like Iceberg's Java core before apache/iceberg#15126, see apache/iceberg#15001)
+# raises this ValueError instead of CommitFailedException when a writer of another branch of
+# the same table committed first: the snapshot it built took a sequence number that is no
+# longer the next one. Re-reading the table and re-applying the write is the cure, as for any
+# conflict. The pattern is pyiceberg 0.12's exact message (pyiceberg/table/update/__init__.py).
+SEQUENCE_NUMBER_RACE = re.compile(
+    r"^Cannot add snapshot with sequence number \d+ older than last sequence number \d+$"
+)
+
+
+def is_concurrent_update(exc: BaseException) -> bool:
+    """Whether ``exc`` means "another writer committed first": nothing of this commit landed
+    and re-applying it to the table as it is now can succeed."""
+    if isinstance(exc, CommitFailedException):
+        return True
+    return type(exc) is ValueError and bool(SEQUENCE_NUMBER_RACE.match(str(exc)))
 
 
 class CommitConflictError(RuntimeError):
     """Concurrent writers kept winning for longer than the deadline; nothing was written."""
 
+    def __init__(
+        self, identifier: str, attempts: int, seconds: float, deadline_s: float, last: BaseException
+    ):
+        self.identifier, self.attempts, self.seconds = identifier, attempts, seconds
+        super().__init__(
+            f"table {identifier}: {attempts} commit attempt(s) over {seconds:.1f} s all failed because "
+            f"other writers committed first (last: {type(last).__name__}: {last}); this write "
+            "changed nothing. Run it again when the other writers are done, reduce the number of "
+            "concurrent writers, or allow more time with MESH_COMMIT_DEADLINE_S "
+            f"(now {deadline_s:g} s)."
+        )
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A successful :func:`commit_with_retry`: the table after it, what the write returned, how
+    many attempts it took (``conflicts`` = attempts lost to other writers) and how long."""
+
+    table: Table
+    value: Any
+    attempts: int
+    seconds: float
+
+    @property
+    def conflicts(self) -> int:
+        return self.attempts - 1
+
 
 def commit_with_retry(
-    catalog: SqlCatalog,
-    identifier: str,
-    write: Callable[[Table], None],
+    catalog: Catalog,
+    identifier: str | tuple[str, ...],
+    write: Callable[[Table], Any],
     *,
-    deadline_s: float = COMMIT_DEADLINE_S,
+    deadline_s: float | None = None,
     base_s: float = 0.05,
     cap_s: float = 2.0,
-) -> Table:
-    """Run ``write(table)`` (which commits once) until it commits, against the latest metadata.
+) -> Committed:
+    """Run ``write(table)`` (which commits once) against the table as it is now, until it lands.
 
-    pyiceberg retries a conflicting commit a few times itself; under heavy contention (16
-    writers) some commits still fail. Each failure here reloads the table and re-runs the whole
-    write, after a full-jitter exponential backoff, so no write is lost and none is applied
-    twice (a failed commit changed nothing). ``write`` must therefore be replayable: it re-reads
-    its input. After ``deadline_s`` the caller gets :class:`CommitConflictError`.
-    """
+    Every catalog mutation of the platform goes through here: appends, overwrites, branch
+    creation, publication, tags, rollback, maintenance. Tables are created with pyiceberg's own
+    retry switched off (``commit.retry.num-retries`` 0, :data:`mesh_assets.iceberg.catalog.
+    TABLE_PROPERTIES`), so each conflict reaches this loop: the table is loaded again and the
+    whole write re-applied after a full-jitter exponential backoff. A failed commit changed
+    nothing, so no write is lost and none applied twice; ``write`` must therefore be
+    replayable (it re-reads its input and re-checks its preconditions on the table it gets).
+    Exceptions that are not conflicts (:func:`is_concurrent_update`) propagate at once.
+
+    After ``deadline_s`` (default: the ``MESH_COMMIT_DEADLINE_S`` setting) of conflicts the
+    caller gets :class:`CommitConflictError`, naming the table, the attempts and the time."""
+    deadline = commit_deadline_s() if deadline_s is None else deadline_s
+    name = identifier if isinstance(identifier, str) else ".".join(identifier)
     start, attempt = time.monotonic(), 0
     while True:
+        attempt += 1
         table = catalog.load_table(identifier)
         try:
-            write(table)
-            return table.refresh()
-        except CommitFailedException as exc:
-            attempt += 1
+            value = write(table)
+        except Exception as exc:
+            if not is_concurrent_update(exc):
+                raise
             waited = time.monotonic() - start
-            if waited > deadline_s:
-                raise CommitConflictError(
-                    f"table {identifier}: commit failed {attempt} times over {waited:.0f} s "
-                    "because other writers kept committing first; this write changed nothing. "
-                    "Retry later or reduce the number of concurrent writers."
-                ) from exc
-            time.sleep(random.uniform(0, min(cap_s, base_s * 2**attempt)))
+            if waited >= deadline:
+                raise CommitConflictError(name, attempt, waited, deadline, exc) from exc
+            pause = random.uniform(0, min(cap_s, base_s * 2**attempt))
+            log.info("table %s: attempt %d lost to a concurrent writer (%s); retrying", name, attempt, exc)
+            time.sleep(min(pause, max(deadline - waited, 0)))
+            continue
+        seconds = time.monotonic() - start
+        if attempt > 1:
+            log.info("table %s: committed at attempt %d after %.1f s of conflicts", name, attempt, seconds)
+        return Committed(catalog.load_table(identifier), value, attempt, seconds)
 
 
 MAIN = "main"
@@ -106,9 +158,12 @@ def replace_rows(
     properties: dict[str, str],
     row_filter=None,
     branch: str | None = None,
+    *,
+    drop_branch: str | None = None,
 ) -> int:
     """Replace the rows matching ``row_filter`` (all rows when None) with ``batches``, in one
-    atomic commit on ``branch`` (main when None). Returns the number of rows written."""
+    atomic commit on ``branch`` (main when None), which also removes branch ``drop_branch``
+    when given. Returns the number of rows written."""
 
     row_filter = row_filter if row_filter is not None else AlwaysTrue()
     written = 0
@@ -122,4 +177,9 @@ def replace_rows(
         for chunk in _chunks(batches, schema):
             tx.append(chunk, snapshot_properties=properties, branch=branch or MAIN)
             written += chunk.num_rows
+        if drop_branch is not None and drop_branch in table.metadata.refs:
+            # pyiceberg's table module loads only when a catalog opens (see catalog.py)
+            from pyiceberg.table.update.snapshot import ManageSnapshots
+
+            ManageSnapshots(tx).remove_branch(drop_branch).commit()
     return written

@@ -9,15 +9,19 @@ Safety rules, in order of importance:
    a concurrent writer may have written it and not yet committed.
 3. Snapshots older than the contract's ``retention`` expire, except the current one, the last
    ``retain_last`` ones, and any snapshot a tag or branch points to. Tags with a maximum age
-   (the ``checked-*`` tags) and audit branches of rejected runs (``audit-*``) are removed first
-   once older than their age / the retention.
+   (the ``checked-*`` tags) are removed first once older than their age, and so are the audit
+   branches (``audit-<run>``) of runs that are no longer running: finished, failed or canceled in
+   the Dagster instance, or unknown to it and older than a grace period. A running run's
+   branch is never removed.
 
 pyiceberg 0.12 expires snapshots but leaves their files on disk and has no orphan-file
 removal; :func:`remove_orphan_files` is that missing half.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -25,6 +29,7 @@ from pyarrow import fs as pafs
 
 from mesh_assets.engine import trino_connection, trino_table
 from mesh_assets.iceberg.catalog import IcebergCatalog
+from mesh_assets.iceberg.commit import RUN_ID_PROPERTY, commit_with_retry
 from mesh_assets.iceberg.wap import AUDIT_PREFIX
 from mesh_assets.runs import fail_dead_runs
 from mesh_assets.settings import load_settings
@@ -35,6 +40,45 @@ if TYPE_CHECKING:
     from mesh_assets.contract.model import DataProduct
 
 SAFETY_WINDOW = timedelta(days=3)
+# how long an audit branch whose run the Dagster instance does not know is kept (a run of another
+# instance, or one whose record is not written yet)
+AUDIT_BRANCH_GRACE = timedelta(days=1)
+
+
+class RunState(Enum):
+    RUNNING = "running"  # queued, starting, started, canceling: its branch is in use
+    DONE = "done"  # finished, failed or canceled
+    UNKNOWN = "unknown"  # not in the Dagster instance
+
+
+# (the run id prefix an audit branch is named after, the run recorded in its head snapshot)
+RunStates = Callable[[str, str], RunState]
+FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
+def dagster_run_states(instance: dg.DagsterInstance) -> RunStates:
+    """The state of an audit branch's run in ``instance``. A branch is named after the root run
+    of a re-execution chain (:func:`mesh_assets.iceberg.wap.wap_run_id`): it is in use while any
+    run of that chain has not finished."""
+    unfinished = instance.get_runs(
+        filters=dg.RunsFilter(statuses=[s for s in dg.DagsterRunStatus if s not in FINISHED])
+    )
+    running = {r.run_id[:8] for r in unfinished} | {(r.root_run_id or r.run_id)[:8] for r in unfinished}
+
+    def state(prefix: str, writer_run_id: str) -> RunState:
+        if prefix in running:
+            return RunState.RUNNING
+        run = instance.get_run_by_id(writer_run_id) if writer_run_id else None
+        if run is not None and (run.root_run_id or run.run_id)[:8] == prefix:
+            return RunState.DONE
+        return RunState.UNKNOWN
+
+    return state
+
+
+def unknown_runs(prefix: str, writer_run_id: str) -> RunState:
+    """Without a Dagster instance to ask, every run is unknown: only the grace period applies."""
+    return RunState.UNKNOWN
 
 
 def _now() -> datetime:
@@ -52,40 +96,63 @@ def _norm(path: str) -> str:
 def expire_tags(table: "Table", *, now: datetime | None = None) -> list[str]:
     """Remove tags older than their own ``max-ref-age-ms``; returns their names."""
     now_ms = int((now or _now()).timestamp() * 1000)
-    expired = []
-    for name, ref in table.metadata.refs.items():
-        if ref.snapshot_ref_type != "tag" or ref.max_ref_age_ms is None:
-            continue
-        snapshot = table.snapshot_by_id(ref.snapshot_id)
-        if snapshot is not None and now_ms - snapshot.timestamp_ms > ref.max_ref_age_ms:
-            expired.append(name)
-    if expired:
-        manage = table.manage_snapshots()
-        for name in expired:
-            manage = manage.remove_tag(name)
-        manage.commit()
-    return expired
+
+    def expired_in(live: "Table") -> list[str]:
+        return [
+            name
+            for name, ref in live.metadata.refs.items()
+            if ref.snapshot_ref_type == "tag"
+            and ref.max_ref_age_ms is not None
+            and (snapshot := live.snapshot_by_id(ref.snapshot_id)) is not None
+            and now_ms - snapshot.timestamp_ms > ref.max_ref_age_ms
+        ]
+
+    return _remove_refs(table, expired_in, tags=True)
 
 
-def expire_audit_branches(table: "Table", *, older_than: datetime) -> list[str]:
-    """Remove write-audit-publish branches of runs whose data was rejected (or never checked)
-    once their head is older than ``older_than``; until then they stay for inspection."""
+def _remove_refs(table: "Table", select: Callable[["Table"], list[str]], *, tags: bool) -> list[str]:
+    """Remove the tags (or branches) ``select`` picks on the table as it is at commit time."""
+    if not select(table):
+        return []
 
-    limit_ms = int(older_than.timestamp() * 1000)
-    stale = [
-        name
-        for name, ref in table.metadata.refs.items()
-        if ref.snapshot_ref_type == "branch"
-        and name.startswith(AUDIT_PREFIX)
-        and (snap := table.snapshot_by_id(ref.snapshot_id)) is not None
-        and snap.timestamp_ms < limit_ms
-    ]
-    if stale:
-        manage = table.manage_snapshots()
-        for name in stale:
-            manage = manage.remove_branch(name)
-        manage.commit()
-    return stale
+    def remove(live: "Table") -> list[str]:
+        names = select(live)
+        if names:
+            manage = live.manage_snapshots()
+            for name in names:
+                manage = manage.remove_tag(name) if tags else manage.remove_branch(name)
+            manage.commit()
+        return names
+
+    return commit_with_retry(table.catalog, table.name(), remove).value
+
+
+def expire_audit_branches(
+    table: "Table",
+    *,
+    run_states: RunStates = unknown_runs,
+    now: datetime | None = None,
+    grace: timedelta = AUDIT_BRANCH_GRACE,
+) -> list[str]:
+    """Remove the write-audit-publish branches whose run is no longer running: finished, failed
+    or canceled (``run_states``), or unknown and with a head older than ``grace``. A running
+    run's branch stays whatever its age. Returns the names removed."""
+    limit_ms = int(((now or _now()) - grace).timestamp() * 1000)
+
+    def stale(live: "Table") -> list[str]:
+        out = []
+        for name, ref in live.metadata.refs.items():
+            if ref.snapshot_ref_type != "branch" or not name.startswith(AUDIT_PREFIX):
+                continue
+            head = live.snapshot_by_id(ref.snapshot_id)
+            summary = head.summary.additional_properties if head and head.summary else {}
+            state = run_states(name.removeprefix(AUDIT_PREFIX), summary.get(RUN_ID_PROPERTY, ""))
+            old = head is None or head.timestamp_ms < limit_ms
+            if state is RunState.DONE or (state is RunState.UNKNOWN and old):
+                out.append(name)
+        return sorted(out)
+
+    return _remove_refs(table, stale, tags=False)
 
 
 def expire_snapshots(table: "Table", *, older_than: datetime, retain_last: int = 1) -> list[int]:
@@ -93,16 +160,26 @@ def expire_snapshots(table: "Table", *, older_than: datetime, retain_last: int =
 
     The current snapshot, the ``retain_last`` newest ones and every snapshot a tag or branch
     points to are kept."""
-    snapshots = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms)
-    keep = {s.snapshot_id for s in snapshots[-retain_last:]} if retain_last > 0 else set()
-    keep |= {ref.snapshot_id for ref in table.metadata.refs.values()}
-    if table.current_snapshot() is not None:
-        keep.add(table.current_snapshot().snapshot_id)
     limit_ms = int(older_than.timestamp() * 1000)
-    doomed = [s.snapshot_id for s in snapshots if s.timestamp_ms < limit_ms and s.snapshot_id not in keep]
-    if doomed:
-        table.maintenance.expire_snapshots().by_ids(doomed).commit()
-    return doomed
+
+    def doomed_in(live: "Table") -> list[int]:
+        snapshots = sorted(live.metadata.snapshots, key=lambda s: s.timestamp_ms)
+        keep = {s.snapshot_id for s in snapshots[-retain_last:]} if retain_last > 0 else set()
+        keep |= {ref.snapshot_id for ref in live.metadata.refs.values()}
+        if live.current_snapshot() is not None:
+            keep.add(live.current_snapshot().snapshot_id)
+        return [s.snapshot_id for s in snapshots if s.timestamp_ms < limit_ms and s.snapshot_id not in keep]
+
+    if not doomed_in(table):
+        return []
+
+    def expire(live: "Table") -> list[int]:
+        doomed = doomed_in(live)
+        if doomed:
+            live.maintenance.expire_snapshots().by_ids(doomed).commit()
+        return doomed
+
+    return commit_with_retry(table.catalog, table.name(), expire).value
 
 
 def referenced_files(table: "Table") -> set[str]:
@@ -161,14 +238,19 @@ def remove_orphan_files(
 @dataclass
 class MaintenanceReport:
     table: str
-    expired_refs: list[str]
+    expired_refs: list[str]  # tags past their age and audit branches removed
     expired_snapshots: list[int]
     orphans: OrphanReport
+
+    @property
+    def removed_branches(self) -> list[str]:
+        return [name for name in self.expired_refs if name.startswith(AUDIT_PREFIX)]
 
     def as_metadata(self) -> dict[str, Any]:
         return {
             "table": self.table,
             "expired_refs": len(self.expired_refs),
+            "removed_audit_branches": ", ".join(self.removed_branches),
             "expired_snapshots": len(self.expired_snapshots),
             "orphan_files_removed": len(self.orphans.removed),
             "orphan_bytes_removed": self.orphans.removed_bytes,
@@ -184,7 +266,12 @@ def _trino_duration(delta: timedelta) -> str:
 
 
 def maintain_with_trino(
-    product: "DataProduct", catalog, *, now: datetime | None = None, safety_window: timedelta = SAFETY_WINDOW
+    product: "DataProduct",
+    catalog,
+    *,
+    now: datetime | None = None,
+    safety_window: timedelta = SAFETY_WINDOW,
+    run_states: RunStates = unknown_runs,
 ) -> MaintenanceReport:
     """Production mode: Trino's own table procedures do the work where the data is:
     ``optimize`` (compaction, which pyiceberg lacks), ``expire_snapshots`` past the contract's
@@ -195,7 +282,7 @@ def maintain_with_trino(
     now = now or _now()
     table = catalog.load_table(identifier)
     refs = expire_tags(table, now=now)
-    refs += expire_audit_branches(table.refresh(), older_than=now - product.retention)
+    refs += expire_audit_branches(table.refresh(), run_states=run_states, now=now)
     before = {s.snapshot_id for s in table.refresh().snapshots()}
     files_before = referenced_files(table.refresh())
     # the contract's retention and the platform's safety window rule, not Trino's 7-day default
@@ -230,22 +317,26 @@ def maintain(
     now: datetime | None = None,
     safety_window: timedelta = SAFETY_WINDOW,
     dry_run: bool = False,
+    run_states: RunStates = unknown_runs,
 ) -> MaintenanceReport | None:
-    """Expire the product's snapshots past its retention, then remove orphan files (with
-    Trino's procedures in production mode, ``MESH_ENGINE=trino``).
-    None when the product has no table yet."""
+    """Remove expired tags and the audit branches of runs no longer running (``run_states``:
+    :func:`dagster_run_states` of the instance), expire the product's snapshots past its
+    retention, then remove orphan files (with Trino's procedures in production mode,
+    ``MESH_ENGINE=trino``). None when the product has no table yet."""
 
     identifier = product.table_identifier
     if not catalog.table_exists(identifier):
         return None
     if load_settings().engine == "trino" and not dry_run:
-        return maintain_with_trino(product, catalog, now=now, safety_window=safety_window)
+        return maintain_with_trino(
+            product, catalog, now=now, safety_window=safety_window, run_states=run_states
+        )
     now = now or _now()
     table = catalog.load_table(identifier)
     tags, expired = [], []
     if not dry_run:
         tags = expire_tags(table, now=now)
-        tags += expire_audit_branches(table.refresh(), older_than=now - product.retention)
+        tags += expire_audit_branches(table.refresh(), run_states=run_states, now=now)
         expired = expire_snapshots(table.refresh(), older_than=now - product.retention)
     orphans = remove_orphan_files(table.refresh(), older_than=safety_window, now=now, dry_run=dry_run)
     return MaintenanceReport(identifier, tags, expired, orphans)
@@ -259,8 +350,9 @@ def maintenance_job(domain: str, products):
     def _maintain(context: dg.OpExecutionContext, catalog: IcebergCatalog):
         for run_id in fail_dead_runs(context.instance):
             context.log.warning(f"run {run_id} marked failed: its worker process is gone")
+        run_states = dagster_run_states(context.instance)
         for product in products:
-            report = maintain(product, catalog.catalog())
+            report = maintain(product, catalog.catalog(), run_states=run_states)
             if report is None:
                 continue
             context.log.info(f"{report.table}: {report.as_metadata()}")

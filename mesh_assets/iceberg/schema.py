@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyiceberg import types as it
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 
-from mesh_assets.iceberg.commit import CONTRACT_VERSION_PROPERTY
+from mesh_assets.iceberg.commit import CONTRACT_VERSION_PROPERTY, commit_with_retry
 
 if TYPE_CHECKING:
     from pyiceberg.schema import Schema
@@ -157,7 +157,8 @@ def evolve(catalog, product: "DataProduct", *, properties: dict[str, str] | None
 
     Returns ``(table, applied)`` where ``applied`` describes the additive changes made now.
     Raises :class:`BreakingSchemaChange` and changes nothing when the contract would break
-    the live table."""
+    the live table. Concurrent writers of a new table share the one that was created first;
+    each change is committed through the retry policy, computed again on the table as it is."""
     identifier = table_identifier(product)
     try:
         catalog.create_namespace(product.domain)
@@ -166,25 +167,45 @@ def evolve(catalog, product: "DataProduct", *, properties: dict[str, str] | None
     try:
         table = catalog.load_table(identifier)
     except NoSuchTableError:
-        table = catalog.create_table(
-            identifier,
-            schema=product.iceberg_schema(),
-            partition_spec=product.partition_spec(),
-            properties={**(properties or {}), CONTRACT_VERSION_PROPERTY: product.version},
-        )
-        return table, []
+        try:
+            table = catalog.create_table(
+                identifier,
+                schema=product.iceberg_schema(),
+                partition_spec=product.partition_spec(),
+                properties={**(properties or {}), CONTRACT_VERSION_PROPERTY: product.version},
+            )
+            return table, []
+        except TableAlreadyExistsError:  # a concurrent first write created it meanwhile
+            table = catalog.load_table(identifier)
     d = diff(table.schema(), product)
     if d.breaking:
         raise breaking_error(product, identifier, d)
-    applied = _apply(table, product, d) + _evolve_partitioning(table, product)
+    applied: list[str] = []
+    steps = []
+    if d.additive:
+        steps.append(lambda t: applied.extend(_apply(t, product)))
+    if partition_fields(table.spec(), table.schema()) != partition_fields(
+        product.partition_spec(), table.schema()
+    ):
+        steps.append(lambda t: applied.extend(_evolve_partitioning(t, product)))
     if table.properties.get(CONTRACT_VERSION_PROPERTY) != product.version:
-        with table.transaction() as tx:
-            tx.set_properties({CONTRACT_VERSION_PROPERTY: product.version})
-        table = table.refresh()
+        steps.append(lambda t: _set_contract_version(t, product))
+    for step in steps:
+        table = commit_with_retry(catalog, identifier, step).table
     return table, applied
 
 
-def _apply(table: "Table", product: "DataProduct", d: SchemaDiff) -> list[str]:
+def _set_contract_version(table: "Table", product: "DataProduct") -> None:
+    if table.properties.get(CONTRACT_VERSION_PROPERTY) != product.version:
+        with table.transaction() as tx:
+            tx.set_properties({CONTRACT_VERSION_PROPERTY: product.version})
+
+
+def _apply(table: "Table", product: "DataProduct") -> list[str]:
+    """Commit the additive changes the contract makes to ``table``'s schema; their descriptions."""
+    d = diff(table.schema(), product)
+    if d.breaking:  # a concurrent writer with another contract version changed the table
+        raise breaking_error(product, ".".join(table.name()), d)
     changes = d.additive
     if not changes:
         return []
@@ -200,7 +221,6 @@ def _apply(table: "Table", product: "DataProduct", d: SchemaDiff) -> list[str]:
                 update.make_column_optional(c.column)
             elif c.kind == "doc":
                 update.update_column(c.column, doc=col.description)
-    table.refresh()
     return [c.describe() for c in changes]
 
 
@@ -222,7 +242,6 @@ def _evolve_partitioning(table: "Table", product: "DataProduct") -> list[str]:
             update.remove_field(field.name)
         for field in wanted.fields:
             update.add_field(table.schema().find_column_name(field.source_id), field.transform, field.name)
-    table.refresh()
     return [f"~ partitioning: {live or 'unpartitioned'} -> {target or 'unpartitioned'}: additive"]
 
 

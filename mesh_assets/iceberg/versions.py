@@ -10,6 +10,8 @@ and to read or restore any past version.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -38,14 +40,40 @@ def _summary(snapshot) -> dict[str, str]:
     return dict(snapshot.summary.additional_properties) if snapshot and snapshot.summary else {}
 
 
+def known_versions(table: Table, limit: int = 5) -> str:
+    """What ``table`` can be read at, for an error message: its newest tags, its branches and
+    the span of its snapshots."""
+    refs = table.metadata.refs
+    stamp = {s.snapshot_id: s.timestamp_ms for s in table.metadata.snapshots}
+    tags = sorted(
+        (n for n, r in refs.items() if r.snapshot_ref_type == "tag"),
+        key=lambda n: (-stamp.get(refs[n].snapshot_id, 0), n),
+    )
+    branches = sorted(n for n, r in refs.items() if r.snapshot_ref_type == "branch" and n != "main")
+    parts = [f"tags: {', '.join(tags[:limit]) + (', ...' if len(tags) > limit else '') or 'none'}"]
+    if branches:
+        parts.append(f"branches: {', '.join(branches[:limit]) + (', ...' if len(branches) > limit else '')}")
+    if stamp:
+        first, last = (
+            datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+            for ms in (min(stamp.values()), max(stamp.values()))
+        )
+        parts.append(f"{len(stamp)} snapshot(s) from {first} to {last}")
+    return "; ".join(parts) + f" (`mesh history {_name(table)}` lists every version)"
+
+
 def resolve_as_of(table: Table, as_of: str | int | None) -> int | None:
-    """The snapshot id ``as_of`` designates: a snapshot id, a tag or branch name, or an ISO
-    timestamp (the snapshot current at that time). None means the current snapshot."""
+    """The snapshot id ``as_of`` designates: a snapshot id (digits only), a tag or branch name,
+    or an ISO timestamp (the snapshot current at that time). None means the current snapshot.
+    Anything the table does not have is a :class:`VersionError` naming the table and what it
+    has: never the current snapshot in its place."""
     if as_of is None or as_of == "":
         current = table.current_snapshot()
         return current.snapshot_id if current else None
     text = str(as_of).strip()
-    if text.lstrip("-").isdigit() and table.snapshot_by_id(int(text)) is not None:
+    if re.fullmatch(r"-?\d+", text):
+        if table.snapshot_by_id(int(text)) is None:
+            raise VersionError(f"table {_name(table)}: no snapshot {text}; {known_versions(table)}")
         return int(text)
     ref = table.metadata.refs.get(text)
     if ref is not None:
@@ -54,15 +82,43 @@ def resolve_as_of(table: Table, as_of: str | int | None) -> int | None:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise VersionError(
-            f"table {_name(table)}: '{text}' is neither a snapshot id, a tag or "
-            "branch, nor an ISO timestamp (see `mesh history`)"
+            f"table {_name(table)}: '{text}' is neither a snapshot id, a tag or branch, nor an ISO "
+            f"timestamp; {known_versions(table)}"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     snapshot = table.snapshot_as_of_timestamp(int(moment.timestamp() * 1000))
     if snapshot is None:
-        raise VersionError(f"table {_name(table)}: no snapshot existed at {moment.isoformat()}")
+        raise VersionError(
+            f"table {_name(table)}: no snapshot existed at {moment.isoformat()}; {known_versions(table)}"
+        )
     return snapshot.snapshot_id
+
+
+def resolve_as_of_tables(tables: Mapping[str, Table], as_of: str | int | None) -> dict[str, int | None]:
+    """The snapshot each of ``tables`` (the products a query reads, by name) is read at, for
+    one ``as_of`` (``mesh query --as-of``, on DuckDB and on Trino alike).
+
+    A time applies to every table: a table without a snapshot at that time is an error naming
+    it. A snapshot id or a tag/branch applies to the tables that have it and the others are
+    read at their current snapshot; an id or name that none of them has is an error naming
+    each table and what it has. None reads every table at its current snapshot."""
+    if as_of is None or as_of == "":
+        return {name: resolve_as_of(table, None) for name, table in tables.items()}
+    if is_timestamp(str(as_of)):
+        return {name: resolve_as_of(table, as_of) for name, table in tables.items()}
+    if not tables:
+        raise VersionError(f"--as-of {as_of}: the query names no data product (domain.product) to read at it")
+    found, missing = {}, []
+    for name, table in tables.items():
+        try:
+            found[name] = resolve_as_of(table, as_of)
+        except VersionError as exc:
+            missing.append(str(exc))
+            found[name] = resolve_as_of(table, None)
+    if len(missing) == len(tables):
+        raise VersionError(" | ".join(missing))
+    return found
 
 
 def history(table: Table) -> list[dict[str, Any]]:
@@ -157,13 +213,11 @@ def lineage(
 
 
 def is_timestamp(as_of: str | None) -> bool:
-    """Whether ``as_of`` names a point in time (an ISO timestamp), not a snapshot id or a ref:
-    a table that did not exist yet at that time is then absent, not read at its current state."""
-    if not as_of:
+    """Whether ``as_of`` names a point in time (an ISO timestamp), not a snapshot id or a ref."""
+    if not as_of or re.fullmatch(r"-?\d+", str(as_of).strip()):
         return False
-
     try:
-        datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+        datetime.fromisoformat(str(as_of).strip().replace("Z", "+00:00"))
     except ValueError:
         return False
-    return not as_of.lstrip("-").isdigit()
+    return True

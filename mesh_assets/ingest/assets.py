@@ -22,7 +22,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mesh_assets.asset_specs import asset_spec
+from mesh_assets.asset_specs import asset_spec, writer_pool
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.partitions import (
     PartitionSelection,
@@ -44,7 +44,7 @@ from mesh_assets.iceberg.commit import (
 )
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head, open_audit_branch, publish, wap_run_id
 from mesh_assets.ingest.landing import landing_file, local_path
-from mesh_assets.ingest.quarantine import _split_and_park
+from mesh_assets.ingest.quarantine import _split_and_park, publish_quarantine
 from mesh_assets.ingest.readers import IngestionError, _check_columns, _fail, file_sha256, read_batches
 from mesh_assets.settings import MeshSettings, pause_at
 
@@ -61,6 +61,7 @@ class IngestResult:
     schema_changes: list[str]
     snapshot_id: int | None = None  # the snapshot written (on ``branch`` until published)
     branch: str | None = None
+    commit_attempts: int = 1  # more than 1: concurrent writers won the earlier ones
 
 
 def landing_path(product: DataProduct, settings: MeshSettings | None = None) -> Path:
@@ -123,7 +124,7 @@ def ingest(
 
     def write(live: "Table") -> None:
         if product.quarantine:
-            good, bad = _split_and_park(path, product, catalog, selection, properties)
+            good, bad = _split_and_park(path, product, catalog, selection, properties, branch)
             counts["quarantined"] = bad
         else:
             good = read_batches(path, product)
@@ -144,15 +145,16 @@ def ingest(
             live, _in_selection(good, selection, every, homeless), schema, properties, row_filter, branch
         )
 
-    table = commit_with_retry(catalog, ".".join(table.name()), write)
+    committed = commit_with_retry(catalog, ".".join(table.name()), write)
     return IngestResult(
-        table,
+        committed.table,
         counts["written"],
         counts["quarantined"],
         selection,
         schema_changes,
-        branch_head(table, branch),
+        branch_head(committed.table, branch),
         branch,
+        committed.attempts,
     )
 
 
@@ -174,6 +176,7 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
         specs=[spec],
         name=f"ingest_{product.name}",
         backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
+        pool=writer_pool(product),  # shared with its checks: one step at a time writes this table
     )
     def _ingest(context: dg.AssetExecutionContext, catalog: IcebergCatalog):
         selection = selection_for(product.dagster_partitions, context) if partitions_def is not None else None
@@ -184,8 +187,11 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
         pause_at("audit_written", product.identifier)  # a test hook, see pause_at
         table = result.table
         published = not any(r.severity == "error" for r in product.rules)
-        if published:  # nothing to audit: no blocking rule
-            publish(table, branch)
+        if published:  # nothing to audit: no blocking rule, so every one passed
+            retention_ms = int(product.retention.total_seconds() * 1000)
+            publish(table, branch, run_id=context.run.run_id, tag_max_age_ms=retention_ms)
+            if product.quarantine:
+                publish_quarantine(catalog.catalog(), product, branch)
             table = table.refresh()
         summary = table.snapshot_by_id(result.snapshot_id).summary.additional_properties
         metadata = snapshot_metadata(table, inputs={}, snapshot_id=result.snapshot_id)
@@ -195,6 +201,7 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
         metadata["mesh/source_file"] = landed.uri if landed else str(landing_path(product))
         metadata["mesh/source_sha256"] = summary[SOURCE_SHA256_PROPERTY]
         metadata["mesh/rows_written"] = dg.MetadataValue.int(result.rows_written)
+        metadata["mesh/commit_attempts"] = dg.MetadataValue.int(result.commit_attempts)
         if product.quarantine:
             metadata["mesh/rows_quarantined"] = dg.MetadataValue.int(result.rows_quarantined)
         if selection is not None:

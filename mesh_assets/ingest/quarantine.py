@@ -1,21 +1,36 @@
 """Quarantine: with ``quarantine: true`` in the contract, rows that break it are parked in
-``<domain>.<product>__quarantine`` with the reason, and the good rows are written."""
+``<domain>.<product>__quarantine`` with the reason, and the good rows are written.
+
+Under write-audit-publish the parked rows wait on the quarantine table's branch of the same
+name as the product's audit branch (``audit-<run>``) and reach its main only when the run
+publishes the product (:func:`publish_quarantine`): a run whose checks failed leaves the
+quarantine table's main as it was, its rows readable on the branch."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
-from pyiceberg.expressions import EqualTo
+from pyiceberg.exceptions import TableAlreadyExistsError
+from pyiceberg.expressions import AlwaysTrue, EqualTo
 
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.partitions import PartitionSelection
 from mesh_assets.iceberg.catalog import TABLE_PROPERTIES
 from mesh_assets.iceberg.commit import commit_with_retry, replace_rows
+from mesh_assets.iceberg.wap import open_audit_branch
 from mesh_assets.ingest.readers import split_batches
 
-if TYPE_CHECKING:
-    pass
 QUARANTINE_SUFFIX = "__quarantine"
+# the rows a quarantine commit replaced: a partition's ``_partition`` value, or "*" for all
+QUARANTINE_PARTITION_PROPERTY = "mesh.quarantine.partition"
+WHOLE_TABLE = "*"
+
+
+def quarantine_identifier(product: DataProduct) -> str:
+    return product.table_identifier + QUARANTINE_SUFFIX
+
+
+def _rows_of(key: str):
+    return AlwaysTrue() if key == WHOLE_TABLE else EqualTo("_partition", key)
 
 
 def quarantine_schema(product: DataProduct) -> pa.Schema:
@@ -30,8 +45,11 @@ def quarantine_schema(product: DataProduct) -> pa.Schema:
     )
 
 
-def _split_and_park(path: Path, product: DataProduct, catalog, selection, properties):
-    """Split the file; commit its bad rows to the quarantine table first; return the good rows.
+def _split_and_park(
+    path: Path, product: DataProduct, catalog, selection, properties, branch: str | None = None
+):
+    """Split the file; commit its bad rows to the quarantine table first (on ``branch`` when
+    given); return the good rows.
 
     Two tables cannot share one Iceberg commit: the quarantine rows of a partition are
     replaced (not appended) on every run, so a rerun after a failure converges."""
@@ -40,7 +58,7 @@ def _split_and_park(path: Path, product: DataProduct, catalog, selection, proper
         good_batches.append(good)
         if bad is not None:
             bad_tables.append(bad)
-    key = selection.describe() if selection else "*"
+    key = selection.describe() if selection else WHOLE_TABLE
     schema = quarantine_schema(product)
     found = schema.remove(schema.get_field_index("_partition")).remove(schema.get_field_index("_source_file"))
     bad = pa.concat_tables([t.cast(found) for t in bad_tables]) if bad_tables else found.empty_table()
@@ -49,17 +67,55 @@ def _split_and_park(path: Path, product: DataProduct, catalog, selection, proper
     bad = bad.select(schema.names).cast(schema)
     if selection is not None and bad.num_rows:
         bad = _bad_rows_in_selection(bad, product, selection)
-    identifier = product.table_identifier + QUARANTINE_SUFFIX
+    identifier = quarantine_identifier(product)
 
     if bad.num_rows or catalog.table_exists(identifier):
         catalog.create_namespace_if_not_exists(product.domain)
-        if not catalog.table_exists(identifier):
-            catalog.create_table(identifier, schema=schema, properties=TABLE_PROPERTIES)
-        row_filter = None if selection is None else EqualTo("_partition", key)
-        commit_with_retry(
-            catalog, identifier, lambda t: replace_rows(t, bad.to_batches(), schema, properties, row_filter)
-        )
+        try:
+            table = catalog.create_table(identifier, schema=schema, properties=TABLE_PROPERTIES)
+        except TableAlreadyExistsError:
+            table = catalog.load_table(identifier)
+        if branch is not None:
+            open_audit_branch(table, branch)
+        parked = {**properties, QUARANTINE_PARTITION_PROPERTY: key}
+
+        def park(live):
+            replace_rows(live, bad.to_batches(), schema, parked, _rows_of(key), branch)
+            if (
+                branch is not None
+                and live.metadata.refs[branch].snapshot_id == live.current_snapshot().snapshot_id
+            ):
+                # nothing replaced: a snapshot of its own still marks what this run publishes
+                live.append(schema.empty_table(), snapshot_properties=parked, branch=branch)
+
+        commit_with_retry(catalog, identifier, park)
     return good_batches, bad.num_rows
+
+
+def publish_quarantine(catalog, product: DataProduct, branch: str) -> int | None:
+    """Make the rows the run parked on ``branch`` of the quarantine table visible on its main:
+    the rows of the same partition (or all) are replaced with them in one commit, whatever main
+    became meanwhile, and the branch is dropped. Returns the rows published; None when the run
+    parked nothing (no quarantine table or no such branch)."""
+    identifier = quarantine_identifier(product)
+    if not catalog.table_exists(identifier):
+        return None
+    table = catalog.load_table(identifier)
+    ref = table.metadata.refs.get(branch)
+    if ref is None:
+        return None
+    head = table.snapshot_by_id(ref.snapshot_id)
+    key = head.summary.additional_properties.get(QUARANTINE_PARTITION_PROPERTY) if head.summary else None
+    if key is None:  # the branch holds nothing this run parked
+        return None
+    schema = quarantine_schema(product)
+    rows = table.scan(row_filter=_rows_of(key), snapshot_id=head.snapshot_id).to_arrow().cast(schema)
+    properties = {k: v for k, v in head.summary.additional_properties.items() if k.startswith("mesh.")}
+
+    def move(live) -> int:
+        return replace_rows(live, rows.to_batches(), schema, properties, _rows_of(key), drop_branch=branch)
+
+    return commit_with_retry(catalog, identifier, move).value
 
 
 def _bad_rows_in_selection(bad: pa.Table, product: DataProduct, selection: PartitionSelection) -> pa.Table:

@@ -12,9 +12,18 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from mesh_assets import engine
+from mesh_assets.asset_specs import writer_pool
 from mesh_assets.contract.expectations import is_pushdown, kind_of
 from mesh_assets.iceberg.catalog import IcebergCatalog, snapshot_id_metadata
-from mesh_assets.iceberg.wap import audit_branch_name, branch_head, publish, tag_checked, wap_run_id
+from mesh_assets.iceberg.wap import (
+    audit_branch_name,
+    branch_head,
+    checked_tag_name,
+    publish,
+    tag_checked,
+    wap_run_id,
+)
+from mesh_assets.ingest.quarantine import publish_quarantine
 from mesh_assets.quality.report import write_report
 from mesh_assets.quality.run import evaluate, evaluate_on_trino, register_references
 from mesh_assets.settings import load_settings, pause_at
@@ -63,7 +72,10 @@ def contract_checks(product: "DataProduct"):
         return None
     key = dg.AssetKey(product.asset_key_path)
 
-    @dg.multi_asset_check(specs=check_specs(product), name=f"check_{product.name}", can_subset=True)
+    # the pool of the product's writer: the publication at the end writes the table too
+    @dg.multi_asset_check(
+        specs=check_specs(product), name=f"check_{product.name}", can_subset=True, pool=writer_pool(product)
+    )
     def _checks(context: dg.AssetCheckExecutionContext, catalog: IcebergCatalog):
         selected = {k.name for k in context.selected_asset_check_keys}
         rules = [r for r in product.rules if r.name in selected]
@@ -90,14 +102,23 @@ def contract_checks(product: "DataProduct"):
         published = False
         if snapshot_id is not None and all_blocking_passed and len(rules) == len(product.rules):
             pause_at("before_publish", product.identifier)  # test hooks, see pause_at
-            tag = tag_checked(table, snapshot_id, context.run.run_id, max_age_ms=tag_max_age_ms(product))
-            if branch is not None:
-                publish(table.refresh(), branch)
+            if branch is not None:  # tags move in the publishing commit, never without it
+                publish(
+                    table,
+                    branch,
+                    run_id=context.run.run_id,
+                    tag_max_age_ms=tag_max_age_ms(product),
+                    checked_snapshot=snapshot_id,
+                )
+                if product.quarantine:
+                    publish_quarantine(catalog.catalog(), product, branch)
                 published = True
                 pause_at("after_publish", product.identifier)
+            else:
+                tag_checked(table, snapshot_id, context.run.run_id, max_age_ms=tag_max_age_ms(product))
             context.log.info(
-                f"{product.identifier}: snapshot {snapshot_id} passed every "
-                f"blocking check; tagged {tag}" + ("; published to main" if published else "")
+                f"{product.identifier}: snapshot {snapshot_id} passed every blocking check; tagged "
+                f"{checked_tag_name(context.run.run_id)}" + ("; published to main" if published else "")
             )
         elif branch is not None:
             context.log.warning(

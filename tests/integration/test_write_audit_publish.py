@@ -1,12 +1,15 @@
 """Write-audit-publish: new data reaches main (what consumers read) only after every blocking
 check passed on exactly that data; rejected data stays inspectable on its audit branch."""
 
+import uuid
+
 import dagster as dg
-from meshtest import land
+from meshtest import NYCFLIGHTS, land
 
 from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
-from mesh_assets.iceberg.wap import audit_branch_name
-from mesh_assets.ingest.assets import ingestion_asset
+from mesh_assets.iceberg.wap import audit_branch_name, checked_tag_name
+from mesh_assets.ingest.assets import ingest, ingestion_asset
+from mesh_assets.ingest.quarantine import QUARANTINE_SUFFIX
 from mesh_assets.quality.checks import contract_checks
 from mesh_assets.read_api import read
 from mesh_assets.settings import DOMAINS_DIR
@@ -65,3 +68,89 @@ def test_passing_checks_publish_exactly_the_checked_snapshot(mesh_home):
     assert set(checked) == {materialized["iceberg/snapshot_id"].value}
     assert str(table.current_snapshot().snapshot_id) == checked[0]  # ... then published after checks
     assert audit_branch_name(result.run_id) not in table.metadata.refs
+
+
+def test_a_run_that_loses_the_publish_race_moves_no_tag(mesh_home):
+    """Run B writes and audits on top of main, run C publishes meanwhile: B's checks pass but
+    its publication is refused, and neither ``last-checked`` nor ``checked-<B>`` moves."""
+    airlines = load_contract(DOMAINS_DIR / "reference" / "products" / "airlines.yaml")
+    instance = dg.DagsterInstance.ephemeral()
+    land(mesh_home, "reference", "airlines.csv")
+    assert _run(airlines, instance).success
+
+    loser = str(uuid.uuid4())
+    real = (NYCFLIGHTS / "airlines.csv").read_text()
+    land(mesh_home, "reference", "airlines.csv", real.replace("United Air Lines Inc.", "Loser Air"))
+    ingest(airlines, open_catalog(), run_id=loser, branch=audit_branch_name(loser))
+    land(mesh_home, "reference", "airlines.csv", real.replace("United Air Lines Inc.", "Winner Air"))
+    winner = _run(airlines, instance)
+    assert winner.success
+    table = open_catalog().load_table("reference.airlines")
+    published = table.current_snapshot().snapshot_id
+    assert table.metadata.refs["last-checked"].snapshot_id == published
+
+    defs = dg.Definitions(
+        assets=[ingestion_asset(airlines)],
+        asset_checks=[contract_checks(airlines)],
+        resources={"catalog": IcebergCatalog()},
+        jobs=[dg.define_asset_job("checks", selection=dg.AssetSelection.checks_for_assets(KEY))],
+    )
+    lost = defs.resolve_job_def("checks").execute_in_process(
+        instance=instance, run_id=loser, raise_on_error=False
+    )
+    assert not lost.success
+    failure = next(e for e in lost.all_events if e.is_step_failure).step_failure_data.error.cause
+    assert failure.cls_name == "PublishConflictError"
+    assert (
+        f"table reference.airlines: main moved to {published} after audit branch {audit_branch_name(loser)} "
+        "was opened; the audited snapshot"
+    ) in failure.message
+    assert "stays on the branch, unpublished, and no tag moved" in failure.message
+    table = table.refresh()
+    assert table.current_snapshot().snapshot_id == published
+    assert table.metadata.refs["last-checked"].snapshot_id == published  # not the loser's snapshot
+    assert checked_tag_name(loser) not in table.metadata.refs
+    assert checked_tag_name(winner.run_id) in table.metadata.refs
+    names = read("reference.airlines", filter="carrier == 'UA'").column("name").to_pylist()
+    assert names == ["Winner Air"]
+
+
+WEATHER = (
+    "origin,year,month,day,hour,temp,dewp,humid,wind_dir,wind_speed,wind_gust,precip,pressure,visib,time_hour"
+)
+GOOD_HOURS = [
+    "EWR,2013,1,1,1,39.02,26.06,59.37,270,10.3,NA,0,1012,10,2013-01-01T06:00:00Z",
+    "JFK,2013,1,1,1,39.02,26.96,61.63,250,8.05,NA,0,1012.3,10,2013-01-01T06:00:00Z",
+]
+UNREADABLE = "LGA,2013,1,1,1,warm,26.96,61.63,250,8.05,NA,0,1012.3,10,2013-01-01T06:00:00Z"
+TOO_HOT = "LGA,2013,1,1,2,500,26.96,61.63,250,8.05,NA,0,1012.3,10,2013-01-01T07:00:00Z"
+
+
+def test_quarantined_rows_become_visible_only_when_their_run_publishes(mesh_home):
+    observations = load_contract(DOMAINS_DIR / "weather" / "products" / "observations.yaml")
+    instance = dg.DagsterInstance.ephemeral()
+    quarantine = "weather.observations" + QUARANTINE_SUFFIX
+
+    land(mesh_home, "weather", "weather.csv", "\n".join([WEATHER, *GOOD_HOURS, UNREADABLE, TOO_HOT]) + "\n")
+    failed = _run(observations, instance, partition_key="2013-01-01")
+    assert not failed.success  # temp 500 fails the blocking range check
+    catalog = open_catalog()
+    assert read(quarantine).num_rows == 0  # the failed run's bad row is not visible ...
+    branch = audit_branch_name(failed.run_id)
+    held = read(quarantine, as_of=branch)  # ... it waits on the run's branch
+    assert held.select(["_line", "_reason"]).to_pylist() == [
+        {"_line": 4, "_reason": "column temp: value 'warm' is not a valid double"}
+    ]
+    assert catalog.load_table("weather.observations").scan().to_arrow().num_rows == 0
+
+    land(mesh_home, "weather", "weather.csv", "\n".join([WEATHER, *GOOD_HOURS, UNREADABLE]) + "\n")
+    for _ in range(2):  # published, then a rerun converges
+        passed = _run(observations, instance, partition_key="2013-01-01")
+        assert passed.success
+        parked = read(quarantine)
+        assert (
+            parked.select(["_line", "_reason"]).to_pylist() == held.select(["_line", "_reason"]).to_pylist()
+        )
+        table = catalog.load_table(quarantine)
+        assert not [r for r in table.metadata.refs if r == audit_branch_name(passed.run_id)]
+    assert read("weather.observations").num_rows == 2

@@ -16,6 +16,7 @@ Slower variants (random offsets) are in test_soak.py (``make soak``).
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,7 +45,7 @@ from reliability_support import (
     wait_paused,
 )
 
-from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.catalog import TABLE_PROPERTIES, open_catalog
 from mesh_assets.iceberg.maintenance import maintain
 from mesh_assets.iceberg.wap import audit_branch_name
 from mesh_assets.runs import WORKER_PID_TAG
@@ -52,23 +53,30 @@ from mesh_assets.settings import DOMAINS_DIR
 from mesh_assets.workspace import load_contract
 
 WRITER = textwrap.dedent("""
-    import sys
+    import os, sys, time
     import pyarrow as pa
-    from mesh_assets.iceberg.catalog import open_catalog
-    from mesh_assets.iceberg.commit import commit_with_retry
+    from mesh_assets.iceberg.catalog import TABLE_PROPERTIES, open_catalog
+    from mesh_assets.iceberg.commit import CommitConflictError, commit_with_retry
 
-    writer, appends = int(sys.argv[1]), int(sys.argv[2])
+    writer, appends, go = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     catalog = open_catalog()
+    while not os.path.exists(go):  # every writer starts at once, imports done
+        time.sleep(0.01)
     for seq in range(appends):
         rows = pa.table({"writer": pa.array([writer] * 100, pa.int32()),
                          "seq": pa.array([seq] * 100, pa.int32())})
-        commit_with_retry(catalog, "stress.appends", lambda table: table.append(rows))
+        try:
+            committed = commit_with_retry(catalog, "stress.appends", lambda table: table.append(rows))
+        except CommitConflictError as exc:
+            print("GAVE-UP", seq, exc, flush=True)
+            continue
+        print("LANDED", seq, committed.attempts, flush=True)
 """)
 
 INGEST = textwrap.dedent("""
     import mesh_assets.iceberg.commit as commit
     import mesh_assets.ingest.readers as readers
-    from mesh_assets.iceberg.catalog import open_catalog
+    from mesh_assets.iceberg.catalog import TABLE_PROPERTIES, open_catalog
     from mesh_assets.ingest.assets import ingest
     from mesh_assets.workspace import load_contract
     from mesh_assets.settings import DOMAINS_DIR
@@ -81,31 +89,72 @@ INGEST = textwrap.dedent("""
 """)
 
 
-def concurrent_writers(tmp_path, writers: int, appends: int) -> None:
+def concurrent_writers(tmp_path, writers: int, appends: int, env: dict | None = None) -> dict:
+    """``writers`` processes append ``appends`` times each to one table, all released at once.
+    Every commit a writer reports landed is in the table exactly once, and nothing else is.
+    Returns what the writers reported: landed (writer, seq), attempts per landed commit, give-ups."""
     catalog = open_catalog()
     catalog.create_namespace("stress")
-    catalog.create_table("stress.appends", schema=pa.schema([("writer", pa.int32()), ("seq", pa.int32())]))
-    script = tmp_path / "writer.py"
+    schema = pa.schema([("writer", pa.int32()), ("seq", pa.int32())])
+    catalog.create_table("stress.appends", schema=schema, properties=TABLE_PROPERTIES)
+    script, go = tmp_path / "writer.py", tmp_path / "go"
     script.write_text(WRITER)
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), str(w), str(appends)], stderr=subprocess.PIPE, text=True
+            [sys.executable, str(script), str(w), str(appends), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
         )
         for w in range(writers)
     ]
-    for p in procs:
-        _, err = p.communicate(timeout=900)
-        assert p.returncode == 0, err[-2000:]
+    time.sleep(3)  # let the imports finish; the writers then race for the same commits
+    go.touch()
+    report = {"landed": set(), "attempts": [], "gave_up": []}
+    for w, p in enumerate(procs):
+        out, err = p.communicate(timeout=900)
+        assert p.returncode == 0 and "Traceback" not in err, err[-2000:]
+        for line in out.splitlines():
+            kind, seq, rest = line.split(" ", 2) if " " in line.split(" ", 1)[1] else (*line.split(" "), "")
+            if kind == "LANDED":
+                report["landed"].add((w, int(seq)))
+                report["attempts"].append(int(rest))
+            else:
+                report["gave_up"].append(rest)
     table = catalog.load_table("stress.appends")
     data = table.scan().to_arrow()
-    assert len(data) == writers * appends * 100  # exact: no commit lost, none doubled
-    pairs = set(zip(data.column("writer").to_pylist(), data.column("seq").to_pylist()))
-    assert pairs == {(w, s) for w in range(writers) for s in range(appends)}
-    assert len(table.snapshots()) == writers * appends
+    assert len(data) == len(report["landed"]) * 100  # exact: no commit lost, none doubled
+    assert set(zip(data.column("writer").to_pylist(), data.column("seq").to_pylist())) == report["landed"]
+    assert len(table.snapshots()) == len(report["landed"])
+    return report
 
 
 def test_sixteen_concurrent_writers_lose_no_commit(mesh_home, tmp_path):
-    concurrent_writers(tmp_path, writers=16, appends=3)
+    report = concurrent_writers(tmp_path, writers=16, appends=3)
+    assert report["landed"] == {(w, s) for w in range(16) for s in range(3)} and not report["gave_up"]
+    conflicts = sum(a - 1 for a in report["attempts"])
+    print(
+        f"48 commits, {conflicts} conflicts retried, most attempts for one commit: {max(report['attempts'])}"
+    )
+    assert conflicts > 0  # the writers did collide: the retry policy is what made every commit land
+
+
+def test_writers_beaten_past_the_deadline_give_up_with_a_clear_error(mesh_home, tmp_path):
+    report = concurrent_writers(tmp_path, writers=16, appends=3, env={"MESH_COMMIT_DEADLINE_S": "0"})
+    print(f"{len(report['landed'])} of 48 commits landed, {len(report['gave_up'])} gave up")
+    assert report["gave_up"] and report["landed"]  # some lost at their first conflict, some landed
+    for message in report["gave_up"]:
+        assert re.match(
+            r"table stress\.appends: 1 commit attempt\(s\) over \d+\.\d s all failed because other writers "
+            r"committed first \(last: CommitFailedException: (Requirement failed: branch main has changed: "
+            r"|Table has been updated by another process: stress\.appends\))",
+            message,
+        ), message
+        assert message.endswith(
+            "this write changed nothing. Run it again when the other writers are done, reduce the number "
+            "of concurrent writers, or allow more time with MESH_COMMIT_DEADLINE_S (now 0 s)."
+        ), message
 
 
 def kill_during_rewrite(mesh_home, tmp_path, kill_after_s: float) -> None:

@@ -4,11 +4,15 @@ import os
 import subprocess
 import sys
 import time
+from urllib.parse import quote
 
 import dagster as dg
+import pytest
 import yaml
 from dagster._core.instance.config import dagster_instance_config
+from sqlalchemy.engine import make_url
 
+from mesh_assets.iceberg.catalog import CatalogError, open_catalog
 from mesh_assets.settings import PAUSE_ENV, ensure_dagster_home, load_settings, pause_marker
 
 
@@ -108,3 +112,77 @@ def test_pause_at_stops_the_first_process_only_and_only_when_asked(mesh_home):
     assert first.poll() is None  # still stopped
     first.kill()
     first.wait()
+
+
+PASSWORD = "p@ss/w#rd:%?"  # every character that ends or splits a URI's userinfo
+
+
+def test_a_catalog_password_with_uri_characters_is_escaped(mesh_home, monkeypatch):
+    monkeypatch.setenv("MESH_CATALOG_URI", "postgresql+psycopg2://mesh:{password}@db.internal:5432/iceberg")
+    monkeypatch.setenv("MESH_CATALOG_PASSWORD", PASSWORD)
+    url = make_url(load_settings().catalog_properties()["uri"])
+    assert (url.username, url.password, url.host, url.port, url.database) == (
+        "mesh",
+        PASSWORD,
+        "db.internal",
+        5432,
+        "iceberg",
+    )
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        # SQLAlchemy refuses credentials in a SQLite URL: a real SQLite catalog, refused
+        "sqlite://mesh:{password}@/{home}/catalog.db",
+        "nosuchdialect://mesh:{password}@db.internal/iceberg",
+    ],
+)
+def test_a_catalog_that_cannot_open_never_shows_its_password(mesh_home, monkeypatch, template):
+    uri = template.replace("{home}", str(mesh_home).lstrip("/"))
+    monkeypatch.setenv("MESH_CATALOG_URI", uri)
+    monkeypatch.setenv("MESH_CATALOG_PASSWORD", PASSWORD)
+    with pytest.raises(CatalogError) as failed:
+        open_catalog()
+    message = str(failed.value)
+    shown = uri.replace("{password}", "***")
+    assert message.startswith(f"cannot open the Iceberg catalog mesh at {shown}: "), message
+    assert message.endswith(
+        "Check MESH_CATALOG_URI and the catalog password (MESH_CATALOG_PASSWORD or MESH_CATALOG_PASSWORD_FILE)."
+    )
+    for fragment in ("p@ss", "w#rd", "ss/w", "rd:%", quote(PASSWORD, safe="")[:6]):
+        assert fragment not in message, fragment
+    assert failed.value.__cause__ is None and failed.value.__suppress_context__
+
+
+def test_the_embedded_sqlite_catalog_still_opens(mesh_home, monkeypatch):
+    monkeypatch.setenv("MESH_CATALOG_PASSWORD", PASSWORD)  # no {password} in the URI: unused
+    catalog = open_catalog()
+    catalog.create_namespace("plain")
+    assert ("plain",) in catalog.list_namespaces() and (mesh_home / "catalog.db").exists()
+
+
+def test_dagster_instances_limit_every_pool_to_one_step(mesh_home, monkeypatch):
+    for storage in ("sqlite", "postgres"):
+        monkeypatch.setenv("MESH_DAGSTER_STORAGE", storage)
+        monkeypatch.setenv("DAGSTER_HOME", str(mesh_home / f"dagster-{storage}"))
+        config = yaml.safe_load((ensure_dagster_home(load_settings()) / "dagster.yaml").read_text())
+        assert config["concurrency"] == {"pools": {"default_limit": 1}}, storage
+    older = mesh_home / "dagster-older"  # written by mesh before pools existed: completed once
+    older.mkdir()
+    (older / "dagster.yaml").write_text("# Dagster instance: SQLite storage in this folder (the default).\n")
+    monkeypatch.setenv("MESH_DAGSTER_STORAGE", "sqlite")
+    monkeypatch.setenv("DAGSTER_HOME", str(older))
+    ensure_dagster_home(load_settings())
+    ensure_dagster_home(load_settings())
+    renewed = yaml.safe_load((older / "dagster.yaml").read_text())
+    assert set(renewed) == {"run_monitoring", "run_retries", "concurrency"}
+    assert renewed["concurrency"] == {"pools": {"default_limit": 1}}
+    theirs = mesh_home / "dagster-theirs"
+    theirs.mkdir()
+    (theirs / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(theirs))
+    ensure_dagster_home(load_settings())
+    assert (theirs / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+    with dg.DagsterInstance.from_config(str(mesh_home / "dagster-sqlite")) as instance:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1

@@ -4,10 +4,13 @@ referenced file nor a young one, and the table reads the same before and after."
 import os
 from datetime import UTC, datetime, timedelta
 
+import dagster as dg
 import pyarrow as pa
 import pytest
 
+from mesh_assets import cli
 from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.commit import RUN_ID_PROPERTY
 from mesh_assets.iceberg.maintenance import expire_snapshots, maintain, referenced_files, remove_orphan_files
 from mesh_assets.workspace import load_contract
 
@@ -112,7 +115,46 @@ def test_stale_audit_branches_are_removed_after_retention(airlines):
         pa.table({"carrier": ["ZZ"], "name": ["rejected"]}, schema=product.arrow_schema()),
         branch="audit-deadbeef",
     )
-    assert maintain(product, open_catalog()).expired_refs == []  # young: kept for inspection
+    assert maintain(product, open_catalog()).expired_refs == []  # run unknown, young: kept
     report = maintain(product, open_catalog(), now=LATER)
     assert "audit-deadbeef" in report.expired_refs
     assert "audit-deadbeef" not in open_catalog().load_table("reference.airlines").metadata.refs
+
+
+def test_audit_branches_of_runs_no_longer_running_are_removed(airlines, capsys):
+    """A real Dagster instance knows three runs: one still running, one failed, one finished.
+    Maintenance removes the branches of the failed and finished runs and of an unknown run
+    past the grace period, and keeps the running run's branch whatever its age."""
+    from mesh_assets.iceberg.maintenance import dagster_run_states, expire_audit_branches
+    from mesh_assets.iceberg.wap import audit_branch_name, open_audit_branch
+
+    product, table = airlines
+    with dg.DagsterInstance.get() as instance:
+        job = dg.JobDefinition(graph_def=dg.GraphDefinition(name="noop", node_defs=[]))
+        runs = {}
+        for status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS):
+            runs[status] = instance.create_run_for_job(job_def=job, status=status).run_id
+        branches = {status: audit_branch_name(run_id) for status, run_id in runs.items()}
+        branches["unknown"] = "audit-0badc0de"
+        for status, branch in branches.items():
+            table = open_audit_branch(table, branch)
+            run_id = runs.get(status, "0badc0de-0000-0000-0000-000000000000")
+            data = pa.table({"carrier": ["ZZ"], "name": [str(status)]}, schema=product.arrow_schema())
+            table.append(data, branch=branch, snapshot_properties={RUN_ID_PROPERTY: run_id})
+            table = table.refresh()
+
+        removed = expire_audit_branches(table, run_states=dagster_run_states(instance))
+        assert removed == sorted(
+            [branches[dg.DagsterRunStatus.FAILURE], branches[dg.DagsterRunStatus.SUCCESS]]
+        )
+        refs = open_catalog().load_table("reference.airlines").metadata.refs
+        assert branches[dg.DagsterRunStatus.STARTED] in refs and "audit-0badc0de" in refs  # running; young
+
+        report = maintain(product, open_catalog(), now=LATER, run_states=dagster_run_states(instance))
+        assert report.removed_branches == ["audit-0badc0de"]  # unknown, past the grace period
+        assert report.as_metadata()["removed_audit_branches"] == "audit-0badc0de"
+        refs = open_catalog().load_table("reference.airlines").metadata.refs
+        assert branches[dg.DagsterRunStatus.STARTED] in refs  # a running run's branch, 30 days "old"
+
+    assert cli.main(["maintain", "reference.airlines"]) == 0  # the command asks the same instance
+    assert "removed audit branch" not in capsys.readouterr().out  # nothing left to remove
