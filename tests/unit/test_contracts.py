@@ -75,9 +75,12 @@ def test_checks_are_derived_from_the_contract(reference_dir):
         "unique_carrier",
         "row_count_between",
         "match_regex_carrier",
+        "not_shrunk",
     }
     assert rules["not_null_carrier"].expectation == "expect_column_values_to_not_be_null"
     assert rules["row_count_between"].kwargs == {"min_value": 10, "max_value": 100}
+    assert rules["not_shrunk"].expectation == "expect_table_row_count_to_not_shrink"
+    assert rules["not_shrunk"].kwargs == {"max_shrink_percent": 50.0}  # the platform default
     assert rules["match_regex_carrier"].kwargs == {"regex": "^[A-Z0-9]{2}$", "column": "carrier"}
     specs = {s.name: s for s in check_specs(airlines)}
     assert set(specs) == set(rules)
