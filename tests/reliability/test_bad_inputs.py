@@ -70,8 +70,7 @@ def contract(folder, name: str, *, quarantine: bool):
 
 
 def write_raw(home, name: str, data: bytes) -> None:
-    target = land(home, "bad", f"{name}.csv", "")
-    target.write_bytes(data)
+    land(home, "bad", f"{name}.csv", data)
 
 
 def csv_bytes(*lines: str, header: str = HEADER) -> bytes:
