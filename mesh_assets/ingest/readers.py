@@ -168,6 +168,15 @@ def _csv_header(landed: Landed) -> list[str]:
         text = first.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise fail(landed.uri, product, _not_utf8(1, first[exc.start], exc.start + 1)) from None
+    if not landed.compression and landed.last_byte != b"\n":  # compressed streams check their length
+        lines = sum(1 for _ in _line_shapes(landed))
+        raise fail(
+            landed.uri,
+            product,
+            f"line {lines}: the file does not end with a line break, so its last line may be cut "
+            "short (a copy that stopped, a writer still writing); land the whole file, ending "
+            "with a line break",
+        )
     return next(csv.reader([text.rstrip("\r")]), [])
 
 
