@@ -41,7 +41,7 @@ from mesh_assets.workspace import (
     workspace_domains,
 )
 
-SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+SNAKE = re.compile(r"[a-z][a-z0-9_]*")
 SECRET_PATTERNS = [
     re.compile(r"AKIA[0-9A-Z]{16}"),
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
@@ -185,7 +185,7 @@ def lint_project(root: Path, manifest: dict | None = None) -> list[Violation]:
             )
         )
     for name in folders:
-        if not SNAKE.match(name):
+        if not SNAKE.fullmatch(name):
             found.append(
                 Violation(
                     domain_file(domains_dir / name),
@@ -210,7 +210,11 @@ def lint_project(root: Path, manifest: dict | None = None) -> list[Violation]:
             try:
                 product = load_contract(path, domain=name)
             except ContractError as exc:
-                column = f"name:\\s*{re.escape(exc.column)}\\s*$" if exc.column else r"^\S"
+                column = r"^\S"
+                if exc.column:
+                    column = f"name:\\s*{re.escape(exc.column)}\\s*$"
+                elif exc.key:  # a setting (source file, settleSeconds): the line that sets it
+                    column = rf"(^|[\s{{,]){re.escape(exc.key)}\s*:"
                 found.append(
                     Violation(
                         path,
@@ -224,7 +228,7 @@ def lint_project(root: Path, manifest: dict | None = None) -> list[Violation]:
             for rule in PRODUCT_RULES:
                 found += rule(product)
     for model in sorted((root / "dbt_project" / "models").glob("**/*.sql")):
-        if not SNAKE.match(model.stem):
+        if not SNAKE.fullmatch(model.stem):
             found.append(
                 Violation(
                     model, 1, "MESH007", f"dbt model {model.stem} is not lower_snake_case", "rename the file"
