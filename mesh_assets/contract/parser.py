@@ -41,7 +41,7 @@ import math
 import re
 import zoneinfo
 from datetime import timedelta
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -371,8 +371,8 @@ def _landing_name_problem(file: Any) -> str | None:
         return "holds a control character or a backslash"
     if file.startswith("/") or file[1:2] == ":":
         return "is an absolute path: it must stay inside the landing folder"
-    parts = PurePosixPath(file).parts
-    if ".." in parts or "." in parts or "//" in file:
+    parts = file.split("/")
+    if any(part in ("", ".", "..") for part in parts):
         return "leaves or repeats folders ('..', '.', '//'): it must stay inside the landing folder"
     if any(part.startswith(".") for part in parts):
         return "names a hidden file (a leading dot): those are ignored in the landing zone"

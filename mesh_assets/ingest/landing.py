@@ -215,12 +215,13 @@ def _open_regular(path: Path, product: DataProduct):
                 "(copy the file into it, do not link it)",
             ) from None
         raise fail(path, product, f"cannot be opened ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
         if stat.S_ISDIR(mode):
             raise fail(path, product, "is a directory, not a file; land the file itself under this name")
-        if not stat.S_ISREG(mode):
-            raise fail(path, product, "is not a regular file (a pipe, socket or device); land a plain file")
+        raise fail(path, product, "is not a regular file (a pipe, socket or device); land a plain file")
+    with os.fdopen(fd, "rb") as f:
         yield f
 
 

@@ -413,9 +413,11 @@ def _cast(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, pa.Array | N
 
 
 def _either(a: pa.Array | None, b: pa.Array | None) -> pa.Array | None:
-    if a is None:
-        return b
-    return a if b is None else pc.or_(a, b)
+    """Either mask true (a missing value's null counts as false); None stands for all false."""
+    masks = [m for m in (a, b) if m is not None]
+    if not masks:
+        return None
+    return pc.fill_null(masks[0] if len(masks) == 1 else pc.or_(*masks), False)
 
 
 def _integers(text: pa.Array, target: pa.DataType) -> tuple[pa.Array, pa.Array | None]:
@@ -439,7 +441,8 @@ def _timestamps_in_zone(text: pa.Array, zone: str) -> pa.Array:
     local, _ = _cast(text, pa.timestamp("us"))
     first = pc.assume_timezone(local, zone, ambiguous="earliest", nonexistent="earliest")
     last = pc.assume_timezone(local, zone, ambiguous="latest", nonexistent="latest")
-    return pc.if_else(pc.equal(first, last), first, _null(first.type))
+    utc = pa.timestamp("us", "UTC")
+    return pc.if_else(pc.equal(first, last), first, _null(first.type)).cast(utc)
 
 
 def parse_column(text: pa.Array, column: Column, target: pa.DataType, zone: str | None):
@@ -467,7 +470,9 @@ def parse_column(text: pa.Array, column: Column, target: pa.DataType, zone: str 
         return pc.if_else(bad, local, typed), pc.and_(bad, pc.is_null(local))
     if pa.types.is_time(target):
         shaped = pc.fill_null(pc.match_substring_regex(text, _TIME), True)
-        dated = pc.binary_join_element_wise(pa.scalar("1970-01-01T", text.type), text, "")
+        dated = pc.binary_join_element_wise(
+            pa.scalar("1970-01-01T", text.type), text, pa.scalar("", text.type)
+        )
         typed, bad = _cast(pc.if_else(shaped, dated, _null(text.type)), pa.timestamp("us"))
         return typed.cast(target), _either(bad, pc.invert(shaped))
     if isinstance(target, pa.UuidType):
