@@ -286,7 +286,9 @@ RULES: tuple[Rule, ...] = (
         "The contract loads",
         "Every `domains/<domain>/products/*.yaml`: valid against the ODCS v3 JSON Schema; "
         "`domain` and `dataProduct` match the folder and the file name; one schema object; "
-        "known types; an owner (`team.name`); exactly one of `source` or `transform: dbt`; "
+        "known types; an owner (`team.name`); exactly one of `source` or `transform: dbt`; a "
+        "`source.file` relative to the landing folder that stays inside it (no absolute path, "
+        "`..`, hidden, `.part`/`.tmp`/`.done` name) and valid `settleSeconds`/`timezone`; "
         "known Great Expectations expectations and kwargs, on existing columns. Product and "
         "column names that are not lower_snake_case are reported here, by the contract loader.",
         "A contract that does not load cannot become an asset: definitions load would fail for "
