@@ -194,6 +194,12 @@ def _local_path(product: DataProduct, root: str) -> Path:
     return path
 
 
+def _not_a_file(path: Path, product: DataProduct, mode: int) -> IngestionError:
+    if stat.S_ISDIR(mode):
+        return fail(path, product, "is a directory, not a file; land the file itself under this name")
+    return fail(path, product, "is not a regular file (a pipe, socket or device); land a plain file")
+
+
 @contextlib.contextmanager
 def _open_regular(path: Path, product: DataProduct):
     """``path`` opened for reading, without following a symbolic link or blocking on a pipe;
@@ -218,9 +224,7 @@ def _open_regular(path: Path, product: DataProduct):
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise fail(path, product, "is a directory, not a file; land the file itself under this name")
-        raise fail(path, product, "is not a regular file (a pipe, socket or device); land a plain file")
+        raise _not_a_file(path, product, mode)
     with os.fdopen(fd, "rb") as f:
         yield f
 
@@ -238,6 +242,8 @@ def landing_file(product: DataProduct, settings: MeshSettings | None = None) -> 
             st = os.lstat(path)
         except FileNotFoundError:
             return None
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_a_file(path, product, st.st_mode)
         try:
             marker = os.lstat(path.with_name(path.name + DONE_SUFFIX))
             marker_ns = marker.st_mtime_ns if stat.S_ISREG(marker.st_mode) else None
