@@ -14,7 +14,6 @@ both sides); ``inner_s`` is the time inside the process around the write only.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import textwrap
@@ -85,10 +84,8 @@ PYARROW_FLOOR_PARTITIONED = textwrap.dedent("""
 
 def _home_with(landing: dict[str, Path], domain: str) -> Path:
     home = Path(tempfile.mkdtemp(prefix="mesh-bench-ingest-"))
-    folder = home / "landing" / domain
-    folder.mkdir(parents=True)
     for name, src in landing.items():
-        os.symlink(src, folder / name)
+        bench_run.land(src, home / "landing" / domain / name)
     return home
 
 

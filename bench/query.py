@@ -144,10 +144,8 @@ PYICEBERG = textwrap.dedent("""
 
 def setup_tables(home: Path, sf: float, contracts_dir: Path) -> dict:
     data = tpch.parquet_dir(sf)
-    landing = home / "landing" / "tpch"
-    landing.mkdir(parents=True)
     for name in ("lineitem", "orders"):
-        os.symlink(data / f"{name}.parquet", landing / f"{name}.parquet")
+        bench_run.land(data / f"{name}.parquet", home / "landing" / "tpch" / f"{name}.parquet")
     contracts = tpch.write_contracts("parquet", contracts_dir)
     _, _, out = bench_run.run_measured(
         SETUP, [str(contracts["lineitem"]), str(contracts["orders"])], {"MESH_HOME": str(home)}

@@ -55,6 +55,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,6 +77,17 @@ if __name__ == "__main__":
 
 def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
+
+
+def land(source: Path, target: Path) -> None:
+    """Put ``source`` in a landing zone as ``target`` without copying it when possible (a hard
+    link; the landing zone refuses symbolic links), then its ``.done`` marker (complete)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        shutil.copyfile(source, target)
+    target.with_name(target.name + ".done").touch()
 
 
 def repeats() -> int:

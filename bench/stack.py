@@ -127,9 +127,7 @@ def bench_trino_queries(repeats: int) -> list[dict]:
     out = []
     try:
         data = tpch.parquet_dir(sf)
-        landing = work / "landing" / schema
-        landing.mkdir(parents=True)
-        os.symlink(data / "lineitem.parquet", landing / "lineitem.parquet")
+        bench_run.land(data / "lineitem.parquet", work / "landing" / schema / "lineitem.parquet")
         contract = tpch.write_contracts("parquet", work / "contracts", domain=schema)["lineitem"]
         # production mode as `eval "$(mesh stack env)"` sets it; credentials by file
         env = {**stack.production_env(layout), "MESH_LANDING": str(work / "landing")}

@@ -38,7 +38,7 @@ HEADER = """\
 # `mesh helm values --check` (run by the tests) fails when this file is stale.
 """
 
-DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
 class DeployError(ValueError):
@@ -59,7 +59,7 @@ def domain_entries(domains_dir: Path | None = None) -> list[dict]:
             raise DeployError(f"{folder}: no definitions.py, so no code location to serve")
         # Kubernetes names are DNS labels: lower_snake_case domains become lower-kebab-case.
         resource_name = name.replace("_", "-")
-        if not DNS_LABEL.match(resource_name) or len(resource_name) > 40:
+        if not DNS_LABEL.fullmatch(resource_name) or len(resource_name) > 40:
             raise DeployError(
                 f"domain {name!r} cannot name Kubernetes objects ({resource_name!r} "
                 f"is not a DNS label of at most 40 characters); rename the domain"

@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from mesh_assets.contract.errors import ContractError
+from mesh_assets.contract.expectations import SHRINK
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.dbt.project import PortViolation, check_ports, prepare
 from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
@@ -41,7 +42,7 @@ from mesh_assets.workspace import (
     workspace_domains,
 )
 
-SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+SNAKE = re.compile(r"[a-z][a-z0-9_]*")
 SECRET_PATTERNS = [
     re.compile(r"AKIA[0-9A-Z]{16}"),
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
@@ -126,7 +127,8 @@ def rule_classification(product: DataProduct) -> Iterator[Violation]:
 
 
 def rule_blocking_rule(product: DataProduct) -> Iterator[Violation]:
-    if product.visibility == "public" and not any(r.severity == "error" for r in product.rules):
+    declared = [r for r in product.rules if r.expectation != SHRINK]  # the platform's own does not count
+    if product.visibility == "public" and not any(r.severity == "error" for r in declared):
         yield Violation(
             product.path,
             _line(product.path, r"^\s*quality:|^schema:"),
@@ -185,7 +187,7 @@ def lint_project(root: Path, manifest: dict | None = None) -> list[Violation]:
             )
         )
     for name in folders:
-        if not SNAKE.match(name):
+        if not SNAKE.fullmatch(name):
             found.append(
                 Violation(
                     domain_file(domains_dir / name),
@@ -210,7 +212,11 @@ def lint_project(root: Path, manifest: dict | None = None) -> list[Violation]:
             try:
                 product = load_contract(path, domain=name)
             except ContractError as exc:
-                column = f"name:\\s*{re.escape(exc.column)}\\s*$" if exc.column else r"^\S"
+                column = r"^\S"
+                if exc.column:
+                    column = f"name:\\s*{re.escape(exc.column)}\\s*$"
+                elif exc.key:  # a setting (source file, settleSeconds): the line that sets it
+                    column = rf"(^|[\s{{,]){re.escape(exc.key)}\s*:"
                 found.append(
                     Violation(
                         path,
@@ -224,7 +230,7 @@ def lint_project(root: Path, manifest: dict | None = None) -> list[Violation]:
             for rule in PRODUCT_RULES:
                 found += rule(product)
     for model in sorted((root / "dbt_project" / "models").glob("**/*.sql")):
-        if not SNAKE.match(model.stem):
+        if not SNAKE.fullmatch(model.stem):
             found.append(
                 Violation(
                     model, 1, "MESH007", f"dbt model {model.stem} is not lower_snake_case", "rename the file"
@@ -282,7 +288,9 @@ RULES: tuple[Rule, ...] = (
         "The contract loads",
         "Every `domains/<domain>/products/*.yaml`: valid against the ODCS v3 JSON Schema; "
         "`domain` and `dataProduct` match the folder and the file name; one schema object; "
-        "known types; an owner (`team.name`); exactly one of `source` or `transform: dbt`; "
+        "known types; an owner (`team.name`); exactly one of `source` or `transform: dbt`; a "
+        "`source.file` relative to the landing folder that stays inside it (no absolute path, "
+        "`..`, hidden, `.part`/`.tmp`/`.done` name) and valid `settleSeconds`/`timezone`; "
         "known Great Expectations expectations and kwargs, on existing columns. Product and "
         "column names that are not lower_snake_case are reported here, by the contract loader.",
         "A contract that does not load cannot become an asset: definitions load would fail for "

@@ -77,5 +77,9 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
             "main; re-execute the run from its failure, or materialize again.",
             JobFailureData(error=None, failure_reason=RunFailureReason.UNEXPECTED_TERMINATION),
         )
+        if instance.event_log_storage.supports_global_concurrency_limits:
+            # the pool slots its steps held are freed now (the daemon would only after
+            # run_monitoring.free_slots_after_run_end_seconds), so the next run is not blocked
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         failed.append(run.run_id)
     return failed

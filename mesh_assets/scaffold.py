@@ -4,36 +4,84 @@
 a sample contract with sample data so the domain materializes at once), the dbt folder
 ``dbt_project/models/NAME/``, a test, and registers the code location in ``workspace.yaml``.
 ``mesh new product DOMAIN NAME [--dbt]`` adds a contract (and, with ``--dbt``, its model).
-Existing files are never overwritten.
+
+Everything is checked before anything is written (names, owner, type, files that exist already:
+never overwritten), and then written all or nothing: each file goes to a temporary name and is
+renamed into place, and a failure part way removes what was written and restores what was
+changed, so no half scaffold is ever left behind.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import yaml
 
-from mesh_assets.deploy import write_domains_file
+from mesh_assets.deploy import DNS_LABEL, render_domains_file
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+DOMAIN_TYPES = ("source-aligned", "consumer-aligned", "aggregate")
 
 
 class ScaffoldError(ValueError):
     pass
 
 
-def _write(path: Path, text: str) -> Path:
-    if path.exists():
-        raise ScaffoldError(f"{path} already exists: not overwriting it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
 def _check_name(kind: str, name: str) -> None:
-    if not _NAME.match(name):
-        raise ScaffoldError(f"{kind} name '{name}' must be lower_snake_case (letters, digits, _)")
+    if not _NAME.fullmatch(name):
+        raise ScaffoldError(f"{kind} name {name!r} must be lower_snake_case (letters, digits, _)")
+    if kind == "domain" and (not DNS_LABEL.fullmatch(name.replace("_", "-")) or len(name) > 40):
+        raise ScaffoldError(
+            f"domain name {name!r} must end with a letter or digit and have at most 40 characters "
+            "(it names Kubernetes objects)"
+        )
+
+
+def _check_owner(owner: str) -> None:
+    if not _OWNER.fullmatch(owner):
+        raise ScaffoldError(f"owner {owner!r} must be a team name (letters, digits, '.', '_', '-')")
+
+
+def _write_all(new: dict[Path, str], changed: dict[Path, str], then=None) -> list[Path]:
+    """Create the files of ``new`` (none may exist), replace those of ``changed``, then those
+    ``then()`` returns once the others are in place: all or nothing. Returns the paths written."""
+    for path in new:
+        if path.exists():
+            raise ScaffoldError(f"{path} already exists: not overwriting it")
+    made_dirs: list[Path] = []
+    kept: dict[Path, str | None] = {}
+
+    def write(path: Path, text: str) -> None:
+        kept[path] = path.read_text() if path.exists() else None
+        missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+        for folder in reversed(missing):
+            folder.mkdir()
+            made_dirs.append(folder)
+        tmp = path.with_name(f".{path.name}.mesh-new")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    try:
+        for path, text in [*new.items(), *changed.items()]:
+            write(path, text)
+        for path, text in (then() if then else {}).items():
+            write(path, text)
+    except BaseException:
+        for path, before in reversed(kept.items()):
+            if before is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_text(before)
+        for folder in reversed(made_dirs):
+            folder.rmdir()
+        raise
+    return list(kept)
 
 
 def contract_text(domain: str, product: str, owner: str, *, dbt: bool) -> str:
@@ -89,56 +137,55 @@ customProperties:
 """
 
 
+def _product_files(project_dir: Path, domain: str, product: str, owner: str, *, dbt: bool) -> dict[Path, str]:
+    domain_dir = project_dir / "domains" / domain
+    files = {domain_dir / "products" / f"{product}.yaml": contract_text(domain, product, owner, dbt=dbt)}
+    if dbt:
+        files[project_dir / "dbt_project" / "models" / domain / f"{product}.sql"] = (
+            f"-- {product}: replace with the product's logic. Read other products with\n"
+            f"-- {{{{ source('<domain>', '<product>') }}}}.\n"
+            "select 'a' as id, cast(1.0 as double) as value\n"
+        )
+    else:
+        files[domain_dir / "sample_data" / f"{product}.csv"] = "id,value\na,1.5\nb,2.0\nc,0.25\n"
+    return files
+
+
 def new_product(project_dir: Path, domain: str, product: str, *, dbt: bool = False) -> list[Path]:
     _check_name("product", product)
+    _check_name("domain", domain)
     domain_dir = project_dir / "domains" / domain
     if not (domain_dir / "domain.yaml").exists():
         raise ScaffoldError(f"no domain {domain} (create it with `mesh new domain {domain}`)")
-
-    owner = yaml.safe_load((domain_dir / "domain.yaml").read_text())["owner"]
-    written = [
-        _write(domain_dir / "products" / f"{product}.yaml", contract_text(domain, product, owner, dbt=dbt))
-    ]
-    if dbt:
-        written.append(
-            _write(
-                project_dir / "dbt_project" / "models" / domain / f"{product}.sql",
-                f"-- {product}: replace with the product's logic. Read other products with\n"
-                f"-- {{{{ source('<domain>', '<product>') }}}}.\n"
-                "select 'a' as id, cast(1.0 as double) as value\n",
-            )
-        )
-    else:
-        written.append(
-            _write(domain_dir / "sample_data" / f"{product}.csv", "id,value\na,1.5\nb,2.0\nc,0.25\n")
-        )
-    return written
+    owner = str((yaml.safe_load((domain_dir / "domain.yaml").read_text()) or {}).get("owner", ""))
+    _check_owner(owner)
+    return _write_all(_product_files(project_dir, domain, product, owner, dbt=dbt), {})
 
 
 def new_domain(
     project_dir: Path, name: str, *, owner: str | None = None, domain_type: str = "source-aligned"
 ) -> list[Path]:
     _check_name("domain", name)
+    owner = owner or f"{name.replace('_', '-')}-team"
+    _check_owner(owner)
+    if domain_type not in DOMAIN_TYPES:
+        raise ScaffoldError(f"domain type {domain_type!r} is unknown; use one of {', '.join(DOMAIN_TYPES)}")
     domain_dir = project_dir / "domains" / name
     if domain_dir.exists():
         raise ScaffoldError(f"{domain_dir} already exists")
-    owner = owner or f"{name.replace('_', '-')}-team"
-    written = [
-        _write(domain_dir / "__init__.py", ""),
-        _write(
-            domain_dir / "domain.yaml",
-            f"name: {name}\ndescription: >\n  What the {name} domain owns (edit me).\n"
-            f"owner: {owner}\ntype: {domain_type}\n",
-        ),
-        _write(
-            domain_dir / "definitions.py",
-            f'"""Code location of the {name} domain."""\n\nfrom mesh_assets import '
-            "build_domain\n\ndefs = build_domain(__file__)\n",
-        ),
-        _write(project_dir / "dbt_project" / "models" / name / ".gitkeep", ""),
-        _write(
-            project_dir / "tests" / "domains" / f"test_{name}.py",
-            f'''"""The {name} domain loads and its contracts hold."""
+    new = {
+        domain_dir / "__init__.py": "",
+        domain_dir
+        / "domain.yaml": f"name: {name}\ndescription: >\n  What the {name} domain owns (edit me).\n"
+        f"owner: {owner}\ntype: {domain_type}\n",
+        domain_dir
+        / "definitions.py": f'"""Code location of the {name} domain."""\n\nfrom mesh_assets import '
+        "build_domain\n\ndefs = build_domain(__file__)\n",
+        project_dir / "dbt_project" / "models" / name / ".gitkeep": "",
+        project_dir
+        / "tests"
+        / "domains"
+        / f"test_{name}.py": f'''"""The {name} domain loads and its contracts hold."""
 
 from mesh_assets.definitions import build_domain, load_domain
 from mesh_assets.settings import DOMAINS_DIR
@@ -150,22 +197,22 @@ def test_{name}_definitions_load(mesh_home):
     keys = {{tuple(k.path) for k in defs.resolve_asset_graph().materializable_asset_keys}}
     assert {{("{name}", p.name) for p in domain.products}} <= keys
 ''',
-        ),
-    ]
-    written += new_product(project_dir, name, "example")
+        **_product_files(project_dir, name, "example", owner, dbt=False),
+    }
     workspace = project_dir / "workspace.yaml"
     text = workspace.read_text()
     if not text.endswith("\n"):
         text += "\n"
-    workspace.write_text(
-        text + f"  - python_module:\n      module_name: domains.{name}.definitions\n"
+    changed = {
+        workspace: text + f"  - python_module:\n      module_name: domains.{name}.definitions\n"
         f"      location_name: {name}\n"
-    )
-    written.append(workspace)
-    # the Helm chart serves one code location per domain: keep its list in sync
-
+    }
     chart_domains = project_dir / "helm" / "datamesh" / "domains.yaml"
-    if chart_domains.exists():
-        write_domains_file(chart_domains, project_dir / "domains")
-        written.append(chart_domains)
-    return written
+
+    def chart() -> dict[Path, str]:
+        """The Helm chart serves one code location per domain: its list, with the new domain."""
+        if not chart_domains.exists():
+            return {}
+        return {chart_domains: render_domains_file(project_dir / "domains")}
+
+    return _write_all(new, changed, chart)

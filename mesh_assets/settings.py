@@ -171,6 +171,8 @@ run_monitoring:
   cancel_timeout_seconds: 300
   max_resume_run_attempts: 0
   poll_interval_seconds: 60
+  # the concurrency-pool slots of a run that ended are freed (a killed step never frees its own)
+  free_slots_after_run_end_seconds: 30
   # no max_runtime_seconds: that launcher cannot stop an in-process run, only mislabel it
 run_retries:
   # a failed run launched through the daemon or the UI (sensor, schedule) is re-executed from

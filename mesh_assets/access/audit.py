@@ -138,7 +138,7 @@ def _trino_decision(entry: dict) -> Decision | None:
 
 def _millis(stamp: str) -> str:
     """OPA's nanosecond UTC timestamps shortened to the local log's milliseconds."""
-    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z$", stamp)
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", stamp)
     if not match:
         return stamp
     return f"{match.group(1)}.{(match.group(2) or '').ljust(3, '0')[:3]}Z"

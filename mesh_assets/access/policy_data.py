@@ -30,8 +30,8 @@ from mesh_assets.workspace import WORKSPACE_FILE, all_contract_files, all_produc
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
 POLICY_FILES = ("trino.rego", "decision_logs.rego")
-_GROUP = re.compile(r"^[a-z][a-z0-9_]*$")
-_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+_GROUP = re.compile(r"[a-z][a-z0-9_]*")
+_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
 
 
 class AccessConfigError(ValueError):
@@ -78,7 +78,7 @@ def load_users(path: Path | None = None) -> Users:
     groups: dict[str, tuple[str, ...]] = {}
     for user, member_of in (raw.get("users") or {}).items():
         user = str(user)
-        if not _USER.match(user):
+        if not _USER.fullmatch(user):
             raise AccessConfigError(
                 f"users file {path}: user name {user!r} may hold letters, digits, '.', '_', '@' and '-' only"
             )
@@ -86,16 +86,16 @@ def load_users(path: Path | None = None) -> Users:
         if not isinstance(member_of, list):
             raise AccessConfigError(f"users file {path}: user {user}: groups must be a list")
         for group in member_of:
-            if not isinstance(group, str) or not _GROUP.match(group):
+            if not isinstance(group, str) or not _GROUP.fullmatch(group):
                 raise AccessConfigError(
                     f"users file {path}: user {user}: group {group!r} must be lower_snake_case"
                 )
         groups[user] = tuple(sorted(set(member_of)))
     for user in platform_users:
-        if not _USER.match(str(user)):
+        if not _USER.fullmatch(str(user)):
             raise AccessConfigError(f"users file {path}: platform user {user!r} is not a user name")
     for group in platform_groups:
-        if not _GROUP.match(str(group)):
+        if not _GROUP.fullmatch(str(group)):
             raise AccessConfigError(f"users file {path}: platform group {group!r} must be lower_snake_case")
     if not platform_users and not platform_groups:
         raise AccessConfigError(

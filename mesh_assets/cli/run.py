@@ -15,7 +15,8 @@ from mesh_assets.cli import add_verb
 from mesh_assets.cli.output import check_status, chosen_domains, say
 from mesh_assets.dbt.artifacts import artifacts_server
 from mesh_assets.dbt.project import dependency_order, prepare
-from mesh_assets.ingest.landing import landing_file, local_path, put
+from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.ingest.landing import landing_file, local_path, mark_complete, put
 from mesh_assets.materialize import InstanceUnavailable, materialize
 from mesh_assets.settings import ensure_local_dirs, load_settings
 from mesh_assets.workspace import all_products, domain_path, load_domain_contracts, workspace_domains
@@ -69,6 +70,7 @@ def cmd_land(args) -> int:
                 and local_path(product, settings).read_bytes() == staged.read_bytes()
             ):
                 where = landed.uri  # unchanged: a sensor must not see a new file
+                mark_complete(product, settings)
             else:
                 where = put(product, staged, settings)
             say(f"landed {product.identifier:28} <- {demo} ({staged.stat().st_size:,} bytes) -> {where}")

@@ -16,6 +16,7 @@ class ContractError(ValueError):
         product: str | None = None,
         column: str | None = None,
         hint: str | None = None,
+        key: str | None = None,
     ):
         where = [f"contract {path}"]
         if product:
@@ -27,3 +28,4 @@ class ContractError(ValueError):
             message += f" ({hint})"
         super().__init__(message)
         self.path, self.product, self.column = str(path), product, column
+        self.key = key  # the YAML key at fault, when it is not a column (``file``, ``settleSeconds``)

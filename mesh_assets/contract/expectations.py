@@ -5,6 +5,7 @@ Great Expectations (from the generated :mod:`mesh_assets.contract.gx_catalog`)."
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import TYPE_CHECKING
 
 from mesh_assets.contract import gx_catalog
@@ -29,11 +30,15 @@ EXPECTATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     # they map onto GX suites)
     "expect_column_values_to_be_fresh": ("fresh", ("column", "max_age")),
     "expect_column_values_to_be_in_other_product": ("in_product", ("column", "product", "key")),
+    "expect_table_row_count_to_not_shrink": ("not_shrunk", ("max_shrink_percent",)),
 }
+SHRINK = "expect_table_row_count_to_not_shrink"
 PLATFORM_EXPECTATIONS = {
     # expectation -> kwargs it accepts
     "expect_column_values_to_be_fresh": {"column", "max_age"},
     "expect_column_values_to_be_in_other_product": {"column", "product", "key", "mostly"},
+    # at most max_shrink_percent fewer rows than main; the check adds main_rows (main's count)
+    SHRINK: {"max_shrink_percent"},
 }
 _BOUNDS = {"min_value", "max_value", "strict_min", "strict_max"}
 # kwargs the compiler implements; a rule with any other kwarg (row_condition, say) runs in GX
@@ -49,6 +54,7 @@ PUSHDOWN_KWARGS: dict[str, set[str]] = {
     "expect_column_min_to_be_between": {"column"} | _BOUNDS,
     "expect_column_max_to_be_between": {"column"} | _BOUNDS,
     **PLATFORM_EXPECTATIONS,
+    SHRINK: {"max_shrink_percent", "main_rows"},
 }
 
 
@@ -72,6 +78,7 @@ _AGG = {
     "expect_column_min_to_be_between": "min",
     "expect_column_max_to_be_between": "max",
     "expect_column_values_to_be_fresh": "max",
+    SHRINK: None,
 }
 
 
@@ -94,6 +101,15 @@ def max_age(kwargs: dict) -> dt.timedelta:
     if isinstance(value, dict):
         return dt.timedelta(**{k: float(v) for k, v in value.items()})
     return parse_duration(value)
+
+
+def min_rows(kwargs: dict) -> int | None:
+    """The fewest rows a shrink rule accepts: main's row count less ``max_shrink_percent``
+    (None when main has no rows to compare with)."""
+    main = kwargs.get("main_rows")
+    if not main:
+        return None
+    return math.ceil(main * (100 - float(kwargs["max_shrink_percent"])) / 100 - 1e-9)
 
 
 # core expectations GX cannot run on pandas (SQL-only metrics or a second data source)

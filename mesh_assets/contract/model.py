@@ -19,13 +19,15 @@ CLASSIFICATIONS = ("public", "internal", "confidential", "pii")
 SENSITIVE = ("confidential", "pii")  # masked for readers whose roles have no clearance for it
 MASKING_METHODS = ("hash", "partial", "null")
 ROLE_ACCESS = ("read",)
-_DURATION = re.compile(r"^\s*(\d+)\s*(m|h|d|w)\s*$")
+DEFAULT_SETTLE_SECONDS = 5.0
+DEFAULT_MAX_SHRINK_PERCENT = 50.0
+_DURATION = re.compile(r"\s*(\d+)\s*(m|h|d|w)\s*")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_duration(text: Any) -> timedelta:
     """``30m``, ``12h``, ``7d``, ``2w`` -> timedelta; ``ValueError`` otherwise."""
-    m = _DURATION.match(str(text))
+    m = _DURATION.fullmatch(str(text))
     if not m:
         raise ValueError(text)
     return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
@@ -69,8 +71,8 @@ _LOGICAL_DEFAULTS: dict[str, str] = {
     "timestamp": "timestamp",
     "time": "time",
 }
-_DECIMAL = re.compile(r"^decimal\((\d+)\s*,\s*(\d+)\)$")
-_SIZED = re.compile(r"^(varchar|char)\(\d+\)$")
+_DECIMAL = re.compile(r"decimal\((\d+)\s*,\s*(\d+)\)")
+_SIZED = re.compile(r"(varchar|char)\(\d+\)")
 
 
 def parse_type(physical: str | None, logical: str | None) -> it.PrimitiveType:
@@ -81,9 +83,9 @@ def parse_type(physical: str | None, logical: str | None) -> it.PrimitiveType:
     )
     if name in _SIMPLE_TYPES:
         return _SIMPLE_TYPES[name]
-    if _SIZED.match(name):
+    if _SIZED.fullmatch(name):
         return it.StringType()
-    if m := _DECIMAL.match(name):
+    if m := _DECIMAL.fullmatch(name):
         return it.DecimalType(int(m.group(1)), int(m.group(2)))
     raise KeyError(name)
 
@@ -104,6 +106,7 @@ class Column:
     primary_key_position: int | None = None
     unique: bool = False
     masking: str | None = None  # hash | partial | null for readers without clearance; None: clear
+    allow_non_finite: bool = False  # float/double: nan, inf and -inf are values, not errors
 
     @property
     def type_name(self) -> str:
@@ -159,6 +162,9 @@ class DataProduct:
     visibility: str = "public"  # output port: public (other domains may read it) or internal
     freshness: timedelta | None = None  # from slaProperties freshness / latency
     roles: tuple[AccessRole, ...] = ()  # who may read it (ODCS roles); none: the platform only
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS  # source: unchanged this long = complete
+    timezone: str | None = None  # source: the zone of timestamps written without one
+    max_shrink_percent: float | None = None  # full-refresh ingestion: the largest drop allowed
 
     @property
     def identifier(self) -> str:

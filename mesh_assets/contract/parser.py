@@ -7,7 +7,14 @@ and the quality checks (:mod:`mesh_assets.quality.checks`).
 Platform-specific settings live under the contract's ``customProperties``:
 
 ``source``      ingestion products: ``{format: csv, file: <name in the landing folder>,
-                demoData: <package>:<resource path>}``
+                demoData: <package>:<resource path>, settleSeconds: 5, timezone: UTC}``;
+                ``file`` is relative to the domain's landing folder and stays inside it;
+                ``settleSeconds`` (default 5): a file is complete once unchanged that long
+                (or at once when ``<file>.done`` exists); ``timezone``: the IANA zone of
+                timestamps written without an offset (without it, such a value in a
+                timestamptz column is refused)
+``maxShrinkPercent``  full-refresh ingested products: the largest drop of the row count from
+                main that a new version may bring (default 50; the check blocks publication)
 ``transform``   ``dbt`` for products computed by a dbt model of the same name
 ``dagsterPartitions``  Dagster partitions mapped to Iceberg rows (:mod:`mesh_assets.contract.partitions`)
 ``quarantine``  ``true``: rows that break the contract go to ``<product>__quarantine`` with the
@@ -30,7 +37,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
+import zoneinfo
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +53,8 @@ from pyiceberg import types as it
 from mesh_assets.contract.errors import ContractError
 from mesh_assets.contract.model import (
     CLASSIFICATIONS,
+    DEFAULT_MAX_SHRINK_PERCENT,
+    DEFAULT_SETTLE_SECONDS,
     KNOWN_TYPES,
     MASKING_METHODS,
     ROLE_ACCESS,
@@ -58,7 +69,12 @@ from mesh_assets.contract.partitions import parse_dagster_partitions, parse_part
 from mesh_assets.contract.row_filters import FilterError, canonical
 from mesh_assets.contract.rules import dbt_tests_from_contract, rules_from_contract
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+SOURCE_KEYS = ("format", "file", "demoData", "settleSeconds", "timezone")
+SOURCE_FORMATS = ("csv", "parquet")
+# names a producer gives a file it is still writing, or a completion marker: never a landing file
+_NOT_LANDING = (".part", ".tmp", ".done")
+_MAX_SETTLE_SECONDS = 3600
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -140,7 +156,7 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
             path, f"dataProduct '{product}' must match the file name '{path.stem}.yaml'", product=product
         )
     for what, name in (("domain", raw["domain"]), ("dataProduct", product)):
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ContractError(
                 path,
                 f"{what} '{name}' must be lower_snake_case (letters, digits, underscores)",
@@ -160,7 +176,7 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
         name = prop.get("name")
         if not name:
             raise ContractError(path, "a schema property has no name", product=product)
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ContractError(path, "column names must be lower_snake_case", product=product, column=name)
         if name in {c.name for c in columns}:
             raise ContractError(path, "column is declared twice", product=product, column=name)
@@ -195,6 +211,7 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
                 else None,
                 unique=bool(prop.get("unique")),
                 masking=_masking(path, product, name, col_type, classification, prop),
+                allow_non_finite=_allow_non_finite(path, product, name, col_type, prop),
             )
         )
 
@@ -220,12 +237,8 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
         raise ContractError(
             path, f"transform '{transform}' is not supported", product=product, hint="use 'dbt'"
         )
-    if source is not None and (not isinstance(source, dict) or not source.get("file")):
-        raise ContractError(
-            path,
-            "customProperties source needs at least 'file' (the raw file name in the landing folder)",
-            product=product,
-        )
+    if source is not None:
+        _check_source(path, product, source)
 
     visibility = custom.get("visibility", "public")
     if visibility not in ("public", "internal"):
@@ -248,6 +261,9 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
     by_name = {c.name: c for c in columns}
     partitioning = parse_partition_fields(path, product, table, by_name)
     dagster_partitions = parse_dagster_partitions(path, product, custom.get("dagsterPartitions"), by_name)
+    max_shrink = _max_shrink_percent(
+        path, product, custom, full_refresh=bool(source) and not dagster_partitions
+    )
     description = raw.get("description") or {}
     info = DataProduct(
         domain=raw["domain"],
@@ -270,11 +286,148 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
         visibility=visibility,
         freshness=freshness,
         roles=_roles(path, product, raw.get("roles"), columns),
+        settle_seconds=float(source.get("settleSeconds", DEFAULT_SETTLE_SECONDS)) if source else 0.0,
+        timezone=source.get("timezone") if source else None,
+        max_shrink_percent=max_shrink,
     )
 
     rules = rules_from_contract(info, table)
     dbt_tests = dbt_tests_from_contract(info, table)
     return DataProduct(**{**info.__dict__, "rules": tuple(rules), "dbt_tests": tuple(dbt_tests)})
+
+
+def _check_source(path: Path, product: str, source: Any) -> None:
+    """``customProperties.source``: known keys; ``file`` a plain relative path inside the landing
+    folder; ``settleSeconds`` a number of seconds; ``timezone`` an IANA zone name."""
+    if not isinstance(source, dict) or not source.get("file"):
+        raise ContractError(
+            path,
+            "customProperties source needs at least 'file' (the raw file name in the landing folder)",
+            product=product,
+            key="source",
+        )
+    unknown = sorted(set(source) - set(SOURCE_KEYS))
+    if unknown:
+        raise ContractError(
+            path,
+            f"source has unknown key(s) {', '.join(unknown)}",
+            product=product,
+            hint=f"known: {', '.join(SOURCE_KEYS)}",
+            key=unknown[0],
+        )
+    file = source["file"]
+    problem = _landing_name_problem(file)
+    if problem:
+        raise ContractError(
+            path,
+            f"source file {file!r} {problem}",
+            product=product,
+            hint="name the file relative to the domain's landing folder, e.g. file: orders.csv",
+            key="file",
+        )
+    fmt = source.get("format")
+    if fmt is not None and str(fmt).lower() not in SOURCE_FORMATS:
+        raise ContractError(
+            path,
+            f"source format {fmt!r} is not supported",
+            product=product,
+            hint=f"use one of {', '.join(SOURCE_FORMATS)} (a .gz file is read as gzip-compressed csv)",
+            key="format",
+        )
+    settle = source.get("settleSeconds", DEFAULT_SETTLE_SECONDS)
+    if (
+        isinstance(settle, bool)
+        or not isinstance(settle, int | float)
+        or not math.isfinite(settle)
+        or not 0 <= settle <= _MAX_SETTLE_SECONDS
+    ):
+        raise ContractError(
+            path,
+            f"source settleSeconds {settle!r} must be a number of seconds from 0 to {_MAX_SETTLE_SECONDS}",
+            product=product,
+            hint="how long a landing file must stay unchanged before it is read; "
+            f"default {DEFAULT_SETTLE_SECONDS:g}",
+            key="settleSeconds",
+        )
+    zone = source.get("timezone")
+    if zone is not None:
+        try:
+            zoneinfo.ZoneInfo(zone if isinstance(zone, str) else "")
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ContractError(
+                path,
+                f"source timezone {zone!r} is not a known time zone",
+                product=product,
+                hint="an IANA name such as UTC or America/New_York",
+                key="timezone",
+            ) from None
+
+
+def _landing_name_problem(file: Any) -> str | None:
+    """Why ``file`` cannot name a landing file, or None."""
+    if not isinstance(file, str):
+        return "must be a text"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in file) or "\\" in file:
+        return "holds a control character or a backslash"
+    if file.startswith("/") or file[1:2] == ":":
+        return "is an absolute path: it must stay inside the landing folder"
+    parts = file.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "leaves or repeats folders ('..', '.', '//'): it must stay inside the landing folder"
+    if any(part.startswith(".") for part in parts):
+        return "names a hidden file (a leading dot): those are ignored in the landing zone"
+    if file.endswith(_NOT_LANDING):
+        return f"ends with one of {', '.join(_NOT_LANDING)}: those name files still being written or markers"
+    return None
+
+
+def _max_shrink_percent(path: Path, product: str, custom: dict, *, full_refresh: bool) -> float | None:
+    """The largest row-count drop (percent of main) a new version of a full-refresh ingested
+    product may bring; None for the other products (they replace partitions or are built)."""
+    if "maxShrinkPercent" not in custom:
+        return DEFAULT_MAX_SHRINK_PERCENT if full_refresh else None
+    value = custom["maxShrinkPercent"]
+    if not full_refresh:
+        raise ContractError(
+            path,
+            "maxShrinkPercent applies to ingested products without dagsterPartitions (a full refresh)",
+            product=product,
+            hint="remove it",
+            key="maxShrinkPercent",
+        )
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        raise ContractError(
+            path,
+            f"maxShrinkPercent {value!r} must be a number from 0 to 100",
+            product=product,
+            hint=f"the largest drop of the row count a new version may bring; default {DEFAULT_MAX_SHRINK_PERCENT:g}",
+            key="maxShrinkPercent",
+        )
+    return float(value)
+
+
+def _allow_non_finite(path: Path, product: str, name: str, col_type: it.PrimitiveType, prop: dict) -> bool:
+    """The column's customProperty ``allowNonFinite``: nan, inf and -inf are values of this
+    float/double column (otherwise they are refused like any value that does not parse)."""
+    custom = {
+        c.get("property"): c.get("value") for c in prop.get("customProperties") or [] if isinstance(c, dict)
+    }
+    if "allowNonFinite" not in custom:
+        return False
+    value = custom["allowNonFinite"]
+    if not isinstance(value, bool):
+        raise ContractError(
+            path, f"allowNonFinite {value!r} must be true or false", product=product, column=name
+        )
+    if value and not isinstance(col_type, it.FloatType | it.DoubleType):
+        raise ContractError(
+            path,
+            f"allowNonFinite applies to float and double columns; this one is {col_type}",
+            product=product,
+            column=name,
+            hint="remove it",
+        )
+    return value
 
 
 def _masking(
@@ -327,7 +480,7 @@ def _roles(path: Path, product: str, items: Any, columns: list[Column]) -> tuple
     out: list[AccessRole] = []
     for item in items or []:
         name = item.get("role")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ContractError(
                 path,
                 f"role {name!r} must be lower_snake_case (it names a group of the identity provider)",

@@ -33,7 +33,7 @@ from pyiceberg.transforms import parse_transform
 
 from mesh_assets.contract.errors import ContractError
 
-_TRANSFORM = re.compile(r"^(identity|year|month|day|hour|void)$|^(bucket|truncate)\[(\d+)\]$")
+_TRANSFORM = re.compile(r"(identity|year|month|day|hour|void)|(bucket|truncate)\[(\d+)\]")
 _TIME_TYPES = (it.DateType, it.TimestampType, it.TimestamptzType)
 
 
@@ -61,7 +61,7 @@ def parse_partition_fields(path: Path, product: str, table: dict, columns: dict)
         name = prop["name"]
         custom = {c["property"]: c.get("value") for c in prop.get("customProperties") or []}
         transform = str(custom.get("partitionTransform", "identity")).strip().lower()
-        if not _TRANSFORM.match(transform):
+        if not _TRANSFORM.fullmatch(transform):
             raise ContractError(
                 path,
                 f"unknown partitionTransform '{transform}'",

@@ -3,7 +3,9 @@
 Rules come from the contract in three ways, all ending as :class:`QualityRule`:
 
 * structure: ``required`` columns -> ``expect_column_values_to_not_be_null``; a primary key ->
-  ``expect_column_values_to_be_unique`` (or ``expect_compound_columns_to_be_unique``);
+  ``expect_column_values_to_be_unique`` (or ``expect_compound_columns_to_be_unique``); a
+  full-refresh ingested product -> ``expect_table_row_count_to_not_shrink`` (no sudden drop
+  from main's row count: a cut-off file must not replace the table; ``maxShrinkPercent``);
 * ODCS ``library`` metrics: ``nullValues``, ``duplicateValues``, ``rowCount``,
   ``invalidValues`` (``arguments.validValues`` or ``arguments.pattern``);
 * ODCS ``custom`` rules with ``engine: great-expectations`` and an ``implementation`` holding
@@ -24,6 +26,7 @@ from mesh_assets.contract.expectations import (
     EXPECTATIONS,
     NOT_ON_PANDAS,
     PLATFORM_EXPECTATIONS,
+    SHRINK,
     gx_kwargs,
     gx_version,
     max_age,
@@ -318,6 +321,17 @@ def rules_from_contract(product: "DataProduct", table: dict) -> list[QualityRule
                 {"column_list": list(product.primary_key)},
                 severity="error",
                 description="derived from the compound primary key",
+            )
+        )
+    if product.max_shrink_percent is not None:
+        rules.append(
+            _rule(
+                product,
+                SHRINK,
+                {"max_shrink_percent": product.max_shrink_percent},
+                severity="error",
+                description=f"platform rule: at most {product.max_shrink_percent:g}% fewer rows than "
+                "main (contract customProperty maxShrinkPercent)",
             )
         )
     for q in table.get("quality") or []:

@@ -15,7 +15,6 @@ while the good rows are written. Nothing is dropped silently.
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -43,9 +42,9 @@ from mesh_assets.iceberg.commit import (
     replace_rows,
 )
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head, open_audit_branch, publish, wap_run_id
-from mesh_assets.ingest.landing import landing_file, local_path
+from mesh_assets.ingest.landing import IngestionError, fail, pin
 from mesh_assets.ingest.quarantine import _split_and_park, publish_quarantine
-from mesh_assets.ingest.readers import IngestionError, _check_columns, _fail, file_sha256, read_batches
+from mesh_assets.ingest.readers import check_columns, read_batches
 from mesh_assets.settings import MeshSettings, pause_at
 
 if TYPE_CHECKING:
@@ -62,12 +61,7 @@ class IngestResult:
     snapshot_id: int | None = None  # the snapshot written (on ``branch`` until published)
     branch: str | None = None
     commit_attempts: int = 1  # more than 1: concurrent writers won the earlier ones
-
-
-def landing_path(product: DataProduct, settings: MeshSettings | None = None) -> Path:
-    """A local path of the product's raw file (fetched first from an S3 landing zone)."""
-
-    return local_path(product, settings)
+    source: str | None = None  # the landing file read (a path or s3://bucket/key)
 
 
 def _in_selection(
@@ -96,11 +90,14 @@ def ingest(
     branch: str | None = None,
 ) -> IngestResult:
     """Ingest the product's landing file: all rows, or the rows of ``selection``; committed to
-    ``branch`` (write-audit-publish) or, when None, straight to main."""
-    path = landing_path(product, settings)
-    _check_columns(path, product)  # before the table exists: a bad file creates nothing
+    ``branch`` (write-audit-publish) or, when None, straight to main.
+
+    Only a complete landing file is read, and only the bytes whose checksum the snapshot
+    records (:func:`mesh_assets.ingest.landing.pin`)."""
+    landed = pin(product, settings)
+    check_columns(landed)  # before the table exists: a bad file creates nothing
     if not product.quarantine:
-        next(read_batches(path, product), None)  # a bad first batch fails before any table exists
+        next(read_batches(landed), None)  # a bad first batch fails before any table exists
     table, schema_changes = evolve_table(catalog, product)
     if branch is not None:
         pause_at("before_audit_branch", product.identifier)  # a test hook, see pause_at
@@ -109,10 +106,9 @@ def ingest(
     col_type = product.column(selection.column).type if selection else None
     row_filter = selection.iceberg_filter(col_type) if selection else None
     properties = {
-        SOURCE_FILE_PROPERTY: path.name,
-        SOURCE_SHA256_PROPERTY: file_sha256(path),
-        # what the landing sensor compares (mesh_assets.definitions): the file as it landed
-        SOURCE_SIGNATURE_PROPERTY: getattr(landing_file(product, settings), "signature", ""),
+        SOURCE_FILE_PROPERTY: landed.path.name,
+        SOURCE_SHA256_PROPERTY: landed.sha256,
+        SOURCE_SIGNATURE_PROPERTY: landed.signature,
         CONTRACT_VERSION_PROPERTY: product.version,
         INPUTS_PROPERTY: "{}",
     }
@@ -124,15 +120,15 @@ def ingest(
 
     def write(live: "Table") -> None:
         if product.quarantine:
-            good, bad = _split_and_park(path, product, catalog, selection, properties, branch)
+            good, bad = _split_and_park(landed, catalog, selection, properties, branch)
             counts["quarantined"] = bad
         else:
-            good = read_batches(path, product)
+            good = read_batches(landed)
 
         def homeless(n: int) -> IngestionError:
             p = product.dagster_partitions
-            return _fail(
-                path,
+            return fail(
+                landed.uri,
                 product,
                 f"{n} row(s) fall outside every partition of the "
                 f"product ({every.describe()}): no run would ever write them. Extend "
@@ -155,6 +151,7 @@ def ingest(
         branch_head(committed.table, branch),
         branch,
         committed.attempts,
+        landed.uri,
     )
 
 
@@ -197,8 +194,7 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
         metadata = snapshot_metadata(table, inputs={}, snapshot_id=result.snapshot_id)
         metadata["wap/branch"] = branch
         metadata["wap/published"] = published
-        landed = landing_file(product)
-        metadata["mesh/source_file"] = landed.uri if landed else str(landing_path(product))
+        metadata["mesh/source_file"] = result.source
         metadata["mesh/source_sha256"] = summary[SOURCE_SHA256_PROPERTY]
         metadata["mesh/rows_written"] = dg.MetadataValue.int(result.rows_written)
         metadata["mesh/commit_attempts"] = dg.MetadataValue.int(result.commit_attempts)

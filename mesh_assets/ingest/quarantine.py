@@ -1,23 +1,25 @@
 """Quarantine: with ``quarantine: true`` in the contract, rows that break it are parked in
-``<domain>.<product>__quarantine`` with the reason, and the good rows are written.
+``<domain>.<product>__quarantine`` with the reason, and the good rows are written. Rows are
+judged by the same grammar as without quarantine (:mod:`mesh_assets.ingest.readers`).
 
 Under write-audit-publish the parked rows wait on the quarantine table's branch of the same
 name as the product's audit branch (``audit-<run>``) and reach its main only when the run
 publishes the product (:func:`publish_quarantine`): a run whose checks failed leaves the
 quarantine table's main as it was, its rows readable on the branch."""
 
-from pathlib import Path
-
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.exceptions import TableAlreadyExistsError
 from pyiceberg.expressions import AlwaysTrue, EqualTo
 
 from mesh_assets.contract.model import DataProduct
+
 from mesh_assets.contract.partitions import PartitionSelection
 from mesh_assets.iceberg.catalog import TABLE_PROPERTIES
 from mesh_assets.iceberg.commit import commit_with_retry, replace_rows
 from mesh_assets.iceberg.wap import open_audit_branch
-from mesh_assets.ingest.readers import split_batches
+from mesh_assets.ingest.landing import Landed
+from mesh_assets.ingest.readers import line_numbers, parse_column, split_batches
 
 QUARANTINE_SUFFIX = "__quarantine"
 # the rows a quarantine commit replaced: a partition's ``_partition`` value, or "*" for all
@@ -45,24 +47,30 @@ def quarantine_schema(product: DataProduct) -> pa.Schema:
     )
 
 
-def _split_and_park(
-    path: Path, product: DataProduct, catalog, selection, properties, branch: str | None = None
-):
+def _split_and_park(landed: Landed, catalog, selection, properties, branch: str | None = None):
     """Split the file; commit its bad rows to the quarantine table first (on ``branch`` when
     given); return the good rows.
 
     Two tables cannot share one Iceberg commit: the quarantine rows of a partition are
     replaced (not appended) on every run, so a rerun after a failure converges."""
+    product = landed.product
     good_batches, bad_tables = [], []
-    for good, bad in split_batches(path, product):
+    for good, bad in split_batches(landed):
         good_batches.append(good)
         if bad is not None:
             bad_tables.append(bad)
     key = selection.describe() if selection else WHOLE_TABLE
     schema = quarantine_schema(product)
-    found = schema.remove(schema.get_field_index("_partition")).remove(schema.get_field_index("_source_file"))
-    bad = pa.concat_tables([t.cast(found) for t in bad_tables]) if bad_tables else found.empty_table()
-    bad = bad.append_column("_source_file", pa.array([path.name] * bad.num_rows, pa.large_string()))
+    if bad_tables:
+        bad = pa.concat_tables(bad_tables)
+        rows = bad.column("_row").to_pylist()
+        lines = line_numbers(landed, rows)
+        bad = bad.drop_columns(["_row"]).append_column(
+            "_line", pa.array([lines.get(r) for r in rows], pa.int64())
+        )
+    else:
+        bad = schema.empty_table().drop_columns(["_source_file", "_partition"])
+    bad = bad.append_column("_source_file", pa.array([landed.path.name] * bad.num_rows, pa.large_string()))
     bad = bad.append_column("_partition", pa.array([key] * bad.num_rows, pa.large_string()))
     bad = bad.select(schema.names).cast(schema)
     if selection is not None and bad.num_rows:
@@ -121,15 +129,10 @@ def publish_quarantine(catalog, product: DataProduct, branch: str) -> int | None
 def _bad_rows_in_selection(bad: pa.Table, product: DataProduct, selection: PartitionSelection) -> pa.Table:
     """Bad rows of the selected partition(s): those whose partition value parses into it, and
     those whose partition value does not parse at all (they belong to no partition)."""
-    column = bad.column(selection.column)
+    column = product.column(selection.column)
     target = product.arrow_schema().field(selection.column).type
-    keep = []
-    for value in column.to_pylist():
-        try:
-            parsed = pa.array([value], pa.large_string()).cast(target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            keep.append(True)
-            continue
-        batch = pa.RecordBatch.from_arrays([parsed], names=[selection.column])
-        keep.append(value is None or bool(selection.arrow_mask(batch)[0].as_py()))
-    return bad.filter(pa.array(keep))
+    text = bad.column(selection.column).combine_chunks()
+    parsed, _ = parse_column(text, column, target, product.timezone)
+    batch = pa.RecordBatch.from_arrays([parsed], names=[selection.column])
+    inside = pc.fill_null(selection.arrow_mask(batch), True)
+    return bad.filter(pc.or_(inside, pc.is_null(parsed)))

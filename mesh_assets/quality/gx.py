@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from mesh_assets.contract.expectations import gx_version, max_age
+from mesh_assets.contract.expectations import SHRINK, gx_version, max_age, min_rows
 from mesh_assets.contract.model import QualityRule
 from mesh_assets.quality.results import SAMPLE_SIZE, RuleResult
 from mesh_assets.quality.sql import freshness_threshold, get_dialect
@@ -84,6 +84,7 @@ COLUMN_KWARGS = ("column", "column_A", "column_B")
 SEVERITY = {"error": "critical", "warn": "warning"}
 FRESH = "expect_column_values_to_be_fresh"
 IN_PRODUCT = "expect_column_values_to_be_in_other_product"
+MIN_ROWS_PARAMETER = "mesh_min_rows"  # main's row count less the allowed shrink
 
 
 def _import_gx():
@@ -166,6 +167,12 @@ def to_gx(rule: QualityRule, *, now: dt.datetime | None = None, hint: Any = None
         }
         if "mostly" in kw:
             gx_kw["mostly"] = kw["mostly"]
+    elif rule.expectation == SHRINK:
+        mesh["platform_expectation"] = {"type": SHRINK, "kwargs": kw}
+        gx_type = "expect_table_row_count_to_be_between"
+        gx_kw = {
+            "min_value": (min_rows(kw) or 0) if "main_rows" in kw else {"$PARAMETER": MIN_ROWS_PARAMETER}
+        }
     else:
         gx_type, gx_kw = rule.expectation, kw
     config: dict[str, Any] = {

@@ -37,7 +37,7 @@ from typing import Any
 
 import duckdb
 
-from mesh_assets.contract.expectations import _AGG, kind_of, max_age
+from mesh_assets.contract.expectations import _AGG, SHRINK, kind_of, max_age, min_rows
 from mesh_assets.contract.model import QualityRule
 from mesh_assets.quality.results import SAMPLE_SIZE, RuleResult, map_percent, map_success
 
@@ -358,6 +358,12 @@ def _judge(
             details["freshness/threshold"] = threshold
             details["freshness/max_age_hours"] = max_age(kw).total_seconds() / 3600
             passed = observed is not None and observed >= threshold
+        elif rule.expectation == SHRINK:
+            threshold = min_rows(kw)
+            if threshold is not None:
+                details["shrink/main_rows"] = kw["main_rows"]
+                details["shrink/min_rows"] = threshold
+            passed = threshold is None or observed >= threshold
         else:
             passed = between(observed, kw)
         return RuleResult(

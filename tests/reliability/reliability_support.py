@@ -107,7 +107,62 @@ def mesh_materialize(domain: str, env: dict | None = None, timeout: float = 600)
     return proc.stdout
 
 
+def event_log_text(instance, run_id: str) -> str:
+    """Everything a run wrote to the Dagster event log: messages, errors and metadata."""
+    return "\n".join(repr(record.event_log_entry) for record in instance.get_records_for_run(run_id).records)
+
+
 # --- data ----------------------------------------------------------------------------------------
+
+
+def write_contract(
+    folder: Path,
+    name: str,
+    columns: list[dict],
+    *,
+    source: dict | None = None,
+    domain: str = "bad",
+    **custom,
+):
+    """A contract ``domains/<domain>/products/<name>.yaml`` under ``folder`` for product
+    ``domain.name``: ``columns`` are ODCS properties (``name``, ``physicalType`` and anything
+    else; ``logicalType`` is filled in), ``source`` adds to ``{format: csv, file: <name>.csv}``,
+    ``custom`` are more customProperties. Returns the loaded DataProduct."""
+    import yaml
+
+    from mesh_assets.workspace import load_contract
+
+    logical = {"int": "integer", "long": "integer", "double": "number", "float": "number", "date": "date"}
+    properties = []
+    for column in columns:
+        kind = column["physicalType"].split("(")[0]
+        properties.append(
+            {
+                "logicalType": logical.get(kind, "number" if kind == "decimal" else "string")
+                if not kind.startswith("timestamp")
+                else "timestamp",
+                **column,
+            }
+        )
+    doc = {
+        "apiVersion": "v3.1.0",
+        "kind": "DataContract",
+        "id": f"urn:datamesh:{domain}:{name}",
+        "version": "1.0.0",
+        "status": "active",
+        "domain": domain,
+        "dataProduct": name,
+        "team": {"name": "platform-team"},
+        "schema": [{"name": name, "physicalType": "table", "properties": properties}],
+        "customProperties": [
+            {"property": "source", "value": {"format": "csv", "file": f"{name}.csv", **(source or {})}},
+            *({"property": k, "value": v} for k, v in custom.items()),
+        ],
+    }
+    path = folder / "domains" / domain / "products" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return load_contract(path)
 
 
 def airports_version(bump: int) -> str:

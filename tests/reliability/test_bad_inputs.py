@@ -8,18 +8,20 @@ required value, duplicated primary keys (caught by the blocking uniqueness check
 write-audit-publish: main is not touched).
 """
 
-import textwrap
+import datetime as dt
+import math
+from decimal import Decimal
 
 import dagster as dg
 import pytest
 from meshtest import land
+from reliability_support import event_log_text, write_contract
 
 from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
 from mesh_assets.ingest.assets import ingest, ingestion_asset
 from mesh_assets.ingest.quarantine import QUARANTINE_SUFFIX
 from mesh_assets.ingest.readers import IngestionError
 from mesh_assets.quality.checks import contract_checks
-from mesh_assets.workspace import load_contract
 
 HEADER = "id,qty,price,label,day"
 GOOD = [f"k{i},{i},{i}.5,label {i},2024-01-{i + 1:02d}" for i in range(5)]
@@ -27,51 +29,30 @@ BIG = 10 << 20  # a 10 MB field
 
 
 def contract(folder, name: str, *, quarantine: bool):
-    text = textwrap.dedent(f"""\
-        apiVersion: v3.1.0
-        kind: DataContract
-        id: urn:datamesh:bad:{name}
-        version: 1.0.0
-        status: active
-        domain: bad
-        dataProduct: {name}
-        team:
-          name: platform-team
-        schema:
-          - name: {name}
-            physicalType: table
-            properties:
-              - name: id
-                logicalType: string
-                physicalType: string
-                required: true
-                primaryKey: true
-              - name: qty
-                logicalType: integer
-                physicalType: int
-              - name: price
-                logicalType: number
-                physicalType: double
-              - name: label
-                logicalType: string
-                physicalType: string
-              - name: day
-                logicalType: date
-                physicalType: date
-        customProperties:
-          - property: source
-            value: {{format: csv, file: {name}.csv}}
-        """)
-    if quarantine:
-        text += "  - property: quarantine\n    value: true\n"
-    path = folder / f"{name}.yaml"
-    path.write_text(text)
-    return load_contract(path)
+    """Items: a public key, quantity, price and day, and a ``label`` classified pii (its values
+    never appear in an error)."""
+    return write_contract(
+        folder,
+        name,
+        [
+            {
+                "name": "id",
+                "physicalType": "string",
+                "required": True,
+                "primaryKey": True,
+                "classification": "public",
+            },
+            {"name": "qty", "physicalType": "int", "classification": "public"},
+            {"name": "price", "physicalType": "double", "classification": "public"},
+            {"name": "label", "physicalType": "string", "classification": "pii"},
+            {"name": "day", "physicalType": "date", "classification": "public"},
+        ],
+        **({"quarantine": True} if quarantine else {}),
+    )
 
 
 def write_raw(home, name: str, data: bytes) -> None:
-    target = land(home, "bad", f"{name}.csv", "")
-    target.write_bytes(data)
+    land(home, "bad", f"{name}.csv", data)
 
 
 def csv_bytes(*lines: str, header: str = HEADER) -> bytes:
@@ -263,3 +244,233 @@ def test_duplicated_primary_keys_are_refused_by_the_blocking_check_and_main_is_u
     write_raw(mesh_home, "items", csv_bytes(*GOOD))  # the fixed file
     assert materialize().success
     assert state(catalog, product.table_identifier)[1] == [f"k{i}" for i in range(5)]
+
+
+# --- the literal grammar: every class of literal per type, the same on both paths -------------
+
+LITERAL_COLUMNS = [
+    ("i", "int"),
+    ("l", "long"),
+    ("d", "double"),
+    ("dn", "double"),  # allowNonFinite: true
+    ("dec", "decimal(5,2)"),
+    ("b", "boolean"),
+    ("dt", "date"),
+    ("ts", "timestamp"),
+    ("tz", "timestamptz"),
+    ("t", "time"),
+]
+UTC = dt.UTC
+# (column, literal, the value stored); each literal is one row of its own
+ACCEPTED = [
+    ("i", "42", 42),
+    ("i", "-7", -7),
+    ("i", "+3", 3),
+    ("i", "007", 7),
+    ("i", "-0", 0),
+    ("i", "2147483647", 2147483647),
+    ("l", "9223372036854775807", 9223372036854775807),
+    ("d", "1.5", 1.5),
+    ("d", "-2e-3", -0.002),
+    ("d", ".5", 0.5),
+    ("d", "5.", 5.0),
+    ("d", "+1e5", 100000.0),
+    ("dn", "inf", math.inf),
+    ("dn", "-inf", -math.inf),
+    ("dn", "1e400", math.inf),
+    ("dec", "12.50", Decimal("12.50")),
+    ("dec", "-3", Decimal("-3.00")),
+    ("dec", "1e2", Decimal("100.00")),
+    ("dec", ".5", Decimal("0.50")),
+    ("b", "true", True),
+    ("b", "FALSE", False),
+    ("b", "1", True),
+    ("b", "0", False),
+    ("dt", "2024-02-29", dt.date(2024, 2, 29)),
+    ("ts", "2024-01-05T10:00:00", dt.datetime(2024, 1, 5, 10)),
+    ("ts", "2024-01-05 10:00", dt.datetime(2024, 1, 5, 10)),
+    ("ts", "2024-01-05", dt.datetime(2024, 1, 5)),
+    ("ts", "2024-01-05T10:00:00.123456", dt.datetime(2024, 1, 5, 10, 0, 0, 123456)),
+    ("tz", "2024-01-05T10:00:00Z", dt.datetime(2024, 1, 5, 10, tzinfo=UTC)),
+    ("tz", "2024-01-05T10:00:00+01:00", dt.datetime(2024, 1, 5, 9, tzinfo=UTC)),
+    ("t", "10:00:00", dt.time(10)),
+    ("t", "23:59:59.5", dt.time(23, 59, 59, 500000)),
+]
+INT_RULE = "optionally signed decimal digits within the {} range (no hex, underscores, exponent or fraction)"
+WHY = {
+    "i": "is not a valid int (" + INT_RULE.format("int") + ")",
+    "l": "is not a valid long (" + INT_RULE.format("long") + ")",
+    "d": "is not a valid double (a finite decimal number; nan and infinities need allowNonFinite: true on the column)",
+    "dec": "is not a valid decimal(5, 2) (decimal notation that fits exactly, never rounded)",
+    "b": "is not a valid boolean (true, false, 1 or 0)",
+    "dt": "is not a valid date (YYYY-MM-DD, a real calendar date)",
+    "ts": "is not a valid timestamp (ISO 8601 without a time zone, e.g. 2024-01-31T13:45:00)",
+    "tz": "has no time zone; write it with one (Z or +hh:mm) or set source timezone in the contract",
+    "t": "is not a valid time (hh:mm:ss[.ffffff])",
+}
+REFUSED_LITERALS = [
+    ("i", "0x10"),  # Arrow's own cast reads it as 16
+    ("i", "0X1f"),
+    ("i", "1_000"),
+    ("i", "1e3"),
+    ("i", "1.0"),
+    ("i", " 5"),
+    ("i", "5 "),
+    ("i", "+-5"),
+    ("i", "2147483648"),
+    ("i", "١٢"),  # Arabic-Indic digits
+    ("l", "9223372036854775808"),
+    ("d", "nan"),
+    ("d", "inf"),
+    ("d", "-Infinity"),
+    ("d", "1e400"),  # overflows to infinity
+    ("d", "0x1p3"),
+    ("d", " 1.5"),
+    ("dec", "1.234"),  # would be rounded
+    ("dec", "1234.5"),  # more integer digits than decimal(5,2) holds
+    ("dec", "nan"),
+    ("b", "yes"),
+    ("b", "t"),
+    ("dt", "2023-02-29"),
+    ("dt", "2024-1-5"),
+    ("dt", "20240105"),
+    ("ts", "2024-01-05T10:00:00Z"),  # a zone in a column without one
+    ("ts", "2024-01-05T10:00:00.1234567"),  # nanoseconds would be cut
+    ("ts", "05/01/2024"),
+    ("tz", "2024-01-05T10:00:00"),  # no zone, and the contract names none: never guessed
+    ("tz", "2024-01-05 10:00"),
+    ("t", "10:00"),
+    ("t", "25:00:00"),
+]
+
+
+def literals_contract(folder, name: str, *, quarantine: bool = False, timezone: str | None = None):
+    columns = [{"name": "id", "physicalType": "string", "primaryKey": True, "classification": "public"}]
+    for column, kind in LITERAL_COLUMNS:
+        spec = {"name": column, "physicalType": kind, "classification": "public"}
+        if column == "dn":
+            spec["customProperties"] = [{"property": "allowNonFinite", "value": True}]
+        columns.append(spec)
+    return write_contract(
+        folder,
+        name,
+        columns,
+        source={"timezone": timezone} if timezone else None,
+        **({"quarantine": True} if quarantine else {}),
+    )
+
+
+def literal_rows(cases) -> bytes:
+    """One row per (column, literal): the literal in its column (quoted), the others empty."""
+    names = [c for c, _ in LITERAL_COLUMNS]
+    lines = [",".join(["id", *names])]
+    for n, (column, literal, *_) in enumerate(cases):
+        lines.append(",".join([f"r{n}", *(f'"{literal}"' if c == column else "" for c in names)]))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def stored(table, cases) -> list:
+    rows = {r["id"]: r for r in table.to_pylist()}
+    return [rows[f"r{n}"][column] for n, (column, *_) in enumerate(cases)]
+
+
+def test_every_literal_class_per_type_strict(mesh_home, tmp_path):
+    product = literals_contract(tmp_path, "lits")
+    catalog = open_catalog()
+    land(mesh_home, "bad", "lits.csv", literal_rows(ACCEPTED))
+    table = ingest(product, catalog).table.scan().to_arrow()
+    assert stored(table, ACCEPTED) == [value for *_, value in ACCEPTED]
+    before = state(catalog, product.table_identifier)
+    path = mesh_home / "landing" / "bad" / "lits.csv"
+    for column, literal in REFUSED_LITERALS:
+        land(mesh_home, "bad", "lits.csv", literal_rows([(column, literal)]))
+        with pytest.raises(IngestionError) as caught:
+            ingest(product, catalog)
+        assert str(caught.value) == (
+            f"raw file {path}, product bad.lits, column {column}: line 2: value {literal!r} "
+            f"{WHY[column]}; fix the file, or set 'quarantine: true' in the contract to set such rows aside"
+        )
+        assert state(catalog, product.table_identifier) == before  # nothing committed
+
+
+def test_every_literal_class_per_type_quarantine(mesh_home, tmp_path):
+    """The same literals through the quarantine: exactly the same ones accepted (with the same
+    values), exactly the same ones refused (with the same reasons), none converted."""
+    product = literals_contract(tmp_path, "lits_q", quarantine=True)
+    catalog = open_catalog()
+    cases = [*ACCEPTED, *((c, v, None) for c, v in REFUSED_LITERALS)]
+    land(mesh_home, "bad", "lits_q.csv", literal_rows(cases))
+    result = ingest(product, catalog)
+    assert (result.rows_written, result.rows_quarantined) == (len(ACCEPTED), len(REFUSED_LITERALS))
+    assert stored(result.table.scan().to_arrow(), ACCEPTED) == [value for *_, value in ACCEPTED]
+    parked = catalog.load_table(product.table_identifier + QUARANTINE_SUFFIX).scan().to_arrow()
+    parked = sorted(parked.to_pylist(), key=lambda r: r["_line"])
+    assert [(r["_line"], r["_reason"]) for r in parked] == [
+        (len(ACCEPTED) + 2 + n, f"column {column}: value {literal!r} {WHY[column]}")
+        for n, (column, literal) in enumerate(REFUSED_LITERALS)
+    ]
+    assert [r[column] for r, (column, _) in zip(parked, REFUSED_LITERALS)] == [v for _, v in REFUSED_LITERALS]
+
+
+def test_local_times_follow_the_contract_timezone_never_a_guess(mesh_home, tmp_path):
+    product = literals_contract(tmp_path, "lits_ny", quarantine=True, timezone="America/New_York")
+    cases = [
+        ("tz", "2024-01-05T10:00:00", dt.datetime(2024, 1, 5, 15, tzinfo=UTC)),  # EST = UTC-5
+        ("tz", "2024-07-05 10:00", dt.datetime(2024, 7, 5, 14, tzinfo=UTC)),  # EDT = UTC-4
+        ("tz", "2024-01-05T10:00:00Z", dt.datetime(2024, 1, 5, 10, tzinfo=UTC)),  # its own zone wins
+        ("tz", "2024-03-10T02:30:00", None),  # skipped by the change to summer time
+        ("tz", "2024-11-03T01:30:00", None),  # happens twice
+    ]
+    land(mesh_home, "bad", "lits_ny.csv", literal_rows(cases))
+    result = ingest(product, open_catalog())
+    assert stored(result.table.scan().to_arrow(), cases[:3]) == [v for *_, v in cases[:3]]
+    parked = open_catalog().load_table(product.table_identifier + QUARANTINE_SUFFIX).scan().to_arrow()
+    assert sorted(parked.column("_reason").to_pylist()) == [
+        f"column tz: value {v!r} is no valid local time in America/New_York (not ISO 8601, or "
+        "skipped or repeated there)"
+        for _, v, _ in cases[3:]
+    ]
+
+
+def test_classified_values_never_reach_the_error_or_the_event_log(mesh_home, tmp_path):
+    """A refused value of a pii column is named by its classification and length only, in the
+    exception, the Dagster event log and the quarantine reason."""
+    secret = "4111-1111-1111-1111"
+    product = write_contract(
+        tmp_path,
+        "cards",
+        [
+            {
+                "name": "id",
+                "physicalType": "string",
+                "primaryKey": True,
+                "required": True,
+                "classification": "public",
+            },
+            {"name": "holder", "physicalType": "string", "classification": "pii"},
+            {"name": "card", "physicalType": "long", "classification": "pii"},
+        ],
+    )
+    land(
+        mesh_home,
+        "bad",
+        "cards.csv",
+        f"id,holder,card\nk1,Ada Lovelace,4111111111111111\nk2,Alan Turing,{secret}\n",
+    )
+    with pytest.raises(IngestionError) as caught:
+        ingest(product, open_catalog())
+    assert str(caught.value).endswith(
+        "product bad.cards, column card: line 3: value <pii: 19 chars> is not a valid long ("
+        + INT_RULE.format("long")
+        + "); fix the file, or set 'quarantine: true' in the contract to set such rows aside"
+    )
+    defs = dg.Definitions(assets=[ingestion_asset(product)], resources={"catalog": IcebergCatalog()})
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        assert not result.success
+        logged = event_log_text(instance, result.run_id)
+    assert "<pii: 19 chars>" in logged
+    for leaked in (secret, "Alan Turing", "Ada Lovelace", "4111111111111111"):
+        assert leaked not in logged

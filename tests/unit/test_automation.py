@@ -32,8 +32,12 @@ def test_landing_sensor_requests_new_and_changed_files_once(mesh_home):
     assert _evaluate(sensor, cursor)[0] == []  # unchanged: no new request
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    path.with_name("weather.csv.done").touch()
+    assert _evaluate(sensor, cursor)[0] == []  # touched, same bytes: nothing to ingest
+    land(mesh_home, "weather", "weather.csv", path.read_text().replace(",NA,", ",,", 1))
     [again], _ = _evaluate(sensor, cursor)
     assert again.run_key != request.run_key
+    assert again.tags["mesh/source_sha256"] != request.tags["mesh/source_sha256"]
 
 
 def test_freshness_and_automation_come_from_the_contracts(mesh_home):
@@ -111,8 +115,7 @@ def test_a_fresh_sensor_does_not_reingest_what_was_ingested_from_the_same_file(m
     sensor = defs.get_sensor_def("fleet_landing")
     context = dg.build_sensor_context(cursor=None, instance=dg.DagsterInstance.ephemeral(), definitions=defs)
     assert list(sensor.evaluate_tick(context).run_requests) == []
-    stat = path.stat()
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file changes
+    land(mesh_home, "fleet", "planes.csv", path.read_text() + "N0NEW1,2020,,,,2,10,,\n")  # new content
     context = dg.build_sensor_context(
         cursor=context.cursor, definitions=defs, instance=dg.DagsterInstance.ephemeral()
     )

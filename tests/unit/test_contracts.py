@@ -75,9 +75,12 @@ def test_checks_are_derived_from_the_contract(reference_dir):
         "unique_carrier",
         "row_count_between",
         "match_regex_carrier",
+        "not_shrunk",
     }
     assert rules["not_null_carrier"].expectation == "expect_column_values_to_not_be_null"
     assert rules["row_count_between"].kwargs == {"min_value": 10, "max_value": 100}
+    assert rules["not_shrunk"].expectation == "expect_table_row_count_to_not_shrink"
+    assert rules["not_shrunk"].kwargs == {"max_shrink_percent": 50.0}  # the platform default
     assert rules["match_regex_carrier"].kwargs == {"regex": "^[A-Z0-9]{2}$", "column": "carrier"}
     specs = {s.name: s for s in check_specs(airlines)}
     assert set(specs) == set(rules)
@@ -185,3 +188,91 @@ def test_dbt_rule_on_an_ingested_product_is_a_dbt_source_test(tmp_path, airlines
     assert column["data_tests"] == [
         {"accepted_values": {"arguments": {"values": ["AA"]}, "config": {"severity": "warn"}}}
     ]
+
+
+def _with_custom(doc: dict, **values) -> dict:
+    custom = {c["property"]: c for c in doc["customProperties"]}
+    for key, value in values.items():
+        custom[key] = {"property": key, "value": value}
+    return {**doc, "customProperties": list(custom.values())}
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ({"file": "/etc/passwd"}, "source file '/etc/passwd' is an absolute path"),
+        ({"file": "../fleet/planes.csv"}, "source file '../fleet/planes.csv' leaves or repeats folders"),
+        ({"file": "a/./b.csv"}, "leaves or repeats folders"),
+        ({"file": ".airlines.csv"}, "names a hidden file"),
+        ({"file": "airlines.csv.part"}, "ends with one of .part, .tmp, .done"),
+        ({"file": "air\nlines.csv"}, "holds a control character or a backslash"),
+        ({"file": "airlines.csv", "settleSeconds": -1}, "settleSeconds -1 must be a number of seconds"),
+        ({"file": "airlines.csv", "settleSeconds": "5s"}, "settleSeconds '5s' must be a number of seconds"),
+        (
+            {"file": "airlines.csv", "timezone": "Mars/Olympus"},
+            "source timezone 'Mars/Olympus' is not a known time zone",
+        ),
+        ({"file": "airlines.csv", "settleSecond": 5}, "source has unknown key(s) settleSecond"),
+        ({"file": "airlines.csv", "format": "xlsx"}, "source format 'xlsx' is not supported"),
+    ],
+)
+def test_source_settings_are_checked(tmp_path, airlines_doc, source, problem):
+    with pytest.raises(ContractError) as caught:
+        load_contract(_write(tmp_path, _with_custom(airlines_doc, source=source)))
+    assert problem in str(caught.value)
+    assert "product airlines" in str(caught.value)
+
+
+def test_source_settings_reach_the_product(tmp_path, airlines_doc):
+    doc = _with_custom(
+        airlines_doc,
+        source={"file": "sub/airlines.csv.gz", "settleSeconds": 0.5, "timezone": "America/New_York"},
+        maxShrinkPercent=10,
+    )
+    product = load_contract(_write(tmp_path, doc))
+    assert (product.settle_seconds, product.timezone, product.max_shrink_percent) == (
+        0.5,
+        "America/New_York",
+        10,
+    )
+    assert next(r for r in product.rules if r.name == "not_shrunk").kwargs == {"max_shrink_percent": 10}
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"maxShrinkPercent": 150}, "maxShrinkPercent 150 must be a number from 0 to 100"),
+        ({"maxShrinkPercent": True}, "maxShrinkPercent True must be a number from 0 to 100"),
+    ],
+)
+def test_max_shrink_percent_is_checked(tmp_path, airlines_doc, extra, problem):
+    with pytest.raises(ContractError, match=problem):
+        load_contract(_write(tmp_path, _with_custom(airlines_doc, **extra)))
+
+
+def test_max_shrink_percent_only_on_a_full_refresh(tmp_path, reference_dir):
+    weather = yaml.safe_load(
+        (reference_dir.parent / "weather" / "products" / "observations.yaml").read_text()
+    )
+    path = tmp_path / "weather" / "products" / "observations.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(_with_custom(weather, maxShrinkPercent=10)))
+    with pytest.raises(
+        ContractError, match="maxShrinkPercent applies to ingested products without dagsterPartitions"
+    ):
+        load_contract(path)
+
+
+def test_allow_non_finite_only_on_float_columns(tmp_path, airlines_doc):
+    carrier = airlines_doc["schema"][0]["properties"][0]
+    carrier["customProperties"] = [{"property": "allowNonFinite", "value": True}]
+    with pytest.raises(
+        ContractError, match="allowNonFinite applies to float and double columns; this one is string"
+    ):
+        load_contract(_write(tmp_path, airlines_doc))
+
+
+def test_names_with_a_trailing_newline_are_refused(tmp_path, airlines_doc):
+    airlines_doc["schema"][0]["properties"][0]["name"] = "carrier\n"
+    with pytest.raises(ContractError, match="column names must be lower_snake_case"):
+        load_contract(_write(tmp_path, airlines_doc))

@@ -132,6 +132,7 @@ def test_clean_table_passes_every_check(mesh_home, reference_dir):
         "unique_carrier",
         "row_count_between",
         "match_regex_carrier",
+        "not_shrunk",
     }
     assert all(e.passed for e in evaluations.values())
     assert evaluations["row_count_between"].metadata["observed_value"].value == 16

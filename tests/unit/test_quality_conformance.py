@@ -19,7 +19,8 @@ Where GX semantics are not the obvious SQL ones, ours follow GX's:
   (outside every finite range), and the mean of both is NaN, reported as no value (a failure).
 Platform expectations run in GX through their GX mapping (gx_bridge): freshness as
 expect_column_max_to_be_between with ``min_value = now - max_age``, referential integrity as
-expect_column_values_to_be_in_set over the referenced key set.
+expect_column_values_to_be_in_set over the referenced key set, no sudden shrink as
+expect_table_row_count_to_be_between with ``min_value`` = main's rows less the allowed drop.
 """
 
 import datetime as dt
@@ -166,6 +167,8 @@ CASES = [
     ),
     r("row_count", "expect_table_row_count_to_be_between", min_value=1, max_value=5),
     r("row_count_strict", "expect_table_row_count_to_be_between", min_value=4, strict_min=True),
+    # main held 7 rows: at most 50% fewer means at least 4 (the check adds main_rows itself)
+    r("not_shrunk", "expect_table_row_count_to_not_shrink", max_shrink_percent=50, main_rows=7),
     r("mean_n", "expect_column_mean_to_be_between", column="n", min_value=2, max_value=5),
     r("mean_x", "expect_column_mean_to_be_between", column="x", max_value=2.5, strict_max=True),
     r("min_n", "expect_column_min_to_be_between", column="n", min_value=0, max_value=1),

@@ -1,5 +1,6 @@
 """Scaffolding writes a complete, loadable code location and registers it."""
 
+import re
 import shutil
 
 import dagster as dg
@@ -37,6 +38,7 @@ def test_new_domain_is_a_complete_code_location(tmp_path, mesh_home):
     landing = mesh_home / "landing" / "billing"
     landing.mkdir(parents=True)
     shutil.copy(tmp_path / "domains" / "billing" / "sample_data" / "example.csv", landing)
+    (landing / "example.csv.done").touch()  # the producer's word: complete
     result = dg.materialize(
         [ingestion_asset(product), contract_checks(product)],
         resources={"catalog": IcebergCatalog()},
@@ -56,3 +58,44 @@ def test_new_domain_is_a_complete_code_location(tmp_path, mesh_home):
         new_domain(tmp_path, "billing")
     with pytest.raises(ScaffoldError, match="lower_snake_case"):
         new_product(tmp_path, "billing", "Bad-Name")
+
+
+def _tree(root) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("name", "owner", "problem"),
+    [
+        ("billing\n", None, "domain name 'billing\\n' must be lower_snake_case"),
+        ("bill\x07ing", None, "must be lower_snake_case"),
+        ("billing_", None, "must end with a letter or digit"),
+        ("billing", "team\x1b[31m", "owner 'team\\x1b[31m' must be a team name"),
+        ("billing", "a: b", "owner 'a: b' must be a team name"),
+    ],
+)
+def test_bad_names_write_nothing(tmp_path, name, owner, problem):
+    shutil.copy(PROJECT_DIR / "workspace.yaml", tmp_path / "workspace.yaml")
+    before = _tree(tmp_path)
+    with pytest.raises(ScaffoldError, match=re.escape(problem)):
+        new_domain(tmp_path, name, owner=owner)
+    assert _tree(tmp_path) == before
+
+
+def test_a_failure_part_way_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The Helm list is written last; when it fails, the domain written so far is removed and
+    workspace.yaml is restored."""
+    shutil.copy(PROJECT_DIR / "workspace.yaml", tmp_path / "workspace.yaml")
+    chart = tmp_path / "helm" / "datamesh" / "domains.yaml"
+    chart.parent.mkdir(parents=True)
+    chart.write_text("# the chart's list\n")
+    before = _tree(tmp_path)
+
+    def broken(domains_dir):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("mesh_assets.scaffold.render_domains_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        new_domain(tmp_path, "billing")
+    assert _tree(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["helm", "workspace.yaml"]
