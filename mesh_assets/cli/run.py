@@ -15,7 +15,6 @@ from mesh_assets.cli import add_verb
 from mesh_assets.cli.output import check_status, chosen_domains, say
 from mesh_assets.dbt.artifacts import artifacts_server
 from mesh_assets.dbt.project import dependency_order, prepare
-from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.ingest.landing import landing_file, local_path, mark_complete, put
 from mesh_assets.materialize import InstanceUnavailable, materialize
 from mesh_assets.settings import ensure_local_dirs, load_settings

@@ -13,7 +13,6 @@ from pyiceberg.exceptions import TableAlreadyExistsError
 from pyiceberg.expressions import AlwaysTrue, EqualTo
 
 from mesh_assets.contract.model import DataProduct
-
 from mesh_assets.contract.partitions import PartitionSelection
 from mesh_assets.iceberg.catalog import TABLE_PROPERTIES
 from mesh_assets.iceberg.commit import commit_with_retry, replace_rows
