@@ -139,7 +139,11 @@ def test_quarantined_rows_become_visible_only_when_their_run_publishes(mesh_home
     branch = audit_branch_name(failed.run_id)
     held = read(quarantine, as_of=branch)  # ... it waits on the run's branch
     assert held.select(["_line", "_reason"]).to_pylist() == [
-        {"_line": 4, "_reason": "column temp: value 'warm' is not a valid double"}
+        {
+            "_line": 4,
+            "_reason": "column temp: value 'warm' is not a valid double (a finite decimal number; "
+            "nan and infinities need allowNonFinite: true on the column)",
+        }
     ]
     assert catalog.load_table("weather.observations").scan().to_arrow().num_rows == 0
 
