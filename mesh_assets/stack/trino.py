@@ -342,7 +342,8 @@ class Trino:
             raise ConnectionError("SELECT 1 did not return 1")
         cursor.execute(
             f"SELECT table_schema, table_name FROM {TRINO_CATALOG}.information_schema.tables "
-            "WHERE table_schema <> 'information_schema' ORDER BY 1, 2"
+            # the connector's own schema `system` (iceberg_tables) has no snapshots to read
+            "WHERE table_schema NOT IN ('information_schema', 'system') ORDER BY 1, 2"
         )
         tables = cursor.fetchall()
         if not tables:
