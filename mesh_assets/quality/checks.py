@@ -69,6 +69,23 @@ def check_specs(product: "DataProduct") -> list:
     ]
 
 
+def _refuse_if_branch_was_removed(context: dg.AssetCheckExecutionContext, key: dg.AssetKey, branch: str):
+    """Fail when this run's data was written to ``branch`` and the branch is gone (maintenance
+    removes the audit branches of runs no longer running): checking main instead would pass
+    and leave that data silently unpublished."""
+    event = context.instance.get_latest_materialization_event(key)
+    materialization = event.asset_materialization if event else None
+    if materialization is None or materialization.metadata.get("wap/branch") != dg.MetadataValue.text(branch):
+        return
+    if materialization.metadata.get("wap/published") == dg.MetadataValue.bool(True):
+        return
+    raise dg.Failure(
+        f"{'.'.join(key.path)}: the audit branch {branch} holding this run's unpublished data is gone "
+        "(maintenance removes the audit branches of runs that are no longer running): nothing was "
+        "published; materialize the product again instead of re-executing this run"
+    )
+
+
 def contract_checks(product: "DataProduct"):
     """One Dagster asset check per contract rule, evaluated together in one SQL pass (rules
     the SQL compiler does not support: through GX on pandas, same metadata).
@@ -94,6 +111,7 @@ def contract_checks(product: "DataProduct"):
         # exactly that snapshot. Without a branch (checks re-run later) they read main.
         branch = audit_branch_name(wap_run_id(context.run))  # a re-execution: its root's branch
         if branch not in table.metadata.refs:
+            _refuse_if_branch_was_removed(context, key, branch)
             branch = None
         snapshot_id = branch_head(table, branch)
         rules = [_against_main(rule, table) for rule in rules]

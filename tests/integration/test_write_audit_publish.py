@@ -158,3 +158,49 @@ def test_quarantined_rows_become_visible_only_when_their_run_publishes(mesh_home
         table = catalog.load_table(quarantine)
         assert not [r for r in table.metadata.refs if r == audit_branch_name(passed.run_id)]
     assert read("weather.observations").num_rows == 2
+
+
+def airlines_job():
+    """The airlines ingestion and checks as one in-process job (for ``dg.reconstructable``)."""
+    airlines = load_contract(DOMAINS_DIR / "reference" / "products" / "airlines.yaml")
+    return dg.Definitions(
+        assets=[ingestion_asset(airlines)],
+        asset_checks=[contract_checks(airlines)],
+        jobs=[dg.define_asset_job("airlines", executor_def=dg.in_process_executor)],
+        resources={"catalog": IcebergCatalog()},
+    ).resolve_job_def("airlines")
+
+
+def test_a_reexecution_whose_audit_branch_was_removed_fails_rather_than_check_main(mesh_home):
+    """A failed run's data waits on its audit branch; maintenance removes the branch of a run
+    no longer running. Re-executing that run from its failure afterwards must not check main
+    instead (which would pass and leave the data silently unpublished): it fails and says what
+    to do."""
+    from mesh_assets.iceberg.maintenance import dagster_run_states, expire_audit_branches
+
+    job = dg.reconstructable(airlines_job)
+    with dg.instance_for_test() as instance:
+        land(mesh_home, "reference", "airlines.csv")
+        assert dg.execute_job(job, instance).success
+        rows = ["carrier,name"] + [f"C{i},Carrier {i}" for i in range(12)] + ["c1,lower case"]
+        land(mesh_home, "reference", "airlines.csv", "\n".join(rows) + "\n")
+        with dg.execute_job(job, instance) as failed:
+            assert not failed.success
+            failed_id = failed.run_id
+        branch = audit_branch_name(failed_id)
+        table = open_catalog().load_table("reference.airlines")
+        assert expire_audit_branches(table, run_states=dagster_run_states(instance)) == [branch]
+
+        options = dg.ReexecutionOptions.from_failure(failed_id, instance)
+        with dg.execute_job(job, instance, reexecution_options=options) as again:
+            assert not again.success
+            [failure] = [e for e in again.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+            assert failure.step_key == "check_airlines"  # only the failed step was re-executed
+            assert failure.step_failure_data.user_failure_data.description == (
+                f"reference.airlines: the audit branch {branch} holding this run's unpublished data is "
+                "gone (maintenance removes the audit branches of runs that are no longer running): "
+                "nothing was published; materialize the product again instead of re-executing this run"
+            )
+    assert open_catalog().load_table("reference.airlines").current_snapshot().snapshot_id == (
+        table.current_snapshot().snapshot_id
+    )
