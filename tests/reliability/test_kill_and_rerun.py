@@ -148,6 +148,7 @@ def test_writers_beaten_past_the_deadline_give_up_with_a_clear_error(mesh_home, 
         assert re.match(
             r"table stress\.appends: 1 commit attempt\(s\) over \d+\.\d s all failed because other writers "
             r"committed first \(last: CommitFailedException: (Requirement failed: branch main has changed: "
+            r"|Requirement failed: branch main was created concurrently\)"
             r"|Table has been updated by another process: stress\.appends\))",
             message,
         ), message
