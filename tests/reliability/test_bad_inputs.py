@@ -15,7 +15,7 @@ from decimal import Decimal
 import dagster as dg
 import pytest
 from meshtest import land
-from reliability_support import event_log_text, write_contract
+from reliability_support import ID_COLUMN, event_log_text, write_contract
 
 from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
 from mesh_assets.ingest.assets import ingest, ingestion_asset
@@ -35,13 +35,7 @@ def contract(folder, name: str, *, quarantine: bool):
         folder,
         name,
         [
-            {
-                "name": "id",
-                "physicalType": "string",
-                "required": True,
-                "primaryKey": True,
-                "classification": "public",
-            },
+            ID_COLUMN,
             {"name": "qty", "physicalType": "int", "classification": "public"},
             {"name": "price", "physicalType": "double", "classification": "public"},
             {"name": "label", "physicalType": "string", "classification": "pii"},
@@ -440,13 +434,7 @@ def test_classified_values_never_reach_the_error_or_the_event_log(mesh_home, tmp
         tmp_path,
         "cards",
         [
-            {
-                "name": "id",
-                "physicalType": "string",
-                "primaryKey": True,
-                "required": True,
-                "classification": "public",
-            },
+            ID_COLUMN,
             {"name": "holder", "physicalType": "string", "classification": "pii"},
             {"name": "card", "physicalType": "long", "classification": "pii"},
         ],

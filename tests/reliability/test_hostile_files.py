@@ -21,7 +21,7 @@ import zipfile
 import dagster as dg
 import pytest
 from meshtest import land
-from reliability_support import event_log_text, table_state, write_contract
+from reliability_support import ID_COLUMN, event_log_text, table_state, write_contract
 
 from mesh_assets.contract.errors import ContractError
 from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
@@ -58,13 +58,7 @@ def orders(folder, name: str = "orders", **extra):
         folder,
         name,
         [
-            {
-                "name": "id",
-                "physicalType": "string",
-                "required": True,
-                "primaryKey": True,
-                "classification": "public",
-            },
+            ID_COLUMN,
             {"name": "qty", "physicalType": "int", "classification": "public"},
             {"name": "note", "physicalType": "string", "classification": "pii"},
         ],

@@ -9,17 +9,16 @@ expires the old snapshots, the checked tags and the audit branch, deletes every 
 remaining snapshot needs (the stray one included) and leaves the data as it was.
 """
 
-import csv
-import io
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-from meshtest import NYCFLIGHTS, land
+from meshtest import land
 from reliability_support import (
     MESH,
     REPO,
+    bumped,
     failure_message,
     kill_group,
     mesh_materialize,
@@ -37,13 +36,7 @@ from mesh_assets.settings import DOMAINS_DIR
 
 def planes_version(bump: int) -> str:
     """The real planes file with every seat count raised by ``bump``."""
-    rows = list(csv.reader((NYCFLIGHTS / "planes.csv").read_text().splitlines()))
-    seats = rows[0].index("seats")
-    for row in rows[1:]:
-        row[seats] = str(int(row[seats]) + bump)
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
+    return bumped("planes.csv", "seats", bump)
 
 
 def files_on_disk(table) -> set[str]:
