@@ -227,3 +227,46 @@ def test_postgresql_down_materialize_says_so_and_collapses_retry_warnings(stack_
             "database of its dagster.yaml up? On the local stack `mesh stack status` shows it and "
             "`mesh stack up` starts it"
         )
+
+
+def test_a_run_cut_off_by_a_postgresql_outage_ends_failed_at_the_next_materialize(stack_layout, production):
+    """A run whose process died while PostgreSQL (the Dagster storage) was down could not record
+    its own end: it stays STARTED until the next `mesh materialize` finds its worker gone and
+    reports it failed, in the same PostgreSQL-backed instance."""
+    marker = Path(production["MESH_HOME"]) / "paused" / "audit_written"
+    proc = subprocess.Popen(
+        [MESH, "materialize", "fleet"],
+        env={**os.environ, **production, "MESH_TEST_PAUSE_AT": "audit_written:fleet.planes"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (marker.exists() and marker.read_text()):  # stopped with the audit branch written
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        with restored(stack_layout):
+            assert Postgres(stack_layout).stop()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    result = mesh("materialize", "fleet", env=production, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [line] = [line for line in result.stdout.splitlines() if "marked failed" in line]
+    run_id = line.split()[1]
+    assert line == f"run {run_id} marked failed: its worker process is gone (killed or crashed)"
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import dagster as dg; print(dg.DagsterInstance.get().get_run_by_id({run_id!r}).status.value)",
+        ],
+        env={**os.environ, **production},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert status.stdout.strip() == "FAILURE", status.stdout + status.stderr
