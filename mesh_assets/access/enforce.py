@@ -97,21 +97,18 @@ def decide(
             "columns": [{"name": n, "type": t} for n, t in columns],
         },
     }
+
+    def record(outcome: str, detail: dict) -> None:
+        audit.record(
+            audit.Decision(
+                audit.now(), user, tuple(groups), source, "SelectFromColumns", product, outcome, detail
+            )
+        )
+
     try:
         answer = ask("trino/local_table_decision", input_doc)
     except PolicyUnavailable as exc:
-        audit.record(
-            audit.Decision(
-                audit.now(),
-                user,
-                tuple(groups),
-                source,
-                "SelectFromColumns",
-                product,
-                "deny",
-                {"error": str(exc)[:300]},
-            )
-        )
+        record("deny", {"error": str(exc)[:300]})
         raise AccessDenied(f"Access Denied: the access policy could not be asked: {exc}") from None
     value = answer.value or {}
     decision = TableDecision(
@@ -124,18 +121,7 @@ def decide(
     detail = {"columns": sorted(n for n, _ in columns), "policy": answer.source}
     if decision.allow:
         detail.update(masked=sorted(decision.masks), rowFilter=" OR ".join(decision.row_filters) or None)
-    audit.record(
-        audit.Decision(
-            audit.now(),
-            user,
-            tuple(groups),
-            source,
-            "SelectFromColumns",
-            product,
-            "allow" if decision.allow else "deny",
-            detail,
-        )
-    )
+    record("allow" if decision.allow else "deny", detail)
     if not decision.allow:
         raise AccessDenied(
             f"Access Denied: Cannot select from columns "

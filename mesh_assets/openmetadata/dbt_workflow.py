@@ -126,8 +126,8 @@ def lookups(manifest: Mapping, config: ExportConfig) -> dict[str, str]:
 
 def unmatched_nodes(manifest: Mapping, config: ExportConfig, tables: set[str]) -> dict[str, str]:
     """The nodes whose lookup names no table in ``tables`` (FQNs the exporter created), by
-    unique id. On the ``trino`` target a product's model is built as ``<model>__staging``
-    (write-audit-publish), the name its manifest keeps: those are listed here."""
+    unique id: a manifest not kept by the platform (which renames dbt-trino's ``<model>__staging``
+    relations to their product tables, :mod:`mesh_assets.dbt.artifacts`) or a model never exported."""
     return {uid: fqn for uid, fqn in lookups(manifest, config).items() if fqn not in tables}
 
 
