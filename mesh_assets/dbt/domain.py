@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from mesh_assets.asset_specs import dbt_pool
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.dbt.project import asset_key_path, check_description, domain_models, prepare, tests_of
 from mesh_assets.settings import MeshSettings
@@ -75,6 +76,7 @@ def source_test_checks(
         name=f"{domain}_dbt_source_tests",
         can_subset=True,
         required_resource_keys={"dbt"},
+        pool=dbt_pool(domain),  # dbt test opens the domain's DuckDB file: one process at a time
     )
     def _source_tests(context: dg.AssetCheckExecutionContext):
         # Lazy import of a heavy library: dagster-dbt, in the step that runs dbt only

@@ -150,7 +150,7 @@ def reuse_parse(settings: MeshSettings, name: str, target_path: Path):
         produced = target_path / PARTIAL_PARSE
         if produced.exists():
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # concurrent runs keep theirs apart
             shutil.copyfile(produced, tmp)
             tmp.replace(cache)
 
