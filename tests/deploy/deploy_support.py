@@ -19,6 +19,8 @@ VALUE_SETS = {
     "openshift": CHART_DIR / "values-openshift.yaml",
     "kubernetes": CHART_DIR / "values-kubernetes.yaml",
 }
+# The names of the UI proxy containers the chart puts next to each webserver.
+UI_PROXIES = {"oauth-proxy", "oauth2-proxy"}
 
 
 @dataclass

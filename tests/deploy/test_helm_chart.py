@@ -123,15 +123,24 @@ def test_webserver_and_daemon(rendered):
 
 
 def test_ui_is_a_route_on_openshift_and_an_ingress_elsewhere(rendered_sets):
+    """One Route (OpenShift) or Ingress per UI: the webserver and the read-only one."""
+    uis = {f"{RELEASE}-datamesh-webserver", f"{RELEASE}-datamesh-webserver-read-only"}
     openshift, kubernetes = rendered_sets["openshift"], rendered_sets["kubernetes"]
-    (route,) = openshift.of_kind("Route")
-    assert not openshift.of_kind("Ingress")
-    assert route["spec"]["to"] == {"kind": "Service", "name": f"{RELEASE}-datamesh-webserver", "weight": 100}
-    assert route["spec"]["tls"]["termination"] == "edge"
-    (ingress,) = kubernetes.of_kind("Ingress")
-    assert not kubernetes.of_kind("Route")
-    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend["name"] == f"{RELEASE}-datamesh-webserver"
+    assert not openshift.of_kind("Ingress") and not kubernetes.of_kind("Route")
+    routes = {r["metadata"]["name"]: r for r in openshift.of_kind("Route")}
+    assert set(routes) == uis
+    for name, route in routes.items():
+        assert route["spec"]["to"] == {"kind": "Service", "name": name, "weight": 100}
+        assert route["spec"]["tls"]["termination"] == "reencrypt"  # the OAuth proxy serves TLS
+    assert routes[f"{RELEASE}-datamesh-webserver"]["spec"]["host"] == "datamesh.apps.example.com"
+    ingresses = {i["metadata"]["name"]: i for i in kubernetes.of_kind("Ingress")}
+    assert set(ingresses) == uis
+    for name, ingress in ingresses.items():
+        backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        assert backend["name"] == name
+    read_only = ingresses[f"{RELEASE}-datamesh-webserver-read-only"]["spec"]
+    assert read_only["rules"][0]["host"] == "datamesh-view.example.com"
+    assert read_only["tls"] == [{"hosts": ["datamesh-view.example.com"], "secretName": "datamesh-view-tls"}]
 
 
 def test_pod_disruption_budgets_exactly_where_replicas_exceed_one(rendered):
@@ -195,11 +204,14 @@ def test_step_isolation_opens_the_api_to_runs_only_when_enabled(render, rendered
 
 
 def test_one_image_by_reference_everywhere(rendered):
+    """Every container runs the platform's image, except the UI proxies (their own image)."""
     values = yaml.safe_load(rendered.values_file.read_text())["image"]
     expected = f"{values['repository']}:{values['tag']}"
+    ui_auth = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["uiAuth"]
+    proxies = {"oauth-proxy": ui_auth["openshift"]["image"], "oauth2-proxy": ui_auth["oidc"]["image"]}
     for where, spec in rendered.pod_specs():
         for container in spec["containers"]:
-            assert container["image"] == expected, where
+            assert container["image"] == proxies.get(container["name"], expected), where
         assert [s["name"] for s in spec.get("imagePullSecrets", [])] == values.get("pullSecrets", []), where
     instance = yaml.safe_load(
         rendered.get("ConfigMap", f"{RELEASE}-datamesh-instance")["data"]["dagster.yaml"]

@@ -24,6 +24,9 @@ from deploy_support import (
 from mesh_assets.deploy import CHART_DIR
 from mesh_assets.governance import SECRET_PATTERNS
 
+# A credential passed as a flag value (visible in `ps` and the pod spec); *-file flags are fine.
+LITERAL_SECRET_FLAG = re.compile(r"--[a-z-]*(secret|password|token)(?!-file)[a-z-]*", re.I)
+
 
 def configured_secret_names(values_secrets: dict) -> set[str]:
     return {s["name"] for s in values_secrets.values() if s.get("name")}
@@ -131,6 +134,8 @@ def test_only_the_run_launcher_pods_carry_an_api_token(rendered):
         if "-cs-" in where:
             assert spec["serviceAccountName"] == f"{RELEASE}-datamesh-code-server", where
             assert spec["automountServiceAccountToken"] is False, where
+        elif where.endswith("-webserver-read-only"):  # its own account, bound to no Role
+            assert spec["serviceAccountName"] == f"{RELEASE}-datamesh-webserver-read-only", where
         else:  # webserver (terminates runs) and daemon (launches runs)
             assert spec["serviceAccountName"] == sa, where
     for account in rendered.of_kind("ServiceAccount"):
@@ -143,6 +148,11 @@ def plaintext_secret_problems(rendered) -> list[str]:
     secrets = {**values["secrets"], **(overrides.get("secrets") or {})}
     names = configured_secret_names(secrets)
     mount = values["paths"]["secrets"]
+    # Secrets OpenShift's service CA writes for a Service (serving certificates): no value either
+    serving_certs = {
+        s["metadata"].get("annotations", {}).get("service.beta.openshift.io/serving-cert-secret-name")
+        for s in rendered.of_kind("Service")
+    } - {None}
     problems = [
         f"the chart creates Secret {s['metadata']['name']} (references only)"
         for s in rendered.of_kind("Secret")
@@ -151,6 +161,10 @@ def plaintext_secret_problems(rendered) -> list[str]:
         for container in spec["containers"]:
             env = container.get("env", [])
             problems += credential_env_problems(f"{where}/{container['name']}", env, names, mount)
+            for arg in container.get("args", []):
+                flag, _, value = arg.partition("=")
+                if value and LITERAL_SECRET_FLAG.fullmatch(flag):
+                    problems.append(f"{where}/{container['name']}: {flag} given on the command line")
             for var in env:
                 if var["name"] == "DAGSTER_CONTAINER_CONTEXT":  # the runs' env, by reference too
                     context_env = json.loads(var["value"])["k8s"]["env"]
@@ -159,6 +173,8 @@ def plaintext_secret_problems(rendered) -> list[str]:
             for source in volume.get("projected", {}).get("sources", []):
                 if "secret" in source:
                     assert source["secret"]["name"] in names
+            if "secret" in volume and volume["secret"]["secretName"] not in names | serving_certs:
+                problems.append(f"{where}: volume {volume['name']} mounts an unconfigured Secret")
     for config_map in rendered.of_kind("ConfigMap"):
         for key, text in config_map["data"].items():
             for line in f"{key}: {text}".splitlines():  # the MESH009 patterns are line-based
@@ -194,7 +210,14 @@ def test_network_policies_deny_by_default_and_allow_per_component(rendered):
         p["metadata"]["name"].removeprefix(f"{RELEASE}-datamesh-"): p
         for p in rendered.of_kind("NetworkPolicy")
     }
-    assert set(policies) == {"default-deny", "webserver", "daemon", "code-servers", "runs"}
+    assert set(policies) == {
+        "default-deny",
+        "webserver",
+        "webserver-read-only",
+        "daemon",
+        "code-servers",
+        "runs",
+    }
     deny = policies["default-deny"]["spec"]
     assert deny["policyTypes"] == ["Ingress", "Egress"]
     assert "ingress" not in deny and "egress" not in deny
@@ -214,12 +237,12 @@ def test_network_policies_deny_by_default_and_allow_per_component(rendered):
             if n != "default-deny" and _selects(p["spec"]["podSelector"], labels)
         ]
         assert len(allowing) == 1, (deployment["metadata"]["name"], allowing)
-    # code servers: gRPC from the webserver and the daemon only
+    # code servers: gRPC from the webservers and the daemon only
     (ingress,) = policies["code-servers"]["spec"]["ingress"]
     components = sorted(
         peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in ingress["from"]
     )
-    assert components == ["daemon", "webserver"]
+    assert components == ["daemon", "webserver", "webserver-read-only"]
     assert policies["daemon"]["spec"]["ingress"] == [] and policies["runs"]["spec"]["ingress"] == []
 
 
@@ -270,6 +293,17 @@ def test_the_policies_catch_violations(render):
     problems = plaintext_secret_problems(leaky)
     assert any("key MESH_TRINO_PASSWORD" in p for p in problems), problems
     assert any("OPENMETADATA_TOKEN is not a secretKeyRef" in p for p in problems), problems
+
+    leaky_proxy = rendered_with(
+        "--set",
+        "uiAuth.extraArgs[0]=--cookie-secret=0123456789abcdef",
+        "--set",
+        "secrets.uiCookie.name=stray",  # not a Secret the values file configures
+    )
+    problems = plaintext_secret_problems(leaky_proxy)
+    web = f"Deployment/{RELEASE}-datamesh-webserver"
+    assert f"{web}/oauth-proxy: --cookie-secret given on the command line" in problems, problems
+    assert f"{web}: volume ui-proxy-cookie mounts an unconfigured Secret" in problems, problems
 
     no_limits = rendered_with("--set", "webserver.resources.limits=null")
     web = no_limits.get("Deployment", f"{RELEASE}-datamesh-webserver")
