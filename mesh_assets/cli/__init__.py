@@ -17,6 +17,7 @@ mesh lint [--docs]             federated governance rules (CI runs it in `make t
 mesh new domain NAME | mesh new product DOMAIN NAME [--dbt]   scaffolding
 mesh maintain [DOMAIN.PRODUCT ...] [--dry-run]   expire snapshots, remove orphan files
 mesh drop DOMAIN.PRODUCT       drop a product's Iceberg table
+mesh image build [--base IMG]  the platform image (Containerfile) with podman, on a Debian base
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "lint": ("governance", "check the federated governance rules"),
     "new": ("governance", "scaffold a domain or a data product"),
     "helm": ("deploy", "Helm chart tasks (helm/datamesh)"),
+    "image": ("deploy", "the platform image (Containerfile), built with podman"),
     "stack": ("stack", "the production stack on loopback: PostgreSQL, S3, OPA, Trino"),
     "openmetadata": ("openmetadata", "export the mesh's metadata to OpenMetadata"),
     "quality": ("quality", "data quality: GX suites, compiled SQL, runs"),

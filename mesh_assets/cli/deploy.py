@@ -1,4 +1,5 @@
-"""``mesh helm values``: the Helm chart's domain list, written or checked."""
+"""``mesh helm values``: the Helm chart's domain list, written or checked. ``mesh image``: the
+platform's container image, built with podman."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mesh_assets import image
 from mesh_assets.cli import add_verb
 from mesh_assets.deploy import (
     DOMAINS_FILE,
@@ -35,6 +37,23 @@ def cmd_helm_values(args) -> int:
     return 0
 
 
+def cmd_image_build(args) -> int:
+    try:
+        built = image.build(tag=args.tag, base=args.base)
+    except image.ImageError as exc:
+        raise SystemExit(f"mesh: {exc}") from None
+    print(built.describe())
+    return 0
+
+
+def cmd_image_base(_args) -> int:
+    try:
+        print(image.build_base())
+    except image.ImageError as exc:
+        raise SystemExit(f"mesh: {exc}") from None
+    return 0
+
+
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     helm = add_verb(subparsers, "helm")
     helm_sub = helm.add_subparsers(dest="helm_command", required=True)
@@ -44,3 +63,17 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     values.add_argument("--output", help=f"file to write (default: {DOMAINS_FILE})")
     values.set_defaults(fn=cmd_helm_values)
+
+    img = add_verb(subparsers, "image")
+    img_sub = img.add_subparsers(dest="image_command", required=True)
+    build = img_sub.add_parser("build", help="build the platform image from Containerfile with podman")
+    build.add_argument(
+        "--tag", help=f"image tag (default: the project's version; {image.IMAGE_REPOSITORY}:TAG)"
+    )
+    build.add_argument(
+        "--base",
+        help="base image (the Containerfile's PYTHON_IMAGE); default: made here from Debian's packages",
+    )
+    build.set_defaults(fn=cmd_image_build)
+    base = img_sub.add_parser("base", help="make (once) the Debian base image, print its reference")
+    base.set_defaults(fn=cmd_image_base)

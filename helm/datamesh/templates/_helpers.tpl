@@ -117,6 +117,7 @@ securityContext:
 {{- $over := index .ctx.Values.domains .domain.name | default dict -}}
 {{- $cs := mergeOverwrite (deepCopy .ctx.Values.codeServer) (deepCopy ($over.codeServer | default dict)) -}}
 {{- $run := mergeOverwrite (deepCopy .ctx.Values.runs) (deepCopy ($over.run | default dict)) -}}
+{{- $_ := set $cs "port" ($cs.port | default (fromYaml (include "datamesh.domainsFile" .ctx)).grpcPort) -}}
 {{- toYaml (dict "codeServer" $cs "run" $run "env" ($over.env | default list)) -}}
 {{- end -}}
 
@@ -232,6 +233,8 @@ securityContext:
     name: {{ include "datamesh.fullname" . }}-instance
 - name: mesh-home
   emptyDir: {}
+- name: tmp
+  emptyDir: {}
 {{- end -}}
 
 {{- define "datamesh.instanceVolumeMounts" -}}
@@ -241,6 +244,8 @@ securityContext:
   readOnly: true
 - name: mesh-home
   mountPath: {{ .Values.paths.meshHome }}
+- name: tmp
+  mountPath: /tmp
 {{- end -}}
 
 {{/* The container context a domain's code server reports to Dagster: how the run launcher

@@ -20,10 +20,17 @@ run_coordinator:
   config:
     max_concurrent_runs: {{ .Values.runs.maxConcurrentRuns }}
 run_launcher:
+{{- if eq .Values.runs.launcher "k8s" }}
   module: dagster_k8s
   class: K8sRunLauncher
   config:
     {{- include "datamesh.runLauncherConfig" . | nindent 4 }}
+{{- else if eq .Values.runs.launcher "default" }}
+  module: dagster
+  class: DefaultRunLauncher
+{{- else }}
+  {{- fail (printf "runs.launcher %q: k8s or default" .Values.runs.launcher) }}
+{{- end }}
 run_monitoring:
   enabled: {{ .Values.dagster.runMonitoring.enabled }}
   start_timeout_seconds: {{ .Values.dagster.runMonitoring.startTimeoutSeconds }}

@@ -16,7 +16,7 @@ to:
       matchLabels:
         {{- include "datamesh.selectorLabels" (dict "ctx" . "component" "code-server") | nindent 8 }}
 ports:
-  - {port: {{ (fromYaml (include "datamesh.domainsFile" .)).grpcPort }}, protocol: TCP}
+  - {port: grpc, protocol: TCP}  # the code servers' named port (per-domain numbers may differ)
 {{- end -}}
 
 {{/* What a domain's code server and runs reach: instance and catalog PostgreSQL, S3, Trino,
