@@ -122,8 +122,8 @@ def _check_groups(groups: list[str]) -> tuple[str, ...]:
     for group in groups:
         if not GROUP_NAME.fullmatch(group):
             raise AccountError(f"group {group!r}: lower_snake_case (a contract role's name)")
-        if group.startswith("domain_") or group == "platform":
-            raise AccountError(f"group {group!r} belongs to the platform's service accounts")
+        if group.startswith("domain_"):
+            raise AccountError(f"group {group!r} belongs to a domain's service account")
     return tuple(sorted(set(groups)))
 
 

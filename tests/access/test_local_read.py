@@ -35,7 +35,7 @@ def _table(product, rows: list[dict]) -> pa.Table:
 
 
 @pytest.fixture
-def mesh(mesh_home, opa_eval):
+def mesh(mesh_home, opa_eval, operator):
     """An embedded catalog with small operations.flights and fleet.planes tables."""
     from mesh_assets.iceberg.catalog import open_catalog
 

@@ -71,6 +71,15 @@ allow if {
 	}
 }
 
+# dbt-trino lists relations through the system catalog's metadata tables, whose rows Trino
+# filters by what the account may see (FilterTables)
+allow if {
+	count(pipeline_domains) > 0
+	input.action.operation in {"SelectFromColumns", "FilterTables", "FilterColumns"}
+	input.action.resource.table.catalogName == "system"
+	input.action.resource.table.schemaName == "metadata"
+}
+
 pipeline_reads(p) if {
 	count(pipeline_domains) > 0
 	data.mesh.products[p].visibility == "public"
