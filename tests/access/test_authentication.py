@@ -11,8 +11,10 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -22,9 +24,8 @@ from mesh_assets.access.audit import query as audit_query
 from mesh_assets.stack import accounts
 from mesh_assets.stack.layout import HOST
 
-from .conftest import MESH
-
 pytestmark = pytest.mark.stack
+MESH = str(Path(sys.executable).parent / "mesh")
 PASSWORD = "a long enough password"
 ROWS = "select origin, tailnum from operations.flights where dest = 'ATL' order by 1, 2 limit 2000"
 
@@ -56,8 +57,15 @@ def mesh(env: dict, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def person(prod_env, stack_layout, tmp_path):
+def operator_env(prod_env, stack_layout) -> dict:
+    """The operator's shell on the stack's machine: ``mesh users`` acts on its MESH_HOME's stack."""
+    return {**prod_env, "MESH_HOME": str(stack_layout.root.parent)}
+
+
+@pytest.fixture
+def person(operator_env, stack_layout, tmp_path):
     """``person(groups)`` -> the name of an account made with ``mesh users add``."""
+    prod_env = operator_env
     made = []
     secret = tmp_path / "password"
     secret.write_text(PASSWORD + "\n")
@@ -180,7 +188,8 @@ def _wait_for_opa(layout, visibility: str) -> None:
         time.sleep(0.2)
 
 
-def test_a_removed_user_is_refused_at_the_next_query(prod_env, stack_layout, person):
+def test_a_removed_user_is_refused_at_the_next_query(operator_env, stack_layout, person):
+    prod_env = operator_env
     name = person("analyst")
     within_refresh(lambda: not refused(stack_layout, name, PASSWORD))
     assert rows(stack_layout, name, PASSWORD, "select current_user") == [[name]]
@@ -191,7 +200,8 @@ def test_a_removed_user_is_refused_at_the_next_query(prod_env, stack_layout, per
     assert name not in mesh(prod_env, "users", "list").stdout
 
 
-def test_passwd_replaces_the_password(prod_env, stack_layout, person, tmp_path):
+def test_passwd_replaces_the_password(operator_env, stack_layout, person, tmp_path):
+    prod_env = operator_env
     name = person("analyst")
     within_refresh(lambda: not refused(stack_layout, name, PASSWORD))
     new = tmp_path / "new"
