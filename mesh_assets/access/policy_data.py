@@ -207,11 +207,15 @@ def _write(path: Path, text: str) -> bool:
 def build(
     directory: Path | None = None, *, products: list[DataProduct] | None = None, users: Users | None = None
 ) -> Built:
-    """Write the policy data and Trino's group file into ``directory`` (``$MESH_HOME/access``)."""
+    """Write the policy data and Trino's group file into ``directory`` (``$MESH_HOME/access``);
+    the users are the users file's, with the stack's accounts when ``directory`` is the one
+    the stack's Trino reads."""
     directory = directory or access_dir()
     data_file(directory).parent.mkdir(parents=True, exist_ok=True)
     products = all_products() if products is None else products
-    users = users or effective_users()
+    if users is None:
+        stacks = directory.resolve() == StackLayout.current().access_dir.resolve()
+        users = effective_users() if stacks else load_users()
     data = json.dumps(policy_data(products, users), indent=2, sort_keys=True) + "\n"
     changed = _write(data_file(directory), data)
     for name in POLICY_FILES:  # the policy folder a server loads whole (`mesh stack up`)

@@ -164,6 +164,7 @@ def test_trino_credentials_of_a_domain_come_from_its_account_file(monkeypatch, t
     assert settings.trino_credentials("fleet") == ("domain-fleet", "fleet-secret")
     assert settings.trino_credentials("weather") == ("mesh", "mesh-secret")  # no file: the location's own
     assert settings.trino_credentials() == ("mesh", "mesh-secret")
+    monkeypatch.delenv("MESH_TRINO_HTTPS_PORT", raising=False)
     monkeypatch.setenv("MESH_TRINO_PORT", "28080")
     assert settings.trino_settings().port == 28080
     monkeypatch.setenv("MESH_TRINO_HTTPS_PORT", "28443")
