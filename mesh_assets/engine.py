@@ -187,25 +187,47 @@ def _connection_class():
     return TrinoConnection
 
 
+def trino_http_session(ca_file: str | None):
+    """The HTTP session of a Trino connection that verifies the server with ``ca_file`` (None:
+    the system's CAs). requests lets ``REQUESTS_CA_BUNDLE`` override a session's own ``verify``
+    (psf/requests#3829), so a session with a CA file of its own ignores the environment."""
+    import requests
+
+    session = requests.Session()
+    if ca_file:
+        session.verify = ca_file
+        session.trust_env = False
+    return session
+
+
 def trino_connection(
-    user: str | None = None, catalog: str | None = None, session_properties: dict[str, str] | None = None
+    user: str | None = None,
+    catalog: str | None = None,
+    session_properties: dict[str, str] | None = None,
+    *,
+    domain: str | None = None,
 ):
     """A DB-API connection to the Trino of the settings (``MESH_TRINO_*``) whose cursors are
-    :class:`TrinoCursor`. A password, when Trino requires one, comes from
-    ``MESH_TRINO_PASSWORD`` or ``MESH_TRINO_PASSWORD_FILE``."""
+    :class:`TrinoCursor`.
+
+    It logs in with :func:`~mesh_assets.settings.trino_credentials` (``domain``: that domain's
+    service account), over HTTPS verified with ``MESH_TRINO_CA_FILE`` when there is a password.
+    ``user`` other than the login is an impersonation: Trino runs the queries as ``user`` only
+    if the policy lets the logged-in account impersonate (the platform's operator account)."""
 
     import trino
 
     config = settings.trino_settings()
-    password = settings.trino_password()
-    auth = trino.auth.BasicAuthentication(user or config.user, password) if password else None
+    login, password = settings.trino_credentials(domain)
+    secure = password is not None
     return _connection_class()(
         host=config.host,
         port=config.port,
-        user=user or config.user,
+        user=user or login,
         catalog=catalog or config.catalog,
-        http_scheme="https" if password else "http",
-        auth=auth,
+        http_scheme="https" if secure else "http",
+        auth=trino.auth.BasicAuthentication(login, password) if secure else None,
+        http_session=trino_http_session(config.ca_file if secure else None),
         session_properties=session_properties or {},
     )
 

@@ -11,9 +11,14 @@ current data in its place). ``filter`` is a pyiceberg
 row filter (a string such as ``"origin = 'JFK' and temp > 80"`` or an expression); it prunes
 partitions and files before anything is read.
 
-``user="alice"`` reads as that user: the access policy Trino enforces (OPA, from the contracts)
-applies here too: a denied product raises ``AccessDenied`` (a ``PermissionError``), row filters
-drop rows, masked columns come back masked, and ``filter`` then applies to what the user sees.
+Without ``user`` a read is *trusted-local*: it reads the Iceberg table directly with the
+warehouse's credentials (whoever holds them reads everything; the policy applies on Trino).
+
+``user="alice"`` reads as that user, an operator's impersonation for trying the policy: it needs
+the operator role (``MESH_OPERATOR=1``) and is recorded in the audit log. The access policy
+Trino enforces (OPA, from the contracts) applies: a denied product raises ``AccessDenied`` (a
+``PermissionError``), row filters drop rows, masked columns come back masked, and ``filter``
+then applies to what the user sees.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.expressions import AlwaysTrue
 
-from mesh_assets import engine
-from mesh_assets.access.enforce import governed_query, governed_read
+from mesh_assets import engine, settings
+from mesh_assets.access.enforce import governed_query, governed_read, impersonate
 from mesh_assets.engine import quote, trino_connection, trino_table
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.versions import resolve_as_of, resolve_as_of_tables
@@ -102,6 +107,8 @@ def trino_query(sql: str, *, as_of: str | int | None = None, user: str | None = 
         named = {n: catalog.load_table(idents[n]) for n in named_tables(sql, idents)}
         for name, snapshot_id in resolve_as_of_tables(named, as_of).items():
             sql = _mention(name).sub(lambda _m, n=name, s=snapshot_id: _trino_version_clause(n, s), sql)
+    if user is not None and user != settings.trino_credentials()[0]:
+        impersonate(user, source="trino")  # and Trino asks the policy whether the login may
     cursor = trino_connection(user=user).cursor()
     cursor.execute(sql)
     rows = cursor.fetchall()

@@ -250,26 +250,55 @@ def use_dagster_home(settings: MeshSettings) -> Path:
 
 @dataclass(frozen=True)
 class TrinoSettings:
-    """Where the production engine listens: ``MESH_TRINO_HOST``/``_PORT``/``_USER``/``_CATALOG``.
-    The password (``MESH_TRINO_PASSWORD`` or ``_FILE``) is read by :func:`trino_password`."""
+    """Where the production engine listens: ``MESH_TRINO_HOST``, the port clients connect to
+    (``MESH_TRINO_HTTPS_PORT`` when set: the local stack's HTTPS port, whose
+    ``MESH_TRINO_PORT`` is Trino's internal HTTP port; else ``MESH_TRINO_PORT``),
+    ``MESH_TRINO_USER``, ``MESH_TRINO_CATALOG`` and ``MESH_TRINO_CA_FILE`` (the CA that signed
+    Trino's certificate; default: the system's). Passwords are read by :func:`trino_credentials`.
+    With a password the connection is HTTPS: Trino accepts passwords over TLS only."""
 
     host: str
     port: int
     user: str
     catalog: str
+    ca_file: str | None
 
 
 def trino_settings() -> TrinoSettings:
     return TrinoSettings(
         host=os.environ.get("MESH_TRINO_HOST", "127.0.0.1"),
-        port=int(os.environ.get("MESH_TRINO_PORT", "8080")),
+        port=int(os.environ.get("MESH_TRINO_HTTPS_PORT") or os.environ.get("MESH_TRINO_PORT", "8080")),
         user=os.environ.get("MESH_TRINO_USER", "mesh"),
         catalog=os.environ.get("MESH_TRINO_CATALOG", "iceberg"),
+        ca_file=os.environ.get("MESH_TRINO_CA_FILE") or None,
     )
 
 
 def trino_password() -> str | None:
     return secret("MESH_TRINO_PASSWORD")
+
+
+def trino_credentials(domain: str | None = None) -> tuple[str, str | None]:
+    """``(user, password)`` to log in to Trino with (never log the password).
+
+    For a domain's code location: its service account ``domain-<name>`` when
+    ``MESH_TRINO_ACCOUNTS_DIR`` (the local stack's folder of service-account password files)
+    holds a file of that name; else, as for everything else, ``MESH_TRINO_USER`` with
+    ``MESH_TRINO_PASSWORD`` (or ``_FILE``): a deployment gives each code location its own."""
+    accounts = os.environ.get("MESH_TRINO_ACCOUNTS_DIR")
+    if domain is not None and accounts:
+        account = f"domain-{domain}"
+        path = Path(accounts) / account
+        if path.exists():
+            return account, path.read_text().strip()
+    return trino_settings().user, trino_password()
+
+
+def operator_role() -> bool:
+    """``MESH_OPERATOR=1``: this person is an operator of the mesh, who may impersonate a user to
+    try the access policy (``mesh query --as-user``, ``read(user=...)``). An explicit admin
+    setting: without it, impersonation is refused."""
+    return os.environ.get("MESH_OPERATOR", "").strip().lower() in ("1", "true", "yes")
 
 
 def commit_deadline_s() -> float:

@@ -16,6 +16,12 @@ connection, table functions and other catalogs are refused, and the connection i
 warehouse cannot be read around the policy from SQL. It is not a security boundary against
 someone who can read the warehouse's files with their own credentials: that boundary is Trino
 (and the object store's credentials), which enforces the same policy.
+
+Reading *as* a user is an operator's impersonation, for trying the policy: it requires the
+operator role (``MESH_OPERATOR=1``, :func:`~mesh_assets.settings.operator_role`) and each one is
+written to the audit log (``ImpersonateUser``, by whom, as whom) before anything is read; without
+the role it is refused and recorded as denied. A read without a user is trusted-local: whoever
+runs it holds the warehouse's credentials.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from pyiceberg.io.pyarrow import expression_to_pyarrow, schema_to_pyarrow
 from mesh_assets import settings
 from mesh_assets.access import audit
 from mesh_assets.access.opa import PolicyUnavailable, ask
-from mesh_assets.access.policy_data import load_users
+from mesh_assets.access.policy_data import effective_users
 from mesh_assets.contract.row_filters import quote_identifier
 from mesh_assets.engine import quote
 from mesh_assets.iceberg.catalog import open_catalog
@@ -54,12 +60,38 @@ class TableDecision:
 
 def groups_of(user: str) -> list[str]:
     """The user's groups: ``MESH_ACCESS_GROUPS`` (comma-separated, as an identity provider
-    would assert them) or the users file (the same file Trino's group provider reads)."""
+    would assert them) or the users file with the stack's accounts (what Trino's group provider
+    reads)."""
 
     asserted = settings.asserted_groups()
     if asserted is not None:
         return asserted
-    return sorted(load_users().groups_of(user))
+    return sorted(effective_users().groups_of(user))
+
+
+def impersonate(user: str, *, source: str) -> None:
+    """Check that the caller may read as ``user`` (the operator role) and record the
+    impersonation in the audit log; raises :class:`AccessDenied` (recorded too) without it."""
+    operator = settings.mesh_user()
+    allowed = settings.operator_role()
+    audit.record(
+        audit.Decision(
+            audit.now(),
+            operator,
+            (),
+            source,
+            "ImpersonateUser",
+            None,
+            "allow" if allowed else "deny",
+            {"as_user": user, **({} if allowed else {"error": "no operator role (MESH_OPERATOR)"})},
+        )
+    )
+    if not allowed:
+        raise AccessDenied(
+            f"Access Denied: reading as user {user!r} is an operator's impersonation and "
+            f"{operator!r} does not have the operator role: an operator sets MESH_OPERATOR=1 "
+            "(docs/security.md, 'Reading as another user'); to read as yourself, log in to Trino"
+        )
 
 
 def _context(user: str, groups: list[str]) -> dict:
@@ -236,6 +268,7 @@ def governed_query(sql: str, as_of: str | None, user: str):
     that user, then the SQL in a connection that can read nothing else. Returns
     ``(connection, relation)`` like :func:`mesh_assets.cli.products.query`."""
 
+    impersonate(user, source="duckdb")
     groups = groups_of(user)
     catalog = open_catalog()
     loaded = {}
@@ -273,6 +306,7 @@ def governed_read(identifier: str, *, columns=None, filter=None, as_of=None, lim
     """``read()`` for ``user``: the pyiceberg snapshot as the policy shows it, then the
     caller's ``filter`` over the visible (masked) values, as Trino applies a WHERE clause."""
 
+    impersonate(user, source="pyiceberg")
     schema, name = identifier.split(".", 1)
     table = open_catalog().load_table(identifier)
     snapshot_id = resolve_as_of(table, as_of)

@@ -7,11 +7,15 @@ from is generated here, under ``$MESH_HOME/access/``:
                        filter) and column classifications and masks; the platform's identities
                        (a folder of its own: OPA watches it and reloads on every change)
 ``trino-groups.txt``   Trino's file group provider (``group:user1,user2``), from the users file
+                       and the stack's accounts
 ``audit.jsonl``        the local read path's decisions (:mod:`mesh_assets.access.audit`)
 
 The users file (``access/users.yaml`` in the repository, ``MESH_ACCESS_USERS`` overrides) maps
-the local stack's users to groups. In production groups come from the identity provider and the
-file only names the platform's identities.
+users to groups as code: the platform's identities and the users a policy is tried with. The
+local stack's accounts (``mesh users add --group``, the ``domain-<name>`` service accounts,
+:mod:`mesh_assets.stack.accounts`) add theirs; for a name in both, the account's groups win.
+In production groups come from the identity provider and the file only names the platform's
+identities.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import yaml
 
 from mesh_assets import settings
 from mesh_assets.contract.model import DataProduct
-from mesh_assets.workspace import WORKSPACE_FILE, all_contract_files, all_products
+from mesh_assets.stack import accounts
+from mesh_assets.stack.layout import StackLayout
+from mesh_assets.workspace import WORKSPACE_FILE, all_contract_files, all_products, workspace_domains
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
 POLICY_FILES = ("trino.rego", "decision_logs.rego")
@@ -47,6 +53,20 @@ class Users:
 
     def groups_of(self, user: str) -> tuple[str, ...]:
         return self.groups.get(user, ())
+
+    def with_accounts(self, memberships: dict[str, tuple[str, ...]]) -> Users:
+        """These users with the stack's accounts' groups (an account's groups win)."""
+        return Users(self.platform_users, self.platform_groups, {**self.groups, **memberships}, self.path)
+
+
+def stack_accounts() -> dict[str, tuple[str, ...]]:
+    """account -> groups of this MESH_HOME's stack (empty without a stack)."""
+    return accounts.memberships(StackLayout.current())
+
+
+def effective_users() -> Users:
+    """The users file with the stack's accounts: who is in which group, as Trino sees it."""
+    return load_users().with_accounts(stack_accounts())
 
 
 def users_file() -> Path:
@@ -137,10 +157,13 @@ def policy_data(products: list[DataProduct], users: Users, catalog: str | None =
     for product in products:
         for table in product_tables(product):
             tables.setdefault(product.domain, {})[table] = product.identifier
+    domains = sorted(set(workspace_domains()) | {p.domain for p in products})
     return {
         "mesh": {
             "catalog": catalog or settings.trino_settings().catalog,
             "platform": {"users": sorted(users.platform_users), "groups": sorted(users.platform_groups)},
+            # the group of each domain's service account -> the domain whose pipeline it is
+            "domain_groups": {accounts.domain_group(d): d for d in domains},
             "tables": tables,
             "products": {
                 p.identifier: product_policy(p) for p in sorted(products, key=lambda p: p.identifier)
@@ -184,11 +207,15 @@ def _write(path: Path, text: str) -> bool:
 def build(
     directory: Path | None = None, *, products: list[DataProduct] | None = None, users: Users | None = None
 ) -> Built:
-    """Write the policy data and Trino's group file into ``directory`` (``$MESH_HOME/access``)."""
+    """Write the policy data and Trino's group file into ``directory`` (``$MESH_HOME/access``);
+    the users are the users file's, with the stack's accounts when ``directory`` is the one
+    the stack's Trino reads."""
     directory = directory or access_dir()
     data_file(directory).parent.mkdir(parents=True, exist_ok=True)
     products = all_products() if products is None else products
-    users = users or load_users()
+    if users is None:
+        stacks = directory.resolve() == StackLayout.current().access_dir.resolve()
+        users = effective_users() if stacks else load_users()
     data = json.dumps(policy_data(products, users), indent=2, sort_keys=True) + "\n"
     changed = _write(data_file(directory), data)
     for name in POLICY_FILES:  # the policy folder a server loads whole (`mesh stack up`)
@@ -207,7 +234,12 @@ def build(
 def inputs() -> list[Path]:
     """The files the generated data depends on (for staleness checks)."""
 
-    return [users_file(), WORKSPACE_FILE, *all_contract_files()]
+    return [
+        users_file(),
+        accounts.registry_file(StackLayout.current()),
+        WORKSPACE_FILE,
+        *all_contract_files(),
+    ]
 
 
 def ensure_built(directory: Path | None = None) -> Path:

@@ -8,7 +8,8 @@ mesh demo                      land + prepare + materialize everything + summary
 mesh products                  every product: owner, rows, snapshot, last run, checks
 mesh history DOMAIN.PRODUCT    snapshots with the Dagster run that made each
 mesh query "SQL" [--as-of X]   SQL over all products (DuckDB), time travel by id/tag/time
-           [--as-user U]       ... with the access policy of user U (both engines)
+           [--as-user U]       ... with the access policy of user U (both engines; an
+                               operator's impersonation: MESH_OPERATOR=1)
 mesh rollback DOMAIN.PRODUCT SNAPSHOT
 mesh lineage DOMAIN.PRODUCT [--snapshot S]   input snapshots, recursively up the mesh
 mesh contract diff DOMAIN.PRODUCT   what the contract would change in the live table
@@ -18,6 +19,7 @@ mesh new domain NAME | mesh new product DOMAIN NAME [--dbt]   scaffolding
 mesh maintain [DOMAIN.PRODUCT ...] [--dry-run]   expire snapshots, remove orphan files
 mesh drop DOMAIN.PRODUCT       drop a product's Iceberg table
 mesh image build [--base IMG]  the platform image (Containerfile) with podman, on a Debian base
+mesh users add|remove|passwd|list   who may log in to the stack's Trino, and their groups
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "quality": ("quality", "data quality: GX suites, compiled SQL, runs"),
     "profile": ("quality", "propose quality rules from a product's data"),
     "access": ("access", "governed access: the OPA policy data, the decision audit log"),
+    "users": ("users", "who may log in to the stack's Trino: add, remove, passwd, list"),
 }
 
 

@@ -270,7 +270,8 @@ def add_cli(sub) -> None:
     q.add_argument(
         "--as-user",
         metavar="USER",
-        help="apply the access policy for USER (denials, row filters, column masks)",
+        help="an operator's impersonation (needs MESH_OPERATOR=1, recorded in the audit log): "
+        "apply the access policy for USER (denials, row filters, column masks)",
     )
     q.add_argument(
         "--engine",

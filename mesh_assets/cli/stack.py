@@ -54,7 +54,8 @@ def _cmd_status(args) -> int:
         print(f"{s.name:9} {HOST}:{s.port:<6} pid {pid!s:8} {health:8} {s.detail}")
     domains = ", ".join(_domains_or_unknown())
     print(
-        f"Trino: http://{HOST}:{layout.ports['trino']}, user {TRINO_USER}, catalog {TRINO_CATALOG}, "
+        f"Trino: https://{HOST}:{layout.ports['trino-https']} (password login, CA {layout.ca_file}), "
+        f"service account {TRINO_USER}, catalog {TRINO_CATALOG}, "
         f"schemas = domains ({domains}); warehouse {layout.warehouse} on {layout.s3_endpoint}"
     )
     print(

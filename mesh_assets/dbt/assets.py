@@ -226,7 +226,7 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
         staged: list[str] = []
 
         def start() -> DbtCliInvocation:
-            with plugin_env(settings, run_id, parents_file, bounds):  # dbt starts in cli()
+            with plugin_env(settings, domain, run_id, parents_file, bounds):  # dbt starts in cli()
                 # A failing dbt *test* is a failed asset check (blocking downstream when its
                 # severity is error), not a failed step; a model or test that errors fails the step.
                 invocation = dbt.cli(
@@ -251,7 +251,7 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
         keep_parse()
         if invocation.process.returncode in (0, 1):  # dbt ran: run_results.json exists
             write_artifacts(settings, domain, target_path, catalog, branch)
-        drop_staging(staged)
+        drop_staging(domain, staged)
         raise_on_errors(invocation, f"dbt build of domain {domain}")
 
     return _models
@@ -317,7 +317,7 @@ def source_test_results(
     keep_parse = reuse_parse(settings, f"{domain}_source_tests", target_path)
 
     def start() -> DbtCliInvocation:
-        with plugin_env(settings, run_id, parents_file, {}):
+        with plugin_env(settings, domain, run_id, parents_file, {}):
             return dbt.cli(
                 [*dbt_args("test", domain, {}), "--select", " ".join(names)],
                 manifest=manifest,

@@ -243,12 +243,13 @@ def publish_staged_model(
     return identifier
 
 
-def drop_staging(staged: Sequence[str]) -> None:
-    """Drop the staging relations of a Trino run (through Trino, which deletes their files)."""
+def drop_staging(domain: str, staged: Sequence[str]) -> None:
+    """Drop the staging relations of ``domain``'s Trino run (through Trino, which deletes their
+    files), as the domain's service account."""
 
     if not staged:
         return
-    cursor = trino_connection().cursor()
+    cursor = trino_connection(domain=domain).cursor()
     for identifier in staged:
         cursor.execute(f"DROP TABLE IF EXISTS {trino_table(identifier)}")
         cursor.fetchall()

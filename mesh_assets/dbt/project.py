@@ -17,7 +17,14 @@ from pyiceberg import types as it
 
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.parser import contract_visibility
-from mesh_assets.settings import DBT_PROJECT_DIR, DOMAINS_DIR, MeshSettings, load_settings
+from mesh_assets.settings import (
+    DBT_PROJECT_DIR,
+    DOMAINS_DIR,
+    MeshSettings,
+    load_settings,
+    trino_credentials,
+    trino_settings,
+)
 from mesh_assets.workspace import (
     all_contract_files,
     contract_path,
@@ -43,6 +50,30 @@ def dbt_env(settings: MeshSettings) -> dict[str, str]:
         "MESH_HOME": str(settings.home),
         "MESH_DBT_TARGET": settings.dbt_target,
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def dbt_trino_env(settings: MeshSettings, domain: str) -> dict[str, str]:
+    """How the ``trino`` target logs in for ``domain``'s dbt process: as the domain's service
+    account (:func:`~mesh_assets.settings.trino_credentials`), with a password over HTTPS
+    (``method: ldap`` in profiles.yml) verified with ``MESH_TRINO_CA_FILE`` (else the system's
+    CAs). Empty on the local target. Holds the password: only for the dbt process's
+    environment, never to print."""
+    if settings.dbt_target != "trino":
+        return {}
+    user, password = trino_credentials(domain)
+    if password is None:
+        return {"MESH_TRINO_USER": user, "MESH_TRINO_AUTH": "none"}
+    import certifi
+
+    cert = trino_settings().ca_file or certifi.where()
+    return {
+        "MESH_TRINO_USER": user,
+        "MESH_TRINO_AUTH": "ldap",
+        "MESH_TRINO_PASSWORD": password,
+        "MESH_TRINO_CERT": cert,
+        # requests prefers this variable to the client's own `verify` (psf/requests#3829)
+        "REQUESTS_CA_BUNDLE": cert,
     }
 
 

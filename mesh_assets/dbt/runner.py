@@ -20,7 +20,7 @@ from dagster_dbt import DbtCliInvocation, DbtCliResource
 from dbt.version import __version__ as dbt_version
 from packaging import version
 
-from mesh_assets.dbt.project import dbt_env, dbt_executable
+from mesh_assets.dbt.project import dbt_env, dbt_executable, dbt_trino_env
 from mesh_assets.engine import is_transient_catalog_error
 from mesh_assets.settings import (
     DBT_PROJECT_DIR,
@@ -103,15 +103,16 @@ def run_dir(settings: MeshSettings, run_id: str, name: str) -> Path:
 
 @contextlib.contextmanager
 def plugin_env(
-    settings: MeshSettings, run_id: str, parents_file: Path, bounds: Mapping[str, str]
+    settings: MeshSettings, domain: str, run_id: str, parents_file: Path, bounds: Mapping[str, str]
 ) -> Iterator[None]:
     """The environment of the dbt process, set in this process around ``dbt.cli(...)`` only:
     ``cli()`` has no env parameter, it copies ``os.environ`` when it starts dbt. The profile
-    reads MESH_HOME and the target; the plugin the run (audit branch), each model's inputs and
-    the partition window it replaces. Steps run one per process (or one after the other
+    reads MESH_HOME, the target and, on Trino, the domain's service account; the plugin the run
+    (audit branch), each model's inputs and the partition window it replaces. Steps run one per process (or one after the other
     in-process), so nothing else reads the environment meanwhile."""
     values: dict[str, str | None] = {
         **dbt_env(settings),
+        **dbt_trino_env(settings, domain),
         RUN_ID_ENV: run_id,
         PARENTS_FILE_ENV: os.fspath(parents_file),
         PARTITION_START_ENV: bounds.get("mesh_partition_start"),

@@ -288,10 +288,11 @@ def maintain_with_trino(
     # the contract's retention and the platform's safety window rule, not Trino's 7-day default
     catalog_name = trino_table(identifier).split(".")[0].strip('"')
     cursor = trino_connection(
+        domain=product.domain,
         session_properties={
             f"{catalog_name}.expire_snapshots_min_retention": _trino_duration(product.retention),
             f"{catalog_name}.remove_orphan_files_min_retention": _trino_duration(safety_window),
-        }
+        },
     ).cursor()
     name = trino_table(identifier)
     for statement in (

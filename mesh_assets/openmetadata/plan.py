@@ -19,7 +19,7 @@ from mesh_assets.openmetadata.api import DEFAULT, ApiVersion
 from mesh_assets.openmetadata.client import quote
 from mesh_assets.openmetadata.collect import AssetView, CheckView, Evaluation, MeshView, RunFacts
 from mesh_assets.openmetadata.lineage import compiled_sql, dialect_of, model_column_lineage
-from mesh_assets.settings import openmetadata_names, trino_settings
+from mesh_assets.settings import openmetadata_names, trino_credentials, trino_settings
 
 DOMAIN_TYPES = {
     "source-aligned": "Source-aligned",
@@ -53,15 +53,23 @@ class ExportConfig:
     service_type: str = "Trino"
     trino_host_port: str | None = None
     trino_user: str | None = None
+    # Trino with passwords: HTTPS, its certificate verified with this CA file (a path where
+    # OpenMetadata's ingestion runs). The password itself is never exported: OpenMetadata's
+    # admin enters it (or its secrets manager holds it).
+    trino_https: bool = False
+    trino_ca_file: str | None = None
     dagster_url: str | None = None
 
     @classmethod
     def from_env(cls) -> ExportConfig:
         trino = trino_settings()
+        user, password = trino_credentials()
         return cls(
             database=trino.catalog,
             trino_host_port=f"{trino.host}:{trino.port}",
-            trino_user=trino.user,
+            trino_user=user,
+            trino_https=password is not None,
+            trino_ca_file=trino.ca_file if password is not None else None,
             **openmetadata_names(),
         )
 
@@ -441,6 +449,8 @@ class _Planner:
                     "hostPort": c.trino_host_port,
                     "username": c.trino_user or "mesh",
                     "catalog": c.database,
+                    **({"connectionArguments": {"http_scheme": "https"}} if c.trino_https else {}),
+                    **({"verify": c.trino_ca_file} if c.trino_ca_file else {}),
                 }
             }
         services = [

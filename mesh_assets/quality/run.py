@@ -117,7 +117,7 @@ def evaluate_on_trino(catalog, product: DataProduct, rules, snapshot_id: int | N
         if current is not None:
             lookups[ref] = trino_relation(identifier, current.snapshot_id)
             snapshots[ref] = current.snapshot_id
-    connection = trino_connection()
+    connection = trino_connection(domain=product.domain)
     try:
         return run_suite(
             connection,

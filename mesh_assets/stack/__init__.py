@@ -7,8 +7,9 @@
 
 The services listen on 127.0.0.1 only: PostgreSQL (``MESH_PG_PORT``, 5432) holds the Iceberg
 JDBC catalog (database ``mesh``) and the Dagster instance storage (database ``dagster``); the S3
-store (``MESH_S3_PORT``, 9000) holds the warehouse bucket; Trino (``MESH_TRINO_PORT``, 8080)
-serves the catalog as ``iceberg``, one schema per domain, and asks OPA (``MESH_OPA_PORT``, 8181)
+store (``MESH_S3_PORT``, 9000) holds the warehouse bucket; Trino (HTTPS and a password on
+``MESH_TRINO_HTTPS_PORT``, 8443; ``MESH_TRINO_PORT``, 8080, is its internal HTTP port, refused to
+clients) serves the catalog as ``iceberg``, one schema per domain, and asks OPA (``MESH_OPA_PORT``, 8181)
 about every access: the policy generated from the contracts (``mesh access build``, run by
 ``up``) decides table access, row filters and column masks. pyiceberg, Trino and DuckDB all read
 and write the same tables. State lives in ``$MESH_HOME/stack`` (see :mod:`.layout`), the policy
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mesh_assets import tools
-from mesh_assets.stack import objectstore, opa, postgres, trino
+from mesh_assets.stack import accounts, objectstore, opa, postgres, tls, trino
 from mesh_assets.stack.layout import (
     BUCKET,
     DAGSTER_DB,
@@ -153,6 +154,9 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
             f"the stack in {layout.root} already runs on ports {recorded.ports}; "
             f"`mesh stack down` first to move it to {layout.ports}"
         )
+    made = _ensure_identities(recorded if running else layout)
+    if made:
+        say(f"generated {', '.join(made)} in {(recorded if running else layout).secrets_dir} (mode 0600)")
     if prepare is not None:
         prepare(recorded if running else layout, say)
     trino: Trino = services["trino"]
@@ -172,8 +176,10 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
             return current
     layout = recorded if running else layout
     services = _services(layout)
-    for name in SERVICES:
-        if name not in running and not port_is_free(layout.ports[name]):
+    wanted = [*SERVICES, "trino-https"]
+    for name in wanted:
+        service = "trino" if name == "trino-https" else name
+        if service not in running and not port_is_free(layout.ports[name]):
             raise StackError(
                 f"port {layout.ports[name]} on {HOST}, wanted by {name}, is taken by "
                 f"{port_owner(layout.ports[name])}: stop that program or choose another "
@@ -234,11 +240,24 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
     say(
         f"stack up in {time.monotonic() - t0:.1f} s: PostgreSQL {HOST}:{layout.ports['postgres']}, "
         f"S3 {layout.s3_endpoint} (bucket {BUCKET}), OPA {opa.url}, "
-        f"Trino http://{HOST}:{layout.ports['trino']} "
-        f"(catalog {TRINO_CATALOG}, schemas {', '.join(domains)}, access control OPA)"
+        f"Trino https://{HOST}:{layout.ports['trino-https']} "
+        f"(password login, CA {layout.ca_file}; catalog {TRINO_CATALOG}, schemas {', '.join(domains)}, "
+        "access control OPA)"
     )
     say('production settings: eval "$(mesh stack env)"')
     return current
+
+
+def _ensure_identities(layout: StackLayout) -> list[str]:
+    """What Trino's TLS and logins need before the access data is built: the CA and server
+    certificate, the service accounts (``mesh``, ``domain-<name>``) and Trino's password file.
+    Returns what was made (names only)."""
+    layout.ensure_dirs()
+    made = tls.ensure(layout.tls_dir, HOST)
+    made += [
+        f"Trino account {name}" for name in accounts.ensure_service_accounts(layout, workspace_domains())
+    ]
+    return made
 
 
 def _report_started(say, name: str, started: dict, layout: StackLayout) -> None:
@@ -340,8 +359,14 @@ def production_env(layout: StackLayout | None = None, *, resolve_secrets: bool =
         "AWS_REGION": S3_REGION,
         "MESH_ENGINE": "trino",
         "MESH_TRINO_HOST": HOST,
+        # clients connect to the HTTPS port; MESH_TRINO_PORT is the stack's internal HTTP port
         "MESH_TRINO_PORT": str(layout.ports["trino"]),
+        "MESH_TRINO_HTTPS_PORT": str(layout.ports["trino-https"]),
+        "MESH_TRINO_CA_FILE": str(layout.ca_file),
         "MESH_TRINO_USER": TRINO_USER,
+        "MESH_TRINO_PASSWORD_FILE": str(accounts.accounts_dir(layout) / TRINO_USER),
+        # each domain's code location logs in as domain-<name>, with the password file of that name
+        "MESH_TRINO_ACCOUNTS_DIR": str(accounts.accounts_dir(layout)),
         "MESH_TRINO_CATALOG": TRINO_CATALOG,
         # the policy Trino enforces; the local read path asks it too (unreachable = denied)
         "MESH_OPA_URL": f"http://{HOST}:{layout.ports['opa']}",

@@ -28,12 +28,15 @@ TRINO_USER = "mesh"
 CATALOG_DB = CATALOG_USER = "mesh"
 DAGSTER_DB = DAGSTER_USER = "dagster"
 
-DEFAULT_PORTS = {"postgres": 5432, "s3": 9000, "trino": 8080, "opa": 8181}
+# "trino" is Trino's plain-HTTP port, for its internal communication only (clients are refused
+# there); "trino-https" the port clients connect to, with TLS and a password
+DEFAULT_PORTS = {"postgres": 5432, "s3": 9000, "trino": 8080, "opa": 8181, "trino-https": 8443}
 PORT_ENV = {
     "postgres": "MESH_PG_PORT",
     "s3": "MESH_S3_PORT",
     "trino": "MESH_TRINO_PORT",
     "opa": "MESH_OPA_PORT",
+    "trino-https": "MESH_TRINO_HTTPS_PORT",
 }
 
 # name -> (alphabet, length); S3 access keys look like AWS's (upper-case alphanumerics)
@@ -43,6 +46,8 @@ SECRETS = {
     "dagster-password": (string.ascii_letters + string.digits, 32),
     "s3-access-key": (string.ascii_uppercase + string.digits, 20),
     "s3-secret-key": (string.ascii_letters + string.digits, 40),
+    # Trino's internal-communication.shared-secret (required with authentication)
+    "trino-shared-secret": (string.ascii_letters + string.digits, 64),
 }
 
 
@@ -58,8 +63,8 @@ class StackLayout:
 
     @classmethod
     def from_env(cls) -> StackLayout:
-        """Ports from ``MESH_PG_PORT``/``MESH_S3_PORT``/``MESH_TRINO_PORT``/``MESH_OPA_PORT``
-        (defaults 5432, 9000, 8080, 8181)."""
+        """Ports from ``MESH_PG_PORT``/``MESH_S3_PORT``/``MESH_TRINO_PORT``/``MESH_OPA_PORT``/
+        ``MESH_TRINO_HTTPS_PORT`` (defaults 5432, 9000, 8080, 8181, 8443)."""
         settings = load_settings()
         root = stack_dir(settings)
         ports = {}
@@ -68,6 +73,12 @@ class StackLayout:
             if not raw.isdigit() or not 0 < int(raw) < 65536:
                 raise StackError(f"{PORT_ENV[service]}={raw!r}: expected a TCP port number")
             ports[service] = int(raw)
+        taken = [p for p in ports.values() if list(ports.values()).count(p) > 1]
+        if taken:
+            raise StackError(
+                f"port {taken[0]} is configured for two services ({', '.join(PORT_ENV[s] for s, p in ports.items() if p == taken[0])}): "
+                "give each its own"
+            )
         return cls(root=root, ports=ports, catalog_name=settings.catalog_name)
 
     @classmethod
@@ -116,6 +127,16 @@ class StackLayout:
 
     def secret_path(self, name: str) -> Path:
         return self.secrets_dir / name
+
+    @property
+    def tls_dir(self) -> Path:
+        """The stack's CA and Trino's certificate (:mod:`.tls`)."""
+        return self.secrets_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate clients verify Trino's with (``MESH_TRINO_CA_FILE``)."""
+        return self.tls_dir / "ca.pem"
 
     @property
     def warehouse(self) -> str:

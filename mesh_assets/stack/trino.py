@@ -9,6 +9,13 @@ and data are per stack, under ``stack/trino``. Trino reads the same catalog tabl
 writes (``iceberg.jdbc-catalog.catalog-name`` = the SqlCatalog's name) and the same S3
 warehouse. Credentials reach Trino through its environment (``${ENV:...}`` in the catalog
 file), so no generated file holds one.
+
+Who is asking: clients connect over HTTPS (``MESH_TRINO_HTTPS_PORT``, the stack's own CA,
+:mod:`.tls`) and log in with a password, checked against the password file the stack's
+accounts (:mod:`.accounts`, ``mesh users``) keep; the file group provider gives the groups.
+The plain-HTTP port (``MESH_TRINO_PORT``) stays for Trino's internal communication, which the
+shared secret authenticates: a client there is refused
+(``http-server.authentication.allow-insecure-over-http=false``), even the platform's own.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ import uuid
 from pathlib import Path
 
 from mesh_assets import settings, tools
-from mesh_assets.engine import TrinoCursor
+from mesh_assets.engine import TrinoCursor, trino_http_session
 from mesh_assets.settings import trino_heap
+from mesh_assets.stack.accounts import REFRESH, accounts_dir, password_file
 from mesh_assets.stack.layout import (
     CATALOG_DB,
     CATALOG_USER,
@@ -190,8 +198,17 @@ class Trino:
         return self.layout.ports[NAME]
 
     @property
+    def https_port(self) -> int:
+        return self.layout.ports["trino-https"]
+
+    @property
     def url(self) -> str:
+        """The internal (plain-HTTP) endpoint: ``/v1/info`` answers there, queries do not."""
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def client_url(self) -> str:
+        return f"https://{HOST}:{self.https_port}"
 
     def configure(self, server: Path) -> None:
         """Write etc/ for this stack (ports and paths may differ between stacks)."""
@@ -231,6 +248,12 @@ class Trino:
                 "node-scheduler.include-coordinator": "true",
                 "http-server.http.port": str(self.port),
                 "discovery.uri": self.url,
+                "http-server.https.enabled": "true",
+                "http-server.https.port": str(self.https_port),
+                "http-server.https.keystore.path": str(self.layout.tls_dir / "trino.pem"),
+                "http-server.authentication.type": "PASSWORD",
+                "http-server.authentication.allow-insecure-over-http": "false",
+                "internal-communication.shared-secret": "${ENV:MESH_STACK_TRINO_SHARED_SECRET}",
                 "plugin.dir": str(server / "plugin"),
                 "catalog.management": "static",
             },
@@ -268,12 +291,19 @@ class Trino:
                 "opa.policy.column-masking-uri": f"{opa}/columnMask",
                 "opa.policy.batch-column-masking-uri": f"{opa}/batchColumnMasks",
             },
-            # users -> groups (what contracts grant access to), from access/users.yaml by
-            # `mesh access build`; in production an LDAP or OAuth2 group provider instead
+            # who may log in: the stack's accounts (`mesh users`, the service accounts)
+            "password-authenticator.properties": {
+                "password-authenticator.name": "file",
+                "file.password-file": str(password_file(self.layout)),
+                "file.refresh-period": REFRESH,
+            },
+            # users -> groups (what contracts grant access to), from access/users.yaml and the
+            # stack's accounts by `mesh access build`; in production an LDAP or OAuth2 group
+            # provider instead
             "group-provider.properties": {
                 "group-provider.name": "file",
                 "file.group-file": str(self.layout.access_dir / "trino-groups.txt"),
-                "file.refresh-period": "5s",
+                "file.refresh-period": REFRESH,
             },
         }
         out = {name: "".join(f"{k}={v}\n" for k, v in props.items()) for name, props in files.items()}
@@ -290,6 +320,7 @@ class Trino:
             "MESH_STACK_CATALOG_PASSWORD": self.layout.secret("catalog-password"),
             "MESH_STACK_S3_ACCESS_KEY": self.layout.secret("s3-access-key"),
             "MESH_STACK_S3_SECRET_KEY": self.layout.secret("s3-secret-key"),
+            "MESH_STACK_TRINO_SHARED_SECRET": self.layout.secret("trino-shared-secret"),
         }
         # the launcher refuses to start while its own pid file names a live process; ours is
         # authoritative (the service is known not to run here), so a stale one goes
@@ -311,11 +342,21 @@ class Trino:
     def started(self) -> bool:
         return self.info().get("starting") is False
 
-    def connect(self, **kwargs):
+    def connect(self, user: str = TRINO_USER, **kwargs):
+        """A DB-API connection over HTTPS, logged in as the service account ``user`` (its
+        password file under ``secrets/trino-accounts``), the server verified with the stack's CA."""
         import trino
 
+        password = (accounts_dir(self.layout) / user).read_text().strip()
         return trino.dbapi.connect(
-            host=HOST, port=self.port, user=TRINO_USER, catalog=TRINO_CATALOG, **kwargs
+            host=HOST,
+            port=self.https_port,
+            user=user,
+            catalog=TRINO_CATALOG,
+            http_scheme="https",
+            auth=trino.auth.BasicAuthentication(user, password),
+            http_session=trino_http_session(str(self.layout.ca_file)),
+            **kwargs,
         )
 
     def health(self) -> str:

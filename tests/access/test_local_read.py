@@ -35,7 +35,7 @@ def _table(product, rows: list[dict]) -> pa.Table:
 
 
 @pytest.fixture
-def mesh(mesh_home, opa_eval):
+def mesh(mesh_home, opa_eval, operator):
     """An embedded catalog with small operations.flights and fleet.planes tables."""
     from mesh_assets.iceberg.catalog import open_catalog
 
@@ -167,7 +167,13 @@ def test_cli_as_user_and_the_audit_log(mesh, capsys):
     assert capsys.readouterr().out.splitlines() == ["origin,n", "JFK,3"]
     with pytest.raises(SystemExit, match="Access Denied"):
         main(["query", "--engine", "duckdb", "--as-user", "bob", "select * from fleet.planes"])
-    decisions = list(read_local(mesh / "access" / "audit.jsonl"))
+    logged = list(read_local(mesh / "access" / "audit.jsonl"))
+    # each read as a user is an operator's impersonation, recorded before the read
+    assert [(d.operation, d.detail["as_user"], d.decision) for d in logged if d.product is None] == [
+        ("ImpersonateUser", "alice", "allow"),
+        ("ImpersonateUser", "bob", "allow"),
+    ]
+    decisions = [d for d in logged if d.product is not None]
     assert [(d.user, d.product, d.decision, d.source) for d in decisions] == [
         ("alice", "operations.flights", "allow", "duckdb"),
         ("bob", "fleet.planes", "deny", "duckdb"),
@@ -180,9 +186,29 @@ def test_cli_as_user_and_the_audit_log(mesh, capsys):
     assert main(["access", "audit", "--user", "bob", "--json"]) == 0
     [line] = capsys.readouterr().out.splitlines()
     assert json.loads(line)["decision"] == "deny" and json.loads(line)["product"] == "fleet.planes"
+    capsys.readouterr()
     assert main(["access", "audit", "--product", "operations"]) == 0
     out = capsys.readouterr().out
     assert "alice [analyst]" in out and "ALLOW" in out and "bob" not in out
+
+
+def test_reading_as_a_user_without_the_operator_role_is_refused_and_recorded(mesh, monkeypatch, capsys):
+    monkeypatch.delenv("MESH_OPERATOR")
+    monkeypatch.setenv("MESH_USER", "eve")
+    with pytest.raises(
+        SystemExit, match="'eve' does not have the operator role: an operator sets MESH_OPERATOR=1"
+    ):
+        main(
+            ["query", "--engine", "duckdb", "--as-user", "nobody_known", "select count(*) from fleet.planes"]
+        )
+    with pytest.raises(AccessDenied, match="operator role"):
+        read("fleet.planes", user="carol")
+    logged = list(read_local(mesh / "access" / "audit.jsonl"))
+    assert [(d.user, d.operation, d.detail["as_user"], d.decision, d.source) for d in logged] == [
+        ("eve", "ImpersonateUser", "nobody_known", "deny", "duckdb"),
+        ("eve", "ImpersonateUser", "carol", "deny", "pyiceberg"),
+    ]
+    assert read("fleet.planes").num_rows > 0  # trusted-local: no user, the table as stored
 
 
 def _free_port() -> int:
@@ -195,7 +221,7 @@ def test_an_unreachable_policy_denies(mesh, monkeypatch):
     monkeypatch.setenv("MESH_OPA_URL", f"http://127.0.0.1:{_free_port()}")
     with pytest.raises(AccessDenied, match="could not be asked"):
         read("fleet.planes", user="carol")
-    [decision] = list(read_local(mesh / "access" / "audit.jsonl"))
+    [decision] = [d for d in read_local(mesh / "access" / "audit.jsonl") if d.operation != "ImpersonateUser"]
     assert decision.decision == "deny" and "unreachable" in decision.detail["error"]
 
 
@@ -204,5 +230,5 @@ def test_without_a_server_the_same_rego_is_evaluated(mesh, monkeypatch):
     monkeypatch.delenv("MESH_OPA_URL")
     monkeypatch.setenv("MESH_OPA_PORT", str(_free_port()))
     assert read("fleet.planes", user="alice").column("tailnum").to_pylist()[0] == sha("N14228")
-    [decision] = list(read_local(mesh / "access" / "audit.jsonl"))
+    [decision] = [d for d in read_local(mesh / "access" / "audit.jsonl") if d.operation != "ImpersonateUser"]
     assert decision.source == "pyiceberg" and decision.detail["policy"] == "opa eval"

@@ -16,6 +16,8 @@ GROUPS = {
     "bob": [],
     "carol": ["analyst", "pii_reader"],
     "mallory": ["pii_reader"],
+    "domain-analytics": ["domain_analytics"],
+    "domain-fleet": ["domain_fleet"],
 }
 
 
@@ -173,6 +175,82 @@ def test_column_masks_by_clearance_rendered_for_the_engine_that_asks(policy):
         {"index": 1, "viewExpression": {"expression": 'lower(to_hex(sha256(to_utf8("tailnum"))))'}}
     ]
     assert policy("trino/batchColumnMasks", "carol", batch) == []
+
+
+def test_only_the_platform_may_impersonate(policy):
+    action = {"operation": "ImpersonateUser", "resource": {"user": {"user": "alice"}}}
+    assert policy("trino/allow", "mesh", action) is True
+    for user in ("carol", "domain-analytics", "bob"):
+        assert policy("trino/allow", user, action) is False, user
+
+
+@pytest.mark.parametrize("operation", WRITES)
+def test_a_domain_pipeline_writes_its_own_schema_only(policy, operation):
+    own = {"operation": operation, "resource": {"table": table("fleet", "planes__staging")}}
+    other = {"operation": operation, "resource": {"table": table("operations", "flights")}}
+    assert policy("trino/allow", "domain-fleet", own) is True
+    assert policy("trino/allow", "domain-fleet", other) is False
+    assert policy("trino/allow", "domain-analytics", own) is False
+
+
+def test_a_domain_pipeline_cannot_rename_or_create_out_of_its_schema(policy):
+    rename = {
+        "operation": "RenameTable",
+        "resource": {"table": table("fleet", "planes")},
+        "targetResource": {"table": table("operations", "planes")},
+    }
+    assert policy("trino/allow", "domain-fleet", rename) is False
+    rename["targetResource"] = {"table": table("fleet", "planes__backup")}
+    assert policy("trino/allow", "domain-fleet", rename) is True
+    for schema in ("fleet", "operations"):
+        create = {
+            "operation": "CreateSchema",
+            "resource": {"schema": {"catalogName": "iceberg", "schemaName": schema}},
+        }
+        assert policy("trino/allow", "domain-fleet", create) is (schema == "fleet")
+    other_catalog = {"operation": "CreateTable", "resource": {"table": table("fleet", "t", catalog="system")}}
+    assert policy("trino/allow", "domain-fleet", other_catalog) is False
+
+
+def test_a_domain_pipeline_reads_other_domains_public_products_whole(policy):
+    select = {"operation": "SelectFromColumns", "resource": {"table": table(columns=["origin", "tailnum"])}}
+    assert policy("trino/allow", "domain-analytics", select) is True
+    rows = {"operation": "GetRowFilters", "resource": {"table": table()}}
+    assert policy("trino/rowFilters", "domain-analytics", rows) == []
+    assert policy("trino/rowFilters", "alice", rows) != []
+    mask = {"operation": "GetColumnMask", "resource": column("tailnum")}
+    assert policy("trino/columnMask", "domain-analytics", mask) is None
+    assert policy("trino/columnMask", "alice", mask) is not None
+    schemas = {
+        "operation": "FilterSchemas",
+        "resource": {"schema": {"catalogName": "iceberg", "schemaName": "operations"}},
+    }
+    assert policy("trino/allow", "domain-analytics", schemas) is True
+
+
+def test_a_domain_pipeline_is_refused_another_domains_internal_product(
+    tmp_path, opa_binary, write_contract, planes_doc
+):
+    from mesh_assets.access.policy_data import load_users
+    from mesh_assets.workspace import load_contract
+
+    planes_doc.setdefault("customProperties", []).append({"property": "visibility", "value": "internal"})
+    build(tmp_path, products=[load_contract(write_contract(planes_doc))], users=load_users())
+
+    def allowed(user: str, groups: list[str]) -> bool:
+        select = {
+            "operation": "SelectFromColumns",
+            "resource": {"table": table("fleet", "planes", columns=["tailnum"])},
+        }
+        input_doc = {
+            "context": {"identity": {"user": user, "groups": groups}, "softwareStack": TRINO},
+            "action": select,
+        }
+        return evaluate("trino/allow", input_doc, data_dir=tmp_path).value
+
+    assert allowed("domain-analytics", ["domain_analytics"]) is False
+    assert allowed("domain-fleet", ["domain_fleet"]) is True  # its own
+    assert allowed("mesh", []) is True
 
 
 def test_local_table_decision_is_trinos_three_questions(tmp_path, opa_binary):

@@ -110,7 +110,15 @@ def test_no_credential_reaches_logs_events_metadata_or_payloads(mesh_home, tmp_p
     mesh("land", "reference")
     mesh("materialize", "reference")  # ingestion, dbt (timezones), every check
     mesh("products")
-    mesh("query", "--engine", "duckdb", "--as-user", "alice", "select count(*) from reference.airports")
+    mesh(
+        "query",
+        "--engine",
+        "duckdb",
+        "--as-user",
+        "alice",
+        "select count(*) from reference.airports",
+        extra={"MESH_OPERATOR": "1"},
+    )
     mesh("openmetadata", "export", "--dry-run", "reference")  # the payload, with a token set
     # the real export, to a host that refuses: retries and the final error, token in hand
     mesh("openmetadata", "export", "reference", ok=False)

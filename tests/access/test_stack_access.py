@@ -10,7 +10,6 @@ writes only in a namespace of its own.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 import sys
@@ -19,49 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from mesh_assets import stack
 from mesh_assets.access.audit import now
 from mesh_assets.access.audit import query as audit_query
 from mesh_assets.access.enforce import AccessDenied
 
 pytestmark = pytest.mark.stack
 MESH = str(Path(sys.executable).parent / "mesh")
-NEEDED = ("operations.flights", "operations.daily_performance", "fleet.planes")
-
-
-@pytest.fixture(scope="module")
-def prod_env(stack_layout, tmp_path_factory):
-    """This process (and the CLI subprocesses) in production mode on the stack, with the
-    products the tests read present in its catalog."""
-    home = tmp_path_factory.mktemp("access") / "mesh"
-    env = {**stack.production_env(stack_layout, resolve_secrets=True), "MESH_HOME": str(home)}
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        mp.delenv("MESH_ACCESS_GROUPS", raising=False)
-        from mesh_assets.iceberg.catalog import open_catalog
-
-        catalog = open_catalog()
-        missing = [
-            p
-            for p in NEEDED
-            if not catalog.table_exists(p)
-            or catalog.load_table(p).current_snapshot() is None
-            or catalog.load_table(p).scan(limit=1).to_arrow().num_rows == 0
-        ]
-        if missing:
-            full = {**os.environ, **env}
-            # operations' dbt tests read reference.airlines: its domain comes first
-            for verb in ("land", "materialize"):
-                result = subprocess.run(
-                    [MESH, verb, "reference", "fleet", "operations"],
-                    env=full,
-                    capture_output=True,
-                    text=True,
-                    timeout=1800,
-                )
-                assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        yield {**os.environ, **env}
 
 
 def _order(row: tuple) -> tuple:

@@ -60,6 +60,9 @@ def test_env_names_credential_files_and_never_shows_a_credential(stack_layout, m
         "postgres-superuser",
         "s3-access-key",
         "s3-secret-key",
+        "trino-shared-secret",
+        "trino-accounts/mesh",
+        "trino-accounts/domain-operations",
     ):
         assert stack_layout.secret(name) not in result.stdout
         assert (stack_layout.secret_path(name).stat().st_mode & 0o777) == 0o600
@@ -109,6 +112,7 @@ def second_stack(stack_layout):
         "MESH_PG_PORT": str(_free_port()),
         "MESH_S3_PORT": str(_free_port()),
         "MESH_TRINO_PORT": str(_free_port()),
+        "MESH_TRINO_HTTPS_PORT": str(_free_port()),
         "MESH_OPA_PORT": str(_free_port()),
         "MESH_TRINO_HEAP": "1G",
     }

@@ -11,13 +11,16 @@
 #
 #   data.mesh.catalog             the Trino catalog of the products ("iceberg")
 #   data.mesh.platform            {users, groups}: the platform's service identities, full access
+#   data.mesh.domain_groups[g]    the domain whose pipeline (service account domain-<name>) group g is
 #   data.mesh.tables[schema][t]   the product ("domain.product") a table belongs to
 #   data.mesh.products[p]         {roles: {role: {access, clearance, rowFilter}},
 #                                  columns: {name: {classification, masking}}}
 #
-# Who the user is and which groups they belong to comes from the request: Trino's group provider
-# (a file on the local stack, the identity provider in production) fills
-# input.context.identity.groups; the local read path sends the same groups.
+# Who the user is and which groups they belong to comes from the request: Trino authenticates the
+# user (a password over HTTPS on the local stack) and its group provider (a file on the local
+# stack, the identity provider in production) fills input.context.identity.groups; the local
+# read path sends the same groups. A user other than the one who logged in is an impersonation
+# (ImpersonateUser, asked with the logged-in identity): only the platform's identities may.
 package trino
 
 import rego.v1
@@ -40,6 +43,58 @@ is_platform if {
 }
 
 allow if is_platform
+
+# --- a domain's pipeline: its service account, in group domain_<name> ------------------------
+#
+# Everything in the domain's own schema (its products, their staging and quarantine tables,
+# dbt's DDL, maintenance) and reading other domains' public products, whole (no row filter, no
+# mask: a pipeline consumes the output port; its own contract classifies what it derives).
+# Other domains' internal products are refused like any table no role grants.
+
+pipeline_domains contains d if {
+	some g in groups
+	d := data.mesh.domain_groups[g]
+}
+
+# the schemas an action touches (its resource and, for renames, its target)
+touched contains [r.catalogName, r.schemaName] if {
+	some key in {"resource", "targetResource"}
+	some kind in {"table", "schema"}
+	r := input.action[key][kind]
+}
+
+allow if {
+	some d in pipeline_domains
+	count(touched) > 0
+	every pair in touched {
+		pair == [catalog, d]
+	}
+}
+
+# dbt-trino lists relations through the system catalog's metadata tables, whose rows Trino
+# filters by what the account may see (FilterTables)
+allow if {
+	count(pipeline_domains) > 0
+	input.action.operation in {"SelectFromColumns", "FilterTables", "FilterColumns"}
+	input.action.resource.table.catalogName == "system"
+	input.action.resource.table.schemaName == "metadata"
+}
+
+pipeline_reads(p) if {
+	count(pipeline_domains) > 0
+	data.mesh.products[p].visibility == "public"
+}
+
+# read whole: no row filter, no mask
+unrestricted(_) if is_platform
+
+unrestricted(table) if {
+	some d in pipeline_domains
+	table.catalogName == catalog
+	table.schemaName == d
+}
+
+unrestricted(table) if pipeline_reads(product_of(table))
 
 # --- everyone else: read what a contract grants to one of their groups ------------------------
 
@@ -86,7 +141,7 @@ visible_schema(schema) if {
 visible_schema(schema) if {
 	schema.catalogName == catalog
 	some table, _ in data.mesh.tables[schema.schemaName]
-	count(reader_roles(data.mesh.tables[schema.schemaName][table])) > 0
+	readable_table({"catalogName": catalog, "schemaName": schema.schemaName, "tableName": table})
 }
 
 readable_table(table) if {
@@ -95,6 +150,8 @@ readable_table(table) if {
 }
 
 readable_table(table) if count(table_roles(table)) > 0
+
+readable_table(table) if pipeline_reads(product_of(table))
 
 # the product a table of the catalog holds, if any
 product_of(table) := data.mesh.tables[table.schemaName][table.tableName] if {
@@ -116,7 +173,7 @@ table_roles(table) := reader_roles(product_of(table))
 # row; otherwise the filters of their roles, OR-ed. One expression, so Trino ANDs nothing.
 
 rowFilters contains {"expression": expression} if {
-	not is_platform
+	not unrestricted(input.action.resource.table)
 	roles := table_roles(input.action.resource.table)
 	count(roles) > 0
 	every spec in roles {
@@ -141,11 +198,11 @@ batchColumnMasks contains {"index": i, "viewExpression": {"expression": expressi
 }
 
 mask_expression(column) := expression if {
-	not is_platform
 	table := {
 		"catalogName": column.catalogName, "schemaName": column.schemaName,
 		"tableName": column.tableName,
 	}
+	not unrestricted(table)
 	p := product_of(table)
 	spec := data.mesh.products[p].columns[column.columnName]
 	spec.masking
