@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export MESH_HOME ?= $(CURDIR)/.mesh
 
-.PHONY: install demo test test-unit lint soak bench ui clean stack-up stack-down demo-prod bench-trino browser
+.PHONY: install demo test test-unit lint soak bench ui clean stack-up stack-down demo-prod bench-trino browser image image-tools image-test
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || { echo "installing uv $(UV_VERSION) from PyPI"; $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"; }
@@ -35,15 +35,33 @@ lint: install
 	$(BIN)/ruff check mesh_assets domains tests bench
 	$(BIN)/ruff format --check mesh_assets domains tests bench
 
-test: install browser lint
+test: install browser lint image
 	$(BIN)/mesh lint
 	$(BIN)/mesh quality suites --check
 	$(BIN)/mesh stack up
 	@# what needs no service runs on every core; the stack's tests (marker stack, wherever they
 	@# are) and the kill/re-execution tests (marker reliability: their timing is the point) run
-	@# one at a time after it
-	$(BIN)/pytest -q -n auto -m "not soak and not stack and not reliability" tests
-	$(BIN)/pytest -q -m "not soak and (stack or reliability)" tests
+	@# one at a time after it; then the image's (marker image: podman, the chart's pods)
+	$(BIN)/pytest -q -n auto -m "not soak and not stack and not reliability and not image" tests
+	$(BIN)/pytest -q -m "not soak and not image and (stack or reliability)" tests
+	$(BIN)/pytest -q -m image tests/image
+
+# The platform image (Containerfile) with podman, on a base made here from Debian's packages
+# (no registry is reachable; cached in ~/.cache/datamesh/image and podman's storage):
+# `mesh image build`, see mesh_assets/image.py. `make image-test` runs it as OpenShift would.
+image: install image-tools
+	$(BIN)/mesh image build
+
+image-test: image stack-up
+	$(BIN)/pytest -q -m image tests/image
+
+# podman, runc (crun fails on this machine kind's cgroups) and mmdebstrap from Debian.
+image-tools:
+	@if command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null; \
+	then echo "$$(podman --version), $$(runc --version | head -1), mmdebstrap"; \
+	else SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y podman runc mmdebstrap \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y podman runc mmdebstrap; }; fi
 
 # Debian's Chromium for the browser tests (tests/browser/, Playwright drives it headless; no
 # browser download). Idempotent: nothing to do when /usr/bin/chromium is there.

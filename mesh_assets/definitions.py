@@ -21,12 +21,14 @@ from mesh_assets.ingest.assets import ingestion_asset
 from mesh_assets.ingest.sensors import landing_sensor
 from mesh_assets.openmetadata.sensor import openmetadata_sensor
 from mesh_assets.quality.checks import contract_checks
-from mesh_assets.settings import load_settings
+from mesh_assets.settings import check_secrets, load_settings
 from mesh_assets.workspace import load_domain
 
 
 def build_domain(path: Path | str) -> dg.Definitions:
-    """The Definitions of the domain at ``path`` (a folder, or a file inside it)."""
+    """The Definitions of the domain at ``path`` (a folder, or a file inside it). A credential
+    the settings refer to but that is missing stops the code location here, naming its Secret."""
+    check_secrets()
     domain = load_domain(path)
     settings = load_settings()
     assets: list = [ingestion_asset(p) for p in domain.products if p.source]

@@ -56,6 +56,44 @@ def secret(name: str) -> str | None:
     return None
 
 
+# The credential files a deployment mounts, and the Helm value of the Secret behind each.
+SECRET_FILES = {
+    "MESH_CATALOG_PASSWORD_FILE": "secrets.catalog",
+    "MESH_TRINO_PASSWORD_FILE": "secrets.trino",
+    "MESH_TRINO_CA_FILE": "secrets.trinoCa",
+    "OPENMETADATA_JWT_TOKEN_FILE": "secrets.openmetadata",
+    "AWS_ACCESS_KEY_ID_FILE": "secrets.s3",
+    "AWS_SECRET_ACCESS_KEY_FILE": "secrets.s3",
+}
+
+
+class MissingSecretError(RuntimeError):
+    """A credential the settings refer to is not there (the message names its Secret)."""
+
+
+def check_secrets() -> None:
+    """Refuse to start when a credential is missing: a ``*_FILE`` variable naming a file that is
+    not there (its Secret not mounted), or a catalog URI with ``{password}`` and no password.
+    Messages name the variable and the Helm value of its Secret, never a value."""
+    problems = [
+        f"{name}={os.environ[name]}: no such file; mount the Secret of Helm value {source}"
+        for name, source in SECRET_FILES.items()
+        if os.environ.get(name)
+        and not os.environ.get(name.removesuffix("_FILE"))
+        and not Path(os.environ[name]).is_file()
+    ]
+    if "{password}" in os.environ.get("MESH_CATALOG_URI", "") and not (
+        os.environ.get("MESH_CATALOG_PASSWORD") or os.environ.get("MESH_CATALOG_PASSWORD_FILE")
+    ):
+        problems.append(
+            "MESH_CATALOG_URI needs {password} but neither MESH_CATALOG_PASSWORD nor "
+            "MESH_CATALOG_PASSWORD_FILE is set; set Helm value secrets.catalog.name to the Secret "
+            "holding the catalog's password"
+        )
+    if problems:
+        raise MissingSecretError("missing credentials: " + "; ".join(problems))
+
+
 @dataclass(frozen=True)
 class MeshSettings:
     home: Path

@@ -234,3 +234,48 @@ def test_openmetadata_settings_and_egress(rendered_sets):
     )
     policy = kubernetes.get("NetworkPolicy", f"{RELEASE}-datamesh-runs")
     assert 8585 not in {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+
+
+def test_each_domain_logs_in_to_trino_as_its_own_service_account(render, domains):
+    """With Trino's logins in a Secret, a domain's code server (and so its runs' container
+    context) mounts that domain's key only and logs in as domain-<name>; the CA comes along."""
+    out = render(
+        VALUE_SETS["openshift"],
+        "--set",
+        "secrets.trino.name=datamesh-trino-logins",
+        "--set",
+        "secrets.trinoCa.name=datamesh-trino-ca",
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    code_servers = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment"
+        and d["metadata"]["labels"]["app.kubernetes.io/component"] == "code-server"
+    ]
+    assert len(code_servers) == len(domains)
+    for deployment in code_servers:
+        domain = deployment["metadata"]["labels"]["datamesh.io/domain"]
+        pod = deployment["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        assert env["MESH_TRINO_USER"]["value"] == f"domain-{domain}"
+        assert env["MESH_TRINO_PASSWORD_FILE"]["value"] == "/var/run/secrets/datamesh/trino-login/password"
+        assert env["MESH_TRINO_CA_FILE"]["value"] == "/var/run/secrets/datamesh/trino/ca.crt"
+        sources = next(v for v in pod["volumes"] if v["name"] == "mesh-secrets")["projected"]["sources"]
+        logins = [s["secret"] for s in sources if s["secret"]["name"] == "datamesh-trino-logins"]
+        assert logins == [
+            {
+                "name": "datamesh-trino-logins",
+                "items": [{"key": f"domain-{domain}", "path": "trino-login/password"}],
+            }
+        ]
+        # the runs of the domain get the same login (the code server's container context)
+        context = json.loads(env["DAGSTER_CONTAINER_CONTEXT"]["value"])["k8s"]
+        run_env = {e["name"]: e.get("value") for e in context["env"]}
+        assert run_env["MESH_TRINO_USER"] == f"domain-{domain}"
+        run_sources = next(v for v in context["volumes"] if v["name"] == "mesh-secrets")["projected"][
+            "sources"
+        ]
+        assert [s for s in run_sources if s["secret"]["name"] == "datamesh-trino-logins"] == [
+            {"secret": logins[0]}
+        ]

@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,8 +76,8 @@ class Cluster:
         those named in ``skip`` (the test says why), with the volumes they mount."""
         name = deployment["metadata"]["name"]
         pod = deployment["spec"]["template"]["spec"]
-        pod_dir = self.workdir / name
-        pod_dir.mkdir(parents=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        pod_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir))
         containers = [c for c in pod["containers"] if c["name"] not in skip]
         mounted = {m["name"] for c in containers for m in c.get("volumeMounts", [])}
         mounts = self._volumes([v for v in pod.get("volumes", []) if v["name"] in mounted], pod_dir)

@@ -97,19 +97,23 @@ def test_runs_as_an_arbitrary_uid_in_group_0_on_a_read_only_root(platform_image,
 
 
 def dev_only_packages() -> set[str]:
-    """The dev group's packages that nothing in the runtime dependencies pulls in (uv.lock)."""
-    pyproject = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())
-    dev = {re.split(r"[<>=\[; ]", r)[0].lower() for r in pyproject["dependency-groups"]["dev"]}
-    exported = subprocess.run(
-        [str(Path(shutil.which("uv") or "uv")), "export", "--frozen", "--no-dev", "--no-hashes"],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    runtime = {
-        re.split(r"[<>=\[; ]", line)[0].lower() for line in exported.splitlines() if line[:1].isalpha()
-    }
+    """The dev group's packages that no runtime dependency pulls in, from uv.lock: the closure
+    of the project's dependencies against its dev group."""
+    lock = tomllib.loads((PROJECT_DIR / "uv.lock").read_text())
+    packages = {p["name"]: p for p in lock["package"]}
+    project = packages["datamesh"]
+
+    def closure(names) -> set[str]:
+        seen, todo = set(), list(names)
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo += [d["name"] for d in packages[name].get("dependencies", [])]
+        return seen
+
+    runtime = closure(d["name"] for d in project.get("dependencies", []))
+    dev = closure(d["name"] for d in project.get("dev-dependencies", {}).get("dev", []))
     return dev - runtime
 
 

@@ -12,8 +12,17 @@ import yaml
 from dagster._core.instance.config import dagster_instance_config
 from sqlalchemy.engine import make_url
 
+from mesh_assets.definitions import build_domain
 from mesh_assets.iceberg.catalog import CatalogError, open_catalog
-from mesh_assets.settings import PAUSE_ENV, ensure_dagster_home, load_settings, pause_marker
+from mesh_assets.settings import (
+    DOMAINS_DIR,
+    PAUSE_ENV,
+    MissingSecretError,
+    check_secrets,
+    ensure_dagster_home,
+    load_settings,
+    pause_marker,
+)
 
 
 def test_embedded_default_lives_under_mesh_home(mesh_home):
@@ -186,3 +195,26 @@ def test_dagster_instances_limit_every_pool_to_one_step(mesh_home, monkeypatch):
     assert (theirs / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
     with dg.DagsterInstance.from_config(str(mesh_home / "dagster-sqlite")) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+
+
+def test_a_missing_credential_stops_a_code_location_naming_its_secret(mesh_home, monkeypatch, tmp_path):
+    check_secrets()  # the embedded default needs none
+    monkeypatch.setenv("MESH_CATALOG_URI", "postgresql+psycopg2://mesh:{password}@db:5432/iceberg")
+    with pytest.raises(MissingSecretError, match=r"set Helm value secrets\.catalog\.name"):
+        check_secrets()
+    present = tmp_path / "password"
+    present.write_text("s3cr3t-value")
+    monkeypatch.setenv("MESH_CATALOG_PASSWORD_FILE", str(present))
+    monkeypatch.setenv("MESH_TRINO_PASSWORD_FILE", str(tmp_path / "trino-login" / "password"))
+    with pytest.raises(MissingSecretError) as raised:
+        check_secrets()
+    message = str(raised.value)
+    assert message == (
+        f"missing credentials: MESH_TRINO_PASSWORD_FILE={tmp_path}/trino-login/password: no such file; "
+        "mount the Secret of Helm value secrets.trino"
+    )
+    assert "s3cr3t" not in message
+    with pytest.raises(MissingSecretError, match="secrets.trino"):  # as the code server loads
+        build_domain(DOMAINS_DIR / "fleet")
+    monkeypatch.setenv("MESH_TRINO_PASSWORD", "given-directly")
+    check_secrets()

@@ -141,9 +141,9 @@ securityContext:
 - name: MESH_CATALOG_PASSWORD_FILE
   value: {{ printf "%s/catalog/password" .Values.paths.secrets | quote }}
 {{- end }}
-{{- if $s.trino.name }}
-- name: MESH_TRINO_PASSWORD_FILE
-  value: {{ printf "%s/trino/password" .Values.paths.secrets | quote }}
+{{- if $s.trinoCa.name }}
+- name: MESH_TRINO_CA_FILE
+  value: {{ printf "%s/trino/ca.crt" .Values.paths.secrets | quote }}
 {{- end }}
 {{- if $s.openmetadata.name }}
 - name: OPENMETADATA_JWT_TOKEN_FILE
@@ -168,6 +168,12 @@ securityContext:
 - name: MESH_DOMAIN
   value: {{ .domain.name | quote }}
 {{- include "datamesh.meshSecretEnv" .ctx }}
+{{- if .ctx.Values.secrets.trino.name }}
+- name: MESH_TRINO_USER
+  value: {{ printf "domain-%s" .domain.name | quote }}
+- name: MESH_TRINO_PASSWORD_FILE
+  value: {{ printf "%s/trino-login/password" .ctx.Values.paths.secrets | quote }}
+{{- end }}
 {{- with .settings.env }}
 {{ toYaml . }}
 {{- end }}
@@ -183,11 +189,11 @@ securityContext:
     items:
       - {key: {{ $s.catalog.key | quote }}, path: catalog/password}
 {{- end }}
-{{- if $s.trino.name }}
+{{- if $s.trinoCa.name }}
 - secret:
-    name: {{ $s.trino.name }}
+    name: {{ $s.trinoCa.name }}
     items:
-      - {key: {{ $s.trino.key | quote }}, path: trino/password}
+      - {key: {{ $s.trinoCa.key | quote }}, path: trino/ca.crt}
 {{- end }}
 {{- if $s.openmetadata.name }}
 - secret:
@@ -197,10 +203,15 @@ securityContext:
 {{- end }}
 {{- end -}}
 
-{{/* Volumes of a domain's code server and runs: mounted secrets and the landing zone. */}}
+{{/* Volumes of a domain's code server and runs (dict ctx, domain): mounted secrets (of
+     Trino's logins, the domain's own only) and the landing zone. */}}
 {{- define "datamesh.domainVolumes" -}}
-{{- $projections := include "datamesh.secretProjections" . -}}
-{{- if $projections }}
+{{- $ctx := .ctx -}}
+{{- $projections := include "datamesh.secretProjections" $ctx -}}
+{{- if $ctx.Values.secrets.trino.name }}
+{{- $projections = printf "%s\n- secret:\n    name: %s\n    items:\n      - {key: %s, path: trino-login/password}" $projections $ctx.Values.secrets.trino.name (printf "domain-%s" .domain.name | quote) }}
+{{- end }}
+{{- if trim $projections }}
 - name: mesh-secrets
   projected:
     defaultMode: 288
@@ -208,16 +219,16 @@ securityContext:
       {{- $projections | trim | nindent 6 }}
 {{- end }}
 - name: landing
-{{- if .Values.landing.existingClaim }}
+{{- if $ctx.Values.landing.existingClaim }}
   persistentVolumeClaim:
-    claimName: {{ .Values.landing.existingClaim }}
+    claimName: {{ $ctx.Values.landing.existingClaim }}
 {{- else }}
   emptyDir: {}
 {{- end }}
 {{- end -}}
 
 {{- define "datamesh.domainVolumeMounts" -}}
-{{- if include "datamesh.secretProjections" . }}
+{{- if or (include "datamesh.secretProjections" .) .Values.secrets.trino.name }}
 - name: mesh-secrets
   mountPath: {{ .Values.paths.secrets }}
   readOnly: true
@@ -258,7 +269,7 @@ k8s:
   env:
     {{- include "datamesh.domainEnv" . | trim | nindent 4 }}
   volumes:
-    {{- include "datamesh.domainVolumes" $ctx | trim | nindent 4 }}
+    {{- include "datamesh.domainVolumes" . | trim | nindent 4 }}
   volume_mounts:
     {{- include "datamesh.domainVolumeMounts" $ctx | trim | nindent 4 }}
   resources:
