@@ -49,21 +49,32 @@ def _target_bytes(writer: _Writer) -> int:
     )
 
 
-def _bounded(batches: Iterable[pa.RecordBatch], max_bytes: int) -> Iterator[list[pa.RecordBatch]]:
-    """Consecutive groups of ``batches`` of at most :data:`FILE_ROWS` rows and about
-    ``max_bytes`` Arrow bytes (a batch larger than either is cut)."""
-    group, rows, size = [], 0, 0
+def _cut(batches: Iterable[pa.RecordBatch], max_bytes: int) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    """``batches`` cut into consecutive groups of at most :data:`FILE_ROWS` rows and about
+    ``max_bytes`` Arrow bytes (a batch larger than either is sliced): (piece, whether the piece
+    ends its group), lazily."""
+    rows = size = 0
     for batch in batches:
         while batch.num_rows:
             room = FILE_ROWS - rows
             if batch.nbytes and size + batch.nbytes > max_bytes:
                 room = min(room, max(1, batch.num_rows * (max_bytes - size) // batch.nbytes))
             head, batch = batch.slice(0, room), batch.slice(room)
-            group.append(head)
             rows, size = rows + head.num_rows, size + head.nbytes
-            if rows >= FILE_ROWS or size >= max_bytes:
-                yield group
-                group, rows, size = [], 0, 0
+            full = rows >= FILE_ROWS or size >= max_bytes
+            if full:
+                rows = size = 0
+            yield head, full
+
+
+def _bounded(batches: Iterable[pa.RecordBatch], max_bytes: int) -> Iterator[list[pa.RecordBatch]]:
+    """The groups of :func:`_cut` as lists."""
+    group = []
+    for piece, full in _cut(batches, max_bytes):
+        group.append(piece)
+        if full:
+            yield group
+            group = []
     if group:
         yield group
 
@@ -84,7 +95,7 @@ class _Writer:
         # one copy of the transaction's metadata: pyiceberg rebuilds it on every access
         self.metadata = metadata = self.tx.table_metadata
         self.spec, self.table_schema = metadata.spec(), metadata.schema()
-        downcast = Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False
+        self.downcast = downcast = Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False
         # the same schema handling as pyiceberg's own append
         _check_pyarrow_schema_compatible(
             metadata.schema(),
@@ -110,6 +121,63 @@ class _Writer:
         ]
         return list(write_file(self.tx._table.io, self.metadata, iter(tasks)))
 
+    def stream(self, batches: Iterable[pa.RecordBatch]) -> Iterator[DataFile]:
+        """Unpartitioned files written as the batches come (a row group or more per batch), so
+        memory holds a batch, not a file: pyiceberg's ``write_file`` step by step, with its
+        Parquet writer (field ids, statistics), file names and location provider."""
+        from pyiceberg.io.fileformat import FileFormatFactory
+        from pyiceberg.io.pyarrow import _to_requested_schema
+        from pyiceberg.manifest import FileFormat
+        from pyiceberg.schema import sanitize_column_names
+        from pyiceberg.table import TableProperties, WriteTask
+        from pyiceberg.table.locations import load_location_provider
+
+        properties, io = self.metadata.properties, self.tx._table.io
+        file_format = FileFormat(
+            properties.get(TableProperties.WRITE_FILE_FORMAT, TableProperties.WRITE_FILE_FORMAT_DEFAULT)
+        )
+        model = FileFormatFactory.get(file_format)
+        locations = load_location_provider(self.metadata.location, properties)
+        file_schema = sanitize_column_names(self.table_schema)
+        path = output = writer = None
+        for piece, full in _cut(batches, _target_bytes(self)):
+            if writer is None:
+                task = WriteTask(self.write_uuid, next(self.counter), self.task_schema, [])
+                path = locations.new_data_location(task.generate_data_file_filename(model.file_extension()))
+                output = io.new_output(path)
+                writer = model.create_writer(output, file_schema, properties)
+            converted = _to_requested_schema(
+                file_schema,
+                self.task_schema,
+                piece,
+                downcast_ns_timestamp_to_us=self.downcast,
+                include_field_ids=True,
+                format_model=model,
+            )
+            writer.write(pa.Table.from_batches([converted]))
+            if full:
+                yield self._data_file(path, output, writer.close(), file_format)
+                writer = None
+        if writer is not None:
+            yield self._data_file(path, output, writer.close(), file_format)
+
+    def _data_file(self, path, output, statistics, file_format) -> DataFile:
+        from pyiceberg.manifest import DataFile, DataFileContent
+        from pyiceberg.typedef import Record
+
+        return DataFile.from_args(
+            content=DataFileContent.DATA,
+            file_path=path,
+            file_format=file_format,
+            partition=Record(),
+            file_size_in_bytes=len(output),
+            sort_order_id=None,
+            spec_id=self.metadata.default_spec_id,
+            equality_ids=None,
+            key_metadata=None,
+            **statistics.to_serialized_dict(),
+        )
+
 
 def data_files(tx: Transaction, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[DataFile]:
     """The data files holding ``batches`` (typed by ``schema``), written for ``tx``'s table:
@@ -117,8 +185,7 @@ def data_files(tx: Transaction, batches: Iterable[pa.RecordBatch], schema: pa.Sc
     file size each."""
     writer = _Writer(tx, schema)
     if writer.spec.is_unpartitioned():
-        for group in _bounded(batches, _target_bytes(writer)):
-            yield from writer.write([(group, None)])
+        yield from writer.stream(batches)
     else:
         yield from _partitioned(writer, batches)
 
