@@ -31,7 +31,7 @@ def build_domain(path: Path | str) -> dg.Definitions:
     check_secrets()
     domain = load_domain(path)
     settings = load_settings()
-    assets: list = [ingestion_asset(p) for p in domain.products if p.source]
+    assets: list = [ingestion_asset(p) for p in domain.products if p.landing_source]
     assets += dbt_domain_assets(domain.name, domain.products, settings)
     assets = apply_policies(assets, domain.products)
     checks = [c for p in domain.products if (c := contract_checks(p)) is not None]
