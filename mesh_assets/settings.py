@@ -438,6 +438,12 @@ def stack_port(variable: str, default: int) -> str:
     return os.environ.get(variable, str(default))
 
 
+def kafka_bootstrap() -> str:
+    """``MESH_KAFKA_BOOTSTRAP``: the Kafka brokers streaming products read (``host:port,...``;
+    default the stack's, 127.0.0.1:9092; `mesh stack env` sets it)."""
+    return os.environ.get("MESH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
 def trino_heap() -> str:
     """``MESH_TRINO_HEAP``: the loopback Trino's JVM heap (default 3G)."""
     return os.environ.get("MESH_TRINO_HEAP", "3G")
