@@ -25,10 +25,13 @@ import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from mesh_assets import engine
 from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
+from mesh_assets.iceberg.wap import publish
 from mesh_assets.ingest.quarantine import quarantine_identifier
 from mesh_assets.ingest.stream import (
     OFFSETS_PROPERTY,
+    ingest_batch,
     STOPPED_PROPERTY,
     published_offsets,
     replay,
@@ -43,15 +46,17 @@ from mesh_assets.workspace import load_contract
 pytestmark = pytest.mark.stack
 
 
-def contract(folder: Path, topic: str, quarantine: bool = False, **source) -> Path:
+def contract(
+    folder: Path, topic: str, quarantine: bool = False, domain: str = "operations", **source
+) -> Path:
     doc = {
         "apiVersion": "v3.1.0",
         "kind": "DataContract",
-        "id": "urn:datamesh:operations:events",
+        "id": f"urn:datamesh:{domain}:events",
         "version": "1.0.0",
         "status": "active",
         "name": "Events",
-        "domain": "operations",
+        "domain": domain,
         "dataProduct": "events",
         "description": {"purpose": "Test events."},
         "team": {"name": "operations-team"},
@@ -108,7 +113,7 @@ def contract(folder: Path, topic: str, quarantine: bool = False, **source) -> Pa
             *([{"property": "quarantine", "value": True}] if quarantine else []),
         ],
     }
-    path = folder / "operations" / "products" / "events.yaml"
+    path = folder / domain / "products" / "events.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -322,3 +327,50 @@ def test_malformed_messages_are_quarantined_with_their_offsets(mesh_home, tmp_pa
     assert not result.success
     message = failure_text(result)
     assert f"operations.events: topic {topic} partition 0 offset 1: the value is not JSON" in message
+
+
+# --- upserts and tombstones ------------------------------------------------------------------------
+
+
+def test_upserts_and_tombstones_read_alike_in_trino_duckdb_and_pyiceberg(
+    mesh_home, tmp_path, kafka, topic, iceberg_catalog, trino_sql, namespace
+):
+    """The same keyed topic into the stack's catalog (read by Trino) and the embedded one (read
+    by DuckDB's own Iceberg reader): the newest message of a key wins, a tombstone deletes."""
+    produce(kafka, topic, [event(i) for i in range(1, 7)])
+    produce(
+        kafka,
+        topic,
+        [
+            event(2, "UA"),
+            (3, None),
+            (5, None),
+            event(5, "B6", 7.0),
+            event(6, "WN"),
+            (6, None),
+            event(7, "9E"),
+        ],
+    )
+    expected = [(1, "AA"), (2, "UA"), (4, "AA"), (5, "B6"), (7, "9E")]
+    embedded = load_contract(contract(tmp_path, topic, mode="upsert", maxRecords=6))
+    stacked = load_contract(contract(tmp_path, topic, mode="upsert", maxRecords=6, domain=namespace))
+    for product, catalog in ((embedded, open_catalog()), (stacked, iceberg_catalog)):
+        for run in ("a", "b", "c"):  # 13 messages in batches of at most 6
+            branch = f"audit-{run}"
+            result = ingest_batch(product, catalog, branch=branch)
+            publish(result.table, branch)
+        table = catalog.load_table(product.table_identifier)
+        assert sum(published_offsets(table).values()) == 13
+        rows = sorted((r["event_id"], r["carrier"]) for r in table.scan().to_arrow().to_pylist())
+        assert rows == expected, f"pyiceberg on {product.identifier}"
+
+    trino = trino_sql(f'SELECT event_id, carrier FROM iceberg."{namespace}".events ORDER BY 1')
+    assert [tuple(r) for r in trino] == expected
+
+    table = open_catalog().load_table(embedded.table_identifier)
+    con = engine.connect()
+    assert engine.load_iceberg_extension(con)
+    duck = con.execute(
+        f"SELECT event_id, carrier FROM iceberg_scan('{table.metadata_location}') ORDER BY 1"
+    ).fetchall()
+    assert duck == expected
