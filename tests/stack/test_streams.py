@@ -31,13 +31,13 @@ from mesh_assets.iceberg.wap import publish
 from mesh_assets.ingest.quarantine import quarantine_identifier
 from mesh_assets.ingest.stream import (
     OFFSETS_PROPERTY,
-    ingest_batch,
     STOPPED_PROPERTY,
+    ingest_batch,
     published_offsets,
     replay,
     skip,
 )
-from mesh_assets.ingest.stream_assets import stream_asset
+from mesh_assets.ingest.stream_assets import stream_asset, stream_sensor
 from mesh_assets.quality.checks import contract_checks
 from mesh_assets.settings import PAUSE_ENV, pause_marker
 from mesh_assets.stack.kafka import bootstrap_servers
@@ -181,7 +181,7 @@ CHILD = textwrap.dedent(
     import sys
     import dagster as dg
     from mesh_assets.iceberg.catalog import IcebergCatalog
-    from mesh_assets.ingest.stream_assets import stream_asset
+    from mesh_assets.ingest.stream_assets import stream_asset, stream_sensor
     from mesh_assets.quality.checks import contract_checks
     from mesh_assets.workspace import load_contract
 
@@ -374,3 +374,39 @@ def test_upserts_and_tombstones_read_alike_in_trino_duckdb_and_pyiceberg(
         f"SELECT event_id, carrier FROM iceberg_scan('{table.metadata_location}') ORDER BY 1"
     ).fetchall()
     assert duck == expected
+
+
+# --- the sensor ------------------------------------------------------------------------------------
+
+
+def test_sensor_requests_a_batch_while_the_topic_is_ahead_and_nothing_while_stopped(
+    mesh_home, tmp_path, kafka, topic
+):
+    product = load_contract(contract(tmp_path, topic, maxRecords=1000))
+    sensor = stream_sensor(product)
+    instance = dg.DagsterInstance.ephemeral()
+
+    defs = dg.Definitions(
+        assets=[stream_asset(product)],
+        asset_checks=[contract_checks(product)],
+        sensors=[sensor],
+        resources={"catalog": IcebergCatalog()},
+    )
+
+    def tick():
+        return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+
+    produce(kafka, topic, [event(1), event(2)])
+    requests = tick().run_requests
+    assert len(requests) == 1
+    assert requests[0].tags["mesh/stream"] == "operations.events"
+    assert requests[0].asset_selection == [dg.AssetKey(["operations", "events"])]
+    assert run_batch(product, instance).success
+    assert tick().skip_message == f"operations.events: main holds topic {topic} up to its end"
+
+    produce(kafka, topic, [event(3, carrier="bad")])
+    assert len(tick().run_requests) == 1
+    assert not run_batch(product, instance).success
+    skipped = tick()
+    assert not skipped.run_requests
+    assert skipped.skip_message.startswith("operations.events: STOPPED: the batch of topic")
