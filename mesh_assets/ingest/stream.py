@@ -454,6 +454,38 @@ def _write(product: DataProduct, table: Table, typed: Typed, properties: dict, b
             tx.append(typed.rows.schema.empty_table(), snapshot_properties=properties, branch=branch)
 
 
+def send(product: DataProduct, events: Iterable[tuple[str, dict | None]], *, partitions: int = 3) -> int:
+    """Produce ``(key, value)`` events to the product's topic as JSON (``None``: a tombstone),
+    creating the topic first when it does not exist; returns the number sent. For demos and
+    tests: real producers are the source systems."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap()})
+    if product.stream.topic not in admin.list_topics(timeout=METADATA_TIMEOUT_S).topics:
+        for future in admin.create_topics([NewTopic(product.stream.topic, partitions, 1)]).values():
+            future.result(timeout=30)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap(), "enable.idempotence": True, "linger.ms": 20})
+    sent = 0
+    for key, value in events:
+        while True:
+            try:
+                producer.produce(
+                    product.stream.topic,
+                    key=key.encode(),
+                    value=None if value is None else json.dumps(value).encode(),
+                )
+                break
+            except BufferError:  # the local queue is full: let it drain
+                producer.poll(0.5)
+        sent += 1
+    if producer.flush(60):
+        raise StreamError(
+            f"{product.identifier}: not every event reached topic {product.stream.topic} within 60 s"
+        )
+    return sent
+
+
 # --- stopping, replaying, skipping -----------------------------------------------------------
 
 
