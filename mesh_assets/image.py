@@ -8,8 +8,9 @@ the CA certificates, imported with ``podman import`` under a tag derived from it
 cached (``~/.cache/datamesh/image``, and podman's storage) so it is made once per machine.
 It offers what the official image offers the build: ``python``, ``pip`` and no
 EXTERNALLY-MANAGED marker. The build's RUN steps see the host's CA bundle (a bind mount, not a
-layer), so pip reaches PyPI from a machine behind a TLS-inspecting proxy; the image keeps
-Debian's bundle.
+layer): on the Debian base, pip and uv (``SSL_CERT_FILE``) trust it, so they reach PyPI from a
+machine behind a TLS-inspecting proxy; the image keeps Debian's bundle. (On the public python
+base, pip and uv use their own CA lists.)
 
 podman runs with the settings this machine kind needs (``containers.conf`` written next to the
 cache, passed as ``CONTAINERS_CONF``): the ``runc`` runtime (crun refuses cgroups in hybrid

@@ -76,11 +76,11 @@ def check_secrets() -> None:
     not there (its Secret not mounted), or a catalog URI with ``{password}`` and no password.
     Messages name the variable and the Helm value of its Secret, never a value."""
     problems = [
-        f"{name}={os.environ[name]}: no such file; mount the Secret of Helm value {source}"
+        f"{name}={os.environ[name]}: no such file, or empty; mount the Secret of Helm value {source}"
         for name, source in SECRET_FILES.items()
         if os.environ.get(name)
         and not os.environ.get(name.removesuffix("_FILE"))
-        and not Path(os.environ[name]).is_file()
+        and not (Path(os.environ[name]).is_file() and Path(os.environ[name]).stat().st_size > 0)
     ]
     if "{password}" in os.environ.get("MESH_CATALOG_URI", "") and not (
         os.environ.get("MESH_CATALOG_PASSWORD") or os.environ.get("MESH_CATALOG_PASSWORD_FILE")

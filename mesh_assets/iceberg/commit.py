@@ -8,7 +8,7 @@ import random
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue
 
+from mesh_assets.iceberg.datafiles import data_files
 from mesh_assets.settings import commit_deadline_s
 
 if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a catalog opens
@@ -132,23 +133,9 @@ def commit_with_retry(
 
 
 MAIN = "main"
-COMMIT_ROWS = 1_000_000
 
 
 # --- writing -----------------------------------------------------------------------------------
-
-
-def _chunks(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.Table]:
-    """Bounded slices of the stream: memory stays flat whatever the input size."""
-    pending, rows = [], 0
-    for batch in batches:
-        pending.append(batch)
-        rows += batch.num_rows
-        if rows >= COMMIT_ROWS:
-            yield pa.Table.from_batches(pending, schema=schema)
-            pending, rows = [], 0
-    if pending:
-        yield pa.Table.from_batches(pending, schema=schema)
 
 
 def replace_rows(
@@ -163,7 +150,9 @@ def replace_rows(
 ) -> int:
     """Replace the rows matching ``row_filter`` (all rows when None) with ``batches``, in one
     atomic commit on ``branch`` (main when None), which also removes branch ``drop_branch``
-    when given. Returns the number of rows written."""
+    when given: a delete snapshot (unless the table has none yet) and one append snapshot of
+    the new data files (:func:`mesh_assets.iceberg.datafiles.data_files`: split by partition,
+    memory bounded). Returns the number of rows written."""
 
     row_filter = row_filter if row_filter is not None else AlwaysTrue()
     written = 0
@@ -174,9 +163,12 @@ def replace_rows(
             with warnings.catch_warnings():  # a partition written for the first time is empty
                 warnings.filterwarnings("ignore", "Delete operation did not match any records")
                 tx.delete(row_filter, snapshot_properties=properties, branch=branch or MAIN)
-        for chunk in _chunks(batches, schema):
-            tx.append(chunk, snapshot_properties=properties, branch=branch or MAIN)
-            written += chunk.num_rows
+        # One append snapshot of files already split by partition (datafiles.py); pyiceberg's
+        # own producer, so the table's manifest-merge setting applies as in Transaction.append.
+        with tx._append_snapshot_producer(properties, branch=branch or MAIN) as append:
+            for data_file in data_files(tx, batches, schema):
+                append.append_data_file(data_file)
+                written += data_file.record_count
         if drop_branch is not None and drop_branch in table.metadata.refs:
             # pyiceberg's table module loads only when a catalog opens (see catalog.py)
             from pyiceberg.table.update.snapshot import ManageSnapshots

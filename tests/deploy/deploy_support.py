@@ -114,6 +114,7 @@ def assert_pod_is_restricted(where: str, spec: dict) -> None:
         sc = container.get("securityContext") or {}
         name = f"{where} container {container['name']}"
         assert sc.get("allowPrivilegeEscalation") is False, f"{name}: allowPrivilegeEscalation"
+        assert sc.get("readOnlyRootFilesystem") is True, f"{name}: readOnlyRootFilesystem"
         assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{name}: capabilities.drop"
         assert not sc.get("capabilities", {}).get("add"), f"{name}: capabilities.add"
         assert not sc.get("privileged"), f"{name}: privileged"

@@ -41,3 +41,10 @@ def test_no_credentials_in_the_image():
     ignore = (PROJECT_DIR / ".dockerignore").read_text().split()
     for entry in (".git", ".venv", ".mesh", "dbt_project/target", ".env*"):
         assert entry in ignore, entry
+
+
+def test_the_image_builds_with_the_uv_of_the_makefile():
+    """uv.lock is written by the Makefile's uv; the image's environment is synced by the same."""
+    makefile = re.search(r"^UV_VERSION := (\S+)$", (PROJECT_DIR / "Makefile").read_text(), re.M)
+    containerfile = re.search(r"^ARG UV_VERSION=(\S+)$", CONTAINERFILE.read_text(), re.M)
+    assert makefile and containerfile and makefile.group(1) == containerfile.group(1)

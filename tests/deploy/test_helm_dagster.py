@@ -253,6 +253,8 @@ def test_k8s_run_launcher_builds_a_valid_job_for_each_domain(rendered, domains, 
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
         assert mounts["dagster-instance"] == "/opt/dagster/dagster_home/dagster.yaml"
         assert {"mesh-home", "mesh-secrets", "landing"} <= set(mounts)
+        assert mounts["tmp"] == "/tmp"  # with the read-only root, the run's scratch space
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert pod["serviceAccountName"] == FULL
         assert pod["automountServiceAccountToken"] is False  # no API calls from runs
         assert job["spec"]["backoffLimit"] == 0 and job["spec"]["ttlSecondsAfterFinished"] == 86400

@@ -19,8 +19,10 @@ volume mounts and security context. What stands in for the cluster, and nothing 
   runAsUser:runAsGroup, ``readOnlyRootFilesystem`` as ``--read-only`` without podman's extra
   tmpfs mounts, ``capabilities.drop: [ALL]`` as ``--cap-drop ALL``, no privilege escalation as
   ``no-new-privileges``, podman's default seccomp profile for RuntimeDefault.
-One replica per Deployment is started. Probes are not run by podman: the test runs the
-chart's exec probe commands with ``podman exec`` and its HTTP probes from the host.
+One replica per Deployment is started. Not applied: probes (the test runs each container's
+startup probe command with ``podman exec``; readiness and liveness probes are not run) and
+resource requests and limits. Container logs are read with every Secret value replaced by
+``***``; the containers and their files (env files, Secret files) are removed at the end.
 """
 
 from __future__ import annotations
@@ -85,19 +87,29 @@ class Cluster:
         for container in containers:
             args = self._run_args(pod, container, mounts, pod_dir)
             cname = f"{name}-{container['name']}"
-            image.podman("run", "--detach", "--name", cname, *args)
+            image.podman("run", "--detach", "--replace", "--name", cname, *args)
             self.started.append(cname)
             names.append(cname)
         return names
 
     def logs(self, container: str) -> str:
+        """The container's output, every Secret value replaced by ``***``."""
         result = image.podman("logs", container, check=False)
-        return (result.stdout or "") + (result.stderr or "")
+        return self.redact((result.stdout or "") + (result.stderr or ""))
+
+    def redact(self, text: str) -> str:
+        for value in sorted(
+            (v for data in self.secrets.values() for v in data.values()), key=len, reverse=True
+        ):
+            for line in filter(None, value.splitlines()):
+                text = text.replace(line, "***")
+        return text
 
     def remove_all(self) -> None:
         for container in self.started:
             image.podman("rm", "--force", "--time", "5", container, check=False)
         self.started.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)  # env files and Secret files with it
 
     # --- the pod spec, translated -----------------------------------------------------------
 

@@ -74,14 +74,14 @@ WRITER = textwrap.dedent("""
 """)
 
 INGEST = textwrap.dedent("""
-    import mesh_assets.iceberg.commit as commit
+    import mesh_assets.iceberg.datafiles as datafiles
     import mesh_assets.ingest.readers as readers
     from mesh_assets.iceberg.catalog import TABLE_PROPERTIES, open_catalog
     from mesh_assets.ingest.assets import ingest
     from mesh_assets.workspace import load_contract
     from mesh_assets.settings import DOMAINS_DIR
 
-    readers.BATCH_BYTES, commit.COMMIT_ROWS = 1 << 18, 20_000  # many files per commit
+    readers.BATCH_BYTES, datafiles.FILE_ROWS = 1 << 18, 20_000  # many files per commit
     product = load_contract(DOMAINS_DIR / "reference" / "products" / "airports.yaml")
     print("writing", flush=True)
     ingest(product, open_catalog())

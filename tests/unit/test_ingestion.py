@@ -80,7 +80,7 @@ def test_failed_write_leaves_the_previous_snapshot(mesh_home, airports, monkeypa
     # A bad row far into the file: the first batches stream into the transaction before the
     # error surfaces, so this exercises the atomic commit, not the up-front checks.
     monkeypatch.setattr("mesh_assets.ingest.readers.BATCH_BYTES", 4096)
-    monkeypatch.setattr("mesh_assets.iceberg.commit.COMMIT_ROWS", 10)
+    monkeypatch.setattr("mesh_assets.iceberg.datafiles.FILE_ROWS", 10)
     good = (mesh_home / "landing" / "reference" / "airports.csv").read_text()
     land(mesh_home, "reference", "airports.csv", good + "ZZZ,Broken,north,-73.8,1,-5,A,America/New_York\n")
     with pytest.raises(IngestionError, match="column lat"):

@@ -210,11 +210,15 @@ def test_a_missing_credential_stops_a_code_location_naming_its_secret(mesh_home,
         check_secrets()
     message = str(raised.value)
     assert message == (
-        f"missing credentials: MESH_TRINO_PASSWORD_FILE={tmp_path}/trino-login/password: no such file; "
+        f"missing credentials: MESH_TRINO_PASSWORD_FILE={tmp_path}/trino-login/password: no such file, or empty; "
         "mount the Secret of Helm value secrets.trino"
     )
     assert "s3cr3t" not in message
     with pytest.raises(MissingSecretError, match="secrets.trino"):  # as the code server loads
         build_domain(DOMAINS_DIR / "fleet")
+    (tmp_path / "trino-login").mkdir()
+    (tmp_path / "trino-login" / "password").write_text("")  # a Secret key mounted empty
+    with pytest.raises(MissingSecretError, match="no such file, or empty"):
+        check_secrets()
     monkeypatch.setenv("MESH_TRINO_PASSWORD", "given-directly")
     check_secrets()

@@ -16,7 +16,20 @@ to:
       matchLabels:
         {{- include "datamesh.selectorLabels" (dict "ctx" . "component" "code-server") | nindent 8 }}
 ports:
-  - {port: grpc, protocol: TCP}  # the code servers' named port (per-domain numbers may differ)
+  {{- include "datamesh.codeServerPorts" . | nindent 2 }}
+{{- end -}}
+
+{{/* The code servers' gRPC ports, each once, as numbers (named ports in egress rules are not
+     resolved the same way by every CNI when one name maps to different numbers). */}}
+{{- define "datamesh.codeServerPorts" -}}
+{{- $ports := list -}}
+{{- range (fromYaml (include "datamesh.domainsFile" .)).domains -}}
+{{- $settings := fromYaml (include "datamesh.domainSettings" (dict "ctx" $ "domain" .)) -}}
+{{- $ports = append $ports (int $settings.codeServer.port) -}}
+{{- end -}}
+{{- range (uniq $ports | sortAlpha) }}
+- {port: {{ . }}, protocol: TCP}
+{{- end -}}
 {{- end -}}
 
 {{/* What a domain's code server and runs reach: instance and catalog PostgreSQL, S3, Trino,
