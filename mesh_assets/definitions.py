@@ -19,6 +19,7 @@ from mesh_assets.iceberg.catalog import IcebergCatalog
 from mesh_assets.iceberg.maintenance import maintenance_job
 from mesh_assets.ingest.assets import ingestion_asset
 from mesh_assets.ingest.sensors import landing_sensor
+from mesh_assets.ingest.stream_assets import stream_asset, stream_sensor
 from mesh_assets.openmetadata.sensor import openmetadata_sensor
 from mesh_assets.quality.checks import contract_checks
 from mesh_assets.settings import check_secrets, load_settings
@@ -31,7 +32,9 @@ def build_domain(path: Path | str) -> dg.Definitions:
     check_secrets()
     domain = load_domain(path)
     settings = load_settings()
-    assets: list = [ingestion_asset(p) for p in domain.products if p.source]
+    assets: list = [ingestion_asset(p) for p in domain.products if p.landing_source]
+    streams = [p for p in domain.products if p.stream is not None]
+    assets += [stream_asset(p) for p in streams]
     assets += dbt_domain_assets(domain.name, domain.products, settings)
     assets = apply_policies(assets, domain.products)
     checks = [c for p in domain.products if (c := contract_checks(p)) is not None]
@@ -42,7 +45,9 @@ def build_domain(path: Path | str) -> dg.Definitions:
         asset_checks=checks,
         jobs=[maintenance],
         schedules=[nightly],
-        sensors=([sensor] if sensor else []) + [openmetadata_sensor(domain.name)],
+        sensors=([sensor] if sensor else [])
+        + [stream_sensor(p) for p in streams]
+        + [openmetadata_sensor(domain.name)],
         resources={"catalog": IcebergCatalog(), "dbt": dbt_resource(settings)},
         executor=step_executor(),  # MESH_EXECUTOR=k8s: each step its own Kubernetes Job
     )

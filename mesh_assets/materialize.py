@@ -17,21 +17,27 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from mesh_assets.definitions import build_domain
+from mesh_assets.iceberg.catalog import ensure_table, open_catalog
+from mesh_assets.ingest.stream import lag, published_offsets
 from mesh_assets.runs import fail_dead_runs, worker_tags
 from mesh_assets.settings import ensure_local_dirs, load_settings, use_dagster_home
-from mesh_assets.workspace import (
-    domain_path,
-)
+from mesh_assets.workspace import domain_path, load_domain
 
 
 class InstanceUnavailable(RuntimeError):
     """The persistent Dagster instance could not be opened (its storage is unreachable)."""
 
 
-def materialize(domains: list[str], say: Callable[[str], None] = print) -> list[dict]:
+def materialize(
+    domains: list[str], say: Callable[[str], None] = print, *, streams: bool = False
+) -> list[dict]:
     """Run every asset and check of ``domains`` in the persistent Dagster instance, after
     failing the runs of this machine whose worker process died (:mod:`mesh_assets.runs`);
-    raises :class:`InstanceUnavailable` when that instance cannot be opened."""
+    raises :class:`InstanceUnavailable` when that instance cannot be opened.
+
+    Streaming products are fed by their sensors, not by these runs: their tables are only
+    created from the contract (so models reading them run), unless ``streams``, which first
+    commits their batches until each has caught up with its topic."""
 
     settings = load_settings()
     ensure_local_dirs(settings)
@@ -44,7 +50,21 @@ def materialize(domains: list[str], say: Callable[[str], None] = print) -> list[
             say(f"== materializing domain {domain} ==")
             defs = build_domain(domain_path(domain))
             job = defs.resolve_implicit_global_asset_job_def()
+            streaming = [p for p in load_domain(domain_path(domain)).products if p.stream is not None]
+            catalog = open_catalog()
+            runs = []
+            for product in streaming:
+                table = ensure_table(catalog, product)
+                key = dg.AssetKey(product.asset_key_path)
+                if streams:  # one run per batch, until main holds the topic up to its end
+                    behind = lag(product, published_offsets(table))
+                    runs += [([key], {})] * -(-behind // product.stream.max_records)
+            skipped = {dg.AssetKey(p.asset_key_path) for p in streaming}
             for keys, tags in _runs(defs):
+                batch_keys = [k for k in keys if k not in skipped]
+                if batch_keys:
+                    runs.append((batch_keys, tags))
+            for keys, tags in runs:
                 start = time.monotonic()
                 result = job.execute_in_process(
                     instance=instance,

@@ -433,8 +433,15 @@ def stack_dir(settings: MeshSettings) -> Path:
 
 def stack_port(variable: str, default: int) -> str:
     """A service port of the loopback stack (``MESH_PG_PORT``, ``MESH_S3_PORT``,
-    ``MESH_TRINO_PORT``, ``MESH_OPA_PORT``), as text: the stack validates it."""
+    ``MESH_TRINO_PORT``, ``MESH_OPA_PORT``, ``MESH_TRINO_HTTPS_PORT``, ``MESH_KAFKA_PORT``,
+    ``MESH_KAFKA_CONTROLLER_PORT``), as text: the stack validates it."""
     return os.environ.get(variable, str(default))
+
+
+def kafka_bootstrap() -> str:
+    """``MESH_KAFKA_BOOTSTRAP``: the Kafka brokers streaming products read (``host:port,...``;
+    default the stack's, 127.0.0.1:9092; `mesh stack env` sets it)."""
+    return os.environ.get("MESH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
 
 def trino_heap() -> str:

@@ -20,6 +20,7 @@ mesh maintain [DOMAIN.PRODUCT ...] [--dry-run]   expire snapshots, remove orphan
 mesh drop DOMAIN.PRODUCT       drop a product's Iceberg table
 mesh image build [--base IMG]  the platform image (Containerfile) with podman, on a Debian base
 mesh users add|remove|passwd|list   who may log in to the stack's Trino, and their groups
+mesh stream status | replay|skip DOMAIN.PRODUCT --to OFFSETS   streaming products' positions
 """
 
 from __future__ import annotations
@@ -50,12 +51,13 @@ VERBS: dict[str, tuple[str, str]] = {
     "new": ("governance", "scaffold a domain or a data product"),
     "helm": ("deploy", "Helm chart tasks (helm/datamesh)"),
     "image": ("deploy", "the platform image (Containerfile), built with podman"),
-    "stack": ("stack", "the production stack on loopback: PostgreSQL, S3, OPA, Trino"),
+    "stack": ("stack", "the production stack on loopback: PostgreSQL, S3, OPA, Trino, Kafka"),
     "openmetadata": ("openmetadata", "export the mesh's metadata to OpenMetadata"),
     "quality": ("quality", "data quality: GX suites, compiled SQL, runs"),
     "profile": ("quality", "propose quality rules from a product's data"),
     "access": ("access", "governed access: the OPA policy data, the decision audit log"),
     "users": ("users", "who may log in to the stack's Trino: add, remove, passwd, list"),
+    "stream": ("stream", "streaming products: position in their topics, replay or skip a stopped one"),
 }
 
 

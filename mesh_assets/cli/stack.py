@@ -62,6 +62,9 @@ def _cmd_status(args) -> int:
         f"access: OPA http://{HOST}:{layout.ports['opa']} decides for Trino (policy data "
         f"{layout.access_dir}, decision log {layout.log('opa')}; `mesh access audit`)"
     )
+    print(
+        f"streams: Kafka {HOST}:{layout.ports['kafka']} (KRaft controller {HOST}:{layout.ports['kafka-controller']})"
+    )
     if all(s.healthy for s in current):
         print('production settings: eval "$(mesh stack env)"')
         return 0

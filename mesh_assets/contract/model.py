@@ -139,6 +139,30 @@ class QualityRule:
         return self.kwargs.get("column")
 
 
+STREAM_MODES = ("append", "upsert")
+STREAM_VALUE_FORMATS = ("json",)
+DEFAULT_STREAM_MAX_RECORDS = 10_000
+DEFAULT_STREAM_MAX_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class StreamSource:
+    """A streaming product's source: a Kafka topic read in micro-batches
+    (``source: {format: kafka, topic, key, valueFormat: json, mode, maxRecords, maxSeconds}``).
+
+    ``key`` is the contract column the message key carries (as text, typed by the same grammar
+    as the value's fields); ``mode: upsert`` keeps one row per key (the primary key, which must
+    be ``key``) and a message without a value (a tombstone) deletes its key's row. A batch ends
+    after ``max_records`` messages or ``max_seconds`` of reading, whichever comes first."""
+
+    topic: str
+    key: str | None = None
+    value_format: str = "json"
+    mode: str = "append"
+    max_records: int = DEFAULT_STREAM_MAX_RECORDS
+    max_seconds: float = DEFAULT_STREAM_MAX_SECONDS
+
+
 @dataclass(frozen=True)
 class DataProduct:
     domain: str
@@ -165,6 +189,12 @@ class DataProduct:
     settle_seconds: float = DEFAULT_SETTLE_SECONDS  # source: unchanged this long = complete
     timezone: str | None = None  # source: the zone of timestamps written without one
     max_shrink_percent: float | None = None  # full-refresh ingestion: the largest drop allowed
+    stream: StreamSource | None = None  # source format kafka: a streaming product
+
+    @property
+    def landing_source(self) -> bool:
+        """Ingested from a file of the landing zone (not from a stream, not built by dbt)."""
+        return bool(self.source) and self.stream is None
 
     @property
     def identifier(self) -> str:

@@ -15,6 +15,10 @@ Platform-specific settings live under the contract's ``customProperties``:
                 timestamptz column is refused)
 ``maxShrinkPercent``  full-refresh ingested products: the largest drop of the row count from
                 main that a new version may bring (default 50; the check blocks publication)
+                A streaming product reads a Kafka topic instead: ``{format: kafka, topic: <name>,
+                key: <column the message key carries>, valueFormat: json, mode: append|upsert,
+                maxRecords: 10000, maxSeconds: 5}`` (:class:`~mesh_assets.contract.model.StreamSource`;
+                ``mode: upsert`` needs ``key`` to be the one-column primary key)
 ``transform``   ``dbt`` for products computed by a dbt model of the same name
 ``dagsterPartitions``  Dagster partitions mapped to Iceberg rows (:mod:`mesh_assets.contract.partitions`)
 ``quarantine``  ``true``: rows that break the contract go to ``<product>__quarantine`` with the
@@ -55,13 +59,18 @@ from mesh_assets.contract.model import (
     CLASSIFICATIONS,
     DEFAULT_MAX_SHRINK_PERCENT,
     DEFAULT_SETTLE_SECONDS,
+    DEFAULT_STREAM_MAX_RECORDS,
+    DEFAULT_STREAM_MAX_SECONDS,
     KNOWN_TYPES,
     MASKING_METHODS,
     ROLE_ACCESS,
     SENSITIVE,
+    STREAM_MODES,
+    STREAM_VALUE_FORMATS,
     AccessRole,
     Column,
     DataProduct,
+    StreamSource,
     parse_duration,
     parse_type,
 )
@@ -72,6 +81,10 @@ from mesh_assets.contract.rules import dbt_tests_from_contract, rules_from_contr
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 SOURCE_KEYS = ("format", "file", "demoData", "settleSeconds", "timezone")
 SOURCE_FORMATS = ("csv", "parquet")
+STREAM_KEYS = ("format", "topic", "key", "valueFormat", "mode", "maxRecords", "maxSeconds", "timezone")
+_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+_MAX_STREAM_RECORDS = 1_000_000
+_MAX_STREAM_SECONDS = 600
 # names a producer gives a file it is still writing, or a completion marker: never a landing file
 _NOT_LANDING = (".part", ".tmp", ".done")
 _MAX_SETTLE_SECONDS = 3600
@@ -237,7 +250,10 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
         raise ContractError(
             path, f"transform '{transform}' is not supported", product=product, hint="use 'dbt'"
         )
-    if source is not None:
+    stream = None
+    if isinstance(source, dict) and str(source.get("format", "")).lower() == "kafka":
+        stream = _stream_source(path, product, source, columns)
+    elif source is not None:
         _check_source(path, product, source)
 
     visibility = custom.get("visibility", "public")
@@ -262,7 +278,7 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
     partitioning = parse_partition_fields(path, product, table, by_name)
     dagster_partitions = parse_dagster_partitions(path, product, custom.get("dagsterPartitions"), by_name)
     max_shrink = _max_shrink_percent(
-        path, product, custom, full_refresh=bool(source) and not dagster_partitions
+        path, product, custom, full_refresh=bool(source) and not stream and not dagster_partitions
     )
     description = raw.get("description") or {}
     info = DataProduct(
@@ -289,6 +305,7 @@ def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduc
         settle_seconds=float(source.get("settleSeconds", DEFAULT_SETTLE_SECONDS)) if source else 0.0,
         timezone=source.get("timezone") if source else None,
         max_shrink_percent=max_shrink,
+        stream=stream,
     )
 
     rules = rules_from_contract(info, table)
@@ -349,7 +366,10 @@ def _check_source(path: Path, product: str, source: Any) -> None:
             f"default {DEFAULT_SETTLE_SECONDS:g}",
             key="settleSeconds",
         )
-    zone = source.get("timezone")
+    _check_timezone(path, product, source.get("timezone"))
+
+
+def _check_timezone(path: Path, product: str, zone: Any) -> None:
     if zone is not None:
         try:
             zoneinfo.ZoneInfo(zone if isinstance(zone, str) else "")
@@ -361,6 +381,90 @@ def _check_source(path: Path, product: str, source: Any) -> None:
                 hint="an IANA name such as UTC or America/New_York",
                 key="timezone",
             ) from None
+
+
+def _stream_source(path: Path, product: str, source: dict, columns: list[Column]) -> StreamSource:
+    """``customProperties.source`` of a streaming product (``format: kafka``)."""
+
+    def refuse(problem: str, key: str, hint: str | None = None) -> ContractError:
+        return ContractError(path, problem, product=product, hint=hint, key=key)
+
+    unknown = sorted(set(source) - set(STREAM_KEYS))
+    if unknown:
+        raise refuse(
+            f"kafka source has unknown key(s) {', '.join(unknown)}",
+            unknown[0],
+            f"known: {', '.join(STREAM_KEYS)}",
+        )
+    topic = source.get("topic")
+    if not isinstance(topic, str) or not _TOPIC.fullmatch(topic):
+        raise refuse(
+            f"kafka source topic {topic!r} is not a Kafka topic name",
+            "topic",
+            "1 to 249 letters, digits, '.', '_' or '-'",
+        )
+    names = [c.name for c in columns]
+    key = source.get("key")
+    if key is not None and key not in names:
+        raise refuse(
+            f"kafka source key {key!r} is not a column of the contract",
+            "key",
+            f"name the column the message key carries, one of {', '.join(names)}",
+        )
+    value_format = str(source.get("valueFormat", "json")).lower()
+    if value_format not in STREAM_VALUE_FORMATS:
+        raise refuse(
+            f"kafka source valueFormat {source.get('valueFormat')!r} is not supported",
+            "valueFormat",
+            "use json (one JSON object per message, its fields named as the contract's columns)",
+        )
+    mode = source.get("mode", "append")
+    if mode not in STREAM_MODES:
+        raise refuse(
+            f"kafka source mode {mode!r} is not supported", "mode", f"use one of {', '.join(STREAM_MODES)}"
+        )
+    primary_key = [
+        c.name for c in sorted(columns, key=lambda c: c.primary_key_position or 0) if c.primary_key_position
+    ]
+    if mode == "upsert" and (key is None or primary_key != [key]):
+        raise refuse(
+            f"kafka source mode upsert needs 'key' to be the product's one-column primary key "
+            f"(key: {key!r}, primary key: {primary_key or 'none'})",
+            "mode",
+            "mark the key column primaryKey: true and name it as the source key",
+        )
+    max_records = source.get("maxRecords", DEFAULT_STREAM_MAX_RECORDS)
+    if (
+        isinstance(max_records, bool)
+        or not isinstance(max_records, int)
+        or not 1 <= max_records <= _MAX_STREAM_RECORDS
+    ):
+        raise refuse(
+            f"kafka source maxRecords {max_records!r} must be a whole number from 1 to {_MAX_STREAM_RECORDS:,}",
+            "maxRecords",
+            f"the most messages one micro-batch commits; default {DEFAULT_STREAM_MAX_RECORDS:,}",
+        )
+    max_seconds = source.get("maxSeconds", DEFAULT_STREAM_MAX_SECONDS)
+    if (
+        isinstance(max_seconds, bool)
+        or not isinstance(max_seconds, int | float)
+        or not math.isfinite(max_seconds)
+        or not 0 < max_seconds <= _MAX_STREAM_SECONDS
+    ):
+        raise refuse(
+            f"kafka source maxSeconds {max_seconds!r} must be a number of seconds above 0 and at most {_MAX_STREAM_SECONDS}",
+            "maxSeconds",
+            f"how long one micro-batch reads at most; default {DEFAULT_STREAM_MAX_SECONDS:g}",
+        )
+    _check_timezone(path, product, source.get("timezone"))
+    return StreamSource(
+        topic=topic,
+        key=key,
+        value_format=value_format,
+        mode=mode,
+        max_records=max_records,
+        max_seconds=float(max_seconds),
+    )
 
 
 def _landing_name_problem(file: Any) -> str | None:

@@ -16,6 +16,7 @@ import json
 import os
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
@@ -69,10 +70,19 @@ class Plugin(BasePlugin):
             self._catalog,
             relation.schema,
             relation.identifier,
-            pq.read_table(target_config.location.path),
+            _without_empty_marker(pq.read_table(target_config.location.path)),
             inputs=self._snapshots,
             parents=self._parents,
             strategy=target_config.config.get("incremental_strategy"),
             unique_key=target_config.config.get("unique_key"),
         )
         self._snapshots[identifier] = snapshot
+
+
+def _without_empty_marker(data: pa.Table) -> pa.Table:
+    """dbt-duckdb's external materialization writes a model that returned no row as one row of
+    nulls (its macro ``external.sql``: "if relation is empty, write a non-empty table"); that
+    row is not data (a model over a streaming product not read yet returns none)."""
+    if data.num_rows == 1 and all(column.null_count == 1 for column in data.columns):
+        return data.slice(0, 0)
+    return data

@@ -242,6 +242,18 @@ class Rollback:
         }
 
 
+def record_on_main(table: Table, properties: dict[str, str]) -> int:
+    """Commit an empty snapshot on main whose summary holds ``properties``: a fact about the
+    table's state (a stream's position moved by an operator) recorded without changing a row.
+    Returns its snapshot id."""
+
+    def apply(live: Table) -> int | None:
+        live.append(live.schema().as_arrow().empty_table(), snapshot_properties=properties)
+        return None
+
+    return branch_head(_commit(table, apply).table, None)
+
+
 def rollback(
     table: Table, snapshot: str | int, *, user: str, reason: str = "", force: bool = False
 ) -> Rollback:

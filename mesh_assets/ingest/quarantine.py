@@ -74,6 +74,17 @@ def _split_and_park(landed: Landed, catalog, selection, properties, branch: str 
     bad = bad.select(schema.names).cast(schema)
     if selection is not None and bad.num_rows:
         bad = _bad_rows_in_selection(bad, product, selection)
+    park(catalog, product, bad, key, properties, branch)
+    return good_batches, bad.num_rows
+
+
+def park(
+    catalog, product: DataProduct, bad: pa.Table, key: str, properties: dict, branch: str | None
+) -> None:
+    """Replace the quarantine table's rows of ``key`` (a partition, ``*``, or a stream batch)
+    with ``bad`` (of :func:`quarantine_schema`), on ``branch`` when given; the table is made
+    on first use and left alone while nothing was ever quarantined."""
+    schema = quarantine_schema(product)
     identifier = quarantine_identifier(product)
 
     if bad.num_rows or catalog.table_exists(identifier):
@@ -86,7 +97,7 @@ def _split_and_park(landed: Landed, catalog, selection, properties, branch: str 
             open_audit_branch(table, branch)
         parked = {**properties, QUARANTINE_PARTITION_PROPERTY: key}
 
-        def park(live):
+        def replace(live):
             replace_rows(live, bad.to_batches(), schema, parked, _rows_of(key), branch)
             if (
                 branch is not None
@@ -95,8 +106,7 @@ def _split_and_park(landed: Landed, catalog, selection, properties, branch: str 
                 # nothing replaced: a snapshot of its own still marks what this run publishes
                 live.append(schema.empty_table(), snapshot_properties=parked, branch=branch)
 
-        commit_with_retry(catalog, identifier, park)
-    return good_batches, bad.num_rows
+        commit_with_retry(catalog, identifier, replace)
 
 
 def publish_quarantine(catalog, product: DataProduct, branch: str) -> int | None:

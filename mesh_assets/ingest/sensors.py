@@ -36,7 +36,7 @@ def _ingested_checksum(product: DataProduct) -> str | None:
 
 def landing_sensor(domain: str, products: Sequence[DataProduct]) -> dg.SensorDefinition | None:
     """Requests the ingestion of every product whose landing file is complete and has new content."""
-    ingested = [p for p in products if p.source]
+    ingested = [p for p in products if p.landing_source]
     if not ingested:
         return None
 

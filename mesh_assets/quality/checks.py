@@ -25,6 +25,7 @@ from mesh_assets.iceberg.wap import (
     wap_run_id,
 )
 from mesh_assets.ingest.quarantine import publish_quarantine
+from mesh_assets.ingest.stream import stop as stop_stream
 from mesh_assets.quality.report import write_report
 from mesh_assets.quality.run import evaluate, evaluate_on_trino, register_references
 from mesh_assets.settings import load_settings, pause_at
@@ -154,6 +155,17 @@ def contract_checks(product: "DataProduct"):
                 f"{product.identifier}: snapshot {snapshot_id} stays on branch "
                 f"{branch}, unpublished: main is unchanged"
             )
+        stopped = None
+        if (
+            product.stream is not None
+            and branch is not None
+            and snapshot_id is not None
+            and not all_blocking_passed
+        ):
+            # a stream's rejected batch is neither published nor skipped: the product stops
+            failed = [r.rule.name for r in results if r.rule.severity == "error" and not r.passed]
+            stopped = stop_stream(table, product, snapshot_id, branch, failed)
+            context.log.error(stopped)
         report = None
         try:
             report = write_report(
@@ -192,5 +204,7 @@ def contract_checks(product: "DataProduct"):
                 ),
                 metadata=metadata,
             )
+        if stopped is not None:
+            raise dg.Failure(stopped)
 
     return _checks

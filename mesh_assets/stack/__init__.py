@@ -1,4 +1,5 @@
-"""The production stack on one machine: PostgreSQL, an S3 store, OPA and Trino as plain processes.
+"""The production stack on one machine: PostgreSQL, an S3 store, OPA, Trino and Kafka as plain
+processes.
 
     mesh stack up        install what is missing (cached outside the repo), start, health-check
     mesh stack status    each service: port, pid, health; exit 1 when one is not healthy
@@ -11,7 +12,9 @@ store (``MESH_S3_PORT``, 9000) holds the warehouse bucket; Trino (HTTPS and a pa
 ``MESH_TRINO_HTTPS_PORT``, 8443; ``MESH_TRINO_PORT``, 8080, is its internal HTTP port, refused to
 clients) serves the catalog as ``iceberg``, one schema per domain, and asks OPA (``MESH_OPA_PORT``, 8181)
 about every access: the policy generated from the contracts (``mesh access build``, run by
-``up``) decides table access, row filters and column masks. pyiceberg, Trino and DuckDB all read
+``up``) decides table access, row filters and column masks. Kafka (``MESH_KAFKA_PORT``, 9092;
+its KRaft controller on ``MESH_KAFKA_CONTROLLER_PORT``, 9093) carries the topics of streaming
+products (:mod:`mesh_assets.stream`). pyiceberg, Trino and DuckDB all read
 and write the same tables. State lives in ``$MESH_HOME/stack`` (see :mod:`.layout`), the policy
 data in ``$MESH_HOME/access``.
 """
@@ -28,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mesh_assets import tools
-from mesh_assets.stack import accounts, objectstore, opa, postgres, tls, trino
+from mesh_assets.stack import accounts, kafka, objectstore, opa, postgres, tls, trino
+from mesh_assets.stack.kafka import Kafka
 from mesh_assets.stack.layout import (
     BUCKET,
     DAGSTER_DB,
@@ -60,8 +64,10 @@ __all__ = [
     "add_cli",
 ]
 
-SERVICES = ("postgres", "s3", "opa", "trino")  # `down` stops them in reverse order
-READY_TIMEOUT_S = {"postgres": 60, "s3": 30, "opa": 30, "trino": 300}
+SERVICES = ("postgres", "s3", "opa", "trino", "kafka")  # `down` stops them in reverse order
+READY_TIMEOUT_S = {"postgres": 60, "s3": 30, "opa": 30, "trino": 300, "kafka": 60}
+# the ports a service listens on besides its own name's
+EXTRA_PORTS = {"trino-https": "trino", "kafka-controller": "kafka"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ def _services(layout: StackLayout) -> dict:
         "s3": ObjectStore(layout),
         "opa": Opa(layout),
         "trino": Trino(layout),
+        "kafka": Kafka(layout),
     }
 
 
@@ -176,9 +183,8 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
             return current
     layout = recorded if running else layout
     services = _services(layout)
-    wanted = [*SERVICES, "trino-https"]
-    for name in wanted:
-        service = "trino" if name == "trino-https" else name
+    for name in [*SERVICES, *EXTRA_PORTS]:
+        service = EXTRA_PORTS.get(name, name)
         if service not in running and not port_is_free(layout.ports[name]):
             raise StackError(
                 f"port {layout.ports[name]} on {HOST}, wanted by {name}, is taken by "
@@ -208,6 +214,9 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
     trino: Trino = services["trino"]
     if "trino" not in running:  # the slowest first: its catalog reaches PostgreSQL and S3 lazily
         started["trino"] = (trino.start(binaries["trino"], binaries["java"]), time.monotonic())
+    broker: Kafka = services["kafka"]
+    if "kafka" not in running:  # needs no other service; ready long before Trino
+        started["kafka"] = (broker.start(binaries["kafka"], binaries["java"]), time.monotonic())
     if "postgres" not in running:
         if not pg.initialized():
             t = time.monotonic()
@@ -232,6 +241,8 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
     trino.process.wait_until(trino.started, READY_TIMEOUT_S["trino"], what="(/v1/info still starting)")
     trino.process.wait_until(lambda: bool(trino.health()), 60, what="to answer SELECT 1")
     _report_started(say, "trino", started, layout)
+    broker.process.wait_until(broker.ready, READY_TIMEOUT_S["kafka"], what="to answer a metadata request")
+    _report_started(say, "kafka", started, layout)
 
     current = status(layout)
     bad = [s for s in current if not s.healthy]
@@ -242,7 +253,7 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
         f"S3 {layout.s3_endpoint} (bucket {BUCKET}), OPA {opa.url}, "
         f"Trino https://{HOST}:{layout.ports['trino-https']} "
         f"(password login, CA {layout.ca_file}; catalog {TRINO_CATALOG}, schemas {', '.join(domains)}, "
-        "access control OPA)"
+        f"access control OPA), Kafka {broker.bootstrap}"
     )
     say('production settings: eval "$(mesh stack env)"')
     return current
@@ -277,11 +288,12 @@ def _install(say, need: set[str]) -> dict[str, Path]:
         "s3": (f"versitygw {objectstore.VERSITYGW.version} (go install)", objectstore.binary),
         "opa": (f"OPA {opa.version()} (go install)", opa.binary),
         "trino": (f"Trino {trino.VERSION} server ({', '.join(trino.PLUGINS)} plugins)", trino.install),
+        "kafka": (f"Kafka {kafka.VERSION} ({len(kafka.JARS)} jars from Maven Central)", kafka.install),
         "java": ("a Java 24+ runtime", trino.java_home),
     }
     out = {}
     for name, (what, get) in steps.items():
-        if name not in need and not (name == "java" and "trino" in need):
+        if name not in need and not (name == "java" and need & {"trino", "kafka"}):
             continue
         t = time.monotonic()
         try:
@@ -321,7 +333,7 @@ def down(*, purge: bool = False, say: Callable[[str], None] = print) -> None:
             cluster = _services(layout)["postgres"].data
             if not cluster.is_relative_to(layout.root):  # kept in the postgres user's home
                 shutil.rmtree(cluster.parent, ignore_errors=True)
-            for sub in ("postgres", "s3", "opa", "trino", "secrets", "logs"):
+            for sub in ("postgres", "s3", "opa", "trino", "kafka", "secrets", "logs"):
                 shutil.rmtree(layout.root / sub, ignore_errors=True)
             say(f"deleted the stack's data, logs and credentials under {layout.root}")
 
@@ -371,6 +383,8 @@ def production_env(layout: StackLayout | None = None, *, resolve_secrets: bool =
         # the policy Trino enforces; the local read path asks it too (unreachable = denied)
         "MESH_OPA_URL": f"http://{HOST}:{layout.ports['opa']}",
         "MESH_OPA_DECISION_LOG": str(layout.log("opa")),  # read by `mesh access audit`
+        # the broker of streaming products' topics (mesh_assets.stream)
+        "MESH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers(layout),
         "MESH_DAGSTER_STORAGE": "postgres",
         # its own instance folder: an embedded run's dagster.yaml (SQLite) is left alone
         "DAGSTER_HOME": str(layout.root / "dagster"),

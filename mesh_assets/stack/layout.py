@@ -30,13 +30,24 @@ DAGSTER_DB = DAGSTER_USER = "dagster"
 
 # "trino" is Trino's plain-HTTP port, for its internal communication only (clients are refused
 # there); "trino-https" the port clients connect to, with TLS and a password
-DEFAULT_PORTS = {"postgres": 5432, "s3": 9000, "trino": 8080, "opa": 8181, "trino-https": 8443}
+# "kafka" is the broker's client port, "kafka-controller" its KRaft quorum port
+DEFAULT_PORTS = {
+    "postgres": 5432,
+    "s3": 9000,
+    "trino": 8080,
+    "opa": 8181,
+    "trino-https": 8443,
+    "kafka": 9092,
+    "kafka-controller": 9093,
+}
 PORT_ENV = {
     "postgres": "MESH_PG_PORT",
     "s3": "MESH_S3_PORT",
     "trino": "MESH_TRINO_PORT",
     "opa": "MESH_OPA_PORT",
     "trino-https": "MESH_TRINO_HTTPS_PORT",
+    "kafka": "MESH_KAFKA_PORT",
+    "kafka-controller": "MESH_KAFKA_CONTROLLER_PORT",
 }
 
 # name -> (alphabet, length); S3 access keys look like AWS's (upper-case alphanumerics)
@@ -64,7 +75,8 @@ class StackLayout:
     @classmethod
     def from_env(cls) -> StackLayout:
         """Ports from ``MESH_PG_PORT``/``MESH_S3_PORT``/``MESH_TRINO_PORT``/``MESH_OPA_PORT``/
-        ``MESH_TRINO_HTTPS_PORT`` (defaults 5432, 9000, 8080, 8181, 8443)."""
+        ``MESH_TRINO_HTTPS_PORT``/``MESH_KAFKA_PORT``/``MESH_KAFKA_CONTROLLER_PORT`` (defaults
+        5432, 9000, 8080, 8181, 8443, 9092, 9093)."""
         settings = load_settings()
         root = stack_dir(settings)
         ports = {}

@@ -53,7 +53,7 @@ def test_policy_data_from_the_demo_contracts():
     assert flights["roles"]["pii_reader"] == {"access": "read", "clearance": ["pii"]}
     assert flights["columns"]["tailnum"] == {"classification": "pii", "masking": "hash"}
     assert flights["columns"]["origin"] == {"classification": "public"}
-    assert len(data["products"]) == 11
+    assert len(data["products"]) == 13
 
 
 def test_users_file_becomes_trino_groups():
@@ -68,7 +68,7 @@ def test_users_file_becomes_trino_groups():
 
 def test_build_writes_the_data_and_is_idempotent(tmp_path):
     first = build(tmp_path)
-    assert first.changed and first.products == 11
+    assert first.changed and first.products == 13
     assert json.loads(first.data.read_text())["mesh"]["products"]["fleet.planes"]
     assert first.data == tmp_path / "opa" / "data.json"
     assert (tmp_path / "trino-groups.txt").read_text().count(":") == 3

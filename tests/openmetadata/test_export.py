@@ -137,7 +137,7 @@ def test_domains_data_products_and_tables(exported):
     teams = {e["id"]: name for name, e in fake.entities["team"].items()}
     assert [teams[o["id"]] for o in domains["analytics"]["owners"]] == ["analytics-team"]
     products = fake.entities["dataProduct"]
-    assert len(products) == 11
+    assert len(products) == 13
     assert products["analytics-delays_by_weather"]["domains"] == ["analytics"]
     assert fake.entities["databaseService"]["mesh"]["serviceType"] == "Trino"
     assert set(fake.entities["databaseSchema"]) == {f"mesh.iceberg.{d}" for d in domains}

@@ -29,7 +29,11 @@ def production(stack_layout, tmp_path_factory):
     """``mesh demo`` in production mode; yields the environment it ran with."""
     home = tmp_path_factory.mktemp("prod") / "mesh"
     env = {**os.environ, **stack.production_env(stack_layout, resolve_secrets=True), "MESH_HOME": str(home)}
-    result = subprocess.run([MESH, "demo"], env=env, capture_output=True, text=True, timeout=1200)
+    # --stream: 3,000 flights replayed as events through the stack's Kafka into the streaming
+    # product (mode upsert: a second run of the demo changes none of its rows)
+    result = subprocess.run(
+        [MESH, "demo", "--stream", "3000"], env=env, capture_output=True, text=True, timeout=1200
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return env
 
@@ -58,7 +62,7 @@ def test_every_product_reads_the_same_on_trino_and_pyiceberg(in_production):
     catalog = open_catalog()
     cursor = trino_connection().cursor()
     products = _products()
-    assert len(products) == 11
+    assert len(products) == 13
     for product in products:
         table = catalog.load_table(product.table_identifier)
         data = table.scan().to_arrow()

@@ -49,6 +49,10 @@ def test_stack_up_twice_is_a_no_op(stack_layout):
     status = mesh("stack", "status")
     assert status.returncode == 0, status.stdout
     assert "trino     127.0.0.1:" in status.stdout and "catalog iceberg" in status.stdout
+    kafka_line = next(line for line in status.stdout.splitlines() if line.startswith("kafka"))
+    port = stack_layout.ports["kafka"]
+    assert f"127.0.0.1:{port}" in kafka_line and " ok " in kafka_line
+    assert f"Kafka 4.3.1 (KRaft), bootstrap 127.0.0.1:{port}, 1 broker" in kafka_line
 
 
 def test_env_names_credential_files_and_never_shows_a_credential(stack_layout, monkeypatch):
@@ -114,6 +118,8 @@ def second_stack(stack_layout):
         "MESH_TRINO_PORT": str(_free_port()),
         "MESH_TRINO_HTTPS_PORT": str(_free_port()),
         "MESH_OPA_PORT": str(_free_port()),
+        "MESH_KAFKA_PORT": str(_free_port()),
+        "MESH_KAFKA_CONTROLLER_PORT": str(_free_port()),
         "MESH_TRINO_HEAP": "1G",
     }
     yield env
@@ -151,7 +157,7 @@ def test_second_stack_reports_a_taken_port_then_a_killed_trino(second_stack):
     assert "NOT RUNNING" in trino_line and f"process {pid}" in trino_line and "mesh stack up" in trino_line
     assert "stack NOT healthy: trino" in status.stdout
     for line in status.stdout.splitlines():
-        if line.startswith(("postgres", "s3 ")):
+        if line.startswith(("postgres", "s3 ", "kafka")):
             assert " ok " in line, line
 
     # 4. down stops the rest

@@ -276,3 +276,48 @@ def test_names_with_a_trailing_newline_are_refused(tmp_path, airlines_doc):
     airlines_doc["schema"][0]["properties"][0]["name"] = "carrier\n"
     with pytest.raises(ContractError, match="column names must be lower_snake_case"):
         load_contract(_write(tmp_path, airlines_doc))
+
+
+# --- streaming products (source format kafka) ---------------------------------------------------
+
+KAFKA = {"format": "kafka", "topic": "reference.airlines", "key": "carrier"}
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ({**KAFKA, "topic": "a topic"}, "kafka source topic 'a topic' is not a Kafka topic name"),
+        ({**KAFKA, "key": "code"}, "kafka source key 'code' is not a column of the contract"),
+        ({**KAFKA, "valueFormat": "avro"}, "kafka source valueFormat 'avro' is not supported"),
+        ({**KAFKA, "mode": "merge"}, "kafka source mode 'merge' is not supported"),
+        (
+            {**KAFKA, "key": "name", "mode": "upsert"},
+            "mode upsert needs 'key' to be the product's one-column primary key (key: 'name', primary key: ['carrier'])",
+        ),
+        ({**KAFKA, "maxRecords": 0}, "kafka source maxRecords 0 must be a whole number from 1 to 1,000,000"),
+        ({**KAFKA, "maxSeconds": "5s"}, "kafka source maxSeconds '5s' must be a number of seconds above 0"),
+        ({**KAFKA, "file": "airlines.csv"}, "kafka source has unknown key(s) file"),
+    ],
+)
+def test_kafka_source_settings_are_checked(tmp_path, airlines_doc, source, problem):
+    with pytest.raises(ContractError) as caught:
+        load_contract(_write(tmp_path, _with_custom(airlines_doc, source=source)))
+    assert problem in str(caught.value)
+    assert "product airlines" in str(caught.value)
+
+
+def test_kafka_source_reaches_the_product(tmp_path, airlines_doc):
+    source = {**KAFKA, "mode": "upsert", "maxRecords": 500, "maxSeconds": 2}
+    product = load_contract(_write(tmp_path, _with_custom(airlines_doc, source=source)))
+    stream = product.stream
+    assert (stream.topic, stream.key, stream.value_format, stream.mode) == (
+        "reference.airlines",
+        "carrier",
+        "json",
+        "upsert",
+    )
+    assert (stream.max_records, stream.max_seconds) == (500, 2.0)
+    assert not product.landing_source
+    defaults = load_contract(_write(tmp_path, _with_custom(airlines_doc, source=KAFKA))).stream
+    assert (defaults.mode, defaults.max_records, defaults.max_seconds) == ("append", 10_000, 5.0)
+    assert load_contract(_write(tmp_path, airlines_doc)).stream is None

@@ -263,7 +263,7 @@ def test_committed_suites_are_in_sync_and_load_in_great_expectations():
 
     expected, stale = suite_status()
     assert not stale, f"stale GX suites (run `mesh quality suites`): {stale}"
-    assert len(expected) == 11  # one suite per product of the demo mesh, every product has rules
+    assert len(expected) == 13  # one suite per product of the demo mesh, every product has rules
     gx = _import_gx()
     for path in expected:
         data = json.loads(path.read_text())

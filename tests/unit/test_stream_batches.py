@@ -1,0 +1,105 @@
+"""Typing a Kafka micro-batch by the contract, without a broker: the messages a batch read are
+typed by the file readers' grammar, refused ones carry partition and offset, and in mode upsert
+the newest message of a key wins and a tombstone deletes it."""
+
+import json
+
+import pyarrow as pa
+import pytest
+from pyiceberg import types as it
+
+from mesh_assets.contract.model import Column, DataProduct, StreamSource
+from mesh_assets.dbt.plugin import _without_empty_marker
+from mesh_assets.ingest.stream import Batch, Message, format_offsets, parse_offsets, type_batch
+
+
+def product(mode: str = "append") -> DataProduct:
+    return DataProduct(
+        domain="operations",
+        name="events",
+        version="1.0.0",
+        path="operations/products/events.yaml",
+        description="",
+        owner="ops",
+        columns=(
+            Column("event_id", it.LongType(), required=True, classification="public", primary_key_position=1),
+            Column("carrier", it.StringType(), required=True, classification="public"),
+            Column("dep_delay", it.DoubleType(), classification="confidential"),
+        ),
+        rules=(),
+        source={"format": "kafka"},
+        stream=StreamSource(topic="t", key="event_id", mode=mode),
+    )
+
+
+def msg(offset: int, key, value, partition: int = 0) -> Message:
+    payload = value if isinstance(value, bytes) or value is None else json.dumps(value).encode()
+    return Message(partition, offset, str(key).encode(), payload)
+
+
+def test_values_are_typed_and_refusals_name_partition_offset_and_column():
+    batch = Batch(
+        "t",
+        {0: 0},
+        {0: 5},
+        [
+            msg(0, 1, {"event_id": 1, "carrier": "AA", "dep_delay": 2}),
+            msg(1, 2, {"carrier": "B6", "dep_delay": -1.5, "unknown": "ignored"}),  # key fills event_id
+            msg(2, 3, b"{broken"),
+            msg(3, 4, {"event_id": 4, "carrier": "DL", "dep_delay": "late"}),
+            msg(4, 5, {"event_id": 5}),
+        ],
+    )
+    typed = type_batch(product(), batch)
+    assert typed.rows.to_pylist() == [
+        {"event_id": 1, "carrier": "AA", "dep_delay": 2.0},
+        {"event_id": 2, "carrier": "B6", "dep_delay": -1.5},
+    ]
+    assert typed.first_bad == "partition 0 offset 2: the value is not JSON (JSONDecodeError at character 1)"
+    reasons = dict(zip(typed.bad.column("_line").to_pylist(), typed.bad.column("_reason").to_pylist()))
+    assert reasons[3].startswith(
+        "partition 0 offset 3: column dep_delay: value <confidential: 4 chars> is not"
+    )
+    assert reasons[4] == "partition 0 offset 4: column carrier: required value is missing"
+    assert set(typed.bad.column("_source_file").to_pylist()) == {"kafka:t/0"}
+
+
+def test_upsert_keeps_the_newest_message_per_key_and_tombstones_delete():
+    batch = Batch(
+        "t",
+        {0: 0, 1: 0},
+        {0: 4, 1: 2},
+        [
+            msg(0, 1, {"carrier": "AA"}),
+            msg(1, 1, {"carrier": "UA"}),
+            msg(2, 2, {"carrier": "B6"}),
+            msg(3, 2, None),  # tombstone after the insert: deleted
+            msg(0, 3, None, partition=1),
+            msg(1, 3, {"carrier": "DL"}, partition=1),  # insert after the tombstone: kept
+        ],
+    )
+    typed = type_batch(product("upsert"), batch)
+    assert sorted((r["event_id"], r["carrier"]) for r in typed.rows.to_pylist()) == [(1, "UA"), (3, "DL")]
+    assert typed.deletes == [2]
+    assert typed.first_bad is None
+
+
+def test_a_tombstone_in_append_mode_is_refused():
+    typed = type_batch(product(), Batch("t", {0: 0}, {0: 1}, [msg(0, 1, None)]))
+    assert typed.first_bad == (
+        "partition 0 offset 0: a message without a value (a tombstone) deletes only in mode upsert with a key"
+    )
+
+
+def test_offsets_text():
+    assert parse_offsets("0:120,1:98") == {0: 120, 1: 98}
+    assert format_offsets({1: 98, 0: 120}) == "0:120,1:98"
+    with pytest.raises(ValueError, match=r"'1-98' is not PARTITION:OFFSET"):
+        parse_offsets("0:120,1-98")
+
+
+def test_dbt_duckdbs_marker_of_an_empty_model_is_no_row():
+    marker = pa.table({"a": pa.array([None], pa.string()), "b": pa.array([None], pa.int64())})
+    assert _without_empty_marker(marker).num_rows == 0
+    real = pa.table({"a": pa.array([None], pa.string()), "b": pa.array([1], pa.int64())})
+    assert _without_empty_marker(real).num_rows == 1
