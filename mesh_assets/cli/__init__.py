@@ -20,6 +20,7 @@ mesh maintain [DOMAIN.PRODUCT ...] [--dry-run]   expire snapshots, remove orphan
 mesh drop DOMAIN.PRODUCT       drop a product's Iceberg table
 mesh image build [--base IMG]  the platform image (Containerfile) with podman, on a Debian base
 mesh users add|remove|passwd|list   who may log in to the stack's Trino, and their groups
+mesh spark defaults [--conf-dir DIR]   spark-defaults.conf for the current mode (jars cached)
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "profile": ("quality", "propose quality rules from a product's data"),
     "access": ("access", "governed access: the OPA policy data, the decision audit log"),
     "users": ("users", "who may log in to the stack's Trino: add, remove, passwd, list"),
+    "spark": ("spark", "Apache Spark on the mesh's Iceberg catalog: spark-defaults.conf"),
 }
 
 
