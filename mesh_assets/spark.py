@@ -11,7 +11,7 @@ No credential is written into the file. In production mode the catalog's passwor
 keys are read from the ``*_FILE`` secrets of the settings and written, in the formats the JVM
 reads (a PostgreSQL ``pgpass`` file and an AWS credentials file), to ``credentials/`` beside the
 configuration with mode 0600; the configuration only names those files (``-Dorg.postgresql.
-pgpassfile``, ``-Daws.sharedCredentialsFile``). Spark reads the tables directly: Trino's access
+pgpassfile``, ``-Daws.sharedCredentialsFile`` in ``spark.driver.defaultJavaOptions``). Spark reads the tables directly: Trino's access
 policy (OPA) does not apply to it, the storage credential it is given is the boundary
 (docs/connect.md).
 """
@@ -160,7 +160,11 @@ def render(settings: MeshSettings, jars: list[Path], java_properties: dict[str, 
     lines += [f"{k} {v}" for k, v in catalog_properties(settings).items()]
     if java_properties:
         options = " ".join(f"-D{k}={v}" for k, v in java_properties.items())
-        lines += [f"spark.driver.extraJavaOptions {options}", f"spark.executor.extraJavaOptions {options}"]
+        # defaultJavaOptions: a user's own --driver-java-options (extraJavaOptions) add to them
+        lines += [
+            f"spark.driver.defaultJavaOptions {options}",
+            f"spark.executor.defaultJavaOptions {options}",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,7 @@ from PyPI the first time a test needs it (39 s cold here) and reused afterwards 
 test run on the machine. Concurrent test workers wait for one another (a file lock); a half-made
 environment is never used (built in a temporary folder, renamed when complete).
 
-``python tests/connect/spark_env.py`` creates it ahead of time and prints its Python.
+``python tests/spark_env.py`` creates it ahead of time and prints its Python.
 """
 
 from __future__ import annotations
