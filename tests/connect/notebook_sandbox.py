@@ -4,7 +4,8 @@ A notebook in a pull request is code that CI runs: a hostile one would print wha
 kernel can read. :func:`run_notebooks` starts ``pytest --nbmake`` (so nbclient and the kernel)
 under ``bwrap`` with:
 
-- an environment of ``PATH``, ``HOME`` (an empty folder), ``LANG`` and ``MESH_HOME`` only;
+- an environment of ``PATH``, ``HOME`` (an empty folder), ``LANG`` and ``MESH_HOME`` only, and
+  bwrap itself started with nothing but ``PATH`` and ``LANG`` (:func:`sandbox_environment`);
 - a file system of the operating system (``/usr``, ``/etc``, ...), the Python installation and
   the project's files read-only, the project's own ``.mesh`` hidden (the stack's secrets live
   there), the demo mesh read-only, and an empty ``/tmp``: no other folder of the machine;
@@ -61,6 +62,13 @@ def sandbox_command(
     return [*args, "--", *command]
 
 
+def sandbox_environment() -> dict[str, str]:
+    """The environment ``bwrap`` itself starts with. ``--clearenv`` is not enough: the sandbox's
+    first process is a fork of bwrap, and ``/proc/1/environ`` shows the environment bwrap was
+    started with (the probe notebook found the starting process's credentials there)."""
+    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
 def run_notebooks(mesh_home: Path, notebooks: list[Path], **leaks) -> subprocess.CompletedProcess:
     """``pytest --nbmake NOTEBOOKS`` in the sandbox, reading the mesh at ``mesh_home``."""
     command = [
@@ -68,5 +76,9 @@ def run_notebooks(mesh_home: Path, notebooks: list[Path], **leaks) -> subprocess
         "--rootdir", "/tmp", "--nbmake", *map(str, notebooks),
     ]  # fmt: skip
     return subprocess.run(
-        sandbox_command(mesh_home, command, **leaks), capture_output=True, text=True, timeout=TIMEOUT_S
+        sandbox_command(mesh_home, command, **leaks),
+        env=sandbox_environment(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
     )

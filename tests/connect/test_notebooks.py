@@ -46,5 +46,7 @@ def test_the_probe_notices_a_credential_that_is_there(materialized_mesh, planted
         leak_dir=planted,
     )
     assert done.returncode == 1
-    assert "AssertionError" in done.stdout and "['MESH_TRINO_PASSWORD']" in done.stdout
+    assert "AssertionError" in done.stdout
+    assert "'variable MESH_TRINO_PASSWORD'" in done.stdout
+    assert f"'file {planted / 'catalog-password'}'" in done.stdout
     assert "planted-trino-password" not in done.stdout + done.stderr
