@@ -160,6 +160,8 @@ def render(settings: MeshSettings, jars: list[Path], java_properties: dict[str, 
     lines += [f"{k} {v}" for k, v in catalog_properties(settings).items()]
     if java_properties:
         options = " ".join(f"-D{k}={v}" for k, v in java_properties.items())
+        if settings.s3_endpoint:  # an S3-compatible server: never ask a cloud's instance metadata
+            options += " -Daws.disableEc2Metadata=true"
         # defaultJavaOptions: a user's own --driver-java-options (extraJavaOptions) add to them
         lines += [
             f"spark.driver.defaultJavaOptions {options}",

@@ -45,13 +45,18 @@ def test_spark_reads_and_writes_the_stack_as_trino_sees_it(
         for i in iceberg_catalog.list_tables(domain)
     )
     trino_counts = {p: trino_sql(f"SELECT count(*) FROM iceberg.{p}")[0][0] for p in products}
+    tagged = [p for p in products if "last-checked" in iceberg_catalog.load_table(p).refs()]
+    trino_tag_counts = {
+        p: trino_sql(f"SELECT count(*) FROM iceberg.{p} FOR VERSION AS OF 'last-checked'")[0][0]
+        for p in tagged
+    }
 
     spec = tmp_path / "spec.json"
     spec.write_text(
         json.dumps(
             {
                 "products": products,
-                "tag_products": [],
+                "tag_products": tagged,
                 "tag": "last-checked",
                 "namespace": namespace,
                 "source_sql": "SELECT id, CAST(id % 7 AS INT) AS tz FROM range(7000)",
@@ -67,6 +72,10 @@ def test_spark_reads_and_writes_the_stack_as_trino_sees_it(
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["counts"] == trino_counts
+    assert result["tag_counts"] == trino_tag_counts
+    print(
+        f"\nspark on the stack: {len(products)} products; session {result['session_s']:.1f} s, job {result['total_s']:.1f} s"
+    )
 
     for table, delete_files in (("carrier_cow", 0), ("carrier_mor", 1)):
         assert result["written"][table] == {"rows": 6000, "before_delete": 7000, "delete_files": delete_files}

@@ -50,7 +50,7 @@ def test_production_names_credential_files_and_holds_no_credential(production, t
     assert "spark.sql.catalog.mesh.io-impl org.apache.iceberg.aws.s3.S3FileIO\n" in text
     assert "spark.sql.catalog.mesh.s3.endpoint http://127.0.0.1:9000\n" in text
     options = f"-Dorg.postgresql.pgpassfile={files['org.postgresql.pgpassfile']} " + (
-        f"-Daws.sharedCredentialsFile={files['aws.sharedCredentialsFile']}"
+        f"-Daws.sharedCredentialsFile={files['aws.sharedCredentialsFile']} -Daws.disableEc2Metadata=true"
     )
     assert f"spark.driver.defaultJavaOptions {options}\n" in text
     # pgpass escapes ':' and '\\' in a field
