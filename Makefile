@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export MESH_HOME ?= $(CURDIR)/.mesh
 
-.PHONY: install demo test test-unit lint soak bench ui clean stack-up stack-down demo-prod bench-trino browser image image-tools image-test
+.PHONY: install demo test test-unit lint soak bench ui clean stack-up stack-down demo-prod bench-trino browser image image-tools image-test sandbox
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || { echo "installing uv $(UV_VERSION) from PyPI"; $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"; }
@@ -35,7 +35,7 @@ lint: install
 	$(BIN)/ruff check mesh_assets domains tests bench
 	$(BIN)/ruff format --check mesh_assets domains tests bench
 
-test: install browser lint image
+test: install browser sandbox lint image
 	$(BIN)/mesh lint
 	$(BIN)/mesh quality suites --check
 	$(BIN)/mesh stack up
@@ -70,6 +70,14 @@ browser:
 	else SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  export DEBIAN_FRONTEND=noninteractive; $$SUDO apt-get install -y chromium \
 	  || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }; fi
+
+# bubblewrap (Debian) for the notebook sandbox of tests/connect: `test_*` notebooks run with no
+# credential, no other process and no folder of the machine but the project and the demo mesh.
+sandbox:
+	@if command -v bwrap >/dev/null; then echo "$$(bwrap --version)"; \
+	else SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y bubblewrap \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y bubblewrap; }; fi
 
 test-unit: install
 	$(BIN)/pytest -q -m "not stack" tests/unit

@@ -21,6 +21,7 @@ mesh drop DOMAIN.PRODUCT       drop a product's Iceberg table
 mesh image build [--base IMG]  the platform image (Containerfile) with podman, on a Debian base
 mesh users add|remove|passwd|list   who may log in to the stack's Trino, and their groups
 mesh stream status | replay|skip DOMAIN.PRODUCT --to OFFSETS   streaming products' positions
+mesh spark defaults [--conf-dir DIR]   spark-defaults.conf for the current mode (jars cached)
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "access": ("access", "governed access: the OPA policy data, the decision audit log"),
     "users": ("users", "who may log in to the stack's Trino: add, remove, passwd, list"),
     "stream": ("stream", "streaming products: position in their topics, replay or skip a stopped one"),
+    "spark": ("spark", "Apache Spark on the mesh's Iceberg catalog: spark-defaults.conf"),
 }
 
 
