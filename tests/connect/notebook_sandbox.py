@@ -43,8 +43,10 @@ def sandbox_command(
         if Path(path).exists():
             args += ["--ro-bind", path, path]
     args += ["--ro-bind", str(python_home), str(python_home)]
+    # a fresh /tmp first: the project or the demo home may live under /tmp (a clone there)
+    args += ["--tmpfs", "/tmp", "--dir", "/tmp/home"]
     args += ["--ro-bind", str(PROJECT_DIR), str(PROJECT_DIR), "--tmpfs", str(PROJECT_DIR / ".mesh")]
-    args += ["--tmpfs", "/tmp", "--dir", "/tmp/home", "--ro-bind", str(mesh_home), str(mesh_home)]
+    args += ["--ro-bind", str(mesh_home), str(mesh_home)]
     if (mesh_home / "stack").exists():  # a home that also ran `mesh stack up`: its secrets stay hidden
         args += ["--tmpfs", str(mesh_home / "stack")]
     args += ["--proc", "/proc", "--dev", "/dev", "--chdir", str(PROJECT_DIR), "--clearenv"]

@@ -116,7 +116,7 @@ def test_a_full_export_validates_against_the_sdk_models(sdk, om_home, capsys, tm
     failures = {k: v["failures"][:5] for k, v in kinds.items() if v["failures"] and not k.startswith("1.x ")}
     assert failures == {}
     assert sum(counts.values()) == len(v2) + 3 and len(v2) > 200
-    assert counts["PipelineStatus"] == 5 and counts["TestCaseResult"] > 70
+    assert counts["PipelineStatus"] == 6 and counts["TestCaseResult"] > 70
     assert all(report["forbid"][getattr(m, k).SDK_MODEL] for k in KINDS)
     assert report["forbid"][WORKFLOW_MODEL]
 
