@@ -19,6 +19,7 @@ mode) and ulimits within the host's hard limits; containers use the host's netwo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -88,12 +89,18 @@ def image_cache() -> Path:
     return path
 
 
-def podman_env() -> dict[str, str]:
-    """The environment of every podman call: the machine kind's containers.conf."""
+@functools.cache
+def containers_conf() -> Path:
+    """The machine kind's containers.conf, written once per process."""
     conf = image_cache() / "containers.conf"
     if not conf.exists() or conf.read_text() != CONTAINERS_CONF:
         conf.write_text(CONTAINERS_CONF)
-    return {**os.environ, "CONTAINERS_CONF": str(conf)}
+    return conf
+
+
+def podman_env() -> dict[str, str]:
+    """The environment of every podman call: the machine kind's containers.conf."""
+    return {**os.environ, "CONTAINERS_CONF": str(containers_conf())}
 
 
 def podman(*args: str, check: bool = True, capture: bool = True, timeout: float | None = None):
