@@ -210,7 +210,9 @@ class Kafka:
         """Format the log directory on first start; False when it already was."""
         if (self.data / "meta.properties").exists():
             return False
-        main = ["kafka.tools.StorageTool", "format", "-t", self.cluster_id(), "-c", str(config)]
+        # `--cluster-id=...` in one argument: an id may start with "-", which the parser
+        # would otherwise take for an option
+        main = ["kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id()}", "-c", str(config)]
         result = subprocess.run(
             self._java(java, libs, main), env=self._env(java), capture_output=True, text=True, cwd=self.base
         )
