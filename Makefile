@@ -38,7 +38,9 @@ lint: install
 test: install browser sandbox lint image
 	$(BIN)/mesh lint
 	$(BIN)/mesh quality suites --check
-	$(BIN)/mesh stack up
+	@# Trino as a coordinator and 2 workers for every stack test (tests/stack/test_trino_cluster.py
+	@# checks the splits reach both); a `mesh stack up` without MESH_TRINO_WORKERS keeps them
+	MESH_TRINO_WORKERS=2 $(BIN)/mesh stack up
 	@# what needs no service runs on every core; the stack's tests (marker stack, wherever they
 	@# are) and the kill/re-execution tests (marker reliability: their timing is the point) run
 	@# one at a time after it; then the image's (marker image: podman, the chart's pods)

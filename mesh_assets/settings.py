@@ -434,7 +434,8 @@ def stack_dir(settings: MeshSettings) -> Path:
 def stack_port(variable: str, default: int) -> str:
     """A service port of the loopback stack (``MESH_PG_PORT``, ``MESH_S3_PORT``,
     ``MESH_TRINO_PORT``, ``MESH_OPA_PORT``, ``MESH_TRINO_HTTPS_PORT``, ``MESH_KAFKA_PORT``,
-    ``MESH_KAFKA_CONTROLLER_PORT``), as text: the stack validates it."""
+    ``MESH_KAFKA_CONTROLLER_PORT``; ``MESH_TRINO_WORKER_PORT``, the first Trino worker's, the
+    next ones counting up from it), as text: the stack validates it."""
     return os.environ.get(variable, str(default))
 
 
@@ -445,8 +446,20 @@ def kafka_bootstrap() -> str:
 
 
 def trino_heap() -> str:
-    """``MESH_TRINO_HEAP``: the loopback Trino's JVM heap (default 3G)."""
+    """``MESH_TRINO_HEAP``: the loopback Trino coordinator's JVM heap (default 3G)."""
     return os.environ.get("MESH_TRINO_HEAP", "3G")
+
+
+def trino_workers() -> str | None:
+    """``MESH_TRINO_WORKERS``: how many Trino workers the loopback stack runs besides its
+    coordinator, as text (the stack validates it), None when unset (a new stack has none: the
+    coordinator does the work; a running one keeps its own)."""
+    return os.environ.get("MESH_TRINO_WORKERS") or None
+
+
+def trino_worker_heap() -> str:
+    """``MESH_TRINO_WORKER_HEAP``: each loopback Trino worker's JVM heap (default 2G)."""
+    return os.environ.get("MESH_TRINO_WORKER_HEAP", "2G")
 
 
 def java_home_candidates() -> list[str]:

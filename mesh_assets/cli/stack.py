@@ -48,10 +48,11 @@ def _cmd_down(args) -> int:
 def _cmd_status(args) -> int:
     layout = StackLayout.current()
     current = status(layout)
+    width = max(9, *(len(s.name) for s in current))
     for s in current:
         health = "ok" if s.healthy else "FAILING"
         pid = s.pid if s.pid is not None else "-"
-        print(f"{s.name:9} {HOST}:{s.port:<6} pid {pid!s:8} {health:8} {s.detail}")
+        print(f"{s.name:{width}} {HOST}:{s.port:<6} pid {pid!s:8} {health:8} {s.detail}")
     domains = ", ".join(_domains_or_unknown())
     print(
         f"Trino: https://{HOST}:{layout.ports['trino-https']} (password login, CA {layout.ca_file}), "

@@ -2,7 +2,7 @@
 processes.
 
     mesh stack up        install what is missing (cached outside the repo), start, health-check
-    mesh stack status    each service: port, pid, health; exit 1 when one is not healthy
+    mesh stack status    each service (each Trino node): port, pid, health; exit 1 when one is not healthy
     mesh stack env       the `export` lines of production mode (credentials by file, never shown)
     mesh stack down [--purge]   stop everything (--purge also deletes the stack's data)
 
@@ -10,7 +10,8 @@ The services listen on 127.0.0.1 only: PostgreSQL (``MESH_PG_PORT``, 5432) holds
 JDBC catalog (database ``mesh``) and the Dagster instance storage (database ``dagster``); the S3
 store (``MESH_S3_PORT``, 9000) holds the warehouse bucket; Trino (HTTPS and a password on
 ``MESH_TRINO_HTTPS_PORT``, 8443; ``MESH_TRINO_PORT``, 8080, is its internal HTTP port, refused to
-clients) serves the catalog as ``iceberg``, one schema per domain, and asks OPA (``MESH_OPA_PORT``, 8181)
+clients; ``MESH_TRINO_WORKERS`` workers beside it make it a cluster, see :mod:`.trino`) serves the
+catalog as ``iceberg``, one schema per domain, and asks OPA (``MESH_OPA_PORT``, 8181)
 about every access: the policy generated from the contracts (``mesh access build``, run by
 ``up``) decides table access, row filters and column masks. Kafka (``MESH_KAFKA_PORT``, 9092;
 its KRaft controller on ``MESH_KAFKA_CONTROLLER_PORT``, 9093) carries the topics of streaming
@@ -21,6 +22,7 @@ data in ``$MESH_HOME/access``.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import shlex
 import shutil
@@ -30,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mesh_assets import tools
+from mesh_assets import settings, tools
 from mesh_assets.stack import accounts, kafka, objectstore, opa, postgres, tls, trino
 from mesh_assets.stack.kafka import Kafka
 from mesh_assets.stack.layout import (
@@ -38,18 +40,18 @@ from mesh_assets.stack.layout import (
     DAGSTER_DB,
     DAGSTER_USER,
     HOST,
-    PORT_ENV,
     S3_REGION,
     TRINO_CATALOG,
     TRINO_USER,
     StackError,
     StackLayout,
+    port_variable,
 )
 from mesh_assets.stack.objectstore import ObjectStore
 from mesh_assets.stack.opa import Opa
 from mesh_assets.stack.postgres import Postgres
 from mesh_assets.stack.processes import port_is_free, port_owner
-from mesh_assets.stack.trino import Trino
+from mesh_assets.stack.trino import Trino, TrinoWorker, active_workers
 from mesh_assets.workspace import workspace_domains
 
 __all__ = [
@@ -64,8 +66,8 @@ __all__ = [
     "add_cli",
 ]
 
-SERVICES = ("postgres", "s3", "opa", "trino", "kafka")  # `down` stops them in reverse order
 READY_TIMEOUT_S = {"postgres": 60, "s3": 30, "opa": 30, "trino": 300, "kafka": 60}
+WORKERS_TIMEOUT_S = 120  # after the coordinator started: every worker announced and active
 # the ports a service listens on besides its own name's
 EXTRA_PORTS = {"trino-https": "trino", "kafka-controller": "kafka"}
 
@@ -80,11 +82,15 @@ class ServiceStatus:
 
 
 def _services(layout: StackLayout) -> dict:
+    """The services of ``layout`` in start order (``down`` stops them in reverse): the Trino
+    workers right after their coordinator."""
+    workers = {name: TrinoWorker(layout, n) for n, name in enumerate(layout.trino_workers, 1)}
     return {
         "postgres": Postgres(layout),
         "s3": ObjectStore(layout),
         "opa": Opa(layout),
         "trino": Trino(layout),
+        **workers,
         "kafka": Kafka(layout),
     }
 
@@ -156,24 +162,34 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
     recorded = StackLayout.current()
     services = _services(recorded)
     running = {name for name, s in services.items() if s.process.pid() is not None}
-    if running and recorded.ports != layout.ports:
+    fixed = {name: port for name, port in recorded.ports.items() if name not in recorded.trino_workers}
+    if running and fixed != {k: v for k, v in layout.ports.items() if k not in layout.trino_workers}:
         raise StackError(
             f"the stack in {layout.root} already runs on ports {recorded.ports}; "
             f"`mesh stack down` first to move it to {layout.ports}"
         )
+    if running and settings.trino_workers() is not None:  # the workers MESH_TRINO_WORKERS asks for
+        workers = {name: layout.ports[name] for name in layout.trino_workers}
+        recorded = dataclasses.replace(recorded, ports={**fixed, **workers})
+        for name, service in services.items():
+            if name not in recorded.ports and service.stop():
+                say(f"{name}: stopped (MESH_TRINO_WORKERS={len(workers)})")
+                running.discard(name)
+        services = _services(recorded)
     made = _ensure_identities(recorded if running else layout)
     if made:
         say(f"generated {', '.join(made)} in {(recorded if running else layout).secrets_dir} (mode 0600)")
     if prepare is not None:
         prepare(recorded if running else layout, say)
-    trino: Trino = services["trino"]
-    if "trino" in running:  # started by an older platform: its etc/ lacks what this one writes
-        outdated = trino.outdated(_install(say, need={"trino"})["trino"])
+    nodes = [services["trino"], *(services[name] for name in recorded.trino_workers)]
+    # started by an older platform (its etc/ lacks what this one writes), or with other workers
+    for node in (node for node in nodes if node.process.name in running):
+        outdated = node.outdated(_install(say, need={"trino"})["trino"])
         if outdated:
-            say(f"trino: configuration changed ({', '.join(outdated)}), restarting it")
-            trino.stop()
-            running.discard("trino")
-    if running == set(SERVICES):
+            say(f"{node.process.name}: configuration changed ({', '.join(outdated)}), restarting it")
+            node.stop()
+            running.discard(node.process.name)
+    if running == set(services):
         current = status(recorded)
         if all(s.healthy for s in current):
             say(
@@ -183,13 +199,13 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
             return current
     layout = recorded if running else layout
     services = _services(layout)
-    for name in [*SERVICES, *EXTRA_PORTS]:
+    for name in layout.ports:
         service = EXTRA_PORTS.get(name, name)
         if service not in running and not port_is_free(layout.ports[name]):
             raise StackError(
                 f"port {layout.ports[name]} on {HOST}, wanted by {name}, is taken by "
                 f"{port_owner(layout.ports[name])}: stop that program or choose another "
-                f"port with {PORT_ENV[name]}=..."
+                f"port with {port_variable(name)}=..."
             )
     layout.ensure_dirs()
     made = layout.ensure_secrets()
@@ -207,13 +223,19 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
     if made:
         say(f"generated credentials {', '.join(made)} in {layout.secrets_dir} (mode 0600)")
 
-    binaries = _install(say, need={n for n in SERVICES if n not in running})
+    binaries = _install(
+        say, need={"trino" if n in layout.trino_workers else n for n in services if n not in running}
+    )
     layout.write_state()
 
     started = {}
     trino: Trino = services["trino"]
-    if "trino" not in running:  # the slowest first: its catalog reaches PostgreSQL and S3 lazily
-        started["trino"] = (trino.start(binaries["trino"], binaries["java"]), time.monotonic())
+    workers: list[TrinoWorker] = [services[name] for name in layout.trino_workers]
+    # the slowest first: Trino's catalog reaches PostgreSQL and S3 lazily, and a worker keeps
+    # announcing itself until the coordinator answers
+    for node in [trino, *workers]:
+        if node.process.name not in running:
+            started[node.process.name] = (node.start(binaries["trino"], binaries["java"]), time.monotonic())
     broker: Kafka = services["kafka"]
     if "kafka" not in running:  # needs no other service; ready long before Trino
         started["kafka"] = (broker.start(binaries["kafka"], binaries["java"]), time.monotonic())
@@ -239,8 +261,17 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
     opa.process.wait_until(opa.ready, READY_TIMEOUT_S["opa"])
     _report_started(say, "opa", started, layout)
     trino.process.wait_until(trino.started, READY_TIMEOUT_S["trino"], what="(/v1/info still starting)")
+    for worker in workers:
+        worker.process.wait_until(worker.started, READY_TIMEOUT_S["trino"], what="(/v1/info still starting)")
+    if workers:
+        trino.process.wait_until(
+            lambda: _workers_active(trino) == len(workers),
+            WORKERS_TIMEOUT_S,
+            what=f"with its {len(workers)} workers active (system.runtime.nodes)",
+        )
     trino.process.wait_until(lambda: bool(trino.health()), 60, what="to answer SELECT 1")
-    _report_started(say, "trino", started, layout)
+    for node in [trino, *workers]:
+        _report_started(say, node.process.name, started, layout)
     broker.process.wait_until(broker.ready, READY_TIMEOUT_S["kafka"], what="to answer a metadata request")
     _report_started(say, "kafka", started, layout)
 
@@ -252,11 +283,19 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
         f"stack up in {time.monotonic() - t0:.1f} s: PostgreSQL {HOST}:{layout.ports['postgres']}, "
         f"S3 {layout.s3_endpoint} (bucket {BUCKET}), OPA {opa.url}, "
         f"Trino https://{HOST}:{layout.ports['trino-https']} "
-        f"(password login, CA {layout.ca_file}; catalog {TRINO_CATALOG}, schemas {', '.join(domains)}, "
+        f"({f'coordinator of {len(workers)} workers, ' if workers else ''}password login, CA {layout.ca_file}; catalog {TRINO_CATALOG}, schemas {', '.join(domains)}, "
         f"access control OPA), Kafka {broker.bootstrap}"
     )
     say('production settings: eval "$(mesh stack env)"')
     return current
+
+
+def _workers_active(trino: Trino) -> int:
+    conn = trino.connect(request_timeout=10)
+    try:
+        return len(active_workers(conn.cursor()))
+    finally:
+        conn.close()
 
 
 def _ensure_identities(layout: StackLayout) -> list[str]:
@@ -321,8 +360,7 @@ def _ensure_catalog(layout: StackLayout) -> list[str]:
 def down(*, purge: bool = False, say: Callable[[str], None] = print) -> None:
     layout = StackLayout.current()
     with _locked(layout):
-        for name in reversed(SERVICES):
-            service = _services(layout)[name]
+        for name, service in reversed(_services(layout).items()):
             pid = service.process.pid()
             if service.stop():
                 say(f"{name}: stopped (pid {pid})")

@@ -18,7 +18,7 @@ import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mesh_assets.settings import load_settings, stack_dir, stack_port
+from mesh_assets.settings import load_settings, stack_dir, stack_port, trino_workers
 
 HOST = "127.0.0.1"
 BUCKET = "warehouse"
@@ -49,6 +49,17 @@ PORT_ENV = {
     "kafka": "MESH_KAFKA_PORT",
     "kafka-controller": "MESH_KAFKA_CONTROLLER_PORT",
 }
+# Trino workers (MESH_TRINO_WORKERS of them): "trino-worker-1" listens on MESH_TRINO_WORKER_PORT,
+# each next one on the port after
+WORKER = "trino-worker-{}"
+WORKER_PORT_ENV = "MESH_TRINO_WORKER_PORT"
+DEFAULT_WORKER_PORT = 8090
+
+
+def port_variable(service: str) -> str:
+    """The environment variable that sets ``service``'s port."""
+    return PORT_ENV.get(service, WORKER_PORT_ENV)
+
 
 # name -> (alphabet, length); S3 access keys look like AWS's (upper-case alphanumerics)
 SECRETS = {
@@ -66,6 +77,12 @@ class StackError(RuntimeError):
     """The stack could not be brought to the requested state; the message says why and what to do."""
 
 
+def _port(variable: str, raw: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise StackError(f"{variable}={raw!r}: expected a TCP port number")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class StackLayout:
     root: Path  # $MESH_HOME/stack
@@ -76,21 +93,24 @@ class StackLayout:
     def from_env(cls) -> StackLayout:
         """Ports from ``MESH_PG_PORT``/``MESH_S3_PORT``/``MESH_TRINO_PORT``/``MESH_OPA_PORT``/
         ``MESH_TRINO_HTTPS_PORT``/``MESH_KAFKA_PORT``/``MESH_KAFKA_CONTROLLER_PORT`` (defaults
-        5432, 9000, 8080, 8181, 8443, 9092, 9093)."""
+        5432, 9000, 8080, 8181, 8443, 9092, 9093), and one per Trino worker
+        (``MESH_TRINO_WORKERS``, default none) counting up from ``MESH_TRINO_WORKER_PORT`` (8090)."""
         settings = load_settings()
         root = stack_dir(settings)
         ports = {}
         for service, default in DEFAULT_PORTS.items():
-            raw = stack_port(PORT_ENV[service], default)
-            if not raw.isdigit() or not 0 < int(raw) < 65536:
-                raise StackError(f"{PORT_ENV[service]}={raw!r}: expected a TCP port number")
-            ports[service] = int(raw)
+            ports[service] = _port(PORT_ENV[service], stack_port(PORT_ENV[service], default))
+        workers = trino_workers() or "0"
+        if not workers.isdigit():
+            raise StackError(f"MESH_TRINO_WORKERS={workers!r}: expected a number of workers (0 or more)")
+        if int(workers):
+            first = _port(WORKER_PORT_ENV, stack_port(WORKER_PORT_ENV, DEFAULT_WORKER_PORT))
+            last = _port(f"{WORKER_PORT_ENV} + MESH_TRINO_WORKERS - 1", str(first + int(workers) - 1))
+            ports.update({WORKER.format(n): port for n, port in enumerate(range(first, last + 1), 1)})
         taken = [p for p in ports.values() if list(ports.values()).count(p) > 1]
         if taken:
-            raise StackError(
-                f"port {taken[0]} is configured for two services ({', '.join(PORT_ENV[s] for s, p in ports.items() if p == taken[0])}): "
-                "give each its own"
-            )
+            owners = ", ".join(f"{s} ({port_variable(s)})" for s, p in ports.items() if p == taken[0])
+            raise StackError(f"port {taken[0]} is configured for two services ({owners}): give each its own")
         return cls(root=root, ports=ports, catalog_name=settings.catalog_name)
 
     @classmethod
@@ -101,12 +121,19 @@ class StackLayout:
         state = layout.state_file
         if state.exists():
             recorded = json.loads(state.read_text())
-            # a service added since the stack was started runs on its configured port
-            ports = {**layout.ports, **{k: int(v) for k, v in recorded["ports"].items()}}
+            # a service added since the stack was started runs on its configured port; the
+            # workers are the ones started
+            configured = {k: v for k, v in layout.ports.items() if k in DEFAULT_PORTS}
+            ports = {**configured, **{k: int(v) for k, v in recorded["ports"].items()}}
             return cls(
                 root=layout.root, ports=ports, catalog_name=recorded.get("catalog_name", layout.catalog_name)
             )
         return layout
+
+    @property
+    def trino_workers(self) -> list[str]:
+        """The Trino workers' service names (``trino-worker-1``, ...), in order."""
+        return [name for name in self.ports if name not in DEFAULT_PORTS]
 
     # --- paths -------------------------------------------------------------------------
     @property

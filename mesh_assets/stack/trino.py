@@ -1,4 +1,5 @@
-"""Trino, single node (coordinator and worker), with the Iceberg connector on the JDBC catalog.
+"""Trino, with the Iceberg connector on the JDBC catalog: one coordinator and, as a cluster,
+``MESH_TRINO_WORKERS`` workers on loopback (default none: the coordinator does the work).
 
 The server comes from Maven Central's ``io.trino:trino-server`` tarball, unpacked once into the
 tools cache with only the plugins the mesh uses (``iceberg``; ``opa``, the access control that
@@ -16,6 +17,14 @@ accounts (:mod:`.accounts`, ``mesh users``) keep; the file group provider gives 
 The plain-HTTP port (``MESH_TRINO_PORT``) stays for Trino's internal communication, which the
 shared secret authenticates: a client there is refused
 (``http-server.authentication.allow-insecure-over-http=false``), even the platform's own.
+
+A cluster: each worker (:class:`TrinoWorker`) is its own process with its own node id, data
+folder and plain-HTTP port (``MESH_TRINO_WORKER_PORT`` for the first, counting up), heap
+``MESH_TRINO_WORKER_HEAP``; it announces itself to the coordinator (discovery on the
+coordinator's internal port), reads the same catalog file and proves itself with the same
+shared secret. With workers, the coordinator only plans and schedules
+(``node-scheduler.include-coordinator=false``); clients still connect to the coordinator only,
+which checks logins and asks OPA.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from pathlib import Path
 
 from mesh_assets import settings, tools
 from mesh_assets.engine import TrinoCursor, trino_http_session
-from mesh_assets.settings import trino_heap
+from mesh_assets.settings import trino_heap, trino_worker_heap
 from mesh_assets.stack.accounts import REFRESH, accounts_dir, password_file
 from mesh_assets.stack.layout import (
     CATALOG_DB,
@@ -43,6 +52,7 @@ from mesh_assets.stack.layout import (
     S3_REGION,
     TRINO_CATALOG,
     TRINO_USER,
+    WORKER,
     StackError,
     StackLayout,
 )
@@ -229,23 +239,54 @@ class Trino:
                 out.append(name)
         return out
 
-    def config_files(self, server: Path) -> dict[str, str]:
+    def node_properties(self) -> dict[str, str]:
+        """node.properties: this node's id (made once, kept in ``node-id``) and data folder."""
         node_id_file = self.base / "node-id"
         if not node_id_file.exists():
             self.base.mkdir(parents=True, exist_ok=True)
             node_id_file.write_text(f"{uuid.uuid4()}\n")
+        return {
+            "node.environment": "mesh",
+            "node.id": node_id_file.read_text().strip(),
+            "node.data-dir": str(self.data),
+            "node.bind-ip": HOST,
+            "node.internal-address": HOST,
+        }
+
+    def catalog_properties(self) -> dict[str, str]:
+        """catalog/iceberg.properties, the same on every node."""
+        return {
+            "connector.name": "iceberg",
+            "iceberg.catalog.type": "jdbc",
+            "iceberg.jdbc-catalog.driver-class": "org.postgresql.Driver",
+            "iceberg.jdbc-catalog.connection-url": f"jdbc:postgresql://{HOST}:{self.layout.ports['postgres']}/{CATALOG_DB}",
+            "iceberg.jdbc-catalog.connection-user": CATALOG_USER,
+            "iceberg.jdbc-catalog.connection-password": "${ENV:MESH_STACK_CATALOG_PASSWORD}",
+            "iceberg.jdbc-catalog.catalog-name": self.layout.catalog_name,
+            "iceberg.jdbc-catalog.default-warehouse-dir": self.layout.warehouse,
+            # the catalog tables pyiceberg creates have the V1 layout (iceberg_type column)
+            "iceberg.jdbc-catalog.schema-version": "V1",
+            # a pooled connection PostgreSQL closed (its restart: admin/crash shutdown, still
+            # starting) is reconnected and the catalog call retried, as a broken one is
+            "iceberg.jdbc-catalog.retryable-status-codes": ",".join(RECONNECT_SQLSTATES),
+            "iceberg.file-format": "PARQUET",
+            "iceberg.compression-codec": "ZSTD",
+            "fs.native-s3.enabled": "true",
+            "s3.endpoint": self.layout.s3_endpoint,
+            "s3.region": S3_REGION,
+            "s3.path-style-access": "true",
+            "s3.aws-access-key": "${ENV:MESH_STACK_S3_ACCESS_KEY}",
+            "s3.aws-secret-key": "${ENV:MESH_STACK_S3_SECRET_KEY}",
+        }
+
+    def config_files(self, server: Path) -> dict[str, str]:
         opa = f"http://{HOST}:{self.layout.ports['opa']}/v1/data/trino"
         files = {
-            "node.properties": {
-                "node.environment": "mesh",
-                "node.id": node_id_file.read_text().strip(),
-                "node.data-dir": str(self.data),
-                "node.bind-ip": HOST,
-                "node.internal-address": HOST,
-            },
+            "node.properties": self.node_properties(),
             "config.properties": {
                 "coordinator": "true",
-                "node-scheduler.include-coordinator": "true",
+                # with workers, the coordinator plans and schedules; alone, it also does the work
+                "node-scheduler.include-coordinator": str(not self.layout.trino_workers).lower(),
                 "http-server.http.port": str(self.port),
                 "discovery.uri": self.url,
                 "http-server.https.enabled": "true",
@@ -258,29 +299,7 @@ class Trino:
                 "catalog.management": "static",
             },
             "log.properties": {"io.trino": "INFO"},
-            "catalog/iceberg.properties": {
-                "connector.name": "iceberg",
-                "iceberg.catalog.type": "jdbc",
-                "iceberg.jdbc-catalog.driver-class": "org.postgresql.Driver",
-                "iceberg.jdbc-catalog.connection-url": f"jdbc:postgresql://{HOST}:{self.layout.ports['postgres']}/{CATALOG_DB}",
-                "iceberg.jdbc-catalog.connection-user": CATALOG_USER,
-                "iceberg.jdbc-catalog.connection-password": "${ENV:MESH_STACK_CATALOG_PASSWORD}",
-                "iceberg.jdbc-catalog.catalog-name": self.layout.catalog_name,
-                "iceberg.jdbc-catalog.default-warehouse-dir": self.layout.warehouse,
-                # the catalog tables pyiceberg creates have the V1 layout (iceberg_type column)
-                "iceberg.jdbc-catalog.schema-version": "V1",
-                # a pooled connection PostgreSQL closed (its restart: admin/crash shutdown, still
-                # starting) is reconnected and the catalog call retried, as a broken one is
-                "iceberg.jdbc-catalog.retryable-status-codes": ",".join(RECONNECT_SQLSTATES),
-                "iceberg.file-format": "PARQUET",
-                "iceberg.compression-codec": "ZSTD",
-                "fs.native-s3.enabled": "true",
-                "s3.endpoint": self.layout.s3_endpoint,
-                "s3.region": S3_REGION,
-                "s3.path-style-access": "true",
-                "s3.aws-access-key": "${ENV:MESH_STACK_S3_ACCESS_KEY}",
-                "s3.aws-secret-key": "${ENV:MESH_STACK_S3_SECRET_KEY}",
-            },
+            "catalog/iceberg.properties": self.catalog_properties(),
             # every query asks the stack's OPA (mesh_assets/access/policies/trino.rego): table access,
             # row filters and column masks come from the contracts; OPA down = access denied
             "access-control.properties": {
@@ -312,6 +331,9 @@ class Trino:
 
     def start(self, server: Path, java: Path) -> int:
         self.configure(server)
+        return self._launch(server, java)
+
+    def _launch(self, server: Path, java: Path) -> int:
         env = {
             "PATH": f"{java / 'bin'}:{settings.inherited_path()}",
             "JAVA_HOME": str(java),
@@ -372,9 +394,17 @@ class Trino:
         try:
             cursor = TrinoCursor(conn.cursor(), opa_url=f"http://{HOST}:{self.layout.ports['opa']}")
             catalog = self._probe_catalog(cursor)
+            workers = self._probe_workers(cursor)
         finally:
             conn.close()
-        return f"Trino {info['nodeVersion']['version']}, SELECT 1 ok, catalog {TRINO_CATALOG}: {catalog}"
+        return f"Trino {info['nodeVersion']['version']}, {workers}SELECT 1 ok, catalog {TRINO_CATALOG}: {catalog}"
+
+    def _probe_workers(self, cursor) -> str:
+        """'' for a single node, else how many of the workers the coordinator schedules on."""
+        if not self.layout.trino_workers:
+            return ""
+        active = len(active_workers(cursor))
+        return f"coordinator of {active} of {len(self.layout.trino_workers)} workers active, "
 
     @staticmethod
     def _probe_catalog(cursor) -> str:
@@ -396,3 +426,77 @@ class Trino:
 
     def stop(self) -> bool:
         return self.process.stop(timeout_s=30)
+
+
+def active_workers(cursor) -> set[str]:
+    """The node ids of the workers the coordinator knows as active (``system.runtime.nodes``)."""
+    cursor.execute("SELECT node_id FROM system.runtime.nodes WHERE NOT coordinator AND state = 'active'")
+    return {node_id for [node_id] in cursor.fetchall()}
+
+
+class TrinoWorker(Trino):
+    """Worker ``number`` (from 1) of the cluster: its own process, node id, data folder (under
+    ``stack/trino/worker-<number>``), plain-HTTP port and heap (``MESH_TRINO_WORKER_HEAP``); the
+    coordinator's catalog file and shared secret; no client port, logins or access control
+    (the coordinator decides those before a task reaches a worker)."""
+
+    def __init__(self, layout: StackLayout, number: int):
+        super().__init__(layout)
+        self.name = WORKER.format(number)
+        self.process = ServiceProcess(self.name, layout, marker="io.trino.server.TrinoServer")
+        self.base = layout.root / "trino" / f"worker-{number}"
+        self.etc = self.base / "etc"
+        self.data = self.base / "data"
+
+    @property
+    def port(self) -> int:
+        return self.layout.ports[self.name]
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def coordinator_url(self) -> str:
+        return f"http://{HOST}:{self.layout.ports[NAME]}"
+
+    def config_files(self, server: Path) -> dict[str, str]:
+        files = {
+            "node.properties": self.node_properties(),
+            "config.properties": {
+                "coordinator": "false",
+                "http-server.http.port": str(self.port),
+                "discovery.uri": self.coordinator_url,
+                "internal-communication.shared-secret": "${ENV:MESH_STACK_TRINO_SHARED_SECRET}",
+                "plugin.dir": str(server / "plugin"),
+                "catalog.management": "static",
+            },
+            "log.properties": {"io.trino": "INFO"},
+            "catalog/iceberg.properties": self.catalog_properties(),
+        }
+        out = {name: "".join(f"{k}={v}\n" for k, v in props.items()) for name, props in files.items()}
+        out["jvm.config"] = JVM_CONFIG.format(heap=trino_worker_heap())
+        return out
+
+    def node_id(self) -> str:
+        return self.node_properties()["node.id"]
+
+    def health(self) -> str:
+        """'...' or raises: /v1/info says started and the coordinator lists this node as an
+        active worker."""
+        info = self.info()
+        if info.get("starting") is not False:
+            raise ConnectionError("Trino worker is still starting")
+        conn = Trino(self.layout).connect(request_timeout=20)
+        try:
+            active = active_workers(conn.cursor())
+        finally:
+            conn.close()
+        if self.node_id() not in active:
+            raise ConnectionError(
+                f"started, but the coordinator ({self.coordinator_url}) does not list node {self.node_id()} "
+                f"as an active worker (it lists {len(active)})"
+            )
+        return (
+            f"Trino {info['nodeVersion']['version']} worker, node {self.node_id()}, active at the coordinator"
+        )

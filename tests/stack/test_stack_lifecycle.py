@@ -8,6 +8,7 @@ disturbed.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -48,7 +49,7 @@ def test_stack_up_twice_is_a_no_op(stack_layout):
     assert pids(stack_layout) == before
     status = mesh("stack", "status")
     assert status.returncode == 0, status.stdout
-    assert "trino     127.0.0.1:" in status.stdout and "catalog iceberg" in status.stdout
+    assert re.search(r"^trino +127\.0\.0\.1:", status.stdout, re.M) and "catalog iceberg" in status.stdout
     kafka_line = next(line for line in status.stdout.splitlines() if line.startswith("kafka"))
     port = stack_layout.ports["kafka"]
     assert f"127.0.0.1:{port}" in kafka_line and " ok " in kafka_line
