@@ -27,8 +27,10 @@ Benchmarks (``--only``/``BENCH_ONLY``, comma-separated; default all):
 ``query``       TPC-H Q1, Q6, Q12 at ``BENCH_SF``: DuckDB ``iceberg_scan`` (the platform's
                 engine) vs a pyiceberg scan to Arrow queried by DuckDB
 ``stack``       with the production stack up: bench/trino_ingest.py (pyiceberg bulk append vs
-                Trino INSERT) and TPC-H Q1/Q6 through Trino on platform-written tables; recorded
-                as skipped (with the reason) when the stack is not up
+                Trino INSERT), TPC-H Q1/Q6/Q12 through Trino on platform-written tables vs
+                Trino-written copies (with both tables' file layout), and Q1 on all the Trino
+                workers vs one (``MESH_TRINO_WORKERS`` >= 2); recorded as skipped (with the
+                reason) when the stack is not up
 ``dbt``         the dbt part of the demo through Dagster vs a plain ``dbt build`` of the same models
 ==============  ==============================================================================
 
@@ -335,6 +337,12 @@ def write_results(benchmarks: list[dict], out: Path = RESULTS) -> None:
         )
     if notes:
         lines += ["", "Notes:", ""] + notes
+    for b in benchmarks:  # how a table is laid out in files, next to the one it is compared with
+        if b.get("file_layout"):
+            columns = list(next(iter(b["file_layout"].values())))
+            lines += ["", f"Files behind **{b['name']}**:", ""]
+            lines += [f"| property | {' | '.join(columns)} |", "|---" * (len(columns) + 1) + "|"]
+            lines += [f"| {prop} | {' | '.join(v.values())} |" for prop, v in b["file_layout"].items()]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

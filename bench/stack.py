@@ -6,11 +6,16 @@ queries on tables the platform wrote.
   copy) into this run's results. ``BENCH_TRINO_ROWS`` (1,000,000) rows appended,
   ``BENCH_TRINO_INSERT_ROWS`` (5,000) inserted by Trino per round (its rate is extrapolated by
   that script, which says so in the entries).
-* TPC-H lineitem at ``BENCH_STACK_SF`` (default ``BENCH_SF``) ingested by the platform in
-  production mode (`mesh stack env`: catalog in PostgreSQL, warehouse in the S3 store) into a
-  scratch schema, copied by Trino itself (``CREATE TABLE AS``), then Q1 and Q6 through Trino,
-  alternating: the platform-written table vs the Trino-written copy (ratio ~1 = the platform's
-  Parquet files are as good for Trino as Trino's own). The scratch schema is dropped afterwards.
+* TPC-H lineitem and orders at ``BENCH_STACK_SF`` (default ``BENCH_SF``) ingested by the
+  platform in production mode (`mesh stack env`: catalog in PostgreSQL, warehouse in the S3
+  store) into a scratch schema, copied by Trino itself (``CREATE TABLE AS``), then Q1, Q6 and
+  Q12 through Trino, alternating: the platform-written tables vs the Trino-written copies
+  (ratio ~1 = the platform's Parquet files are as good for Trino as Trino's own). The entries
+  carry both lineitem tables' file layout (``file_layout``: Trino's ``$files`` and
+  ``$properties``, the Parquet footer of a data file) next to the platform's before the row
+  groups were gathered (:data:`BEFORE`). The scratch schema is dropped afterwards.
+* With a Trino cluster (``MESH_TRINO_WORKERS`` >= 2): Q1 on the platform-written lineitem on all
+  the workers vs on one (the others stopped meanwhile, then started again).
 
 When the stack is not up every entry is recorded as skipped, with the reason.
 """
@@ -32,7 +37,22 @@ import run as bench_run
 import tpch
 from query import QUERIES
 
-NAMES = ("trino_ingest", "trino_tpch_q1", "trino_tpch_q6")
+NAMES = ("trino_ingest", "trino_tpch_q1", "trino_tpch_q6", "trino_tpch_q12", "trino_tpch_q1_workers")
+# The platform-written SF1 lineitem as Trino saw it before unpartitioned writes gathered their
+# batches into row groups (measured 2026-11-29 on this machine, same script): one row group per
+# 64Ki-row batch of the reader
+BEFORE = {
+    "data files": "9",
+    "median file size (MiB)": "21.7",
+    "row groups per file (first file)": "13",
+    "rows per row group (first file, median)": "65,536",
+    "compression (first column)": "ZSTD",
+    "dictionary-encoded columns (first row group)": "16 of 16",
+    "Parquet writer": "parquet-cpp-arrow version 26.0.1",
+    "Parquet format version": "2.6",
+    "sort order": "none",
+    "write.parquet.row-group-limit": "(default 1048576, not applied: one group per batch)",
+}
 
 INGEST = textwrap.dedent("""
     import json, sys, time
@@ -108,7 +128,41 @@ def bench_trino_ingest(repeats: int) -> list[dict]:
         return [{**b, "source": "bench/trino_ingest.py"} for b in json.loads(out.read_text())["benchmarks"]]
 
 
+def file_layout(sql, catalog, table: str) -> dict[str, str]:
+    """How ``table`` (``schema.name``) is laid out in files, as in :data:`BEFORE`: Trino's
+    ``$files`` and ``$properties``, the Parquet footer of its first data file (pyiceberg's IO)."""
+    import statistics
+
+    import pyarrow.parquet as pq
+
+    schema, name = table.split(".")
+    files = sql(
+        f'SELECT file_path, file_size_in_bytes FROM iceberg.{schema}."{name}$files" ORDER BY file_path'
+    )
+    properties = dict(sql(f'SELECT key, value FROM iceberg.{schema}."{name}$properties"'))
+    iceberg = catalog.load_table(table)
+    with iceberg.io.new_input(files[0][0]).open() as f:
+        meta = pq.ParquetFile(f).metadata
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    first = groups[0]
+    dictionary = sum(first.column(c).has_dictionary_page for c in range(first.num_columns))
+    return {
+        "data files": str(len(files)),
+        "median file size (MiB)": f"{statistics.median(size for _, size in files) / 2**20:.1f}",
+        "row groups per file (first file)": str(meta.num_row_groups),
+        "rows per row group (first file, median)": f"{statistics.median(g.num_rows for g in groups):,.0f}",
+        "compression (first column)": first.column(0).compression,
+        "dictionary-encoded columns (first row group)": f"{dictionary} of {first.num_columns}",
+        "Parquet writer": meta.created_by,
+        "Parquet format version": meta.format_version,
+        "sort order": "none" if iceberg.sort_order().is_unsorted else str(iceberg.sort_order()),
+        "write.parquet.row-group-limit": properties.get("write.parquet.row-group-limit", "(default 1048576)"),
+    }
+
+
 def bench_trino_queries(repeats: int) -> list[dict]:
+    from pyiceberg.catalog.sql import SqlCatalog
+
     from mesh_assets import stack
     from mesh_assets.stack.layout import StackLayout
     from mesh_assets.stack.trino import Trino
@@ -125,43 +179,65 @@ def bench_trino_queries(repeats: int) -> list[dict]:
         return cur.fetchall()
 
     out = []
+    names = ("lineitem", "orders")
     try:
         data = tpch.parquet_dir(sf)
-        bench_run.land(data / "lineitem.parquet", work / "landing" / schema / "lineitem.parquet")
-        contract = tpch.write_contracts("parquet", work / "contracts", domain=schema)["lineitem"]
+        contracts = tpch.write_contracts("parquet", work / "contracts", domain=schema)
         # production mode as `eval "$(mesh stack env)"` sets it; credentials by file
         env = {**stack.production_env(layout), "MESH_LANDING": str(work / "landing")}
-        _, _, stdout = bench_run.run_measured(INGEST, [str(contract)], env)
-        loaded = bench_run.last_json(stdout)
-        platform_table = f"iceberg.{schema}.lineitem"
-        trino_table = f"iceberg.{schema}.lineitem_trino"
-        start = time.perf_counter()
-        sql(f"CREATE TABLE {trino_table} AS SELECT * FROM {platform_table}")
-        ctas_s = time.perf_counter() - start
-        counts = [sql(f"SELECT count(*) FROM {t}")[0][0] for t in (platform_table, trino_table)]
-        assert counts == [loaded["rows"]] * 2, (counts, loaded)
+        loaded, ctas_s = {}, {}
+        for name in names:
+            bench_run.land(data / f"{name}.parquet", work / "landing" / schema / f"{name}.parquet")
+            _, _, stdout = bench_run.run_measured(INGEST, [str(contracts[name])], env)
+            loaded[name] = bench_run.last_json(stdout)
+            start = time.perf_counter()
+            sql(f"CREATE TABLE iceberg.{schema}.{name}_trino AS SELECT * FROM iceberg.{schema}.{name}")
+            ctas_s[name] = time.perf_counter() - start
+            counts = [
+                sql(f"SELECT count(*) FROM iceberg.{schema}.{t}")[0][0] for t in (name, f"{name}_trino")
+            ]
+            assert counts == [loaded[name]["rows"]] * 2, (counts, loaded[name])
         print(
-            f"-- TPC-H SF {sf:g} lineitem ({loaded['rows']:,} rows): platform ingest to the stack "
-            f"{loaded['s']:.1f} s ({loaded['files']} file(s)), Trino CTAS copy {ctas_s:.1f} s",
+            f"-- TPC-H SF {sf:g}: "
+            + ", ".join(
+                f"{name} ({loaded[name]['rows']:,} rows): platform ingest to the stack "
+                f"{loaded[name]['s']:.1f} s ({loaded[name]['files']} file(s)), Trino CTAS copy {ctas_s[name]:.1f} s"
+                for name in names
+            ),
             flush=True,
         )
-        for qname in ("q1", "q6"):
+        catalog = SqlCatalog(layout.catalog_name, **stack.catalog_properties(layout))
+        platform_layout = file_layout(sql, catalog, f"{schema}.lineitem")
+        trino_layout = file_layout(sql, catalog, f"{schema}.lineitem_trino")
+        layouts = {
+            prop: {
+                "platform before": BEFORE[prop],
+                "Trino": trino_layout[prop],
+                "platform": platform_layout[prop],
+            }
+            for prop in BEFORE
+        }
+
+        def timed(text: str, suffix: str):
+            for name in names:
+                text = text.replace(f"FROM {name}", f"FROM iceberg.{schema}.{name}{suffix}")
+                text = text.replace(f"JOIN {name}", f"JOIN iceberg.{schema}.{name}{suffix}")
+
+            def run():
+                start = time.perf_counter()
+                rows = sql(text)
+                return {"s": time.perf_counter() - start, "rows": [[str(v) for v in r] for r in rows]}
+
+            return run
+
+        for qname in ("q1", "q6", "q12"):
             text = QUERIES[qname]["sql"]
-
-            def timed(table: str):
-                def run():
-                    start = time.perf_counter()
-                    rows = sql(text.replace("FROM lineitem", f"FROM {table}"))
-                    return {"s": time.perf_counter() - start, "rows": [[str(v) for v in r] for r in rows]}
-
-                return run
-
             ps, ts = bench_run.rounds(
                 repeats,
-                timed(platform_table),
-                timed(trino_table),
-                label=lambda p, t: (
-                    f"{qname} on Trino: platform-written {p['s']:.2f} s, Trino-written {t['s']:.2f} s"
+                timed(text, ""),
+                timed(text, "_trino"),
+                label=lambda p, t, q=qname: (
+                    f"{q} on Trino: platform-written {p['s']:.2f} s, Trino-written {t['s']:.2f} s"
                 ),
             )
             for p, t in zip(ps, ts):
@@ -174,25 +250,84 @@ def bench_trino_queries(repeats: int) -> list[dict]:
                     "the same query on a Trino-written copy (CREATE TABLE AS)",
                     [t["s"] for t in ts],
                     sf=sf,
-                    rows=loaded["rows"],
-                    platform_files=loaded["files"],
-                    platform_ingest_s=round(loaded["s"], 2),
-                    trino_ctas_s=round(ctas_s, 2),
+                    rows=loaded["lineitem"]["rows"],
+                    platform_files=loaded["lineitem"]["files"],
+                    platform_ingest_s=round(loaded["lineitem"]["s"], 2),
+                    trino_ctas_s=round(ctas_s["lineitem"], 2),
+                    trino_workers=len(layout.trino_workers),
+                    **({"file_layout": layouts} if qname == "q1" else {}),
                     note="client wall time (execute + fetch) through the Trino of `mesh stack up`",
                 )
             )
+        out.append(bench_trino_workers(repeats, layout, timed(QUERIES["q1"]["sql"], ""), sf))
     finally:
-        for name in ("lineitem", "lineitem_trino"):
-            try:
-                sql(f"DROP TABLE IF EXISTS iceberg.{schema}.{name}")
-            except Exception:  # noqa: BLE001 - cleanup is best effort, the schema says what it is
-                pass
+        for name in names:
+            for table in (name, f"{name}_trino"):
+                try:
+                    sql(f"DROP TABLE IF EXISTS iceberg.{schema}.{table}")
+                except Exception:  # noqa: BLE001 - cleanup is best effort, the schema says what it is
+                    pass
         try:
             sql(f"DROP SCHEMA IF EXISTS iceberg.{schema}")
         except Exception:  # noqa: BLE001
             pass
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def bench_trino_workers(repeats: int, layout, query, sf: float) -> dict:
+    """``query`` on all of the cluster's workers, then on one: the others are stopped meanwhile
+    (and started again after), so the rounds of each side run in a block, not alternating."""
+    from mesh_assets.stack import trino as trino_mod
+    from mesh_assets.stack.trino import Trino, TrinoWorker, active_workers
+
+    name = f"stack_trino_tpch_q1_sf{sf:g}_workers"
+    workers = [TrinoWorker(layout, n) for n in range(1, len(layout.trino_workers) + 1)]
+    if len(workers) < 2:
+        return bench_run.skipped(
+            name,
+            f"the stack runs {len(workers)} Trino worker(s): start it with MESH_TRINO_WORKERS=2 "
+            "(`mesh stack down`, then `MESH_TRINO_WORKERS=2 mesh stack up`)",
+        )
+
+    def active() -> int:
+        conn = Trino(layout).connect(request_timeout=60)
+        try:
+            return len(active_workers(conn.cursor()))
+        finally:
+            conn.close()
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 300
+        while active() != count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the coordinator did not see {count} active workers within 300 s")
+            time.sleep(1)
+
+    label = lambda r: f"q1 on Trino: {r['s']:.2f} s"  # noqa: E731
+    [many] = bench_run.rounds(repeats, query, label=lambda r: f"{len(workers)} workers, " + label(r))
+    for worker in workers[1:]:
+        worker.stop()
+    try:
+        wait_for(1)
+        [one] = bench_run.rounds(repeats, query, label=lambda r: "1 worker, " + label(r))
+    finally:
+        server, java = trino_mod.install(), trino_mod.java_home()
+        for worker in workers[1:]:
+            worker.start(server, java)
+        wait_for(len(workers))
+    assert [r["rows"] for r in many] == [r["rows"] for r in one]
+    return bench_run._result(
+        name,
+        "s",
+        [r["s"] for r in many],
+        "the same query with 1 worker (the others stopped)",
+        [r["s"] for r in one],
+        sf=sf,
+        trino_workers=len(workers),
+        note=f"Q1 on the platform-written lineitem through a coordinator and {len(workers)} workers vs "
+        "1 worker; each side's rounds in a block (stopping a worker takes a while), not alternating",
+    )
 
 
 def bench_stack(repeats: int) -> list[dict]:
