@@ -121,7 +121,9 @@ def status(layout: StackLayout | None = None) -> list[ServiceStatus]:
                 detail = "not running (never started, or stopped by `mesh stack down`)"
             out.append(ServiceStatus(name, service.port, None, False, detail))
             continue
-        if name == "trino" and not next(s for s in out if s.name == "opa").healthy:
+        if (name == "trino" or name in layout.trino_workers) and not next(
+            s for s in out if s.name == "opa"
+        ).healthy:
             # every query would wait for OPA (a minute when it is stalled) and be refused
             detail = "running, but refuses every query while OPA fails (see the opa line)"
             out.append(ServiceStatus(name, service.port, pid, False, detail))

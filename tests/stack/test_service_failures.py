@@ -103,7 +103,7 @@ def test_trino_catalog_works_right_after_postgresql_restarts(stack_layout):
         assert status.returncode == 0, status.stdout
         trino_line = line_of(status.stdout, "trino")
         assert re.search(
-            r" ok +Trino 476, SELECT 1 ok, catalog iceberg: (\d+ tables listed, \w+\.\w+: \d+ snapshots read "
+            r" ok +Trino 476, (coordinator of (\d+) of \2 workers active, )?SELECT 1 ok, catalog iceberg: (\d+ tables listed, \w+\.\w+: \d+ snapshots read "
             r"from its metadata|no table yet)$",
             trino_line,
         ), trino_line
