@@ -98,3 +98,18 @@ def test_coordinator_and_workers_share_catalog_and_secret_but_not_identity(env, 
 def test_a_single_node_schedules_on_itself(env, tmp_path):
     config = Trino(StackLayout.from_env()).config_files(tmp_path)["config.properties"]
     assert "node-scheduler.include-coordinator=true\n" in config
+
+
+def test_the_started_stack_knows_its_workers_whatever_the_environment_says_now(env):
+    env.setenv("MESH_TRINO_WORKERS", "2")
+    started = StackLayout.from_env()
+    started.ensure_dirs()
+    started.write_state()
+    for now in ("0", "3", None):
+        if now is None:
+            env.delenv("MESH_TRINO_WORKERS")
+        else:
+            env.setenv("MESH_TRINO_WORKERS", now)
+        current = StackLayout.current()
+        assert current.trino_workers == ["trino-worker-1", "trino-worker-2"]
+        assert current.ports == started.ports
