@@ -444,6 +444,12 @@ def kafka_bootstrap() -> str:
     return os.environ.get("MESH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
 
+def kafka_connect_port() -> int:
+    """``MESH_KAFKA_CONNECT_PORT``: the REST port of the Kafka Connect worker that runs the
+    Apache Iceberg sink connector beside the stack (benchmarks and tests; default 8083)."""
+    return int(os.environ.get("MESH_KAFKA_CONNECT_PORT", "8083"))
+
+
 def trino_heap() -> str:
     """``MESH_TRINO_HEAP``: the loopback Trino's JVM heap (default 3G)."""
     return os.environ.get("MESH_TRINO_HEAP", "3G")
