@@ -9,8 +9,10 @@ consumer group (none are committed there). So a consumer killed at any point re-
 what main does not hold yet: a batch that did not reach main is read again whole, one that
 did is never read again. A rollback of the table moves the position back with the rows.
 
-A message's value is one JSON object whose fields are named as the contract's columns (fields
-the contract does not know are ignored until it declares them), or with ``valueFormat: avro``
+A message's value is one JSON object whose fields are named as the contract's columns (a field
+the contract does not declare refuses the message, as a file with such a column is refused: a
+new field is added to the contract first, as an optional column that earlier rows read as
+null, then sent), or with ``valueFormat: avro``
 one Avro record in binary encoding written with the schema :func:`avro_schema` derives from the
 contract, without framing: no schema registry runs beside the mesh, so the contract is the
 schema registry (a contract change changes the schema producers write with). Each value is turned into the
@@ -353,6 +355,18 @@ def decode_value(product: DataProduct, raw: bytes) -> tuple[dict | None, str | N
     return value, None
 
 
+def _undeclared(product: DataProduct, value: dict, names: list[str]) -> str | None:
+    """Why a value with a field the contract does not declare is refused (as a file with such a
+    column is: the contract comes first), else None."""
+    extra = [k for k in value if k not in names]
+    if not extra:
+        return None
+    return (
+        f"field '{extra[0]}' is not declared in contract {product.path}; add it to the contract "
+        "(an optional column: earlier rows read null) or drop it from the events"
+    )
+
+
 @dataclass
 class Typed:
     rows: pa.Table  # good rows, typed and ordered by the contract
@@ -384,6 +398,8 @@ def type_batch(product: DataProduct, batch: Batch) -> Typed:
                 )
             continue
         value, why = decode_value(product, msg.value)
+        if why is None:
+            why = _undeclared(product, value, names)
         if why is not None:
             refused.append((msg, {}, why))
             continue

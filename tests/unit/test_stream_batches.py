@@ -49,13 +49,14 @@ def test_values_are_typed_and_refusals_name_partition_offset_and_column():
     batch = Batch(
         "t",
         {0: 0},
-        {0: 5},
+        {0: 6},
         [
             msg(0, 1, {"event_id": 1, "carrier": "AA", "dep_delay": 2}),
-            msg(1, 2, {"carrier": "B6", "dep_delay": -1.5, "unknown": "ignored"}),  # key fills event_id
+            msg(1, 2, {"carrier": "B6", "dep_delay": -1.5}),  # the key fills event_id
             msg(2, 3, b"{broken"),
             msg(3, 4, {"event_id": 4, "carrier": "DL", "dep_delay": "late"}),
             msg(4, 5, {"event_id": 5}),
+            msg(5, 6, {"event_id": 6, "carrier": "UA", "gate": "B12"}),
         ],
     )
     typed = type_batch(product(), batch)
@@ -69,6 +70,10 @@ def test_values_are_typed_and_refusals_name_partition_offset_and_column():
         "partition 0 offset 3: column dep_delay: value <confidential: 4 chars> is not"
     )
     assert reasons[4] == "partition 0 offset 4: column carrier: required value is missing"
+    assert reasons[5] == (
+        "partition 0 offset 5: field 'gate' is not declared in contract operations/products/events.yaml; "
+        "add it to the contract (an optional column: earlier rows read null) or drop it from the events"
+    )
     assert set(typed.bad.column("_source_file").to_pylist()) == {"kafka:t/0"}
 
 
