@@ -1,6 +1,6 @@
 """The Apache Iceberg sink connector for Kafka Connect (the streaming benchmark's baseline)
 against the stack's real broker, JDBC catalog and S3: it writes a topic into a table of the
-mesh's catalog that Trino then reads whole."""
+mesh's catalog that Trino then reads whole, and no credential lands in its files or log."""
 
 from __future__ import annotations
 
@@ -67,3 +67,7 @@ def test_iceberg_sink_connector_writes_a_topic_that_trino_reads(
     summary = snapshot.summary.additional_properties
     assert summary["engine-name"] == "kafka-connect"
     assert summary["kafka.connect.task-id"] == f"{name}-0"
+    # the credentials reached the worker through its environment: in no file it wrote
+    secrets = [stack_layout.secret(n) for n in ("catalog-password", "s3-access-key", "s3-secret-key")]
+    written = sink.log.read_text() + "".join(p.read_text() for p in sink.base.glob("*.properties"))
+    assert not [s for s in secrets if s in written]
