@@ -127,6 +127,15 @@ allow if {
 	readable_table(input.action.resource.table)
 }
 
+# SQL clients (Superset's Trino dialect) read table comments from system.metadata.table_comments,
+# whose rows Trino filters by what the account may see (FilterTables)
+allow if {
+	input.action.operation in {"SelectFromColumns", "FilterColumns"}
+	input.action.resource.table.catalogName == "system"
+	input.action.resource.table.schemaName == "metadata"
+	input.action.resource.table.tableName == "table_comments"
+}
+
 # Trino's filtering calls in one request (opa.policy.batched-uri): the indexes allowed
 batch contains i if {
 	some i, resource in input.action.filterResources
