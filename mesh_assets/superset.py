@@ -292,7 +292,7 @@ def _sync_dataset(
         dataset_id = client.call(
             "POST",
             "/dataset/",
-            body={"database": database_id, "schema": schema, "table_name": table},
+            body={"database": database_id, "catalog": TRINO_CATALOG, "schema": schema, "table_name": table},
             what=f"create the dataset of {product.identifier}",
         )["id"]
     else:
