@@ -163,18 +163,48 @@ def test_superset_stores_no_trino_password(synced, api, stack_layout, superset):
         ) as conn,
         conn.cursor() as cursor,
     ):
-        cursor.execute("SELECT sqlalchemy_uri, password, encrypted_extra, extra FROM dbs")
+        cursor.execute("SELECT sqlalchemy_uri, password, extra FROM dbs")
         rows = cursor.fetchall()
-    assert rows == [(connection["sqlalchemy_uri"], None, None, rows[0][3])]
+    # no password column, no credential in the extra; the encrypted extra (Superset decrypts it
+    # for the API, masking passwords) is empty: no auth_params
+    assert rows == [(connection["sqlalchemy_uri"], None, rows[0][2])]
     assert password not in str(rows)
+    assert connection["masked_encrypted_extra"] == "{}" and connection["parameters"] == {}
     log = stack_layout.log("superset").read_text(errors="replace")
     for name in ("superset-admin-password", "superset-db-password", "superset-secret-key"):
         assert stack_layout.secret(name) not in log, name
     assert password not in log
 
 
+def test_superset_reads_as_an_analyst(synced, api, trino_rows):
+    """Superset's queries run as its Trino account, an analyst: the contracts' row filter and
+    PII mask apply (SQL Lab's API, the path every chart and query takes)."""
+    database = next(d for d in api.all("database") if d["database_name"] == DATABASE)
+    result = api.call(
+        "POST",
+        "/sqllab/execute/",
+        body={
+            "database_id": database["id"],
+            "sql": "SELECT count(*) AS n, count(DISTINCT origin) AS origins, min(tailnum) AS tailnum "
+            "FROM operations.flights WHERE tailnum IS NOT NULL",
+            "runAsync": False,
+            "client_id": "meshtest01",
+        },
+        what="a SQL Lab query",
+    )
+    [row] = result["data"]
+    [[expected]] = trino_rows(
+        "SELECT count(*) FROM iceberg.operations.flights WHERE tailnum IS NOT NULL AND origin = 'JFK'"
+    )
+    assert (row["n"], row["origins"]) == (expected, 1)  # the analyst's row filter: origin = 'JFK'
+    assert re.fullmatch(r"[0-9a-f]{64}", row["tailnum"]), "tailnum is pii: an analyst sees its hash"
+
+
 def _login(page, superset: Superset, stack_layout) -> None:
+    """Sign in through the login form (the browser of the module may be signed in already)."""
     page.goto(f"{superset.url}/login/")
+    if "/login/" not in page.url:
+        return
     page.locator("[data-test='username-input']").fill(ADMIN)
     page.locator("[data-test='password-input']").fill(stack_layout.secret("superset-admin-password"))
     page.locator("[data-test='login-button']").click()
@@ -216,6 +246,7 @@ def test_dashboard_charts_render_with_the_data(synced, superset, stack_layout, t
     expect(big_number.locator(".header-line")).to_have_text(f"{total:,d}")
     table = holders.filter(has=page.get_by_text("Flights and delays by carrier", exact=True))
     expect(table.locator("tbody tr")).to_have_count(len(carriers))
+    assert sorted(table.locator("tbody tr td:first-child").all_inner_texts()) == sorted(c for [c] in carriers)
     page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
 
 
