@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlencode
@@ -188,7 +189,7 @@ def test_superset_reads_as_an_analyst(synced, api, trino_rows):
             "sql": "SELECT count(*) AS n, count(DISTINCT origin) AS origins, min(tailnum) AS tailnum "
             "FROM operations.flights WHERE tailnum IS NOT NULL",
             "runAsync": False,
-            "client_id": "meshtest01",
+            "client_id": uuid.uuid4().hex[:10],  # Superset's key of the query: one per run
         },
         what="a SQL Lab query",
     )
