@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -104,6 +105,16 @@ def synced(superset, stack_mesh, stack_layout):
     done = subprocess.run([MESH, "superset", "sync"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
+
+
+@pytest.fixture
+def superset_page(page, request, stack_layout):
+    """tests/browser's page; on a failure its screenshot and Superset's log go to the artifacts."""
+    failed = request.session.testsfailed
+    yield page
+    if request.session.testsfailed > failed:
+        page.screenshot(path=ARTIFACTS / f"{request.node.name}-FAILED.png", full_page=True)
+        shutil.copyfile(stack_layout.log("superset"), ARTIFACTS / "superset.log")
 
 
 @pytest.fixture(scope="module")
@@ -202,12 +213,20 @@ def test_superset_reads_as_an_analyst(synced, api, trino_rows):
 
 
 def _login(page, superset: Superset, stack_layout) -> None:
-    """Sign in through the login form (the browser of the module may be signed in already)."""
-    page.goto(f"{superset.url}/login/")
+    """Sign in through the login form (the browser of the module may be signed in already).
+    The form is React's: filled before it is drawn, it would be drawn again empty."""
+    page.goto(f"{superset.url}/login/", wait_until="networkidle")
     if "/login/" not in page.url:
         return
-    page.locator("[data-test='username-input']").fill(ADMIN)
-    page.locator("[data-test='password-input']").fill(stack_layout.secret("superset-admin-password"))
+    username, password = (
+        page.locator("[data-test='username-input']"),
+        page.locator("[data-test='password-input']"),
+    )
+    username.fill(ADMIN)
+    expect(username).to_have_value(ADMIN)
+    secret = stack_layout.secret("superset-admin-password")
+    password.fill(secret)
+    assert password.evaluate("e => e.value.length") == len(secret)  # never the value in a message
     page.locator("[data-test='login-button']").click()
     page.wait_for_url(re.compile(r"/superset/welcome/"))
 
@@ -220,7 +239,8 @@ def _drawn_pixels(canvas) -> int:
     )
 
 
-def test_dashboard_charts_render_with_the_data(synced, superset, stack_layout, trino_rows, page):
+def test_dashboard_charts_render_with_the_data(synced, superset, stack_layout, trino_rows, superset_page):
+    page = superset_page
     _login(page, superset, stack_layout)
     page.goto(f"{superset.url}/superset/dashboard/{DASHBOARD_SLUG}/")
     holders = page.locator("[data-test='dashboard-component-chart-holder']")
@@ -251,9 +271,10 @@ def test_dashboard_charts_render_with_the_data(synced, superset, stack_layout, t
     page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
 
 
-def test_sql_lab_runs_a_query_over_a_product(synced, api, superset, stack_layout, trino_rows, page):
+def test_sql_lab_runs_a_query_over_a_product(synced, api, superset, stack_layout, trino_rows, superset_page):
     """SQL Lab opened on the database with a query (its ``dbid``/``sql`` link), run with its
     button: the result grid holds exactly the rows Trino gives the platform."""
+    page = superset_page
     _login(page, superset, stack_layout)
     database = next(d for d in api.all("database") if d["database_name"] == DATABASE)
     sql = (
