@@ -58,11 +58,16 @@ class SupersetClient:
     def __init__(self, url: str, username: str, password: str):
         self.url = url
         self.session = requests.Session()
-        login = self.session.post(
-            f"{url}/api/v1/security/login",
-            json={"username": username, "password": password, "provider": "db", "refresh": False},
-            timeout=TIMEOUT_S,
-        )
+        try:
+            login = self.session.post(
+                f"{url}/api/v1/security/login",
+                json={"username": username, "password": password, "provider": "db", "refresh": False},
+                timeout=TIMEOUT_S,
+            )
+        except requests.ConnectionError:
+            raise SupersetSyncError(
+                f"Superset does not answer at {url}: start it with `mesh stack up --with superset`"
+            ) from None
         if login.status_code != 200:
             raise SupersetSyncError(
                 f"logging in to Superset at {url} as {username!r} failed: HTTP {login.status_code} "
