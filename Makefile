@@ -38,7 +38,8 @@ lint: install
 test: install browser sandbox lint image
 	$(BIN)/mesh lint
 	$(BIN)/mesh quality suites --check
-	$(BIN)/mesh stack up
+	@# with Superset (installed at first use into ~/.cache/datamesh/superset): tests/browser/test_superset.py
+	$(BIN)/mesh stack up --with superset
 	@# what needs no service runs on every core; the stack's tests (marker stack, wherever they
 	@# are) and the kill/re-execution tests (marker reliability: their timing is the point) run
 	@# one at a time after it; then the image's (marker image: podman, the chart's pods)

@@ -434,7 +434,7 @@ def stack_dir(settings: MeshSettings) -> Path:
 def stack_port(variable: str, default: int) -> str:
     """A service port of the loopback stack (``MESH_PG_PORT``, ``MESH_S3_PORT``,
     ``MESH_TRINO_PORT``, ``MESH_OPA_PORT``, ``MESH_TRINO_HTTPS_PORT``, ``MESH_KAFKA_PORT``,
-    ``MESH_KAFKA_CONTROLLER_PORT``), as text: the stack validates it."""
+    ``MESH_KAFKA_CONTROLLER_PORT``, ``MESH_SUPERSET_PORT``), as text: the stack validates it."""
     return os.environ.get(variable, str(default))
 
 
