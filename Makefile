@@ -42,7 +42,8 @@ test: install browser sandbox lint image
 	@# checks the splits reach both), not a second cluster for that one test: measured, the three
 	@# JVMs start in about 2 min more than one (on 2 busy cores), the serial tests take no longer,
 	@# each worker holds ~0.6 GiB; a `mesh stack up` without MESH_TRINO_WORKERS keeps them
-	MESH_TRINO_WORKERS=2 $(BIN)/mesh stack up
+		@# with Superset (installed at first use into ~/.cache/datamesh/superset): tests/browser/test_superset.py
+	MESH_TRINO_WORKERS=2 $(BIN)/mesh stack up --with superset
 	@# what needs no service runs on every core; the stack's tests (marker stack, wherever they
 	@# are) and the kill/re-execution tests (marker reliability: their timing is the point) run
 	@# one at a time after it; then the image's (marker image: podman, the chart's pods)

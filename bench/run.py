@@ -31,6 +31,9 @@ Benchmarks (``--only``/``BENCH_ONLY``, comma-separated; default all):
                 Trino-written copies (with both tables' file layout), and Q1 on all the Trino
                 workers vs one (``MESH_TRINO_WORKERS`` >= 2); recorded as skipped (with the
                 reason) when the stack is not up
+``stream``      with the production stack up: bench/stream.py, the platform's streaming consumer
+                vs the Apache Iceberg sink connector on the same ``BENCH_STREAM_EVENTS``
+                (200,000) flight events: rows/s, latency to queryable, commits per minute
 ``dbt``         the dbt part of the demo through Dagster vs a plain ``dbt build`` of the same models
 ==============  ==============================================================================
 
@@ -39,7 +42,8 @@ Knobs (environment): ``BENCH_SF`` (TPC-H scale factor, default 1), ``BENCH_ROWS`
 ``BENCH_MEMORY_ROWS`` (``20000000,40000000``),
 ``BENCH_QUALITY_ROWS`` (5,000,000 here; bench/quality.py alone: 10,000,000), ``BENCH_DOMAINS``
 (``1,10,50``), ``BENCH_DEFS_ALL_MAX`` (50), ``BENCH_STACK_SF`` (= ``BENCH_SF``),
-``BENCH_TRINO_ROWS`` (1,000,000), ``BENCH_TRINO_INSERT_ROWS`` (5,000), ``BENCH_REPEATS`` (2
+``BENCH_STREAM_EVENTS`` (200,000), ``BENCH_STREAM_BATCH`` (50,000),
+``BENCH_STREAM_COMMIT_MS`` (5,000), ``BENCH_TRINO_ROWS`` (1,000,000), ``BENCH_TRINO_INSERT_ROWS`` (5,000), ``BENCH_REPEATS`` (2
 counted rounds after the warm-up), ``BENCH_ONLY``. ``MESH_BENCH_DATA``: the data cache
 (``.mesh/bench-data``). Every entry records the load average of the (shared) machine before
 and after its benchmark.
@@ -369,6 +373,7 @@ BENCHMARKS = {
     "mesh": ("mesh", "bench_mesh"),
     "query": ("query", "bench_query"),
     "stack": ("stack", "bench_stack"),
+    "stream": ("stream", "bench_stream"),
     # the dbt part alone (issue 4's goal): dbt through Dagster vs a plain `dbt build`, per
     # unpartitioned domain
     "dbt": ("mesh", "bench_dbt"),

@@ -434,8 +434,8 @@ def stack_dir(settings: MeshSettings) -> Path:
 def stack_port(variable: str, default: int) -> str:
     """A service port of the loopback stack (``MESH_PG_PORT``, ``MESH_S3_PORT``,
     ``MESH_TRINO_PORT``, ``MESH_OPA_PORT``, ``MESH_TRINO_HTTPS_PORT``, ``MESH_KAFKA_PORT``,
-    ``MESH_KAFKA_CONTROLLER_PORT``; ``MESH_TRINO_WORKER_PORT``, the first Trino worker's, the
-    next ones counting up from it), as text: the stack validates it."""
+    ``MESH_KAFKA_CONTROLLER_PORT``, ``MESH_SUPERSET_PORT``; ``MESH_TRINO_WORKER_PORT``, the first
+    Trino worker's, the next ones counting up from it), as text: the stack validates it."""
     return os.environ.get(variable, str(default))
 
 
@@ -443,6 +443,12 @@ def kafka_bootstrap() -> str:
     """``MESH_KAFKA_BOOTSTRAP``: the Kafka brokers streaming products read (``host:port,...``;
     default the stack's, 127.0.0.1:9092; `mesh stack env` sets it)."""
     return os.environ.get("MESH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+def kafka_connect_port() -> int:
+    """``MESH_KAFKA_CONNECT_PORT``: the REST port of the Kafka Connect worker that runs the
+    Apache Iceberg sink connector beside the stack (benchmarks and tests; default 8083)."""
+    return int(os.environ.get("MESH_KAFKA_CONNECT_PORT", "8083"))
 
 
 def trino_heap() -> str:

@@ -22,6 +22,7 @@ mesh image build [--base IMG]  the platform image (Containerfile) with podman, o
 mesh users add|remove|passwd|list   who may log in to the stack's Trino, and their groups
 mesh stream status | replay|skip DOMAIN.PRODUCT --to OFFSETS   streaming products' positions
 mesh spark defaults [--conf-dir DIR]   spark-defaults.conf for the current mode (jars cached)
+mesh superset sync             the stack's Superset: Trino database, datasets, delays dashboard
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "users": ("users", "who may log in to the stack's Trino: add, remove, passwd, list"),
     "stream": ("stream", "streaming products: position in their topics, replay or skip a stopped one"),
     "spark": ("spark", "Apache Spark on the mesh's Iceberg catalog: spark-defaults.conf"),
+    "superset": ("superset", "Apache Superset on the stack: datasets and dashboards from the contracts"),
 }
 
 

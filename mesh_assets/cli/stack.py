@@ -1,5 +1,5 @@
-"""``mesh stack up | down | status | env``: the production stack on loopback. ``up`` first
-builds the access policy folder that OPA and Trino read."""
+"""``mesh stack up [--with superset] | down | status | env``: the production stack on loopback.
+``up`` first builds the access policy folder that OPA and Trino read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from mesh_assets.access.policy_data import AccessConfigError, build, data_file
 from mesh_assets.cli import add_verb
 from mesh_assets.contract.errors import ContractError
-from mesh_assets.stack import down, env_script, status, up
+from mesh_assets.stack import OPTIONAL_SERVICES, down, env_script, status, up
 from mesh_assets.stack.layout import HOST, TRINO_CATALOG, TRINO_USER, StackError, StackLayout
 from mesh_assets.workspace import workspace_domains
 
@@ -33,7 +33,7 @@ def _build_access(layout: StackLayout, say: Callable[[str], None] = print) -> No
 
 def _cmd_up(args) -> int:
     try:
-        up(prepare=_build_access)
+        up(prepare=_build_access, with_services=tuple(args.with_services or ()))
     except StackError as exc:
         print(f"mesh stack up: {exc}", file=sys.stderr)
         return 1
@@ -96,7 +96,15 @@ def _cmd_env(args) -> int:
 def add_cli(subparsers) -> None:
     stack = add_verb(subparsers, "stack")
     verbs = stack.add_subparsers(dest="stack_command", required=True)
-    verbs.add_parser("up", help="install what is missing and start every service").set_defaults(fn=_cmd_up)
+    up_p = verbs.add_parser("up", help="install what is missing and start every service")
+    up_p.add_argument(
+        "--with",
+        dest="with_services",
+        action="append",
+        choices=OPTIONAL_SERVICES,
+        help="also start this optional service (superset: dashboards and SQL Lab over Trino, port MESH_SUPERSET_PORT)",
+    )
+    up_p.set_defaults(fn=_cmd_up)
     down_p = verbs.add_parser("down", help="stop every service")
     down_p.add_argument("--purge", action="store_true", help="also delete the stack's data and credentials")
     down_p.set_defaults(fn=_cmd_down)

@@ -140,7 +140,7 @@ class QualityRule:
 
 
 STREAM_MODES = ("append", "upsert")
-STREAM_VALUE_FORMATS = ("json",)
+STREAM_VALUE_FORMATS = ("json", "avro")
 DEFAULT_STREAM_MAX_RECORDS = 10_000
 DEFAULT_STREAM_MAX_SECONDS = 5.0
 
@@ -148,7 +148,7 @@ DEFAULT_STREAM_MAX_SECONDS = 5.0
 @dataclass(frozen=True)
 class StreamSource:
     """A streaming product's source: a Kafka topic read in micro-batches
-    (``source: {format: kafka, topic, key, valueFormat: json, mode, maxRecords, maxSeconds}``).
+    (``source: {format: kafka, topic, key, valueFormat: json|avro, mode, maxRecords, maxSeconds}``).
 
     ``key`` is the contract column the message key carries (as text, typed by the same grammar
     as the value's fields); ``mode: upsert`` keeps one row per key (the primary key, which must

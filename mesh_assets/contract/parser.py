@@ -16,7 +16,7 @@ Platform-specific settings live under the contract's ``customProperties``:
 ``maxShrinkPercent``  full-refresh ingested products: the largest drop of the row count from
                 main that a new version may bring (default 50; the check blocks publication)
                 A streaming product reads a Kafka topic instead: ``{format: kafka, topic: <name>,
-                key: <column the message key carries>, valueFormat: json, mode: append|upsert,
+                key: <column the message key carries>, valueFormat: json|avro, mode: append|upsert,
                 maxRecords: 10000, maxSeconds: 5}`` (:class:`~mesh_assets.contract.model.StreamSource`;
                 ``mode: upsert`` needs ``key`` to be the one-column primary key)
 ``transform``   ``dbt`` for products computed by a dbt model of the same name
@@ -416,7 +416,8 @@ def _stream_source(path: Path, product: str, source: dict, columns: list[Column]
         raise refuse(
             f"kafka source valueFormat {source.get('valueFormat')!r} is not supported",
             "valueFormat",
-            "use json (one JSON object per message, its fields named as the contract's columns)",
+            "use json (one JSON object per message, its fields named as the contract's columns) "
+            "or avro (one Avro record per message, binary, with the schema derived from the contract)",
         )
     mode = source.get("mode", "append")
     if mode not in STREAM_MODES:

@@ -158,6 +158,21 @@ def ingest(
 # --- Dagster -----------------------------------------------------------------------------------
 
 
+def publish_unless_audited(
+    product: DataProduct, catalog: IcebergCatalog, table: "Table", branch: str, run_id: str
+) -> tuple["Table", bool]:
+    """Publish the audit ``branch`` right away when ``product`` has no blocking rule (nothing to
+    audit, so every rule passed), with its quarantined rows; otherwise leave it to the checks.
+    Returns the table (refreshed when published) and whether it was published."""
+    if any(r.severity == "error" for r in product.rules):
+        return table, False
+    retention_ms = int(product.retention.total_seconds() * 1000)
+    publish(table, branch, run_id=run_id, tag_max_age_ms=retention_ms)
+    if product.quarantine:
+        publish_quarantine(catalog.catalog(), product, branch)
+    return table.refresh(), True
+
+
 def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
     """The Dagster asset that ingests ``product`` from its landing file.
 
@@ -182,14 +197,7 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
             product, catalog.catalog(), selection=selection, run_id=context.run.run_id, branch=branch
         )
         pause_at("audit_written", product.identifier)  # a test hook, see pause_at
-        table = result.table
-        published = not any(r.severity == "error" for r in product.rules)
-        if published:  # nothing to audit: no blocking rule, so every one passed
-            retention_ms = int(product.retention.total_seconds() * 1000)
-            publish(table, branch, run_id=context.run.run_id, tag_max_age_ms=retention_ms)
-            if product.quarantine:
-                publish_quarantine(catalog.catalog(), product, branch)
-            table = table.refresh()
+        table, published = publish_unless_audited(product, catalog, result.table, branch, context.run.run_id)
         summary = table.snapshot_by_id(result.snapshot_id).summary.additional_properties
         metadata = snapshot_metadata(table, inputs={}, snapshot_id=result.snapshot_id)
         metadata["wap/branch"] = branch

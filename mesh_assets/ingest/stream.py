@@ -9,8 +9,13 @@ consumer group (none are committed there). So a consumer killed at any point re-
 what main does not hold yet: a batch that did not reach main is read again whole, one that
 did is never read again. A rollback of the table moves the position back with the rows.
 
-A message's value is one JSON object whose fields are named as the contract's columns (fields
-the contract does not know are ignored until it declares them); each value is turned into the
+A message's value is one JSON object whose fields are named as the contract's columns (a field
+the contract does not declare refuses the message, as a file with such a column is refused: a
+new field is added to the contract first, as an optional column that earlier rows read as
+null, then sent), or with ``valueFormat: avro``
+one Avro record in binary encoding written with the schema :func:`avro_schema` derives from the
+contract, without framing: no schema registry runs beside the mesh, so the contract is the
+schema registry (a contract change changes the schema producers write with). Each value is turned into the
 literal text the file readers parse, so the contract's strict grammar
 (:mod:`mesh_assets.ingest.readers`) types streams and files alike. The message key fills the
 contract's ``key`` column when the value lacks it. A message that is no JSON object, or whose
@@ -32,15 +37,22 @@ table and move on).
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from datetime import time as dt_time
+from decimal import Decimal
+from functools import cache
 from typing import TYPE_CHECKING
+from uuid import UUID
 
+import fastavro
 import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from pyiceberg import types as it
 from pyiceberg.expressions import In
 
 from mesh_assets.contract.model import DataProduct
@@ -244,7 +256,8 @@ def read_batch(product: DataProduct, start: dict[int, int]) -> Batch:
 
 
 def _literal(value) -> str | None:
-    """A JSON value as the literal text the contract's grammar reads."""
+    """A decoded value (JSON's, or Avro's with its logical types) as the literal text the
+    contract's grammar reads."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -253,7 +266,105 @@ def _literal(value) -> str | None:
         return value
     if isinstance(value, int | float):
         return json.dumps(value)
+    if isinstance(value, datetime | date | dt_time):
+        return value.isoformat()
+    if isinstance(value, Decimal | UUID):
+        return str(value)
     return json.dumps(value, sort_keys=True)  # an object or array: text for a string column
+
+
+# Avro types of the contract's column types; any other column is an Avro string
+_AVRO_TYPES = {
+    it.BooleanType: "boolean",
+    it.IntegerType: "int",
+    it.LongType: "long",
+    it.FloatType: "float",
+    it.DoubleType: "double",
+    it.StringType: "string",
+    it.DateType: {"type": "int", "logicalType": "date"},
+    it.TimeType: {"type": "long", "logicalType": "time-micros"},
+    it.TimestampType: {"type": "long", "logicalType": "local-timestamp-micros"},
+    it.TimestamptzType: {"type": "long", "logicalType": "timestamp-micros"},
+    it.UUIDType: {"type": "string", "logicalType": "uuid"},
+}
+
+
+def avro_schema(product: DataProduct) -> dict:
+    """The Avro schema a producer writes ``product``'s message values with (``valueFormat:
+    avro``): one record named after the product, one field per column of the contract, in its
+    order; a column that is not required is a union with null (default null)."""
+    fields = []
+    for column in product.columns:
+        if isinstance(column.type, it.DecimalType):
+            kind = {
+                "type": "bytes",
+                "logicalType": "decimal",
+                "precision": column.type.precision,
+                "scale": column.type.scale,
+            }
+        else:
+            kind = _AVRO_TYPES.get(type(column.type), "string")
+        if column.required:
+            fields.append({"name": column.name, "type": kind})
+        else:
+            fields.append({"name": column.name, "type": ["null", kind], "default": None})
+    return {"type": "record", "name": product.name, "namespace": product.domain, "fields": fields}
+
+
+def _parsed_avro_schema(product: DataProduct):
+    return _parse_avro(json.dumps(avro_schema(product)))
+
+
+@cache
+def _parse_avro(schema: str):
+    return fastavro.parse_schema(json.loads(schema))
+
+
+def encode_value(product: DataProduct, value: dict) -> bytes:
+    """``value`` as a message value of ``product``'s ``valueFormat`` (JSON text, or Avro binary
+    with :func:`avro_schema`, no framing: no schema registry runs beside the mesh)."""
+    if product.stream.value_format == "avro":
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, _parsed_avro_schema(product), value)
+        return out.getvalue()
+    return json.dumps(value).encode()
+
+
+def decode_value(product: DataProduct, raw: bytes) -> tuple[dict | None, str | None]:
+    """A message value decoded by the contract's ``valueFormat``: ``(fields, None)``, or
+    ``(None, why)`` when it is not a JSON object / not one Avro record of :func:`avro_schema`."""
+    if product.stream.value_format == "avro":
+        buffer = io.BytesIO(raw)
+        try:
+            value = fastavro.schemaless_reader(buffer, _parsed_avro_schema(product), None)
+        except (EOFError, ValueError, IndexError, UnicodeDecodeError, TypeError, OverflowError) as exc:
+            return None, f"the value is not an Avro record of the contract's schema ({type(exc).__name__})"
+        extra = len(raw) - buffer.tell()
+        if extra:
+            return None, (
+                f"the value is not one Avro record of the contract's schema "
+                f"({extra} byte{'s' if extra > 1 else ''} after the record)"
+            )
+        return value, None
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"the value is not JSON ({type(exc).__name__} at character {getattr(exc, 'pos', '?')})"
+    if not isinstance(value, dict):
+        return None, f"the value is JSON {type(value).__name__}, not an object"
+    return value, None
+
+
+def _undeclared(product: DataProduct, value: dict, names: list[str]) -> str | None:
+    """Why a value with a field the contract does not declare is refused (as a file with such a
+    column is: the contract comes first), else None."""
+    extra = [k for k in value if k not in names]
+    if not extra:
+        return None
+    return (
+        f"field '{extra[0]}' is not declared in contract {product.path}; add it to the contract "
+        "(an optional column: earlier rows read null) or drop it from the events"
+    )
 
 
 @dataclass
@@ -286,19 +397,11 @@ def type_batch(product: DataProduct, batch: Batch) -> Typed:
                     )
                 )
             continue
-        try:
-            value = json.loads(msg.value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            refused.append(
-                (
-                    msg,
-                    {},
-                    f"the value is not JSON ({type(exc).__name__} at character {getattr(exc, 'pos', '?')})",
-                )
-            )
-            continue
-        if not isinstance(value, dict):
-            refused.append((msg, {}, f"the value is JSON {type(value).__name__}, not an object"))
+        value, why = decode_value(product, msg.value)
+        if why is None:
+            why = _undeclared(product, value, names)
+        if why is not None:
+            refused.append((msg, {}, why))
             continue
         if stream.key is not None and value.get(stream.key) is None:
             value[stream.key] = key
@@ -455,9 +558,9 @@ def _write(product: DataProduct, table: Table, typed: Typed, properties: dict, b
 
 
 def send(product: DataProduct, events: Iterable[tuple[str, dict | None]], *, partitions: int = 3) -> int:
-    """Produce ``(key, value)`` events to the product's topic as JSON (``None``: a tombstone),
-    creating the topic first when it does not exist; returns the number sent. For demos and
-    tests: real producers are the source systems."""
+    """Produce ``(key, value)`` events to the product's topic in its ``valueFormat`` (``None``: a
+    tombstone), creating the topic first when it does not exist; returns the number sent. For
+    demos and tests: real producers are the source systems."""
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -473,7 +576,7 @@ def send(product: DataProduct, events: Iterable[tuple[str, dict | None]], *, par
                 producer.produce(
                     product.stream.topic,
                     key=key.encode(),
-                    value=None if value is None else json.dumps(value).encode(),
+                    value=None if value is None else encode_value(product, value),
                 )
                 break
             except BufferError:  # the local queue is full: let it drain

@@ -15,7 +15,9 @@ catalog as ``iceberg``, one schema per domain, and asks OPA (``MESH_OPA_PORT``, 
 about every access: the policy generated from the contracts (``mesh access build``, run by
 ``up``) decides table access, row filters and column masks. Kafka (``MESH_KAFKA_PORT``, 9092;
 its KRaft controller on ``MESH_KAFKA_CONTROLLER_PORT``, 9093) carries the topics of streaming
-products (:mod:`mesh_assets.stream`). pyiceberg, Trino and DuckDB all read
+products (:mod:`mesh_assets.stream`). With ``mesh stack up --with superset``, Apache Superset
+(``MESH_SUPERSET_PORT``, 8088; :mod:`.superset`) serves dashboards and SQL Lab over Trino;
+``status`` reports it once started and ``down`` stops it first. pyiceberg, Trino and DuckDB all read
 and write the same tables. State lives in ``$MESH_HOME/stack`` (see :mod:`.layout`), the policy
 data in ``$MESH_HOME/access``.
 """
@@ -33,13 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mesh_assets import settings, tools
-from mesh_assets.stack import accounts, kafka, objectstore, opa, postgres, tls, trino
+from mesh_assets.stack import accounts, kafka, objectstore, opa, postgres, superset, tls, trino
 from mesh_assets.stack.kafka import Kafka
 from mesh_assets.stack.layout import (
     BUCKET,
     DAGSTER_DB,
     DAGSTER_USER,
     HOST,
+    PORT_ENV,
     S3_REGION,
     TRINO_CATALOG,
     TRINO_USER,
@@ -51,6 +54,7 @@ from mesh_assets.stack.objectstore import ObjectStore
 from mesh_assets.stack.opa import Opa
 from mesh_assets.stack.postgres import Postgres
 from mesh_assets.stack.processes import port_is_free, port_owner
+from mesh_assets.stack.superset import Superset
 from mesh_assets.stack.trino import Trino, TrinoWorker, active_workers
 from mesh_assets.workspace import workspace_domains
 
@@ -66,7 +70,10 @@ __all__ = [
     "add_cli",
 ]
 
-READY_TIMEOUT_S = {"postgres": 60, "s3": 30, "opa": 30, "trino": 300, "kafka": 60}
+SERVICES = ("postgres", "s3", "opa", "trino", "kafka")  # `down` stops them in reverse order
+# started on request only (`up --with NAME`), after the others; stopped first
+OPTIONAL_SERVICES = ("superset",)
+READY_TIMEOUT_S = {"postgres": 60, "s3": 30, "opa": 30, "trino": 300, "kafka": 60, "superset": 300}
 WORKERS_TIMEOUT_S = 120  # after the coordinator started: every worker announced and active
 # the ports a service listens on besides its own name's
 EXTRA_PORTS = {"trino-https": "trino", "kafka-controller": "kafka"}
@@ -81,9 +88,13 @@ class ServiceStatus:
     detail: str
 
 
+def _core(layout: StackLayout) -> list[str]:
+    """:data:`SERVICES` with ``layout``'s Trino workers right after their coordinator, in start
+    order (``down`` stops them in reverse)."""
+    return [*SERVICES[:4], *layout.trino_workers, *SERVICES[4:]]
+
+
 def _services(layout: StackLayout) -> dict:
-    """The services of ``layout`` in start order (``down`` stops them in reverse): the Trino
-    workers right after their coordinator."""
     workers = {name: TrinoWorker(layout, n) for n, name in enumerate(layout.trino_workers, 1)}
     return {
         "postgres": Postgres(layout),
@@ -92,6 +103,7 @@ def _services(layout: StackLayout) -> dict:
         "trino": Trino(layout),
         **workers,
         "kafka": Kafka(layout),
+        "superset": Superset(layout),
     }
 
 
@@ -109,13 +121,16 @@ def status(layout: StackLayout | None = None) -> list[ServiceStatus]:
     out = []
     for name, service in _services(layout).items():
         proc = service.process
+        if name in OPTIONAL_SERVICES and proc.recorded_pid() is None:
+            continue  # not asked for (or stopped by `down`)
         pid = proc.pid()
         if pid is None:
             recorded = proc.recorded_pid()
             if recorded is not None:
                 detail = (
                     f"NOT RUNNING: process {recorded} (from {proc.pidfile}) is gone; "
-                    f"`mesh stack up` starts it again. Last lines of {proc.log}:\n{proc.last_words(15)}"
+                    f"`mesh stack up{' --with ' + name if name in OPTIONAL_SERVICES else ''}` starts it "
+                    f"again. Last lines of {proc.log}:\n{proc.last_words(15)}"
                 )
             else:
                 detail = "not running (never started, or stopped by `mesh stack down`)"
@@ -143,15 +158,25 @@ def up(
     *,
     prepare: Callable[[StackLayout, Callable[[str], None]], None] | None = None,
     say: Callable[[str], None] = print,
+    with_services: tuple[str, ...] = (),
 ) -> list[ServiceStatus]:
     """Start whatever part of the stack is not running; a no-op (that says so) when all is up.
 
     ``prepare(layout, say)`` runs first: it writes what the services read from
-    ``layout.access_dir`` (the access policy folder for OPA, the group file for Trino)."""
+    ``layout.access_dir`` (the access policy folder for OPA, the group file for Trino).
+    ``with_services`` names the :data:`OPTIONAL_SERVICES` to start too (after the others)."""
+    unknown = set(with_services) - set(OPTIONAL_SERVICES)
+    if unknown:
+        raise StackError(
+            f"no optional service {', '.join(sorted(unknown))}: choose from {', '.join(OPTIONAL_SERVICES)}"
+        )
     layout = StackLayout.from_env()
     with _locked(layout):
         try:
-            return _up(layout, prepare, say)
+            current = _up(layout, prepare, say)
+            if "superset" in with_services:
+                current = _up_superset(StackLayout.current(), say)
+            return current
         except StackError as exc:
             raise StackError(
                 f"{exc}\n(what did start keeps running: `mesh stack status` shows it, "
@@ -163,7 +188,7 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
     t0 = time.monotonic()
     recorded = StackLayout.current()
     services = _services(recorded)
-    running = {name for name, s in services.items() if s.process.pid() is not None}
+    running = {name for name in _core(recorded) if services[name].process.pid() is not None}
     fixed = {name: port for name, port in recorded.ports.items() if name not in recorded.trino_workers}
     if running and fixed != {k: v for k, v in layout.ports.items() if k not in layout.trino_workers}:
         raise StackError(
@@ -173,8 +198,8 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
     if running and settings.trino_workers() is not None:  # the workers MESH_TRINO_WORKERS asks for
         workers = {name: layout.ports[name] for name in layout.trino_workers}
         recorded = dataclasses.replace(recorded, ports={**fixed, **workers})
-        for name, service in services.items():
-            if name not in recorded.ports and service.stop():
+        for name in _core(StackLayout.current()):
+            if name not in recorded.ports and services[name].stop():
                 say(f"{name}: stopped (MESH_TRINO_WORKERS={len(workers)})")
                 running.discard(name)
         services = _services(recorded)
@@ -191,17 +216,17 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
             say(f"{node.process.name}: configuration changed ({', '.join(outdated)}), restarting it")
             node.stop()
             running.discard(node.process.name)
-    if running == set(services):
+    if running == set(_core(recorded)):
         current = status(recorded)
-        if all(s.healthy for s in current):
+        if all(s.healthy for s in current if s.name in running):
             say(
                 f"stack already up, nothing to do ({time.monotonic() - t0:.1f} s): "
-                + ", ".join(f"{s.name} {HOST}:{s.port} pid {s.pid}" for s in current)
+                + ", ".join(f"{s.name} {HOST}:{s.port} pid {s.pid}" for s in current if s.pid is not None)
             )
             return current
     layout = recorded if running else layout
     services = _services(layout)
-    for name in layout.ports:
+    for name in [*_core(layout), *EXTRA_PORTS]:
         service = EXTRA_PORTS.get(name, name)
         if service not in running and not port_is_free(layout.ports[name]):
             raise StackError(
@@ -226,7 +251,7 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
         say(f"generated credentials {', '.join(made)} in {layout.secrets_dir} (mode 0600)")
 
     binaries = _install(
-        say, need={"trino" if n in layout.trino_workers else n for n in services if n not in running}
+        say, need={"trino" if n in layout.trino_workers else n for n in _core(layout) if n not in running}
     )
     layout.write_state()
 
@@ -278,7 +303,7 @@ def _up(layout: StackLayout, prepare, say: Callable[[str], None]) -> list[Servic
     _report_started(say, "kafka", started, layout)
 
     current = status(layout)
-    bad = [s for s in current if not s.healthy]
+    bad = [s for s in current if not s.healthy and s.name in _core(layout)]
     if bad:
         raise StackError("; ".join(f"{s.name}: {s.detail}" for s in bad))
     say(
@@ -298,6 +323,41 @@ def _workers_active(trino: Trino) -> int:
         return len(active_workers(conn.cursor()))
     finally:
         conn.close()
+
+
+def _up_superset(layout: StackLayout, say: Callable[[str], None]) -> list[ServiceStatus]:
+    """Superset on the running stack: installed on first use, its database provisioned, its
+    metadata initialized on its first start; a no-op when it runs."""
+    service: Superset = _services(layout)["superset"]
+    if service.process.pid() is None:
+        port = layout.ports["superset"]
+        if not port_is_free(port):
+            raise StackError(
+                f"port {port} on {HOST}, wanted by superset, is taken by {port_owner(port)}: stop that "
+                f"program or choose another port with {PORT_ENV['superset']}=..."
+            )
+        made = layout.ensure_secrets()
+        if made:
+            say(f"generated credentials {', '.join(made)} in {layout.secrets_dir} (mode 0600)")
+        _services(layout)["postgres"].provision()
+        t = time.monotonic()
+        home = superset.install()
+        if time.monotonic() - t > 1:
+            say(f"installed Superset {superset.VERSION} in {time.monotonic() - t:.1f} s: {home}")
+        service.setup(home, say)
+        t = time.monotonic()
+        pid = service.start(home)
+        service.process.wait_until(service.ready, READY_TIMEOUT_S["superset"], what="to answer /health")
+        say(
+            f"superset: pid {pid} on {service.url}, ready {time.monotonic() - t:.1f} s after start "
+            f"(log {layout.log('superset')}; login {superset.ADMIN}, password file "
+            f"{layout.secret_path('superset-admin-password')}; `mesh superset sync` provisions it)"
+        )
+    current = status(layout)
+    bad = [s for s in current if not s.healthy]
+    if bad:
+        raise StackError("; ".join(f"{s.name}: {s.detail}" for s in bad))
+    return current
 
 
 def _ensure_identities(layout: StackLayout) -> list[str]:
@@ -362,7 +422,8 @@ def _ensure_catalog(layout: StackLayout) -> list[str]:
 def down(*, purge: bool = False, say: Callable[[str], None] = print) -> None:
     layout = StackLayout.current()
     with _locked(layout):
-        for name, service in reversed(_services(layout).items()):
+        for name in (*reversed(OPTIONAL_SERVICES), *reversed(_core(layout))):
+            service = _services(layout)[name]
             pid = service.process.pid()
             if service.stop():
                 say(f"{name}: stopped (pid {pid})")
@@ -373,7 +434,7 @@ def down(*, purge: bool = False, say: Callable[[str], None] = print) -> None:
             cluster = _services(layout)["postgres"].data
             if not cluster.is_relative_to(layout.root):  # kept in the postgres user's home
                 shutil.rmtree(cluster.parent, ignore_errors=True)
-            for sub in ("postgres", "s3", "opa", "trino", "kafka", "secrets", "logs"):
+            for sub in ("postgres", "s3", "opa", "trino", "kafka", "superset", "secrets", "logs"):
                 shutil.rmtree(layout.root / sub, ignore_errors=True)
             say(f"deleted the stack's data, logs and credentials under {layout.root}")
 

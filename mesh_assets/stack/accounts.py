@@ -13,7 +13,10 @@ Two kinds of accounts:
 * **service accounts**, made by ``mesh stack up``: the platform's ``mesh`` (the operator's and
   the stack's own account; its groups come from the users file) and one ``domain-<name>`` per
   domain of the workspace, in group ``domain_<name>``, that the domain's code location uses
-  for Trino. Their random passwords are files ``stack/secrets/trino-accounts/<account>``.
+  for Trino, and the accounts of tools that read as a group of people (:data:`TOOL_ACCOUNTS`:
+  ``superset``, an ``analyst``: the access policy applies to its dashboards and SQL Lab as to
+  any analyst, PII masked). Their random passwords are files
+  ``stack/secrets/trino-accounts/<account>``.
 
 Passwords and hashes are never printed nor logged.
 """
@@ -39,6 +42,9 @@ MIN_PASSWORD = 12
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
 GROUP_NAME = re.compile(r"[a-z][a-z0-9_]*")
 DOMAIN_ACCOUNT_PREFIX = "domain-"
+SUPERSET_ACCOUNT = "superset"
+# service accounts of tools, and the groups (contract roles) they read as
+TOOL_ACCOUNTS = {SUPERSET_ACCOUNT: ("analyst",)}
 
 
 class AccountError(StackError):
@@ -149,7 +155,7 @@ def _person(layout: StackLayout, name: str, registry: dict[str, dict]) -> dict:
 def add(name: str, groups: list[str], password: str, layout: StackLayout | None = None) -> Account:
     layout = layout or StackLayout.current()
     _check_name(name)
-    if name == TRINO_USER or name.startswith(DOMAIN_ACCOUNT_PREFIX):
+    if name == TRINO_USER or name in TOOL_ACCOUNTS or name.startswith(DOMAIN_ACCOUNT_PREFIX):
         raise AccountError(f"{name!r} is reserved for the platform's service accounts")
     member_of = _check_groups(groups)
     _check_password(password)
@@ -179,10 +185,14 @@ def passwd(name: str, password: str, layout: StackLayout | None = None) -> None:
 
 
 def ensure_service_accounts(layout: StackLayout, domains: list[str]) -> list[str]:
-    """``mesh`` and ``domain-<name>`` for every domain: a random password file each (made
-    once), registered with its hash. Returns the accounts made."""
+    """``mesh``, ``domain-<name>`` for every domain and the :data:`TOOL_ACCOUNTS`: a random
+    password file each (made once), registered with its hash. Returns the accounts made."""
     registry = _load(layout)
-    wanted = {TRINO_USER: [], **{domain_account(d): [domain_group(d)] for d in domains}}
+    wanted = {
+        TRINO_USER: [],
+        **{domain_account(d): [domain_group(d)] for d in domains},
+        **{name: list(groups) for name, groups in TOOL_ACCOUNTS.items()},
+    }
     directory = accounts_dir(layout)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)

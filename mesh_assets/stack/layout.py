@@ -27,10 +27,12 @@ TRINO_CATALOG = "iceberg"
 TRINO_USER = "mesh"
 CATALOG_DB = CATALOG_USER = "mesh"
 DAGSTER_DB = DAGSTER_USER = "dagster"
+SUPERSET_DB = SUPERSET_USER = "superset"
 
 # "trino" is Trino's plain-HTTP port, for its internal communication only (clients are refused
 # there); "trino-https" the port clients connect to, with TLS and a password
-# "kafka" is the broker's client port, "kafka-controller" its KRaft quorum port
+# "kafka" is the broker's client port, "kafka-controller" its KRaft quorum port; "superset" is
+# used only when the stack is started with Superset (`mesh stack up --with superset`)
 DEFAULT_PORTS = {
     "postgres": 5432,
     "s3": 9000,
@@ -39,6 +41,7 @@ DEFAULT_PORTS = {
     "trino-https": 8443,
     "kafka": 9092,
     "kafka-controller": 9093,
+    "superset": 8088,
 }
 PORT_ENV = {
     "postgres": "MESH_PG_PORT",
@@ -48,6 +51,7 @@ PORT_ENV = {
     "trino-https": "MESH_TRINO_HTTPS_PORT",
     "kafka": "MESH_KAFKA_PORT",
     "kafka-controller": "MESH_KAFKA_CONTROLLER_PORT",
+    "superset": "MESH_SUPERSET_PORT",
 }
 # Trino workers (MESH_TRINO_WORKERS of them): "trino-worker-1" listens on MESH_TRINO_WORKER_PORT,
 # each next one on the port after
@@ -70,6 +74,10 @@ SECRETS = {
     "s3-secret-key": (string.ascii_letters + string.digits, 40),
     # Trino's internal-communication.shared-secret (required with authentication)
     "trino-shared-secret": (string.ascii_letters + string.digits, 64),
+    # Superset (mesh_assets/stack/superset.py): its metadata login, Flask's SECRET_KEY, its admin
+    "superset-db-password": (string.ascii_letters + string.digits, 32),
+    "superset-secret-key": (string.ascii_letters + string.digits, 64),
+    "superset-admin-password": (string.ascii_letters + string.digits, 24),
 }
 
 
@@ -92,9 +100,10 @@ class StackLayout:
     @classmethod
     def from_env(cls) -> StackLayout:
         """Ports from ``MESH_PG_PORT``/``MESH_S3_PORT``/``MESH_TRINO_PORT``/``MESH_OPA_PORT``/
-        ``MESH_TRINO_HTTPS_PORT``/``MESH_KAFKA_PORT``/``MESH_KAFKA_CONTROLLER_PORT`` (defaults
-        5432, 9000, 8080, 8181, 8443, 9092, 9093), and one per Trino worker
-        (``MESH_TRINO_WORKERS``, default none) counting up from ``MESH_TRINO_WORKER_PORT`` (8090)."""
+        ``MESH_TRINO_HTTPS_PORT``/``MESH_KAFKA_PORT``/``MESH_KAFKA_CONTROLLER_PORT``/
+        ``MESH_SUPERSET_PORT`` (defaults 5432, 9000, 8080, 8181, 8443, 9092, 9093, 8088), and one
+        per Trino worker (``MESH_TRINO_WORKERS``, default none) counting up from
+        ``MESH_TRINO_WORKER_PORT`` (8090)."""
         settings = load_settings()
         root = stack_dir(settings)
         ports = {}

@@ -24,6 +24,8 @@ from mesh_assets.stack.layout import (
     DAGSTER_DB,
     DAGSTER_USER,
     HOST,
+    SUPERSET_DB,
+    SUPERSET_USER,
     StackError,
     StackLayout,
 )
@@ -209,7 +211,7 @@ class Postgres:
             return cur.fetchone() == (1,)
 
     def provision(self) -> None:
-        """The catalog's and Dagster's roles and databases, passwords from the secret files
+        """The catalog's, Dagster's and Superset's roles and databases, passwords from the secret files
         (re-applied each time, so rotated files take effect at the next ``stack up``)."""
         with closing(self.connect()) as conn:
             conn.autocommit = True
@@ -217,6 +219,7 @@ class Postgres:
                 for role, db, secret in (
                     (CATALOG_USER, CATALOG_DB, "catalog-password"),
                     (DAGSTER_USER, DAGSTER_DB, "dagster-password"),
+                    (SUPERSET_USER, SUPERSET_DB, "superset-db-password"),
                 ):
                     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
                     verb = "ALTER" if cur.fetchone() else "CREATE"

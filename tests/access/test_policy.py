@@ -145,6 +145,25 @@ def test_every_user_may_run_queries_and_see_what_they_can_read(policy):
     assert policy("trino/batch", "alice", catalogs) == [0, 1]
 
 
+def test_column_listing_shows_every_column_of_a_readable_table(policy):
+    """FilterColumns comes as one table and its column names; the answer is column indexes (a
+    SQL client such as Superset lists a table's columns this way)."""
+    columns = {
+        "operation": "FilterColumns",
+        "filterResources": [{"table": table(columns=["year", "origin", "tailnum"])}],
+    }
+    assert policy("trino/batch", "alice", columns) == [0, 1, 2]
+    assert policy("trino/batch", "mesh", columns) == [0, 1, 2]
+    assert policy("trino/batch", "bob", columns) == []
+    comments = {
+        "operation": "SelectFromColumns",
+        "resource": {"table": table("metadata", "table_comments", "system")},
+    }
+    assert policy("trino/allow", "bob", comments) is True  # its rows: the tables FilterTables leaves
+    other = {"operation": "SelectFromColumns", "resource": {"table": table("runtime", "queries", "system")}}
+    assert policy("trino/allow", "alice", other) is False
+
+
 def test_row_filters_by_role(policy):
     action = {"operation": "GetRowFilters", "resource": {"table": table()}}
     assert policy("trino/rowFilters", "alice", action) == [{"expression": "(\"origin\" = 'JFK')"}]

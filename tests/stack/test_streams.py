@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from mesh_assets.ingest.quarantine import quarantine_identifier
 from mesh_assets.ingest.stream import (
     OFFSETS_PROPERTY,
     STOPPED_PROPERTY,
+    encode_value,
     ingest_batch,
     published_offsets,
     replay,
@@ -47,7 +49,12 @@ pytestmark = pytest.mark.stack
 
 
 def contract(
-    folder: Path, topic: str, quarantine: bool = False, domain: str = "operations", **source
+    folder: Path,
+    topic: str,
+    quarantine: bool = False,
+    domain: str = "operations",
+    extra: tuple[dict, ...] = (),
+    **source,
 ) -> Path:
     doc = {
         "apiVersion": "v3.1.0",
@@ -102,6 +109,7 @@ def contract(
                         "classification": "public",
                         "description": "Departure delay, minutes.",
                     },
+                    *extra,
                 ],
             }
         ],
@@ -216,27 +224,37 @@ def _kill_at(path: Path, checkpoint: str, env: dict) -> None:
 
 
 def test_killed_consumers_lose_and_duplicate_nothing(mesh_home, tmp_path, kafka, topic):
-    """300 events, batches of 40. The consumer is killed after writing its audit branch (before
-    the checks), after publishing (before its run ended), and at a random moment; then batches
-    run to the end of the topic. Main holds every event exactly once, and its recorded position
-    is the end of the topic."""
+    """300 events, batches of 40. The consumer (a process running the product's Dagster asset
+    and checks) is killed after writing its audit branch (before the checks), after publishing
+    (before its run ended), then three times at a moment drawn by a seeded random generator
+    (``MESH_KILL_SEED`` replays a failing draw); then batches run to the end of the topic. Main
+    holds every event exactly once, and its recorded position is the end of the topic."""
     path = contract(tmp_path, topic, maxRecords=40)
     product = load_contract(path)
     produce(kafka, topic, [event(i) for i in range(300)])
     env = {**os.environ}
     _kill_at(path, "audit_written", env)  # unpublished: the same batch is read again
     _kill_at(path, "after_publish", env)  # published: never read again
-    child = _child(path, env)
-    time.sleep(1.0 + (uuid.uuid4().int % 3000) / 1000)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+    seed = int(os.environ.get("MESH_KILL_SEED") or random.randrange(2**32))
+    rng = random.Random(seed)
+    kills = []
+    for _ in range(3):  # killed at random moments: importing, reading, writing, checking, publishing
+        child = _child(path, env)
+        delay = rng.uniform(0.5, 5.0)
+        time.sleep(delay)
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        kills.append(f"{delay:.2f}s->{child.returncode}")
     for _ in range(10):
         table = open_catalog().load_table(product.table_identifier)
         if sum(published_offsets(table).values()) == 300:
             break
         assert run_batch(product).success
     rows = main_rows(product)
-    assert [r["event_id"] for r in rows] == list(range(300))  # none missing, none twice
+    ids = [r["event_id"] for r in rows]
+    # none missing, none twice (MESH_KILL_SEED reproduces the kill moments)
+    assert ids == list(range(300)), f"seed {seed}, kills {kills}: {len(ids)} rows, {len(set(ids))} ids"
     table = open_catalog().load_table(product.table_identifier)
     summary = table.current_snapshot().summary.additional_properties
     recorded = json.loads(summary[OFFSETS_PROPERTY])
@@ -410,3 +428,79 @@ def test_sensor_requests_a_batch_while_the_topic_is_ahead_and_nothing_while_stop
     skipped = tick()
     assert not skipped.run_requests
     assert skipped.skip_message.startswith("operations.events: STOPPED: the batch of topic")
+
+
+# --- Avro values -----------------------------------------------------------------------------------
+
+
+def test_avro_values_are_ingested_and_malformed_ones_quarantined_with_their_offsets(
+    mesh_home, tmp_path, kafka, topic
+):
+    product = load_contract(contract(tmp_path, topic, quarantine=True, valueFormat="avro", maxRecords=1000))
+    producer = Producer({"bootstrap.servers": kafka})
+    values = [
+        encode_value(product, {"event_id": 1, "carrier": "AA", "dep_delay": 2.5}),
+        json.dumps({"event_id": 2, "carrier": "B6"}).encode(),  # a JSON producer on an Avro topic
+        encode_value(product, {"event_id": 3, "carrier": "DL", "dep_delay": None}),
+        encode_value(product, {"event_id": 4, "carrier": "UA", "dep_delay": 1.0})[:4],  # cut short
+    ]
+    for i, value in enumerate(values, start=1):
+        producer.produce(topic, key=str(i).encode(), value=value, partition=1)
+    assert producer.flush(30) == 0
+    assert run_batch(product).success
+    assert [(r["event_id"], r["carrier"], r["dep_delay"]) for r in main_rows(product)] == [
+        (1, "AA", 2.5),
+        (3, "DL", None),
+    ]
+    parked = open_catalog().load_table(quarantine_identifier(product)).scan().to_arrow().to_pylist()
+    assert sorted((r["_source_file"], r["_line"], r["_reason"]) for r in parked) == [
+        (
+            f"kafka:{topic}/1",
+            1,
+            "partition 1 offset 1: the value is not an Avro record of the contract's schema (IndexError)",
+        ),
+        (
+            f"kafka:{topic}/1",
+            3,
+            "partition 1 offset 3: the value is not an Avro record of the contract's schema (EOFError)",
+        ),
+    ]
+
+
+# --- schema evolution through the contract -----------------------------------------------------------
+
+GATE = {
+    "name": "gate",
+    "logicalType": "string",
+    "physicalType": "string",
+    "classification": "public",
+    "description": "Departure gate (added in version 1.1.0).",
+}
+
+
+def test_a_new_event_field_is_refused_until_the_contract_adds_it_then_earlier_rows_read_null(
+    mesh_home, tmp_path, kafka, topic
+):
+    before = load_contract(contract(tmp_path, topic, quarantine=True, maxRecords=1000))
+    produce(kafka, topic, [event(i) for i in range(1, 4)])
+    produce(kafka, topic, [(4, {"event_id": 4, "carrier": "AA", "dep_delay": 1.0, "gate": "B12"})])
+    assert run_batch(before).success
+    assert [r["event_id"] for r in main_rows(before)] == [1, 2, 3]
+    parked = open_catalog().load_table(quarantine_identifier(before)).scan().to_arrow().to_pylist()
+    assert [r["_reason"].split(": ", 1)[1] for r in parked] == [
+        f"field 'gate' is not declared in contract {before.path}; add it to the contract (an optional "
+        "column: earlier rows read null) or drop it from the events"
+    ]
+
+    after = load_contract(contract(tmp_path, topic, quarantine=True, extra=(GATE,), maxRecords=1000))
+    produce(kafka, topic, [(5, {"event_id": 5, "carrier": "DL", "dep_delay": 2.0, "gate": "C3"}), event(6)])
+    result = run_batch(after)
+    assert result.success
+    materialization = result.asset_materializations_for_node("ingest_events")[0]
+    assert materialization.metadata["mesh/schema_changes"].value == [
+        "+ column gate (string, optional): additive"
+    ]
+    rows = [(r["event_id"], r["gate"]) for r in main_rows(after)]
+    assert rows == [(1, None), (2, None), (3, None), (5, "C3"), (6, None)]
+    table = open_catalog().load_table(after.table_identifier)
+    assert [f.name for f in table.schema().fields] == ["event_id", "carrier", "dep_delay", "gate"]

@@ -288,7 +288,7 @@ KAFKA = {"format": "kafka", "topic": "reference.airlines", "key": "carrier"}
     [
         ({**KAFKA, "topic": "a topic"}, "kafka source topic 'a topic' is not a Kafka topic name"),
         ({**KAFKA, "key": "code"}, "kafka source key 'code' is not a column of the contract"),
-        ({**KAFKA, "valueFormat": "avro"}, "kafka source valueFormat 'avro' is not supported"),
+        ({**KAFKA, "valueFormat": "protobuf"}, "kafka source valueFormat 'protobuf' is not supported"),
         ({**KAFKA, "mode": "merge"}, "kafka source mode 'merge' is not supported"),
         (
             {**KAFKA, "key": "name", "mode": "upsert"},

@@ -59,10 +59,10 @@ def test_a_server_certificate_near_its_end_is_made_again(tmp_path, monkeypatch):
 
 def test_service_accounts_get_password_files_and_hashes_trino_accepts(layout):
     made = accounts.ensure_service_accounts(layout, ["fleet", "operations"])
-    assert made == ["mesh", "domain-fleet", "domain-operations"]
+    assert made == ["mesh", "domain-fleet", "domain-operations", "superset"]
     assert accounts.ensure_service_accounts(layout, ["fleet", "operations"]) == []
     lines = dict(line.split(":", 1) for line in accounts.password_file(layout).read_text().splitlines())
-    assert sorted(lines) == ["domain-fleet", "domain-operations", "mesh"]
+    assert sorted(lines) == ["domain-fleet", "domain-operations", "mesh", "superset"]
     for name, hashed in lines.items():
         assert hashed.startswith("$2y$10$")  # the spelling Trino's file authenticator requires
         password = (accounts.accounts_dir(layout) / name).read_text().strip()
@@ -78,6 +78,7 @@ def test_service_accounts_get_password_files_and_hashes_trino_accepts(layout):
     assert accounts.memberships(layout) == {
         "domain-fleet": ("domain_fleet",),
         "domain-operations": ("domain_operations",),
+        "superset": ("analyst",),  # Superset reads as an analyst: the contracts' policy applies
     }
 
 
@@ -88,6 +89,7 @@ def test_people_are_added_changed_and_removed(layout):
         ("dana", ("analyst", "pii_reader"), False),
         ("domain-fleet", ("domain_fleet",), True),
         ("mesh", (), True),
+        ("superset", ("analyst",), True),
     ]
     registry = accounts.registry_file(layout).read_text()
     assert PASSWORD not in registry and PASSWORD not in accounts.password_file(layout).read_text()
@@ -112,6 +114,10 @@ def test_people_are_added_changed_and_removed(layout):
             "belongs to a domain's service account",
         ),
         (lambda lay: accounts.add("mesh", [], PASSWORD, lay), "reserved for the platform's service accounts"),
+        (
+            lambda lay: accounts.add("superset", [], PASSWORD, lay),
+            "reserved for the platform's service accounts",
+        ),
         (
             lambda lay: accounts.add("domain-x", [], PASSWORD, lay),
             "reserved for the platform's service accounts",
@@ -147,9 +153,9 @@ def test_the_cli_adds_from_a_password_file_and_lists_without_secrets(layout, tmp
     assert "domain-fleet             service  domain_fleet" in out
     assert PASSWORD not in out and "$2y$" not in out
     groups = (layout.access_dir / "trino-groups.txt").read_text().splitlines()
-    assert "analyst:alice,carol,dana" in groups and "domain_fleet:domain-fleet" in groups
+    assert "analyst:alice,carol,dana,superset" in groups and "domain_fleet:domain-fleet" in groups
     assert main(["users", "remove", "dana"]) == 0
-    assert "analyst:alice,carol" in (layout.access_dir / "trino-groups.txt").read_text().splitlines()
+    assert "analyst:alice,carol,superset" in (layout.access_dir / "trino-groups.txt").read_text().splitlines()
     assert main(["users", "remove", "dana"]) == 1
     assert "mesh users remove: no user 'dana' on this stack" in capsys.readouterr().err
 

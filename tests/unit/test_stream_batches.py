@@ -10,10 +10,18 @@ from pyiceberg import types as it
 
 from mesh_assets.contract.model import Column, DataProduct, StreamSource
 from mesh_assets.dbt.plugin import _without_empty_marker
-from mesh_assets.ingest.stream import Batch, Message, format_offsets, parse_offsets, type_batch
+from mesh_assets.ingest.stream import (
+    Batch,
+    Message,
+    avro_schema,
+    encode_value,
+    format_offsets,
+    parse_offsets,
+    type_batch,
+)
 
 
-def product(mode: str = "append") -> DataProduct:
+def product(mode: str = "append", value_format: str = "json") -> DataProduct:
     return DataProduct(
         domain="operations",
         name="events",
@@ -28,7 +36,7 @@ def product(mode: str = "append") -> DataProduct:
         ),
         rules=(),
         source={"format": "kafka"},
-        stream=StreamSource(topic="t", key="event_id", mode=mode),
+        stream=StreamSource(topic="t", key="event_id", mode=mode, value_format=value_format),
     )
 
 
@@ -41,13 +49,14 @@ def test_values_are_typed_and_refusals_name_partition_offset_and_column():
     batch = Batch(
         "t",
         {0: 0},
-        {0: 5},
+        {0: 6},
         [
             msg(0, 1, {"event_id": 1, "carrier": "AA", "dep_delay": 2}),
-            msg(1, 2, {"carrier": "B6", "dep_delay": -1.5, "unknown": "ignored"}),  # key fills event_id
+            msg(1, 2, {"carrier": "B6", "dep_delay": -1.5}),  # the key fills event_id
             msg(2, 3, b"{broken"),
             msg(3, 4, {"event_id": 4, "carrier": "DL", "dep_delay": "late"}),
             msg(4, 5, {"event_id": 5}),
+            msg(5, 6, {"event_id": 6, "carrier": "UA", "gate": "B12"}),
         ],
     )
     typed = type_batch(product(), batch)
@@ -61,6 +70,10 @@ def test_values_are_typed_and_refusals_name_partition_offset_and_column():
         "partition 0 offset 3: column dep_delay: value <confidential: 4 chars> is not"
     )
     assert reasons[4] == "partition 0 offset 4: column carrier: required value is missing"
+    assert reasons[5] == (
+        "partition 0 offset 5: field 'gate' is not declared in contract operations/products/events.yaml; "
+        "add it to the contract (an optional column: earlier rows read null) or drop it from the events"
+    )
     assert set(typed.bad.column("_source_file").to_pylist()) == {"kafka:t/0"}
 
 
@@ -89,6 +102,45 @@ def test_a_tombstone_in_append_mode_is_refused():
     assert typed.first_bad == (
         "partition 0 offset 0: a message without a value (a tombstone) deletes only in mode upsert with a key"
     )
+
+
+def test_avro_values_are_typed_and_malformed_ones_refused_with_partition_and_offset():
+    avro = product(value_format="avro")
+    assert avro_schema(avro) == {
+        "type": "record",
+        "name": "events",
+        "namespace": "operations",
+        "fields": [
+            {"name": "event_id", "type": "long"},
+            {"name": "carrier", "type": "string"},
+            {"name": "dep_delay", "type": ["null", "double"], "default": None},
+        ],
+    }
+    good = encode_value(avro, {"event_id": 1, "carrier": "AA", "dep_delay": 2.5})
+    batch = Batch(
+        "t",
+        {0: 0},
+        {0: 5},
+        [
+            Message(0, 0, b"1", good),
+            Message(0, 1, b"2", encode_value(avro, {"event_id": 2, "carrier": "B6", "dep_delay": None})),
+            Message(0, 2, b"3", json.dumps({"event_id": 3, "carrier": "DL"}).encode()),  # JSON, not Avro
+            Message(0, 3, b"4", good[:3]),  # cut short
+            Message(0, 4, b"5", good + b"\x00"),  # a byte after the record
+        ],
+    )
+    typed = type_batch(avro, batch)
+    assert typed.rows.to_pylist() == [
+        {"event_id": 1, "carrier": "AA", "dep_delay": 2.5},
+        {"event_id": 2, "carrier": "B6", "dep_delay": None},
+    ]
+    reasons = dict(zip(typed.bad.column("_line").to_pylist(), typed.bad.column("_reason").to_pylist()))
+    assert reasons == {
+        2: "partition 0 offset 2: the value is not an Avro record of the contract's schema (IndexError)",
+        3: "partition 0 offset 3: the value is not an Avro record of the contract's schema (EOFError)",
+        4: "partition 0 offset 4: the value is not one Avro record of the contract's schema (1 byte after the record)",
+    }
+    assert set(typed.bad.column("_source_file").to_pylist()) == {"kafka:t/0"}
 
 
 def test_offsets_text():

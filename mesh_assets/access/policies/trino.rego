@@ -127,10 +127,29 @@ allow if {
 	readable_table(input.action.resource.table)
 }
 
+# SQL clients (Superset's Trino dialect) read table comments from system.metadata.table_comments,
+# whose rows Trino filters by what the account may see (FilterTables)
+allow if {
+	input.action.operation in {"SelectFromColumns", "FilterColumns"}
+	input.action.resource.table.catalogName == "system"
+	input.action.resource.table.schemaName == "metadata"
+	input.action.resource.table.tableName == "table_comments"
+}
+
 # Trino's filtering calls in one request (opa.policy.batched-uri): the indexes allowed
 batch contains i if {
+	input.action.operation != "FilterColumns"
 	some i, resource in input.action.filterResources
 	allow with input.action.resource as resource
+}
+
+# FilterColumns sends one table with its column names: the answer is the indexes of the columns
+# shown (all of a readable table's: access is decided per table, masks hide what a column holds)
+batch contains i if {
+	input.action.operation == "FilterColumns"
+	[resource] := input.action.filterResources
+	allow with input.action.resource as resource
+	some i, _ in resource.table.columns
 }
 
 visible_schema(schema) if {
