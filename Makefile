@@ -39,9 +39,10 @@ test: install browser sandbox lint image
 	$(BIN)/mesh lint
 	$(BIN)/mesh quality suites --check
 	@# Trino as a coordinator and 2 workers for every stack test (tests/stack/test_trino_cluster.py
-	@# checks the splits reach both), not a second cluster for that one test: measured, the three
-	@# JVMs start in about 2 min more than one (on 2 busy cores), the serial tests take no longer,
-	@# each worker holds ~0.6 GiB; a `mesh stack up` without MESH_TRINO_WORKERS keeps them
+	@# checks the splits reach both), not a second cluster for that one test. Measured on the shared
+	@# 2 cores: Trino ready in 82 s from scratch with 2 workers (load ~10) vs 92 s alone (load ~9),
+	@# 218 s under load ~15; the serial tests took no longer; each worker holds ~0.6 GiB.
+	@# A `mesh stack up` without MESH_TRINO_WORKERS keeps the workers a running stack has
 		@# with Superset (installed at first use into ~/.cache/datamesh/superset): tests/browser/test_superset.py
 	MESH_TRINO_WORKERS=2 $(BIN)/mesh stack up --with superset
 	@# what needs no service runs on every core; the stack's tests (marker stack, wherever they
