@@ -186,6 +186,7 @@ def expire_snapshots(table: "Table", *, older_than: datetime, retain_last: int =
 
 
 COMPACTED_PROPERTY = "mesh.maintenance"  # snapshot summary: what a maintenance commit did
+ROLLBACK_PREFIX = "mesh.rollback."  # a rollback's record (iceberg.wap), not carried over
 # Fewer manifests than this are left as they are: merging the two of an ordinary overwrite
 # would be one more snapshot every night for nothing (appends merge at 100 by themselves).
 MANIFESTS_TO_MERGE = 10
@@ -232,6 +233,18 @@ def _small_file_groups(table: "Table") -> list[list]:
     return [tasks for tasks in groups.values() if len(tasks) > 1 and not any(t.delete_files for t in tasks)]
 
 
+def _carried(table: "Table", what: str) -> dict[str, str]:
+    """The summary of a maintenance snapshot: ``mesh.maintenance`` = ``what``, and the
+    provenance of main's current snapshot, whose rows it holds (the run, inputs, source file,
+    stream offsets: lineage and the next stream batch read them from main's head), not its
+    rollback record."""
+    summary = table.current_snapshot().summary.additional_properties
+    carried = {
+        k: v for k, v in summary.items() if k.startswith("mesh.") and not k.startswith(ROLLBACK_PREFIX)
+    }
+    return {**carried, COMPACTED_PROPERTY: what}
+
+
 def compact(table: "Table") -> CompactionReport:
     """Rewrite main's small data files and its manifests, leaving its rows as they are.
 
@@ -239,7 +252,7 @@ def compact(table: "Table") -> CompactionReport:
     partition holding two or more files under the target file size, those files are read
     (schema evolution applied, as a scan does) and written again split by partition and target
     size (:func:`mesh_assets.iceberg.datafiles.data_files`), replacing them in one overwrite
-    snapshot; then, when main had :data:`MANIFESTS_TO_MERGE` manifests or more, one empty merge
+    snapshot (which carries main's provenance, :func:`_carried`); then, when main had :data:`MANIFESTS_TO_MERGE` manifests or more, one empty merge
     append packs them (pyiceberg's manifest merging, minimum count 2, the table's target
     manifest size). Both snapshots are marked
     ``mesh.maintenance``; earlier snapshots, tags and time travel are untouched (their files
@@ -278,9 +291,7 @@ def compact(table: "Table") -> CompactionReport:
         scan = ArrowScan(live.metadata, live.io, live.schema(), AlwaysTrue())
         arrow_schema = live.schema().as_arrow()
         with live.transaction() as tx:
-            rewrite = tx.update_snapshot(
-                snapshot_properties={COMPACTED_PROPERTY: "compact-files"}
-            ).overwrite()
+            rewrite = tx.update_snapshot(snapshot_properties=_carried(live, "compact-files")).overwrite()
             with rewrite:
                 for tasks in groups:
                     rows = scan.to_table(tasks).cast(arrow_schema)
@@ -300,9 +311,7 @@ def compact(table: "Table") -> CompactionReport:
         restore = {key: live.properties[key] for key in keys if key in live.properties}
         with live.transaction() as tx:
             tx.set_properties({keys[0]: "true", keys[1]: "2"})
-            with tx.update_snapshot(
-                snapshot_properties={COMPACTED_PROPERTY: "compact-manifests"}
-            ).merge_append():
+            with tx.update_snapshot(snapshot_properties=_carried(live, "compact-manifests")).merge_append():
                 pass  # no file added: the existing manifests are merged
             if unset := [key for key in keys if key not in restore]:
                 tx.remove_properties(*unset)

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from mesh_assets.iceberg.catalog import ensure_table, open_catalog
+from mesh_assets.iceberg.commit import INPUTS_PROPERTY, RUN_ID_PROPERTY
 from mesh_assets.iceberg.maintenance import COMPACTED_PROPERTY, RunState, compact, maintain
 from mesh_assets.settings import DOMAINS_DIR
 from mesh_assets.workspace import load_contract
@@ -38,7 +39,8 @@ def observations(mesh_home):
             "time_hour": pa.array([datetime(2013, 1, 1 + i, h, tzinfo=UTC) for h in (0, 1)]),
             "temp": pa.array([i + 0.25, i + 0.5]),
         }
-        table.append(pa.table(data).cast(schema))
+        provenance = {RUN_ID_PROPERTY: f"run-{i}", INPUTS_PROPERTY: "{}"}
+        table.append(pa.table(data).cast(schema), snapshot_properties=provenance)
         if i == 5:
             table.manage_snapshots().create_tag(table.current_snapshot().snapshot_id, "sixth").commit()
     return product, open_catalog().load_table(product.table_identifier)
@@ -71,6 +73,8 @@ def test_small_files_and_manifests_are_compacted_and_read_the_same(observations)
         "compact-files",
         "compact-manifests",
     ]
+    # the provenance of the rows (lineage, stream offsets) stays on main's head
+    assert {s.summary.additional_properties[RUN_ID_PROPERTY] for s in new} == {f"run-{APPENDS - 1}"}
     assert table.current_snapshot().summary.additional_properties["total-records"] == str(2 * APPENDS)
     # the table's own merge settings are back as they were
     assert table.properties["commit.manifest.min-count-to-merge"] == "100"
