@@ -55,19 +55,140 @@ def _clean_env() -> None:
 SUMMARY_LINE = re.compile(r"^([a-z_]+\.[a-z_0-9]+)\s+(\d+)\s+(-?\d+)\s+(\d+)/(\d+) passed")
 
 
+def step_kind(step_key: str) -> str:
+    """What a step of the demo's runs does, from its name (the platform's op names)."""
+    if "_dbt_models" in step_key:
+        return "dbt_models"
+    if step_key.endswith("_dbt_source_tests"):
+        return "dbt_source_tests"
+    for prefix in ("ingest_", "check_", "stream_"):
+        if step_key.startswith(prefix):
+            return prefix.rstrip("_")
+    return "other"
+
+
+DBT_PHASES = (  # dbt's structured log (codes of dbt-core 1.11's events) -> the phase it ends
+    ("A001", "dbt_start_s"),  # "Running with dbt=": interpreter start and dbt's imports
+    ("W006", "dbt_parse_s"),  # "Found N models": profile, adapter and project parse
+    ("Q024", "dbt_connect_s"),  # first node begins: DuckDB, the Iceberg plugin, schemas
+    ("Q039", "dbt_nodes_s"),  # "Command `dbt build` succeeded": the models and tests
+)
+
+
+def dbt_log_phases(log: Path, started: float, finished: float) -> dict[str, float]:
+    """One dbt invocation's phases from its ``dbt.log`` (JSON lines), between Dagster's
+    "Running dbt command" (``started``) and "Finished dbt command" (``finished``); ``dbt_exit_s``
+    is the end of the command to the end of the process, ``dbt_full_parses`` 1 when dbt could
+    not reuse a partial parse."""
+    import datetime as dt
+
+    seen: dict[str, float] = {}
+    full_parse = 0
+    for line in log.read_text().splitlines():
+        info = json.loads(line)["info"]
+        code = info["code"]
+        if code == "I024":
+            full_parse = 1
+        if code in dict(DBT_PHASES) and code not in seen:
+            seen[code] = dt.datetime.fromisoformat(info["ts"].replace("Z", "+00:00")).timestamp()
+    out, last = {"dbt_full_parses": full_parse}, started
+    for code, phase in DBT_PHASES:
+        if code in seen:
+            out[phase] = seen[code] - last
+            last = seen[code]
+    out["dbt_exit_s"] = finished - last
+    return out
+
+
+def run_breakdown(dagster_home: Path, mesh_home: Path | None = None) -> dict:
+    """Where the runs of a finished ``mesh demo`` spent their time, from the event log of its
+    Dagster instance (the timestamps Dagster stores with each event), summed over its runs:
+
+    * ``run_planning_s``: the run's first event to its start (the planned events, one per asset
+      and check); ``run_setup_teardown_s``: start to the first step, the last step to the end
+      (executor, resources, log capture);
+    * ``step_<kind>_s``: steps by kind (ingest, check, dbt_models, dbt_source_tests, ...), start
+      to success or failure; ``dbt_process_s`` the dbt subprocesses inside them (dagster-dbt's
+      "Running dbt command" to "Finished dbt command"); ``between_steps_s``: one step's end to
+      the next one's start;
+    * ``events``, ``steps``, ``runs``, and ``event_write_median_s``: the median time between a
+      step output and the materialization or check evaluation Dagster writes for it (nothing
+      but the event log's own write), times ``events`` = ``event_writes_estimate_s``;
+    * with ``mesh_home``, each dbt process split by its own log (:func:`dbt_log_phases`)."""
+    import dagster as dg
+
+    kind = dg.DagsterEventType
+    bookkeeping = {kind.ASSET_MATERIALIZATION, kind.ASSET_CHECK_EVALUATION}  # after a STEP_OUTPUT
+    step_events = {kind.STEP_START, kind.STEP_SUCCESS, kind.STEP_FAILURE}
+    out: dict = {"runs": 0, "steps": 0, "events": 0}
+    sums: dict[str, float] = {}
+    writes: list[float] = []
+
+    def add(key: str, seconds: float) -> None:
+        sums[key] = sums.get(key, 0.0) + seconds
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        for record in instance.get_run_records():
+            logs = instance.all_logs(record.dagster_run.run_id)
+            out["runs"] += 1
+            out["events"] += len(logs)
+            add("runs_s", logs[-1].timestamp - logs[0].timestamp)
+            kinds = [(e, e.dagster_event.event_type if e.dagster_event else None) for e in logs]
+            started = next(e.timestamp for e, k in kinds if k == kind.RUN_START)
+            add("run_planning_s", started - logs[0].timestamp)
+            steps = [(e, k) for e, k in kinds if k in step_events]
+            if steps:
+                add("run_setup_teardown_s", steps[0][0].timestamp - started)
+                add("run_setup_teardown_s", logs[-1].timestamp - steps[-1][0].timestamp)
+            begun: dict[str, float] = {}
+            last_end = None
+            for e, k in steps:
+                if k == kind.STEP_START:
+                    begun[e.step_key] = e.timestamp
+                    if last_end is not None:
+                        add("between_steps_s", e.timestamp - last_end)
+                    out["steps"] += 1
+                else:
+                    add(f"step_{step_kind(e.step_key)}_s", e.timestamp - begun.pop(e.step_key))
+                    last_end = e.timestamp
+            dbt_started = None
+            for previous, (e, k) in zip(logs, kinds[1:]):
+                message = e.user_message or ""
+                if k is None and message.startswith("Running dbt command"):
+                    dbt_started = e.timestamp
+                elif k is None and message.startswith("Finished dbt command") and dbt_started:
+                    add("dbt_process_s", e.timestamp - dbt_started)
+                    folder = e.step_key.replace("_dbt_source_tests", "_source_tests")
+                    log = (mesh_home or Path("/nonexistent")) / "dbt" / "runs" / e.run_id / folder / "dbt.log"
+                    if log.exists():
+                        out["dbt_invocations"] = out.get("dbt_invocations", 0) + 1
+                        for phase, seconds in dbt_log_phases(log, dbt_started, e.timestamp).items():
+                            add(phase, seconds)
+                elif k in bookkeeping and previous.dagster_event is not None:
+                    writes.append(e.timestamp - previous.timestamp)
+    out.update({k: round(v, 2) for k, v in sorted(sums.items())})
+    if writes:
+        median = sorted(writes)[len(writes) // 2]
+        out["event_write_median_s"] = round(median, 4)
+        out["event_writes_estimate_s"] = round(median * out["events"], 2)
+    return out
+
+
 def through_dagster() -> dict:
     home = _fresh_home("mesh-bench-demo-")
     try:
         wall, rss, out = bench_run.run_command([str(BIN / "mesh"), "demo"], _env(home), timeout=1800)
+        breakdown = run_breakdown(home / "dagster", home)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+    breakdown["outside_runs_s"] = round(wall - breakdown["runs_s"], 2)
     rows, checks = {}, 0
     for line in out.splitlines():
         m = SUMMARY_LINE.match(line.strip())
         if m:
             rows[m.group(1)] = int(m.group(2))
             checks += int(m.group(5))
-    return {"s": wall, "rss": rss / 2**20, "rows": rows, "checks": checks}
+    return {"s": wall, "rss": rss / 2**20, "rows": rows, "checks": checks, "breakdown": breakdown}
 
 
 def by_hand() -> dict:
@@ -101,6 +222,7 @@ def bench_mesh(repeats: int) -> list[dict]:
     phases = {
         k: bench_run.stats([h[k] for h in hs])["median"] for k in ("land_s", "ingest_s", "dbt_s", "checks_s")
     }
+    breakdown = {k: bench_run.stats([d["breakdown"][k] for d in ds])["median"] for k in ds[-1]["breakdown"]}
     return [
         bench_run._result(
             "mesh_demo_through_dagster_wall",
@@ -115,6 +237,11 @@ def bench_mesh(repeats: int) -> list[dict]:
             baseline_check_queries=hs[-1]["queries"],
             baseline_rules=hs[-1]["rules"],
             baseline_phases_median_s=phases,
+            breakdown=breakdown,
+            breakdown_note="medians over the rounds, summed over the demo's runs, from the "
+            "event log of each round's Dagster instance (bench/mesh.py run_breakdown); "
+            "outside_runs_s: the `mesh demo` process besides its runs (imports, landing, "
+            "definitions loads, summary); the baseline's phases: land_s, ingest_s, dbt_s, checks_s",
             peak_rss_mib=bench_run.stats([d["rss"] for d in ds])["median"],
             baseline_peak_rss_mib=bench_run.stats([h["rss"] for h in hs])["median"],
             note="end to end, fresh MESH_HOME each: `mesh demo` (5 domains, one Dagster run per "

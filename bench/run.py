@@ -35,6 +35,9 @@ Benchmarks (``--only``/``BENCH_ONLY``, comma-separated; default all):
                 vs the Apache Iceberg sink connector on the same ``BENCH_STREAM_EVENTS``
                 (200,000) flight events: rows/s, latency to queryable, commits per minute
 ``dbt``         the dbt part of the demo through Dagster vs a plain ``dbt build`` of the same models
+``history``     bench/history.py: the platform's append at ``BENCH_HISTORY_SNAPSHOTS`` snapshots
+                (10 data files each) vs the same append at 0, with and without manifest merging,
+                and after ``mesh maintain``'s compaction
 ==============  ==============================================================================
 
 Knobs (environment): ``BENCH_SF`` (TPC-H scale factor, default 1), ``BENCH_ROWS`` (10,000,000),
@@ -43,7 +46,8 @@ Knobs (environment): ``BENCH_SF`` (TPC-H scale factor, default 1), ``BENCH_ROWS`
 ``BENCH_QUALITY_ROWS`` (5,000,000 here; bench/quality.py alone: 10,000,000), ``BENCH_DOMAINS``
 (``1,10,50``), ``BENCH_DEFS_ALL_MAX`` (50), ``BENCH_STACK_SF`` (= ``BENCH_SF``),
 ``BENCH_STREAM_EVENTS`` (200,000), ``BENCH_STREAM_BATCH`` (50,000),
-``BENCH_STREAM_COMMIT_MS`` (5,000), ``BENCH_TRINO_ROWS`` (1,000,000), ``BENCH_TRINO_INSERT_ROWS`` (5,000), ``BENCH_REPEATS`` (2
+``BENCH_STREAM_COMMIT_MS`` (5,000), ``BENCH_TRINO_ROWS`` (1,000,000), ``BENCH_HISTORY_SNAPSHOTS`` (``0,100,500,1000``),
+``BENCH_TRINO_INSERT_ROWS`` (5,000), ``BENCH_REPEATS`` (2
 counted rounds after the warm-up), ``BENCH_ONLY``. ``MESH_BENCH_DATA``: the data cache
 (``.mesh/bench-data``). Every entry records the load average of the (shared) machine before
 and after its benchmark.
@@ -289,6 +293,19 @@ def _fmt(value, unit=None) -> str:
     return f"{value:,.2f}" if isinstance(value, float) else str(value)
 
 
+def _breakdown(entry: dict) -> list[str]:
+    """A benchmark's ``breakdown`` (seconds and counts by phase) as a Markdown section, seconds
+    with their share of the measured median and, when recorded, the baseline's phases."""
+    lines = ["", f"### Where the time goes: {entry['name']}", "", entry.get("breakdown_note", ""), ""]
+    lines += ["| phase | value | share of the median |", "|---|---|---|"]
+    for key, value in entry["breakdown"].items():
+        share = f"{value / entry['median']:.0%}" if key.endswith("_s") and entry.get("median") else ""
+        lines.append(f"| {key} | {_fmt(value)} | {share} |")
+    for key, value in (entry.get("baseline_phases_median_s") or {}).items():
+        lines.append(f"| baseline {key} | {_fmt(value)} | |")
+    return lines
+
+
 def write_results(benchmarks: list[dict], out: Path = RESULTS) -> None:
     """Write ``out`` (JSON) and its Markdown twin: the one results writer."""
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -341,6 +358,9 @@ def write_results(benchmarks: list[dict], out: Path = RESULTS) -> None:
         )
     if notes:
         lines += ["", "Notes:", ""] + notes
+    for b in benchmarks:
+        if b.get("breakdown"):
+            lines += _breakdown(b)
     for b in benchmarks:  # how a table is laid out in files, next to the one it is compared with
         if b.get("file_layout"):
             columns = list(next(iter(b["file_layout"].values())))
@@ -377,6 +397,7 @@ BENCHMARKS = {
     # the dbt part alone (issue 4's goal): dbt through Dagster vs a plain `dbt build`, per
     # unpartitioned domain
     "dbt": ("mesh", "bench_dbt"),
+    "history": ("history", "bench_history"),
 }
 DEFAULT = list(BENCHMARKS)
 

@@ -16,7 +16,7 @@ mesh contract diff DOMAIN.PRODUCT   what the contract would change in the live t
 mesh lint [--docs]             federated governance rules (CI runs it in `make test`);
                                --docs prints their reference (docs/governance.md)
 mesh new domain NAME | mesh new product DOMAIN NAME [--dbt]   scaffolding
-mesh maintain [DOMAIN.PRODUCT ...] [--dry-run]   expire snapshots, remove orphan files
+mesh maintain [DOMAIN.PRODUCT ...] [--dry-run]   expire snapshots, compact, remove orphans
 mesh drop DOMAIN.PRODUCT       drop a product's Iceberg table
 mesh image build [--base IMG]  the platform image (Containerfile) with podman, on a Debian base
 mesh users add|remove|passwd|list   who may log in to the stack's Trino, and their groups
@@ -46,7 +46,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "rollback": ("products", "make a past snapshot current again"),
     "lineage": ("products", "the exact input snapshots behind a version"),
     "query": ("products", "SQL over every product (DuckDB), with time travel"),
-    "maintain": ("products", "expire old snapshots, remove orphan files"),
+    "maintain": ("products", "expire old snapshots, compact small files and manifests, remove orphan files"),
     "contract": ("products", "contract tasks"),
     "drop": ("products", "drop a product's Iceberg table"),
     "lint": ("governance", "check the federated governance rules"),

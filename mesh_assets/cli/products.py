@@ -205,7 +205,8 @@ def cmd_contract_diff(args) -> int:
 
 def cmd_maintain(args) -> int:
     """Remove expired tags and the audit branches of runs no longer running (asking the mesh's
-    Dagster instance), expire snapshots past each contract's retention, remove orphan files."""
+    Dagster instance), expire snapshots past each contract's retention, compact small files and
+    manifests, remove orphan files."""
 
     catalog = open_catalog()
     use_dagster_home(load_settings())
@@ -225,6 +226,14 @@ def cmd_maintain(args) -> int:
                 f"{md['orphan_files_removed']} orphan file(s), {md['orphan_bytes_removed']:,} bytes; "
                 f"{md['files_kept_too_young']} kept as too young"
             )
+            if report.compaction is not None:
+                c = report.compaction
+                say(
+                    f"{'':28} compaction: {c.skipped}"
+                    if c.skipped
+                    else f"{'':28} compacted {c.partitions_rewritten} partition(s): data files "
+                    f"{c.files_before} -> {c.files_after}, manifests {c.manifests_before} -> {c.manifests_after}"
+                )
             if report.removed_branches:
                 say(
                     f"{'':28} removed audit branch(es) of runs no longer running: {md['removed_audit_branches']}"

@@ -29,6 +29,11 @@ TABLE_PROPERTIES = {
     # bounds the Arrow bytes buffered per data file when streaming (default 512 MiB)
     "write.target-file-size-bytes": str(128 << 20),
     "write.parquet.compression-codec": "zstd",
+    # an append merges the table's manifests once 100 have piled up (pyiceberg's fast append
+    # never does: each snapshot's manifest list grew by one, so each commit cost more than the
+    # last; bench/history.py measures it)
+    "commit.manifest-merge.enabled": "true",
+    "commit.manifest.min-count-to-merge": "100",
 }
 
 

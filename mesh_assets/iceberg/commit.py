@@ -3,6 +3,7 @@ in one transaction, and the provenance keys each commit records in its snapshot 
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
@@ -21,7 +22,7 @@ from mesh_assets.settings import commit_deadline_s
 
 if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a catalog opens
     from pyiceberg.catalog import Catalog
-    from pyiceberg.table import Table
+    from pyiceberg.table import Table, Transaction
 
 # Provenance every commit of the platform records in its snapshot summary (and the contract
 # version also as a table property).
@@ -138,6 +139,37 @@ MAIN = "main"
 # --- writing -----------------------------------------------------------------------------------
 
 
+@functools.cache
+def _transaction_class() -> type:
+    from pyiceberg.table import Transaction  # loads only when a table is written
+
+    class MeshTransaction(Transaction):
+        """pyiceberg's transaction, its ``table_metadata`` computed once per staged change.
+
+        pyiceberg 0.12 applies the staged updates to a deep copy of the whole table metadata
+        at every read of ``Transaction.table_metadata``, and its snapshot producers read it
+        about 28 times per delete-and-append: a cost that grew with the table's snapshots
+        (bench/history.py). The metadata models are frozen, so one result is shared until
+        the next update is staged (``_updates`` only grows) or the table is refreshed."""
+
+        _cached: tuple | None = None
+
+        @property
+        def table_metadata(self):
+            key = (id(self._table.metadata), len(self._updates))
+            if self._cached is None or self._cached[0] != key:
+                self._cached = (key, super().table_metadata)
+            return self._cached[1]
+
+    return MeshTransaction
+
+
+def transaction(table: Table) -> Transaction:
+    """A transaction on ``table`` whose metadata is not recomputed on every read (see
+    ``MeshTransaction``): the platform's writes open theirs here."""
+    return _transaction_class()(table)
+
+
 def replace_rows(
     table: Table,
     batches: Iterable[pa.RecordBatch],
@@ -156,7 +188,7 @@ def replace_rows(
 
     row_filter = row_filter if row_filter is not None else AlwaysTrue()
     written = 0
-    with table.transaction() as tx:
+    with transaction(table) as tx:
         # The delete half of an overwrite; skipped on a first write, which has nothing to delete
         # and would otherwise leave an empty snapshot behind.
         if table.current_snapshot() is not None:

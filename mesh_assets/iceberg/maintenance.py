@@ -1,4 +1,5 @@
-"""Table maintenance: expire old snapshots, then delete the files no snapshot needs any more.
+"""Table maintenance: expire old snapshots, compact small files and manifests, then delete the
+files no snapshot needs any more.
 
 Safety rules, in order of importance:
 
@@ -15,7 +16,9 @@ Safety rules, in order of importance:
    branch is never removed.
 
 pyiceberg 0.12 expires snapshots but leaves their files on disk and has no orphan-file
-removal; :func:`remove_orphan_files` is that missing half.
+removal; :func:`remove_orphan_files` is that missing half. Nor has it compaction or a manifest
+rewrite: :func:`compact` is the platform's (Trino's ``optimize`` and ``optimize_manifests`` in
+production mode).
 """
 
 from collections.abc import Callable
@@ -182,6 +185,145 @@ def expire_snapshots(table: "Table", *, older_than: datetime, retain_last: int =
     return commit_with_retry(table.catalog, table.name(), expire).value
 
 
+COMPACTED_PROPERTY = "mesh.maintenance"  # snapshot summary: what a maintenance commit did
+ROLLBACK_PREFIX = "mesh.rollback."  # a rollback's record (iceberg.wap), not carried over
+# Fewer manifests than this are left as they are: merging the two of an ordinary overwrite
+# would be one more snapshot every night for nothing (appends merge at 100 by themselves).
+MANIFESTS_TO_MERGE = 10
+
+
+@dataclass
+class CompactionReport:
+    """What :func:`compact` did to main: data files and manifests before and after, and why
+    it did nothing when it did not."""
+
+    files_before: int = 0
+    files_after: int = 0
+    manifests_before: int = 0
+    manifests_after: int = 0
+    partitions_rewritten: int = 0
+    skipped: str | None = None
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "data_files_before": self.files_before,
+            "data_files_after": self.files_after,
+            "manifests_before": self.manifests_before,
+            "manifests_after": self.manifests_after,
+            "partitions_rewritten": self.partitions_rewritten,
+            "compaction_skipped": self.skipped or "",
+        }
+
+
+def _small_file_groups(table: "Table") -> list[list]:
+    """Main's scan tasks of the current partition spec grouped by partition, only the groups
+    with two or more files under the table's target file size and no delete file to apply."""
+    from pyiceberg.table import TableProperties
+
+    target = int(
+        table.properties.get(
+            TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
+        )
+    )
+    groups: dict[tuple, list] = {}
+    for task in table.scan().plan_files():
+        f = task.file
+        if f.spec_id == table.spec().spec_id and f.file_size_in_bytes < target:
+            groups.setdefault(tuple(f.partition), []).append(task)
+    return [tasks for tasks in groups.values() if len(tasks) > 1 and not any(t.delete_files for t in tasks)]
+
+
+def _carried(table: "Table", what: str) -> dict[str, str]:
+    """The summary of a maintenance snapshot: ``mesh.maintenance`` = ``what``, and the
+    provenance of main's current snapshot, whose rows it holds (the run, inputs, source file,
+    stream offsets: lineage and the next stream batch read them from main's head), not its
+    rollback record."""
+    summary = table.current_snapshot().summary.additional_properties
+    carried = {
+        k: v for k, v in summary.items() if k.startswith("mesh.") and not k.startswith(ROLLBACK_PREFIX)
+    }
+    return {**carried, COMPACTED_PROPERTY: what}
+
+
+def compact(table: "Table") -> CompactionReport:
+    """Rewrite main's small data files and its manifests, leaving its rows as they are.
+
+    pyiceberg 0.12 has neither Trino's ``optimize`` nor ``rewrite_manifests``: in each
+    partition holding two or more files under the target file size, those files are read
+    (schema evolution applied, as a scan does) and written again split by partition and target
+    size (:func:`mesh_assets.iceberg.datafiles.data_files`), replacing them in one overwrite
+    snapshot (which carries main's provenance, :func:`_carried`); then, when main had :data:`MANIFESTS_TO_MERGE` manifests or more, one empty merge
+    append packs them (pyiceberg's manifest merging, minimum count 2, the table's target
+    manifest size). Both snapshots are marked
+    ``mesh.maintenance``; earlier snapshots, tags and time travel are untouched (their files
+    stay until their snapshots expire).
+
+    Not while a write-audit-publish branch is open: its run could no longer publish (main
+    would have moved), so the table is left as it is and the report says why."""
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan
+    from pyiceberg.table import TableProperties
+
+    from mesh_assets.iceberg.datafiles import data_files
+
+    def count(live: "Table") -> tuple[int, int]:
+        snapshot = live.current_snapshot()
+        if snapshot is None:
+            return 0, 0
+        manifests = snapshot.manifests(live.io)
+        return sum(m.existing_files_count + m.added_files_count for m in manifests), len(manifests)
+
+    report = CompactionReport()
+    report.files_before, report.manifests_before = count(table)
+    open_branches = sorted(n for n in table.metadata.refs if n.startswith(AUDIT_PREFIX))
+    if open_branches:
+        report.skipped = f"write-audit-publish branch(es) still open, their runs could not publish: {', '.join(open_branches)}"
+    elif table.current_snapshot() is None:
+        report.skipped = "no snapshot"
+    if report.skipped:
+        report.files_after, report.manifests_after = report.files_before, report.manifests_before
+        return report
+
+    def rewrite_files(live: "Table") -> int:
+        groups = _small_file_groups(live)
+        if not groups:
+            return 0
+        scan = ArrowScan(live.metadata, live.io, live.schema(), AlwaysTrue())
+        arrow_schema = live.schema().as_arrow()
+        with live.transaction() as tx:
+            rewrite = tx.update_snapshot(snapshot_properties=_carried(live, "compact-files")).overwrite()
+            with rewrite:
+                for tasks in groups:
+                    rows = scan.to_table(tasks).cast(arrow_schema)
+                    for task in tasks:
+                        rewrite.delete_data_file(task.file)
+                    for new_file in data_files(tx, rows.to_batches(), arrow_schema):
+                        rewrite.append_data_file(new_file)
+        return len(groups)
+
+    def merge_manifests(live: "Table") -> None:
+        if (
+            report.manifests_before < MANIFESTS_TO_MERGE
+            or len(live.current_snapshot().manifests(live.io)) < 2
+        ):
+            return
+        keys = (TableProperties.MANIFEST_MERGE_ENABLED, TableProperties.MANIFEST_MIN_MERGE_COUNT)
+        restore = {key: live.properties[key] for key in keys if key in live.properties}
+        with live.transaction() as tx:
+            tx.set_properties({keys[0]: "true", keys[1]: "2"})
+            with tx.update_snapshot(snapshot_properties=_carried(live, "compact-manifests")).merge_append():
+                pass  # no file added: the existing manifests are merged
+            if unset := [key for key in keys if key not in restore]:
+                tx.remove_properties(*unset)
+            if restore:
+                tx.set_properties(restore)
+
+    report.partitions_rewritten = commit_with_retry(table.catalog, table.name(), rewrite_files).value
+    live = commit_with_retry(table.catalog, table.name(), merge_manifests).table
+    report.files_after, report.manifests_after = count(live)
+    return report
+
+
 def referenced_files(table: "Table") -> set[str]:
     """Every file the table's metadata still reaches (normalized paths)."""
     io, meta = table.io, table.metadata
@@ -241,6 +383,7 @@ class MaintenanceReport:
     expired_refs: list[str]  # tags past their age and audit branches removed
     expired_snapshots: list[int]
     orphans: OrphanReport
+    compaction: CompactionReport | None = None  # None: Trino's optimize did it, or a dry run
 
     @property
     def removed_branches(self) -> list[str]:
@@ -257,6 +400,7 @@ class MaintenanceReport:
             "files_referenced": self.orphans.referenced,
             "files_kept_too_young": self.orphans.kept_too_young,
             "dry_run": self.orphans.dry_run,
+            **(self.compaction.as_metadata() if self.compaction else {}),
         }
 
 
@@ -274,7 +418,7 @@ def maintain_with_trino(
     run_states: RunStates = unknown_runs,
 ) -> MaintenanceReport:
     """Production mode: Trino's own table procedures do the work where the data is:
-    ``optimize`` (compaction, which pyiceberg lacks), ``expire_snapshots`` past the contract's
+    ``optimize`` (small files) and ``optimize_manifests``, ``expire_snapshots`` past the contract's
     retention and ``remove_orphan_files`` past the safety window. Tags and stale audit
     branches are expired first, as on the embedded path, so their snapshots can go."""
 
@@ -297,6 +441,7 @@ def maintain_with_trino(
     name = trino_table(identifier)
     for statement in (
         f"ALTER TABLE {name} EXECUTE optimize",
+        f"ALTER TABLE {name} EXECUTE optimize_manifests",
         f"ALTER TABLE {name} EXECUTE expire_snapshots(retention_threshold => "
         f"'{_trino_duration(product.retention)}')",
         f"ALTER TABLE {name} EXECUTE remove_orphan_files(retention_threshold => "
@@ -322,8 +467,9 @@ def maintain(
 ) -> MaintenanceReport | None:
     """Remove expired tags and the audit branches of runs no longer running (``run_states``:
     :func:`dagster_run_states` of the instance), expire the product's snapshots past its
-    retention, then remove orphan files (with Trino's procedures in production mode,
-    ``MESH_ENGINE=trino``). None when the product has no table yet."""
+    retention, compact main's small files and manifests (:func:`compact`), then remove orphan
+    files (with Trino's procedures in production mode, ``MESH_ENGINE=trino``). None when the
+    product has no table yet."""
 
     identifier = product.table_identifier
     if not catalog.table_exists(identifier):
@@ -334,13 +480,14 @@ def maintain(
         )
     now = now or _now()
     table = catalog.load_table(identifier)
-    tags, expired = [], []
+    tags, expired, compaction = [], [], None
     if not dry_run:
         tags = expire_tags(table, now=now)
         tags += expire_audit_branches(table.refresh(), run_states=run_states, now=now)
         expired = expire_snapshots(table.refresh(), older_than=now - product.retention)
+        compaction = compact(table.refresh())
     orphans = remove_orphan_files(table.refresh(), older_than=safety_window, now=now, dry_run=dry_run)
-    return MaintenanceReport(identifier, tags, expired, orphans)
+    return MaintenanceReport(identifier, tags, expired, orphans, compaction)
 
 
 def maintenance_job(domain: str, products):
