@@ -149,17 +149,20 @@ def _transaction_class() -> type:
         pyiceberg 0.12 applies the staged updates to a deep copy of the whole table metadata
         at every read of ``Transaction.table_metadata``, and its snapshot producers read it
         about 28 times per delete-and-append: a cost that grew with the table's snapshots
-        (bench/history.py). The metadata models are frozen, so one result is shared until
-        the next update is staged (``_updates`` only grows) or the table is refreshed."""
+        (bench/history.py). The metadata models are frozen, so one result is shared while the
+        table's metadata and the staged updates are the same objects (``_updates`` is a tuple,
+        rebound on every staged change). The same cache was proposed upstream in
+        apache/iceberg-python#3302 and #3784 (both closed unmerged): drop this class when a
+        pyiceberg release caches it."""
 
         _cached: tuple | None = None
 
         @property
         def table_metadata(self):
-            key = (id(self._table.metadata), len(self._updates))
-            if self._cached is None or self._cached[0] != key:
-                self._cached = (key, super().table_metadata)
-            return self._cached[1]
+            cached = self._cached
+            if cached is None or cached[0] is not self._table.metadata or cached[1] is not self._updates:
+                cached = self._cached = (self._table.metadata, self._updates, super().table_metadata)
+            return cached[2]
 
     return MeshTransaction
 
