@@ -368,7 +368,40 @@ def write_results(benchmarks: list[dict], out: Path = RESULTS) -> None:
             lines += [f"| property | {' | '.join(columns)} |", "|---" * (len(columns) + 1) + "|"]
             lines += [f"| {prop} | {' | '.join(v.values())} |" for prop, v in b["file_layout"].items()]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    if out == RESULTS:
+        write_readme_table(benchmarks)
     print("\n".join(lines))
+
+
+README = ROOT / "README.md"
+README_BEGIN = "<!-- bench results: written by bench/run.py from results.json, do not edit -->"
+README_END = "<!-- end of bench results -->"
+
+
+def readme_table(benchmarks: list[dict]) -> list[str]:
+    """Every measured pair as one row: the platform's median, the baseline's, their ratio, when
+    and under what load it was measured (the README's figures, never typed by hand)."""
+    lines = [
+        "| benchmark | unit | platform (median) | against | baseline (median) | ratio | measured (load) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for b in benchmarks:
+        if b.get("skipped") or not b.get("baseline"):
+            continue
+        load = f"{b.get('load_avg_1m_before', '-')} -> {b.get('load_avg_1m_after', '-')}"
+        lines.append(
+            f"| {b['name']} | {b['unit']} | {_fmt(b['median'])} | {b['baseline'].get('name', '-')} | "
+            f"{_fmt(b['baseline'].get('median'))} | {_fmt(b.get('ratio_to_baseline'))} | "
+            f"{str(b.get('measured_at', '-'))[:10]} ({load}) |"
+        )
+    return lines
+
+
+def write_readme_table(benchmarks: list[dict], readme: Path = README) -> None:
+    """Replace the README's results table (between its two markers) with ``benchmarks``'."""
+    text = readme.read_text()
+    start, end = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
+    readme.write_text(text[:start] + "\n" + "\n".join(readme_table(benchmarks)) + "\n" + text[end:])
 
 
 def merge_results(new: list[dict], out: Path = RESULTS) -> list[dict]:
