@@ -137,6 +137,10 @@ class MeshSettings:
         if password and "{password}" in uri:
             uri = uri.replace("{password}", quote(password, safe=""))
         props = {"uri": uri, "warehouse": self.warehouse}
+        if not uri.startswith("sqlite"):
+            # a pooled connection outlives a database restart: test it before use, else the
+            # next commit of a long-lived process fails on "server closed the connection"
+            props["pool_pre_ping"] = "true"
         if self.s3_endpoint:
             props["s3.endpoint"] = self.s3_endpoint
             props["s3.path-style-access"] = "true"

@@ -444,6 +444,7 @@ def catalog_properties(layout: StackLayout | None = None) -> dict[str, str]:
     layout = layout or StackLayout.current()
     return {
         "uri": layout.catalog_uri(layout.secret("catalog-password")),
+        "pool_pre_ping": "true",  # as the settings' (a PostgreSQL restart must not break it)
         "warehouse": layout.warehouse,
         "s3.endpoint": layout.s3_endpoint,
         "s3.path-style-access": "true",
