@@ -1,20 +1,25 @@
 """Outside tools the platform installs for itself, cached outside the repository.
 
-Go programs (helm, kubeconform, OPA, the S3 server) are built once with ``go install`` and
-Maven Central artifacts (Trino, the OpenMetadata spec) are downloaded once; both land under
+Go programs (helm, kubeconform, OPA, the S3 server) are built once with ``go install``, Maven
+Central artifacts (Trino, the OpenMetadata spec) are downloaded once and Python programs whose
+dependencies would clash with the platform's (Superset, the OpenMetadata SDK, pyspark) get a
+virtual environment of their own, made once with uv (:func:`isolated_env`); all land under
 ``$MESH_TOOLS_CACHE`` (default ``~/.cache/datamesh``) and are reused by every clone, test run
 and CI job on the machine. Nothing here is ever written inside the repository.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,3 +128,59 @@ def maven_artifact(
 ) -> Path:
     """An artifact from Maven Central, downloaded once into the cache."""
     return download(maven_url(group, artifact, version, ext, classifier))
+
+
+def _uv() -> list[str]:
+    """The command that runs uv: on PATH, else as a module of this Python or of ``python3``."""
+    found = shutil.which("uv")
+    if found:
+        return [found]
+    for python in (sys.executable, shutil.which("python3")):
+        if python and subprocess.run([python, "-m", "uv", "--version"], capture_output=True).returncode == 0:
+            return [python, "-m", "uv"]
+    raise ToolError("uv is not installed: run `make install` (it installs uv) or `python3 -m pip install uv`")
+
+
+def isolated_env(name: str, requirements: Sequence[str] | Path, timeout_s: float = 900) -> Path:
+    """The Python of a virtual environment of its own, ``cache_dir() / name``, holding
+    ``requirements`` (requirement specifiers, or a requirements file), made with uv on first use.
+
+    A half-made environment is never used: it is built in a temporary folder beside its place and
+    renamed into place when complete (relocatable, so its scripts run from there), and an
+    environment whose Python exists is taken as made. Concurrent makers (test workers, two
+    commands) wait for one another on a file lock beside it. ``timeout_s`` bounds each uv command.
+    """
+    home = cache_dir() / name
+    python = home / "bin" / "python"
+    if python.exists():
+        return python
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with (home.parent / f".{home.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if python.exists():  # made by another process meanwhile
+            return python
+        specs = ["--requirement", str(requirements)] if isinstance(requirements, Path) else list(requirements)
+        build = Path(tempfile.mkdtemp(prefix=f".{home.name}-", dir=home.parent))
+        try:
+            uv = _uv()
+            for command in (
+                [*uv, "venv", "--quiet", "--relocatable", "--python", sys.executable, str(build)],
+                [*uv, "pip", "install", "--quiet", "--python", str(build / "bin" / "python"), *specs],
+            ):
+                try:
+                    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    raise ToolError(
+                        f"`{' '.join(command)}` took more than {timeout_s:.0f} s (is the package index "
+                        "reachable?)"
+                    ) from None
+                if done.returncode != 0:
+                    raise ToolError(
+                        f"`{' '.join(command)}` failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}"
+                    )
+            shutil.rmtree(home, ignore_errors=True)  # what an interrupted in-place install left
+            build.rename(home)
+        except BaseException:
+            shutil.rmtree(build, ignore_errors=True)
+            raise
+    return python
