@@ -4,8 +4,7 @@ Superset is not in the project's environment (its dependency set conflicts with 
 and is large): :func:`install` makes a virtual environment of its own under
 ``$MESH_TOOLS_CACHE/superset/<version>-<hash>`` (default ``~/.cache/datamesh``) the first time,
 from ``superset-requirements.txt`` beside this module (every version pinned), and every clone
-and test run on the machine reuses it. A half-made environment is never used: it is built in a
-temporary folder and renamed when complete.
+and test run on the machine reuses it (a half-made one is never used).
 
 Superset keeps its metadata in the stack's PostgreSQL (database and login ``superset``, password
 ``secrets/superset-db-password``). Its configuration (``stack/superset/superset_config.py``)
@@ -23,11 +22,8 @@ Superset runs under gunicorn (one worker, threads) on ``MESH_SUPERSET_PORT`` (80
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -110,50 +106,14 @@ with app.app_context():
 """
 
 
-def _uv() -> list[str]:
-    found = shutil.which("uv")
-    if found:
-        return [found]
-    python = shutil.which("python3")
-    if python and subprocess.run([python, "-m", "uv", "--version"], capture_output=True).returncode == 0:
-        return [python, "-m", "uv"]
-    raise StackError("installing Superset needs uv (`make install` installs it: python3 -m pip install uv)")
-
-
 def install() -> Path:
-    """Superset's virtual environment, made once per requirements file (``.complete`` marks it
-    finished: an interrupted install is started over)."""
+    """Superset's virtual environment, made once per requirements file (:func:`.tools.isolated_env`)."""
     digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:12]
-    home = tools.cache_dir() / NAME / f"{VERSION}-{digest}"
-    complete = home / ".complete"
-    if complete.exists():
-        return home
-    home.parent.mkdir(parents=True, exist_ok=True)
-    with (home.parent / f".{home.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if complete.exists():
-            return home
-        shutil.rmtree(home, ignore_errors=True)  # scripts name their interpreter: build in place
-        for command in (
-            [*_uv(), "venv", "--quiet", "--python", sys.executable, str(home)],
-            [
-                *_uv(),
-                "pip",
-                "install",
-                "--quiet",
-                "--python",
-                str(home / "bin" / "python"),
-                "--requirement",
-                str(REQUIREMENTS),
-            ],
-        ):
-            done = subprocess.run(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
-            if done.returncode != 0:
-                raise StackError(
-                    f"installing Superset {VERSION}: `{' '.join(command)}` failed: {done.stderr.strip()[-2000:]}"
-                )
-        complete.write_text(f"apache-superset {VERSION} from {REQUIREMENTS.name}\n")
-    return home
+    try:
+        python = tools.isolated_env(f"{NAME}/{VERSION}-{digest}", REQUIREMENTS, timeout_s=INSTALL_TIMEOUT_S)
+    except tools.ToolError as exc:
+        raise StackError(f"installing Superset {VERSION}: {exc}") from None
+    return python.parent.parent
 
 
 class Superset:
