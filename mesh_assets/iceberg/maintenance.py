@@ -32,7 +32,7 @@ from pyarrow import fs as pafs
 
 from mesh_assets.engine import trino_connection, trino_table
 from mesh_assets.iceberg.catalog import IcebergCatalog
-from mesh_assets.iceberg.commit import RUN_ID_PROPERTY, commit_with_retry
+from mesh_assets.iceberg.commit import RUN_ID_PROPERTY, commit_with_retry, transaction
 from mesh_assets.iceberg.wap import AUDIT_PREFIX
 from mesh_assets.runs import fail_dead_runs
 from mesh_assets.settings import load_settings
@@ -290,7 +290,7 @@ def compact(table: "Table") -> CompactionReport:
             return 0
         scan = ArrowScan(live.metadata, live.io, live.schema(), AlwaysTrue())
         arrow_schema = live.schema().as_arrow()
-        with live.transaction() as tx:
+        with transaction(live) as tx:
             rewrite = tx.update_snapshot(snapshot_properties=_carried(live, "compact-files")).overwrite()
             with rewrite:
                 for tasks in groups:
@@ -309,7 +309,7 @@ def compact(table: "Table") -> CompactionReport:
             return
         keys = (TableProperties.MANIFEST_MERGE_ENABLED, TableProperties.MANIFEST_MIN_MERGE_COUNT)
         restore = {key: live.properties[key] for key in keys if key in live.properties}
-        with live.transaction() as tx:
+        with transaction(live) as tx:
             tx.set_properties({keys[0]: "true", keys[1]: "2"})
             with tx.update_snapshot(snapshot_properties=_carried(live, "compact-manifests")).merge_append():
                 pass  # no file added: the existing manifests are merged

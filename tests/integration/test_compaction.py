@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pytest
 
+from mesh_assets.iceberg import maintenance
 from mesh_assets.iceberg.catalog import ensure_table, open_catalog
-from mesh_assets.iceberg.commit import INPUTS_PROPERTY, RUN_ID_PROPERTY
+from mesh_assets.iceberg.commit import INPUTS_PROPERTY, RUN_ID_PROPERTY, transaction
 from mesh_assets.iceberg.maintenance import COMPACTED_PROPERTY, RunState, compact, maintain
 from mesh_assets.settings import DOMAINS_DIR
 from mesh_assets.workspace import load_contract
@@ -46,8 +47,10 @@ def observations(mesh_home):
     return product, open_catalog().load_table(product.table_identifier)
 
 
-def test_small_files_and_manifests_are_compacted_and_read_the_same(observations):
+def test_small_files_and_manifests_are_compacted_and_read_the_same(observations, monkeypatch):
     _, table = observations
+    opened = []  # the platform's transactions compaction opened (metadata computed once per change)
+    monkeypatch.setattr(maintenance, "transaction", lambda live: opened.append(live) or transaction(live))
     assert table.properties["commit.manifest-merge.enabled"] == "true"  # set at creation
     rows, tagged = _rows(table), _rows(table, snapshot_id=table.metadata.refs["sixth"].snapshot_id)
     assert len(table.inspect.files()) == 2 * APPENDS and _manifests(table) == APPENDS
@@ -73,6 +76,7 @@ def test_small_files_and_manifests_are_compacted_and_read_the_same(observations)
         "compact-files",
         "compact-manifests",
     ]
+    assert len(opened) == 2  # both snapshots committed through the platform's transaction
     # the provenance of the rows (lineage, stream offsets) stays on main's head
     assert {s.summary.additional_properties[RUN_ID_PROPERTY] for s in new} == {f"run-{APPENDS - 1}"}
     assert table.current_snapshot().summary.additional_properties["total-records"] == str(2 * APPENDS)
