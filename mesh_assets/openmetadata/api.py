@@ -5,11 +5,16 @@ servers run today (``openmetadata-ingestion`` 2.0.x). A server older than 1.5 sp
 API; :data:`API_1` rewrites each body for it, here and nowhere else:
 
 * ``owners`` (a list) is ``owner`` (one reference), ``domains`` (a list of names) is ``domain``;
-* a basic test suite is an *executable* one (``PUT .../testSuites/executable`` with
-  ``executableEntityReference``), a test case names its ``testSuite``, test definitions say
-  ``DBT`` where 2.x says ``dbt``;
+* a table's test suite names its table in ``executableEntityReference`` (2.x:
+  ``basicEntityReference``), a test case names its ``testSuite``, test definitions say ``DBT``
+  where 2.x says ``dbt``;
 * a test case result is ``PUT .../testCases/{fqn}/testCaseResult`` (2.x:
   ``POST .../testCases/testCaseResults/{fqn}``).
+
+Both create a table's test suite with ``PUT .../testSuites/executable``
+(:data:`TEST_SUITES_PATH`): 2.x servers also answer ``.../testSuites/basic``, but the official
+SDK 2.0.7 (its dbt workflow, REST sink and Great Expectations action) still sends
+``executable``, and the exporter sends what the SDK does.
 
 :func:`negotiate` chooses the version from ``--api`` / ``OPENMETADATA_API_VERSION`` or, when
 that is ``auto``, from the server's ``GET /api/v1/system/version``.
@@ -24,6 +29,7 @@ from typing import Any
 
 CHOICES = ("auto", "1", "2")
 VERSION_PATH = "/v1/system/version"
+TEST_SUITES_PATH = "/v1/dataQuality/testSuites/executable"  # PUT: a table's test suite
 
 
 class ApiVersionError(ValueError):
@@ -35,7 +41,6 @@ class ApiVersion:
     """One OpenMetadata API: where the endpoints that moved are, and how a body is shaped."""
 
     major: int
-    test_suites_path: str  # PUT: create or update a table's basic (executable) test suite
     result_method: str
     result_path: str  # ``{fqn}``: the test case's fully qualified name
 
@@ -56,13 +61,11 @@ class ApiVersion:
 
 API_1 = ApiVersion(
     major=1,
-    test_suites_path="/v1/dataQuality/testSuites/executable",
     result_method="PUT",
     result_path="/v1/dataQuality/testCases/{fqn}/testCaseResult",
 )
 API_2 = ApiVersion(
     major=2,
-    test_suites_path="/v1/dataQuality/testSuites/basic",
     result_method="POST",
     result_path="/v1/dataQuality/testCases/testCaseResults/{fqn}",
 )

@@ -15,7 +15,7 @@ from datetime import timedelta
 from mesh_assets.contract.model import parse_type
 from mesh_assets.dbt.project import trino_type
 from mesh_assets.openmetadata import models as m
-from mesh_assets.openmetadata.api import DEFAULT, ApiVersion
+from mesh_assets.openmetadata.api import DEFAULT, TEST_SUITES_PATH, ApiVersion
 from mesh_assets.openmetadata.client import quote
 from mesh_assets.openmetadata.collect import AssetView, CheckView, Evaluation, MeshView, RunFacts
 from mesh_assets.openmetadata.lineage import compiled_sql, dialect_of, model_column_lineage
@@ -793,9 +793,9 @@ class _Planner:
             suites.append(
                 Call(
                     "PUT",
-                    self.api.test_suites_path,
+                    TEST_SUITES_PATH,
                     m.CreateTestSuite(
-                        name=table,
+                        name=suite,  # as the SDK names a table's suite (and the server its FQN)
                         basicEntityReference=table,
                         description=f"Dagster asset checks of {asset.task_name}.",
                     ),

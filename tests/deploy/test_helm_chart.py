@@ -219,11 +219,43 @@ def test_one_image_by_reference_everywhere(rendered):
     assert instance["run_launcher"]["config"]["job_image"] == expected
 
 
-def test_openmetadata_settings_and_egress(rendered_sets):
+def test_openmetadata_settings_and_egress(render, rendered_sets):
     docs = rendered_sets["openshift"]
     data = docs.get("ConfigMap", f"{RELEASE}-datamesh-mesh")["data"]
     assert data["OPENMETADATA_HOST"] == "http://openmetadata.metadata.svc:8585"
     assert data["OPENMETADATA_DAGSTER_URL"] == "https://datamesh.apps.example.com"  # the Route
+    assert "OPENMETADATA_API_VERSION" not in data  # empty apiVersion: auto, the server's
+    chosen = render(VALUE_SETS["openshift"], "--set-string", "mesh.openmetadata.apiVersion=2").stdout
+    (configmap,) = [
+        d
+        for d in yaml.safe_load_all(chosen)
+        if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == f"{RELEASE}-datamesh-mesh"
+    ]
+    assert configmap["data"]["OPENMETADATA_API_VERSION"] == "2"
+    # the bot's JWT: a file of the projected Secret in every code server (the sensor) and its runs
+    token = {"name": "datamesh-openmetadata-bot", "items": [{"key": "token", "path": "openmetadata/token"}]}
+    code_servers = [
+        d
+        for d in docs.of_kind("Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "code-server"
+    ]
+    assert code_servers
+    for deployment in code_servers:
+        pod = deployment["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        assert env["OPENMETADATA_JWT_TOKEN_FILE"] == {
+            "name": "OPENMETADATA_JWT_TOKEN_FILE",
+            "value": "/var/run/secrets/datamesh/openmetadata/token",
+        }
+        sources = next(v for v in pod["volumes"] if v["name"] == "mesh-secrets")["projected"]["sources"]
+        assert [s["secret"] for s in sources if s["secret"]["name"] == token["name"]] == [token]
+        context = json.loads(env["DAGSTER_CONTAINER_CONTEXT"]["value"])["k8s"]
+        run_env = {e["name"]: e.get("value") for e in context["env"]}
+        assert run_env["OPENMETADATA_JWT_TOKEN_FILE"] == "/var/run/secrets/datamesh/openmetadata/token"
+        run_sources = next(v for v in context["volumes"] if v["name"] == "mesh-secrets")["projected"][
+            "sources"
+        ]
+        assert [s["secret"] for s in run_sources if s["secret"]["name"] == token["name"]] == [token]
     for name in ("code-servers", "runs"):  # the sensor runs in the code server, exports in runs
         policy = docs.get("NetworkPolicy", f"{RELEASE}-datamesh-{name}")
         assert 8585 in {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}

@@ -4,9 +4,12 @@ It answers like OpenMetadata ``version`` (2.0.7 by default, or 1.4.0) for the ca
 exporter makes: ``GET /api/v1/system/version``; PUT is create-or-update, entities are stored
 by fully qualified name (201 when created, 200 when updated, same id), referenced parents must
 exist (404 otherwise), statuses and results are stored by timestamp, lineage edges by (from,
-to). Each version has its own endpoints (:data:`ROUTES`; 2.x moved test suites to
-``.../testSuites/basic`` and results to ``POST .../testCases/testCaseResults/{fqn}``; an
-endpoint of the other version is a 404). Every request is recorded (method, path, headers,
+to). Each version has its own endpoints (:data:`ROUTES`; 2.x moved results to
+``POST .../testCases/testCaseResults/{fqn}`` and takes a table's test suite at
+``.../testSuites/basic`` as well as at ``.../testSuites/executable``, where the SDK 2.0.7 sends
+it; an endpoint of the other version is a 404). The answers the SDK's client parses have the
+server's shape: a test suite names its table by reference, a pipeline status is answered with
+its pipeline. Every request is recorded (method, path, headers,
 body); every body is validated as that version's server does (400 naming the field): a 1.x
 body against the official 1.4 JSON Schema (``om_spec``), a 2.x body against the fields of the
 SDK's 2.x models (``om2_spec``: an unknown field is ``Unrecognized field "x"``). Faults can be
@@ -131,10 +134,13 @@ ROUTES = {
     + [
         (
             "PUT",
-            r"/api/v1/dataQuality/testSuites/basic",
+            rf"/api/v1/dataQuality/testSuites/{path}",
             "api.tests.createTestSuite.CreateTestSuiteRequest",
             "testSuite",
-        ),
+        )
+        for path in ("executable", "basic")  # the SDK's (deprecated by the server) and its successor
+    ]
+    + [
         (
             "POST",
             r"/api/v1/dataQuality/testCases/testCaseResults/(?P<fqn>[^/]+)",
@@ -432,9 +438,15 @@ class FakeOpenMetadata:
         return self._store(kind, fqn, body)
 
     def _put_testSuite(self, kind, body, params):
-        table = body["basicEntityReference" if self.major >= 2 else "executableEntityReference"]
-        self._need("table", table)
-        return self._store(kind, table + ".testSuite", body)
+        field = "basicEntityReference" if self.major >= 2 else "executableEntityReference"
+        table = self._need("table", body[field])
+        reference = {
+            "id": table["id"],
+            "type": "table",
+            "name": table["name"],
+            "fullyQualifiedName": body[field],
+        }
+        return self._store(kind, body[field] + ".testSuite", {**body, field: reference})
 
     def _put_testCase(self, kind, body, params):
         m = re.fullmatch(r"<#E::table::(.+?)(?:::columns::(.+))?>", body["entityLink"])
@@ -455,7 +467,20 @@ class FakeOpenMetadata:
         for status in body.get("taskStatus") or ():
             if status["name"] not in tasks:
                 return 400, {"code": 400, "message": f"Invalid task name {status['name']}"}
-        return self._series(kind, (fqn, body["timestamp"]), body)
+        code, _ = self._series(kind, (fqn, body["timestamp"]), body)
+        service = self._need("pipelineService", pipeline["service"])
+        answer = {
+            "id": pipeline["id"],
+            "name": pipeline["name"],
+            "fullyQualifiedName": fqn,
+            "service": {
+                "id": service["id"],
+                "type": "pipelineService",
+                "fullyQualifiedName": pipeline["service"],
+            },
+            "pipelineStatus": body,
+        }
+        return code, answer
 
     def _put_testCaseResult(self, kind, body, params):
         fqn = unquote(params["fqn"])

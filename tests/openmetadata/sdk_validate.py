@@ -30,7 +30,7 @@ import typing
 import warnings
 
 
-def _load_generated_models_only() -> None:
+def load_generated_models_only() -> None:
     spec = importlib.util.find_spec("metadata")
     package = types.ModuleType("metadata")
     package.__path__ = list(spec.submodule_search_locations)
@@ -109,7 +109,7 @@ def fields(roots: list[str]) -> dict:
 
 def main(command: str, *args: str) -> int:
     warnings.simplefilter("ignore")
-    _load_generated_models_only()
+    load_generated_models_only()
     if command == "fields":
         print(json.dumps(fields(list(args)), indent=1, sort_keys=True))
         return 0

@@ -225,10 +225,11 @@ def test_the_api_version_follows_the_server_unless_chosen(server, requested, exp
 
 def test_an_export_speaks_the_servers_api(monkeypatch):
     """The same plan, negotiated against a 1.4 and a 2.0 server: each gets its own endpoints
-    and shapes, and accepts every body."""
+    and shapes, and accepts every body. Both get the test suites where the SDK 2.0.7 sends
+    them (``.../executable``; 2.x also answers ``.../basic``)."""
     for version, suites, results in (
         ("1.4.0", "/api/v1/dataQuality/testSuites/executable", ("PUT", "/testCaseResult")),
-        ("2.0.7", "/api/v1/dataQuality/testSuites/basic", ("POST", "/testCaseResults/")),
+        ("2.0.7", "/api/v1/dataQuality/testSuites/executable", ("POST", "/testCaseResults/")),
     ):
         fake = FakeOpenMetadata(token=SENTINEL_JWT, version=version).start()
         try:

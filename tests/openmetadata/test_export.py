@@ -280,7 +280,8 @@ def test_a_test_case_per_asset_check_and_its_latest_result(exported, graphs):
     assert not_null["entityLink"] == "<#E::table::mesh.iceberg.reference.airlines::columns::carrier>"
     assert "testSuite" not in not_null  # 2.x: the table's basic test suite holds it
     suite = fake.entities["testSuite"]["mesh.iceberg.reference.airlines.testSuite"]
-    assert suite["basicEntityReference"] == "mesh.iceberg.reference.airlines"
+    assert suite["name"] == "mesh.iceberg.reference.airlines.testSuite"  # as the SDK names it
+    assert suite["basicEntityReference"]["fullyQualifiedName"] == "mesh.iceberg.reference.airlines"
     in_set = cases["mesh.iceberg.analytics.delays_by_weather.condition.in_set_condition"]
     assert in_set["testDefinition"] == "columnValuesToBeInSet"
     assert json.loads(in_set["parameterValues"][0]["value"])[0] == "clear"
