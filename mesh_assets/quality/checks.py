@@ -22,6 +22,7 @@ from mesh_assets.iceberg.wap import (
     checked_tag_name,
     publish,
     tag_checked,
+    tag_max_age_ms,
     wap_run_id,
 )
 from mesh_assets.ingest.quarantine import publish_quarantine
@@ -32,11 +33,6 @@ from mesh_assets.settings import load_settings, pause_at
 
 if TYPE_CHECKING:
     from mesh_assets.contract.model import DataProduct
-
-
-def tag_max_age_ms(product: "DataProduct") -> int:
-    """Checked-snapshot tags live as long as the contract's snapshot retention."""
-    return int(product.retention.total_seconds() * 1000)
 
 
 # --- Dagster asset checks ----------------------------------------------------------------------
