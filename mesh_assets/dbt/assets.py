@@ -11,7 +11,9 @@
 * What the platform adds to ``dbt.cli(["build", ...]).stream()``: each model's output is an
   Iceberg commit on the run's audit branch (the plugin on DuckDB; on Trino the staging table
   is published here, :mod:`mesh_assets.dbt.outputs`), whose snapshot metadata the
-  materialization carries; partition vars; partial-parse reuse; the run's artifacts.
+  materialization carries; the product's checks publish it, or, for a product without a
+  blocking contract rule, this step once every dbt test ran and none of its blocking ones
+  failed; partition vars; partial-parse reuse; the run's artifacts.
 
 This module imports dagster-dbt (about a second of imports): :mod:`mesh_assets.dbt.domain`
 imports it only for a domain that has dbt models.
@@ -40,6 +42,7 @@ from mesh_assets.dbt.outputs import (
     drop_staging,
     iceberg_output_metadata,
     parent_tables,
+    publish_checked_models,
     publish_staged_model,
     table_of,
 )
@@ -63,7 +66,7 @@ from mesh_assets.dbt.runner import (
 )
 from mesh_assets.engine import TRANSIENT_CATALOG_ERROR
 from mesh_assets.iceberg.catalog import IcebergCatalog
-from mesh_assets.iceberg.wap import audit_branch_name, wap_run_id
+from mesh_assets.iceberg.wap import audit_branch_name, checked_tag_name, wap_run_id
 from mesh_assets.settings import DBT_PROJECT_DIR, MeshSettings
 
 
@@ -224,6 +227,8 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
         parents_file.write_text(parents)
         keep_parse = reuse_parse(settings, name, target_path)
         staged: list[str] = []
+        written: dict[dg.AssetKey, DataProduct] = {}  # the products whose model this step committed
+        failed: set[dg.AssetKey] = set()  # assets with a blocking dbt test that failed or errored
 
         def start() -> DbtCliInvocation:
             with plugin_env(settings, domain, run_id, parents_file, bounds):  # dbt starts in cli()
@@ -241,8 +246,13 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
         def with_metadata(event):
             if isinstance(event, dg.Output):
                 return _with_iceberg_metadata(
-                    event, manifest, by_id, catalog, run_id, branch, bounds, selection, staged
+                    event, manifest, by_id, catalog, run_id, branch, bounds, selection, staged, written
                 )
+            blocking = (
+                isinstance(event, dg.AssetCheckResult) and event.severity == dg.AssetCheckSeverity.ERROR
+            )
+            if blocking and not event.passed:  # dagster-dbt: a failed warn test is severity WARN
+                failed.add(event.asset_key)
             return event
 
         invocation = yield from _dbt_events(
@@ -251,6 +261,13 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
         keep_parse()
         if invocation.process.returncode in (0, 1):  # dbt ran: run_results.json exists
             write_artifacts(settings, domain, target_path, catalog, branch)
+        # every dbt test of the models ran: a product without a blocking rule is published now
+        checked = [p for key, p in written.items() if key not in failed]
+        for identifier in publish_checked_models(catalog, checked, branch, context.run.run_id):
+            context.log.info(
+                f"{identifier}: no blocking contract rule and no blocking dbt test failed: published "
+                f"to main, tagged {checked_tag_name(context.run.run_id)}"
+            )
         drop_staging(domain, staged)
         raise_on_errors(invocation, f"dbt build of domain {domain}")
 
@@ -281,12 +298,24 @@ def _dbt_events(
 
 
 def _with_iceberg_metadata(
-    output: dg.Output, manifest, by_id, catalog, run_id, branch, bounds, selection, staged: list[str]
+    output: dg.Output,
+    manifest,
+    by_id,
+    catalog,
+    run_id,
+    branch,
+    bounds,
+    selection,
+    staged: list[str],
+    written: dict[dg.AssetKey, DataProduct],
 ) -> dg.Output:
     """A model's output: on Trino, its staging table published to the product table first; the
-    materialization carries the Iceberg snapshot it wrote (and its inputs)."""
+    materialization carries the Iceberg snapshot it wrote (and its inputs). The model's product
+    joins ``written``."""
     uid = output.metadata["unique_id"]
     node = manifest["nodes"][getattr(uid, "value", uid)]
+    product = by_id[f"{node['schema']}.{node['name']}"]  # every table model has a contract
+    written[dg.AssetKey(product.asset_key_path)] = product
     parents = parent_tables(manifest, node["unique_id"], by_id)
     if node["alias"] != node["name"]:  # Trino: a product's model, built into staging
         publish_staged_model(catalog, node, parents, run_id=run_id, bounds=bounds)

@@ -5,7 +5,10 @@ wrote) are conformed to the product's contract (types and nullability; a model w
 contract keeps its inferred types, all nullable) and committed to ``<domain>.<model>`` as one
 overwrite (or the rows of the partition being built, or a merge) whose snapshot summary
 records the input snapshots (``mesh.inputs``). Under Dagster the commit goes to the run's
-audit branch; the product's checks publish it (write-audit-publish).
+audit branch, always; the product's checks publish it, or, for a product without a blocking
+contract rule, the dbt step once none of the model's blocking dbt tests failed
+(:func:`publish_checked_models`). A plain ``dbt build`` outside Dagster (no run id) commits to
+main, unaudited and untagged.
 
 No dbt import here: the Trino path runs in the Dagster process.
 """
@@ -13,7 +16,7 @@ No dbt import here: the Trino path runs in the Dagster process.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +38,7 @@ from mesh_assets.iceberg.commit import (
     commit_with_retry,
     replace_rows,
 )
-from mesh_assets.iceberg.wap import audit_branch_name, branch_head, open_audit_branch
+from mesh_assets.iceberg.wap import audit_branch_name, branch_head, open_audit_branch, publish_unless_audited
 from mesh_assets.settings import dbt_run_context
 from mesh_assets.workspace import contract_path, load_contract
 
@@ -131,8 +134,9 @@ def store_model_output(
 ) -> tuple[str, int | None]:
     """Commit the output of model ``domain.model``; returns its table and new snapshot id.
 
-    ``run_id`` (the Dagster run: audit branch) and ``bounds`` (ISO start/end of the partition
-    being built) default to what the dbt asset put in the dbt process's environment."""
+    ``run_id`` (the Dagster run: the commit goes to its audit branch; without one, to main) and
+    ``bounds`` (ISO start/end of the partition being built) default to what the dbt asset put
+    in the dbt process's environment."""
     run_id = run_id or dbt_run_context().run_id
     identifier = f"{domain}.{model}"
     product = model_contract(domain, model)
@@ -174,13 +178,10 @@ def store_model_output(
                 f"being built ({window.describe()}); filter the model's input with "
                 "{{ mesh_partition_filter(...) }}"
             )
-    # Write-audit-publish: under Dagster the output waits on the run's audit branch until
-    # the product's blocking checks pass (mesh_assets.quality.checks publishes it).
-    branch = (
-        audit_branch_name(run_id)
-        if run_id and product is not None and any(r.severity == "error" for r in product.rules)
-        else None
-    )
+    # Write-audit-publish: under Dagster the output waits on the run's audit branch until its
+    # blocking checks passed (published by the product's checks, or by the dbt step when it
+    # has none). A plain `dbt build` (no run: bench's by-hand baseline) writes main.
+    branch = audit_branch_name(run_id) if run_id else None
     if branch is not None:
         table = open_audit_branch(table, branch)
     committed = commit_with_retry(
@@ -241,6 +242,22 @@ def publish_staged_model(
         bounds=(bounds["mesh_partition_start"], bounds["mesh_partition_end"]) if bounds else None,
     )
     return identifier
+
+
+def publish_checked_models(
+    catalog: IcebergCatalog, products: Iterable[DataProduct], branch: str, run_id: str
+) -> list[str]:
+    """The dbt step's publication: each of ``products`` (models it committed to ``branch``
+    whose blocking dbt tests passed) goes to main through
+    :func:`~mesh_assets.iceberg.wap.publish_unless_audited`, tagged ``checked-<run_id>`` and
+    ``last-checked``, unless it has a blocking contract rule (its checks publish it). Returns
+    the identifiers of the products published."""
+    published = []
+    for product in products:
+        table = catalog.load_table(product.table_identifier)
+        if publish_unless_audited(product, table, branch, run_id)[1]:
+            published.append(product.identifier)
+    return published
 
 
 def drop_staging(domain: str, staged: Sequence[str]) -> None:

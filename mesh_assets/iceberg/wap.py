@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a ca
 
     from pyiceberg.table import Table
 
+    from mesh_assets.contract.model import DataProduct
+
 
 AUDIT_PREFIX = "audit-"
 CHECKED_TAG_PREFIX = "checked-"
@@ -173,6 +175,29 @@ def publish(
         return head
 
     return _commit(table, fast_forward).value
+
+
+def tag_max_age_ms(product: DataProduct) -> int:
+    """Checked-snapshot tags live as long as the contract's snapshot retention."""
+    return int(product.retention.total_seconds() * 1000)
+
+
+def publish_unless_audited(
+    product: DataProduct, table: Table, branch: str, run_id: str
+) -> tuple[Table, bool]:
+    """Publish the audit ``branch`` of the step that wrote it when ``product`` has no blocking
+    rule (nothing to audit: every blocking check, none, passed), through :func:`publish` with
+    the tags a checks step gives (``checked-<run>`` living the contract's retention,
+    ``last-checked``); otherwise leave it to the product's checks. Returns the table (refreshed
+    when published) and whether it was published.
+
+    One publish policy for every writer: ingestion, a stream's batch and a dbt model (the dbt
+    step calls it once none of the model's blocking dbt tests failed) publish here, or their
+    checks do."""
+    if any(rule.severity == "error" for rule in product.rules):
+        return table, False
+    publish(table, branch, run_id=run_id, tag_max_age_ms=tag_max_age_ms(product))
+    return table.refresh(), True
 
 
 def tag_checked(table: Table, snapshot_id: int, run_id: str, *, max_age_ms: int | None = None) -> str:

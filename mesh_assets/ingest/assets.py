@@ -41,7 +41,13 @@ from mesh_assets.iceberg.commit import (
     commit_with_retry,
     replace_rows,
 )
-from mesh_assets.iceberg.wap import audit_branch_name, branch_head, open_audit_branch, publish, wap_run_id
+from mesh_assets.iceberg.wap import (
+    audit_branch_name,
+    branch_head,
+    open_audit_branch,
+    publish_unless_audited,
+    wap_run_id,
+)
 from mesh_assets.ingest.landing import IngestionError, fail, pin
 from mesh_assets.ingest.quarantine import _split_and_park, publish_quarantine
 from mesh_assets.ingest.readers import check_columns, read_batches
@@ -158,21 +164,6 @@ def ingest(
 # --- Dagster -----------------------------------------------------------------------------------
 
 
-def publish_unless_audited(
-    product: DataProduct, catalog: IcebergCatalog, table: "Table", branch: str, run_id: str
-) -> tuple["Table", bool]:
-    """Publish the audit ``branch`` right away when ``product`` has no blocking rule (nothing to
-    audit, so every rule passed), with its quarantined rows; otherwise leave it to the checks.
-    Returns the table (refreshed when published) and whether it was published."""
-    if any(r.severity == "error" for r in product.rules):
-        return table, False
-    retention_ms = int(product.retention.total_seconds() * 1000)
-    publish(table, branch, run_id=run_id, tag_max_age_ms=retention_ms)
-    if product.quarantine:
-        publish_quarantine(catalog.catalog(), product, branch)
-    return table.refresh(), True
-
-
 def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
     """The Dagster asset that ingests ``product`` from its landing file.
 
@@ -197,7 +188,9 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
             product, catalog.catalog(), selection=selection, run_id=context.run.run_id, branch=branch
         )
         pause_at("audit_written", product.identifier)  # a test hook, see pause_at
-        table, published = publish_unless_audited(product, catalog, result.table, branch, context.run.run_id)
+        table, published = publish_unless_audited(product, result.table, branch, context.run.run_id)
+        if published and product.quarantine:
+            publish_quarantine(catalog.catalog(), product, branch)
         summary = table.snapshot_by_id(result.snapshot_id).summary.additional_properties
         metadata = snapshot_metadata(table, inputs={}, snapshot_id=result.snapshot_id)
         metadata["wap/branch"] = branch

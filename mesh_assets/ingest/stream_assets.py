@@ -14,8 +14,8 @@ from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, DagsterR
 from mesh_assets.asset_specs import asset_spec, writer_pool
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog, snapshot_metadata
-from mesh_assets.iceberg.wap import audit_branch_name, wap_run_id
-from mesh_assets.ingest.assets import publish_unless_audited
+from mesh_assets.iceberg.wap import audit_branch_name, publish_unless_audited, wap_run_id
+from mesh_assets.ingest.quarantine import publish_quarantine
 from mesh_assets.ingest.stream import (
     StreamError,
     StreamStopped,
@@ -44,7 +44,9 @@ def stream_asset(product: DataProduct) -> dg.AssetsDefinition:
         except StreamStopped as exc:
             raise dg.Failure(str(exc)) from None
         pause_at("audit_written", product.identifier)  # a test hook, see pause_at
-        table, published = publish_unless_audited(product, catalog, result.table, branch, context.run.run_id)
+        table, published = publish_unless_audited(product, result.table, branch, context.run.run_id)
+        if published and product.quarantine:
+            publish_quarantine(catalog.catalog(), product, branch)
         metadata = snapshot_metadata(table, inputs={}, snapshot_id=result.snapshot_id)
         metadata["wap/branch"] = branch
         metadata["wap/published"] = published

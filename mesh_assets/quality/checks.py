@@ -20,8 +20,10 @@ from mesh_assets.iceberg.wap import (
     audit_branch_name,
     branch_head,
     checked_tag_name,
+    main_history,
     publish,
     tag_checked,
+    tag_max_age_ms,
     wap_run_id,
 )
 from mesh_assets.ingest.quarantine import publish_quarantine
@@ -31,12 +33,9 @@ from mesh_assets.quality.run import evaluate, evaluate_on_trino, register_refere
 from mesh_assets.settings import load_settings, pause_at
 
 if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
     from mesh_assets.contract.model import DataProduct
-
-
-def tag_max_age_ms(product: "DataProduct") -> int:
-    """Checked-snapshot tags live as long as the contract's snapshot retention."""
-    return int(product.retention.total_seconds() * 1000)
 
 
 # --- Dagster asset checks ----------------------------------------------------------------------
@@ -70,15 +69,23 @@ def check_specs(product: "DataProduct") -> list:
     ]
 
 
-def _refuse_if_branch_was_removed(context: dg.AssetCheckExecutionContext, key: dg.AssetKey, branch: str):
-    """Fail when this run's data was written to ``branch`` and the branch is gone (maintenance
-    removes the audit branches of runs no longer running): checking main instead would pass
-    and leave that data silently unpublished."""
+def _refuse_if_branch_was_removed(
+    context: dg.AssetCheckExecutionContext, key: dg.AssetKey, branch: str, table: "Table"
+):
+    """Fail when this run's data was written to ``branch`` and the branch is gone without that
+    snapshot reaching main (maintenance removes the audit branches of runs no longer running):
+    checking main instead would pass and leave that data silently unpublished. A step that
+    published its own snapshot (a product without a blocking rule: ingestion at once, dbt after
+    the model's dbt tests, see :func:`mesh_assets.iceberg.wap.publish_unless_audited`) left it
+    on main."""
     event = context.instance.get_latest_materialization_event(key)
     materialization = event.asset_materialization if event else None
     if materialization is None or materialization.metadata.get("wap/branch") != dg.MetadataValue.text(branch):
         return
     if materialization.metadata.get("wap/published") == dg.MetadataValue.bool(True):
+        return
+    written = materialization.metadata.get("iceberg/snapshot_id")
+    if written is not None and int(written.value) in main_history(table):
         return
     raise dg.Failure(
         f"{'.'.join(key.path)}: the audit branch {branch} holding this run's unpublished data is gone "
@@ -112,7 +119,7 @@ def contract_checks(product: "DataProduct"):
         # exactly that snapshot. Without a branch (checks re-run later) they read main.
         branch = audit_branch_name(wap_run_id(context.run))  # a re-execution: its root's branch
         if branch not in table.metadata.refs:
-            _refuse_if_branch_was_removed(context, key, branch)
+            _refuse_if_branch_was_removed(context, key, branch, table)
             branch = None
         snapshot_id = branch_head(table, branch)
         rules = [_against_main(rule, table) for rule in rules]
