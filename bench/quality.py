@@ -81,12 +81,12 @@ GX = (
     OPEN
     + RULES
     + """
-from mesh_assets.quality.gx import read_frame, rule_columns, validate_dataframe, _batch_definition
+from mesh_assets.quality.gx import read_frame, validate_dataframe, _batch_definition
 _batch_definition()  # GX import and context creation are not timed
 start = time.perf_counter()
 needed = []
 for r in RULES:
-    needed += [c for c in rule_columns(r) if c not in needed]
+    needed += [c for c in r.columns if c not in needed]
 df = read_frame(con, relation, needed)
 loaded = time.perf_counter()
 results = validate_dataframe(df, RULES)

@@ -22,6 +22,7 @@ from mesh_assets.ingest.sensors import landing_sensor
 from mesh_assets.ingest.stream_assets import stream_asset, stream_sensor
 from mesh_assets.openmetadata.sensor import openmetadata_sensor
 from mesh_assets.quality.checks import contract_checks
+from mesh_assets.runs import dead_runs_sensor
 from mesh_assets.settings import check_secrets, load_settings
 from mesh_assets.workspace import load_domain
 
@@ -47,7 +48,7 @@ def build_domain(path: Path | str) -> dg.Definitions:
         schedules=[nightly],
         sensors=([sensor] if sensor else [])
         + [stream_sensor(p) for p in streams]
-        + [openmetadata_sensor(domain.name)],
+        + [openmetadata_sensor(domain.name), dead_runs_sensor(domain.name)],
         resources={"catalog": IcebergCatalog(), "dbt": dbt_resource(settings)},
         executor=step_executor(),  # MESH_EXECUTOR=k8s: each step its own Kubernetes Job
     )

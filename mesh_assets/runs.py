@@ -7,7 +7,9 @@ a run executed in the process that asked for it (``mesh materialize``: ``execute
 is launched by nobody. So the platform records which process executes each run it starts
 (:func:`worker_tags`: host, pid, process start time) and :func:`fail_dead_runs` reports the runs
 of this machine whose process is gone as failed through the instance, with a message saying
-why. ``mesh materialize`` calls it before it starts, each domain's maintenance job every night.
+why. ``mesh materialize`` and ``mesh maintain`` call it before they start, each domain's
+maintenance job every night, and each domain's ``<domain>_dead_runs`` sensor every minute while
+the Dagster daemon runs.
 """
 
 from __future__ import annotations
@@ -83,3 +85,24 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         failed.append(run.run_id)
     return failed
+
+
+def dead_runs_sensor(domain: str) -> dg.SensorDefinition:
+    """A sensor of ``domain``'s code location (running by default, at most one tick a minute)
+    that calls :func:`fail_dead_runs`: under the daemon a killed in-process run ends within a
+    minute, and its pool slots and audit branch are freed with it. It requests no run."""
+
+    @dg.sensor(
+        name=f"{domain}_dead_runs",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Marks failed the runs of this machine whose worker process died (killed or "
+        "crashed), so they stop counting as running.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext):
+        failed = fail_dead_runs(context.instance)
+        for run_id in failed:
+            context.log.warning(f"run {run_id} marked failed: its worker process is gone")
+        return dg.SkipReason(f"{len(failed)} dead run(s) marked failed" if failed else "no dead run")
+
+    return _sensor

@@ -22,6 +22,7 @@ from mesh_assets.iceberg.schema import contract_diff
 from mesh_assets.iceberg.versions import VersionError, history, lineage
 from mesh_assets.iceberg.wap import RollbackRefused, rollback
 from mesh_assets.read_api import query, trino_query
+from mesh_assets.runs import fail_dead_runs
 from mesh_assets.settings import default_engine, load_settings, mesh_user, use_dagster_home
 from mesh_assets.workspace import all_products
 
@@ -204,14 +205,17 @@ def cmd_contract_diff(args) -> int:
 
 
 def cmd_maintain(args) -> int:
-    """Remove expired tags and the audit branches of runs no longer running (asking the mesh's
-    Dagster instance), expire snapshots past each contract's retention, compact small files and
+    """Fail the runs of this machine whose worker process died, remove expired tags and the audit
+    branches of runs no longer running (asking the mesh's Dagster instance), expire snapshots past each contract's retention, compact small files and
     manifests, remove orphan files."""
 
     catalog = open_catalog()
     use_dagster_home(load_settings())
     products = [p for p in all_products() if not args.products or p.identifier in args.products]
     with dg.DagsterInstance.get() as instance:
+        if not args.dry_run:  # a dead run's audit branch is no longer in use
+            for run_id in fail_dead_runs(instance):
+                say(f"run {run_id} marked failed: its worker process is gone (killed or crashed)")
         run_states = dagster_run_states(instance)
         for product in products:
             report = maintain(product, catalog, dry_run=args.dry_run, run_states=run_states)

@@ -143,6 +143,7 @@ def cmd_run(args) -> int:
         )
     finally:
         con.close()
+    results = [result.masked(product) for result in results]
     run_id = "cli-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     report = write_report(product, results, run_id=run_id, snapshot_id=snapshot_id, references=refs)
     for r in results:

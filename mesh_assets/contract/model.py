@@ -138,6 +138,15 @@ class QualityRule:
     def column(self) -> str | None:
         return self.kwargs.get("column")
 
+    @property
+    def columns(self) -> list[str]:
+        """The columns whose values the rule judges (``column``, ``column_A``, ``column_B``,
+        then ``column_list``), in that order."""
+        named = [
+            self.kwargs[k] for k in ("column", "column_A", "column_B") if isinstance(self.kwargs.get(k), str)
+        ]
+        return named + [c for c in self.kwargs.get("column_list") or [] if c not in named]
+
 
 STREAM_MODES = ("append", "upsert")
 STREAM_VALUE_FORMATS = ("json", "avro")

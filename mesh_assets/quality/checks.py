@@ -135,6 +135,7 @@ def contract_checks(product: "DataProduct"):
                 )
             finally:
                 con.close()
+        results = [result.masked(product) for result in results]  # all that follows shows them
         all_blocking_passed = all(r.passed for r in results if r.rule.severity == "error")
         published = False
         if snapshot_id is not None and all_blocking_passed and len(rules) == len(product.rules):

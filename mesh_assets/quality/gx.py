@@ -80,7 +80,6 @@ SCHEMA_ONLY = {
     "expect_table_column_count_to_equal",
     "expect_table_column_count_to_be_between",
 }
-COLUMN_KWARGS = ("column", "column_A", "column_B")
 SEVERITY = {"error": "critical", "warn": "warning"}
 FRESH = "expect_column_values_to_be_fresh"
 IN_PRODUCT = "expect_column_values_to_be_in_other_product"
@@ -120,12 +119,6 @@ def generate_catalog() -> str:
         lines.append(f"    {name!r}: ({required!r}, {optional!r}),")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-def rule_columns(rule: QualityRule) -> list[str]:
-    kw = rule.kwargs
-    cols = [kw[k] for k in COLUMN_KWARGS if isinstance(kw.get(k), str)]
-    return cols + [c for c in kw.get("column_list") or [] if c not in cols]
 
 
 # --- translation to GX -------------------------------------------------------------------------
@@ -462,7 +455,7 @@ def validate_relation(
                 needed = list(columns or _schema_frame(connection, relation, dialect).columns)
             else:
                 for i in data:
-                    needed += [c for c in rule_columns(rules[i]) if c not in needed]
+                    needed += [c for c in rules[i].columns if c not in needed]
             frame = read_frame(connection, relation, needed, dialect=dialect)
             for i, r in zip(data, validate_dataframe(frame, [rules[i] for i in data])):
                 results[i] = r

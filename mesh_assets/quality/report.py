@@ -4,7 +4,8 @@ Written to ``$MESH_HOME/quality/reports/<domain>/<product>/<run_id>.html`` by ev
 product's checks and linked from each check's metadata (``quality/report``). One self-contained
 file (no scripts, no external assets): verdict per rule, severity, engine (SQL pushdown or GX
 fallback), observed value, unexpected count and percent, sample of unexpected values, errors,
-and the snapshot that was read.
+and the snapshot that was read. Callers pass results masked for display
+(:meth:`~mesh_assets.quality.results.RuleResult.masked`): no classified value reaches the file.
 """
 
 from __future__ import annotations

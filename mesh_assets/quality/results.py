@@ -2,17 +2,22 @@
 
 Percentages and ``mostly`` follow Great Expectations 1.x exactly (see
 ``tests/unit/test_quality_conformance.py``); metadata values are plain Python a person can read.
+What leaves the quality layer (event metadata, reports, the console) goes through
+:meth:`RuleResult.masked`: a value of a column the contract does not classify ``public`` is
+shown by its classification and length only, as ingestion errors show it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from mesh_assets.contract.model import QualityRule
+from mesh_assets.contract.model import Column, DataProduct, QualityRule
+from mesh_assets.ingest.readers import mask
 
 SAMPLE_SIZE = 5
 
@@ -37,8 +42,29 @@ class RuleResult:
     def status(self) -> str:
         return "errored" if self.error else ("passed" if self.passed else "failed")
 
+    def masked(self, product: DataProduct) -> RuleResult:
+        """This result as it may be shown outside the run, when the rule judges a column of
+        ``product`` classified other than ``public``: each unexpected value of such a column,
+        an observed value that is not the count of unexpected rows (a min, max, mean, a most
+        common value) and Great Expectations' details become ``<classification: n chars>``."""
+        by_name = {c.name: c for c in product.columns}
+        columns = [by_name.get(name) for name in self.rule.columns]
+        hidden = [c for c in columns if c is not None and c.classification != "public"]
+        if not hidden:
+            return self
+        observed = self.observed_value
+        counts_rows = isinstance(observed, int) and observed == self.unexpected_count
+        details = {k: mask(hidden[0], v) if k.startswith("gx/") else v for k, v in self.details.items()}
+        return dataclasses.replace(
+            self,
+            sample=tuple(_masked_sample(columns, hidden[0], v) for v in self.sample),
+            observed_value=observed if counts_rows else _masked_value(hidden[0], observed),
+            details=details,
+        )
+
     def metadata(self) -> dict[str, Any]:
-        """Plain Python values a person can read (no numpy scalars, no NaN)."""
+        """Plain Python values a person can read (no numpy scalars, no NaN); values as computed,
+        so what is shown outside the run is ``masked(product).metadata()``."""
         md: dict[str, Any] = {
             "expectation": self.rule.expectation,
             "kwargs": _plain(self.rule.kwargs),
@@ -60,6 +86,24 @@ class RuleResult:
         if self.error:
             md["error"] = self.error
         return md
+
+
+def _masked_value(column: Column, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [mask(column, v) for v in value]
+    return mask(column, value)
+
+
+def _masked_sample(columns: list[Column | None], hidden: Column, value: Any) -> Any:
+    """One unexpected value (a tuple of the rule's columns' values for a multi-column rule)."""
+    if isinstance(value, tuple) and len(value) == len(columns):
+        return tuple(
+            v if c is not None and c.classification == "public" else mask(c or hidden, v)
+            for c, v in zip(columns, value)
+        )
+    return mask(hidden, value)
 
 
 def _plain(value: Any) -> Any:

@@ -11,6 +11,7 @@ write-audit-publish: main is not touched).
 import datetime as dt
 import math
 from decimal import Decimal
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -462,3 +463,97 @@ def test_classified_values_never_reach_the_error_or_the_event_log(mesh_home, tmp
     assert "<pii: 19 chars>" in logged
     for leaked in (secret, "Alan Turing", "Ada Lovelace", "4111111111111111"):
         assert leaked not in logged
+
+
+def test_classified_values_never_reach_check_metadata_or_the_report(mesh_home, tmp_path):
+    """Failed checks on pii and confidential columns show the unexpected values and the observed
+    aggregates by classification and length only, in the Dagster event log and in the HTML
+    report, whichever engine (SQL pushdown or Great Expectations) judged them; a public column's
+    values stay readable."""
+
+    def rule(expectation: str, **kwargs) -> dict:
+        implementation = {"type": expectation, "kwargs": kwargs}
+        return {"type": "custom", "engine": "great-expectations", "implementation": implementation}
+
+    product = write_contract(
+        tmp_path,
+        "people",
+        [
+            {
+                "name": "email",
+                "physicalType": "string",
+                "primaryKey": True,
+                "classification": "pii",
+                "quality": [
+                    rule("expect_column_values_to_not_match_regex", regex="secret"),
+                    rule("expect_column_distinct_values_to_be_in_set", value_set=["x"]),
+                    rule("expect_column_most_common_value_to_be_in_set", value_set=["x"]),
+                ],
+            },
+            {
+                "name": "salary",
+                "physicalType": "long",
+                "classification": "confidential",
+                "quality": [
+                    rule("expect_column_max_to_be_between", max_value=100),
+                    rule(
+                        "expect_column_quantile_values_to_be_between",
+                        quantile_ranges={"quantiles": [0.5], "value_ranges": [[0, 10]]},
+                    ),
+                ],
+            },
+            {
+                "name": "n",
+                "physicalType": "int",
+                "classification": "public",
+                "quality": [rule("expect_column_values_to_be_between", max_value=2)],
+            },
+        ],
+    )
+    land(
+        mesh_home,
+        "bad",
+        "people.csv",
+        "email,salary,n\nalice.secret@example.com,987654,1\nalice.secret@example.com,50,2\nbob@example.com,60,3\n",
+    )
+    defs = dg.Definitions(
+        assets=[ingestion_asset(product)],
+        asset_checks=[contract_checks(product)],
+        resources={"catalog": IcebergCatalog()},
+    )
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        logged = event_log_text(instance, result.run_id)
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert {name: e.passed for name, e in evaluations.items()} == {
+        "unique_email": False,
+        "not_match_regex_email": False,
+        "distinct_values_to_be_in_set_email": False,
+        "most_common_value_to_be_in_set_email": False,
+        "max_between_salary": False,
+        "quantile_values_to_be_between_salary": False,
+        "between_n": False,
+        "not_shrunk": True,
+    }
+    shown = {name: {k: v.value for k, v in e.metadata.items()} for name, e in evaluations.items()}
+    assert shown["unique_email"]["unexpected_sample"] == ["<pii: 24 chars>"]
+    assert shown["not_match_regex_email"]["unexpected_sample"] == ["<pii: 24 chars>"]
+    assert shown["distinct_values_to_be_in_set_email"]["unexpected_sample"] == [
+        "<pii: 24 chars>",
+        "<pii: 15 chars>",
+    ]
+    assert shown["most_common_value_to_be_in_set_email"]["observed_value"] == ["<pii: 24 chars>"]
+    quantiles = shown["quantile_values_to_be_between_salary"]
+    assert (quantiles["observed_value"], quantiles["gx/details"]) == (
+        "<confidential: 36 chars>",
+        "<confidential: 28 chars>",
+    )
+    assert shown["max_between_salary"]["observed_value"] == "<confidential: 6 chars>"
+    assert shown["between_n"]["unexpected_sample"] == ["3"]
+    report = Path(shown["between_n"]["quality/report"]).read_text()
+    for leaked in ("alice.secret", "bob@example.com", "987654", "'values': [60]"):
+        assert leaked not in logged
+        assert leaked not in report
+    assert "&lt;pii: 24 chars&gt;" in report and "&lt;confidential: 6 chars&gt;" in report

@@ -2,14 +2,16 @@
 counted: two published versions of fleet.planes, a run killed after writing its audit branch
 and a stray file in the table's folder.
 
-``mesh maintain`` with today's clock removes nothing (every file is younger than the safety
-window, every snapshot younger than the retention). The job, run as Dagster runs it with the
-clock eight days later (past the 7-day retention and the 3-day window), fails the killed run,
-expires the old snapshots, the checked tags and the audit branch, deletes every file no
-remaining snapshot needs (the stray one included) and leaves the data as it was.
+``mesh maintain`` with today's clock fails the killed run and removes its audit branch, and
+nothing else (every file is younger than the safety window, every snapshot younger than the
+retention). The job, run as Dagster runs it with the clock eight days later (past the 7-day
+retention and the 3-day window), expires the old snapshots and the checked tags, deletes every
+file no remaining snapshot needs (the stray one included) and leaves the data as it was.
 """
 
+import signal
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -74,16 +76,25 @@ def test_maintenance_job_and_mesh_maintain_remove_exactly_what_nothing_needs(mes
     before = files_on_disk(table)
     snapshots_before = {s.snapshot_id for s in table.snapshots()}
 
-    # today: everything is young, `mesh maintain` removes nothing
+    # today: everything is young, `mesh maintain` fails the killed run and removes only its branch
     result = subprocess.run(
         [MESH, "maintain", "fleet.planes"], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (
-        "fleet.planes                 expired 0 snapshot(s), 0 tag(s)/audit branch(es); removed 0 orphan file(s)"
-        in (result.stdout)
-    ), result.stdout
-    assert files_on_disk(catalog.load_table("fleet.planes")) == before
+    assert result.stdout.splitlines() == [
+        f"run {killed.run_id} marked failed: its worker process is gone (killed or crashed)",
+        "fleet.planes                 expired 0 snapshot(s), 1 tag(s)/audit branch(es); removed 0 orphan "
+        "file(s), 0 bytes; 1 kept as too young",  # the stray file
+        f"{'':28} compacted 0 partition(s): data files 1 -> 1, manifests 1 -> 1",
+        f"{'':28} removed audit branch(es) of runs no longer running: {branch}",
+    ], result.stdout
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert "it was killed or crashed" in failure_message(instance, killed.run_id)
+    table = catalog.load_table("fleet.planes")
+    assert branch not in table.metadata.refs and table.current_snapshot().snapshot_id == current
+    after = files_on_disk(table)
+    assert before <= after and all(f.endswith(".metadata.json") for f in after - before)  # nothing deleted
 
     # eight days later, at night: the job as the schedule runs it
     later = datetime.now(UTC) + timedelta(days=8)
@@ -92,8 +103,6 @@ def test_maintenance_job_and_mesh_maintain_remove_exactly_what_nothing_needs(mes
     with dg.DagsterInstance.get() as instance:
         run = job.execute_in_process(instance=instance)
         assert run.success
-        assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
-        assert "it was killed or crashed" in failure_message(instance, killed.run_id)
         [observation] = [
             e.event_specific_data.asset_observation
             for e in run.all_events
@@ -102,8 +111,8 @@ def test_maintenance_job_and_mesh_maintain_remove_exactly_what_nothing_needs(mes
     table = catalog.load_table("fleet.planes")
     report = {k.removeprefix("maintenance/"): v.value for k, v in observation.metadata.items()}
     assert table.current_snapshot().snapshot_id == current
-    assert set(table.metadata.refs) == {"main", "last-checked"}  # checked-* tags and the branch expired
-    assert report["expired_refs"] == 3  # checked-<run> of both versions, the killed run's branch
+    assert set(table.metadata.refs) == {"main", "last-checked"}  # the checked-* tags expired
+    assert report["expired_refs"] == 2  # checked-<run> of both versions
     remaining = {s.snapshot_id for s in table.snapshots()}
     assert (
         report["expired_snapshots"]
@@ -116,3 +125,56 @@ def test_maintenance_job_and_mesh_maintain_remove_exactly_what_nothing_needs(mes
     removed = before - after
     assert stray in removed and report["orphan_files_removed"] == len(removed) > 1
     assert table.scan().to_arrow().sort_by("tailnum").equals(rows)  # the data did not change
+
+
+KILLED_RUN = """
+import os, signal
+import dagster as dg
+from mesh_assets.runs import worker_tags
+
+@dg.op
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+@dg.job
+def doomed():
+    die()
+
+with dg.DagsterInstance.get() as instance:
+    doomed.execute_in_process(instance=instance, tags=worker_tags())
+"""
+
+
+def test_the_dead_runs_sensor_fails_a_killed_in_process_run_at_its_next_tick(mesh_home):
+    """A run whose process was killed mid-step stays STARTED until one tick of the domain's
+    ``<domain>_dead_runs`` sensor (running by default, at most one tick a minute) fails it."""
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN], cwd=REPO, capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    sensor = build_domain(DOMAINS_DIR / "fleet").resolve_sensor_def("fleet_dead_runs")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 60
+    with dg.DagsterInstance.get() as instance:
+        [run] = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.STARTED
+        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        assert (tick.run_requests, tick.skip_message) == ([], "1 dead run(s) marked failed")
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert "it was killed or crashed" in failure_message(instance, run.run_id)
+        again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        assert again.skip_message == "no dead run"
+
+
+def test_the_maintenance_schedule_requests_the_maintenance_job_every_night(mesh_home):
+    defs = build_domain(DOMAINS_DIR / "fleet")
+    schedule = defs.resolve_schedule_def("fleet_maintenance_schedule")
+    assert (schedule.cron_schedule, schedule.default_status) == (
+        "30 3 * * *",
+        dg.DefaultScheduleStatus.RUNNING,
+    )
+    with dg.DagsterInstance.get() as instance:
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2026, 11, 30, 3, 30, tzinfo=UTC)
+        )
+        tick = schedule.evaluate_tick(context)
+    [request] = tick.run_requests
+    assert isinstance(request, dg.RunRequest) and schedule.job_name == "fleet_maintenance"
+    assert defs.resolve_job_def(schedule.job_name).name == "fleet_maintenance"

@@ -1,12 +1,15 @@
 """Quality rules evaluated by DuckDB, and their Dagster asset checks on a real Iceberg table."""
 
+import types
+
 import dagster as dg
 import duckdb
 import pyarrow as pa
 import pytest
 from meshtest import land
+from pyiceberg.types import LongType, StringType
 
-from mesh_assets.contract.model import QualityRule
+from mesh_assets.contract.model import Column, QualityRule
 from mesh_assets.iceberg.catalog import IcebergCatalog
 from mesh_assets.ingest.assets import ingestion_asset
 from mesh_assets.quality.checks import contract_checks
@@ -81,6 +84,31 @@ def test_aggregate_rules(con, r, passed, observed):
     [result] = evaluate(con, "t", [r])
     assert result.passed is passed
     assert result.metadata()["observed_value"] == observed
+
+
+def test_shown_results_mask_each_classified_column_of_a_rule(con):
+    """A compound key's sample masks only its classified part; counts of unexpected rows and
+    rules on public columns stay as computed."""
+    product = types.SimpleNamespace(
+        columns=(
+            Column("code", StringType(), classification="public"),
+            Column("k2", LongType(), classification="pii"),
+            Column("alt", LongType(), classification="confidential"),
+        )
+    )
+    rules = [
+        rule("expect_compound_columns_to_be_unique", "key", column_list=["code", "k2"]),
+        rule("expect_column_values_to_be_unique", "k2", column="k2"),
+        rule("expect_column_mean_to_be_between", "mean", column="alt", max_value=100),
+        rule("expect_column_values_to_be_in_set", "dst", column="dst", value_set=["A"]),
+    ]
+    shown = [r.masked(product).metadata() for r in evaluate(con, "t", rules)]
+    assert [(md.get("observed_value"), sorted(md.get("unexpected_sample", []))) for md in shown] == [
+        (2, ["['AA', '<pii: 1 chars>']"]),
+        (2, ["<pii: 1 chars>"]),
+        ("<confidential: 6 chars>", []),
+        (2, ["N", "X"]),
+    ]
 
 
 def test_mostly_tolerates_a_fraction(con):
