@@ -19,7 +19,7 @@ from pyiceberg.table import Table, Transaction
 from pyiceberg.table.update.snapshot import ManageSnapshots
 
 from mesh_assets.iceberg.datafiles import data_files
-from mesh_assets.settings import commit_deadline_s
+from mesh_assets.settings import commit_deadline_s, pause_at
 
 if TYPE_CHECKING:  # annotations only
     from pyiceberg.catalog import Catalog
@@ -200,4 +200,6 @@ def replace_rows(
                 written += data_file.record_count
         if drop_branch is not None and drop_branch in table.metadata.refs:
             ManageSnapshots(tx).remove_branch(drop_branch).commit()
+        # a test hook (see pause_at): the data files are written, the commit has not happened
+        pause_at("files_written", ".".join(table.name()))
     return written
