@@ -130,7 +130,7 @@ def step_executor():
     if choice == "default":
         return None
     if choice == "k8s":
-        from dagster_k8s import k8s_job_executor
+        from dagster_k8s import k8s_job_executor  # noqa: PLC0415  dagster-k8s (1.1 s): the k8s executor only
 
         return k8s_job_executor
     raise DeployError(f"MESH_EXECUTOR={choice!r}: expected 'k8s' or 'default'")

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
+import duckdb_extension_avro
+import duckdb_extension_iceberg
 
 from mesh_assets import settings
 
@@ -25,12 +27,8 @@ log = logging.getLogger(__name__)
 
 @functools.cache
 def _extension_files() -> tuple[str, ...] | None:
-    """Paths of the avro and iceberg extensions shipped as Python packages, avro first."""
-    try:
-        import duckdb_extension_avro
-        import duckdb_extension_iceberg
-    except ImportError:
-        return None
+    """Paths of the avro and iceberg extensions shipped as Python packages, avro first (None
+    when a package holds none for this DuckDB version)."""
     files = []
     for module in (duckdb_extension_avro, duckdb_extension_iceberg):
         root = Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}"
@@ -152,7 +150,7 @@ class TrinoCursor:
         self._opa_url = opa_url  # named in the error (default: MESH_OPA_URL)
 
     def execute(self, operation, params=None):
-        from trino.exceptions import TrinoQueryError
+        from trino.exceptions import TrinoQueryError  # noqa: PLC0415  the Trino client: production mode only
 
         for attempt in (1, 2):
             try:
@@ -178,7 +176,7 @@ class TrinoCursor:
 
 @functools.cache
 def _connection_class():
-    import trino
+    import trino  # noqa: PLC0415  the Trino client: production mode only
 
     class TrinoConnection(trino.dbapi.Connection):
         def cursor(self, *args, **kwargs) -> TrinoCursor:
@@ -191,7 +189,7 @@ def trino_http_session(ca_file: str | None):
     """The HTTP session of a Trino connection that verifies the server with ``ca_file`` (None:
     the system's CAs). requests lets ``REQUESTS_CA_BUNDLE`` override a session's own ``verify``
     (psf/requests#3829), so a session with a CA file of its own ignores the environment."""
-    import requests
+    import requests  # noqa: PLC0415  the Trino client's HTTP layer (0.1-0.2 s), loaded with it
 
     session = requests.Session()
     if ca_file:
@@ -215,7 +213,7 @@ def trino_connection(
     ``user`` other than the login is an impersonation: Trino runs the queries as ``user`` only
     if the policy lets the logged-in account impersonate (the platform's operator account)."""
 
-    import trino
+    import trino  # noqa: PLC0415  the Trino client: production mode only
 
     config = settings.trino_settings()
     login, password = settings.trino_credentials(domain)

@@ -20,10 +20,18 @@ from pathlib import Path
 import yaml
 
 from mesh_assets.deploy import DNS_LABEL, render_domains_file
+from mesh_assets.workspace import (
+    DOMAIN_TYPES,
+    contract_path,
+    dbt_models_path,
+    domain_file,
+    domain_path,
+    domains_root,
+    workspace_file,
+)
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-DOMAIN_TYPES = ("source-aligned", "consumer-aligned", "aggregate")
 
 
 class ScaffoldError(ValueError):
@@ -138,26 +146,28 @@ customProperties:
 
 
 def _product_files(project_dir: Path, domain: str, product: str, owner: str, *, dbt: bool) -> dict[Path, str]:
-    domain_dir = project_dir / "domains" / domain
-    files = {domain_dir / "products" / f"{product}.yaml": contract_text(domain, product, owner, dbt=dbt)}
+    root = domains_root(project_dir)
+    files = {contract_path(domain, product, root): contract_text(domain, product, owner, dbt=dbt)}
     if dbt:
-        files[project_dir / "dbt_project" / "models" / domain / f"{product}.sql"] = (
+        files[dbt_models_path(domain, project_dir) / f"{product}.sql"] = (
             f"-- {product}: replace with the product's logic. Read other products with\n"
             f"-- {{{{ source('<domain>', '<product>') }}}}.\n"
             "select 'a' as id, cast(1.0 as double) as value\n"
         )
     else:
-        files[domain_dir / "sample_data" / f"{product}.csv"] = "id,value\na,1.5\nb,2.0\nc,0.25\n"
+        files[domain_path(domain, root) / "sample_data" / f"{product}.csv"] = (
+            "id,value\na,1.5\nb,2.0\nc,0.25\n"
+        )
     return files
 
 
 def new_product(project_dir: Path, domain: str, product: str, *, dbt: bool = False) -> list[Path]:
     _check_name("product", product)
     _check_name("domain", domain)
-    domain_dir = project_dir / "domains" / domain
-    if not (domain_dir / "domain.yaml").exists():
+    declaration = domain_file(domain_path(domain, domains_root(project_dir)))
+    if not declaration.exists():
         raise ScaffoldError(f"no domain {domain} (create it with `mesh new domain {domain}`)")
-    owner = str((yaml.safe_load((domain_dir / "domain.yaml").read_text()) or {}).get("owner", ""))
+    owner = str((yaml.safe_load(declaration.read_text()) or {}).get("owner", ""))
     _check_owner(owner)
     return _write_all(_product_files(project_dir, domain, product, owner, dbt=dbt), {})
 
@@ -170,18 +180,17 @@ def new_domain(
     _check_owner(owner)
     if domain_type not in DOMAIN_TYPES:
         raise ScaffoldError(f"domain type {domain_type!r} is unknown; use one of {', '.join(DOMAIN_TYPES)}")
-    domain_dir = project_dir / "domains" / name
+    domain_dir = domain_path(name, domains_root(project_dir))
     if domain_dir.exists():
         raise ScaffoldError(f"{domain_dir} already exists")
     new = {
         domain_dir / "__init__.py": "",
-        domain_dir
-        / "domain.yaml": f"name: {name}\ndescription: >\n  What the {name} domain owns (edit me).\n"
+        domain_file(domain_dir): f"name: {name}\ndescription: >\n  What the {name} domain owns (edit me).\n"
         f"owner: {owner}\ntype: {domain_type}\n",
         domain_dir
         / "definitions.py": f'"""Code location of the {name} domain."""\n\nfrom mesh_assets import '
         "build_domain\n\ndefs = build_domain(__file__)\n",
-        project_dir / "dbt_project" / "models" / name / ".gitkeep": "",
+        dbt_models_path(name, project_dir) / ".gitkeep": "",
         project_dir
         / "tests"
         / "domains"
@@ -199,7 +208,7 @@ def test_{name}_definitions_load(mesh_home):
 ''',
         **_product_files(project_dir, name, "example", owner, dbt=False),
     }
-    workspace = project_dir / "workspace.yaml"
+    workspace = workspace_file(project_dir)
     text = workspace.read_text()
     if not text.endswith("\n"):
         text += "\n"
@@ -213,6 +222,6 @@ def test_{name}_definitions_load(mesh_home):
         """The Helm chart serves one code location per domain: its list, with the new domain."""
         if not chart_domains.exists():
             return {}
-        return {chart_domains: render_domains_file(project_dir / "domains")}
+        return {chart_domains: render_domains_file(domains_root(project_dir))}
 
     return _write_all(new, changed, chart)

@@ -144,7 +144,8 @@ class MeshSettings:
         if self.s3_endpoint:
             props["s3.endpoint"] = self.s3_endpoint
             props["s3.path-style-access"] = "true"
-            # without a region pyiceberg asks AWS itself where the bucket lives (no network here)
+            # without a region pyiceberg asks AWS where the bucket lives: a request to the internet
+            # that an S3-compatible endpoint does not need, and that fails where there is no route out
             props["s3.region"] = "us-east-1"
         for key, env in (
             ("s3.access-key-id", "AWS_ACCESS_KEY_ID"),

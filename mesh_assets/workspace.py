@@ -22,7 +22,7 @@ from mesh_assets.contract.errors import ContractError
 from mesh_assets.contract.expectations import kind_of
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.parser import parse_contract
-from mesh_assets.settings import DOMAINS_DIR, PROJECT_DIR
+from mesh_assets.settings import DBT_PROJECT_DIR, DOMAINS_DIR, PROJECT_DIR
 
 DOMAIN_TYPES = ("source-aligned", "consumer-aligned", "aggregate")
 DOMAIN_FILE = "domain.yaml"
@@ -46,6 +46,21 @@ class Domain:
 
 
 # --- paths ---------------------------------------------------------------------------------------
+
+
+def domains_root(project_dir: Path = PROJECT_DIR) -> Path:
+    """``<project_dir>/domains``: the folder of every domain of a repository (this one by default)."""
+    return project_dir / DOMAINS_DIR.relative_to(PROJECT_DIR)
+
+
+def workspace_file(project_dir: Path = PROJECT_DIR) -> Path:
+    """``<project_dir>/workspace.yaml``: one code location per domain."""
+    return project_dir / WORKSPACE_FILE.relative_to(PROJECT_DIR)
+
+
+def dbt_models_path(domain: str, project_dir: Path = PROJECT_DIR) -> Path:
+    """``<project_dir>/dbt_project/models/<domain>/``: the folder of the domain's dbt models."""
+    return project_dir / DBT_PROJECT_DIR.relative_to(PROJECT_DIR) / "models" / domain
 
 
 def domain_path(domain: str, root: Path = DOMAINS_DIR) -> Path:

@@ -9,8 +9,9 @@ local read path.
 * :mod:`.opa`          asking it: the stack's OPA server, else ``opa eval`` on the same files
 * :mod:`.enforce`      the local enforcement point (``mesh query --as-user``, ``read(user=)``)
 * :mod:`.audit`        the decision audit log (``mesh access audit``)
-* :mod:`.sqlfilter`    row filters parsed, checked and re-rendered (quoted) before any engine
-                       sees them
+
+The row filters it hands to the engines were parsed, checked and re-rendered (quoted) when the
+contracts loaded: :mod:`mesh_assets.contract.row_filters`.
 """
 
 from mesh_assets.access.enforce import AccessDenied

@@ -31,7 +31,7 @@ def dbt_domain_assets(domain: str, products: Sequence[DataProduct], settings: Me
     if domain_models(manifest, domain):
         # Lazy import of a heavy library: dagster-dbt (and dbt-core) only for a domain with
         # dbt models (see the module docstring).
-        from mesh_assets.dbt.assets import dbt_model_assets
+        from mesh_assets.dbt.assets import dbt_model_assets  # noqa: PLC0415  dagster-dbt (2.4 s)
 
         out += dbt_model_assets(domain, products, settings, manifest)
     checks = source_test_checks(domain, manifest, settings)
@@ -80,7 +80,7 @@ def source_test_checks(
     )
     def _source_tests(context: dg.AssetCheckExecutionContext):
         # Lazy import of a heavy library: dagster-dbt, in the step that runs dbt only
-        from mesh_assets.dbt.assets import source_test_results
+        from mesh_assets.dbt.assets import source_test_results  # noqa: PLC0415  dagster-dbt (2.4 s)
 
         chosen = [specs[k][1] for k in context.selected_asset_check_keys]
         yield from source_test_results(context, context.resources.dbt, domain, manifest, chosen, settings)
@@ -95,7 +95,7 @@ def dbt_resource(settings: MeshSettings) -> dg.ResourceDefinition:
 
     def make(_context) -> Any:
         # Lazy import of a heavy library: dagster-dbt, in a step that runs dbt only
-        from mesh_assets.dbt.runner import mesh_dbt_cli
+        from mesh_assets.dbt.runner import mesh_dbt_cli  # noqa: PLC0415  dagster-dbt (2.4 s)
 
         return mesh_dbt_cli(settings)
 

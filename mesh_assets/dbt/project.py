@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import certifi
 import yaml
 from pyiceberg import types as it
 
@@ -64,8 +65,6 @@ def dbt_trino_env(settings: MeshSettings, domain: str) -> dict[str, str]:
     user, password = trino_credentials(domain)
     if password is None:
         return {"MESH_TRINO_USER": user, "MESH_TRINO_AUTH": "none"}
-    import certifi
-
     cert = trino_settings().ca_file or certifi.where()
     return {
         "MESH_TRINO_USER": user,

@@ -19,7 +19,7 @@ from mesh_assets.iceberg.commit import INPUTS_PROPERTY, SCHEMA_CHANGES_PROPERTY
 from mesh_assets.iceberg.schema import evolve
 from mesh_assets.settings import MeshSettings, ensure_local_dirs, load_settings, secret
 
-if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a catalog opens
+if TYPE_CHECKING:  # SQLAlchemy loads only when a catalog opens (_catalog); Table: annotations only
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.table import Table
 TABLE_PROPERTIES = {
@@ -52,7 +52,7 @@ def _without_password(text: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _catalog(settings: MeshSettings) -> SqlCatalog:
-    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.catalog.sql import SqlCatalog  # noqa: PLC0415  SQLAlchemy (0.3-0.7 s): only when a catalog opens
 
     ensure_local_dirs(settings)
     try:

@@ -3,7 +3,6 @@ in one transaction, and the provenance keys each commit records in its snapshot 
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import re
@@ -16,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.update.snapshot import ManageSnapshots
 
 from mesh_assets.iceberg.datafiles import data_files
-from mesh_assets.settings import commit_deadline_s
+from mesh_assets.settings import commit_deadline_s, pause_at
 
-if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a catalog opens
+if TYPE_CHECKING:  # annotations only
     from pyiceberg.catalog import Catalog
-    from pyiceberg.table import Table, Transaction
 
 # Provenance every commit of the platform records in its snapshot summary (and the contract
 # version also as a table property).
@@ -139,38 +139,32 @@ MAIN = "main"
 # --- writing -----------------------------------------------------------------------------------
 
 
-@functools.cache
-def _transaction_class() -> type:
-    from pyiceberg.table import Transaction  # loads only when a table is written
+class MeshTransaction(Transaction):
+    """pyiceberg's transaction, its ``table_metadata`` computed once per staged change.
 
-    class MeshTransaction(Transaction):
-        """pyiceberg's transaction, its ``table_metadata`` computed once per staged change.
+    pyiceberg 0.12 applies the staged updates to a deep copy of the whole table metadata
+    at every read of ``Transaction.table_metadata``, and its snapshot producers read it
+    about 28 times per delete-and-append: a cost that grew with the table's snapshots
+    (bench/history.py). The metadata models are frozen, so one result is shared while the
+    table's metadata and the staged updates are the same objects (``_updates`` is a tuple,
+    rebound on every staged change). The same cache was proposed upstream in
+    apache/iceberg-python#3302 and #3784 (both closed unmerged): drop this class when a
+    pyiceberg release caches it."""
 
-        pyiceberg 0.12 applies the staged updates to a deep copy of the whole table metadata
-        at every read of ``Transaction.table_metadata``, and its snapshot producers read it
-        about 28 times per delete-and-append: a cost that grew with the table's snapshots
-        (bench/history.py). The metadata models are frozen, so one result is shared while the
-        table's metadata and the staged updates are the same objects (``_updates`` is a tuple,
-        rebound on every staged change). The same cache was proposed upstream in
-        apache/iceberg-python#3302 and #3784 (both closed unmerged): drop this class when a
-        pyiceberg release caches it."""
+    _cached: tuple | None = None
 
-        _cached: tuple | None = None
-
-        @property
-        def table_metadata(self):
-            cached = self._cached
-            if cached is None or cached[0] is not self._table.metadata or cached[1] is not self._updates:
-                cached = self._cached = (self._table.metadata, self._updates, super().table_metadata)
-            return cached[2]
-
-    return MeshTransaction
+    @property
+    def table_metadata(self):
+        cached = self._cached
+        if cached is None or cached[0] is not self._table.metadata or cached[1] is not self._updates:
+            cached = self._cached = (self._table.metadata, self._updates, super().table_metadata)
+        return cached[2]
 
 
 def transaction(table: Table) -> Transaction:
     """A transaction on ``table`` whose metadata is not recomputed on every read (see
-    ``MeshTransaction``): the platform's writes open theirs here."""
-    return _transaction_class()(table)
+    :class:`MeshTransaction`): the platform's writes open theirs here."""
+    return MeshTransaction(table)
 
 
 def replace_rows(
@@ -205,8 +199,7 @@ def replace_rows(
                 append.append_data_file(data_file)
                 written += data_file.record_count
         if drop_branch is not None and drop_branch in table.metadata.refs:
-            # pyiceberg's table module loads only when a catalog opens (see catalog.py)
-            from pyiceberg.table.update.snapshot import ManageSnapshots
-
             ManageSnapshots(tx).remove_branch(drop_branch).commit()
+        # a test hook (see pause_at): the data files are written, the commit has not happened
+        pause_at("files_written", ".".join(table.name()))
     return written

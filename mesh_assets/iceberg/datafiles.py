@@ -26,15 +26,24 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-if TYPE_CHECKING:  # pyiceberg's table module loads only when a catalog opens (see catalog.py)
-    from pyiceberg.manifest import DataFile
-    from pyiceberg.partitioning import PartitionKey
-    from pyiceberg.table import Transaction
+from pyiceberg.io.fileformat import FileFormatFactory
+from pyiceberg.io.pyarrow import (
+    _check_pyarrow_schema_compatible,
+    _to_requested_schema,
+    pyarrow_to_schema,
+    write_file,
+)
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+from pyiceberg.schema import sanitize_column_names
+from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE, TableProperties, Transaction, WriteTask
+from pyiceberg.table.locations import load_location_provider
+from pyiceberg.typedef import Record
+from pyiceberg.utils.config import Config
+from pyiceberg.utils.properties import property_as_int
 
 FILE_ROWS = 1_000_000  # rows per data file and per sorted chunk, at most
 _KEY = "_mesh_partition_{}"  # the computed partition values, next to the data while sorting
@@ -42,9 +51,6 @@ _KEY = "_mesh_partition_{}"  # the computed partition values, next to the data w
 
 def _target_bytes(writer: _Writer) -> int:
     """The table's ``write.target-file-size-bytes`` (in Arrow bytes, as pyiceberg reads it)."""
-    from pyiceberg.table import TableProperties
-    from pyiceberg.utils.properties import property_as_int
-
     return property_as_int(
         writer.metadata.properties,
         TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
@@ -91,10 +97,6 @@ class _Writer:
     schema: pa.Schema
 
     def __post_init__(self):
-        from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, pyarrow_to_schema
-        from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE
-        from pyiceberg.utils.config import Config
-
         # one copy of the transaction's metadata: pyiceberg rebuilds it on every access
         self.metadata = metadata = self.tx.table_metadata
         self.spec, self.table_schema = metadata.spec(), metadata.schema()
@@ -115,9 +117,6 @@ class _Writer:
         self.write_uuid, self.counter = uuid.uuid4(), itertools.count()
 
     def write(self, files: list[tuple[list[pa.RecordBatch], PartitionKey | None]]) -> list[DataFile]:
-        from pyiceberg.io.pyarrow import write_file
-        from pyiceberg.table import WriteTask
-
         tasks = [
             WriteTask(self.write_uuid, next(self.counter), self.task_schema, batches, partition_key=key)
             for batches, key in files
@@ -129,14 +128,6 @@ class _Writer:
         gathered up to ``write.parquet.row-group-limit`` rows or the file's end), so memory
         holds a row group, not a file: pyiceberg's ``write_file`` step by step, with its
         Parquet writer (field ids, statistics), file names and location provider."""
-        from pyiceberg.io.fileformat import FileFormatFactory
-        from pyiceberg.io.pyarrow import _to_requested_schema
-        from pyiceberg.manifest import FileFormat
-        from pyiceberg.schema import sanitize_column_names
-        from pyiceberg.table import TableProperties, WriteTask
-        from pyiceberg.table.locations import load_location_provider
-        from pyiceberg.utils.properties import property_as_int
-
         properties, io = self.metadata.properties, self.tx._table.io
         file_format = FileFormat(
             properties.get(TableProperties.WRITE_FILE_FORMAT, TableProperties.WRITE_FILE_FORMAT_DEFAULT)
@@ -179,9 +170,6 @@ class _Writer:
             yield self._data_file(path, output, writer.close(), file_format)
 
     def _data_file(self, path, output, statistics, file_format) -> DataFile:
-        from pyiceberg.manifest import DataFile, DataFileContent
-        from pyiceberg.typedef import Record
-
         return DataFile.from_args(
             content=DataFileContent.DATA,
             file_path=path,
@@ -262,8 +250,6 @@ def _sorted_run(writer: _Writer, chunk: pa.Table) -> _SortedRun:
 
 
 def _partition_key(writer: _Writer, key: tuple) -> PartitionKey:
-    from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
-
     return PartitionKey(
         field_values=[
             PartitionFieldValue(f, value) for f, value in zip(writer.spec.fields, key, strict=True)

@@ -29,10 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pyarrow import fs as pafs
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.pyarrow import ArrowScan
+from pyiceberg.table import TableProperties
 
 from mesh_assets.engine import trino_connection, trino_table
 from mesh_assets.iceberg.catalog import IcebergCatalog
 from mesh_assets.iceberg.commit import RUN_ID_PROPERTY, commit_with_retry, transaction
+from mesh_assets.iceberg.datafiles import data_files
 from mesh_assets.iceberg.wap import AUDIT_PREFIX
 from mesh_assets.runs import fail_dead_runs
 from mesh_assets.settings import load_settings
@@ -218,8 +222,6 @@ class CompactionReport:
 def _small_file_groups(table: "Table") -> list[list]:
     """Main's scan tasks of the current partition spec grouped by partition, only the groups
     with two or more files under the table's target file size and no delete file to apply."""
-    from pyiceberg.table import TableProperties
-
     target = int(
         table.properties.get(
             TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
@@ -260,11 +262,6 @@ def compact(table: "Table") -> CompactionReport:
 
     Not while a write-audit-publish branch is open: its run could no longer publish (main
     would have moved), so the table is left as it is and the report says why."""
-    from pyiceberg.expressions import AlwaysTrue
-    from pyiceberg.io.pyarrow import ArrowScan
-    from pyiceberg.table import TableProperties
-
-    from mesh_assets.iceberg.datafiles import data_files
 
     def count(live: "Table") -> tuple[int, int]:
         snapshot = live.current_snapshot()

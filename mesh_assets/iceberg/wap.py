@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from pyiceberg.table.update.snapshot import ManageSnapshots
+
 from mesh_assets.iceberg.commit import Committed, commit_with_retry
 from mesh_assets.iceberg.versions import VersionError, _name, resolve_as_of
 
-if TYPE_CHECKING:  # SQLAlchemy and pyiceberg's table module load only when a catalog opens
+if TYPE_CHECKING:  # annotations only
     from collections.abc import Callable
 
     from pyiceberg.table import Table
@@ -315,9 +317,6 @@ def rollback(
             ROLLBACK_REASON_PROPERTY: reason,
             ROLLBACK_FORCED_PROPERTY: str(force).lower(),
         }
-        # pyiceberg's table module loads only when a catalog opens (see catalog.py)
-        from pyiceberg.table.update.snapshot import ManageSnapshots
-
         newest_checked = next((s for s in lineage_of(live, target) if is_checked(live, s)), None)
         with live.transaction() as tx:
             manage = ManageSnapshots(tx).set_current_snapshot(snapshot_id=target)

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import pyarrow as pa
 
 from mesh_assets.contract.expectations import SHRINK, gx_version, max_age, min_rows
@@ -51,8 +52,6 @@ from mesh_assets.settings import PROJECT_DIR
 from mesh_assets.workspace import expectations_path
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from mesh_assets.contract.model import DataProduct
 
 ENGINE = "great_expectations"
@@ -88,7 +87,7 @@ MIN_ROWS_PARAMETER = "mesh_min_rows"  # main's row count less the allowed shrink
 
 def _import_gx():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # GX's own switch: no usage statistics, no network
-    import great_expectations as gx
+    import great_expectations as gx  # noqa: PLC0415  Great Expectations (4 s): validation by GX only
 
     return gx
 
@@ -99,7 +98,7 @@ def _import_gx():
 def generate_catalog() -> str:
     """Source of :mod:`mesh_assets.contract.gx_catalog` from the installed GX."""
     gx = _import_gx()
-    from great_expectations.expectations.registry import _registered_expectations
+    from great_expectations.expectations.registry import _registered_expectations  # noqa: PLC0415  (GX)
 
     lines = [
         f'"""GX {gx.__version__} core expectations and their kwargs: (required, optional).',
@@ -217,7 +216,7 @@ def suite_path(product: DataProduct) -> Path:
 @functools.cache
 def _batch_definition():
     gx = _import_gx()
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: PLC0415  (GX)
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
@@ -326,7 +325,7 @@ def validate_dataframe(
     (default: the current UTC time), referential integrity against
     ``reference_keys[(product, key)]``."""
     gx = _import_gx()
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # noqa: PLC0415  (GX)
 
     now = now or dt.datetime.now(dt.UTC)
     batch_definition = _batch_definition()  # the (ephemeral) context must exist first
@@ -383,8 +382,6 @@ def read_frame(
     connection, relation: str, columns: Sequence[str], *, dialect: str = "duckdb", limit: int | None = None
 ) -> pd.DataFrame:
     """``columns`` of ``relation`` as pandas (no columns: a frame with only the row count)."""
-    import pandas as pd
-
     d = get_dialect(dialect)
     if not columns:
         sql = f"SELECT count(*) FROM {relation}"
@@ -417,8 +414,6 @@ def _to_pandas(table) -> pd.DataFrame:
 
 
 def _schema_frame(connection, relation: str, dialect: str) -> pd.DataFrame:
-    import pandas as pd
-
     d = get_dialect(dialect)
     sql = f"SELECT * FROM {relation} {d.limit(0)}"
     if d.name == "duckdb" and hasattr(connection, "sql"):

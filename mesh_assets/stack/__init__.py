@@ -409,7 +409,7 @@ def _install(say, need: set[str]) -> dict[str, Path]:
 def _ensure_catalog(layout: StackLayout) -> list[str]:
     """The JDBC catalog's tables (pyiceberg creates them; Trino does not) and one namespace
     (= Trino schema) per domain of workspace.yaml."""
-    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.catalog.sql import SqlCatalog  # noqa: PLC0415  SQLAlchemy (0.3-0.7 s): only when a catalog opens
 
     catalog = SqlCatalog(layout.catalog_name, **catalog_properties(layout))
     domains = workspace_domains()

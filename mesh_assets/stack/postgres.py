@@ -192,7 +192,7 @@ class Postgres:
         )
 
     def connect(self, user: str = SUPERUSER, dbname: str = "postgres", timeout_s: int = 3):
-        import psycopg2
+        import psycopg2  # noqa: PLC0415  libpq's driver: only where the stack's PostgreSQL is asked
 
         password = self.layout.secret(
             {

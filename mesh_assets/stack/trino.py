@@ -367,7 +367,7 @@ class Trino:
     def connect(self, user: str = TRINO_USER, **kwargs):
         """A DB-API connection over HTTPS, logged in as the service account ``user`` (its
         password file under ``secrets/trino-accounts``), the server verified with the stack's CA."""
-        import trino
+        import trino  # noqa: PLC0415  the Trino client: production mode only
 
         password = (accounts_dir(self.layout) / user).read_text().strip()
         return trino.dbapi.connect(

@@ -4,6 +4,7 @@ into a temporary MESH_HOME, then read everything back with pyiceberg and with Du
 the provenance across domains."""
 
 import csv
+import re
 from collections import Counter
 
 import dagster as dg
@@ -11,6 +12,7 @@ import pytest
 from meshtest import NYCFLIGHTS, point_at
 
 from mesh_assets import cli, engine
+from mesh_assets.cli.run import print_summary
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.versions import lineage
 from mesh_assets.materialize import materialize
@@ -180,6 +182,34 @@ def test_products_command_reports_runs_and_checks(mesh, capsys):
     out = capsys.readouterr().out
     line = next(text for text in out.splitlines() if text.startswith("weather.observations"))
     assert "26115" in line and "8/8 passed" in line and "weather-team" in line
+
+
+def test_demo_summary_and_products_command_show_the_same_checks(mesh, capsys):
+    """The checks column of the summary `mesh demo` prints and that of `mesh products` agree for
+    every product the runs materialized; the others (streamed) are "not run" in both senses."""
+    _, reports = mesh
+    products = all_products()
+    table_to_product = {p.table_identifier: p.identifier for p in products}
+    print_summary(reports)
+    summary = {}
+    for line in capsys.readouterr().out.splitlines():
+        # product, rows, snapshot id, checks (see print_summary)
+        row = re.fullmatch(r"(\S+) +(\d+|\?) +(\d+|-)  (.+)", line)
+        if row and row[1] in table_to_product:
+            summary[table_to_product[row[1]]] = row[4]
+    assert cli.main(["products"]) == 0
+    listed = {}
+    for line in capsys.readouterr().out.splitlines()[1:]:
+        # product, owner, rows, snapshot id, last materialized (UTC time or never), checks
+        row = re.fullmatch(r"(\S+) +\S+ +\S+ +.+?  (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d|never) +(.+)", line)
+        assert row, line
+        listed[row[1]] = row[3]
+    assert set(listed) == {p.identifier for p in products}
+    streamed = {p.identifier for p in products if p.stream is not None}
+    assert set(summary) == set(listed) - streamed and streamed
+    assert {name: listed[name] for name in summary} == summary
+    assert {listed[name] for name in streamed} == {"not run"}
+    assert summary["weather.observations"] == "8/8 passed"  # the columns were read, not blanks
 
 
 def test_rematerializing_replaces_rather_than_duplicates(mesh_home):

@@ -2,7 +2,9 @@
 ``-m "not soak"``): the same invariants as the fast tests, more often and at random moments.
 
 * 32 concurrent writers x 5 commits each;
-* SIGKILL during an ingestion rewrite at 12 random offsets (seeded, printed);
+* SIGKILL during an ingestion rewrite at fixed offsets (0-1.5 s, before, during and around the
+  commit on a 2-core machine, where the rewrite takes about 1.2 s) and at 12 random offsets
+  (seeded, printed);
 * SIGKILL of `mesh materialize reference` at random time offsets: every table at its previous
   version or the new complete one, and a rerun equals a clean run;
 * a mesh run killed at each checkpoint of the platform, then re-executed from the failure.
@@ -42,6 +44,11 @@ SEED = int(os.environ.get("SOAK_SEED", random.SystemRandom().randrange(1 << 30))
 
 def test_soak_thirty_two_concurrent_writers(mesh_home, tmp_path):
     concurrent_writers(tmp_path, writers=32, appends=5)
+
+
+@pytest.mark.parametrize("kill_after_s", [0.0, 0.3, 0.6, 0.9, 1.2, 1.5])
+def test_soak_sigkill_during_a_rewrite_at_fixed_offsets(mesh_home, tmp_path, kill_after_s):
+    kill_during_rewrite(mesh_home, tmp_path, kill_after_s)
 
 
 @pytest.mark.parametrize("i", range(12))
