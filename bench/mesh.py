@@ -296,8 +296,6 @@ def bench_dbt(repeats: int) -> list[dict]:
                         "dbt_project",
                         "--select",
                         f"fqn:datamesh.{domain}",
-                        "--vars",
-                        json.dumps({"mesh_domain": domain}),
                         "--target-path",
                         str(home / "plain-dbt"),
                     ],

@@ -1,12 +1,15 @@
 {#-
-  Dagster partitions reach dbt as vars: mesh_partition_start / mesh_partition_end (ISO
-  timestamps, end exclusive), set by the platform for a partitioned run (a single partition or
-  a whole backfill range). Without them a model builds every partition.
+  The partition window of a run (ISO timestamps, end exclusive; a single partition or a whole
+  backfill range): the platform sets MESH_PARTITION_START / MESH_PARTITION_END in dbt's
+  environment (env vars, not --vars: dbt re-parses the whole project when vars change, and only
+  re-renders what reads an env var that changed). A hand-run dbt may pass the vars
+  mesh_partition_start / mesh_partition_end instead. Without either a model builds every
+  partition.
 -#}
 
 {% macro mesh_partition_filter(column, cast_to='timestamp') -%}
-    {%- set start = var('mesh_partition_start', none) -%}
-    {%- set end = var('mesh_partition_end', none) -%}
+    {%- set start = var('mesh_partition_start', env_var('MESH_PARTITION_START', '')) -%}
+    {%- set end = var('mesh_partition_end', env_var('MESH_PARTITION_END', '')) -%}
     {%- if start and end -%}
         {{ column }} >= {{ mesh_literal(start, cast_to) }} and {{ column }} < {{ mesh_literal(end, cast_to) }}
     {%- else -%}

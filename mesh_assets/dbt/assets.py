@@ -13,9 +13,9 @@
   is published here, :mod:`mesh_assets.dbt.outputs`), whose snapshot metadata the
   materialization carries; the product's checks publish it, or, for a product without a
   blocking contract rule, this step once every dbt test ran and none of its blocking ones
-  failed; partition vars; partial-parse reuse; the run's artifacts.
+  failed; the partition window; partial-parse reuse; the run's artifacts.
 
-This module imports dagster-dbt (about a second of imports): :mod:`mesh_assets.dbt.domain`
+This module imports dagster-dbt (about 2.3 s of imports): :mod:`mesh_assets.dbt.domain`
 imports it only for a domain that has dbt models.
 """
 
@@ -57,8 +57,7 @@ from mesh_assets.dbt.project import (
 )
 from mesh_assets.dbt.runner import (
     catalog_reconnecting,
-    dbt_args,
-    partition_vars,
+    partition_bounds,
     plugin_env,
     raise_on_errors,
     reuse_parse,
@@ -219,13 +218,13 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
     )
     def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource, catalog: IcebergCatalog):
         selection = selection_for(partitioning, context) if partitions_def else None
-        bounds = partition_vars(selection)
+        bounds = partition_bounds(selection)
         run_id = wap_run_id(context.run)  # a re-execution works on its root run's audit branch
         branch = audit_branch_name(run_id)
         target_path = run_dir(settings, run_id, name)
         parents_file = target_path / "mesh_parents.json"
         parents_file.write_text(parents)
-        keep_parse = reuse_parse(settings, name, target_path)
+        keep_parse = reuse_parse(settings, domain, target_path)
         staged: list[str] = []
         written: dict[dg.AssetKey, DataProduct] = {}  # the products whose model this step committed
         failed: set[dg.AssetKey] = set()  # assets with a blocking dbt test that failed or errored
@@ -235,7 +234,7 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
                 # A failing dbt *test* is a failed asset check (blocking downstream when its
                 # severity is error), not a failed step; a model or test that errors fails the step.
                 invocation = dbt.cli(
-                    dbt_args("build", domain, bounds),
+                    ["build"],
                     context=context,
                     target_path=target_path,
                     raise_on_error=False,
@@ -343,12 +342,12 @@ def source_test_results(
     parents_file = target_path / "mesh_parents.json"
     parents_file.write_text("{}")
     names = [manifest["nodes"][t]["name"] for t in test_ids]
-    keep_parse = reuse_parse(settings, f"{domain}_source_tests", target_path)
+    keep_parse = reuse_parse(settings, domain, target_path)
 
     def start() -> DbtCliInvocation:
         with plugin_env(settings, domain, run_id, parents_file, {}):
             return dbt.cli(
-                [*dbt_args("test", domain, {}), "--select", " ".join(names)],
+                ["test", "--select", " ".join(names)],
                 manifest=manifest,
                 dagster_dbt_translator=translator,
                 target_path=target_path,

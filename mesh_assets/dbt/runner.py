@@ -1,14 +1,13 @@
 """How the mesh runs dbt: dagster-dbt's ``DbtCliResource`` (:class:`MeshDbtCli`) and what the
 platform adds around each ``dbt.cli([...])`` call: the environment of the dbt-duckdb plugin, the
-run's target folder under ``$MESH_HOME/dbt/runs/``, partial-parse reuse across runs, partition
-vars, and errors that fail the step.
+run's target folder under ``$MESH_HOME/dbt/runs/``, partial-parse reuse across runs and domains,
+the partition window, and errors that fail the step.
 
 Imports dagster-dbt (and so dbt-core): only the dbt assets and a dbt step load this module
 (see :mod:`mesh_assets.dbt.domain`).
 """
 
 import contextlib
-import json
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -20,7 +19,7 @@ from dagster_dbt import DbtCliInvocation, DbtCliResource
 from dbt.version import __version__ as dbt_version
 from packaging import version
 
-from mesh_assets.dbt.project import dbt_env, dbt_executable, dbt_trino_env
+from mesh_assets.dbt.project import dbt_env, dbt_executable, dbt_trino_env, manifest_path
 from mesh_assets.engine import is_transient_catalog_error
 from mesh_assets.settings import (
     DBT_PROJECT_DIR,
@@ -137,15 +136,23 @@ def plugin_env(
 PARTIAL_PARSE = "partial_parse.msgpack"
 
 
-def reuse_parse(settings: MeshSettings, name: str, target_path: Path):
-    """dbt re-parses the whole project when its target folder has no ``partial_parse.msgpack``
-    from an invocation with the same vars; each run has its own target folder, so the file is
-    kept per dbt asset under ``$MESH_HOME/dbt/parse/`` and handed from run to run (dagster-dbt
-    copies the project's ``target/`` one only into a target folder that has none). Returns the
-    function that keeps the run's file for the next one."""
-    cache = settings.dbt_dir / "parse" / settings.dbt_target / name / PARTIAL_PARSE
-    if cache.exists():
-        shutil.copyfile(cache, target_path / PARTIAL_PARSE)
+def reuse_parse(settings: MeshSettings, domain: str, target_path: Path):
+    """dbt parses the whole project again unless the target folder holds a
+    ``partial_parse.msgpack`` of the same project, vars and profile. Each run has its own target
+    folder, so the file is kept under ``$MESH_HOME/dbt/parse/<target>/<profile>/`` and handed
+    from invocation to invocation; the first one starts from ``mesh dbt prepare``'s parse.
+
+    The profile is the same for every domain on DuckDB (one in-memory database, no per-domain
+    var: see profiles.yml), so all domains share one file; on Trino each domain logs in as its
+    own account, which dbt counts as another profile: one file per domain. Returns the function
+    that keeps the invocation's file for the next one."""
+    profile = domain if settings.dbt_target == "trino" else "all-domains"
+    cache = settings.dbt_dir / "parse" / settings.dbt_target / profile / PARTIAL_PARSE
+    prepared = manifest_path(settings.dbt_target).parent / PARTIAL_PARSE
+    for seed in (cache, prepared):
+        if seed.exists():
+            shutil.copyfile(seed, target_path / PARTIAL_PARSE)
+            break
 
     def keep() -> None:
         produced = target_path / PARTIAL_PARSE
@@ -158,17 +165,12 @@ def reuse_parse(settings: MeshSettings, name: str, target_path: Path):
     return keep
 
 
-def partition_vars(selection) -> dict[str, str]:
-    """dbt vars (and plugin env) of a partitioned run: the ISO bounds of its time window."""
+def partition_bounds(selection) -> dict[str, str]:
+    """The ISO bounds of a partitioned run's time window (dbt's macro ``mesh_partition_filter``
+    reads them from the environment, :func:`plugin_env`; the plugin replaces those rows)."""
     if selection is None or selection.values:
         return {}
     return {
         "mesh_partition_start": selection.start.isoformat(),
         "mesh_partition_end": selection.end.isoformat(),
     }
-
-
-def dbt_args(command: str, domain: str, bounds: Mapping[str, str]) -> list[str]:
-    """``dbt <command>`` with the domain (its DuckDB file) and the partition bounds as vars.
-    No ``--select``: dagster-dbt selects the models (and checks) of the step."""
-    return [command, "--vars", json.dumps({"mesh_domain": domain, **bounds})]

@@ -1,5 +1,8 @@
-"""A partitioned dbt model on Iceberg: Dagster partitions reach dbt as vars, and a run for one
-month adds that month without rewriting the others (local target: dbt-duckdb + plugin)."""
+"""A partitioned dbt model on Iceberg: Dagster partitions reach dbt as the run's window, and a
+run for one month adds that month without rewriting the others (local target: dbt-duckdb +
+plugin); another window does not make dbt parse the project again."""
+
+import json
 
 import dagster as dg
 from meshtest import land
@@ -16,6 +19,20 @@ def _files(identifier):
     return {t.file.file_path for t in table.scan().plan_files()}
 
 
+def _dbt_logs(mesh_home, result) -> dict[str, list[dict]]:
+    """The structured logs of a run's dbt invocations, by invocation folder."""
+    runs = mesh_home / "dbt" / "runs" / result.run_id
+    return {
+        log.parent.name: [json.loads(line)["info"] for line in log.read_text().splitlines()]
+        for log in runs.glob("*/dbt.log")
+    }
+
+
+def _full_parses(logs: dict[str, list[dict]]) -> list[str]:
+    """dbt's reason for each whole-project parse (event I024: "Unable to do partial parsing")."""
+    return [info["msg"] for infos in logs.values() for info in infos if info["code"] == "I024"]
+
+
 def test_monthly_dbt_model_adds_a_partition_without_rewriting_others(mesh_home):
     land(mesh_home, "reference", "airports.csv")
     land(mesh_home, "weather", "weather.csv")
@@ -29,7 +46,12 @@ def test_monthly_dbt_model_adds_a_partition_without_rewriting_others(mesh_home):
     assert {d.strftime("%Y-%m") for d in rows.column("obs_date").to_pylist()} == {"2013-01"}
     assert len(rows) == 31 * 3
 
-    assert job.execute_in_process(partition_key="2013-02-01", instance=instance).success
+    february = job.execute_in_process(partition_key="2013-02-01", instance=instance)
+    assert february.success
+    # another window, same parse: the window reaches dbt by environment, not by --vars
+    logs = _dbt_logs(mesh_home, february)
+    assert any(name.startswith("weather_dbt_models") for name in logs), logs.keys()
+    assert _full_parses(logs) == []
     table = open_catalog().load_table("weather.station_daily")
     rows = table.scan().to_arrow()
     assert len(rows) == 31 * 3 + 28 * 3

@@ -1,6 +1,7 @@
 """dbt integration: contracts become dbt sources, the translator keys every node by domain."""
 
 import json
+import os
 
 import dagster as dg
 import pytest
@@ -189,28 +190,24 @@ def test_domain_definitions_carry_dbt_checks_without_importing_dagster_dbt():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_build_args_select_exactly_the_models_with_their_vars(manifest):
+def test_build_selects_exactly_the_models_and_the_window_reaches_dbt_by_environment(manifest, tmp_path):
     from dagster_dbt.asset_utils import DAGSTER_DBT_SELECT_METADATA_KEY
 
     from mesh_assets.dbt.assets import dbt_model_assets
-    from mesh_assets.dbt.runner import dbt_args
+    from mesh_assets.dbt.runner import plugin_env
     from mesh_assets.settings import load_settings
 
     products = load_domain_contracts(DOMAINS_DIR / "weather")
     [models] = dbt_model_assets("weather", products, load_settings(), manifest)
     # dagster-dbt runs `dbt build --select <this>` (or the subset a run selects)
     assert models.op.tags[DAGSTER_DBT_SELECT_METADATA_KEY] == "fqn:datamesh.weather.marts.station_daily"
-    args = dbt_args(
-        "build",
-        "weather",
-        {
-            "mesh_partition_start": "2013-01-01T00:00:00+00:00",
-            "mesh_partition_end": "2013-02-01T00:00:00+00:00",
-        },
-    )
-    assert args[0] == "build" and "--select" not in args
-    assert json.loads(args[args.index("--vars") + 1]) == {
-        "mesh_domain": "weather",
+    # the window is dbt's environment (macros/mesh_partitions.sql reads it), never --vars: dbt
+    # would parse the whole project again for every new window
+    window = {
         "mesh_partition_start": "2013-01-01T00:00:00+00:00",
         "mesh_partition_end": "2013-02-01T00:00:00+00:00",
     }
+    with plugin_env(load_settings(), "weather", "run-1", tmp_path / "parents.json", window):
+        assert os.environ["MESH_PARTITION_START"] == "2013-01-01T00:00:00+00:00"
+        assert os.environ["MESH_PARTITION_END"] == "2013-02-01T00:00:00+00:00"
+    assert "MESH_PARTITION_START" not in os.environ
