@@ -29,6 +29,7 @@ from mesh_assets.settings import (
 from mesh_assets.workspace import (
     all_contract_files,
     contract_path,
+    dbt_models_path,
     folders_with_products,
     load_domain_contracts,
 )
@@ -189,7 +190,7 @@ def _source_tables(p: DataProduct) -> list[dict[str, Any]]:
 def write_contract_yaml(domains_dir: Path = DOMAINS_DIR) -> list[Path]:
     written = []
     for domain_dir in folders_with_products(domains_dir):
-        models_dir = DBT_PROJECT_DIR / "models" / domain_dir.name
+        models_dir = dbt_models_path(domain_dir.name)
         models_dir.mkdir(parents=True, exist_ok=True)
         products = load_domain_contracts(domain_dir)
         path = models_dir / GENERATED_YAML
@@ -232,10 +233,7 @@ def prepare(settings: MeshSettings | None = None, *, force: bool = False) -> Pat
             not force
             and manifest.exists()
             and manifest.stat().st_mtime >= _newest_input_mtime()
-            and all(
-                (DBT_PROJECT_DIR / "models" / d.name / GENERATED_YAML).exists()
-                for d in folders_with_products()
-            )
+            and all((dbt_models_path(d.name) / GENERATED_YAML).exists() for d in folders_with_products())
         )
 
     if fresh():  # the common case at code-location load: no contract is read twice
