@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import dagster as dg
 
 from mesh_assets.contract.model import DataProduct
@@ -75,3 +79,13 @@ def writer_pool(product: DataProduct) -> str:
     instance limits every pool to one step, ``settings.DAGSTER_CONCURRENCY_YAML``): its own for an
     ingested product, the domain's dbt pool for a product built by dbt."""
     return dbt_pool(product.domain) if product.transform == "dbt" else f"mesh/{product.table_identifier}"
+
+
+@dataclass(frozen=True)
+class StepChecks:
+    """A product's contract checks as part of the step that writes the product: their specs, and
+    ``evaluate(context, catalog)``, which yields the results of the selected checks and publishes
+    the run's audit branch when every blocking one passed (``mesh_assets.quality.checks``)."""
+
+    specs: Sequence[dg.AssetCheckSpec]
+    evaluate: Callable[[dg.AssetExecutionContext, Any], Iterable[dg.AssetCheckResult]]
