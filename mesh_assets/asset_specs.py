@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import dagster as dg
 
 from mesh_assets.contract.model import DataProduct
@@ -65,8 +69,9 @@ def asset_spec(product: DataProduct, *, kinds: set[str], deps=()) -> dg.AssetSpe
 
 
 def dbt_pool(domain: str) -> str:
-    """The Dagster concurrency pool of a domain's dbt step: it builds every dbt model of the
-    domain in one DuckDB file (a single writer at a time) and commits each model's table."""
+    """The Dagster concurrency pool of a domain's dbt steps: the models step commits every dbt
+    model's table of the domain (one writer of those tables at a time), and the domain's source
+    tests run in the same pool (they read what the domain's steps wrote)."""
     return f"mesh/{domain}/dbt"
 
 
@@ -75,3 +80,13 @@ def writer_pool(product: DataProduct) -> str:
     instance limits every pool to one step, ``settings.DAGSTER_CONCURRENCY_YAML``): its own for an
     ingested product, the domain's dbt pool for a product built by dbt."""
     return dbt_pool(product.domain) if product.transform == "dbt" else f"mesh/{product.table_identifier}"
+
+
+@dataclass(frozen=True)
+class StepChecks:
+    """A product's contract checks as part of the step that writes the product: their specs, and
+    ``evaluate(context, catalog)``, which yields the results of the selected checks and publishes
+    the run's audit branch when every blocking one passed (``mesh_assets.quality.checks``)."""
+
+    specs: Sequence[dg.AssetCheckSpec]
+    evaluate: Callable[[dg.AssetExecutionContext, Any], Iterable[dg.AssetCheckResult]]

@@ -21,7 +21,7 @@ from mesh_assets.ingest.assets import ingestion_asset
 from mesh_assets.ingest.sensors import landing_sensor
 from mesh_assets.ingest.stream_assets import stream_asset, stream_sensor
 from mesh_assets.openmetadata.sensor import openmetadata_sensor
-from mesh_assets.quality.checks import contract_checks
+from mesh_assets.quality.checks import contract_checks, step_checks
 from mesh_assets.runs import dead_runs_sensor
 from mesh_assets.settings import check_secrets, load_settings
 from mesh_assets.workspace import load_domain
@@ -33,12 +33,16 @@ def build_domain(path: Path | str) -> dg.Definitions:
     check_secrets()
     domain = load_domain(path)
     settings = load_settings()
-    assets: list = [ingestion_asset(p) for p in domain.products if p.landing_source]
+    # an ingested product's checks run in its ingestion step (write, checks, publication: one
+    # pool slot); a dbt model's in a step of their own after the domain's dbt step
+    ingested = [p for p in domain.products if p.landing_source]
     streams = [p for p in domain.products if p.stream is not None]
-    assets += [stream_asset(p) for p in streams]
+    assets: list = [ingestion_asset(p, step_checks(p)) for p in ingested]
+    assets += [stream_asset(p, step_checks(p)) for p in streams]
     assets += dbt_domain_assets(domain.name, domain.products, settings)
     assets = apply_policies(assets, domain.products)
-    checks = [c for p in domain.products if (c := contract_checks(p)) is not None]
+    built = [p for p in domain.products if not p.landing_source and p.stream is None]
+    checks = [c for p in built if (c := contract_checks(p)) is not None]
     maintenance, nightly = maintenance_job(domain.name, domain.products)
     sensor = landing_sensor(domain.name, domain.products)
     return dg.Definitions(

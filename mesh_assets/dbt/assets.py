@@ -214,7 +214,7 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
         project=project,
         dagster_dbt_translator=translator,
         partitions_def=partitions_def,
-        pool=dbt_pool(domain),  # one dbt step of the domain at a time: one DuckDB file, its tables
+        pool=dbt_pool(domain),  # one dbt step of the domain at a time: it commits the domain's tables
     )
     def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource, catalog: IcebergCatalog):
         selection = selection_for(partitioning, context) if partitions_def else None

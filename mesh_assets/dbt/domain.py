@@ -76,7 +76,7 @@ def source_test_checks(
         name=f"{domain}_dbt_source_tests",
         can_subset=True,
         required_resource_keys={"dbt"},
-        pool=dbt_pool(domain),  # dbt test opens the domain's DuckDB file: one process at a time
+        pool=dbt_pool(domain),  # one dbt step of the domain at a time
     )
     def _source_tests(context: dg.AssetCheckExecutionContext):
         # Lazy import of a heavy library: dagster-dbt, in the step that runs dbt only

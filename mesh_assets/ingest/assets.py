@@ -21,7 +21,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mesh_assets.asset_specs import asset_spec, writer_pool
+from mesh_assets.asset_specs import StepChecks, asset_spec, writer_pool
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.partitions import (
     PartitionSelection,
@@ -164,8 +164,12 @@ def ingest(
 # --- Dagster -----------------------------------------------------------------------------------
 
 
-def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
-    """The Dagster asset that ingests ``product`` from its landing file.
+def ingestion_asset(product: DataProduct, checks: StepChecks | None = None) -> dg.AssetsDefinition:
+    """The Dagster asset that ingests ``product`` from its landing file onto the run's audit
+    branch, then evaluates ``checks`` (the contract's, which publish the branch) in the same
+    step: the step holds the product's pool from the write to the publication, so concurrent
+    runs of the product follow each other whole. A run may select the checks alone (they read
+    main) or the asset alone (the branch stays unpublished unless no rule blocks).
 
     A partitioned product replaces exactly the rows of the partition (or, in a backfill, of the
     whole key range in one run and one commit)."""
@@ -177,40 +181,48 @@ def ingestion_asset(product: DataProduct) -> dg.AssetsDefinition:
 
     @dg.multi_asset(
         specs=[spec],
+        check_specs=checks.specs if checks else None,
+        can_subset=checks is not None,
         name=f"ingest_{product.name}",
         backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
-        pool=writer_pool(product),  # shared with its checks: one step at a time writes this table
+        pool=writer_pool(product),  # held from the write to the publication: one run at a time
     )
     def _ingest(context: dg.AssetExecutionContext, catalog: IcebergCatalog):
-        selection = selection_for(product.dagster_partitions, context) if partitions_def is not None else None
-        branch = audit_branch_name(wap_run_id(context.run))  # shared by re-executions
-        result = ingest(
-            product, catalog.catalog(), selection=selection, run_id=context.run.run_id, branch=branch
-        )
-        pause_at("audit_written", product.identifier)  # a test hook, see pause_at
-        table, published = publish_unless_audited(product, result.table, branch, context.run.run_id)
-        if published and product.quarantine:
-            publish_quarantine(catalog.catalog(), product, branch)
-        summary = table.snapshot_by_id(result.snapshot_id).summary.additional_properties
-        metadata = snapshot_metadata(table, inputs={}, snapshot_id=result.snapshot_id)
-        metadata["wap/branch"] = branch
-        metadata["wap/published"] = published
-        metadata["mesh/source_file"] = result.source
-        metadata["mesh/source_sha256"] = summary[SOURCE_SHA256_PROPERTY]
-        metadata["mesh/rows_written"] = dg.MetadataValue.int(result.rows_written)
-        metadata["mesh/commit_attempts"] = dg.MetadataValue.int(result.commit_attempts)
-        if product.quarantine:
-            metadata["mesh/rows_quarantined"] = dg.MetadataValue.int(result.rows_quarantined)
-        if selection is not None:
-            metadata["mesh/partition_rows"] = selection.describe()
-        if result.schema_changes:
-            metadata["mesh/schema_changes"] = dg.MetadataValue.json(result.schema_changes)
-        context.log.info(
-            f"{product.identifier}: snapshot {result.snapshot_id} on {branch}, "
-            f"{result.rows_written} rows written"
-            + (f" for {selection.describe()}" if selection else "")
-            + (f", {result.rows_quarantined} quarantined" if product.quarantine else "")
-        )
-        return dg.MaterializeResult(asset_key=product.asset_key_path, metadata=metadata)
+        if spec.key in context.selected_asset_keys:
+            yield _write(context, catalog, product, partitions_def)
+        if checks is not None:
+            yield from checks.evaluate(context, catalog)
 
     return _ingest
+
+
+def _write(context: dg.AssetExecutionContext, catalog: IcebergCatalog, product: DataProduct, partitions_def):
+    """Ingest the landing file onto the run's audit branch; its materialization."""
+    selection = selection_for(product.dagster_partitions, context) if partitions_def is not None else None
+    branch = audit_branch_name(wap_run_id(context.run))  # shared by re-executions
+    result = ingest(product, catalog.catalog(), selection=selection, run_id=context.run.run_id, branch=branch)
+    pause_at("audit_written", product.identifier)  # a test hook, see pause_at
+    table, published = publish_unless_audited(product, result.table, branch, context.run.run_id)
+    if published and product.quarantine:
+        publish_quarantine(catalog.catalog(), product, branch)
+    summary = table.snapshot_by_id(result.snapshot_id).summary.additional_properties
+    metadata = snapshot_metadata(table, inputs={}, snapshot_id=result.snapshot_id)
+    metadata["wap/branch"] = branch
+    metadata["wap/published"] = published
+    metadata["mesh/source_file"] = result.source
+    metadata["mesh/source_sha256"] = summary[SOURCE_SHA256_PROPERTY]
+    metadata["mesh/rows_written"] = dg.MetadataValue.int(result.rows_written)
+    metadata["mesh/commit_attempts"] = dg.MetadataValue.int(result.commit_attempts)
+    if product.quarantine:
+        metadata["mesh/rows_quarantined"] = dg.MetadataValue.int(result.rows_quarantined)
+    if selection is not None:
+        metadata["mesh/partition_rows"] = selection.describe()
+    if result.schema_changes:
+        metadata["mesh/schema_changes"] = dg.MetadataValue.json(result.schema_changes)
+    context.log.info(
+        f"{product.identifier}: snapshot {result.snapshot_id} on {branch}, "
+        f"{result.rows_written} rows written"
+        + (f" for {selection.describe()}" if selection else "")
+        + (f", {result.rows_quarantined} quarantined" if product.quarantine else "")
+    )
+    return dg.MaterializeResult(asset_key=product.asset_key_path, metadata=metadata)

@@ -5,8 +5,8 @@ The workflow reads a domain's dbt artifacts (``manifest.json``, ``catalog.json``
 served (``mesh dbt serve``, HTTP), from S3, or from local files, and adds dbt's descriptions,
 tags, model SQL, tests and lineage to the tables the exporter created. It never creates a table:
 it looks each node up as ``<service>.<database>.<schema>.<alias>``, so the config names the
-exporter's database service, and ``catalogMapping`` maps the database the manifest names (a
-domain's DuckDB file on the ``local`` target, the Trino catalog on ``trino``) to the exporter's
+exporter's database service, and ``catalogMapping`` maps the database the manifest names (dbt's
+in-memory DuckDB, ``memory``, on the ``local`` target; the Trino catalog on ``trino``) to the exporter's
 database. :func:`unmatched_nodes` lists what the workflow would still not find.
 
 No credential is written: the bot's token and S3 keys are ``${VARIABLE}`` references that

@@ -10,7 +10,7 @@ from mesh_assets.iceberg.catalog import IcebergCatalog, open_catalog
 from mesh_assets.iceberg.wap import audit_branch_name, checked_tag_name
 from mesh_assets.ingest.assets import ingest, ingestion_asset
 from mesh_assets.ingest.quarantine import QUARANTINE_SUFFIX
-from mesh_assets.quality.checks import contract_checks
+from mesh_assets.quality.checks import contract_checks, step_checks
 from mesh_assets.read_api import read
 from mesh_assets.settings import DOMAINS_DIR
 from mesh_assets.workspace import load_contract
@@ -20,7 +20,7 @@ KEY = dg.AssetKey(["reference", "airlines"])
 
 def _run(product, instance, **kwargs):
     return dg.materialize(
-        [ingestion_asset(product), contract_checks(product)],
+        [ingestion_asset(product, step_checks(product))],  # as build_domain: checks in the step
         resources={"catalog": IcebergCatalog()},
         instance=instance,
         raise_on_error=False,
@@ -90,8 +90,7 @@ def test_a_run_that_loses_the_publish_race_moves_no_tag(mesh_home):
     assert table.metadata.refs["last-checked"].snapshot_id == published
 
     defs = dg.Definitions(
-        assets=[ingestion_asset(airlines)],
-        asset_checks=[contract_checks(airlines)],
+        assets=[ingestion_asset(airlines, step_checks(airlines))],
         resources={"catalog": IcebergCatalog()},
         jobs=[dg.define_asset_job("checks", selection=dg.AssetSelection.checks_for_assets(KEY))],
     )
@@ -161,7 +160,8 @@ def test_quarantined_rows_become_visible_only_when_their_run_publishes(mesh_home
 
 
 def airlines_job():
-    """The airlines ingestion and checks as one in-process job (for ``dg.reconstructable``)."""
+    """The airlines ingestion and, in a step of their own (as a dbt model's), its checks as one
+    in-process job (for ``dg.reconstructable``)."""
     airlines = load_contract(DOMAINS_DIR / "reference" / "products" / "airlines.yaml")
     return dg.Definitions(
         assets=[ingestion_asset(airlines)],

@@ -394,7 +394,7 @@ def test_dbt_workflow_config_finds_the_exported_tables(exported, om_home, capsys
     source = workflow["source"]
     assert source["serviceName"] == "mesh" and source["type"] == "dbt"
     dbt = source["sourceConfig"]["config"]
-    assert dbt["catalogMapping"] == {"analytics": "iceberg"}  # the domain's DuckDB database
+    assert dbt["catalogMapping"] == {"memory": "iceberg"}  # dbt's in-memory DuckDB database
     assert dbt["dbtConfigSource"] == {
         "dbtConfigType": "http",
         "dbtManifestHttpPath": "http://127.0.0.1:8765/analytics/manifest.json",

@@ -1,11 +1,10 @@
 """Concurrent Dagster runs of one product, as real `dagster asset materialize` processes on one
-MESH_HOME and one Dagster instance. The product's pool lets one of its steps run at a time
-(the ingestions ran one after the other here), the retry policy covers whatever still collides,
-and the outcome is always consistent: each run ends successfully or with a clear error (a run
-whose write came before another run's publication is refused at its own publication: the pool
-is per step, and write and publish are two steps); main has exactly one publication per
-successful run; the checked tags point into main's history; no raw pyiceberg error reaches
-the output."""
+MESH_HOME and one Dagster instance, do not race: the product's write, checks and publication
+are one step holding the product's concurrency pool (limit 1), so the runs follow each other
+whole. Every run succeeds and publishes once, on top of the one before it; the spans of the
+product's steps (STEP_START to STEP_SUCCESS, from the instance's event log) of two runs never
+overlap; main has exactly one publication per run; the checked tags point into main's history;
+no raw pyiceberg error reaches the output."""
 
 import os
 import subprocess
@@ -16,16 +15,47 @@ import dagster as dg
 from meshtest import land
 from reliability_support import REPO
 
+from mesh_assets.asset_specs import writer_pool
+from mesh_assets.definitions import build_domain
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.commit import RUN_ID_PROPERTY
-from mesh_assets.iceberg.wap import LAST_CHECKED, checked_tag_name, main_history
-from mesh_assets.settings import ensure_dagster_home, load_settings
+from mesh_assets.iceberg.wap import LAST_CHECKED, checked_tag_name, lineage_of, main_history
+from mesh_assets.settings import DOMAINS_DIR, ensure_dagster_home, load_settings
+from mesh_assets.workspace import load_product
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 RUNS = 4
 
 
-def test_concurrent_materializations_of_one_product(mesh_home):
+def product_steps() -> set[str]:
+    """The steps of fleet.planes' runs that hold its pool: those that write or publish it."""
+    job = build_domain(DOMAINS_DIR / "fleet").resolve_implicit_global_asset_job_def()
+    pool = writer_pool(load_product("fleet.planes"))
+    return {node.name for node in job.graph.nodes if node.definition.pool == pool}
+
+
+def step_span(instance: dg.DagsterInstance, run_id: str, steps: set[str]) -> tuple[float, float]:
+    """From the first STEP_START of ``steps`` in the run to their last STEP_SUCCESS or
+    STEP_FAILURE, as the instance's event log records them."""
+    records = {
+        kind: [
+            r.event_log_entry
+            for r in instance.get_records_for_run(run_id, of_type=kind).records
+            if r.event_log_entry.step_key in steps
+        ]
+        for kind in (
+            dg.DagsterEventType.STEP_START,
+            dg.DagsterEventType.STEP_SUCCESS,
+            dg.DagsterEventType.STEP_FAILURE,
+        )
+    }
+    starts = records[dg.DagsterEventType.STEP_START]
+    ends = records[dg.DagsterEventType.STEP_SUCCESS] + records[dg.DagsterEventType.STEP_FAILURE]
+    assert {e.step_key for e in starts} == {e.step_key for e in ends} == steps, (run_id, starts, ends)
+    return min(e.timestamp for e in starts), max(e.timestamp for e in ends)
+
+
+def test_concurrent_materializations_of_one_product_follow_each_other(mesh_home):
     land(mesh_home, "fleet", "planes.csv")
     ensure_dagster_home(load_settings())  # the instance limits each product's pool to one step
     with dg.DagsterInstance.get():  # its SQLite schema exists before several processes open it
@@ -35,44 +65,64 @@ def test_concurrent_materializations_of_one_product(mesh_home):
         subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(RUNS)
     ]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    for out in outputs:  # a clear error at worst, never pyiceberg's own
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    for out in outputs:  # never pyiceberg's own error
         for raw in ("Cannot add snapshot with sequence number", "CommitFailedException", "NoSuchTableError"):
             assert raw not in out, out[-4000:]
 
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
         assert len(runs) == RUNS
-        succeeded = {r.run_id for r in runs if r.status == dg.DagsterRunStatus.SUCCESS}
         failures = {
             r.run_id: [
-                e.dagster_event.step_failure_data.error
+                e.dagster_event.step_failure_data.error.message
                 for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
             ]
             for r in runs
-            if r.run_id not in succeeded
+            if r.status != dg.DagsterRunStatus.SUCCESS
         }
-    assert succeeded, failures
-    for errors in failures.values():  # a run that lost the publish race says so, nothing else
-        assert [e.cause.cls_name if e.cause else e.cls_name for e in errors] == ["PublishConflictError"], (
-            errors
+        steps = product_steps()
+        spans = sorted(step_span(instance, r.run_id, steps) + (r.run_id,) for r in runs)
+        checks = {
+            r.run_id: sorted(
+                (
+                    e.dagster_event.asset_check_evaluation_data.check_name,
+                    e.dagster_event.asset_check_evaluation_data.passed,
+                )
+                for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+                if e.step_key in steps  # the contract's checks (not the dbt source tests)
+            )
+            for r in runs
+        }
+    # no run's steps began before the previous run's had ended: the pool held the product from
+    # the write to the publication, so no run lost a race, and they were one step
+    for (_, end, before), (start, _, after) in zip(spans, spans[1:]):
+        assert end <= start, (
+            f"run {after}'s steps {sorted(steps)} began at {start}, before run {before}'s ended at {end}"
         )
+    assert not failures, failures
+    assert steps == {"ingest_planes"}
+    rules = sorted((r.name, True) for r in load_product("fleet.planes").rules)
+    assert all(c == rules for c in checks.values()), checks  # every run: all of them, passed
 
     table = open_catalog().load_table("fleet.planes")
-    current = {e.snapshot_id for e in table.metadata.snapshot_log}
-    publications = {}
-    for snapshot_id in current:
-        summary = table.snapshot_by_id(snapshot_id).summary.additional_properties
-        publications.setdefault(summary.get(RUN_ID_PROPERTY), []).append(snapshot_id)
-    for run_id in succeeded:
-        assert len(publications.get(run_id, [])) == 1, (run_id, publications)
-    assert not set(publications) & set(failures)
+    publications: dict[str | None, list[int]] = {}
+    for entry in table.metadata.snapshot_log:  # every snapshot main has pointed at
+        summary = table.snapshot_by_id(entry.snapshot_id).summary.additional_properties
+        publications.setdefault(summary.get(RUN_ID_PROPERTY), []).append(entry.snapshot_id)
+    assert len(publications.pop(None)) == 1  # the empty snapshot the first audit branch started from
+    order = [run_id for _, _, run_id in spans]  # the order the runs held the pool in
+    assert sorted(publications) == sorted(order), publications
+    assert all(len(p) == 1 for p in publications.values()), publications  # one publication per run
+    for earlier, later in zip(order, order[1:]):  # each on top of the one before
+        assert publications[earlier][0] in lineage_of(table, publications[later][0]), (earlier, later)
     history = main_history(table)
-    assert table.metadata.refs[LAST_CHECKED].snapshot_id in history
-    for run_id in succeeded:
-        assert table.metadata.refs[checked_tag_name(run_id)].snapshot_id in history
-    for run_id in failures:
-        assert checked_tag_name(run_id) not in table.metadata.refs
+    assert history[0] == publications[order[-1]][0] == table.metadata.refs[LAST_CHECKED].snapshot_id
+    for run_id in order:
+        assert table.metadata.refs[checked_tag_name(run_id)].snapshot_id == publications[run_id][0]
+        assert publications[run_id][0] in history
+    assert not [r for r in table.metadata.refs if r.startswith("audit-")]
     assert table.scan().to_arrow().num_rows == 3322  # the planes, once
-    print(f"{len(succeeded)} of {RUNS} runs published, {len(failures)} refused: {sorted(map(str, failures))}")
+    waits = [round(start - end, 2) for (_, end, _), (start, _, _) in zip(spans, spans[1:])]
+    print(f"{RUNS} runs, each published once; gaps between one run's step and the next: {waits} s")
     assert os.environ["DAGSTER_HOME"].startswith(str(mesh_home))
