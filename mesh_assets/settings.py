@@ -120,10 +120,6 @@ class MeshSettings:
         return "local" if self.engine == "duckdb" else "trino"
 
     @property
-    def duckdb_dir(self) -> Path:
-        return self.home / "duckdb"
-
-    @property
     def dbt_dir(self) -> Path:
         return self.home / "dbt"
 
@@ -188,7 +184,6 @@ def ensure_local_dirs(settings: MeshSettings) -> None:
     for path in (
         settings.home,
         settings.landing,
-        settings.duckdb_dir,
         settings.dbt_dir / "external",
         settings.dagster_home,
     ):

@@ -25,7 +25,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from mesh_assets.dbt.outputs import store_model_output
 from mesh_assets.iceberg.catalog import open_catalog
 from mesh_assets.iceberg.wap import audit_branch_name, branch_head
-from mesh_assets.settings import dbt_run_context, pause_at
+from mesh_assets.settings import dbt_run_context, load_settings, pause_at
 
 
 class Plugin(BasePlugin):
@@ -42,6 +42,11 @@ class Plugin(BasePlugin):
 
     def configure_connection(self, conn):
         conn.execute("SET TimeZone = 'UTC'")  # casts of timestamptz to date are UTC days
+        # dbt's DuckDB is in memory (profiles.yml): what exceeds its memory limit spills here, one
+        # folder per process (DuckDB's temp files are not to be shared), not to its default `.tmp`
+        # in the working directory, the project folder (read-only in the image)
+        spill = str(load_settings().dbt_dir / "spill" / str(os.getpid())).replace("'", "''")
+        conn.execute(f"SET temp_directory = '{spill}'")
 
     def load(self, source_config: SourceConfig):
         identifier = f"{source_config.schema}.{source_config.identifier}"
