@@ -18,6 +18,7 @@ from mesh_assets.deploy import step_executor
 from mesh_assets.iceberg.catalog import IcebergCatalog
 from mesh_assets.iceberg.maintenance import maintenance_job
 from mesh_assets.ingest.assets import ingestion_asset
+from mesh_assets.ingest.quarantine import maintain_quarantine
 from mesh_assets.ingest.sensors import landing_sensor
 from mesh_assets.ingest.stream_assets import stream_asset, stream_sensor
 from mesh_assets.openmetadata.sensor import openmetadata_sensor
@@ -39,7 +40,7 @@ def build_domain(path: Path | str) -> dg.Definitions:
     assets += dbt_domain_assets(domain.name, domain.products, settings)
     assets = apply_policies(assets, domain.products)
     checks = [c for p in domain.products if (c := contract_checks(p)) is not None]
-    maintenance, nightly = maintenance_job(domain.name, domain.products)
+    maintenance, nightly = maintenance_job(domain.name, domain.products, maintain_quarantine)
     sensor = landing_sensor(domain.name, domain.products)
     return dg.Definitions(
         assets=assets,
