@@ -159,8 +159,8 @@ def publish_quarantine(catalog, product: DataProduct, branch: str) -> int | None
     properties = {k: v for k, v in _summary(head).items() if k.startswith("mesh.")}
 
     def move(live: Table) -> int | None:
-        now = live.metadata.refs.get(branch)
-        if now is None or now.snapshot_id != head.snapshot_id:
+        current = live.metadata.refs.get(branch)
+        if current is None or current.snapshot_id != head.snapshot_id:  # published or reset meanwhile
             return None
         if _superseded(live, head, key):
             live.manage_snapshots().remove_branch(branch).commit()
@@ -176,8 +176,8 @@ def publish_stranded_quarantine(catalog, product: DataProduct, branch: str) -> b
     product's main holds a snapshot of the run that parked the branch's head
     (:data:`~mesh_assets.iceberg.commit.RUN_ID_PROPERTY`), the rows are published
     (:func:`publish_quarantine`, which drops the branch instead when a newer run published the
-    partition). Returns whether the branch belonged to such a run (it is gone now); False
-    leaves it as it is: its run has not published (yet)."""
+    partition). Returns whether the branch belonged to such a run (its rows are now on main,
+    or a newer run's are); False leaves it as it is: its run has not published (yet)."""
     identifier = quarantine_identifier(product)
     if not catalog.table_exists(identifier):
         return False
