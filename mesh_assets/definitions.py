@@ -18,6 +18,7 @@ from mesh_assets.deploy import step_executor
 from mesh_assets.iceberg.catalog import IcebergCatalog
 from mesh_assets.iceberg.maintenance import maintenance_job
 from mesh_assets.ingest.assets import ingestion_asset
+from mesh_assets.ingest.quarantine import maintain_quarantine
 from mesh_assets.ingest.sensors import landing_sensor
 from mesh_assets.ingest.stream_assets import stream_asset, stream_sensor
 from mesh_assets.openmetadata.sensor import openmetadata_sensor
@@ -43,7 +44,7 @@ def build_domain(path: Path | str) -> dg.Definitions:
     assets = apply_policies(assets, domain.products)
     built = [p for p in domain.products if not p.landing_source and p.stream is None]
     checks = [c for p in built if (c := contract_checks(p)) is not None]
-    maintenance, nightly = maintenance_job(domain.name, domain.products)
+    maintenance, nightly = maintenance_job(domain.name, domain.products, maintain_quarantine)
     sensor = landing_sensor(domain.name, domain.products)
     return dg.Definitions(
         assets=assets,

@@ -21,6 +21,7 @@ from mesh_assets.iceberg.maintenance import dagster_run_states, maintain
 from mesh_assets.iceberg.schema import contract_diff
 from mesh_assets.iceberg.versions import VersionError, history, lineage
 from mesh_assets.iceberg.wap import RollbackRefused, rollback
+from mesh_assets.ingest.quarantine import maintain_quarantine
 from mesh_assets.read_api import query, trino_query
 from mesh_assets.runs import fail_dead_runs
 from mesh_assets.settings import default_engine, load_settings, mesh_user, use_dagster_home
@@ -205,9 +206,11 @@ def cmd_contract_diff(args) -> int:
 
 
 def cmd_maintain(args) -> int:
-    """Fail the runs of this machine whose worker process died, remove expired tags and the audit
-    branches of runs no longer running (asking the mesh's Dagster instance), expire snapshots past each contract's retention, compact small files and
-    manifests, remove orphan files."""
+    """Fail the runs of this machine whose worker process died, publish the quarantine rows of
+    runs stopped after publishing their product, remove expired tags and the audit branches of
+    runs no longer running (asking the mesh's Dagster instance; quarantine tables' too), expire
+    snapshots past each contract's retention, compact small files and manifests, remove orphan
+    files."""
 
     catalog = open_catalog()
     use_dagster_home(load_settings())
@@ -218,6 +221,18 @@ def cmd_maintain(args) -> int:
                 say(f"run {run_id} marked failed: its worker process is gone (killed or crashed)")
         run_states = dagster_run_states(instance)
         for product in products:
+            if product.quarantine and not args.dry_run:  # before the product's snapshots expire
+                quarantine = maintain_quarantine(catalog, product, run_states)
+                if quarantine is not None and quarantine.published:
+                    say(
+                        f"{quarantine.table:28} published the rows parked on audit branch(es) of runs "
+                        f"that published the product (unless a newer run had): {', '.join(quarantine.published)}"
+                    )
+                if quarantine is not None and quarantine.removed:
+                    say(
+                        f"{quarantine.table:28} removed audit branch(es) of runs no longer running: "
+                        f"{', '.join(quarantine.removed)}"
+                    )
             report = maintain(product, catalog, dry_run=args.dry_run, run_states=run_states)
             if report is None:
                 say(f"{product.identifier:28} no table yet")

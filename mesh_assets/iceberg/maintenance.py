@@ -487,9 +487,17 @@ def maintain(
     return MaintenanceReport(identifier, tags, expired, orphans, compaction)
 
 
-def maintenance_job(domain: str, products):
-    """A Dagster job maintaining every product table of ``domain``, and its daily schedule.
-    It first fails the runs of this machine whose worker process died (:mod:`mesh_assets.runs`)."""
+# The maintenance of a product's quarantine table (mesh_assets.ingest.quarantine.maintain_quarantine,
+# handed in by mesh_assets.definitions: this layer knows no ingestion): (catalog, product, run
+# states) -> a report with ``as_metadata()``, or None when there is no such table.
+QuarantineMaintainer = Callable[[Any, "DataProduct", RunStates], Any]
+
+
+def maintenance_job(domain: str, products, maintain_quarantine: QuarantineMaintainer | None = None):
+    """A Dagster job maintaining every product table of ``domain`` (and, with
+    ``maintain_quarantine``, first the quarantine table of each product that has one), and its
+    daily schedule. It first fails the runs of this machine whose worker process died
+    (:mod:`mesh_assets.runs`)."""
 
     @dg.op(name=f"maintain_{domain}_tables")
     def _maintain(context: dg.OpExecutionContext, catalog: IcebergCatalog):
@@ -497,14 +505,18 @@ def maintenance_job(domain: str, products):
             context.log.warning(f"run {run_id} marked failed: its worker process is gone")
         run_states = dagster_run_states(context.instance)
         for product in products:
+            quarantine = None
+            if maintain_quarantine is not None and product.quarantine:
+                quarantine = maintain_quarantine(catalog.catalog(), product, run_states)
             report = maintain(product, catalog.catalog(), run_states=run_states)
             if report is None:
                 continue
-            context.log.info(f"{report.table}: {report.as_metadata()}")
+            metadata = {**report.as_metadata(), **(quarantine.as_metadata() if quarantine else {})}
+            context.log.info(f"{report.table}: {metadata}")
             context.log_event(
                 dg.AssetObservation(
                     asset_key=product.asset_key_path,
-                    metadata={f"maintenance/{k}": v for k, v in report.as_metadata().items()},
+                    metadata={f"maintenance/{k}": v for k, v in metadata.items()},
                 )
             )
 

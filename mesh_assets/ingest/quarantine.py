@@ -5,18 +5,27 @@ judged by the same grammar as without quarantine (:mod:`mesh_assets.ingest.reade
 Under write-audit-publish the parked rows wait on the quarantine table's branch of the same
 name as the product's audit branch (``audit-<run>``) and reach its main only when the run
 publishes the product (:func:`publish_quarantine`): a run whose checks failed leaves the
-quarantine table's main as it was, its rows readable on the branch."""
+quarantine table's main as it was, its rows readable on the branch. Two tables cannot share one
+Iceberg commit, so the quarantine's publication follows the product's; a run stopped between the
+two has its rows published later by a re-execution of its checks or by maintenance
+(:func:`publish_stranded_quarantine`, :func:`maintain_quarantine`)."""
+
+from dataclasses import dataclass
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.exceptions import TableAlreadyExistsError
 from pyiceberg.expressions import AlwaysTrue, EqualTo
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
 
 from mesh_assets.contract.model import DataProduct
 from mesh_assets.contract.partitions import PartitionSelection
 from mesh_assets.iceberg.catalog import TABLE_PROPERTIES
-from mesh_assets.iceberg.commit import commit_with_retry, replace_rows
-from mesh_assets.iceberg.wap import open_audit_branch
+from mesh_assets.iceberg.commit import RUN_ID_PROPERTY, commit_with_retry, replace_rows
+from mesh_assets.iceberg.maintenance import RunStates, expire_audit_branches, unknown_runs
+from mesh_assets.iceberg.wap import AUDIT_PREFIX, lineage_of, main_history, open_audit_branch
 from mesh_assets.ingest.landing import Landed
 from mesh_assets.ingest.readers import line_numbers, parse_column, split_batches
 
@@ -109,11 +118,31 @@ def park(
         commit_with_retry(catalog, identifier, replace)
 
 
+def _summary(snapshot: Snapshot | None) -> dict[str, str]:
+    return snapshot.summary.additional_properties if snapshot is not None and snapshot.summary else {}
+
+
+def _superseded(table: Table, head: Snapshot, key: str) -> bool:
+    """Whether the quarantine table's main replaced rows of ``key`` (the same partition, or
+    all rows) after the branch whose head is ``head`` was opened: a newer run's publication."""
+    opened_on = set(lineage_of(table, head.snapshot_id))
+    for snapshot_id in main_history(table):
+        if snapshot_id in opened_on:  # main as the branch saw it: nothing newer below
+            return False
+        other = _summary(table.snapshot_by_id(snapshot_id)).get(QUARANTINE_PARTITION_PROPERTY)
+        if other is not None and (other == key or WHOLE_TABLE in (other, key)):
+            return True
+    return False
+
+
 def publish_quarantine(catalog, product: DataProduct, branch: str) -> int | None:
     """Make the rows the run parked on ``branch`` of the quarantine table visible on its main:
-    the rows of the same partition (or all) are replaced with them in one commit, whatever main
-    became meanwhile, and the branch is dropped. Returns the rows published; None when the run
-    parked nothing (no quarantine table or no such branch)."""
+    the rows of the same partition (or all) are replaced with them in one commit, and the
+    branch is dropped. When main already holds a newer publication of that partition (made
+    after the branch was opened), the branch is only dropped: older rows never replace newer
+    ones. Returns the rows published; None when nothing was: the run parked nothing (no
+    quarantine table or no such branch), a newer run had published the partition, or the
+    branch was published or reset meanwhile by another process."""
     identifier = quarantine_identifier(product)
     if not catalog.table_exists(identifier):
         return None
@@ -122,17 +151,84 @@ def publish_quarantine(catalog, product: DataProduct, branch: str) -> int | None
     if ref is None:
         return None
     head = table.snapshot_by_id(ref.snapshot_id)
-    key = head.summary.additional_properties.get(QUARANTINE_PARTITION_PROPERTY) if head.summary else None
+    key = _summary(head).get(QUARANTINE_PARTITION_PROPERTY)
     if key is None:  # the branch holds nothing this run parked
         return None
     schema = quarantine_schema(product)
     rows = table.scan(row_filter=_rows_of(key), snapshot_id=head.snapshot_id).to_arrow().cast(schema)
-    properties = {k: v for k, v in head.summary.additional_properties.items() if k.startswith("mesh.")}
+    properties = {k: v for k, v in _summary(head).items() if k.startswith("mesh.")}
 
-    def move(live) -> int:
+    def move(live: Table) -> int | None:
+        current = live.metadata.refs.get(branch)
+        if current is None or current.snapshot_id != head.snapshot_id:  # published or reset meanwhile
+            return None
+        if _superseded(live, head, key):
+            live.manage_snapshots().remove_branch(branch).commit()
+            return None
         return replace_rows(live, rows.to_batches(), schema, properties, _rows_of(key), drop_branch=branch)
 
     return commit_with_retry(catalog, identifier, move).value
+
+
+def publish_stranded_quarantine(catalog, product: DataProduct, branch: str) -> bool:
+    """Finish the publication of a run stopped (killed) after it published the product and
+    before it published the rows it parked on the quarantine table's ``branch``: when the
+    product's main holds a snapshot of the run that parked the branch's head
+    (:data:`~mesh_assets.iceberg.commit.RUN_ID_PROPERTY`), the rows are published
+    (:func:`publish_quarantine`, which drops the branch instead when a newer run published the
+    partition). Returns whether the branch belonged to such a run (its rows are now on main,
+    or a newer run's are); False leaves it as it is: its run has not published (yet)."""
+    identifier = quarantine_identifier(product)
+    if not catalog.table_exists(identifier):
+        return False
+    quarantine = catalog.load_table(identifier)
+    ref = quarantine.metadata.refs.get(branch)
+    run_id = _summary(quarantine.snapshot_by_id(ref.snapshot_id)).get(RUN_ID_PROPERTY) if ref else None
+    if run_id is None:
+        return False
+    table = catalog.load_table(product.table_identifier)
+    if not any(_summary(table.snapshot_by_id(s)).get(RUN_ID_PROPERTY) == run_id for s in main_history(table)):
+        return False
+    publish_quarantine(catalog, product, branch)
+    return True
+
+
+@dataclass(frozen=True)
+class QuarantineMaintenance:
+    """What :func:`maintain_quarantine` did to a quarantine table's audit branches."""
+
+    table: str
+    published: list[str]  # of runs that had published the product: rows on main (or superseded)
+    removed: list[str]  # of runs no longer running that never published the product
+
+    def as_metadata(self) -> dict[str, str]:
+        return {
+            "quarantine_published_branches": ", ".join(self.published),
+            "quarantine_removed_branches": ", ".join(self.removed),
+        }
+
+
+def maintain_quarantine(
+    catalog,
+    product: DataProduct,
+    run_states: RunStates = unknown_runs,
+    *,
+    now: datetime | None = None,
+) -> QuarantineMaintenance | None:
+    """The product's quarantine table's audit branches: each one whose run published the product
+    is published (:func:`publish_stranded_quarantine`), then those of runs no longer running are
+    removed, by the rule of the product's own (:func:`~mesh_assets.iceberg.maintenance.
+    expire_audit_branches`). None when the product has no quarantine table."""
+    identifier = quarantine_identifier(product)
+    if not catalog.table_exists(identifier):
+        return None
+    refs = catalog.load_table(identifier).metadata.refs
+    branches = sorted(name for name in refs if name.startswith(AUDIT_PREFIX))
+    published = [b for b in branches if publish_stranded_quarantine(catalog, product, b)]
+    table = catalog.load_table(identifier)
+    return QuarantineMaintenance(
+        identifier, published, expire_audit_branches(table, run_states=run_states, now=now)
+    )
 
 
 def _bad_rows_in_selection(bad: pa.Table, product: DataProduct, selection: PartitionSelection) -> pa.Table:

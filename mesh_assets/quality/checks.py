@@ -28,7 +28,7 @@ from mesh_assets.iceberg.wap import (
     tag_max_age_ms,
     wap_run_id,
 )
-from mesh_assets.ingest.quarantine import publish_quarantine
+from mesh_assets.ingest.quarantine import publish_quarantine, publish_stranded_quarantine
 from mesh_assets.ingest.stream import stop as stop_stream
 from mesh_assets.quality.report import write_report
 from mesh_assets.quality.run import evaluate, evaluate_on_trino, register_references
@@ -149,7 +149,15 @@ def evaluate_checks(
     # exactly that snapshot. Without a branch (checks re-run later) they read main.
     branch = audit_branch_name(wap_run_id(context.run))  # a re-execution: its root's branch
     if branch not in table.metadata.refs:
-        _refuse_if_branch_was_removed(context, key, branch, table)
+        # a re-execution of a run stopped between publishing the product and its quarantine
+        # rows: those follow now, and the published product is checked on main
+        if product.quarantine and publish_stranded_quarantine(catalog.catalog(), product, branch):
+            context.log.info(
+                f"{product.identifier}: this run had published the product; the rows it parked on "
+                f"the quarantine's {branch} are published now (dropped if a newer run published them)"
+            )
+        else:
+            _refuse_if_branch_was_removed(context, key, branch, table)
         branch = None
     snapshot_id = branch_head(table, branch)
     rules = [_against_main(rule, table) for rule in rules]
@@ -178,10 +186,10 @@ def evaluate_checks(
                 tag_max_age_ms=tag_max_age_ms(product),
                 checked_snapshot=snapshot_id,
             )
+            published = True
+            pause_at("after_publish", product.identifier)  # the quarantine's rows not yet
             if product.quarantine:
                 publish_quarantine(catalog.catalog(), product, branch)
-            published = True
-            pause_at("after_publish", product.identifier)
         else:
             tag_checked(table, snapshot_id, context.run.run_id, max_age_ms=tag_max_age_ms(product))
         context.log.info(
