@@ -6,11 +6,13 @@ be ambiguous: the deploy and stack folders have conftest files of their own)."""
 import fcntl
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.defs_state.base import _current_storage as dagster_current_state_storage
 from meshtest import point_at
 
 from mesh_assets import cli
@@ -18,6 +20,21 @@ from mesh_assets.dbt.project import dependency_order
 from mesh_assets.materialize import CheckOutcome, materialize
 from mesh_assets.settings import DOMAINS_DIR
 from mesh_assets.workspace import workspace_domains
+
+
+@pytest.fixture(autouse=True)
+def _no_dagster_instance_left_current(request):
+    """A test that leaves a Dagster instance entered leaves its definitions-state storage the
+    thread's current one (a context variable, dagster 1.13): once that instance is gone, every
+    later ``Definitions`` load in the process fails with "Attempted to resolve undefined
+    DagsterInstance weakref" (seen in the serial stack session: the stream tests after the
+    reliability ones). Tests run one process for many, so the variable is reset after each test,
+    with a warning naming the test that left it set."""
+    yield
+    if dagster_current_state_storage.get() is not None:
+        warnings.warn(f"{request.node.nodeid} left a Dagster instance's state storage current", stacklevel=1)
+        dagster_current_state_storage.set(None)
+
 
 RELIABILITY = Path(__file__).parent / "reliability"
 
