@@ -57,8 +57,8 @@ from mesh_assets.dbt.project import (
 )
 from mesh_assets.dbt.runner import (
     catalog_reconnecting,
+    invocation_env,
     partition_bounds,
-    plugin_env,
     raise_on_errors,
     reuse_parse,
     run_dir,
@@ -230,15 +230,15 @@ def _domain_dbt_assets(domain, manifest, project, translator, by_id, settings, n
         failed: set[dg.AssetKey] = set()  # assets with a blocking dbt test that failed or errored
 
         def start() -> DbtCliInvocation:
-            with plugin_env(settings, domain, run_id, parents_file, bounds):  # dbt starts in cli()
-                # A failing dbt *test* is a failed asset check (blocking downstream when its
-                # severity is error), not a failed step; a model or test that errors fails the step.
-                invocation = dbt.cli(
-                    ["build"],
-                    context=context,
-                    target_path=target_path,
-                    raise_on_error=False,
-                )
+            # A failing dbt *test* is a failed asset check (blocking downstream when its
+            # severity is error), not a failed step; a model or test that errors fails the step.
+            invocation = dbt.cli(
+                ["build"],
+                context=context,
+                target_path=target_path,
+                raise_on_error=False,
+                env=invocation_env(settings, domain, run_id, parents_file, bounds),
+            )
             _warm_up(catalog)
             return invocation
 
@@ -345,14 +345,14 @@ def source_test_results(
     keep_parse = reuse_parse(settings, domain, target_path)
 
     def start() -> DbtCliInvocation:
-        with plugin_env(settings, domain, run_id, parents_file, {}):
-            return dbt.cli(
-                ["test", "--select", " ".join(names)],
-                manifest=manifest,
-                dagster_dbt_translator=translator,
-                target_path=target_path,
-                raise_on_error=False,
-            )
+        return dbt.cli(
+            ["test", "--select", " ".join(names)],
+            manifest=manifest,
+            dagster_dbt_translator=translator,
+            target_path=target_path,
+            raise_on_error=False,
+            env=invocation_env(settings, domain, run_id, parents_file, {}),
+        )
 
     def check_result(event):
         if isinstance(event, dg.AssetCheckEvaluation):

@@ -7,18 +7,25 @@ Imports dagster-dbt (and so dbt-core): only the dbt assets and a dbt step load t
 (see :mod:`mesh_assets.dbt.domain`).
 """
 
-import contextlib
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from dagster_dbt import DbtCliInvocation, DbtCliResource
+from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource
+from dagster_dbt.asset_utils import (
+    DBT_INDIRECT_SELECTION_ENV,
+    extract_runtime_selection_from_args,
+    get_updated_cli_invocation_params_for_context,
+)
+from dagster_dbt.dagster_dbt_translator import validate_opt_translator
+from dagster_dbt.dbt_manifest import validate_manifest
 from dbt.version import __version__ as dbt_version
 from packaging import version
 
+from mesh_assets.dbt.inprocess import DbtThread, environment
 from mesh_assets.dbt.project import dbt_env, dbt_executable, dbt_trino_env, manifest_path
 from mesh_assets.engine import is_transient_catalog_error
 from mesh_assets.settings import (
@@ -28,6 +35,7 @@ from mesh_assets.settings import (
     PARTITION_START_ENV,
     RUN_ID_ENV,
     MeshSettings,
+    load_settings,
 )
 
 
@@ -48,6 +56,79 @@ class MeshDbtCli(DbtCliResource):
     @cached_property
     def _cli_version(self) -> version.Version:
         return version.parse(dbt_version)
+
+    def cli(
+        self,
+        args: Sequence[str],
+        *,
+        raise_on_error: bool = True,
+        manifest: Any = None,
+        dagster_dbt_translator: DagsterDbtTranslator | None = None,
+        context: Any = None,
+        target_path: Path | None = None,
+        env: Mapping[str, str | None] | None = None,
+    ) -> DbtCliInvocation:
+        """dagster-dbt's ``cli()`` with ``env`` (:func:`invocation_env`) added to dbt's
+        environment. On the ``local`` target dbt runs in this process
+        (:mod:`mesh_assets.dbt.inprocess`) with the arguments, environment and selection
+        dagster-dbt 0.29's ``cli()`` gives its subprocess (the lines below are its own, pinned in
+        pyproject), and the same ``DbtCliInvocation`` streams its events. On ``trino`` it is
+        dagster-dbt's subprocess: ``env`` is this process's environment only while ``cli()``
+        starts it (it copies ``os.environ``), so the domain's password never outlives that."""
+        env = env or {}
+        if self.target != "local":
+            with environment(env):
+                return super().cli(
+                    args,
+                    raise_on_error=raise_on_error,
+                    manifest=manifest,
+                    dagster_dbt_translator=dagster_dbt_translator,
+                    context=context,
+                    target_path=target_path,
+                )
+        translator = validate_opt_translator(dagster_dbt_translator) or DagsterDbtTranslator()
+        cleaned, selects, excludes = extract_runtime_selection_from_args(args)
+        params = get_updated_cli_invocation_params_for_context(
+            context=context,
+            manifest=validate_manifest(manifest) if manifest else {},
+            dagster_dbt_translator=translator,
+            runtime_selects=selects,
+            runtime_excludes=excludes,
+        )
+        project_dir = Path(params.dbt_project.project_dir if params.dbt_project else self.project_dir)
+        target_path = project_dir / (target_path or self._get_unique_target_path(context=context))
+        dbt_environment = {
+            **os.environ,
+            "DAGSTER_DBT_CLI": "true",
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "DBT_LOG_FORMAT": "json",
+            "DBT_TARGET_PATH": os.fspath(target_path),
+            "DBT_LOG_PATH": os.fspath(target_path),
+            "DBT_PROFILES_DIR": self.profiles_dir,
+            "DBT_PROJECT_DIR": os.fspath(project_dir),
+            **({DBT_INDIRECT_SELECTION_ENV: params.indirect_selection} if params.indirect_selection else {}),
+            **env,
+        }
+        args = [self.dbt_executable, *self.global_config_flags, *cleaned, "--target", self.target]
+        return DbtCliInvocation(
+            process=DbtThread(
+                [*args, *params.selection_args],
+                dbt_environment,
+                target_path,
+                self.target,
+                prepared_dir=manifest_path(self.target).parent,
+                parse_dir=load_settings().dbt_dir / "parse" / self.target,
+            ),
+            manifest=params.manifest,
+            dagster_dbt_translator=params.dagster_dbt_translator,
+            project_dir=project_dir,
+            target_path=target_path,
+            raise_on_error=raise_on_error,
+            context=context,
+            adapter=None,
+            cli_version=self._cli_version,
+            project=params.dbt_project,
+        )
 
 
 def mesh_dbt_cli(settings: MeshSettings) -> MeshDbtCli:
@@ -100,16 +181,13 @@ def run_dir(settings: MeshSettings, run_id: str, name: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def plugin_env(
+def invocation_env(
     settings: MeshSettings, domain: str, run_id: str, parents_file: Path, bounds: Mapping[str, str]
-) -> Iterator[None]:
-    """The environment of the dbt process, set in this process around ``dbt.cli(...)`` only:
-    ``cli()`` has no env parameter, it copies ``os.environ`` when it starts dbt. The profile
-    reads MESH_HOME, the target and, on Trino, the domain's service account; the plugin the run
-    (audit branch), each model's inputs and the partition window it replaces. Steps run one per process (or one after the other
-    in-process), so nothing else reads the environment meanwhile."""
-    values: dict[str, str | None] = {
+) -> dict[str, str | None]:
+    """The environment one dbt invocation adds (None: unset): the profile reads MESH_HOME, the
+    target and, on Trino, the domain's service account; the plugin the run (audit branch),
+    each model's inputs and the partition window it replaces."""
+    return {
         **dbt_env(settings),
         **dbt_trino_env(settings, domain),
         RUN_ID_ENV: run_id,
@@ -117,36 +195,23 @@ def plugin_env(
         PARTITION_START_ENV: bounds.get("mesh_partition_start"),
         PARTITION_END_ENV: bounds.get("mesh_partition_end"),
     }
-    saved = {k: os.environ.get(k) for k in values}
-
-    def apply(items) -> None:
-        for k, v in items:
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-    try:
-        apply(values.items())
-        yield
-    finally:
-        apply(saved.items())
 
 
 PARTIAL_PARSE = "partial_parse.msgpack"
 
 
 def reuse_parse(settings: MeshSettings, domain: str, target_path: Path):
-    """dbt parses the whole project again unless the target folder holds a
-    ``partial_parse.msgpack`` of the same project, vars and profile. Each run has its own target
-    folder, so the file is kept under ``$MESH_HOME/dbt/parse/<target>/<profile>/`` and handed
-    from invocation to invocation; the first one starts from ``mesh dbt prepare``'s parse.
-
-    The profile is the same for every domain on DuckDB (one in-memory database, no per-domain
-    var: see profiles.yml), so all domains share one file; on Trino each domain logs in as its
-    own account, which dbt counts as another profile: one file per domain. Returns the function
-    that keeps the invocation's file for the next one."""
-    profile = domain if settings.dbt_target == "trino" else "all-domains"
+    """On the ``trino`` target, where dbt runs as a subprocess per invocation: dbt parses the
+    whole project again unless the target folder holds a ``partial_parse.msgpack`` of the same
+    project, vars and profile. Each run has its own target folder, so the file is kept under
+    ``$MESH_HOME/dbt/parse/trino/<domain>/`` (each domain logs in as its own account, which dbt
+    counts as another profile) and handed from invocation to invocation; the first one starts
+    from ``mesh dbt prepare``'s parse. Returns the function that keeps the invocation's file for
+    the next one. On ``local`` dbt runs in the step's process with the project parsed once
+    there (:mod:`mesh_assets.dbt.inprocess`): nothing to hand on."""
+    if settings.dbt_target == "local":
+        return lambda: None
+    profile = domain
     cache = settings.dbt_dir / "parse" / settings.dbt_target / profile / PARTIAL_PARSE
     prepared = manifest_path(settings.dbt_target).parent / PARTIAL_PARSE
     for seed in (cache, prepared):

@@ -82,10 +82,6 @@ def wait_paused(checkpoint: str, proc: subprocess.Popen, timeout: float = 300) -
     )
 
 
-def cmdline(pid: int) -> str:
-    return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-
-
 def failure_message(instance, run_id: str) -> str:
     """The message of the run's failure event ('' when it has none)."""
     import dagster as dg

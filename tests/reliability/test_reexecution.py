@@ -99,7 +99,7 @@ def kill_at(point: str, log: Path, parent_run_id: str | None = None) -> str:
     args = [parent_run_id] if parent_run_id else []
     proc = start([sys.executable, "-c", RUN_MESH_JOB, *args], log, env=_env(**{PAUSE_ENV: point}))
     try:
-        wait_paused(point.split(":")[0], proc)  # the run's process, or its dbt process
+        wait_paused(point.split(":")[0], proc)  # the run's process (or its step's)
     finally:
         kill_group(proc)  # the run's process and everything it started
     with dg.DagsterInstance.get() as instance:

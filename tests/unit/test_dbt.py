@@ -1,7 +1,6 @@
 """dbt integration: contracts become dbt sources, the translator keys every node by domain."""
 
 import json
-import os
 
 import dagster as dg
 import pytest
@@ -194,7 +193,7 @@ def test_build_selects_exactly_the_models_and_the_window_reaches_dbt_by_environm
     from dagster_dbt.asset_utils import DAGSTER_DBT_SELECT_METADATA_KEY
 
     from mesh_assets.dbt.assets import dbt_model_assets
-    from mesh_assets.dbt.runner import plugin_env
+    from mesh_assets.dbt.runner import invocation_env
     from mesh_assets.settings import load_settings
 
     products = load_domain_contracts(DOMAINS_DIR / "weather")
@@ -207,7 +206,9 @@ def test_build_selects_exactly_the_models_and_the_window_reaches_dbt_by_environm
         "mesh_partition_start": "2013-01-01T00:00:00+00:00",
         "mesh_partition_end": "2013-02-01T00:00:00+00:00",
     }
-    with plugin_env(load_settings(), "weather", "run-1", tmp_path / "parents.json", window):
-        assert os.environ["MESH_PARTITION_START"] == "2013-01-01T00:00:00+00:00"
-        assert os.environ["MESH_PARTITION_END"] == "2013-02-01T00:00:00+00:00"
-    assert "MESH_PARTITION_START" not in os.environ
+    env = invocation_env(load_settings(), "weather", "run-1", tmp_path / "parents.json", window)
+    assert env["MESH_PARTITION_START"] == "2013-01-01T00:00:00+00:00"
+    assert env["MESH_PARTITION_END"] == "2013-02-01T00:00:00+00:00"
+    # without a window the variables are unset in dbt's environment, whatever this one holds
+    env = invocation_env(load_settings(), "weather", "run-1", tmp_path / "parents.json", {})
+    assert env["MESH_PARTITION_START"] is None and env["MESH_PARTITION_END"] is None

@@ -11,9 +11,9 @@ PLATFORM = PROJECT_DIR / "mesh_assets"
 
 # (module, function) -> why it may read os.environ although it is not settings.py
 ALLOWED_READS = {
-    ("mesh_assets/dbt/runner.py", "plugin_env"): (
-        "saves the variables it sets for the dbt process around dbt.cli() and puts them back "
-        "afterwards: it reads back its own writes, no configuration"
+    ("mesh_assets/dbt/inprocess.py", "environment"): (
+        "saves the variables it sets for a dbt invocation and puts them back afterwards: it "
+        "reads back its own writes, no configuration"
     ),
 }
 # Not reads: handing the whole environment to a child process (``{**os.environ, ...}``,
