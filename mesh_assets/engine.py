@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,6 +63,23 @@ def connect(database: str | Path = ":memory:") -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(database), config={"autoinstall_known_extensions": False})
     load_iceberg_extension(con)
     return con
+
+
+_PROCESS_DATABASE: list[duckdb.DuckDBPyConnection] = []
+_PROCESS_DATABASE_LOCK = threading.Lock()
+
+
+def cursor() -> duckdb.DuckDBPyConnection:
+    """A connection to this process's in-memory DuckDB database, opened (and its extensions
+    loaded) once: DuckDB checks an extension's signature at every ``LOAD`` into a new database,
+    about 0.2 s for the iceberg extension's 48 MiB, once per check step otherwise. Each cursor
+    has its own temporary views, so this serves code that registers tables under one-part
+    (temporary) names only; a ``schema.view`` would be seen by every cursor: use
+    :func:`connect`."""
+    with _PROCESS_DATABASE_LOCK:
+        if not _PROCESS_DATABASE:
+            _PROCESS_DATABASE.append(connect())
+        return _PROCESS_DATABASE[0].cursor()
 
 
 def sql_string(value: str) -> str:

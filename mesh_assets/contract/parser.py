@@ -116,10 +116,19 @@ def contract_visibility(path: Path) -> str:
 
 
 def parse_contract(path: Path | str, *, domain: str | None = None) -> DataProduct:
-    """Read, validate and derive one contract. Every failure is a :class:`ContractError`."""
+    """Read, validate and derive one contract. Every failure is a :class:`ContractError`.
+
+    A process parses the same text of a contract once (validating it against the ODCS schema
+    takes about 30 ms, and a materialization reads each contract several times: its code
+    location, the products it references, the summary); a changed file is parsed again."""
     path = Path(path)
+    return _parse_text(path, domain, path.read_text())
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(path: Path, domain: str | None, text: str) -> DataProduct:
     try:
-        raw = yaml.load(path.read_text(), Loader=_YAML_LOADER)
+        raw = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise ContractError(path, f"is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

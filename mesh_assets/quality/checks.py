@@ -164,7 +164,7 @@ def evaluate_checks(
     if load_settings().engine == "trino":  # production: the suite runs where the data is
         results, ref_snapshots = evaluate_on_trino(catalog, product, rules, snapshot_id)
     else:
-        con = engine.connect()
+        con = engine.cursor()  # temporary views only
         try:
             relation = engine.register_table(con, table, "product", snapshot_id=snapshot_id)
             lookups, ref_snapshots = register_references(con, catalog, product, rules)
