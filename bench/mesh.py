@@ -68,8 +68,8 @@ def step_kind(step_key: str) -> str:
 
 
 DBT_PHASES = (  # dbt's structured log (codes of dbt-core 1.11's events) -> the phase it ends
-    ("A001", "dbt_start_s"),  # "Running with dbt=": interpreter start and dbt's imports
-    ("W006", "dbt_parse_s"),  # "Found N models": profile, adapter and project parse
+    ("A001", "dbt_start_s"),  # "Running with dbt=": dbt's start (in the step's process)
+    ("W006", "dbt_parse_s"),  # "Found N models": profile, adapter, project parse (once a process)
     ("Q024", "dbt_connect_s"),  # first node begins: DuckDB, the Iceberg plugin, schemas
     ("Q039", "dbt_nodes_s"),  # "Command `dbt build` succeeded": the models and tests
 )
@@ -78,8 +78,8 @@ DBT_PHASES = (  # dbt's structured log (codes of dbt-core 1.11's events) -> the 
 def dbt_log_phases(log: Path, started: float, finished: float) -> dict[str, float]:
     """One dbt invocation's phases from its ``dbt.log`` (JSON lines), between Dagster's
     "Running dbt command" (``started``) and "Finished dbt command" (``finished``); ``dbt_exit_s``
-    is the end of the command to the end of the process, ``dbt_full_parses`` 1 when dbt could
-    not reuse a partial parse."""
+    is the end of the command to the last of its events read by the step, ``dbt_full_parses``
+    1 when dbt could not reuse a partial parse."""
     import datetime as dt
 
     seen: dict[str, float] = {}

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from dagster import get_dagster_logger
 from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource
 from dagster_dbt.asset_utils import (
     DBT_INDIRECT_SELECTION_ENV,
@@ -110,9 +111,11 @@ class MeshDbtCli(DbtCliResource):
             **env,
         }
         args = [self.dbt_executable, *self.global_config_flags, *cleaned, "--target", self.target]
+        args += params.selection_args
+        get_dagster_logger().info(f"Running dbt command: `{' '.join(args)}` (in this process).")
         return DbtCliInvocation(
             process=DbtThread(
-                [*args, *params.selection_args],
+                args,
                 dbt_environment,
                 target_path,
                 self.target,
