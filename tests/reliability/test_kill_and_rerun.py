@@ -30,11 +30,10 @@ from urllib.parse import urlparse
 import dagster as dg
 import pyarrow as pa
 import pytest
-from meshtest import NYCFLIGHTS, land, point_at
+from meshtest import NYCFLIGHTS, airports_version, land, point_at
 from reliability_support import (
     MESH,
     REFERENCE_TABLES,
-    airports_version,
     contents,
     failure_message,
     kill_group,

@@ -16,11 +16,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-from meshtest import land
+from meshtest import bumped, land
 from reliability_support import (
     MESH,
     REPO,
-    bumped,
     failure_message,
     kill_group,
     mesh_materialize,

@@ -17,11 +17,10 @@ import random
 import time
 
 import pytest
-from meshtest import land
+from meshtest import airports_version, land
 from reliability_support import (
     MESH,
     REFERENCE_TABLES,
-    airports_version,
     contents,
     kill_group,
     mesh_materialize,

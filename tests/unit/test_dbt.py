@@ -212,3 +212,15 @@ def test_build_selects_exactly_the_models_and_the_window_reaches_dbt_by_environm
     # without a window the variables are unset in dbt's environment, whatever this one holds
     env = invocation_env(load_settings(), "weather", "run-1", tmp_path / "parents.json", {})
     assert env["MESH_PARTITION_START"] is None and env["MESH_PARTITION_END"] is None
+
+
+def test_in_process_dbt_that_cannot_run_says_why_in_dbts_log_format_and_exits_2(tmp_path):
+    from mesh_assets.dbt.inprocess import DbtThread
+
+    not_a_folder = tmp_path / "parse"
+    not_a_folder.write_text("")
+    dbt = DbtThread(["dbt", "build"], {}, tmp_path, "local", prepared_dir=tmp_path, parse_dir=not_a_folder)
+    events = [json.loads(line) for line in dbt.stdout]
+    assert dbt.wait(timeout=60) == 2
+    [error] = [e["info"] for e in events if e["info"]["level"] == "error"]
+    assert error["msg"].startswith("dbt could not run in this process: NotADirectoryError"), error
