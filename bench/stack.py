@@ -6,9 +6,9 @@ queries on tables the platform wrote.
   copy) into this run's results. ``BENCH_TRINO_ROWS`` (1,000,000) rows appended,
   ``BENCH_TRINO_INSERT_ROWS`` (5,000) inserted by Trino per round (its rate is extrapolated by
   that script, which says so in the entries).
-* TPC-H lineitem and orders at ``BENCH_STACK_SF`` (default ``BENCH_SF``) ingested by the
-  platform in production mode (`mesh stack env`: catalog in PostgreSQL, warehouse in the S3
-  store) into a scratch schema, copied by Trino itself (``CREATE TABLE AS``), then Q1, Q6 and
+* TPC-H lineitem and orders at each of ``BENCH_STACK_SF`` (comma-separated scale factors,
+  default ``BENCH_SF``) ingested by the platform in production mode (`mesh stack env`: catalog
+  in PostgreSQL, warehouse in the S3 store) into a scratch schema, copied by Trino itself (``CREATE TABLE AS``), then Q1, Q6 and
   Q12 through Trino, alternating: the platform-written tables vs the Trino-written copies
   (ratio ~1 = the platform's Parquet files are as good for Trino as Trino's own). The entries
   carry both lineitem tables' file layout (``file_layout``: Trino's ``$files`` and
@@ -24,6 +24,7 @@ When the stack is not up every entry is recorded as skipped, with the reason.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -54,7 +55,7 @@ LAYOUT_PROPERTIES = (
 EARLIER = {
     # before unpartitioned writes gathered their batches into row groups (2026-11-29): one row
     # group per 64Ki-row batch of the reader
-    "platform, 64Ki-row groups": {
+    "platform at SF1, 64Ki-row groups": {
         "data files": "9",
         "median file size (MiB)": "21.7",
         "row groups per file (first file)": "13",
@@ -68,7 +69,7 @@ EARLIER = {
     },
     # files of 128 MiB of Arrow (commit d9bb690, 2026-11-30): Trino used 1.1-1.5x the CPU of
     # its own copy for Q1/Q6/Q12, measured alternating, median of 5-9
-    "platform, 128 MiB files": {
+    "platform at SF1, 128 MiB files": {
         "data files": "9",
         "median file size (MiB)": "18.6",
         "row groups in all files (= Trino splits)": "9",
@@ -206,14 +207,13 @@ def file_layout(sql, catalog, table: str) -> dict[str, str]:
     }
 
 
-def bench_trino_queries(repeats: int) -> list[dict]:
+def bench_trino_queries(repeats: int, sf: float) -> list[dict]:
     from pyiceberg.catalog.sql import SqlCatalog
 
     from mesh_assets import stack
     from mesh_assets.stack.layout import StackLayout
     from mesh_assets.stack.trino import Trino
 
-    sf = float(os.environ.get("BENCH_STACK_SF", os.environ.get("BENCH_SF", 1)))
     layout = StackLayout.current()
     schema = f"bench_tpch_{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="mesh-bench-stack-"))
@@ -391,9 +391,13 @@ def bench_stack(repeats: int) -> list[dict]:
         print(f"  skipped: {problem}", flush=True)
         return _skipped(problem)
     out = []
+    scale_factors = bench_run.env_list("BENCH_STACK_SF", os.environ.get("BENCH_SF", "1"))
     for fn, name in (
         (bench_trino_ingest, "stack_trino_ingest"),
-        (bench_trino_queries, "stack_trino_tpch_queries"),
+        *(
+            (functools.partial(bench_trino_queries, sf=float(sf)), f"stack_trino_tpch_sf{sf}_queries")
+            for sf in scale_factors
+        ),
     ):
         try:
             out += fn(repeats)
