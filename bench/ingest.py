@@ -207,7 +207,7 @@ def bench_ingest(repeats: int) -> list[dict]:
         fs,
         part_rows,
         goal="ratio <= 1.5",
-        note="the platform sorts each bounded chunk (128 MiB) by partition once, spills the "
+        note="the platform sorts each bounded chunk (1,000,000 rows or 512 MiB of Arrow) by partition once, spills the "
         "sorted chunks while reading on, and writes each day as one file from every chunk's "
         "slice of it (mesh_assets/iceberg/datafiles.py), memory bounded; the floor is what a "
         "pyarrow user writes for one file per day: the whole CSV in memory (pyarrow's inferred "

@@ -6,14 +6,16 @@ queries on tables the platform wrote.
   copy) into this run's results. ``BENCH_TRINO_ROWS`` (1,000,000) rows appended,
   ``BENCH_TRINO_INSERT_ROWS`` (5,000) inserted by Trino per round (its rate is extrapolated by
   that script, which says so in the entries).
-* TPC-H lineitem and orders at ``BENCH_STACK_SF`` (default ``BENCH_SF``) ingested by the
-  platform in production mode (`mesh stack env`: catalog in PostgreSQL, warehouse in the S3
-  store) into a scratch schema, copied by Trino itself (``CREATE TABLE AS``), then Q1, Q6 and
+* TPC-H lineitem and orders at each of ``BENCH_STACK_SF`` (comma-separated scale factors,
+  default ``BENCH_SF``) ingested by the platform in production mode (`mesh stack env`: catalog
+  in PostgreSQL, warehouse in the S3 store) into a scratch schema, copied by Trino itself (``CREATE TABLE AS``), then Q1, Q6 and
   Q12 through Trino, alternating: the platform-written tables vs the Trino-written copies
   (ratio ~1 = the platform's Parquet files are as good for Trino as Trino's own). The entries
   carry both lineitem tables' file layout (``file_layout``: Trino's ``$files`` and
-  ``$properties``, the Parquet footer of a data file) next to the platform's before the row
-  groups were gathered (:data:`BEFORE`). The scratch schema is dropped afterwards.
+  ``$properties``, the Parquet footer of a data file, the platform's writer properties of
+  :data:`LAYOUT_PROPERTIES`) next to the platform's in earlier versions (:data:`EARLIER`), and
+  Trino's CPU time per query on each side (the query's stats: steadier than the wall time on
+  a loaded machine). The scratch schema is dropped afterwards.
 * With a Trino cluster (``MESH_TRINO_WORKERS`` >= 2): Q1 on the platform-written lineitem on all
   the workers vs on one (the others stopped meanwhile, then started again).
 
@@ -22,9 +24,11 @@ When the stack is not up every entry is recorded as skipped, with the reason.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,20 +42,51 @@ import tpch
 from query import QUERIES
 
 NAMES = ("trino_ingest", "trino_tpch_q1", "trino_tpch_q6", "trino_tpch_q12", "trino_tpch_q1_workers")
-# The platform-written SF1 lineitem as Trino saw it before unpartitioned writes gathered their
-# batches into row groups (measured 2026-11-29 on this machine, same script): one row group per
-# 64Ki-row batch of the reader
-BEFORE = {
-    "data files": "9",
-    "median file size (MiB)": "21.7",
-    "row groups per file (first file)": "13",
-    "rows per row group (first file, median)": "65,536",
-    "compression (first column)": "ZSTD",
-    "dictionary-encoded columns (first row group)": "16 of 16",
-    "Parquet writer": "parquet-cpp-arrow version 26.0.1",
-    "Parquet format version": "2.6",
-    "sort order": "none",
-    "write.parquet.row-group-limit": "(default 1048576, not applied: one group per batch)",
+# The table properties of the platform's writer that decide what Trino reads (pyiceberg's
+# defaults when not set: row groups of 1048576 rows, dictionaries of 2 MiB, 512 MiB of Arrow per
+# file); Trino's own writer follows its session properties instead, so they are "(not set)" there
+LAYOUT_PROPERTIES = (
+    "write.parquet.row-group-limit",
+    "write.parquet.dict-size-bytes",
+    "write.target-file-size-bytes",
+)
+# The platform-written SF1 lineitem as Trino saw it in earlier versions of the platform
+# (measured on this machine with this script's file_layout; "-": not recorded then)
+EARLIER = {
+    # before unpartitioned writes gathered their batches into row groups (2026-11-29): one row
+    # group per 64Ki-row batch of the reader
+    "platform at SF1, 64Ki-row groups": {
+        "data files": "9",
+        "median file size (MiB)": "21.7",
+        "row groups per file (first file)": "13",
+        "rows per row group (first file, median)": "65,536",
+        "compression (first column)": "ZSTD",
+        "dictionary-encoded columns (first row group)": "16 of 16",
+        "Parquet writer": "parquet-cpp-arrow version 26.0.1",
+        "Parquet format version": "2.6",
+        "sort order": "none",
+        "write.parquet.row-group-limit": "(not set)",
+    },
+    # files of 128 MiB of Arrow (commit d9bb690, 2026-11-30): Trino used 1.1-1.5x the CPU of
+    # its own copy for Q1/Q6/Q12, measured alternating, median of 5-9
+    "platform at SF1, 128 MiB files": {
+        "data files": "9",
+        "median file size (MiB)": "18.6",
+        "row groups in all files (= Trino splits)": "9",
+        "row groups per file (first file)": "1",
+        "rows per row group (first file, median)": "710,919",
+        "compression (first column)": "ZSTD",
+        "dictionary-encoded columns (first row group)": "16 of 16",
+        "largest dictionary page (first row group, compressed)": "831 KiB (l_extendedprice)",
+        "columns with min/max statistics (first row group)": "16 of 16",
+        "page index (first row group)": "none",
+        "Parquet writer": "parquet-cpp-arrow version 26.0.1",
+        "Parquet format version": "2.6",
+        "sort order": "none",
+        "write.parquet.row-group-limit": "(not set)",
+        "write.parquet.dict-size-bytes": "(not set)",
+        "write.target-file-size-bytes": "134217728",
+    },
 }
 
 INGEST = textwrap.dedent("""
@@ -129,45 +164,56 @@ def bench_trino_ingest(repeats: int) -> list[dict]:
 
 
 def file_layout(sql, catalog, table: str) -> dict[str, str]:
-    """How ``table`` (``schema.name``) is laid out in files, as in :data:`BEFORE`: Trino's
-    ``$files`` and ``$properties``, the Parquet footer of its first data file (pyiceberg's IO)."""
-    import statistics
-
+    """How ``table`` (``schema.name``) is laid out in files, as in :data:`EARLIER`: Trino's
+    ``$files`` (with the row-group offsets it makes its splits of) and ``$properties``, the
+    Parquet footer of its first data file (pyiceberg's IO)."""
     import pyarrow.parquet as pq
 
     schema, name = table.split(".")
     files = sql(
-        f'SELECT file_path, file_size_in_bytes FROM iceberg.{schema}."{name}$files" ORDER BY file_path'
+        f"SELECT file_path, file_size_in_bytes, cardinality(split_offsets) "
+        f'FROM iceberg.{schema}."{name}$files" ORDER BY file_path'
     )
     properties = dict(sql(f'SELECT key, value FROM iceberg.{schema}."{name}$properties"'))
     iceberg = catalog.load_table(table)
     with iceberg.io.new_input(files[0][0]).open() as f:
         meta = pq.ParquetFile(f).metadata
     groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
-    first = groups[0]
-    dictionary = sum(first.column(c).has_dictionary_page for c in range(first.num_columns))
+    columns = [groups[0].column(c) for c in range(groups[0].num_columns)]
+    dictionaries = {
+        c.path_in_schema: c.data_page_offset - c.dictionary_page_offset
+        for c in columns
+        if c.has_dictionary_page
+    }
+    largest = max(dictionaries, key=dictionaries.get, default=None)
+    with_stats = sum(c.is_stats_set and c.statistics.has_min_max for c in columns)
     return {
         "data files": str(len(files)),
-        "median file size (MiB)": f"{statistics.median(size for _, size in files) / 2**20:.1f}",
+        "median file size (MiB)": f"{statistics.median(size for _, size, _ in files) / 2**20:.1f}",
+        "row groups in all files (= Trino splits)": str(sum(offsets or 0 for _, _, offsets in files)),
         "row groups per file (first file)": str(meta.num_row_groups),
         "rows per row group (first file, median)": f"{statistics.median(g.num_rows for g in groups):,.0f}",
-        "compression (first column)": first.column(0).compression,
-        "dictionary-encoded columns (first row group)": f"{dictionary} of {first.num_columns}",
+        "compression (first column)": columns[0].compression,
+        "dictionary-encoded columns (first row group)": f"{len(dictionaries)} of {len(columns)}",
+        "largest dictionary page (first row group, compressed)": (
+            f"{dictionaries[largest] / 2**10:,.0f} KiB ({largest})" if largest else "none"
+        ),
+        "columns with min/max statistics (first row group)": f"{with_stats} of {len(columns)}",
+        "page index (first row group)": "yes" if any(c.has_column_index for c in columns) else "none",
         "Parquet writer": meta.created_by,
         "Parquet format version": meta.format_version,
         "sort order": "none" if iceberg.sort_order().is_unsorted else str(iceberg.sort_order()),
-        "write.parquet.row-group-limit": properties.get("write.parquet.row-group-limit", "(default 1048576)"),
+        **{prop: properties.get(prop, "(not set)") for prop in LAYOUT_PROPERTIES},
     }
 
 
-def bench_trino_queries(repeats: int) -> list[dict]:
+def bench_trino_queries(repeats: int, sf: float) -> list[dict]:
     from pyiceberg.catalog.sql import SqlCatalog
 
     from mesh_assets import stack
     from mesh_assets.stack.layout import StackLayout
     from mesh_assets.stack.trino import Trino
 
-    sf = float(os.environ.get("BENCH_STACK_SF", os.environ.get("BENCH_SF", 1)))
     layout = StackLayout.current()
     schema = f"bench_tpch_{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="mesh-bench-stack-"))
@@ -211,11 +257,11 @@ def bench_trino_queries(repeats: int) -> list[dict]:
         trino_layout = file_layout(sql, catalog, f"{schema}.lineitem_trino")
         layouts = {
             prop: {
-                "platform before": BEFORE[prop],
+                **{label: earlier.get(prop, "-") for label, earlier in EARLIER.items()},
                 "Trino": trino_layout[prop],
                 "platform": platform_layout[prop],
             }
-            for prop in BEFORE
+            for prop in platform_layout
         }
 
         def timed(text: str, suffix: str):
@@ -226,7 +272,11 @@ def bench_trino_queries(repeats: int) -> list[dict]:
             def run():
                 start = time.perf_counter()
                 rows = sql(text)
-                return {"s": time.perf_counter() - start, "rows": [[str(v) for v in r] for r in rows]}
+                return {
+                    "s": time.perf_counter() - start,
+                    "cpu_s": cur.stats["cpuTimeMillis"] / 1000,  # Trino's, all its tasks
+                    "rows": [[str(v) for v in r] for r in rows],
+                }
 
             return run
 
@@ -237,11 +287,13 @@ def bench_trino_queries(repeats: int) -> list[dict]:
                 timed(text, ""),
                 timed(text, "_trino"),
                 label=lambda p, t, q=qname: (
-                    f"{q} on Trino: platform-written {p['s']:.2f} s, Trino-written {t['s']:.2f} s"
+                    f"{q} on Trino: platform-written {p['s']:.2f} s (CPU {p['cpu_s']:.2f} s), "
+                    f"Trino-written {t['s']:.2f} s (CPU {t['cpu_s']:.2f} s)"
                 ),
             )
             for p, t in zip(ps, ts):
                 assert p["rows"] == t["rows"], (qname, p["rows"], t["rows"])
+            cpu = [statistics.median(r["cpu_s"] for r in side) for side in (ps, ts)]
             out.append(
                 bench_run._result(
                     f"stack_trino_tpch_{qname}_sf{sf:g}_platform_written_table",
@@ -255,8 +307,11 @@ def bench_trino_queries(repeats: int) -> list[dict]:
                     platform_ingest_s=round(loaded["lineitem"]["s"], 2),
                     trino_ctas_s=round(ctas_s["lineitem"], 2),
                     trino_workers=len(layout.trino_workers),
+                    trino_cpu_s_median={"platform-written": cpu[0], "Trino-written": cpu[1]},
                     **({"file_layout": layouts} if qname == "q1" else {}),
-                    note="client wall time (execute + fetch) through the Trino of `mesh stack up`",
+                    note="client wall time (execute + fetch) through the Trino of `mesh stack up`; "
+                    f"Trino's CPU time (median): platform-written {cpu[0]:.2f} s, Trino-written "
+                    f"{cpu[1]:.2f} s ({cpu[0] / cpu[1]:.2f}x)",
                 )
             )
         out.append(bench_trino_workers(repeats, layout, timed(QUERIES["q1"]["sql"], ""), sf))
@@ -336,9 +391,13 @@ def bench_stack(repeats: int) -> list[dict]:
         print(f"  skipped: {problem}", flush=True)
         return _skipped(problem)
     out = []
+    scale_factors = bench_run.env_list("BENCH_STACK_SF", os.environ.get("BENCH_SF", "1"))
     for fn, name in (
         (bench_trino_ingest, "stack_trino_ingest"),
-        (bench_trino_queries, "stack_trino_tpch_queries"),
+        *(
+            (functools.partial(bench_trino_queries, sf=float(sf)), f"stack_trino_tpch_sf{sf}_queries")
+            for sf in scale_factors
+        ),
     ):
         try:
             out += fn(repeats)

@@ -26,8 +26,22 @@ TABLE_PROPERTIES = {
     # no retry inside pyiceberg: every conflict reaches the platform's one retry policy
     # (mesh_assets.iceberg.commit.commit_with_retry), which re-reads the table and counts it
     "commit.retry.num-retries": "0",
-    # bounds the Arrow bytes buffered per data file when streaming (default 512 MiB)
-    "write.target-file-size-bytes": str(128 << 20),
+    # The Parquet layout Trino reads as fast as its own files (issue 21; bench/results.md, "Files
+    # behind stack_trino_tpch_q1"). Trino reads each row group as one split, at a fixed cost per
+    # split: TPC-H SF1 lineitem in 9 row groups of 711k rows cost Trino 1.1-1.5x the CPU of its
+    # own copy (4 groups of 0.9-2.4M rows) for Q1/Q6/Q12; with the three settings below (3
+    # groups) 0.96-1.04x (medians of 9, alternating). A streamed unpartitioned file is one row
+    # group of up to this many rows, gathered in memory (mesh_assets.iceberg.datafiles): this
+    # also bounds what an ingest holds (SF1 lineitem peaked at 980 MiB instead of 760).
+    "write.parquet.row-group-limit": str(2 << 20),
+    # Arrow bytes per streamed file (so per row group; 2Mi lineitem rows are ~380 MiB of Arrow)
+    # and per sorted chunk of a partitioned write (which FILE_ROWS bounds first for most tables)
+    "write.target-file-size-bytes": str(512 << 20),
+    # pyarrow dictionary-encodes every column until its dictionary passes this size, then writes
+    # plain pages; Trino's writer drops the dictionary of high-cardinality columns (keys, prices,
+    # comments) early. With pyiceberg's 2 MiB the dictionaries of such columns cost Trino ~0.1x
+    # more CPU on the same queries (Q6/Q12 1.17-1.29x -> 1.09-1.21x at 1Mi-row groups)
+    "write.parquet.dict-size-bytes": str(256 << 10),
     "write.parquet.compression-codec": "zstd",
     # an append merges the table's manifests once 100 have piled up (pyiceberg's fast append
     # never does: each snapshot's manifest list grew by one, so each commit cost more than the

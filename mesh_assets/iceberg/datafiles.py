@@ -49,7 +49,7 @@ from pyiceberg.utils.concurrent import ExecutorFactory
 from pyiceberg.utils.config import Config
 from pyiceberg.utils.properties import property_as_int
 
-FILE_ROWS = 1_000_000  # rows per data file and per sorted chunk, at most
+FILE_ROWS = 1_000_000  # rows per sorted chunk and per data file (unless one row group is larger), at most
 _KEY = "_mesh_partition_{}"  # the computed partition values, next to the data while sorting
 
 
@@ -192,7 +192,8 @@ class _Writer:
         holds a row group, not a file."""
         path = output = writer = None
         pending: list[pa.RecordBatch] = []
-        for piece, full in _cut(batches, FILE_ROWS, _target_bytes(self)):
+        # a file holds at least one whole row group (Trino reads each row group as a split)
+        for piece, full in _cut(batches, max(FILE_ROWS, self.row_group), _target_bytes(self)):
             if writer is None:
                 path, output, writer = self._open(None)
             pending.append(self.convert(piece))

@@ -12,7 +12,7 @@ import pytest
 from meshtest import land
 
 from mesh_assets.engine import connect, sql_string
-from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.catalog import TABLE_PROPERTIES, open_catalog
 from mesh_assets.iceberg.commit import SOURCE_SHA256_PROPERTY
 from mesh_assets.ingest.assets import ingest
 from mesh_assets.workspace import load_contract
@@ -155,6 +155,8 @@ def test_a_rerun_replaces_the_rows_and_an_unpartitioned_stream_rolls_files(mesh_
     assert len(live) == len({(f["partition"]["sold_on_day"], f["partition"]["region"]) for f in live})
 
     monkeypatch.setattr("mesh_assets.iceberg.datafiles.FILE_ROWS", 300)
+    # a streamed file holds whole row groups: the new table's groups are of 300 rows too
+    monkeypatch.setitem(TABLE_PROPERTIES, "write.parquet.row-group-limit", "300")
     flat_contract = CONTRACT.replace("sales\n", "sales_flat\n")
     for block in (
         "        partitioned: true\n        partitionKeyPosition: 1\n        customProperties:\n"

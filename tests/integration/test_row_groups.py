@@ -2,10 +2,12 @@
 gathered up to the table's ``write.parquet.row-group-limit`` rows (Trino reads 64Ki-row groups,
 the reader's batch size, about twice as slowly as its own), files still roll at their size."""
 
+import random
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.catalog import TABLE_PROPERTIES, open_catalog
 from mesh_assets.iceberg.datafiles import data_files
 
 SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string())])
@@ -37,3 +39,48 @@ def test_small_batches_are_gathered_into_row_groups_of_the_limit(mesh_home, monk
         layout.append([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
     assert layout == [[1000, 1000, 1000], [1000, 1000]]
     assert sorted(table.scan().to_arrow().column("id").to_pylist()) == list(range(5_000))
+
+
+def _write(table, batches, schema) -> list[list[int]]:
+    """Rows per row group of each data file the platform's writer made of ``batches``."""
+    with table.transaction() as tx:
+        files = list(data_files(tx, batches, schema))
+    layout = []
+    for data_file in files:
+        with table.io.new_input(data_file.file_path).open() as f:
+            meta = pq.ParquetFile(f).metadata
+        layout.append([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
+    return layout
+
+
+def test_a_row_group_larger_than_a_file_of_rows_is_kept_whole(mesh_home, monkeypatch):
+    """Trino reads a row group as one split: a file grows to hold the whole group."""
+    monkeypatch.setattr("mesh_assets.iceberg.datafiles.FILE_ROWS", 1_000)
+    catalog = open_catalog()
+    catalog.create_namespace("shop")
+    table = catalog.create_table(
+        "shop.items", schema=SCHEMA, properties={"write.parquet.row-group-limit": "4000"}
+    )
+    batches = [
+        pa.record_batch([pa.array(range(n, n + 100), pa.int64()), pa.array(["x"] * 100)], schema=SCHEMA)
+        for n in range(0, 10_000, 100)
+    ]
+    assert _write(table, batches, SCHEMA) == [[4000], [4000], [2000]]
+
+
+def test_a_high_cardinality_column_stops_its_dictionary_at_the_platforms_limit(mesh_home):
+    """The platform's tables stop a column's dictionary once it passes
+    write.parquet.dict-size-bytes (256 KiB; pyiceberg's default, 2 MiB, holds all 100,000 keys:
+    781 KiB) and write plain pages after it, as Trino does for such columns."""
+    catalog = open_catalog()
+    catalog.create_namespace("shop")
+    table = catalog.create_table("shop.keys", schema=SCHEMA, properties=TABLE_PROPERTIES)
+    keys = random.Random(21).sample(range(1 << 62), 100_000)  # distinct, incompressible
+    batch = pa.record_batch([pa.array(keys, pa.int64()), pa.array(["x"] * len(keys))], schema=SCHEMA)
+    with table.transaction() as tx:
+        [data_file] = data_files(tx, [batch], SCHEMA)
+    with table.io.new_input(data_file.file_path).open() as f:
+        column = pq.ParquetFile(f).metadata.row_group(0).column(0)
+    dictionary_bytes = column.data_page_offset - column.dictionary_page_offset
+    # pyarrow checks the limit after each batch of write.parquet.page-row-limit (20,000) values
+    assert 256 << 10 < dictionary_bytes < (256 << 10) + 20_000 * 8 + 100  # + the page header

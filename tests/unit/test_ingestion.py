@@ -4,7 +4,7 @@ import pytest
 from meshtest import land
 from pyiceberg.exceptions import NoSuchTableError
 
-from mesh_assets.iceberg.catalog import open_catalog
+from mesh_assets.iceberg.catalog import TABLE_PROPERTIES, open_catalog
 from mesh_assets.ingest.assets import ingest
 from mesh_assets.ingest.readers import IngestionError
 from mesh_assets.workspace import load_contract
@@ -74,6 +74,8 @@ def test_null_in_required_column_is_refused(mesh_home, airports):
 
 
 def test_failed_write_leaves_the_previous_snapshot(mesh_home, airports, monkeypatch):
+    # files (whole row groups) of 10 rows with FILE_ROWS below: written before the error surfaces
+    monkeypatch.setitem(TABLE_PROPERTIES, "write.parquet.row-group-limit", "10")
     land(mesh_home, "reference", "airports.csv")
     catalog = open_catalog()
     before = ingest(airports, catalog).table.current_snapshot().snapshot_id
