@@ -5,7 +5,7 @@ https://docs.getdbt.com/reference/programmatic-invocations#reusing-objects).
 
 Why: on 2 cores a dbt subprocess cost, per invocation and before any model ran, about 1.5 s of
 interpreter start and imports, 1.4 s reading the partial parse and 1.1 s of exit (``make
-bench``, the demo's breakdown in bench/results.md), five times per ``mesh demo``. In the step's
+bench``, the demo's breakdown in bench/results.md), six times per ``mesh demo``. In the step's
 process dbt and its adapter are imported once and the manifest parsed once.
 
 :class:`DbtThread` is what dagster-dbt's ``DbtCliInvocation`` reads of a ``subprocess.Popen``
