@@ -13,13 +13,16 @@ from mesh_assets.iceberg.datafiles import data_files
 SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string())])
 
 
+def _table(identifier: str, properties: dict):
+    """A new table of SCHEMA in namespace shop with ``properties``."""
+    catalog = open_catalog()
+    catalog.create_namespace_if_not_exists("shop")
+    return catalog.create_table(identifier, schema=SCHEMA, properties=properties)
+
+
 def test_small_batches_are_gathered_into_row_groups_of_the_limit(mesh_home, monkeypatch):
     monkeypatch.setattr("mesh_assets.iceberg.datafiles.FILE_ROWS", 3_000)
-    catalog = open_catalog()
-    catalog.create_namespace("shop")
-    table = catalog.create_table(
-        "shop.items", schema=SCHEMA, properties={"write.parquet.row-group-limit": "1000"}
-    )
+    table = _table("shop.items", {"write.parquet.row-group-limit": "1000"})
     batches = [
         pa.record_batch(
             [pa.array(range(n, n + 100), pa.int64()), pa.array([f"item {n}"] * 100)], schema=SCHEMA
@@ -56,11 +59,7 @@ def _write(table, batches, schema) -> list[list[int]]:
 def test_a_row_group_larger_than_a_file_of_rows_is_kept_whole(mesh_home, monkeypatch):
     """Trino reads a row group as one split: a file grows to hold the whole group."""
     monkeypatch.setattr("mesh_assets.iceberg.datafiles.FILE_ROWS", 1_000)
-    catalog = open_catalog()
-    catalog.create_namespace("shop")
-    table = catalog.create_table(
-        "shop.items", schema=SCHEMA, properties={"write.parquet.row-group-limit": "4000"}
-    )
+    table = _table("shop.items", {"write.parquet.row-group-limit": "4000"})
     batches = [
         pa.record_batch([pa.array(range(n, n + 100), pa.int64()), pa.array(["x"] * 100)], schema=SCHEMA)
         for n in range(0, 10_000, 100)
@@ -72,9 +71,7 @@ def test_a_high_cardinality_column_stops_its_dictionary_at_the_platforms_limit(m
     """The platform's tables stop a column's dictionary once it passes
     write.parquet.dict-size-bytes (256 KiB; pyiceberg's default, 2 MiB, holds all 100,000 keys:
     781 KiB) and write plain pages after it, as Trino does for such columns."""
-    catalog = open_catalog()
-    catalog.create_namespace("shop")
-    table = catalog.create_table("shop.keys", schema=SCHEMA, properties=TABLE_PROPERTIES)
+    table = _table("shop.keys", TABLE_PROPERTIES)
     keys = random.Random(21).sample(range(1 << 62), 100_000)  # distinct, incompressible
     batch = pa.record_batch([pa.array(keys, pa.int64()), pa.array(["x"] * len(keys))], schema=SCHEMA)
     with table.transaction() as tx:
