@@ -46,7 +46,7 @@ MANIFEST = "manifest.json"
 
 class DbtThread:
     """One dbt invocation (``args`` as for the ``dbt`` executable, ``args[0]`` being it) in a
-    thread of this process, with ``env`` as its environment, writing its artifacts to
+    thread of this process, with ``env`` added to its environment (None: unset), writing its artifacts to
     ``target_path``. The project is parsed for ``target`` in ``parse_dir`` (once per process)
     from the prepared parse in ``prepared_dir`` (``mesh dbt prepare``'s, made with the same
     ``--target``: dbt parses everything again when the arguments differ)."""

@@ -98,8 +98,7 @@ class MeshDbtCli(DbtCliResource):
         )
         project_dir = Path(params.dbt_project.project_dir if params.dbt_project else self.project_dir)
         target_path = project_dir / (target_path or self._get_unique_target_path(context=context))
-        dbt_environment = {
-            **os.environ,
+        dbt_environment = {  # what dagster-dbt adds to this process's environment for dbt
             "DAGSTER_DBT_CLI": "true",
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
             "DBT_LOG_FORMAT": "json",
@@ -214,8 +213,7 @@ def reuse_parse(settings: MeshSettings, domain: str, target_path: Path):
     there (:mod:`mesh_assets.dbt.inprocess`): nothing to hand on."""
     if settings.dbt_target == "local":
         return lambda: None
-    profile = domain
-    cache = settings.dbt_dir / "parse" / settings.dbt_target / profile / PARTIAL_PARSE
+    cache = settings.dbt_dir / "parse" / settings.dbt_target / domain / PARTIAL_PARSE
     prepared = manifest_path(settings.dbt_target).parent / PARTIAL_PARSE
     for seed in (cache, prepared):
         if seed.exists():
