@@ -66,11 +66,11 @@ def _without_password(text: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _catalog(settings: MeshSettings) -> SqlCatalog:
-    from pyiceberg.catalog.sql import SqlCatalog  # noqa: PLC0415  SQLAlchemy (0.3-0.7 s): only when a catalog opens
+    from mesh_assets.iceberg.sqlcatalog import MeshSqlCatalog  # noqa: PLC0415  SQLAlchemy (0.3-0.7 s): only when a catalog opens
 
     ensure_local_dirs(settings)
     try:
-        return SqlCatalog(settings.catalog_name, **settings.catalog_properties())
+        return MeshSqlCatalog(settings.catalog_name, **settings.catalog_properties())
     except Exception as exc:  # SQLAlchemy and drivers may echo the URI: never pass it on as is
         raise CatalogError(
             f"cannot open the Iceberg catalog {settings.catalog_name} at "

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pyiceberg import types as it
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 
-from mesh_assets.iceberg.commit import CONTRACT_VERSION_PROPERTY, commit_with_retry
+from mesh_assets.iceberg.commit import CONTRACT_VERSION_PROPERTY, commit_with_retry, transaction
 
 if TYPE_CHECKING:
     from pyiceberg.schema import Schema
@@ -197,7 +197,7 @@ def evolve(catalog, product: "DataProduct", *, properties: dict[str, str] | None
 
 def _set_contract_version(table: "Table", product: "DataProduct") -> None:
     if table.properties.get(CONTRACT_VERSION_PROPERTY) != product.version:
-        with table.transaction() as tx:
+        with transaction(table) as tx:
             tx.set_properties({CONTRACT_VERSION_PROPERTY: product.version})
 
 

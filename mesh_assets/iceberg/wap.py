@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from pyiceberg.table.update.snapshot import ManageSnapshots
 
-from mesh_assets.iceberg.commit import Committed, commit_with_retry
+from mesh_assets.iceberg.commit import Committed, commit_with_retry, transaction
 from mesh_assets.iceberg.versions import VersionError, _name, resolve_as_of
 
 if TYPE_CHECKING:  # annotations only
@@ -318,7 +318,7 @@ def rollback(
             ROLLBACK_FORCED_PROPERTY: str(force).lower(),
         }
         newest_checked = next((s for s in lineage_of(live, target) if is_checked(live, s)), None)
-        with live.transaction() as tx:
+        with transaction(live) as tx:
             manage = ManageSnapshots(tx).set_current_snapshot(snapshot_id=target)
             if newest_checked is not None:
                 manage = _tag(manage, live, LAST_CHECKED, newest_checked)

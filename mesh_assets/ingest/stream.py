@@ -62,6 +62,7 @@ from mesh_assets.iceberg.commit import (
     INPUTS_PROPERTY,
     RUN_ID_PROPERTY,
     commit_with_retry,
+    transaction,
 )
 from mesh_assets.iceberg.wap import lineage_of, main_history, open_audit_branch, record_on_main
 from mesh_assets.ingest.landing import IngestionError
@@ -540,7 +541,7 @@ def _write(product: DataProduct, table: Table, typed: Typed, properties: dict, b
     """One transaction on ``branch``: the deletes, the rows (appended, or upserted by key), and
     always a snapshot that carries ``properties`` (an empty append when nothing else changed)."""
     changed = False
-    with table.transaction() as tx:
+    with transaction(table) as tx:
         if typed.deletes:
             tx.delete(In(product.stream.key, typed.deletes), snapshot_properties=properties, branch=branch)
             changed = True
@@ -600,7 +601,7 @@ def stop(table: Table, product: DataProduct, snapshot_id: int, branch: str, fail
     record = {"from": start, "to": end, "snapshot": snapshot_id, "branch": branch, "checks": sorted(failed)}
 
     def apply(live: Table) -> None:
-        with live.transaction() as tx:
+        with transaction(live) as tx:
             tx.set_properties({STOPPED_PROPERTY: json.dumps(record)})
 
     commit_with_retry(table.catalog, table.name(), apply)
@@ -720,7 +721,7 @@ def _move(product, table: Table, before, after, verb: str, user: str, *, quarant
 
     def clear(live: Table) -> None:
         if STOPPED_PROPERTY in live.metadata.properties:
-            with live.transaction() as tx:
+            with transaction(live) as tx:
                 tx.remove_properties(STOPPED_PROPERTY)
 
     commit_with_retry(table.catalog, table.name(), clear)
