@@ -46,15 +46,31 @@ class MeshSqlCatalog(SqlCatalog):
             Identifier, tuple[str, TableMetadata]
         ] = {}  # table -> its last (location, metadata)
 
-    def _remember(self, identifier: Identifier, location: str, metadata: TableMetadata) -> None:
+    def _remember(
+        self, identifier: Identifier, location: str, metadata: TableMetadata, *, replacing: str | None = None
+    ) -> None:
+        """Keep ``metadata`` as what ``location`` holds; with ``replacing``, only while what is
+        kept is still that location (a slower thread must not put back an older commit)."""
         with self._lock:
-            self._metadata[identifier] = (location, metadata)
+            known = self._metadata.get(identifier)
+            if replacing is None or known is None or known[0] == replacing:
+                self._metadata[identifier] = (location, metadata)
+
+    def _forget(self, identifier: str | Identifier) -> None:
+        with self._lock:
+            self._metadata.pop(Catalog.identifier_to_tuple(identifier), None)
 
     def _convert_orm_to_iceberg(self, orm_table: IcebergTables) -> Table:
         """The table behind a catalog row (pyiceberg's method of the same name, which every load
         goes through), its metadata parsed only when the row points at a file not seen before."""
-        identifier = (*Catalog.identifier_to_tuple(orm_table.table_namespace), orm_table.table_name)
-        location = orm_table.metadata_location
+        location, namespace, name = (
+            orm_table.metadata_location,
+            orm_table.table_namespace,
+            orm_table.table_name,
+        )
+        if not (location and namespace and name):  # pyiceberg's own error for an incomplete row
+            return super()._convert_orm_to_iceberg(orm_table)
+        identifier = (*Catalog.identifier_to_tuple(namespace), name)
         with self._lock:
             known = self._metadata.get(identifier)
         if known is None or known[0] != location:
@@ -74,8 +90,24 @@ class MeshSqlCatalog(SqlCatalog):
         self, table: Table, requirements: tuple[TableRequirement, ...], updates: tuple[TableUpdate, ...]
     ) -> CommitTableResponse:
         response = super().commit_table(table, requirements, updates)
-        self._remember(table.name(), response.metadata_location, response.metadata)
+        self._remember(
+            table.name(), response.metadata_location, response.metadata, replacing=table.metadata_location
+        )
         return response
+
+    def drop_table(self, identifier: str | Identifier) -> None:
+        super().drop_table(identifier)
+        self._forget(identifier)
+
+    def rename_table(self, from_identifier: str | Identifier, to_identifier: str | Identifier) -> Table:
+        self._forget(from_identifier)
+        return super().rename_table(from_identifier, to_identifier)
+
+    def register_table(
+        self, identifier: str | Identifier, metadata_location: str, overwrite: bool = False
+    ) -> Table:
+        self._forget(identifier)  # a location may be registered again with other content
+        return super().register_table(identifier, metadata_location, overwrite)
 
     def _update_and_stage_table(
         self,

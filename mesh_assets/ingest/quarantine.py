@@ -119,7 +119,7 @@ def park(
 
 
 def _summary(snapshot: Snapshot | None) -> dict[str, str]:
-    return snapshot.summary.additional_properties if snapshot is not None and snapshot.summary else {}
+    return dict(snapshot.summary.additional_properties) if snapshot is not None and snapshot.summary else {}
 
 
 def _superseded(table: Table, head: Snapshot, key: str) -> bool:

@@ -112,7 +112,7 @@ def parse_offsets(text: str) -> dict[int, int]:
 
 def _summary(table: Table, snapshot_id: int) -> dict[str, str]:
     snapshot = table.snapshot_by_id(snapshot_id)
-    return snapshot.summary.additional_properties if snapshot and snapshot.summary else {}
+    return dict(snapshot.summary.additional_properties) if snapshot and snapshot.summary else {}
 
 
 def offsets_at(table: Table, snapshot_id: int | None) -> dict[int, int]:
