@@ -48,6 +48,7 @@ NAMES = ("trino_ingest", "trino_tpch_q1", "trino_tpch_q6", "trino_tpch_q12", "tr
 LAYOUT_PROPERTIES = (
     "write.parquet.row-group-limit",
     "write.parquet.dict-size-bytes",
+    "write.parquet.page-row-limit",
     "write.target-file-size-bytes",
 )
 # The platform-written SF1 lineitem as Trino saw it in earlier versions of the platform
