@@ -42,9 +42,8 @@ class MeshSqlCatalog(SqlCatalog):
     def __init__(self, name: str, **properties: str):
         super().__init__(name, **properties)
         self._lock = threading.Lock()
-        self._metadata: dict[
-            Identifier, tuple[str, TableMetadata]
-        ] = {}  # table -> its last (location, metadata)
+        # table -> the last (metadata location, metadata) this process read or wrote
+        self._metadata: dict[Identifier, tuple[str, TableMetadata]] = {}
 
     def _remember(
         self, identifier: Identifier, location: str, metadata: TableMetadata, *, replacing: str | None = None
